@@ -1,0 +1,1 @@
+"""Subcommands of the `bench` command line; each module registers one."""

@@ -1,0 +1,95 @@
+"""Raw samples -> robust summary: median, a distribution-free 95% CI of the median, spread, outliers."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+from scipy import stats as _sps
+
+CONFIDENCE = 0.95
+
+
+def median_ci_indices(n: int, confidence: float = CONFIDENCE) -> tuple[int, int] | None:
+    """0-based order-statistic indices (lo, hi) bounding the median with at least `confidence`.
+
+    Distribution-free: the number of samples below the true median is Binomial(n, 1/2), so
+    [x_(lo), x_(hi)] covers it with probability P(lo < K <= hi). Returns None when n is too small
+    for any interval to reach the confidence (n < 6 at 95%).
+    """
+    if n < 1:
+        return None
+    alpha = 1.0 - confidence
+    # Largest k with P(K <= k-1) <= alpha/2: then [x_(k), x_(n-k+1)] (1-based) has coverage >= 1-alpha.
+    k = int(_sps.binom.ppf(alpha / 2.0, n, 0.5))
+    while k > 0 and _sps.binom.cdf(k - 1, n, 0.5) > alpha / 2.0:
+        k -= 1
+    if k < 1:
+        return None
+    return k - 1, n - k
+
+
+@dataclass(frozen=True)
+class SampleStats:
+    """Summary of one point's raw step times, in seconds."""
+
+    n: int
+    median_s: float
+    mean_s: float
+    stdev_s: float | None
+    min_s: float
+    max_s: float
+    iqr_s: float
+    ci_low_s: float | None
+    ci_high_s: float | None
+    ci_rel_halfwidth: float | None
+    outliers: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SampleStats":
+        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})
+
+
+def summarize(samples: Sequence[float], confidence: float = CONFIDENCE) -> SampleStats:
+    """Summarise raw samples. Requires at least one sample."""
+    x = np.sort(np.asarray(samples, dtype=float))
+    n = int(x.size)
+    if n == 0:
+        raise ValueError("summarize() needs at least one sample")
+    median = float(np.median(x))
+    q1, q3 = (float(v) for v in np.percentile(x, [25, 75]))
+    iqr = q3 - q1
+    outliers = int(np.sum((x < q1 - 1.5 * iqr) | (x > q3 + 1.5 * iqr)))
+    idx = median_ci_indices(n, confidence)
+    if idx is None:
+        lo = hi = rel = None
+    else:
+        lo, hi = float(x[idx[0]]), float(x[idx[1]])
+        rel = (hi - lo) / 2.0 / median if median > 0 else None
+    return SampleStats(
+        n=n,
+        median_s=median,
+        mean_s=float(x.mean()),
+        stdev_s=float(x.std(ddof=1)) if n > 1 else None,
+        min_s=float(x[0]),
+        max_s=float(x[-1]),
+        iqr_s=iqr,
+        ci_low_s=lo,
+        ci_high_s=hi,
+        ci_rel_halfwidth=rel,
+        outliers=outliers,
+    )
+
+
+def relative_spread(values: Sequence[float]) -> float | None:
+    """Half the range of `values` relative to their median ((max - min) / 2 / median)."""
+    v = [float(a) for a in values if a is not None and math.isfinite(a)]
+    if len(v) < 2:
+        return None
+    med = float(np.median(v))
+    return (max(v) - min(v)) / 2.0 / med if med > 0 else None

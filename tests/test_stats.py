@@ -1,0 +1,38 @@
+import numpy as np
+import pytest
+
+from bench.stats import median_ci_indices, relative_spread, summarize
+
+
+def test_median_ci_covers_the_true_median_at_least_95_percent_of_the_time():
+    rng = np.random.default_rng(1)
+    true_median = 1.0  # lognormal(0, s) has median exp(0) = 1
+    hits = 0
+    trials = 2000
+    for _ in range(trials):
+        s = summarize(rng.lognormal(0.0, 0.3, size=25))
+        hits += s.ci_low_s <= true_median <= s.ci_high_s
+    assert hits / trials >= 0.94
+
+
+def test_median_ci_is_undefined_below_six_samples_and_defined_from_six():
+    assert median_ci_indices(5) is None
+    assert median_ci_indices(6) == (0, 5)
+    s = summarize([1.0, 2.0, 3.0])
+    assert s.ci_low_s is None and s.ci_rel_halfwidth is None and s.median_s == 2.0
+
+
+def test_summary_of_known_samples():
+    s = summarize([1, 2, 3, 4, 100])
+    assert s.median_s == 3 and s.min_s == 1 and s.max_s == 100 and s.n == 5
+    assert s.outliers == 1  # 100 lies beyond Q3 + 1.5 IQR
+
+
+def test_summarize_rejects_empty_input():
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def test_relative_spread_is_half_range_over_median():
+    assert relative_spread([0.9, 1.0, 1.1]) == pytest.approx(0.1)
+    assert relative_spread([1.0]) is None
