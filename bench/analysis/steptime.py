@@ -1,0 +1,897 @@
+"""Step time against batch size: up to which batch a step takes the same time, where it bends, where
+throughput saturates, told in a few plain sentences. Pure functions over summaries; measures nothing.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
+
+import numpy as np
+from scipy import optimize
+from scipy import stats as _sps
+
+from ..errors import BenchError
+from ..stats import relative_spread
+
+if TYPE_CHECKING:
+    from ..results import Measurement, SweepResult
+
+SCHEMA = "bench.steptime"
+SCHEMA_VERSION = 1
+
+WITHIN = "within"
+BEYOND = "beyond"
+UNDECIDED = "undecided"
+
+REGIME_FLAT = "flat"
+REGIME_TRANSITION = "transition"
+REGIME_LINEAR = "linear"
+
+FIT_LINEAR = "linear"
+FIT_HINGE = "hinge"
+
+MIN_POINTS_FOR_FIT = 3
+# The hinge has three parameters; with three points it always fits exactly, so it cannot win then.
+MIN_POINTS_FOR_HINGE_CHOICE = 4
+# The knee is searched for, which makes the nested-model F-test optimistic: ask for strong evidence.
+HINGE_P_VALUE = 0.01
+# A straight line already within this relative RMS leaves nothing a knee could meaningfully explain.
+NEGLIGIBLE_REL_RESIDUAL = 2e-3
+# Above this relative RMS residual the growth is not called "about linear" in the verdict.
+IRREGULAR_REL_RESIDUAL = 0.10
+# A point is "linear" once at least half its fitted step time scales with the batch (d ln t / d ln B >= 0.5).
+LINEAR_ELASTICITY = 0.5
+KNEE_GRID_POINTS = 512
+MAX_LISTED_BATCHES = 8
+
+
+# --------------------------------------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class PointSummary:
+    """What the analysis needs from one measured batch size (times in seconds).
+
+    `ci_low_s`/`ci_high_s` bound the median with 95% confidence (None when there were too few samples);
+    `block_spread_rel` is (max - min) / 2 / median over the medians of repeated timing blocks.
+    """
+
+    batch_size: int
+    median_s: float
+    ci_low_s: float | None
+    ci_high_s: float | None
+    block_spread_rel: float | None = None
+
+    def to_dict(self) -> dict:
+        return _clean({
+            "batch_size": self.batch_size,
+            "median_s": self.median_s,
+            "ci_low_s": self.ci_low_s,
+            "ci_high_s": self.ci_high_s,
+            "block_spread_rel": self.block_spread_rel,
+        })
+
+
+@dataclass(frozen=True)
+class StepTimePoint:
+    """One batch size as the analysis sees it.
+
+    - `throughput_samples_per_s` = B / median; its interval is [B / ci_high, B / ci_low].
+    - `ratio_to_reference` = t(B) / t(B_ref) (medians); the conservative interval is
+      [ci_low(B) / ci_high(ref), ci_high(B) / ci_low(ref)], with the median standing in for a missing
+      bound (`ratio_basis` is then "median_fallback"; "reference" marks the reference itself).
+    - `equal_time`: "within" if the interval's upper end <= 1 + eps, "beyond" if its lower end > 1 + eps,
+      else "undecided". The reference is "within" by definition.
+    - `noisy`: repeated timing blocks disagree by more than the noise target (None: no blocks to compare).
+    - `regime`: "flat", "transition" or "linear" (see `analyse_step_times`); None with
+      `regime_reason` when it cannot be told.
+    - `fitted_s`: the best fit's step time at this batch (None without a fit).
+    """
+
+    batch_size: int
+    median_s: float
+    ci_low_s: float | None
+    ci_high_s: float | None
+    throughput_samples_per_s: float
+    throughput_low_samples_per_s: float | None
+    throughput_high_samples_per_s: float | None
+    ratio_to_reference: float
+    ratio_low: float
+    ratio_high: float
+    ratio_basis: str
+    equal_time: str
+    block_spread_rel: float | None
+    noisy: bool | None
+    regime: str | None = None
+    regime_reason: str | None = None
+    fitted_s: float | None = None
+    diagnosis: str | None = None
+
+    def to_dict(self) -> dict:
+        return _clean({name: getattr(self, name) for name in self.__dataclass_fields__})
+
+
+@dataclass(frozen=True)
+class LinearFit:
+    """t(B) = intercept_s + slope_s_per_sample * B, weighted least squares on relative errors.
+
+    `saturation_batch` = intercept / slope (DESIGN's B_sat ~ a/b: the batch at which the per-sample
+    work equals the fixed per-step cost, i.e. the step takes twice its fixed part); None with
+    `saturation_batch_reason` when the slope is 0 or the intercept is not positive.
+    `slope_clamped` is True when the unconstrained slope came out negative and was held at 0.
+    """
+
+    intercept_s: float
+    slope_s_per_sample: float
+    intercept_se_s: float | None
+    slope_se_s_per_sample: float | None
+    saturation_batch: float | None
+    saturation_batch_reason: str | None
+    rel_rms_residual: float
+    n_points: int
+    slope_clamped: bool
+
+    def predict_s(self, batch_size: float) -> float:
+        return self.intercept_s + self.slope_s_per_sample * float(batch_size)
+
+    def elasticity(self, batch_size: float) -> float:
+        t = self.predict_s(batch_size)
+        return self.slope_s_per_sample * float(batch_size) / t if t > 0 else math.inf
+
+    def to_dict(self) -> dict:
+        return _clean({"model": "t = intercept_s + slope_s_per_sample * B",
+                       **{name: getattr(self, name) for name in self.__dataclass_fields__}})
+
+
+@dataclass(frozen=True)
+class HingeFit:
+    """t(B) = plateau_s for B <= K, plateau_s + slope_s_per_sample * (B - K) beyond (a plateau, then a line).
+
+    `knee_position`: "inside" (a plateau and a rise both seen), "at_smallest" (no plateau resolved: the
+    fit is the straight line), "beyond_range" (no rise: `knee_batch` is None and the slope is 0).
+    """
+
+    plateau_s: float
+    slope_s_per_sample: float
+    knee_batch: float | None
+    knee_position: str
+    rel_rms_residual: float
+    n_points: int
+
+    def predict_s(self, batch_size: float) -> float:
+        if self.knee_batch is None:
+            return self.plateau_s
+        return self.plateau_s + self.slope_s_per_sample * max(0.0, float(batch_size) - self.knee_batch)
+
+    def elasticity(self, batch_size: float) -> float:
+        if self.knee_batch is None or batch_size <= self.knee_batch:
+            return 0.0
+        t = self.predict_s(batch_size)
+        return self.slope_s_per_sample * float(batch_size) / t if t > 0 else math.inf
+
+    def to_dict(self) -> dict:
+        model = "t = plateau_s for B <= knee_batch, plateau_s + slope_s_per_sample * (B - knee_batch) beyond"
+        return _clean({"model": model,
+                       **{name: getattr(self, name) for name in self.__dataclass_fields__}})
+
+
+@dataclass
+class StepTimeAnalysis:
+    """Everything `analyse_step_times` concludes, with `verdict` (plain sentences) to read first.
+
+    Values that could not be determined are None, and `null_reasons[name]` says why.
+    """
+
+    eps: float
+    noise_target: float
+    saturation_fraction: float
+    points: list[StepTimePoint] = field(default_factory=list)
+    reference_batch: int | None = None
+    reference_median_s: float | None = None
+    equal_time_max_batch: int | None = None
+    equal_time_max_batch_possible: int | None = None
+    first_beyond_batch: int | None = None
+    equal_time_reaches_largest: bool | None = None
+    points_without_ci: list[int] = field(default_factory=list)
+    linear_fit: LinearFit | None = None
+    hinge_fit: HingeFit | None = None
+    best_fit: str | None = None
+    best_fit_reason: str | None = None
+    saturation_batch_linear: float | None = None
+    knee_batch: float | None = None
+    knee_source: str | None = None
+    knee_beyond_range: bool | None = None
+    peak_throughput_samples_per_s: float | None = None
+    peak_throughput_batch: int | None = None
+    peak_at_largest_batch: bool | None = None
+    throughput_saturation_batch: int | None = None
+    noisy_batches: list[int] = field(default_factory=list)
+    faster_at_larger_batch: list[tuple[int, int]] = field(default_factory=list)
+    largest_batch_that_fits: int | None = None
+    null_reasons: dict[str, str] = field(default_factory=dict)
+    verdict: list[str] = field(default_factory=list)
+
+    @property
+    def n_points(self) -> int:
+        return len(self.points)
+
+    def fit(self) -> LinearFit | HingeFit | None:
+        """The fit `best_fit` names (None without one)."""
+        if self.best_fit == FIT_HINGE:
+            return self.hinge_fit
+        if self.best_fit == FIT_LINEAR:
+            return self.linear_fit
+        return None
+
+    def fitted_step_time_s(self, batch_size: float) -> float | None:
+        """The best fit's step time at `batch_size` (for drawing the curve); None without a fit."""
+        f = self.fit()
+        return f.predict_s(batch_size) if f is not None else None
+
+    def to_dict(self) -> dict:
+        return _clean({
+            "schema": SCHEMA,
+            "schema_version": SCHEMA_VERSION,
+            "verdict": list(self.verdict),
+            "parameters": {"eps": self.eps, "noise_target": self.noise_target,
+                           "saturation_fraction": self.saturation_fraction},
+            "n_points": self.n_points,
+            "reference_batch": self.reference_batch,
+            "reference_median_s": self.reference_median_s,
+            "equal_time_max_batch": self.equal_time_max_batch,
+            "equal_time_max_batch_possible": self.equal_time_max_batch_possible,
+            "first_beyond_batch": self.first_beyond_batch,
+            "equal_time_reaches_largest": self.equal_time_reaches_largest,
+            "points_without_ci": list(self.points_without_ci),
+            "best_fit": self.best_fit,
+            "best_fit_reason": self.best_fit_reason,
+            "linear_fit": self.linear_fit.to_dict() if self.linear_fit else None,
+            "hinge_fit": self.hinge_fit.to_dict() if self.hinge_fit else None,
+            "saturation_batch_linear": self.saturation_batch_linear,
+            "knee_batch": self.knee_batch,
+            "knee_source": self.knee_source,
+            "knee_beyond_range": self.knee_beyond_range,
+            "peak_throughput_samples_per_s": self.peak_throughput_samples_per_s,
+            "peak_throughput_batch": self.peak_throughput_batch,
+            "peak_at_largest_batch": self.peak_at_largest_batch,
+            "throughput_saturation_batch": self.throughput_saturation_batch,
+            "noisy_batches": list(self.noisy_batches),
+            "faster_at_larger_batch": [list(pair) for pair in self.faster_at_larger_batch],
+            "largest_batch_that_fits": self.largest_batch_that_fits,
+            "points": [p.to_dict() for p in self.points],
+            "null_reasons": dict(self.null_reasons),
+        })
+
+
+# ------------------------------------------------------------------------------------------ inputs
+
+
+def summaries_from_measurements(points: Iterable["Measurement"]) -> list[PointSummary]:
+    """PointSummary per ok Measurement (oom and error points are skipped), sorted by batch size.
+
+    `block_spread_rel` is `bench.stats.relative_spread(m.block_medians_s)` (None with fewer than two
+    blocks). Raises BenchError for an ok point without samples or for points of more than one
+    configuration (their step times cannot be compared on one curve).
+    """
+    out: list[PointSummary] = []
+    groups: set[str] = set()
+    for m in points:
+        if not m.ok:
+            continue
+        s = m.stats
+        if s is None:
+            raise BenchError(f"point {m.case.key} is marked ok but has no step-time samples")
+        groups.add(m.case.group_key)
+        out.append(PointSummary(
+            batch_size=int(m.case.batch_size),
+            median_s=s.median_s,
+            ci_low_s=s.ci_low_s,
+            ci_high_s=s.ci_high_s,
+            block_spread_rel=relative_spread(m.block_medians_s),
+        ))
+    if len(groups) > 1:
+        raise BenchError(f"step-time analysis needs points of one configuration, got {len(groups)}: "
+                         f"{', '.join(sorted(groups))}")
+    return sorted(out, key=lambda p: p.batch_size)
+
+
+def analyse_sweep(result: "SweepResult", **kwargs: Any) -> StepTimeAnalysis:
+    """`analyse_step_times` over a sweep's ok points, with its largest batch that fits."""
+    kwargs.setdefault("largest_batch_that_fits", result.largest_batch_that_fits)
+    return analyse_step_times(summaries_from_measurements(result.points), **kwargs)
+
+
+# ---------------------------------------------------------------------------------------- analysis
+
+
+def analyse_step_times(
+    points: Sequence[PointSummary],
+    *,
+    eps: float = 0.05,
+    noise_target: float = 0.01,
+    saturation_fraction: float = 0.95,
+    largest_batch_that_fits: int | None = None,
+    diagnoses: dict[int, str] | None = None,
+) -> StepTimeAnalysis:
+    """Analyse step time against batch size. The rules:
+
+    1. Throughput per point: B / median, interval [B / ci_high, B / ci_low].
+    2. Equal-time range, judged with CIs rather than medians. Reference = the smallest batch. Each
+       point's ratio t(B)/t(ref) gets the conservative interval [ci_low(B)/ci_high(ref),
+       ci_high(B)/ci_low(ref)] (the median replaces a missing bound; such points are listed in
+       `points_without_ci` and the verdict says so). "within": upper end <= 1+eps; "beyond": lower end
+       > 1+eps; else "undecided". `equal_time_max_batch` = largest B such that it and every smaller
+       point are "within"; `equal_time_max_batch_possible` = largest B before the first "beyond" (the
+       range could reach it if the undecided points turned out within); `first_beyond_batch`.
+    3. Fits (at least 3 points): `fit_linear` (t = a + b*B, b >= 0, B_sat = a/b) and `fit_hinge`
+       (plateau, then a line from knee K). `best_fit` is the line unless the hinge is clearly better:
+       at least 4 points, the line's relative RMS residual above 0.2%, and a nested-model F-test on
+       the relative residuals with p < 0.01.
+    4. Peak throughput (largest B / median) and `throughput_saturation_batch`, the smallest batch
+       whose median throughput reaches `saturation_fraction` of the peak.
+    5. Noise: a point is noisy when `block_spread_rel` > `noise_target` (repeated blocks disagree).
+       `faster_at_larger_batch` lists neighbours where the larger batch is faster beyond both CIs.
+    6. Regime per point: "flat" if "within" with no "beyond" at or below it; otherwise, from the best
+       fit, "linear" when past the knee with d ln t / d ln B >= 0.5 (at least half the step time
+       scales with the batch; for the line that is B >= a/b), else "transition".
+       `diagnoses` (batch -> short phrase such as "launch-bound") are carried per point and quoted
+       in the verdict.
+    7. `knee_batch`: None with `knee_beyond_range` when every point is within (the knee lies beyond
+       the largest batch measured); else the hinge's knee when the hinge is the best fit, else a/b
+       (`knee_beyond_range` also when the line has no slope or a/b exceeds the largest batch).
+    """
+    _check_parameters(eps, noise_target, saturation_fraction, largest_batch_that_fits)
+    pts = _checked_points(points)
+    diagnoses = {int(k): str(v) for k, v in (diagnoses or {}).items() if v}
+    a = StepTimeAnalysis(eps=float(eps), noise_target=float(noise_target),
+                         saturation_fraction=float(saturation_fraction),
+                         largest_batch_that_fits=largest_batch_that_fits)
+    if largest_batch_that_fits is None:
+        a.null_reasons["largest_batch_that_fits"] = "not given (no search for the largest batch)"
+
+    if not pts:
+        reason = "no batch size was measured successfully"
+        for name in ("reference_batch", "equal_time_max_batch", "equal_time_max_batch_possible",
+                     "first_beyond_batch", "linear_fit", "hinge_fit", "best_fit", "knee_batch",
+                     "saturation_batch_linear", "peak_throughput_samples_per_s", "throughput_saturation_batch"):
+            a.null_reasons[name] = reason
+        a.verdict = _verdict(a)
+        return a
+
+    ref = pts[0]
+    a.reference_batch = ref.batch_size
+    a.reference_median_s = ref.median_s
+    a.points_without_ci = [p.batch_size for p in pts if p.ci_low_s is None or p.ci_high_s is None]
+
+    rows = []
+    for p in pts:
+        if p is ref:
+            r_lo = r_hi = 1.0
+            basis = "reference"
+            verdict = WITHIN
+        else:
+            r_lo, r_hi, basis = _ratio_interval(p, ref)
+            verdict = WITHIN if r_hi <= 1.0 + eps else BEYOND if r_lo > 1.0 + eps else UNDECIDED
+        rows.append(dict(
+            batch_size=p.batch_size, median_s=p.median_s, ci_low_s=p.ci_low_s, ci_high_s=p.ci_high_s,
+            throughput_samples_per_s=p.batch_size / p.median_s,
+            throughput_low_samples_per_s=p.batch_size / p.ci_high_s if p.ci_high_s else None,
+            throughput_high_samples_per_s=p.batch_size / p.ci_low_s if p.ci_low_s else None,
+            ratio_to_reference=p.median_s / ref.median_s, ratio_low=r_lo, ratio_high=r_hi,
+            ratio_basis=basis, equal_time=verdict, block_spread_rel=p.block_spread_rel,
+            noisy=None if p.block_spread_rel is None else p.block_spread_rel > noise_target,
+            diagnosis=diagnoses.get(p.batch_size),
+        ))
+
+    _equal_time_range(a, rows)
+
+    # Fits.
+    b_arr = np.array([p.batch_size for p in pts], dtype=float)
+    t_arr = np.array([p.median_s for p in pts], dtype=float)
+    if len(pts) >= MIN_POINTS_FOR_FIT:
+        a.linear_fit = fit_linear(b_arr, t_arr)
+        a.hinge_fit = fit_hinge(b_arr, t_arr)
+        a.best_fit, a.best_fit_reason = choose_fit(a.linear_fit, a.hinge_fit)
+        a.saturation_batch_linear = a.linear_fit.saturation_batch
+        if a.saturation_batch_linear is None:
+            a.null_reasons["saturation_batch_linear"] = a.linear_fit.saturation_batch_reason or "undefined"
+    else:
+        reason = f"fits need at least {MIN_POINTS_FOR_FIT} ok points, got {len(pts)}"
+        for name in ("linear_fit", "hinge_fit", "best_fit", "saturation_batch_linear"):
+            a.null_reasons[name] = reason
+    _knee(a, pts[-1].batch_size)
+
+    # Regimes.
+    fit = a.fit()
+    seen_beyond = False
+    for row in rows:
+        seen_beyond = seen_beyond or row["equal_time"] == BEYOND
+        row["fitted_s"] = fit.predict_s(row["batch_size"]) if fit is not None else None
+        if len(rows) < 2:
+            row["regime"], row["regime_reason"] = None, "only one batch size measured"
+        elif row["equal_time"] == WITHIN and not seen_beyond:
+            row["regime"], row["regime_reason"] = REGIME_FLAT, None
+        elif fit is None:
+            row["regime"], row["regime_reason"] = None, a.null_reasons.get("best_fit", "no fit")
+        elif fit.elasticity(row["batch_size"]) >= LINEAR_ELASTICITY:
+            row["regime"], row["regime_reason"] = REGIME_LINEAR, None
+        else:
+            row["regime"], row["regime_reason"] = REGIME_TRANSITION, None
+    a.points = [StepTimePoint(**row) for row in rows]
+
+    # Throughput.
+    thr = [r["throughput_samples_per_s"] for r in rows]
+    i_peak = int(np.argmax(thr))
+    a.peak_throughput_samples_per_s = thr[i_peak]
+    a.peak_throughput_batch = rows[i_peak]["batch_size"]
+    a.peak_at_largest_batch = i_peak == len(rows) - 1
+    a.throughput_saturation_batch = next(r["batch_size"] for r, v in zip(rows, thr)
+                                         if v >= saturation_fraction * thr[i_peak])
+
+    # Noise and monotonicity.
+    a.noisy_batches = [p.batch_size for p in a.points if p.noisy]
+    for p, q in zip(pts, pts[1:]):
+        q_hi = q.ci_high_s if q.ci_high_s is not None else q.median_s
+        p_lo = p.ci_low_s if p.ci_low_s is not None else p.median_s
+        if q_hi < p_lo:
+            a.faster_at_larger_batch.append((p.batch_size, q.batch_size))
+
+    a.verdict = _verdict(a)
+    return a
+
+
+def _ratio_interval(p: PointSummary, ref: PointSummary) -> tuple[float, float, str]:
+    lo_num = p.ci_low_s if p.ci_low_s is not None else p.median_s
+    hi_num = p.ci_high_s if p.ci_high_s is not None else p.median_s
+    lo_den = ref.ci_low_s if ref.ci_low_s is not None else ref.median_s
+    hi_den = ref.ci_high_s if ref.ci_high_s is not None else ref.median_s
+    full = None not in (p.ci_low_s, p.ci_high_s, ref.ci_low_s, ref.ci_high_s)
+    return lo_num / hi_den, hi_num / lo_den, "ci" if full else "median_fallback"
+
+
+def _equal_time_range(a: StepTimeAnalysis, rows: list[dict]) -> None:
+    if len(rows) < 2:
+        reason = "only one batch size measured: nothing to compare its step time with"
+        for name in ("equal_time_max_batch", "equal_time_max_batch_possible", "first_beyond_batch"):
+            a.null_reasons[name] = reason
+        return
+    for r in rows:
+        if r["equal_time"] != WITHIN:
+            break
+        a.equal_time_max_batch = r["batch_size"]
+    first_beyond = next((i for i, r in enumerate(rows) if r["equal_time"] == BEYOND), None)
+    if first_beyond is None:
+        a.first_beyond_batch = None
+        a.null_reasons["first_beyond_batch"] = (f"no batch measured is clearly more than {_pct(a.eps)} "
+                                                "slower than the reference")
+        a.equal_time_max_batch_possible = rows[-1]["batch_size"]
+    else:
+        a.first_beyond_batch = rows[first_beyond]["batch_size"]
+        a.equal_time_max_batch_possible = rows[first_beyond - 1]["batch_size"]
+    a.equal_time_reaches_largest = a.equal_time_max_batch == rows[-1]["batch_size"]
+
+
+def _knee(a: StepTimeAnalysis, largest_batch: int) -> None:
+    if a.equal_time_reaches_largest:
+        a.knee_beyond_range = True
+        a.null_reasons["knee_batch"] = (f"step time stays within {_pct(a.eps)} up to the largest batch measured: "
+                                        "the knee lies beyond it")
+        return
+    if a.best_fit is None:
+        a.null_reasons["knee_batch"] = a.null_reasons.get("best_fit", "no fit")
+        return
+    if a.best_fit == FIT_HINGE:
+        h = a.hinge_fit
+        a.knee_batch, a.knee_source = h.knee_batch, "hinge"
+        a.knee_beyond_range = h.knee_position == "beyond_range"
+        if h.knee_batch is None:
+            a.null_reasons["knee_batch"] = ("the hinge fit finds no rise: "
+                                            "the knee lies beyond the largest batch measured")
+    else:
+        lin = a.linear_fit
+        a.knee_batch, a.knee_source = lin.saturation_batch, "linear a/b"
+        # No slope, or a/b past the largest batch: the per-sample work never reaches the fixed cost here.
+        a.knee_beyond_range = lin.slope_s_per_sample <= 0 or (lin.saturation_batch is not None
+                                                              and lin.saturation_batch > largest_batch)
+        if lin.saturation_batch is None:
+            a.null_reasons["knee_batch"] = lin.saturation_batch_reason or "undefined"
+            a.knee_source = None
+
+
+# -------------------------------------------------------------------------------------------- fits
+
+
+def _wls_line(x: np.ndarray, t: np.ndarray) -> tuple[float, float, bool]:
+    """(intercept, slope, clamped) minimising sum(((t - c - s*x) / t)^2) with s >= 0."""
+    w = 1.0 / t**2
+    sw, sx, sxx = w.sum(), (w * x).sum(), (w * x * x).sum()
+    st, sxt = (w * t).sum(), (w * x * t).sum()
+    det = sw * sxx - sx * sx
+    # det ~ 0: all x equal (for the hinge, every point on the plateau), so no slope is identified.
+    if det <= 1e-12 * sw * max(sxx, 1e-300):
+        return st / sw, 0.0, False
+    s = (sw * sxt - sx * st) / det
+    if s < 0:
+        return st / sw, 0.0, True
+    return (st - s * sx) / sw, s, False
+
+
+def _rel_residuals(t: np.ndarray, fitted: np.ndarray) -> np.ndarray:
+    return (t - fitted) / t
+
+
+def fit_linear(batch_sizes: Sequence[float], step_times_s: Sequence[float]) -> LinearFit:
+    """Fit t = a + b*B by weighted least squares with weights 1/t^2 (relative errors count equally
+    at every batch size), with b >= 0: a negative slope is held at 0 and a becomes the weighted mean.
+    Standard errors come from the weighted normal equations scaled by the residual variance
+    (None when the slope was clamped or there are only two points).
+    """
+    x = np.asarray(batch_sizes, dtype=float)
+    t = np.asarray(step_times_s, dtype=float)
+    n = int(x.size)
+    if n < 2:
+        raise BenchError(f"a linear fit needs at least 2 points, got {n}")
+    c, s, clamped = _wls_line(x, t)
+    r = _rel_residuals(t, c + s * x)
+    rms = float(np.sqrt(np.mean(r**2)))
+    c_se = s_se = None
+    if n > 2 and not clamped and s > 0:
+        design = np.column_stack([np.ones_like(x), x]) / t[:, None]
+        try:
+            cov = np.linalg.inv(design.T @ design) * float(np.sum(r**2)) / (n - 2)
+            c_se, s_se = float(math.sqrt(max(cov[0, 0], 0.0))), float(math.sqrt(max(cov[1, 1], 0.0)))
+        except np.linalg.LinAlgError:
+            pass
+    if s <= 0:
+        sat, reason = None, "step time does not grow with batch size in the measured range (slope 0)"
+    elif c <= 0:
+        sat, reason = None, "intercept <= 0: no fixed per-step cost resolved"
+    else:
+        sat, reason = float(c / s), None
+    return LinearFit(intercept_s=float(c), slope_s_per_sample=float(s), intercept_se_s=c_se,
+                     slope_se_s_per_sample=s_se, saturation_batch=sat, saturation_batch_reason=reason,
+                     rel_rms_residual=rms, n_points=n, slope_clamped=clamped)
+
+
+def _hinge_ssr(k: float, x: np.ndarray, t: np.ndarray) -> tuple[float, float, float]:
+    h = np.maximum(0.0, x - k)
+    t0, s, _ = _wls_line(h, t)
+    r = _rel_residuals(t, t0 + s * h)
+    return float(np.sum(r**2)), t0, s
+
+
+def fit_hinge(batch_sizes: Sequence[float], step_times_s: Sequence[float]) -> HingeFit:
+    """Fit a plateau then a line: t = t0 for B <= K, t0 + b*(B - K) beyond, b >= 0.
+
+    For a fixed knee K the model is linear in (t0, b), solved in closed form by the same weighted
+    least squares as `fit_linear`. K is scanned over a fine log grid between the smallest and the
+    largest batch (plus the batches themselves), then refined by a bounded scalar search around the
+    best grid value. A knee at the smallest batch is the straight line (no plateau resolved); a zero
+    slope means no rise was seen (knee beyond the range).
+    """
+    x = np.asarray(batch_sizes, dtype=float)
+    t = np.asarray(step_times_s, dtype=float)
+    n = int(x.size)
+    if n < 3:
+        raise BenchError(f"a hinge fit needs at least 3 points, got {n}")
+    lo, hi = float(x.min()), float(x.max())
+    grid = np.unique(np.concatenate([np.geomspace(lo, hi, KNEE_GRID_POINTS), x]))
+    ssr = np.array([_hinge_ssr(k, x, t)[0] for k in grid])
+    i = int(np.argmin(ssr))
+    best_k, best_ssr = float(grid[i]), float(ssr[i])
+    left, right = float(grid[max(i - 1, 0)]), float(grid[min(i + 1, grid.size - 1)])
+    if right > left:
+        res = optimize.minimize_scalar(lambda k: _hinge_ssr(k, x, t)[0], bounds=(left, right),
+                                       method="bounded", options={"xatol": 1e-6 * max(left, 1.0)})
+        if res.success and float(res.fun) < best_ssr:
+            best_k, best_ssr = float(res.x), float(res.fun)
+    _, t0, s = _hinge_ssr(best_k, x, t)
+    rms = float(math.sqrt(best_ssr / n))
+    if s <= 0 or best_k >= hi * (1 - 1e-9):
+        return HingeFit(plateau_s=float(t0), slope_s_per_sample=0.0, knee_batch=None,
+                        knee_position="beyond_range", rel_rms_residual=rms, n_points=n)
+    position = "at_smallest" if best_k <= lo * (1 + 1e-9) else "inside"
+    return HingeFit(plateau_s=float(t0), slope_s_per_sample=float(s), knee_batch=best_k,
+                    knee_position=position, rel_rms_residual=rms, n_points=n)
+
+
+def choose_fit(linear: LinearFit, hinge: HingeFit | None) -> tuple[str, str]:
+    """Which fit describes the data, and why: the line (2 parameters) unless the hinge (3) is clearly better.
+
+    The hinge wins only with >= 4 points, a line that misses by more than 0.2% RMS, and a nested
+    F-test on the relative residuals, F = (SSR_line - SSR_hinge) / (SSR_hinge / (n - 3)), with p < 0.01.
+    """
+    n = linear.n_points
+    if hinge is None:
+        return FIT_LINEAR, "no hinge fit"
+    if n < MIN_POINTS_FOR_HINGE_CHOICE:
+        return FIT_LINEAR, f"with {n} points a 3-parameter hinge fits exactly, so it cannot be judged better"
+    if linear.rel_rms_residual <= NEGLIGIBLE_REL_RESIDUAL:
+        return FIT_LINEAR, f"the line already fits within {linear.rel_rms_residual:.2%} RMS"
+    ssr_lin = linear.rel_rms_residual**2 * n
+    ssr_h = hinge.rel_rms_residual**2 * n
+    if ssr_h >= ssr_lin:
+        return FIT_LINEAR, "the hinge fits no better than the line"
+    if ssr_h <= 1e-12 * ssr_lin:
+        p = 0.0
+    else:
+        f_stat = (ssr_lin - ssr_h) / (ssr_h / (n - 3))
+        p = float(_sps.f.sf(f_stat, 1, n - 3))
+    if p < HINGE_P_VALUE:
+        return FIT_HINGE, (f"the hinge cuts the relative RMS residual from {linear.rel_rms_residual:.2%} to "
+                           f"{hinge.rel_rms_residual:.2%} (F-test p = {p:.2g})")
+    return FIT_LINEAR, f"the hinge is not clearly better (F-test p = {p:.2g} >= {HINGE_P_VALUE})"
+
+
+# ---------------------------------------------------------------------------------------- checking
+
+
+def _check_parameters(eps, noise_target, saturation_fraction, largest_batch_that_fits) -> None:
+    if not (isinstance(eps, (int, float)) and math.isfinite(eps) and eps > 0):
+        raise BenchError(f"eps must be a positive number (e.g. 0.05 for 5%), got {eps!r}")
+    if not (isinstance(noise_target, (int, float)) and math.isfinite(noise_target) and noise_target > 0):
+        raise BenchError(f"noise_target must be a positive number (e.g. 0.01 for ±1%), got {noise_target!r}")
+    if not (isinstance(saturation_fraction, (int, float)) and 0 < saturation_fraction <= 1):
+        raise BenchError(f"saturation_fraction must lie in (0, 1], got {saturation_fraction!r}")
+    if largest_batch_that_fits is not None and (isinstance(largest_batch_that_fits, bool)
+                                                or not isinstance(largest_batch_that_fits, int)
+                                                or largest_batch_that_fits < 1):
+        raise BenchError(f"largest_batch_that_fits must be a positive integer, got {largest_batch_that_fits!r}")
+
+
+def _checked_points(points: Sequence[PointSummary]) -> list[PointSummary]:
+    pts = sorted(points, key=lambda p: p.batch_size)
+    seen: set[int] = set()
+    for p in pts:
+        b = p.batch_size
+        if isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1:
+            raise BenchError(f"batch size must be a positive integer, got {b!r}")
+        if b in seen:
+            raise BenchError(f"batch size {b} appears more than once")
+        seen.add(b)
+        if not (_finite(p.median_s) and p.median_s > 0):
+            raise BenchError(f"batch {b}: median step time must be a positive number of seconds, got {p.median_s!r}")
+        for name in ("ci_low_s", "ci_high_s"):
+            v = getattr(p, name)
+            if v is not None and not (_finite(v) and v > 0):
+                raise BenchError(f"batch {b}: {name} must be a positive number of seconds or None, got {v!r}")
+        tol = 1e-9 * p.median_s
+        if p.ci_low_s is not None and p.ci_low_s > p.median_s + tol:
+            raise BenchError(f"batch {b}: ci_low_s {p.ci_low_s!r} is above the median {p.median_s!r}")
+        if p.ci_high_s is not None and p.ci_high_s < p.median_s - tol:
+            raise BenchError(f"batch {b}: ci_high_s {p.ci_high_s!r} is below the median {p.median_s!r}")
+        if p.block_spread_rel is not None and not (_finite(p.block_spread_rel) and p.block_spread_rel >= 0):
+            raise BenchError(f"batch {b}: block_spread_rel must be a non-negative number or None, "
+                             f"got {p.block_spread_rel!r}")
+    return [p if isinstance(p.batch_size, int) else PointSummary(int(p.batch_size), p.median_s, p.ci_low_s,
+                                                                  p.ci_high_s, p.block_spread_rel) for p in pts]
+
+
+def _finite(v: Any) -> bool:
+    return isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _clean(o: Any) -> Any:
+    """JSON-ready: numpy scalars to Python, NaN/inf to None, tuples to lists."""
+    if isinstance(o, dict):
+        return {str(k): _clean(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_clean(v) for v in o]
+    if isinstance(o, (bool, np.bool_)):
+        return bool(o)
+    if isinstance(o, (int, np.integer)):
+        return int(o)
+    if isinstance(o, (float, np.floating)):
+        return float(o) if math.isfinite(o) else None
+    return o
+
+
+# ------------------------------------------------------------------------------------- the verdict
+
+
+_TIME_UNITS = ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns"))
+
+
+def _time_unit(seconds: float) -> tuple[float, str]:
+    v = float(f"{abs(seconds):.3g}")
+    for scale, name in _TIME_UNITS:
+        if v >= scale:
+            return scale, name
+    return _TIME_UNITS[-1]
+
+
+def fmt_time(seconds: float) -> str:
+    """Seconds with 3 significant figures in a readable unit: 0.00123 -> '1.23 ms'."""
+    scale, unit = _time_unit(seconds)
+    return f"{float(f'{seconds:.3g}') / scale:.3g} {unit}"
+
+
+def _fmt_slope(s_per_sample: float, reference_s: float) -> str:
+    # Same unit as the step time the sentence quotes, unless that makes the number unreadably small.
+    scale, unit = _time_unit(reference_s)
+    if s_per_sample / scale < 1e-3:
+        scale, unit = _time_unit(s_per_sample)
+    return f"+{s_per_sample / scale:.3g} {unit} per sample"
+
+
+def fmt_rate(value: float) -> str:
+    """A rate with 3 significant figures and thousands separators: 51234.5 -> '51,200'."""
+    v = float(f"{value:.3g}")
+    return f"{int(round(v)):,}" if v >= 1000 else f"{v:g}"
+
+
+def _fmt_batchlike(value: float) -> str:
+    """A fitted batch size (knee, a/b) to 2 significant figures: 96.4 -> '96', 1536.2 -> '1500'."""
+    if value >= 10:
+        digits = int(math.floor(math.log10(value))) - 1
+        return str(int(round(value, -digits)))
+    return f"{value:.2g}"
+
+
+def _pct(fraction: float) -> str:
+    return f"{round(fraction * 100, 6):g}%"
+
+
+def _batch_list(batches: Sequence[int]) -> str:
+    b = [str(v) for v in batches]
+    if len(b) > MAX_LISTED_BATCHES:
+        return f"{', '.join(b[:3])}, …, {b[-1]} ({len(b)} points)"
+    return ", ".join(b)
+
+
+def _and_list(items: Sequence[str]) -> str:
+    if len(items) <= 2:
+        return " and ".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def _next_batch(points: Sequence[StepTimePoint], batch_size: int | None) -> int | None:
+    for p in points:
+        if batch_size is not None and p.batch_size > batch_size:
+            return p.batch_size
+    return None
+
+
+def _diag_phrase(points: Iterable[StepTimePoint]) -> str | None:
+    """The diagnoses of `points` in batch order, distinct, e.g. 'launch-bound, then compute-bound'."""
+    seen: list[str] = []
+    for p in points:
+        if p.diagnosis and p.diagnosis not in seen:
+            seen.append(p.diagnosis)
+    return ", then ".join(seen) if seen else None
+
+
+def _verdict(a: StepTimeAnalysis) -> list[str]:
+    out: list[str] = []
+    pts = a.points
+    fits_sentence = (f"The largest batch that fits is {a.largest_batch_that_fits}."
+                     if a.largest_batch_that_fits is not None else None)
+    if not pts:
+        out.append("Nothing was measured: no batch size has a successful step-time measurement, "
+                   "so there is nothing to analyse.")
+        if fits_sentence:
+            out.append(fits_sentence)
+        return out
+    if len(pts) == 1:
+        p = pts[0]
+        diag = f", {p.diagnosis}" if p.diagnosis else ""
+        out.append(f"Only batch {p.batch_size} was measured ({fmt_time(p.median_s)} per step, "
+                   f"{fmt_rate(p.throughput_samples_per_s)} samples/s{diag}): at least two batch sizes are "
+                   "needed to compare step times, and three to fit a curve.")
+        noise = _noise_sentence(a)
+        if noise:
+            out.append(noise)
+        if fits_sentence:
+            out.append(fits_sentence)
+        return out
+    out.append(_equal_time_sentence(a))
+    out.append(_throughput_sentence(a))
+    noise = _noise_sentence(a)
+    if noise:
+        out.append(noise)
+    if fits_sentence:
+        out.append(fits_sentence)
+    return out
+
+
+def _equal_time_sentence(a: StepTimeAnalysis) -> str:
+    pts = a.points
+    ref = pts[0]
+    eps = _pct(a.eps)
+    tref = f"batch {ref.batch_size}'s ({fmt_time(ref.median_s)})"
+    ci = "95% CIs"
+    if len(a.points_without_ci) == len(pts):
+        ci = "judged on medians: no point has a 95% CI"
+    elif a.points_without_ci:
+        ci += f"; batch {_batch_list(a.points_without_ci)} judged on medians for lack of a CI"
+    largest = pts[-1].batch_size
+    flat = [p for p in pts if a.equal_time_max_batch is not None and p.batch_size <= a.equal_time_max_batch]
+    flat_diag = _diag_phrase(flat)
+    flat_diag = f", where the step is {flat_diag}" if flat_diag else ""
+
+    if a.equal_time_reaches_largest:
+        return (f"Step time stays within {eps} of {tref} at every batch measured, up to {largest} "
+                f"({ci}){flat_diag}: the knee lies beyond batch {largest}.")
+
+    nxt = pts[1]
+    mentioned_beyond = False
+    if a.equal_time_max_batch == ref.batch_size:
+        if nxt.equal_time == BEYOND:
+            head = (f"Step time already exceeds {tref} by more than {eps} at batch {nxt.batch_size}, "
+                    f"the next batch measured ({ci})")
+            mentioned_beyond = True
+        else:
+            head = (f"At batch {nxt.batch_size} the {ci} cannot tell whether step time stays within {eps} "
+                    f"of {tref}")
+            if a.equal_time_max_batch_possible is not None and a.equal_time_max_batch_possible > nxt.batch_size:
+                head += f"; it may stay so up to batch {a.equal_time_max_batch_possible}"
+    else:
+        head = f"Step time stays within {eps} of {tref} up to batch {a.equal_time_max_batch} ({ci}){flat_diag}"
+        if a.equal_time_max_batch_possible is not None and a.equal_time_max_batch_possible > a.equal_time_max_batch:
+            head += f", and possibly up to batch {a.equal_time_max_batch_possible} (the CIs are too wide to tell)"
+
+    if a.first_beyond_batch is None:
+        return head + f"; no batch measured is clearly more than {eps} slower."
+
+    beyond_pts = [p for p in pts if p.batch_size >= a.first_beyond_batch]
+    beyond_diag = _diag_phrase(beyond_pts)
+    where = f" ({beyond_diag})" if beyond_diag else ""
+    fit = a.fit()
+    if fit is None:
+        if mentioned_beyond:
+            return head + (f"{where}." if where else ".")
+        return head + f"; from batch {a.first_beyond_batch} on{where} it is more than {eps} slower."
+    if mentioned_beyond:
+        lead = f"{beyond_diag}, it grows" if beyond_diag else "it grows"
+    elif _next_batch(pts, a.equal_time_max_batch) == a.first_beyond_batch:
+        lead = f"beyond{where}, it grows"
+    else:
+        lead = f"from batch {a.first_beyond_batch} on{where}, it grows"
+    slope = fit.slope_s_per_sample
+    if slope <= 0:
+        return head + f"; {lead} without a steady trend (the fits find no positive slope)."
+    slope_txt = _fmt_slope(slope, ref.median_s)
+    if fit.rel_rms_residual > IRREGULAR_REL_RESIDUAL:
+        return head + (f"; {lead} irregularly (the best fit, {slope_txt}, leaves a "
+                       f"{fit.rel_rms_residual:.0%} RMS residual).")
+    return head + f"; {lead} about linearly, {slope_txt} ({_knee_text(a)})."
+
+
+def _knee_text(a: StepTimeAnalysis) -> str:
+    if a.best_fit == FIT_HINGE and a.knee_batch is not None:
+        return f"knee ≈ {_fmt_batchlike(a.knee_batch)}"
+    lin = a.linear_fit
+    fixed = f"fixed part {fmt_time(lin.intercept_s)}" if lin.intercept_s > 0 else "no fixed part resolved"
+    if lin.saturation_batch is not None:
+        return f"{fixed}, so a/b ≈ {_fmt_batchlike(lin.saturation_batch)}"
+    return fixed
+
+
+def _throughput_sentence(a: StepTimeAnalysis) -> str:
+    peak = (f"Throughput peaks at {fmt_rate(a.peak_throughput_samples_per_s)} samples/s "
+            f"at batch {a.peak_throughput_batch}")
+    if a.peak_at_largest_batch:
+        peak += ", the largest measured (it may rise further)"
+    frac = _pct(a.saturation_fraction)
+    if a.throughput_saturation_batch is not None and a.throughput_saturation_batch < a.peak_throughput_batch:
+        return peak + f"; batch {a.throughput_saturation_batch} already reaches {frac} of it."
+    return peak + f"; no smaller batch reaches {frac} of it."
+
+
+def _noise_sentence(a: StepTimeAnalysis) -> str | None:
+    mono = None
+    if a.faster_at_larger_batch:
+        pairs = _and_list([f"{s} to {b}" for s, b in a.faster_at_larger_batch])
+        mono = f"step time falls from batch {pairs} beyond the 95% CIs"
+    if a.noisy_batches:
+        noisy = [p for p in a.points if p.noisy]
+        diag = _diag_phrase(noisy)
+        diag = f" ({diag})" if diag else ""
+        s = (f"Repeated timing blocks disagree by more than ±{_pct(a.noise_target)} at batch "
+             f"{_batch_list(a.noisy_batches)}{diag}: those points are noisy")
+        return s + (f", and {mono}." if mono else ".")
+    if mono:
+        return mono[0].upper() + mono[1:] + ": the curve is not monotone, so read the fits with care."
+    return None

@@ -1,0 +1,406 @@
+"""Specification of the step-time analysis on synthetic curves with known answers."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.analysis.steptime import (
+    BEYOND,
+    FIT_HINGE,
+    FIT_LINEAR,
+    UNDECIDED,
+    WITHIN,
+    PointSummary,
+    analyse_step_times,
+    analyse_sweep,
+    fit_hinge,
+    fit_linear,
+    fmt_rate,
+    fmt_time,
+    summaries_from_measurements,
+)
+from bench.errors import BenchError
+from bench.results import Case, Measurement, SweepResult
+
+BATCHES = [2**i for i in range(11)]  # 1 .. 1024
+
+
+def point(batch: int, t_s: float, rel_ci: float = 0.002, spread: float | None = 0.001) -> PointSummary:
+    return PointSummary(batch, t_s, t_s * (1 - rel_ci), t_s * (1 + rel_ci), spread)
+
+
+def hinge_curve(batch: int) -> float:
+    """1 ms up to batch 64, then +0.02 ms per sample."""
+    return 1e-3 if batch <= 64 else 1e-3 + 2e-5 * (batch - 64)
+
+
+def linear_curve(batch: int) -> float:
+    """1 ms fixed + 0.01 ms per sample: a/b = 100."""
+    return 1e-3 + 1e-5 * batch
+
+
+def strict_json(analysis) -> str:
+    return json.dumps(analysis.to_dict(), allow_nan=False)
+
+
+# ------------------------------------------------------------------------------- exact hinge data
+
+
+def test_hinge_data_knee_is_recovered_near_64():
+    a = analyse_step_times([point(b, hinge_curve(b)) for b in BATCHES])
+    assert a.best_fit == FIT_HINGE
+    assert a.hinge_fit.knee_position == "inside"
+    assert a.hinge_fit.knee_batch == pytest.approx(64, rel=0.03)
+    assert a.knee_batch == pytest.approx(64, rel=0.03)
+    assert a.hinge_fit.plateau_s == pytest.approx(1e-3, rel=1e-6)
+    assert a.hinge_fit.slope_s_per_sample == pytest.approx(2e-5, rel=1e-4)
+    assert a.hinge_fit.rel_rms_residual < 1e-6
+    assert a.hinge_fit.rel_rms_residual < a.linear_fit.rel_rms_residual
+
+
+def test_hinge_data_with_tight_cis_is_equal_time_up_to_64_and_beyond_at_128():
+    a = analyse_step_times([point(b, hinge_curve(b)) for b in BATCHES])
+    assert a.equal_time_max_batch == 64
+    assert a.equal_time_max_batch_possible == 64
+    assert a.first_beyond_batch == 128
+    assert a.equal_time_reaches_largest is False
+    verdicts = {p.batch_size: p.equal_time for p in a.points}
+    assert all(verdicts[b] == WITHIN for b in BATCHES if b <= 64)
+    assert all(verdicts[b] == BEYOND for b in BATCHES if b > 64)
+
+
+def test_hinge_data_regimes_are_flat_then_linear():
+    a = analyse_step_times([point(b, hinge_curve(b)) for b in BATCHES])
+    regimes = {p.batch_size: p.regime for p in a.points}
+    assert {regimes[b] for b in BATCHES if b <= 64} == {"flat"}
+    assert {regimes[b] for b in BATCHES if b > 64} == {"linear"}
+
+
+def test_hinge_verdict_mentions_range_slope_knee_and_largest_batch():
+    a = analyse_step_times([point(b, hinge_curve(b)) for b in BATCHES], largest_batch_that_fits=1536)
+    first = a.verdict[0]
+    assert "within 5% of batch 1's (1 ms)" in first
+    assert "up to batch 64" in first
+    assert "+0.02 ms per sample" in first
+    assert "knee ≈ 64" in first
+    assert a.verdict[-1] == "The largest batch that fits is 1536."
+    assert 2 <= len(a.verdict) <= 4
+
+
+# ----------------------------------------------------------------------------- purely linear data
+
+
+def test_linear_data_fit_recovers_intercept_slope_and_saturation_batch():
+    a = analyse_step_times([point(b, linear_curve(b)) for b in BATCHES])
+    lin = a.linear_fit
+    assert lin.intercept_s == pytest.approx(1e-3, rel=1e-6)
+    assert lin.slope_s_per_sample == pytest.approx(1e-5, rel=1e-6)
+    assert lin.saturation_batch == pytest.approx(100, rel=1e-6)
+    assert a.saturation_batch_linear == pytest.approx(100, rel=1e-6)
+    assert a.best_fit == FIT_LINEAR  # the hinge (3 parameters) is no better, so the line wins
+    assert a.knee_batch == pytest.approx(100, rel=1e-6)
+    assert a.knee_source == "linear a/b"
+
+
+def test_linear_fit_recovers_parameters_from_noisy_points_within_their_standard_errors():
+    factors = [1.01, 0.99, 1.005, 0.995, 1.0, 1.01, 0.99, 1.0]
+    bs = [1, 2, 4, 8, 16, 32, 64, 128]
+    lin = fit_linear(bs, [linear_curve(b) * f for b, f in zip(bs, factors)])
+    assert lin.slope_se_s_per_sample is not None and lin.slope_se_s_per_sample > 0
+    assert abs(lin.slope_s_per_sample - 1e-5) < 4 * lin.slope_se_s_per_sample
+    assert abs(lin.intercept_s - 1e-3) < 4 * lin.intercept_se_s
+
+
+def test_linear_verdict_reports_slope_and_a_over_b():
+    a = analyse_step_times([point(b, linear_curve(b)) for b in BATCHES])
+    assert a.equal_time_max_batch == 4  # t(8)/t(1) = 1.08/1.01 > 1.05
+    assert a.first_beyond_batch == 8
+    assert "+0.01 ms per sample" in a.verdict[0]
+    assert "a/b ≈ 100" in a.verdict[0]
+
+
+def test_linear_fit_never_reports_a_negative_slope():
+    lin = fit_linear([1, 2, 4, 8], [2e-3, 1.8e-3, 1.5e-3, 1.2e-3])
+    assert lin.slope_s_per_sample == 0.0
+    assert lin.slope_clamped is True
+    assert lin.saturation_batch is None and "slope 0" in lin.saturation_batch_reason
+
+
+# -------------------------------------------------------------------------------------- all flat
+
+
+def test_all_flat_data_is_equal_time_everywhere_and_knee_is_beyond_the_range():
+    a = analyse_step_times([point(b, 1e-3) for b in BATCHES])
+    assert a.equal_time_max_batch == 1024
+    assert a.equal_time_reaches_largest is True
+    assert a.first_beyond_batch is None and "first_beyond_batch" in a.null_reasons
+    assert a.knee_batch is None and a.knee_beyond_range is True
+    assert "beyond" in a.null_reasons["knee_batch"]
+    assert a.hinge_fit.knee_position == "beyond_range"
+    assert {p.regime for p in a.points} == {"flat"}
+    assert "knee lies beyond batch 1024" in a.verdict[0]
+
+
+def test_all_beyond_says_step_time_already_grows_at_the_next_batch():
+    a = analyse_step_times([point(b, b * 1e-3) for b in [1, 2, 4, 8]])
+    assert a.equal_time_max_batch == 1
+    assert a.first_beyond_batch == 2
+    assert [p.equal_time for p in a.points] == [WITHIN, BEYOND, BEYOND, BEYOND]
+    assert "already exceeds batch 1's (1 ms) by more than 5% at batch 2" in a.verdict[0]
+    assert "+1 ms per sample" in a.verdict[0]
+
+
+# ---------------------------------------------------------------------------- CIs decide, not medians
+
+
+def test_wide_ci_makes_a_borderline_point_undecided_not_within():
+    # Median ratio 1.04 (< 1.05) but the CI of batch 2 reaches 1.08: the data cannot promise 5%.
+    pts = [point(1, 1e-3, rel_ci=0.01), point(2, 1.04e-3, rel_ci=0.04), point(4, 1.3e-3)]
+    a = analyse_step_times(pts)
+    p2 = a.points[1]
+    assert p2.ratio_to_reference == pytest.approx(1.04)
+    assert p2.ratio_high > 1.05 > p2.ratio_low
+    assert p2.equal_time == UNDECIDED
+    assert a.equal_time_max_batch == 1
+    assert a.equal_time_max_batch_possible == 2
+    assert a.first_beyond_batch == 4
+    assert "cannot tell" in a.verdict[0]
+
+
+def test_same_borderline_point_with_tight_ci_is_within():
+    pts = [point(1, 1e-3, rel_ci=0.002), point(2, 1.04e-3, rel_ci=0.002), point(4, 1.3e-3)]
+    a = analyse_step_times(pts)
+    assert a.points[1].equal_time == WITHIN
+    assert a.equal_time_max_batch == 2
+
+
+def test_ratio_interval_is_conservative_combination_of_both_cis():
+    ref = PointSummary(1, 1.0e-3, 0.98e-3, 1.02e-3)
+    p = PointSummary(2, 1.1e-3, 1.05e-3, 1.2e-3)
+    a = analyse_step_times([ref, p])
+    q = a.points[1]
+    assert q.ratio_low == pytest.approx(1.05 / 1.02)
+    assert q.ratio_high == pytest.approx(1.2 / 0.98)
+    assert q.ratio_basis == "ci"
+
+
+def test_missing_ci_falls_back_to_medians_and_the_verdict_says_so():
+    pts = [PointSummary(1, 1e-3, None, None), point(2, 1.01e-3), point(4, 1.5e-3)]
+    a = analyse_step_times(pts)
+    assert a.points_without_ci == [1]
+    assert a.points[1].ratio_basis == "median_fallback"
+    assert a.points[1].ratio_high == pytest.approx(1.01 * 1.002)
+    assert a.points[0].throughput_low_samples_per_s is None
+    assert "batch 1 judged on medians" in a.verdict[0]
+
+
+def test_throughput_interval_comes_from_the_ci_bounds():
+    a = analyse_step_times([PointSummary(100, 1e-2, 0.9e-2, 1.25e-2), point(200, 1e-2)])
+    p = a.points[0]
+    assert p.throughput_samples_per_s == pytest.approx(10_000)
+    assert p.throughput_low_samples_per_s == pytest.approx(8_000)
+    assert p.throughput_high_samples_per_s == pytest.approx(100 / 0.9e-2)
+
+
+# ----------------------------------------------------------------------------- throughput, noise
+
+
+def test_peak_throughput_and_smallest_batch_reaching_95_percent():
+    # t = a + b*B with a/b = 16: throughput B/(1 + B/16) approaches 16/a.
+    a = analyse_step_times([point(b, 1e-3 * (1 + b / 16)) for b in BATCHES])
+    assert a.peak_throughput_batch == 1024
+    assert a.peak_at_largest_batch is True
+    assert a.peak_throughput_samples_per_s == pytest.approx(1024 / (1e-3 * 65))
+    assert a.throughput_saturation_batch == 256  # 256/17 is 95.6% of 1024/65; 128/9 is 90.3%
+    assert "Throughput peaks at 15,800 samples/s at batch 1024" in a.verdict[1]
+    assert "batch 256 already reaches 95% of it" in a.verdict[1]
+
+
+def test_saturation_fraction_is_a_parameter():
+    a = analyse_step_times([point(b, 1e-3 * (1 + b / 16)) for b in BATCHES], saturation_fraction=0.9)
+    assert a.throughput_saturation_batch == 128
+
+
+def test_points_whose_blocks_disagree_beyond_the_target_are_noisy():
+    pts = [point(b, 1e-3, spread=0.2 if b in (2, 4, 8) else 0.002) for b in BATCHES]
+    pts[0] = PointSummary(1, 1e-3, 0.998e-3, 1.002e-3, None)
+    a = analyse_step_times(pts, diagnoses={2: "launch-bound", 4: "launch-bound", 8: "launch-bound"})
+    assert a.noisy_batches == [2, 4, 8]
+    assert a.points[0].noisy is None  # no blocks to compare: unknown, not "quiet"
+    assert a.points[4].noisy is False
+    noise = next(s for s in a.verdict if "Repeated timing blocks" in s)
+    assert "±1%" in noise and "batch 2, 4, 8 (launch-bound)" in noise
+
+
+def test_noise_target_is_a_parameter():
+    pts = [point(b, 1e-3, spread=0.02) for b in [1, 2, 4]]
+    assert analyse_step_times(pts).noisy_batches == [1, 2, 4]
+    assert analyse_step_times(pts, noise_target=0.05).noisy_batches == []
+
+
+def test_diagnoses_are_carried_per_point_and_quoted_in_the_verdict():
+    diag = {b: "launch-bound" if b <= 64 else "compute-bound" for b in BATCHES}
+    a = analyse_step_times([point(b, hinge_curve(b)) for b in BATCHES], diagnoses=diag)
+    assert a.points[0].diagnosis == "launch-bound" and a.points[-1].diagnosis == "compute-bound"
+    assert "where the step is launch-bound" in a.verdict[0]
+    assert "beyond (compute-bound)" in a.verdict[0]
+
+
+def test_non_monotone_noisy_data_is_analysed_without_crashing_and_flagged():
+    times = [1e-3, 1.3e-3, 0.8e-3, 1.2e-3, 1.0e-3, 1.1e-3, 2e-3, 4e-3, 3e-3, 8e-3, 16e-3]
+    pts = [PointSummary(b, t, t * 0.9, t * 1.1, 0.25) for b, t in zip(BATCHES, times)]
+    a = analyse_step_times(pts)
+    assert a.linear_fit.slope_s_per_sample >= 0
+    assert (2, 4) in a.faster_at_larger_batch and (128, 256) in a.faster_at_larger_batch
+    assert a.noisy_batches == BATCHES
+    assert 2 <= len(a.verdict) <= 4
+    assert any("falls from batch 2 to 4" in s for s in a.verdict)
+    strict_json(a)
+
+
+# ---------------------------------------------------------------------------------- few points
+
+
+def test_fewer_than_three_points_gives_no_fits_with_a_reason():
+    a = analyse_step_times([point(1, 1e-3), point(2, 1.5e-3)])
+    assert a.linear_fit is None and a.hinge_fit is None and a.best_fit is None
+    for name in ("linear_fit", "hinge_fit", "best_fit"):
+        assert "at least 3" in a.null_reasons[name]
+    assert a.first_beyond_batch == 2
+    assert {p.regime for p in a.points} == {"flat", None}
+    assert a.fitted_step_time_s(4) is None
+    strict_json(a)
+
+
+def test_one_point_is_described_without_comparisons():
+    a = analyse_step_times([point(8, 2e-3)])
+    assert a.equal_time_max_batch is None and "only one batch size" in a.null_reasons["equal_time_max_batch"]
+    assert a.peak_throughput_samples_per_s == pytest.approx(4000)
+    assert a.verdict[0].startswith("Only batch 8 was measured (2 ms per step, 4,000 samples/s)")
+    strict_json(a)
+
+
+def test_no_points_gives_an_analysis_that_says_nothing_was_measured():
+    a = analyse_step_times([], largest_batch_that_fits=4)
+    assert a.points == [] and a.reference_batch is None
+    assert "Nothing was measured" in a.verdict[0]
+    assert a.verdict[-1] == "The largest batch that fits is 4."
+    assert "no batch size" in a.null_reasons["equal_time_max_batch"]
+    strict_json(a)
+
+
+# ------------------------------------------------------------------------------------ output form
+
+
+def test_to_dict_is_strict_json_with_per_point_verdicts():
+    a = analyse_step_times([point(b, hinge_curve(b)) for b in BATCHES], largest_batch_that_fits=1536)
+    d = json.loads(strict_json(a))
+    assert d["equal_time_max_batch"] == 64
+    assert d["best_fit"] == "hinge"
+    assert d["hinge_fit"]["knee_batch"] == pytest.approx(64, rel=0.03)
+    assert [p["equal_time"] for p in d["points"]][:8] == ["within"] * 7 + ["beyond"]
+    assert d["verdict"] == a.verdict
+    assert d["parameters"] == {"eps": 0.05, "noise_target": 0.01, "saturation_fraction": 0.95}
+
+
+def test_fitted_step_time_follows_the_best_fit():
+    a = analyse_step_times([point(b, hinge_curve(b)) for b in BATCHES])
+    assert a.fitted_step_time_s(16) == pytest.approx(1e-3, rel=1e-6)
+    assert a.fitted_step_time_s(512) == pytest.approx(hinge_curve(512), rel=1e-4)
+
+
+def test_hinge_fit_alone_finds_an_interior_knee_between_measured_batches():
+    bs = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    h = fit_hinge(bs, [1e-3 + 1e-5 * max(0, b - 40) for b in bs])
+    assert h.knee_batch == pytest.approx(40, rel=0.02)
+
+
+def test_numbers_are_formatted_with_units_and_three_significant_figures():
+    assert fmt_time(0.0012345) == "1.23 ms"
+    assert fmt_time(0.0009996) == "1 ms"
+    assert fmt_time(1.5e-4) == "150 µs"
+    assert fmt_time(2.5) == "2.5 s"
+    assert fmt_rate(51234.5) == "51,200"
+    assert fmt_rate(12.345) == "12.3"
+
+
+# ------------------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"eps": 0}, "eps"),
+    ({"noise_target": -1}, "noise_target"),
+    ({"saturation_fraction": 1.5}, "saturation_fraction"),
+    ({"largest_batch_that_fits": 0}, "largest_batch_that_fits"),
+])
+def test_bad_parameters_raise_bench_error(kwargs, message):
+    with pytest.raises(BenchError, match=message):
+        analyse_step_times([point(1, 1e-3)], **kwargs)
+
+
+@pytest.mark.parametrize("pts, message", [
+    ([point(1, 1e-3), point(1, 2e-3)], "more than once"),
+    ([PointSummary(1, 0.0, None, None)], "median"),
+    ([PointSummary(1, float("nan"), None, None)], "median"),
+    ([PointSummary(1, 1e-3, 2e-3, 3e-3)], "ci_low_s"),
+    ([PointSummary(0, 1e-3, None, None)], "positive integer"),
+])
+def test_bad_points_raise_bench_error(pts, message):
+    with pytest.raises(BenchError, match=message):
+        analyse_step_times(pts)
+
+
+# ------------------------------------------------------------------------------- from measurements
+
+
+def measurement(batch: int, status: str = "ok", t_s: float = 1e-3, blocks=(1e-3, 1.1e-3)) -> Measurement:
+    samples = [t_s * (1 + 0.001 * ((i * 7) % 11 - 5)) for i in range(21)] if status == "ok" else []
+    return Measurement(case=Case("mlp", batch), status=status, samples_s=samples,
+                       block_medians_s=list(blocks) if status == "ok" else [],
+                       error=None if status == "ok" else "CUDA out of memory")
+
+
+def test_summaries_from_measurements_keep_ok_points_sorted_with_stats_and_block_spread():
+    ms = [measurement(4, t_s=2e-3), measurement(1), measurement(8, status="oom"),
+          measurement(2, status="error"), measurement(16, blocks=())]
+    s = summaries_from_measurements(ms)
+    assert [p.batch_size for p in s] == [1, 4, 16]
+    stats = ms[0].stats
+    assert s[1].median_s == stats.median_s
+    assert (s[1].ci_low_s, s[1].ci_high_s) == (stats.ci_low_s, stats.ci_high_s)
+    assert s[0].block_spread_rel == pytest.approx(0.1e-3 / 2 / 1.05e-3)
+    assert s[2].block_spread_rel is None
+
+
+def test_summaries_refuse_points_from_different_configurations():
+    other = Measurement(case=Case("resnet", 2), samples_s=[1e-3] * 10)
+    with pytest.raises(BenchError, match="one configuration"):
+        summaries_from_measurements([measurement(1), other])
+
+
+def test_analyse_sweep_uses_ok_points_and_the_largest_batch_that_fits():
+    sweep = SweepResult(config={}, points=[measurement(b, t_s=hinge_curve(b), blocks=()) for b in BATCHES]
+                        + [measurement(2048, status="oom")], largest_batch_that_fits=1536)
+    a = analyse_sweep(sweep)
+    assert a.n_points == len(BATCHES)
+    assert a.equal_time_max_batch == 64
+    assert a.verdict[-1] == "The largest batch that fits is 1536."
+
+
+def test_linear_knee_past_the_largest_batch_is_reported_as_beyond_the_range():
+    # a/b = 10,000 but only batches up to 1024 measured, and the small slope leaves batch 1024 "undecided".
+    pts = [PointSummary(b, 1e-3 * (1 + b / 10_000), 1e-3 * (1 + b / 10_000) * 0.95, 1e-3 * (1 + b / 10_000) * 1.05)
+           for b in BATCHES]
+    a = analyse_step_times(pts)
+    assert a.equal_time_reaches_largest is False
+    assert a.best_fit == FIT_LINEAR
+    assert a.knee_batch == pytest.approx(10_000, rel=1e-6)
+    assert a.knee_beyond_range is True
+
+
+def test_verdict_says_when_no_point_has_a_ci():
+    a = analyse_step_times([PointSummary(b, linear_curve(b), None, None) for b in BATCHES])
+    assert "judged on medians: no point has a 95% CI" in a.verdict[0]
+    assert a.points_without_ci == BATCHES
