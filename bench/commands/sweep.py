@@ -1,0 +1,182 @@
+"""`bench sweep`: step time, throughput and memory across batch sizes, with a verdict at the end."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+from .. import fmt
+from ..errors import BenchError
+from ..results import SweepResult
+
+DEFAULT_REPORTS_DIR = Path("reports")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sweep", help="measure training step time across batch sizes",
+                       description="Measure a training step across batch sizes and say where 'equal time per "
+                                   "step' stops holding. Defaults run on a CPU in well under a minute.")
+    w = p.add_argument_group("what to measure")
+    w.add_argument("-w", "--workload", default="mlp",
+                   help="built-in (mlp, cnn, resnet50, transformer), torchvision:<name>, or package.module:function "
+                        "(default: %(default)s)")
+    w.add_argument("-a", "--workload-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="workload parameter, repeatable (e.g. -a seq_len=256)")
+    w.add_argument("-d", "--device", default="auto", help="cpu, cuda, cuda:N, or auto (cuda if available; default)")
+    w.add_argument("-p", "--precision", default="fp32", choices=["fp32", "tf32", "bf16", "fp16"],
+                   help="fp32, tf32, bf16 autocast, fp16 autocast with a gradient scaler (default: %(default)s)")
+    w.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"], help="(default: %(default)s)")
+    w.add_argument("--channels-last", action="store_true", help="channels_last memory format (image workloads)")
+    w.add_argument("--compile", action="store_true", help="torch.compile the model")
+    b = p.add_argument_group("batch sizes")
+    b.add_argument("-b", "--batch-sizes", metavar="LIST",
+                   help="comma-separated batch sizes (default: powers of two from --min-batch to --max-batch)")
+    b.add_argument("--min-batch", type=int, default=1, help="(default: %(default)s)")
+    b.add_argument("--max-batch", type=int, default=None,
+                   help="largest power of two to try (default: 1024 on cpu, 65536 on cuda; OOM ends it sooner)")
+    b.add_argument("--no-largest-search", action="store_true",
+                   help="after an out-of-memory point, do not bisect for the largest batch that fits")
+    m = p.add_argument_group("measurement")
+    m.add_argument("--ci-target", type=float, default=0.01,
+                   help="stop a point once the 95%% CI of the median is within ± this fraction (default: %(default)s)")
+    m.add_argument("--min-samples", type=int, default=10, help="(default: %(default)s)")
+    m.add_argument("--min-time", type=float, default=0.5, help="seconds of measured steps per point, at least (default: %(default)s)")
+    m.add_argument("--budget", type=float, default=2.0, help="seconds of measuring per point, at most (default: %(default)s)")
+    m.add_argument("--eps", type=float, default=0.05,
+                   help="'equal time' tolerance relative to the smallest batch (default: %(default)s)")
+    m.add_argument("--no-telemetry", action="store_true", help="do not sample NVML during timed blocks")
+    m.add_argument("--seed", type=int, default=0)
+    o = p.add_argument_group("output")
+    o.add_argument("-o", "--output", help="results JSON (default: reports/sweep-<workload>-<device>-<precision>-<time>.json)")
+    o.add_argument("--resume", action="store_true", help="continue the sweep in --output, skipping points it has")
+    o.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    o.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def parse_batch_sizes(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    out = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            value = int(part)
+        except ValueError:
+            raise BenchError(f"batch size {part!r} is not an integer") from None
+        if value < 1:
+            raise BenchError(f"batch size must be a positive integer, got {value}")
+        out.append(value)
+    if not out:
+        raise BenchError("--batch-sizes is empty")
+    return out
+
+
+def auto_device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def check_output_path(path: Path, *, resume: bool, overwrite: bool) -> None:
+    """Fail before measuring anything if the results could not be written, or would replace a file."""
+    if path.exists() and path.is_dir():
+        raise BenchError(f"output {path} is a directory, expected a file name")
+    if path.exists() and not (resume or overwrite):
+        raise BenchError(f"output {path} exists: pass --resume to continue it or --overwrite to replace it")
+    parent = path.parent if str(path.parent) else Path(".")
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir():
+        raise BenchError(f"cannot write {path}: {probe} is not a directory")
+    try:  # the honest test of writability is to write (permission bits mislead root and ACLs)
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as e:
+        raise BenchError(f"cannot write {path}: {probe} is not writable ({e.strerror})") from None
+
+
+def default_output(workload: str, device: str, precision: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
+    return DEFAULT_REPORTS_DIR / f"sweep-{fmt.slug(workload)}-{fmt.slug(device)}-{precision}-{stamp}.json"
+
+
+def config_from_args(args: argparse.Namespace):
+    from ..sweep import SweepConfig
+    from ..workloads import parse_workload_args
+
+    return SweepConfig(
+        workload=args.workload, workload_args=parse_workload_args(args.workload_arg),
+        device=auto_device(args.device), precision=args.precision, optimizer=args.optimizer,
+        channels_last=args.channels_last, compile=args.compile,
+        batch_sizes=parse_batch_sizes(args.batch_sizes), min_batch=args.min_batch, max_batch=args.max_batch,
+        ci_target=args.ci_target, min_samples=args.min_samples, min_time_s=args.min_time, budget_s=args.budget,
+        eps=args.eps, find_largest=not args.no_largest_search, seed=args.seed, telemetry=not args.no_telemetry,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from ..sweep import run_sweep
+    from .progress import SweepProgress
+
+    config = config_from_args(args)
+    config.validate()
+    output = Path(args.output) if args.output else default_output(config.workload, config.device, config.precision)
+    check_output_path(output, resume=args.resume, overwrite=args.overwrite)
+    console = Console() if sys.stdout.isatty() else Console(width=160)  # logs: no wrapping mid-table
+    with SweepProgress(console, enabled=not args.quiet) as progress:
+        result = run_sweep(config, output=output, resume=args.resume, progress=progress)
+    console.print(sweep_table(result))
+    for sentence in (result.analysis or {}).get("verdict", []):
+        console.print(sentence, highlight=False)
+    if result.largest_batch_reason:
+        console.print(f"Largest batch that fits: {result.largest_batch_that_fits or '—'} "
+                      f"({result.largest_batch_reason}).", highlight=False)
+    console.print(f"Results: {output}", highlight=False)
+    return 0
+
+
+def sweep_table(result: SweepResult):
+    """A rich Table of the points of one sweep: what a user reads first after the verdict."""
+    from rich.table import Table
+
+    per_point = {p.get("batch_size"): p for p in (result.analysis or {}).get("points", [])}
+    cfg = result.config
+    t = Table(title=f"{cfg.get('workload')} · {cfg.get('precision')} · {cfg.get('device')} · {cfg.get('optimizer')}",
+              title_justify="left")
+    for col, justify in (("batch", "right"), ("status", "left"), ("median step", "right"), ("95% CI", "right"),
+                         ("±", "right"), ("samples/s", "right"), ("n", "right"), ("stop", "left"),
+                         ("peak mem", "right"), ("vs smallest", "left"), ("notes", "left")):
+        t.add_column(col, justify=justify)
+    for p in sorted(result.points, key=lambda p: p.batch_size):
+        s = p.stats
+        a = per_point.get(p.batch_size, {})
+        notes = []
+        if a.get("noisy"):
+            notes.append("noisy blocks")
+        if a.get("diagnosis"):
+            notes.append(str(a["diagnosis"]))
+        if p.telemetry.get("throttled"):
+            notes.append("throttled")
+        if p.error:
+            notes.append(p.error[:60])
+        t.add_row(
+            str(p.batch_size), p.status,
+            fmt.duration(s.median_s) if s else "—",
+            f"{fmt.duration(s.ci_low_s)} – {fmt.duration(s.ci_high_s)}" if s and s.ci_low_s is not None else "—",
+            fmt.percent(s.ci_rel_halfwidth) if s else "—",
+            fmt.rate(p.throughput, ""), str(s.n) if s else "—", p.stop_reason or "—",
+            fmt.nbytes(p.peak_allocated_bytes), a.get("equal_time", "—") if p.ok else "—",
+            "; ".join(notes),
+        )
+    return t

@@ -1,0 +1,94 @@
+"""The `bench` command: bad input gets one line naming the problem and exit status 2, never a traceback."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bench.cli import main
+
+TINY = ["-a", "in_features=16", "-a", "hidden=16", "-a", "depth=1", "--min-samples", "6", "--min-time", "0.005",
+        "--budget", "0.05", "-q"]
+
+
+def run_cli(capsys, *argv):
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sweep", "-w", "no_such_model"], "no_such_model"),
+    (["sweep", "-b", "0"], "positive"),
+    (["sweep", "-b", "4,-2"], "positive"),
+    (["sweep", "-b", "four"], "not an integer"),
+    (["sweep", "-p", "fp16", "-d", "cpu", "-b", "2"], "fp16"),
+    (["sweep", "-w", "no_such_pkg_xyz.mod:fn"], "no_such_pkg_xyz"),
+    (["sweep", "-d", "cuda:7"], "cuda"),
+    (["sweep", "-a", "bogus"], "bogus"),
+])
+def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, argv, message):
+    code, out, err = run_cli(capsys, *argv, "-o", str(tmp_path / "out.json"))
+    assert code == 2
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1, err
+    assert message in lines[0]
+    assert "Traceback" not in err
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_argparse_errors_also_exit_2_in_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["sweep", "-p", "fp8"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "fp8" in err
+
+
+def test_unwritable_output_path_fails_before_measuring(capsys, tmp_path):
+    # /proc refuses new files even to root, so this holds whoever runs the tests
+    code, out, err = run_cli(capsys, "sweep", "-o", "/proc/bench-test/out.json", *TINY)
+    assert code == 2 and "not writable" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_output_under_a_file_is_rejected(capsys, tmp_path):
+    (tmp_path / "afile").write_text("x")
+    code, out, err = run_cli(capsys, "sweep", "-o", str(tmp_path / "afile" / "out.json"), *TINY)
+    assert code == 2 and "not a directory" in err
+
+
+def test_existing_output_is_never_overwritten_without_asking(capsys, tmp_path):
+    out = tmp_path / "out.json"
+    out.write_text('{"precious": true}')
+    code, _, err = run_cli(capsys, "sweep", "-o", str(out), *TINY)
+    assert code == 2 and "--resume" in err
+    assert json.loads(out.read_text()) == {"precious": True}
+
+
+def test_resume_of_a_file_that_is_not_a_sweep_is_an_error_and_leaves_it_alone(capsys, tmp_path):
+    out = tmp_path / "out.json"
+    out.write_text("{not json")
+    code, _, err = run_cli(capsys, "sweep", "-o", str(out), "--resume", "-b", "2", *TINY)
+    assert code == 2 and "not valid JSON" in err
+    assert out.read_text() == "{not json"
+
+
+def test_sweep_prints_a_table_and_verdict_and_writes_json(capsys, tmp_path):
+    out = tmp_path / "sub" / "out.json"
+    code, stdout, err = run_cli(capsys, "sweep", "-b", "1,4", "-o", str(out), *TINY)
+    assert code == 0, err
+    assert "median step" in stdout and "Results:" in stdout
+    data = json.loads(out.read_text())
+    assert data["schema"] == "bench.sweep" and len(data["points"]) == 2
+    for sentence in data["analysis"]["verdict"]:
+        assert sentence.split()[0] in stdout
+
+
+def test_python_dash_m_bench_reports_errors_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "bench", "sweep", "-w", "nope", "-o", str(tmp_path / "o.json")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr and "nope" in proc.stderr

@@ -1,0 +1,160 @@
+"""The sweep: OOM is a result, errors are recorded, the largest batch is found, results survive interruption."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from bench.errors import BenchError
+from bench.results import load_sweep
+from bench.sweep import SweepConfig, run_sweep
+from bench.workloads import Workload
+
+FAST = dict(device="cpu", min_samples=6, min_time_s=0.005, budget_s=0.05, warmup_max_s=0.05, telemetry=False)
+
+
+class MemoryLimited(nn.Module):
+    """A linear model that 'runs out of memory' above a batch size, like a GPU would."""
+
+    def __init__(self, limit, fail_with=None, fail_at=()):
+        super().__init__()
+        self.lin = nn.Linear(4, 2)
+        self.limit = limit
+        self.fail_at = set(fail_at)
+        self.fail_with = fail_with
+
+    def forward(self, x):
+        b = x.shape[0]
+        if self.limit is not None and b > self.limit:
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {b} MiB")
+        if b in self.fail_at:
+            raise self.fail_with
+        return self.lin(x)
+
+
+def tiny_workload(limit=None, fail_with=None, fail_at=(), built=None):
+    def build_model():
+        if built is not None:
+            built.append(1)
+        return MemoryLimited(limit, fail_with, fail_at)
+
+    return Workload(
+        name="tiny",
+        build_model=build_model,
+        make_batch=lambda b, device: (torch.randn(b, 4, device=device), torch.randint(0, 2, (b,), device=device)),
+        loss_fn=nn.functional.cross_entropy,
+    )
+
+
+def test_out_of_memory_ends_growth_and_bisection_finds_the_exact_boundary(tmp_path):
+    out = tmp_path / "sweep.json"
+    result = run_sweep(SweepConfig(batch_sizes=[1, 2, 4, 8, 16, 32, 64, 128], **FAST),
+                       workload=tiny_workload(limit=37), output=out)
+    statuses = {p.batch_size: p.status for p in result.points}
+    assert statuses == {1: "ok", 2: "ok", 4: "ok", 8: "ok", 16: "ok", 32: "ok", 64: "oom"}  # 128 never tried
+    assert result.largest_batch_that_fits == 37
+    assert [p.batch_size for p in result.probes] == [48, 40, 36, 38, 37]
+    assert "5 probe" in result.largest_batch_reason
+    assert result.point(64).error.startswith("OutOfMemoryError")
+    assert load_sweep(out).largest_batch_that_fits == 37
+
+
+def test_a_point_that_raises_another_error_is_recorded_and_the_sweep_goes_on(tmp_path):
+    wl = tiny_workload(fail_with=ValueError("Expected more than 1 value per channel when training"), fail_at={1})
+    result = run_sweep(SweepConfig(batch_sizes=[1, 2, 4], **FAST), workload=wl)
+    p1 = result.point(1)
+    assert p1.status == "error" and "Expected more than 1 value per channel" in p1.error
+    assert p1.samples_s == []
+    assert [p.status for p in result.points if p.batch_size > 1] == ["ok", "ok"]
+    assert result.largest_batch_that_fits is None
+    assert "no out-of-memory" in result.largest_batch_reason
+
+
+def test_no_out_of_memory_reports_that_the_limit_lies_beyond(tmp_path):
+    result = run_sweep(SweepConfig(batch_sizes=[1, 2], **FAST), workload=tiny_workload())
+    assert result.largest_batch_that_fits is None
+    assert "beyond" in result.largest_batch_reason
+
+
+def test_points_are_saved_as_they_complete_and_resume_skips_them(tmp_path):
+    out = tmp_path / "sweep.json"
+    built = []
+
+    def interrupt_at_8(event, info):
+        if event == "point" and info["batch_size"] == 8:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(SweepConfig(batch_sizes=[2, 4, 8, 16], **FAST), workload=tiny_workload(built=built),
+                  output=out, progress=interrupt_at_8)
+    saved = json.loads(out.read_text())
+    assert [p["case"]["batch_size"] for p in saved["points"]] == [2, 4]
+    assert saved["finished"] is False
+
+    built.clear()
+    result = run_sweep(SweepConfig(batch_sizes=[2, 4, 8, 16], **FAST), workload=tiny_workload(built=built),
+                       output=out, resume=True)
+    assert [p.batch_size for p in result.points] == [2, 4, 8, 16]
+    assert len(built) == 2  # only 8 and 16 were measured again
+    assert load_sweep(out).finished is True
+    # the first two points kept their original raw samples
+    assert load_sweep(out).point(2).samples_s == [float(v) for v in saved["points"][0]["samples_s"]]
+
+
+def test_resume_refuses_a_file_measured_with_other_settings(tmp_path):
+    out = tmp_path / "sweep.json"
+    run_sweep(SweepConfig(batch_sizes=[2], **FAST), workload=tiny_workload(), output=out)
+    before = out.read_text()
+    with pytest.raises(BenchError, match="precision"):
+        run_sweep(SweepConfig(batch_sizes=[2], precision="bf16", **FAST), workload=tiny_workload(), output=out,
+                  resume=True)
+    assert out.read_text() == before
+
+
+def test_results_round_trip_through_json_and_dataframe(tmp_path):
+    out = tmp_path / "sweep.json"
+    result = run_sweep(SweepConfig(batch_sizes=[1, 2, 4], **FAST), workload=tiny_workload(limit=3), output=out)
+    loaded = load_sweep(out)
+    assert loaded.to_dict() == json.loads(out.read_text())
+    assert [p.samples_s for p in loaded.points] == [p.samples_s for p in result.points]
+    df = loaded.to_dataframe()
+    assert list(df["batch_size"]) == [1, 2, 4]
+    assert list(df["status"]) == ["ok", "ok", "oom"]
+    ok = df[df.status == "ok"]
+    assert (ok["median_s"] > 0).all()
+    assert (ok["throughput_samples_per_s"] == ok["batch_size"] / ok["median_s"]).all()
+    assert df.loc[df.status == "oom", "median_s"].isna().all()  # not measured is missing, never 0
+
+
+def test_memory_on_cpu_is_null_with_a_reason():
+    result = run_sweep(SweepConfig(batch_sizes=[2], **FAST), workload=tiny_workload())
+    p = result.point(2)
+    assert p.peak_allocated_bytes is None
+    assert "CUDA" in p.null_reasons["peak_allocated_bytes"]
+
+
+def test_builtin_mlp_sweep_measures_positive_step_times():
+    result = run_sweep(SweepConfig(workload="mlp", workload_args={"in_features": 32, "hidden": 32, "depth": 1},
+                                   batch_sizes=[1, 4], **FAST))
+    assert [p.status for p in result.points] == ["ok", "ok"]
+    assert all(p.stats.median_s > 0 and p.stats.n >= 6 for p in result.points)
+    assert result.analysis is not None and result.analysis["verdict"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(batch_sizes=[0]), "positive"),
+    (dict(batch_sizes=[-4]), "positive"),
+    (dict(min_batch=0), "minimum batch"),
+    (dict(max_batch=1, min_batch=4), "below the minimum"),
+    (dict(eps=0), "tolerance"),
+])
+def test_bad_sweep_settings_are_rejected(kwargs, message):
+    with pytest.raises(BenchError, match=message):
+        run_sweep(SweepConfig(**{**FAST, **kwargs}), workload=tiny_workload())
+
+
+def test_default_plan_is_powers_of_two_up_to_the_device_default():
+    assert SweepConfig(device="cpu").planned_batch_sizes()[-1] == 1024
+    assert SweepConfig(min_batch=3, max_batch=40).planned_batch_sizes() == [4, 8, 16, 32]
+    assert SweepConfig(batch_sizes=[8, 2, 8]).planned_batch_sizes() == [2, 8]
