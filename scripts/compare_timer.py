@@ -1,0 +1,63 @@
+"""Cross-check: the harness's median step time against torch.utils.benchmark.Timer on the same step.
+
+Interleaves the two methods in several rounds (so drift on a noisy machine hits both alike) and
+prints, per batch size, both medians and their ratio. Usage:
+
+    python scripts/compare_timer.py [--workload mlp] [--batch-sizes 16,256] [--rounds 5] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+
+import torch
+import torch.utils.benchmark as tub
+
+from bench.results import write_json_atomic
+from bench.step import StepOptions, TrainStep
+from bench.sweep import resolve_device
+from bench.timing import CIStoppingRule, measure, timer_for
+from bench.workloads import load_workload
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--workload", default="mlp")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch-sizes", default="16,256")
+    ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--json", help="write the raw comparison here")
+    args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
+    workload = load_workload(args.workload)
+    rows = []
+    for b in [int(x) for x in args.batch_sizes.split(",")]:
+        step = TrainStep(workload, b, device, StepOptions())
+        ours, theirs = [], []
+        for _ in range(args.rounds):
+            res = measure(step, timer=timer_for(device),
+                          rule=CIStoppingRule(ci_target=0.01, min_samples=10, min_time_s=0.5, budget_s=3.0))
+            ours.append(statistics.median(res.samples_s))
+            # torch.utils.benchmark synchronises CUDA itself; adaptive_autorange stops on IQR/median.
+            t = tub.Timer(stmt="step()", globals={"step": step}, num_threads=torch.get_num_threads())
+            theirs.append(t.adaptive_autorange(threshold=0.01, min_run_time=0.5, max_run_time=3.0).median)
+        step.release()
+        o, t = statistics.median(ours), statistics.median(theirs)
+        rows.append({"batch_size": b, "harness_median_s": o, "torch_benchmark_median_s": t, "ratio": o / t,
+                     "harness_round_medians_s": ours, "torch_benchmark_round_medians_s": theirs})
+        print(f"batch {b:>6}: harness {o * 1e3:8.3f} ms   torch.utils.benchmark {t * 1e3:8.3f} ms   "
+              f"ratio {o / t:.3f} ({(o / t - 1) * 100:+.1f}%)", flush=True)
+    if args.json:
+        write_json_atomic(args.json, {"workload": args.workload, "device": str(device),
+                                      "torch": torch.__version__, "threads": torch.get_num_threads(), "rows": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
