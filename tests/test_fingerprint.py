@@ -1,0 +1,124 @@
+"""Fingerprint: stable identity of hardware and software, and the hash that decides comparability."""
+
+from __future__ import annotations
+
+import json
+import platform
+import re
+import sys
+
+import pytest
+
+import bench.telemetry.fingerprint as fp_module
+from bench.telemetry.fingerprint import GPU_FIELDS, comparable, fingerprint
+from fake_pynvml import FakeDevice, make_fake_nvml
+
+
+@pytest.fixture(autouse=True)
+def _no_visible_devices(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
+@pytest.fixture
+def fixed_git(monkeypatch):
+    """Avoid running git in every test; individual tests override it."""
+    monkeypatch.setattr(fp_module, "git_state", lambda repo_dir=None: ("a" * 40, False, None))
+
+
+def test_hash_is_16_hex_digits_and_stable_across_calls(fixed_git):
+    a, b = fingerprint("cpu"), fingerprint("cpu")
+    assert re.fullmatch(r"[0-9a-f]{16}", a["hash"])
+    assert a["hash"] == b["hash"] and a == b
+
+
+def test_gpu_fingerprint_reads_identity_from_nvml(fixed_git):
+    fake = make_fake_nvml()
+    fp = fingerprint("cuda:0", nvml=fake)
+    assert fp["gpu_name"] == "NVIDIA H100 80GB HBM3"
+    assert fp["gpu_compute_capability"] == "9.0"
+    assert fp["gpu_power_limit_w"] == 700.0
+    assert fp["gpu_max_sm_clock_mhz"] == 1980
+    assert fp["gpu_ecc_enabled"] is True and fp["gpu_mig_enabled"] is False
+    assert fp["driver_version"] == "580.159.04" and fp["cuda_driver_version"] == "13.0"
+    assert fake.init_count == 0  # init and shutdown balanced
+    assert not any(k in fp["null_reasons"] for k in GPU_FIELDS)
+    json.dumps(fp, allow_nan=False)
+
+
+def test_hash_changes_when_a_stable_field_changes(fixed_git, monkeypatch):
+    base = fingerprint("cuda:0", nvml=make_fake_nvml())
+    assert fingerprint("cuda:0", nvml=make_fake_nvml(driver_version="570.86.15"))["hash"] != base["hash"]
+    assert fingerprint("cuda:0", nvml=make_fake_nvml(enforced_power_limit_mw=500_000))["hash"] != base["hash"]
+    monkeypatch.setattr(platform, "python_version", lambda: "3.99.0")
+    changed = fingerprint("cuda:0", nvml=make_fake_nvml())
+    assert changed["hash"] != base["hash"]
+    same, differ = comparable(base, changed)
+    assert not same and differ == ["python_version"]
+
+
+def test_hash_ignores_volatile_readings(fixed_git):
+    cool = make_fake_nvml(temperature_c=35, sm_clock_mhz=1980, power_mw=90_000, memory_used_bytes=1)
+    hot = make_fake_nvml(temperature_c=83, sm_clock_mhz=1440, power_mw=700_000, memory_used_bytes=70 * 2**30,
+                         clock_reasons=0x4)
+    assert fingerprint("cuda:0", nvml=cool)["hash"] == fingerprint("cuda:0", nvml=hot)["hash"]
+
+
+def test_project_commit_is_recorded_but_not_hashed(monkeypatch):
+    monkeypatch.setattr(fp_module, "git_state", lambda repo_dir=None: ("1" * 40, False, None))
+    a = fingerprint("cpu")
+    monkeypatch.setattr(fp_module, "git_state", lambda repo_dir=None: ("2" * 40, True, None))
+    b = fingerprint("cpu")
+    assert a["git_commit"] == "1" * 40 and b["git_dirty"] is True
+    assert a["hash"] == b["hash"]
+
+
+def test_model_hash_ignores_which_card_of_the_same_model(fixed_git):
+    a = fingerprint("cuda:0", nvml=make_fake_nvml(devices=[FakeDevice(uuid="GPU-aaaa")]))
+    b = fingerprint("cuda:0", nvml=make_fake_nvml(devices=[FakeDevice(uuid="GPU-bbbb")]))
+    assert a["hash"] != b["hash"]
+    assert a["model_hash"] == b["model_hash"]
+
+
+def test_cpu_fingerprint_has_gpu_fields_none_with_reason(fixed_git):
+    fp = fingerprint("cpu")
+    for key in GPU_FIELDS:
+        assert fp[key] is None and "not a CUDA GPU" in fp["null_reasons"][key]
+    assert fp["python_version"] == platform.python_version()
+    assert fp["cpu_count"] and fp["os"]
+
+
+def test_cuda_device_without_pynvml_or_driver_gives_reasons_not_a_crash(fixed_git, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", None)
+    fp = fingerprint("cuda:0")
+    assert fp["driver_version"] is None and "nvidia-ml-py" in fp["null_reasons"]["driver_version"]
+
+
+def test_not_supported_identity_field_is_null_with_reason(fixed_git):
+    fp = fingerprint("cuda:0", nvml=make_fake_nvml(not_supported={"nvmlDeviceGetEccMode"}))
+    assert fp["gpu_ecc_enabled"] is None and "NOT_SUPPORTED" in fp["null_reasons"]["gpu_ecc_enabled"]
+    assert fp["gpu_name"] is not None
+
+
+def test_mig_mode_is_part_of_the_identity(fixed_git):
+    fp = fingerprint("cuda:0", nvml=make_fake_nvml(mig=(1, 1)))
+    assert fp["gpu_mig_enabled"] is True
+
+
+def test_outside_a_git_repo_the_commit_is_null_with_reason(tmp_path):
+    commit, dirty, reason = fp_module.git_state(tmp_path)
+    assert commit is None and dirty is None and reason
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA device")
+def test_real_gpu_fingerprint_reads_identity_and_is_stable():
+    a, b = fingerprint("cuda:0"), fingerprint("cuda:0")
+    assert a["gpu_name"] and a["driver_version"] and a["gpu_uuid"].startswith("GPU-")
+    assert a["gpu_max_sm_clock_mhz"] > 0 and a["gpu_power_limit_w"] > 0
+    assert a["hash"] == b["hash"]

@@ -1,0 +1,178 @@
+"""FLOP counting, achieved TFLOP/s, MFU, the datasheet peak table and `bench peak` (on the CPU)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+import torch
+
+from bench.commands import peak as peak_command
+from bench.errors import BenchError
+from bench.telemetry.flops import achieved_tflops, flop_fields, flops_per_step, mfu
+from bench.telemetry.peaks import GPU_PEAKS, lookup_gpu, matmul_precision_for, measure_peak, peak_tflops
+
+B, IN, OUT = 4, 8, 16
+
+
+def linear_step(input_requires_grad: bool):
+    torch.manual_seed(0)
+    model = torch.nn.Linear(IN, OUT, bias=False)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    x = torch.randn(B, IN, requires_grad=input_requires_grad)
+
+    def step():
+        opt.zero_grad()
+        model(x).square().mean().backward()
+        opt.step()
+
+    return step
+
+
+def test_linear_training_step_flops_match_the_hand_count():
+    # forward x@W^T: 2*B*IN*OUT; backward: grad wrt input and wrt weight, 2*B*IN*OUT each.
+    flops, reason = flops_per_step(linear_step(input_requires_grad=True))
+    assert reason is None
+    assert flops == 2 * B * IN * OUT + 2 * (2 * B * IN * OUT)
+
+
+def test_first_layer_backward_skips_the_input_gradient_when_input_needs_none():
+    flops, _ = flops_per_step(linear_step(input_requires_grad=False))
+    assert flops == 2 * B * IN * OUT + 2 * B * IN * OUT
+
+
+def test_step_that_raises_gives_none_and_the_error():
+    def step():
+        raise RuntimeError("shape mismatch\nlong trace")
+
+    flops, reason = flops_per_step(step)
+    assert flops is None
+    assert reason == "FLOP counting failed: RuntimeError: shape mismatch"
+
+
+def test_step_without_matmuls_gives_none_not_zero():
+    flops, reason = flops_per_step(lambda: (torch.ones(4) * 2).sum())
+    assert flops is None and "no FLOPs" in reason
+
+
+def test_achieved_tflops_and_mfu():
+    assert achieved_tflops(3e12, 0.5) == pytest.approx(6.0)
+    assert mfu(6.0, 12.0) == pytest.approx(0.5)
+    assert achieved_tflops(None, 0.5) is None and achieved_tflops(1e12, 0.0) is None
+    assert mfu(None, 10.0) is None and mfu(1.0, None) is None
+
+
+def test_flop_fields_give_reasons_for_every_missing_value():
+    d = flop_fields(None, "FLOP counting failed: X", 0.01, None, None, "no datasheet peak")
+    assert d["flops_per_step"] is None and d["null_reasons"]["flops_per_step"] == "FLOP counting failed: X"
+    assert d["mfu"] is None and d["null_reasons"]["mfu"] == "FLOP counting failed: X"
+    assert d["null_reasons"]["peak_tflops"] == "no datasheet peak"
+    ok = flop_fields(int(2e12), None, 0.01, 400.0, "table:X")
+    assert ok["achieved_tflops"] == pytest.approx(200.0) and ok["mfu"] == pytest.approx(0.5)
+    assert ok["null_reasons"] == {}
+    json.dumps(ok, allow_nan=False)
+
+
+# --- peak table ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name, key", [
+    ("NVIDIA H100 80GB HBM3", "H100-SXM"),
+    ("NVIDIA H100 PCIe", "H100-PCIe"),
+    ("NVIDIA H100 NVL", "H100-NVL"),
+    ("NVIDIA H200", "H200-SXM"),
+    ("NVIDIA GH200 480GB", "GH200"),
+    ("NVIDIA B200", "B200"),
+    ("NVIDIA A100-SXM4-40GB", "A100-SXM"),
+    ("NVIDIA A100-SXM4-80GB", "A100-SXM"),
+    ("NVIDIA A100-PCIE-40GB", "A100-PCIe"),
+    ("NVIDIA A100 80GB PCIe", "A100-PCIe"),
+    ("NVIDIA A10", "A10"),
+    ("NVIDIA L4", "L4"),
+    ("NVIDIA L40", "L40"),
+    ("NVIDIA L40S", "L40S"),
+    ("Tesla V100-SXM2-16GB", "V100-SXM2"),
+    ("Tesla V100-PCIE-32GB", "V100-PCIe"),
+    ("Tesla T4", "T4"),
+])
+def test_device_names_match_their_datasheet_entry(name, key):
+    assert lookup_gpu(name).key == key
+
+
+def test_unknown_device_has_no_peak_and_says_how_to_get_one():
+    r = peak_tflops("NVIDIA A10G", "bf16")
+    assert r.tflops is None and "bench peak" in r.reason
+
+
+def test_table_gives_dense_not_sparsity_numbers():
+    assert peak_tflops("NVIDIA H100 80GB HBM3", "bf16").tflops == pytest.approx(989.5)
+    assert peak_tflops("NVIDIA A100-SXM4-80GB", "tf32").tflops == pytest.approx(156.0)
+    assert peak_tflops("NVIDIA H100 80GB HBM3", "fp32").tflops == pytest.approx(67.0)
+    assert all(p.source for p in GPU_PEAKS.values())
+
+
+def test_precision_the_card_lacks_has_a_reason():
+    r = peak_tflops("Tesla V100-SXM2-16GB", "bfloat16")
+    assert r.tflops is None and "bf16" in r.reason
+
+
+def test_caller_override_wins_over_the_table():
+    r = peak_tflops("NVIDIA H100 80GB HBM3", "bf16", overrides={"bfloat16": 700.0})
+    assert (r.tflops, r.source) == (700.0, "override")
+    with pytest.raises(BenchError):
+        peak_tflops("NVIDIA H100 80GB HBM3", "bf16", overrides={"bf16": -1})
+
+
+def test_fp32_matmuls_count_against_the_tf32_peak_when_torch_allows_tf32():
+    before = torch.get_float32_matmul_precision()
+    try:
+        torch.set_float32_matmul_precision("highest")
+        assert matmul_precision_for("fp32") == "fp32"
+        torch.set_float32_matmul_precision("high")
+        assert matmul_precision_for("fp32") == "tf32"
+        assert matmul_precision_for("bf16") == "bf16"
+    finally:
+        torch.set_float32_matmul_precision(before)
+
+
+# --- bench peak ----------------------------------------------------------------------------------
+
+def test_measure_peak_on_cpu_returns_a_positive_rate_and_says_it_measured_the_cpu():
+    (r,) = measure_peak("cpu", precisions=["fp32"], size=32, repeats=3, min_repeat_s=0.002)
+    assert r.measured == "cpu" and "CPU" in r.note
+    assert r.tflops_median > 0 and r.tflops_best >= r.tflops_median
+    assert len(r.samples_tflops) == 3 and r.timer == "perf_counter"
+    assert r.table_tflops is None and r.null_reasons["table_tflops"]
+    json.dumps(r.to_dict(), allow_nan=False)
+
+
+def test_measure_peak_skips_tf32_on_cpu_with_a_reason():
+    (r,) = measure_peak("cpu", precisions=["tf32"], size=16, repeats=1, min_repeat_s=0.001)
+    assert r.tflops_median is None and "TF32" in r.null_reasons["tflops_median"]
+
+
+@pytest.mark.parametrize("kwargs", [dict(size=0), dict(repeats=0), dict(precisions=["fp8"])])
+def test_measure_peak_rejects_bad_input(kwargs):
+    with pytest.raises(BenchError):
+        measure_peak("cpu", **kwargs)
+
+
+def test_bench_peak_command_prints_a_table_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "peak.json"
+    args = argparse.Namespace(device="cpu", precisions=["fp32"], size=16, repeats=2, min_repeat_s=0.001,
+                              json_path=str(out))
+    assert peak_command.run(args) == 0
+    printed = capsys.readouterr().out
+    assert "Measured the CPU" in printed and "fp32" in printed
+    data = json.loads(out.read_text())
+    assert data["peak"][0]["tflops_median"] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_measure_peak_on_a_gpu_lands_near_its_datasheet():
+    (r,) = measure_peak("cuda", precisions=["bf16"], size=4096, repeats=3)
+    assert r.measured == "gpu" and r.timer == "cuda_events"
+    assert r.tflops_median > 0
+    if r.table_tflops:
+        assert 0.2 < r.fraction_of_table < 1.2

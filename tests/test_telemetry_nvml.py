@@ -1,0 +1,348 @@
+"""Telemetry sampler and per-point summary, on CPU through the fake pynvml module."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+import pytest
+
+from bench.telemetry.nvml import decode_clock_event_reasons
+from bench.telemetry.sampler import SUMMARY_FIELDS, Block, GpmInterval, NvmlTelemetry, Sample, Telemetry, summarize_blocks
+from fake_pynvml import (
+    NVML_ERROR_DRIVER_NOT_LOADED,
+    NVML_ERROR_LIBRARY_NOT_FOUND,
+    FakeDevice,
+    make_fake_nvml,
+)
+
+PERIOD_S = 0.005
+
+
+@pytest.fixture(autouse=True)
+def _no_visible_devices(monkeypatch):
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+
+
+def measure(fake, blocks=1, block_s=0.03, steps=None, batch_size=None, device="cuda:0"):
+    tel = Telemetry.for_device(device, period_s=PERIOD_S, nvml=fake)
+    try:
+        for _ in range(blocks):
+            with tel.measuring():
+                time.sleep(block_s)
+        return tel.summary(steps=steps, batch_size=batch_size)
+    finally:
+        tel.close()
+
+
+def assert_all_none_with_reasons(summary, must_mention):
+    for key in SUMMARY_FIELDS:
+        if key in ("steps", "batch_size"):
+            continue
+        assert summary[key] is None, key
+        assert must_mention in summary["null_reasons"][key], (key, summary["null_reasons"][key])
+
+
+# --- normal readings ---------------------------------------------------------------------------
+
+def test_constant_readings_give_their_values_as_means_in_named_units():
+    fake = make_fake_nvml(utilization=(73, 41), power_mw=412_500, power_instant_mw=455_000, sm_clock_mhz=1755,
+                          memory_used_bytes=3 * 2**30, temperature_c=61)
+    s = measure(fake, steps=10, batch_size=8)
+    assert s["telemetry_source"] == "nvml"
+    assert s["kernel_active_pct_mean"] == 73
+    assert s["mem_ctrl_pct_mean"] == 41
+    assert s["power_w_mean"] == pytest.approx(412.5)
+    assert s["power_instant_w_max"] == pytest.approx(455.0)
+    assert s["sm_clock_mhz_median"] == 1755
+    assert s["memory_used_bytes_max"] == 3 * 2**30
+    assert s["temperature_c_max"] == 61
+    assert s["sm_activity_pct_mean"] == pytest.approx(60.0)
+    assert s["sm_occupancy_pct_mean"] == pytest.approx(30.0)
+    assert s["tensor_activity_pct_mean"] == pytest.approx(40.0)
+    assert s["dram_bw_pct_mean"] == pytest.approx(25.0)
+    assert s["n_samples"] >= 2 and s["n_gpm_intervals"] >= 1
+    assert s["null_reasons"] == {}
+
+
+def test_varying_readings_average_to_the_mean_of_the_kept_series():
+    fake = make_fake_nvml(utilization=[(10, 5), (30, 15), (50, 25)] * 200, sm_clock_mhz=[1400, 1980, 1600] * 200)
+    s = measure(fake)
+    series = s["series"]
+    assert len(series["t_s"]) == s["n_samples"]
+    assert s["kernel_active_pct_mean"] == pytest.approx(sum(series["kernel_active_pct"]) / s["n_samples"])
+    assert set(series["kernel_active_pct"]) <= {10, 30, 50}
+    assert s["sm_clock_mhz_min"] == min(series["sm_clock_mhz"])
+    assert series["t_s"] == sorted(series["t_s"])
+
+
+def test_summary_has_every_field_and_is_strict_json():
+    s = measure(make_fake_nvml(), steps=5, batch_size=2)
+    assert set(SUMMARY_FIELDS) <= set(s)
+    json.dumps(s, allow_nan=False)
+
+
+def test_blocks_accumulate_across_several_measuring_windows():
+    s = measure(make_fake_nvml(), blocks=3, block_s=0.01)
+    assert s["n_blocks"] == 3
+    assert s["measured_time_s"] >= 0.03
+    assert s["n_samples"] >= 6  # at least one sample at the start and one at the end of each block
+
+
+def test_first_block_starts_the_clock_and_samples_fall_inside_blocks():
+    fake = make_fake_nvml()
+    tel = Telemetry.for_device("cuda:0", period_s=PERIOD_S, nvml=fake)
+    with tel.measuring():
+        time.sleep(0.01)
+    time.sleep(0.02)
+    with tel.measuring():
+        time.sleep(0.01)
+    tel.close()
+    for block in tel.blocks:
+        assert all(block.start_s <= smp.t_s <= block.end_s for smp in block.samples)
+    assert tel.blocks[1].start_s - tel.blocks[0].end_s >= 0.02
+
+
+def test_summarize_blocks_weights_gpm_intervals_by_their_length():
+    blocks = [Block(start_s=0.0, end_s=1.0, energy_start_mj=0, energy_end_mj=500,
+                    samples=[Sample(0.0, kernel_active_pct=20, power_w=100), Sample(1.0, kernel_active_pct=40, power_w=300)],
+                    gpm=[GpmInterval(0.75, 0.75, sm_activity_pct=80), GpmInterval(1.0, 0.25, sm_activity_pct=40)])]
+    s = summarize_blocks(blocks, steps=5, batch_size=10, period_s=0.05)
+    assert s["kernel_active_pct_mean"] == 30
+    assert s["power_w_mean"] == 200
+    assert s["sm_activity_pct_mean"] == pytest.approx(70.0)  # (0.75*80 + 0.25*40) / 1.0
+    assert s["energy_j"] == 0.5 and s["energy_per_step_j"] == 0.1 and s["energy_per_sample_j"] == 0.01
+
+
+def test_close_balances_nvml_init_and_frees_gpm_samples():
+    fake = make_fake_nvml()
+    tel = Telemetry.for_device("cuda:0", period_s=PERIOD_S, nvml=fake)
+    assert fake.init_count == 1
+    tel.close()
+    tel.close()
+    assert fake.init_count == 0
+    assert fake.calls["nvmlGpmSampleFree"] == 2
+
+
+def test_device_index_follows_cuda_visible_devices(monkeypatch):
+    fake = make_fake_nvml(devices=[FakeDevice(power_mw=100_000), FakeDevice(power_mw=250_000, uuid="GPU-b")])
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert measure(fake)["power_w_mean"] == pytest.approx(250.0)
+
+
+# --- graceful absence ----------------------------------------------------------------------------
+
+def test_cpu_device_measures_nothing_and_never_touches_nvml():
+    fake = make_fake_nvml()
+    tel = Telemetry.for_device("cpu", nvml=fake)
+    with tel.measuring():
+        pass
+    s = tel.summary(steps=3, batch_size=2)
+    assert not tel.available and sum(fake.calls.values()) == 0
+    assert_all_none_with_reasons(s, "not a CUDA device")
+    assert s["steps"] == 3
+
+
+def test_missing_pynvml_module_gives_nulls_with_reason(monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", None)  # makes `import pynvml` raise ImportError
+    tel = Telemetry.for_device("cuda:0")
+    assert not tel.available
+    assert_all_none_with_reasons(tel.summary(), "nvidia-ml-py")
+
+
+def test_pynvml_none_imports_the_installed_module(monkeypatch):
+    fake = make_fake_nvml()
+    monkeypatch.setitem(sys.modules, "pynvml", fake)
+    tel = Telemetry.for_device("cuda:0", period_s=PERIOD_S)
+    assert tel.available and fake.init_count == 1
+    tel.close()
+
+
+@pytest.mark.parametrize("code", [NVML_ERROR_DRIVER_NOT_LOADED, NVML_ERROR_LIBRARY_NOT_FOUND])
+def test_no_driver_gives_nulls_with_reason(code):
+    tel = Telemetry.for_device("cuda:0", nvml=make_fake_nvml(init_error=code))
+    with tel.measuring():
+        pass
+    assert_all_none_with_reasons(tel.summary(), "NVML did not start")
+
+
+def test_mig_mode_gives_nulls_saying_device_level_readings_do_not_apply():
+    fake = make_fake_nvml(mig=(1, 1))
+    tel = Telemetry.for_device("cuda:0", nvml=fake)
+    assert not tel.available
+    assert_all_none_with_reasons(tel.summary(), "MIG")
+    assert fake.init_count == 0
+
+
+def test_mig_instance_in_cuda_visible_devices_gives_nulls(monkeypatch):
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "MIG-6b3e8c1a-0000-0000-0000-000000000000")
+    tel = Telemetry.for_device("cuda:0", nvml=make_fake_nvml())
+    assert_all_none_with_reasons(tel.summary(), "MIG")
+
+
+def test_not_supported_call_nulls_only_its_field_and_is_not_asked_again():
+    fake = make_fake_nvml(not_supported={"nvmlDeviceGetPowerUsage"})
+    s = measure(fake)
+    assert s["power_w_mean"] is None and s["power_w_max"] is None
+    assert "NOT_SUPPORTED" in s["null_reasons"]["power_w_mean"]
+    assert s["kernel_active_pct_mean"] == 50 and s["power_instant_w_mean"] == pytest.approx(320.0)
+    assert "kernel_active_pct_mean" not in s["null_reasons"]
+    assert fake.calls["nvmlDeviceGetPowerUsage"] == 1
+
+
+def test_instant_power_field_not_supported_nulls_only_instant_power():
+    s = measure(make_fake_nvml(not_supported={"nvmlDeviceGetFieldValues"}))
+    assert s["power_instant_w_max"] is None
+    assert "POWER_INSTANT" in s["null_reasons"]["power_instant_w_max"]
+    assert s["power_w_mean"] == pytest.approx(300.0)
+
+
+def test_unexpected_error_in_a_reading_becomes_a_reason_not_a_crash():
+    def broken():
+        raise ValueError("sensor glitch")
+
+    s = measure(make_fake_nvml(temperature_c=broken))
+    assert s["temperature_c_max"] is None
+    assert "sensor glitch" in s["null_reasons"]["temperature_c_max"]
+    assert s["kernel_active_pct_mean"] == 50
+
+
+def test_gpm_unsupported_nulls_gpm_fields_only():
+    s = measure(make_fake_nvml(gpm_supported=False))
+    for key in ("sm_activity_pct_mean", "sm_occupancy_pct_mean", "tensor_activity_pct_mean", "dram_bw_pct_mean"):
+        assert s[key] is None
+        assert "GPM" in s["null_reasons"][key]
+    assert s["n_gpm_intervals"] == 0
+    assert s["kernel_active_pct_mean"] == 50
+
+
+def test_binding_without_gpm_functions_nulls_gpm_fields():
+    s = measure(make_fake_nvml(with_gpm=False))
+    assert s["tensor_activity_pct_mean"] is None and "GPM" in s["null_reasons"]["tensor_activity_pct_mean"]
+
+
+def test_one_missing_gpm_metric_nulls_only_that_metric():
+    s = measure(make_fake_nvml(gpm_metrics={2: 88.0, 3: 30.0, 5: 70.0}))
+    assert s["dram_bw_pct_mean"] is None and "GPM metric 10" in s["null_reasons"]["dram_bw_pct_mean"]
+    assert s["sm_activity_pct_mean"] == pytest.approx(88.0)
+
+
+def test_summary_before_any_block_says_nothing_was_measured():
+    tel = Telemetry.for_device("cuda:0", nvml=make_fake_nvml())
+    s = tel.summary()
+    tel.close()
+    assert s["kernel_active_pct_mean"] is None and "no measuring()" in s["null_reasons"]["kernel_active_pct_mean"]
+    assert s["energy_j"] is None and "no measuring()" in s["null_reasons"]["energy_j"]
+
+
+# --- energy --------------------------------------------------------------------------------------
+
+def test_energy_comes_from_counter_differences_over_blocks():
+    # Counter read at each block's start and end: (6000-1000) + (13000-10000) mJ = 8 J.
+    fake = make_fake_nvml(energy_mj=[1000, 6000, 10000, 13000])
+    s = measure(fake, blocks=2, steps=8, batch_size=4)
+    assert s["energy_source"] == "counter"
+    assert s["energy_j"] == 8.0
+    assert s["energy_per_step_j"] == 1.0
+    assert s["energy_per_sample_j"] == 0.25
+
+
+def test_energy_falls_back_to_integrated_power_and_says_so():
+    fake = make_fake_nvml(not_supported={"nvmlDeviceGetTotalEnergyConsumption"}, power_instant_mw=250_000)
+    s = measure(fake, blocks=2, steps=4, batch_size=1)
+    assert s["energy_source"] == "integrated_power"
+    assert s["energy_j"] == pytest.approx(250.0 * s["measured_time_s"])
+    assert "NOT_SUPPORTED" in s["energy_note"] and "instantaneous" in s["energy_note"]
+    assert s["energy_per_step_j"] == pytest.approx(s["energy_j"] / 4)
+
+
+def test_no_counter_and_no_power_leaves_energy_null_with_reason():
+    fake = make_fake_nvml(not_supported={"nvmlDeviceGetTotalEnergyConsumption", "nvmlDeviceGetPowerUsage",
+                                         "nvmlDeviceGetFieldValues"})
+    s = measure(fake, steps=2, batch_size=2)
+    for key in ("energy_j", "energy_per_step_j", "energy_per_sample_j", "energy_source"):
+        assert s[key] is None and "energy counter unavailable" in s["null_reasons"][key]
+
+
+def test_energy_per_step_needs_the_step_count():
+    s = measure(make_fake_nvml(energy_mj=[0, 2000]))
+    assert s["energy_j"] == 2.0
+    assert s["energy_per_step_j"] is None and "steps" in s["null_reasons"]["energy_per_step_j"]
+
+
+# --- clock-event (throttle) reasons --------------------------------------------------------------
+
+@pytest.mark.parametrize("mask, names, flag", [
+    (0x4, ["sw_power_cap"], "power_capped"),
+    (0x40, ["hw_thermal_slowdown"], "thermally_throttled"),
+    (0x20, ["sw_thermal_slowdown"], "thermally_throttled"),
+    (0x8, ["hw_slowdown"], "hw_slowdown"),
+])
+def test_throttle_bits_are_decoded_and_set_throttled(mask, names, flag):
+    s = measure(make_fake_nvml(clock_reasons=mask))
+    assert s["throttle_reasons"] == names
+    assert s["throttled"] is True and s[flag] is True
+    assert s["throttled_sample_fraction"] == 1.0
+
+
+def test_idle_bit_alone_is_not_throttling():
+    s = measure(make_fake_nvml(clock_reasons=0x1))
+    assert s["throttle_reasons"] == ["gpu_idle"]
+    assert s["throttled"] is False and s["power_capped"] is False
+
+
+def test_older_binding_name_for_clock_reasons_is_used_when_the_new_one_is_missing():
+    fake = make_fake_nvml(with_event_reasons=False, clock_reasons=0x4)
+    s = measure(fake)
+    assert s["power_capped"] is True
+    assert fake.calls["nvmlDeviceGetCurrentClocksThrottleReasons"] >= 2
+
+
+def test_decode_names_known_bits_and_keeps_unknown_ones_visible():
+    assert decode_clock_event_reasons(0x4 | 0x40 | 0x8000) == ["sw_power_cap", "hw_thermal_slowdown", "unknown_0x8000"]
+    assert decode_clock_event_reasons(0) == []
+
+
+def test_nesting_measuring_blocks_is_refused():
+    tel = Telemetry.for_device("cuda:0", period_s=PERIOD_S, nvml=make_fake_nvml())
+    assert isinstance(tel, NvmlTelemetry)
+    with tel.measuring():
+        with pytest.raises(RuntimeError):
+            with tel.measuring():
+                pass
+    tel.close()
+
+
+# --- on a real GPU (skipped elsewhere) -----------------------------------------------------------
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA device")
+def test_real_nvml_sees_a_busy_gpu_during_matmuls():
+    import torch
+
+    tel = Telemetry.for_device("cuda:0", period_s=0.05)
+    assert tel.available, tel.reason
+    a = torch.randn(4096, 4096, device="cuda", dtype=torch.bfloat16)
+    steps = 0
+    with tel.measuring():
+        t0 = time.perf_counter()
+        while time.perf_counter() - t0 < 1.5:
+            for _ in range(20):
+                a @ a
+            steps += 20
+            torch.cuda.synchronize()
+    s = tel.summary(steps=steps, batch_size=1)
+    tel.close()
+    assert s["kernel_active_pct_mean"] > 50
+    assert s["energy_source"] == "counter" and s["energy_j"] > 0
+    assert s["power_w_mean"] > 0 and s["sm_clock_mhz_median"] > 0
+    if torch.cuda.get_device_capability(0) >= (9, 0):
+        assert s["tensor_activity_pct_mean"] > 10, s["null_reasons"]
+    json.dumps(s, allow_nan=False)
