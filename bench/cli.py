@@ -11,6 +11,7 @@ from .errors import BenchError
 # Each module exposes register(subparsers); the parser it adds sets `func` (args -> exit status).
 COMMAND_MODULES = [
     "bench.commands.sweep",
+    "bench.commands.peak",
 ]
 
 

@@ -212,6 +212,7 @@ def measure_point(workload, config: SweepConfig, batch_size: int, device) -> Mea
         summary = tel.summary(steps=len(timing.samples_s), batch_size=batch_size)
         m.null_reasons.update(summary.pop("null_reasons", {}) or {})
         m.telemetry = summary
+        _add_flops(m, step, config, device)
     except BenchError:
         raise  # a configuration problem, not a property of this point
     except Exception as e:  # noqa: BLE001 - every failure of the workload is a result
@@ -227,6 +228,24 @@ def measure_point(workload, config: SweepConfig, batch_size: int, device) -> Mea
         m.status, m.error = failure
         m.samples_s, m.block_medians_s = [], []
     return m
+
+
+def _add_flops(m: Measurement, step, config: SweepConfig, device) -> None:
+    """FLOPs of one step (counted once, outside the timed window), achieved TFLOP/s and MFU."""
+    import torch
+
+    from .telemetry import flop_fields, flops_per_step, matmul_precision_for, peak_tflops
+
+    flops, why = flops_per_step(step)
+    if device.type == "cuda":
+        # While the step's TF32 setting is in force, so fp32 maps to the right peak.
+        peak = peak_tflops(torch.cuda.get_device_name(device), matmul_precision_for(config.precision))
+        peak_args = (peak.tflops, peak.source, peak.reason)
+    else:
+        peak_args = (None, None, f"no peak table for {device.type} devices (NVIDIA GPUs only; see `bench peak`)")
+    fields = flop_fields(flops, why, m.stats.median_s if m.samples_s else None, *peak_args)
+    m.null_reasons.update(fields.pop("null_reasons", {}) or {})
+    m.telemetry.update(fields)
 
 
 def probe_fits(workload, config: SweepConfig, batch_size: int, device) -> Probe:
@@ -320,6 +339,27 @@ def _largest_fit_bounds(result: SweepResult) -> tuple[int, int] | None:
     return lo, hi
 
 
+def analyse(result: SweepResult, *, eps: float = 0.05, noise_target: float = 0.01) -> dict:
+    """Step-time analysis of a sweep, with each ok point diagnosed from its telemetry and regime.
+
+    Two passes: the first labels each point's regime (flat, transition, linear) from step times
+    alone; the diagnosis combines that with telemetry; the second pass writes the verdict with it.
+    """
+    from .analysis.steptime import analyse_step_times, summaries_from_measurements
+    from .telemetry import diagnose
+
+    summaries = summaries_from_measurements(result.points)
+    kw = dict(eps=eps, noise_target=noise_target, largest_batch_that_fits=result.largest_batch_that_fits)
+    regimes = {p.batch_size: p.regime for p in analyse_step_times(summaries, **kw).points}
+    diagnoses = {}
+    for p in result.ok_points():
+        d = diagnose({**p.telemetry, "null_reasons": p.null_reasons}, regimes.get(p.batch_size),
+                     mfu=p.telemetry.get("mfu"))
+        p.telemetry["diagnosis"] = d.to_dict()
+        diagnoses[p.batch_size] = d.label
+    return analyse_step_times(summaries, diagnoses=diagnoses, **kw).to_dict()
+
+
 def run_sweep(
     config: SweepConfig,
     *,
@@ -334,7 +374,6 @@ def run_sweep(
     model). With `output`, the results file is rewritten atomically after each point; with
     `resume`, points already in that file are kept and not measured again.
     """
-    from .analysis.steptime import analyse_step_times, summaries_from_measurements
     from .workloads import load_workload
 
     config.validate()
@@ -411,10 +450,7 @@ def run_sweep(
         result.largest_batch_that_fits = lo if lo > 0 else None
         result.largest_batch_reason = f"search turned off: batch {lo} fits and {hi} does not"
 
-    analysis = analyse_step_times(summaries_from_measurements(result.points), eps=config.eps,
-                                  noise_target=config.ci_target,
-                                  largest_batch_that_fits=result.largest_batch_that_fits)
-    result.analysis = analysis.to_dict()
+    result.analysis = analyse(result, eps=config.eps, noise_target=config.ci_target)
     result.finished = True
     save()
     notify("finish", {"result": result})

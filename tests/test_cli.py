@@ -92,3 +92,24 @@ def test_python_dash_m_bench_reports_errors_without_traceback(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "Traceback" not in proc.stderr and "nope" in proc.stderr
+
+
+def test_sweep_table_shows_gpu_telemetry_columns_only_when_measured():
+    from rich.console import Console
+
+    from bench.commands.sweep import sweep_table
+    from bench.results import Case, Measurement, SweepResult
+
+    def point(b, telemetry):
+        return Measurement(case=Case("mlp", b), samples_s=[0.01] * 10, telemetry=telemetry)
+
+    def render(result):
+        console = Console(width=250, record=True)
+        console.print(sweep_table(result))
+        return console.export_text()
+
+    cpu = render(SweepResult(config={}, points=[point(1, {}), point(2, {})]))
+    assert "kernel active" not in cpu and "power" not in cpu
+    gpu = render(SweepResult(config={}, points=[point(1, {"kernel_active_pct_mean": 41.0, "power_w_mean": 312.4}),
+                                                point(2, {"kernel_active_pct_mean": 97.0})]))
+    assert "kernel active" in gpu and "41%" in gpu and "97%" in gpu and "312 W" in gpu

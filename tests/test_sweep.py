@@ -158,3 +158,19 @@ def test_default_plan_is_powers_of_two_up_to_the_device_default():
     assert SweepConfig(device="cpu").planned_batch_sizes()[-1] == 1024
     assert SweepConfig(min_batch=3, max_batch=40).planned_batch_sizes() == [4, 8, 16, 32]
     assert SweepConfig(batch_sizes=[8, 2, 8]).planned_batch_sizes() == [2, 8]
+
+
+def test_points_carry_flops_diagnosis_and_telemetry_nulls_with_reasons():
+    result = run_sweep(SweepConfig(workload="mlp", workload_args={"in_features": 32, "hidden": 32, "depth": 1},
+                                   batch_sizes=[2, 8], **{**FAST, "telemetry": True}))
+    for p in result.points:
+        t = p.telemetry
+        # Linear layers 32->32 and 32->10, forward 2*B*(32*32+32*10), backward twice that (weights + inputs)
+        # except the first layer, whose input needs no gradient.
+        assert t["flops_per_step"] > 0
+        assert t["achieved_tflops"] > 0
+        assert t["mfu"] is None and "peak" in p.null_reasons["mfu"]
+        assert t["kernel_active_pct_mean"] is None and "CUDA" in p.null_reasons["kernel_active_pct_mean"]
+        assert t["diagnosis"]["label"] and t["diagnosis"]["sentence"]
+        assert t["diagnosis"]["basis"] != "telemetry"  # the CPU has no device telemetry to rest on
+    assert result.point(8).telemetry["flops_per_step"] == 4 * result.point(2).telemetry["flops_per_step"]

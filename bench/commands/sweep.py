@@ -146,37 +146,53 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+OPTIONAL_COLUMNS = (  # shown only when some point has the value (GPU telemetry, FLOPs)
+    ("kernel active", "kernel_active_pct_mean", lambda v: f"{v:.0f}%"),
+    ("SM active", "sm_activity_pct_mean", lambda v: f"{v:.0f}%"),
+    ("tensor active", "tensor_activity_pct_mean", lambda v: f"{v:.0f}%"),
+    ("power", "power_w_mean", lambda v: f"{v:.0f} W"),
+    ("J/sample", "energy_per_sample_j", lambda v: f"{v:.3g}"),
+    ("TFLOP/s", "achieved_tflops", lambda v: f"{v:.3g}"),
+    ("MFU", "mfu", lambda v: fmt.percent(v)),
+)
+
+
 def sweep_table(result: SweepResult):
     """A rich Table of the points of one sweep: what a user reads first after the verdict."""
     from rich.table import Table
 
     per_point = {p.get("batch_size"): p for p in (result.analysis or {}).get("points", [])}
+    points = sorted(result.points, key=lambda p: p.batch_size)
+    optional = [c for c in OPTIONAL_COLUMNS if any(p.telemetry.get(c[1]) is not None for p in points)]
     cfg = result.config
     t = Table(title=f"{cfg.get('workload')} · {cfg.get('precision')} · {cfg.get('device')} · {cfg.get('optimizer')}",
               title_justify="left")
     for col, justify in (("batch", "right"), ("status", "left"), ("median step", "right"), ("95% CI", "right"),
                          ("±", "right"), ("samples/s", "right"), ("n", "right"), ("stop", "left"),
-                         ("peak mem", "right"), ("vs smallest", "left"), ("notes", "left")):
+                         ("peak mem", "right"), *((c[0], "right") for c in optional),
+                         ("vs smallest", "left"), ("notes", "left")):
         t.add_column(col, justify=justify)
-    for p in sorted(result.points, key=lambda p: p.batch_size):
+    for p in points:
         s = p.stats
         a = per_point.get(p.batch_size, {})
         notes = []
         if a.get("noisy"):
             notes.append("noisy blocks")
-        if a.get("diagnosis"):
-            notes.append(str(a["diagnosis"]))
+        diagnosis = (p.telemetry.get("diagnosis") or {}).get("label")
+        if diagnosis and diagnosis != "undetermined":
+            notes.append(diagnosis)
         if p.telemetry.get("throttled"):
             notes.append("throttled")
         if p.error:
             notes.append(p.error[:60])
+        extra = [show(p.telemetry[key]) if p.telemetry.get(key) is not None else "—" for _, key, show in optional]
         t.add_row(
             str(p.batch_size), p.status,
             fmt.duration(s.median_s) if s else "—",
             f"{fmt.duration(s.ci_low_s)} – {fmt.duration(s.ci_high_s)}" if s and s.ci_low_s is not None else "—",
             fmt.percent(s.ci_rel_halfwidth) if s else "—",
             fmt.rate(p.throughput, ""), str(s.n) if s else "—", p.stop_reason or "—",
-            fmt.nbytes(p.peak_allocated_bytes), a.get("equal_time", "—") if p.ok else "—",
+            fmt.nbytes(p.peak_allocated_bytes), *extra, a.get("equal_time", "—") if p.ok else "—",
             "; ".join(notes),
         )
     return t
