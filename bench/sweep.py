@@ -354,7 +354,7 @@ def analyse(result: SweepResult, *, eps: float = 0.05, noise_target: float = 0.0
     diagnoses = {}
     for p in result.ok_points():
         d = diagnose({**p.telemetry, "null_reasons": p.null_reasons}, regimes.get(p.batch_size),
-                     mfu=p.telemetry.get("mfu"))
+                     mfu=p.telemetry.get("mfu"), device_type=p.case.device.split(":")[0])
         p.telemetry["diagnosis"] = d.to_dict()
         diagnoses[p.batch_size] = d.label
     return analyse_step_times(summaries, diagnoses=diagnoses, **kw).to_dict()

@@ -110,3 +110,12 @@ def test_end_to_end_a_sampled_power_capped_busy_gpu_reads_as_compute_bound_and_t
     d = diagnose(s, "linear")
     assert d.labels == ["compute-bound", "power-throttled"]
     assert d.to_dict()["evidence"]["sm_activity_pct_mean"] == pytest.approx(93.0)
+
+
+def test_flat_step_time_on_the_cpu_is_overhead_bound_not_launch_bound():
+    from bench.telemetry import diagnose
+
+    cpu = diagnose(None, "flat", device_type="cpu")
+    assert cpu.label == "overhead-bound" and cpu.inferred_from_step_time_only
+    assert diagnose(None, "flat", device_type="cuda").label == "launch-bound"
+    assert diagnose(None, "linear", device_type="cpu").label == "compute-bound"

@@ -22,7 +22,7 @@ TENSOR_ACTIVITY_HIGH_PCT = 30.0  # GPM tensor activity at or above: tensor cores
 DRAM_BW_HIGH_PCT = 60.0          # GPM DRAM bandwidth at or above: memory traffic near its ceiling
 THROTTLE_MIN_FRACTION = 0.1      # share of samples with a throttle bit before we call it throttled
 
-LABELS = ("launch-bound", "host-bound", "fixed-work-bound", "compute-bound", "memory-bandwidth-bound",
+LABELS = ("launch-bound", "overhead-bound", "host-bound", "fixed-work-bound", "compute-bound", "memory-bandwidth-bound",
           "transition", "mixed", "undetermined", "power-throttled", "thermally throttled", "hardware-slowdown")
 
 
@@ -58,11 +58,14 @@ def _regime_phrase(regime: str | None) -> str:
             "transition": "step time has begun to grow with the batch"}.get(regime or "", "")
 
 
-def diagnose(summary: Mapping[str, Any] | None, regime: str | None = None, *, mfu: float | None = None) -> Diagnosis:
+def diagnose(summary: Mapping[str, Any] | None, regime: str | None = None, *, mfu: float | None = None,
+             device_type: str | None = None) -> Diagnosis:
     """Label one point from its telemetry summary (`Telemetry.summary()`, may be None or all-None)
     and its step-time regime ("flat", "transition", "linear" or None).
 
-    Without device telemetry the label rests on the step-time shape alone and says so.
+    Without device telemetry the label rests on the step-time shape alone and says so. On the CPU
+    (`device_type="cpu"`) there is no separate device to wait on, so a flat step time is called
+    "overhead-bound" (fixed per-step costs) rather than launch-bound.
     """
     if regime is not None and regime not in REGIMES:
         raise BenchError(f"unknown step-time regime {regime!r} (expected one of {', '.join(REGIMES)} or None)")
@@ -73,7 +76,7 @@ def diagnose(summary: Mapping[str, Any] | None, regime: str | None = None, *, mf
     evidence: dict[str, Any] = {"regime": regime, "kernel_active_pct_mean": ka, "sm_activity_pct_mean": sm,
                                 "tensor_activity_pct_mean": tn, "dram_bw_pct_mean": dr, "mfu": mfu}
     if ka is None and sm is None:
-        d = _from_step_time(regime, summary)
+        d = _from_step_time(regime, summary, device_type)
         d.evidence = evidence
         return d
 
@@ -155,7 +158,7 @@ def _throttle(summary: Mapping[str, Any] | None) -> list[tuple[str, str]]:
     return out
 
 
-def _from_step_time(regime: str | None, summary: Mapping[str, Any] | None) -> Diagnosis:
+def _from_step_time(regime: str | None, summary: Mapping[str, Any] | None, device_type: str | None = None) -> Diagnosis:
     why = None
     if summary and isinstance(summary.get("null_reasons"), Mapping):
         why = summary["null_reasons"].get("kernel_active_pct_mean")
@@ -171,4 +174,7 @@ def _from_step_time(regime: str | None, summary: Mapping[str, Any] | None) -> Di
         "transition": ("transition", "Step time has begun to grow with the batch: between launch-bound and "
                                      "compute-bound."),
     }[regime]
+    if device_type == "cpu" and regime == "flat":
+        label, text = ("overhead-bound", "Step time stays flat as the batch grows: fixed per-step costs (Python, "
+                                         "operator dispatch, small kernels) outweigh the work that scales with the batch.")
     return Diagnosis(label, [label], f"{text} Inferred from step time only; {no_tel}.", "step_time_only", True)
