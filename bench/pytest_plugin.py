@@ -1,0 +1,132 @@
+"""pytest plugin for the suites in suites/: `--bench-*` options, case parametrisation, the fingerprint in
+pytest-benchmark's machine_info. Thin: what is measured and how lives in bench.suite_support.
+
+Load it from a conftest.py by importing its hooks into the conftest's namespace:
+
+    from bench.pytest_plugin import *  # noqa: F401,F403
+
+(`pytest_addoption` in a conftest takes effect only for a conftest pytest finds at start-up, i.e. one in
+or above the paths given on the command line: `pytest suites/` does.)
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from .errors import BenchError
+from .suite_support import SuiteOptions, SuiteSettings, select_cases, suite_fingerprint
+
+__all__ = [
+    "pytest_addoption",
+    "pytest_configure",
+    "pytest_report_header",
+    "pytest_generate_tests",
+    "pytest_benchmark_update_machine_info",
+    "bench_settings",
+    "bench_options",
+]
+
+# A test asks for its cases by the fixture name: test_x(step_case) gets the step_time suite's cases.
+CASE_FIXTURES = {"step_case": "step_time", "memory_case": "memory", "largest_batch_case": "largest_batch"}
+
+_OPTIONS_KEY = pytest.StashKey[SuiteOptions]()
+_FINGERPRINT_KEY = pytest.StashKey[dict]()
+
+
+def pytest_addoption(parser) -> None:
+    g = parser.getgroup("bench", "bench suites (training step time; see docs/suites.md)")
+    g.addoption("--bench-workloads", metavar="LIST", default=None,
+                help="comma-separated workloads to run (mlp, cnn, transformer, resnet50); default: all")
+    g.addoption("--bench-precisions", metavar="LIST", default=None,
+                help="comma-separated precisions to run (fp32, tf32, bf16, fp16); default: each case's own")
+    g.addoption("--bench-batch-sizes", metavar="LIST", default=None,
+                help="comma-separated batch sizes replacing each case's own (not the largest-batch search)")
+    g.addoption("--bench-device", default="auto", choices=["auto", "cpu", "cuda"],
+                help="auto: the CPU subset, and the GPU cases when CUDA is available; cpu: CPU subset only; "
+                     "cuda: GPU cases only (default: auto)")
+    g.addoption("--bench-subset", default="full", choices=["cpu", "full"],
+                help="cpu: only the fast CPU subset (tiny models, fp32/bf16); full: also the GPU tier "
+                     "(default: full; GPU cases are skipped with a reason where there is no GPU)")
+    g.addoption("--bench-budget", metavar="SECONDS", default=None,
+                help=f"measuring time per case, at most, for the library and again for pytest-benchmark's rounds "
+                     f"(default: {SuiteSettings().budget_s:g})")
+    g.addoption("--bench-cpu-threads", metavar="N", default=None,
+                help="torch.set_num_threads(N) for the run (default: torch's own choice)")
+
+
+def pytest_configure(config) -> None:
+    try:
+        options = SuiteOptions.parse(
+            workloads=config.getoption("bench_workloads", None),
+            precisions=config.getoption("bench_precisions", None),
+            batch_sizes=config.getoption("bench_batch_sizes", None),
+            device=config.getoption("bench_device", "auto"),
+            subset=config.getoption("bench_subset", "full"),
+            budget=config.getoption("bench_budget", None),
+            cpu_threads=config.getoption("bench_cpu_threads", None),
+        )
+    except BenchError as e:
+        raise pytest.UsageError(str(e)) from None
+    if options.device == "cuda":
+        from .suite_support import cuda_available
+
+        if not cuda_available():
+            # Asked for the GPU explicitly: skipping every case would let a broken GPU node pass.
+            raise pytest.UsageError("--bench-device cuda asked for, but CUDA is not available here")
+    config.stash[_OPTIONS_KEY] = options
+    if options.cpu_threads is not None:
+        import torch
+
+        torch.set_num_threads(options.cpu_threads)
+
+
+def _options(config) -> SuiteOptions:
+    return config.stash.get(_OPTIONS_KEY, None) or SuiteOptions()
+
+
+def pytest_report_header(config) -> str:
+    o = _options(config)
+    return (f"bench suites: device={o.device} subset={o.subset} budget={o.settings.budget_s:g}s/case"
+            + (f" workloads={','.join(o.workloads)}" if o.workloads else "")
+            + (f" precisions={','.join(o.precisions)}" if o.precisions else "")
+            + (f" batch_sizes={','.join(map(str, o.batch_sizes))}" if o.batch_sizes else ""))
+
+
+def pytest_generate_tests(metafunc) -> None:
+    for fixture, suite in CASE_FIXTURES.items():
+        if fixture not in metafunc.fixturenames:
+            continue
+        options = _options(metafunc.config)
+        try:
+            selected = select_cases(suite, options)
+        except BenchError as e:
+            raise pytest.UsageError(str(e)) from None
+        params = [pytest.param(s.case, id=s.case.id,
+                               marks=[pytest.mark.skip(reason=s.skip_reason)] if s.skip_reason else [])
+                  for s in selected]
+        if not params:
+            reason = f"no {suite} case matches the options ({pytest_report_header(metafunc.config)})"
+            params = [pytest.param(None, id="no-case", marks=pytest.mark.skip(reason=reason))]
+        metafunc.parametrize(fixture, params)
+
+
+def pytest_benchmark_update_machine_info(config, machine_info) -> None:
+    """The hardware/software fingerprint (and its hash) beside pytest-benchmark's own machine_info."""
+    fp = config.stash.get(_FINGERPRINT_KEY, None)
+    if fp is None:
+        from .suite_support import cuda_available
+
+        o = _options(config)
+        device = "cuda" if o.device != "cpu" and o.subset == "full" and cuda_available() else "cpu"
+        fp = config.stash[_FINGERPRINT_KEY] = suite_fingerprint(device)
+    machine_info["bench_fingerprint"] = fp
+
+
+@pytest.fixture(scope="session")
+def bench_options(request) -> SuiteOptions:
+    return _options(request.config)
+
+
+@pytest.fixture(scope="session")
+def bench_settings(bench_options) -> SuiteSettings:
+    return bench_options.settings

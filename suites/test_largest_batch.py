@@ -1,0 +1,10 @@
+"""The largest batch that fits in GPU memory (doubling, then bisection on out-of-memory), and the step time there."""
+
+from bench.suite_support import benchmark_largest_batch
+
+
+def test_largest_batch(benchmark, largest_batch_case, bench_settings):
+    benchmark.group = f"largest_batch {largest_batch_case.workload}"
+    found, m = benchmark_largest_batch(benchmark, largest_batch_case, bench_settings)
+    assert m is not None, f"{largest_batch_case.id}: {found.reason}"
+    assert m.ok, f"{largest_batch_case.id} at batch {found.batch_size}: {m.status}: {m.error}"

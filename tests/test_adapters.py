@@ -1,0 +1,143 @@
+"""Reading pytest-benchmark JSON back into SweepResults, and sniffing which kind of results file a path holds."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench.adapters import HOST_TIMER, load_pytest_benchmark, load_results, sweeps_from_pytest_benchmark
+from bench.errors import BenchError
+from bench.results import Measurement, SweepResult, save_sweep
+from bench.suite_support import SuiteCase, SuiteSettings, extra_info_for, json_safe
+
+SETTINGS = SuiteSettings(budget_s=0.5)
+
+
+def our_benchmark(batch_size: int, samples: list[float], suite: str = "step_time", extra: dict | None = None) -> dict:
+    """A benchmark entry as the suites write it: pytest-benchmark's keys plus our extra_info."""
+    case = SuiteCase(suite, "mlp", "fp32", batch_size, "cpu", (("hidden", 16),))
+    m = Measurement(case=case.sweep_config(SETTINGS, batch_size).case(batch_size, "mlp"), timer="host",
+                    samples_s=samples, warmup_samples_s=[samples[0]] * 6, stop_reason="ci_target")
+    info = json_safe(extra_info_for(case, case.sweep_config(SETTINGS, batch_size), m, SETTINGS, batch_size=batch_size))
+    info.update(extra or {})
+    host = [s * 1.05 for s in samples]
+    return {"group": None, "name": f"test_{suite}[{case.id}]", "fullname": f"suites/test_{suite}.py::test_{suite}[{case.id}]",
+            "params": {"step_case": None}, "param": case.id, "extra_info": info, "options": {},
+            "stats": {"min": min(host), "max": max(host), "mean": sum(host) / len(host), "median": sorted(host)[len(host) // 2],
+                      "rounds": len(host), "data": host, "iterations": 1}}
+
+
+def pb_file(benchmarks: list[dict], machine_info: dict | None = None) -> dict:
+    return {"machine_info": machine_info if machine_info is not None else
+            {"node": "n1", "bench_fingerprint": {"device_type": "cpu", "hash": "abc123", "null_reasons": {}}},
+            "commit_info": {"id": "deadbeef", "dirty": False}, "benchmarks": benchmarks,
+            "datetime": "2026-01-01T00:00:00+00:00", "version": "5.3.1"}
+
+
+def write(tmp_path, data, name="run.json"):
+    path = tmp_path / name
+    path.write_text(json.dumps(data))
+    return path
+
+
+SAMPLES_A = [0.0010 + i * 1e-6 for i in range(12)]
+SAMPLES_B = [0.0020 + i * 1e-6 for i in range(12)]
+
+
+def test_points_of_one_case_become_one_sweep_with_the_library_samples(tmp_path):
+    path = write(tmp_path, pb_file([our_benchmark(16, SAMPLES_B), our_benchmark(4, SAMPLES_A)]))
+    (sweep,) = load_pytest_benchmark(path)
+    assert [p.batch_size for p in sweep.points] == [4, 16]
+    assert sweep.points[0].samples_s == SAMPLES_A and sweep.points[0].timer == "host"
+    assert sweep.points[1].stats.median_s == pytest.approx(0.0020055, rel=1e-3)
+    assert sweep.config["workload_args"] == {"hidden": 16} and sweep.config["batch_sizes"] == [4, 16]
+    assert sweep.config["source"]["format"] == "pytest-benchmark" and sweep.config["suite"] == "step_time"
+    assert sweep.environment["hash"] == "abc123" and sweep.environment["git_commit"] == "deadbeef"
+    assert sweep.analysis is not None and sweep.analysis["reference_batch"] == 4
+
+
+def test_different_suites_and_cases_stay_in_separate_sweeps(tmp_path):
+    foreign = {"name": "test_sort", "fullname": "tests/test_x.py::test_sort", "params": None, "extra_info": {},
+               "stats": {"data": [0.5, 0.6, 0.7], "iterations": 1}}
+    path = write(tmp_path, pb_file([our_benchmark(4, SAMPLES_A), our_benchmark(4, SAMPLES_A, suite="memory"), foreign]))
+    sweeps = load_pytest_benchmark(path)
+    assert [s.config["suite"] for s in sweeps] == ["step_time", "memory", "pytest"]
+
+
+def test_a_benchmark_without_our_extra_info_falls_back_to_pytest_benchmark_raw_timings(tmp_path):
+    foreign = {"name": "test_sort[big]", "fullname": "tests/test_x.py::test_sort[big]", "params": {"batch_size": 32},
+               "extra_info": {}, "stats": {"data": [0.5, 0.6, 0.7], "iterations": 1}}
+    (sweep,) = load_pytest_benchmark(write(tmp_path, pb_file([foreign], machine_info={"node": "n1"})))
+    (point,) = sweep.points
+    assert point.samples_s == [0.5, 0.6, 0.7] and point.timer == HOST_TIMER and point.ok
+    assert point.batch_size == 32 and point.case.workload == "test_sort"
+    assert "no bench extra_info" in point.null_reasons["peak_allocated_bytes"]
+    assert sweep.environment["hash"] is None and "no bench fingerprint" in sweep.environment["null_reasons"]["hash"]
+
+
+def test_a_suite_benchmark_stripped_of_extra_info_is_recognised_by_its_name(tmp_path):
+    bench = our_benchmark(16, SAMPLES_A)
+    bench["extra_info"] = {}
+    (sweep,) = load_pytest_benchmark(write(tmp_path, pb_file([bench])))
+    (point,) = sweep.points
+    assert (point.case.workload, point.case.precision, point.batch_size, point.case.device) == ("mlp", "fp32", 16, "cpu")
+    assert point.samples_s == bench["stats"]["data"] and point.timer == HOST_TIMER
+
+
+def test_summary_only_stats_become_an_error_point_that_says_why(tmp_path):
+    bench = our_benchmark(16, SAMPLES_A)
+    bench["extra_info"] = {}
+    del bench["stats"]["data"]
+    (sweep,) = load_pytest_benchmark(write(tmp_path, pb_file([bench])))
+    assert sweep.points[0].status == "error" and "--benchmark-save-data" in sweep.points[0].error
+    assert sweep.analysis is not None and sweep.ok_points() == []
+
+
+def test_the_largest_batch_search_comes_back_with_its_probes(tmp_path):
+    search = {"batch_size": 300, "reason": "batch 301 runs out of memory; found in 12 probe(s)", "limited": False,
+              "probes": [{"batch_size": 256, "fits": True, "error": None}, {"batch_size": 512, "fits": False, "error": "OOM"}]}
+    path = write(tmp_path, pb_file([our_benchmark(300, SAMPLES_A, suite="largest_batch", extra={"largest_batch": search})]))
+    (sweep,) = load_pytest_benchmark(path)
+    assert sweep.largest_batch_that_fits == 300 and "301" in sweep.largest_batch_reason
+    assert [p.batch_size for p in sweep.probes] == [256, 512]
+
+
+def test_sweeps_from_pytest_benchmark_round_trip_through_our_schema():
+    sweeps = sweeps_from_pytest_benchmark(pb_file([our_benchmark(4, SAMPLES_A), our_benchmark(16, SAMPLES_B)]))
+    again = SweepResult.from_dict(json.loads(json.dumps(sweeps[0].to_dict(), allow_nan=False)))
+    assert [p.samples_s for p in again.points] == [SAMPLES_A, SAMPLES_B]
+    assert again.environment["hash"] == "abc123"
+
+
+def test_load_results_sniffs_either_kind_of_file(tmp_path):
+    sweep = SweepResult(config={"workload": "mlp"}, points=[Measurement.from_dict(
+        our_benchmark(4, SAMPLES_A)["extra_info"]["measurement"])], finished=True)
+    ours = save_sweep(sweep, tmp_path / "sweep.json")
+    theirs = write(tmp_path, pb_file([our_benchmark(4, SAMPLES_A)]))
+    assert [r.points[0].samples_s for r in load_results(ours)] == [SAMPLES_A]
+    assert [r.points[0].samples_s for r in load_results(theirs)] == [SAMPLES_A]
+
+
+@pytest.mark.parametrize("content, message", [
+    ('{"schema": "something.else", "rows": []}', "neither a bench sweep results file"),
+    ("[1, 2, 3]", "neither a bench sweep results file"),
+    ("{not json", "not valid JSON"),
+])
+def test_load_results_rejects_other_files_in_one_line(tmp_path, content, message):
+    path = tmp_path / "x.json"
+    path.write_text(content)
+    with pytest.raises(BenchError) as e:
+        load_results(path)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_malformed_benchmarks_and_missing_files_are_bench_errors(tmp_path):
+    bench = our_benchmark(4, SAMPLES_A)
+    bench["extra_info"]["measurement"]["status"] = "exploded"
+    with pytest.raises(BenchError, match="unknown status 'exploded'"):
+        load_pytest_benchmark(write(tmp_path, pb_file([bench])))
+    with pytest.raises(BenchError, match="not a pytest-benchmark JSON file"):
+        load_pytest_benchmark(write(tmp_path, {"benchmarks": []}, "b.json"))
+    with pytest.raises(BenchError, match="no such file"):
+        load_results(tmp_path / "missing.json")

@@ -1,0 +1,309 @@
+"""The pytest plugin and the suite support library: case selection, options, rounds, device-correct timing."""
+
+from __future__ import annotations
+
+import json
+import math
+import textwrap
+
+import pytest
+import torch
+
+from bench.errors import BenchError
+from bench.results import Case, Measurement, Probe
+from bench.suite_support import (
+    CPU_BATCH_SIZES,
+    CPU_PRECISIONS,
+    CPU_WORKLOADS,
+    SuiteCase,
+    SuiteOptions,
+    SuiteSettings,
+    catalogue,
+    find_largest_batch,
+    json_safe,
+    parse_case_id,
+    plan_rounds,
+    select_cases,
+)
+
+pytest_plugins = ("pytester",)
+
+
+def no_precision_problem(precision: str, device: str) -> str | None:
+    return None
+
+
+def select(suite: str, has_cuda: bool, **options) -> list:
+    return select_cases(suite, SuiteOptions.parse(**options), has_cuda=has_cuda,
+                        precision_check=no_precision_problem)
+
+
+# --------------------------------------------------------------------------- selecting cases
+
+
+def test_cpu_machine_runs_the_cpu_subset_and_skips_gpu_cases_with_a_reason():
+    selected = select("step_time", has_cuda=False)
+    runs = [s.case for s in selected if s.skip_reason is None]
+    skipped = [s for s in selected if s.skip_reason]
+    assert {c.device for c in runs} == {"cpu"}
+    assert len(runs) == len(CPU_WORKLOADS) * len(CPU_PRECISIONS) * len(CPU_BATCH_SIZES)
+    assert skipped and all(s.case.device == "cuda" for s in skipped)
+    assert all("CUDA is not available" in s.skip_reason for s in skipped)
+    assert {s.case.precision for s in skipped} >= {"tf32", "fp16"}
+    assert "resnet50" in {s.case.workload for s in skipped}
+
+
+def test_largest_batch_and_memory_cases_are_gpu_only_and_say_why_on_a_cpu():
+    largest = select("largest_batch", has_cuda=False)
+    memory = select("memory", has_cuda=False)
+    assert largest and all("largest-batch search runs only on a GPU" in s.skip_reason for s in largest)
+    assert memory and all("peak-memory statistics exist only on CUDA" in s.skip_reason for s in memory)
+
+
+def test_case_ids_name_workload_precision_batch_size_and_device():
+    ids = [s.case.id for s in select("step_time", has_cuda=False)]
+    assert "mlp-fp32-bs64-cpu" in ids
+    assert "resnet50-bf16-bs64-cuda-channels_last" in ids
+    assert len(ids) == len(set(ids))
+    assert [s.case.id for s in select("largest_batch", has_cuda=True)][0].endswith("-bsmax-cuda-channels_last")
+    assert any(s.case.id.endswith("-adamw") for s in select("memory", has_cuda=True))
+
+
+def test_parse_case_id_inverts_the_id_and_rejects_other_names():
+    case = SuiteCase("memory", "resnet50", "bf16", 64, "cuda", optimizer="adamw", channels_last=True)
+    fields = parse_case_id(f"test_peak_memory[{case.id}]")
+    assert fields == {"workload": "resnet50", "precision": "bf16", "batch_size": 64, "device": "cuda",
+                      "optimizer": "adamw", "channels_last": True, "compile": False}
+    assert parse_case_id("test_sort[100-items]") is None
+    assert parse_case_id("test_plain") is None
+
+
+def test_device_cpu_skips_gpu_cases_even_where_cuda_exists_and_cuda_skips_the_cpu_subset():
+    on_cpu = select("step_time", has_cuda=True, device="cpu")
+    assert all(("--bench-device cpu" in (s.skip_reason or "")) == (s.case.device == "cuda") for s in on_cpu)
+    on_cuda = select("step_time", has_cuda=True, device="cuda")
+    assert all(("--bench-device cuda" in (s.skip_reason or "")) == (s.case.device == "cpu") for s in on_cuda)
+
+
+def test_device_cuda_without_cuda_is_an_error_not_a_silent_skip():
+    with pytest.raises(BenchError, match="CUDA is not available"):
+        select("step_time", has_cuda=False, device="cuda")
+
+
+def test_subset_cpu_leaves_the_gpu_tier_out():
+    selected = select("step_time", has_cuda=True, subset="cpu")
+    assert selected and all(s.case.device == "cpu" for s in selected)
+    assert catalogue("largest_batch", "cpu") == []
+
+
+def test_filters_select_workloads_and_precisions_and_replace_batch_sizes():
+    selected = select("step_time", has_cuda=False, workloads="mlp", precisions="fp32", batch_sizes="4,1")
+    assert {s.case.id for s in selected} == {"mlp-fp32-bs1-cpu", "mlp-fp32-bs4-cpu",
+                                              "mlp-fp32-bs1-cuda", "mlp-fp32-bs4-cuda"}
+
+
+def test_a_precision_the_gpu_cannot_run_is_skipped_with_the_library_reason():
+    selected = select_cases("step_time", SuiteOptions.parse(workloads="mlp"), has_cuda=True,
+                            precision_check=lambda p, d: "tf32 needs compute capability 8.0" if p == "tf32" else None)
+    tf32 = [s for s in selected if s.case.precision == "tf32"]
+    assert tf32 and all(s.skip_reason == "tf32 needs compute capability 8.0" for s in tf32)
+    assert all(s.skip_reason is None for s in selected if s.case.precision != "tf32")
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"workloads": "mlp,bert"}, "--bench-workloads: unknown 'bert'"),
+    ({"precisions": "fp8"}, "--bench-precisions: unknown 'fp8'"),
+    ({"batch_sizes": "4,x"}, "--bench-batch-sizes: 'x' is not an integer"),
+    ({"batch_sizes": "0"}, "--bench-batch-sizes: must be a positive integer"),
+    ({"budget": "-1"}, "--bench-budget must be a positive number"),
+    ({"budget": "nan"}, "--bench-budget must be a positive number"),
+    ({"device": "tpu"}, "--bench-device must be one of"),
+])
+def test_bad_options_are_one_line_errors_naming_the_option(options, message):
+    with pytest.raises(BenchError) as e:
+        SuiteOptions.parse(**options)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+# --------------------------------------------------------------------------- rounds and helpers
+
+
+def measured(median_s: float, n: int = 20, warmup: int = 9) -> Measurement:
+    return Measurement(case=Case("mlp", 8), samples_s=[median_s] * n, warmup_samples_s=[median_s] * warmup)
+
+
+def test_rounds_cover_the_minimum_time_at_the_library_median():
+    plan = plan_rounds(measured(0.001), SuiteSettings(budget_s=2.0, min_time_s=0.5))
+    assert plan.rounds == 500 and plan.warmup_rounds == 9
+
+
+def test_rounds_stop_at_the_budget_for_slow_steps_but_never_below_the_minimum():
+    plan = plan_rounds(measured(0.3), SuiteSettings(budget_s=2.0, min_time_s=0.5, min_samples=10))
+    assert plan.rounds == 7 and "budget" in plan.reason
+    plan = plan_rounds(measured(1.0), SuiteSettings(budget_s=2.0, min_rounds=5))
+    assert plan.rounds == 5 and "minimum" in plan.reason
+
+
+def test_json_safe_turns_nan_and_numpy_into_plain_json():
+    import numpy as np
+
+    out = json_safe({"a": float("nan"), "b": np.float32(1.5), "c": [math.inf, np.int64(3)], "d": (1, 2)})
+    assert out == {"a": None, "b": 1.5, "c": [None, 3], "d": [1, 2]}
+    json.dumps(out, allow_nan=False)
+
+
+def fake_probe(capacity: int, fail_at: int | None = None):
+    calls = []
+
+    def probe(workload, config, batch_size, device):
+        calls.append(batch_size)
+        if fail_at is not None and batch_size >= fail_at:
+            return Probe(batch_size, False, "not out of memory: ValueError: bad shape")
+        return Probe(batch_size, batch_size <= capacity, None if batch_size <= capacity else "OutOfMemoryError")
+
+    return probe, calls
+
+
+def test_largest_batch_doubles_then_bisects_to_the_exact_limit():
+    probe, calls = fake_probe(capacity=300)
+    found = find_largest_batch(None, None, "cuda", start=1, limit=65536, probe=probe)
+    assert found.batch_size == 300 and not found.limited
+    assert calls[:10] == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
+    assert len(found.probes) == len(calls) and "batch 301 runs out of memory" in found.reason
+
+
+def test_largest_batch_reports_a_limit_it_never_reached_and_stops_on_other_failures():
+    probe, _ = fake_probe(capacity=10**9)
+    found = find_largest_batch(None, None, "cuda", start=4, limit=64, probe=probe)
+    assert found.batch_size == 64 and found.limited and "lies beyond" in found.reason
+    probe, _ = fake_probe(capacity=10**9, fail_at=16)
+    found = find_largest_batch(None, None, "cuda", start=1, limit=64, probe=probe)
+    assert found.batch_size == 8 and found.reason.startswith("search stopped: batch 16 failed for another reason")
+
+
+# --------------------------------------------------------------------------- inside pytest-benchmark
+
+FAKE_DEVICE = '''
+import time
+
+class FakeDevice:
+    """A device that queues work: a step returns at once; the work finishes `work_s` later."""
+
+    def __init__(self, work_s):
+        self.work_s = work_s
+        self.done_at = 0.0
+        self.synchronised = 0
+
+    def step(self):
+        self.done_at = max(self.done_at, time.perf_counter()) + self.work_s
+
+    def synchronize(self):
+        self.synchronised += 1
+        remaining = self.done_at - time.perf_counter()
+        if remaining > 0:
+            time.sleep(remaining)
+'''
+
+
+def run_inline(pytester, source: str, *args: str):
+    pytester.makepyfile(test_inner=FAKE_DEVICE + textwrap.dedent(source))
+    out = pytester.path / "out.json"
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", f"--benchmark-json={out}", *args)
+    assert result.ret == 0, result.stdout.str()
+    return result, json.loads(out.read_text())
+
+
+def test_pytest_benchmark_stats_include_queued_device_work_only_when_the_step_synchronises(pytester):
+    _, data = run_inline(pytester, '''
+        from bench.suite_support import time_synchronised
+
+        def test_synchronised(benchmark):
+            dev = FakeDevice(0.02)
+            samples = time_synchronised(benchmark, dev.step, dev.synchronize, rounds=5, warmup_rounds=1)
+            assert len(samples) == 5 and dev.synchronised == 6
+
+        def test_unsynchronised(benchmark):
+            dev = FakeDevice(0.02)
+            time_synchronised(benchmark, dev.step, None, rounds=5, warmup_rounds=1)
+    ''')
+    stats = {b["name"]: b["stats"] for b in data["benchmarks"]}
+    assert stats["test_synchronised"]["mean"] >= 0.02
+    assert stats["test_synchronised"]["min"] >= 0.02
+    assert stats["test_unsynchronised"]["median"] < 0.02
+
+
+def test_benchmark_case_records_the_library_measurement_and_synchronises_every_round(pytester):
+    _, data = run_inline(pytester, '''
+        import torch
+        from bench.suite_support import SuiteCase, SuiteSettings, benchmark_case
+
+        def test_case(benchmark):
+            torch.set_num_threads(1)
+            calls = []
+            case = SuiteCase("step_time", "mlp", "fp32", 4, "cpu", (("hidden", 16), ("in_features", 16), ("depth", 1)))
+            m = benchmark_case(benchmark, case, SuiteSettings(budget_s=0.05), synchronize=lambda: calls.append(1))
+            timing = benchmark.extra_info["pytest_benchmark_timing"]
+            assert m.ok and len(calls) == timing["rounds"] + timing["warmup_rounds"]
+    ''')
+    (bench,) = data["benchmarks"]
+    info = bench["extra_info"]
+    assert info["bench_schema"] == "bench.pytest" and info["case_id"] == "mlp-fp32-bs4-cpu"
+    assert info["status"] == "ok" and info["timer"] == "host"
+    assert info["measurement"]["samples_s"] and "warmup_samples_s" not in info["measurement"]
+    assert info["step_time_median_s"] == pytest.approx(sorted(info["measurement"]["samples_s"])[
+        len(info["measurement"]["samples_s"]) // 2], rel=0.5)
+    assert info["pytest_benchmark_timing"]["method"] == "host clock around a synchronised step"
+    assert bench["stats"]["rounds"] == info["pytest_benchmark_timing"]["rounds"]
+
+
+def test_plugin_parametrises_by_fixture_and_adds_the_fingerprint_to_machine_info(pytester):
+    pytester.makeconftest("from bench.pytest_plugin import *  # noqa")
+    result, data = run_inline(pytester, '''
+        def test_step_time(step_case):
+            assert step_case.device == "cpu"
+
+        def test_machine(benchmark):
+            benchmark.pedantic(lambda: None, rounds=1)
+    ''', "--bench-device=cpu", "--bench-workloads=mlp", "--bench-precisions=fp32", "-v", "-rs")
+    result.stdout.fnmatch_lines(["*test_step_time?mlp-fp32-bs64-cpu? PASSED*",
+                                 "*test_step_time?mlp-fp32-bs64-cuda? SKIPPED*",
+                                 "SKIPPED ?3? test_inner.py: needs a CUDA GPU: --bench-device cpu leaves the GPU cases out"])
+    fp = data["machine_info"]["bench_fingerprint"]
+    assert fp["device_type"] == "cpu" and isinstance(fp["hash"], str) and "git_commit" not in fp
+    assert fp["torch_version"]
+
+
+def test_plugin_turns_a_bad_option_into_a_usage_error(pytester):
+    pytester.makeconftest("from bench.pytest_plugin import *  # noqa")
+    pytester.makepyfile(test_x="def test_x(step_case): pass")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--bench-workloads=bert")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--bench-workloads: unknown 'bert'" in result.stderr.str()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_asking_for_cuda_where_there_is_none_stops_the_run(pytester):
+    pytester.makeconftest("from bench.pytest_plugin import *  # noqa")
+    pytester.makepyfile(test_x="def test_x(step_case): pass")
+    result = pytester.runpytest_inprocess("-p", "no:cacheprovider", "--bench-device=cuda")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert "--bench-device cuda asked for, but CUDA is not available here" in result.stderr.str()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_a_gpu_pytest_benchmark_stats_cover_the_device_work(pytester):
+    # A step with milliseconds of GPU work: timing only its launch would give far less than CUDA events.
+    _, data = run_inline(pytester, '''
+        from bench.suite_support import SuiteCase, SuiteSettings, benchmark_case
+
+        def test_case(benchmark):
+            case = SuiteCase("step_time", "mlp", "fp32", 4096, "cuda",
+                             (("hidden", 4096), ("in_features", 4096), ("depth", 4)))
+            assert benchmark_case(benchmark, case, SuiteSettings(budget_s=1.0)).ok
+    ''')
+    (bench,) = data["benchmarks"]
+    info = bench["extra_info"]
+    assert info["timer"] == "cuda_event" and info["pytest_benchmark_timing"]["synchronize"] == "torch.cuda.synchronize"
+    assert bench["stats"]["median"] >= 0.9 * info["step_time_median_s"]
+    assert info["peak_allocated_bytes"] > 0
