@@ -166,6 +166,17 @@ class Probe:
     fits: bool
     error: str | None = None
 
+    NOT_OOM_PREFIX = "not out of memory: "
+
+    @property
+    def out_of_memory(self) -> bool:
+        return not self.fits and not (self.error or "").startswith(self.NOT_OOM_PREFIX)
+
+    @property
+    def failed_otherwise(self) -> bool:
+        """Failed for a reason other than memory: such a probe does not bound the search."""
+        return not self.fits and not self.out_of_memory
+
     def to_dict(self) -> dict:
         return asdict(self)
 

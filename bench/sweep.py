@@ -269,13 +269,38 @@ def probe_fits(workload, config: SweepConfig, batch_size: int, device) -> Probe:
         raise
     except Exception as e:  # noqa: BLE001
         # A failure other than memory does not bound the search: the prefix says so.
-        outcome = Probe(batch_size, False, _one_line(e) if is_oom(e) else f"not out of memory: {_one_line(e)}")
+        outcome = Probe(batch_size, False, _one_line(e) if is_oom(e) else Probe.NOT_OOM_PREFIX + _one_line(e))
     finally:
         if step is not None:
             step.release()
         del step
         _free_device_memory(device)
     return outcome
+
+
+def bisect_largest_batch(workload, config: SweepConfig, device, lo: int, hi: int, *, probe=None,
+                         on_probe: Callable[[Probe], None] | None = None,
+                         before_probe: Callable[[int, int, int], None] | None = None) -> tuple[int, int, str | None]:
+    """Narrow `lo` (fits, or 0) and `hi` (out of memory) until they are adjacent.
+
+    Returns (lo, hi, None), or (lo, hi, reason) when a probe failed for a reason other than memory,
+    which ends the search. `probe` defaults to `probe_fits`; tests pass a fake.
+    """
+    probe = probe or probe_fits
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if before_probe:
+            before_probe(mid, lo, hi)
+        p = probe(workload, config, mid, device)
+        if on_probe:
+            on_probe(p)
+        if p.fits:
+            lo = mid
+        elif p.failed_otherwise:
+            return lo, hi, f"search stopped: batch {mid} failed for another reason ({p.error})"
+        else:
+            hi = mid
+    return lo, hi, None
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -331,7 +356,7 @@ def _largest_fit_bounds(result: SweepResult) -> tuple[int, int] | None:
     fits = [p.batch_size for p in result.points if p.status == STATUS_OK]
     fits += [p.batch_size for p in result.probes if p.fits]
     ooms = [p.batch_size for p in result.points if p.status == STATUS_OOM]
-    ooms += [p.batch_size for p in result.probes if not p.fits and not (p.error or "").startswith("not out of memory")]
+    ooms += [p.batch_size for p in result.probes if p.out_of_memory]
     if not ooms:
         return None
     hi = min(ooms)
@@ -424,27 +449,16 @@ def run_sweep(
         result.largest_batch_reason = (f"no out-of-memory up to batch {max(ok)}, the largest tried: the limit lies beyond"
                                        if ok else "no batch size ran")
     elif config.find_largest:
-        lo, hi = bounds
-        while hi - lo > 1:
-            mid = (lo + hi) // 2
-            notify("probe", {"batch_size": mid, "low": lo, "high": hi})
-            probe = probe_fits(workload, config, mid, device)
+        def record(probe: Probe) -> None:
             result.probes.append(probe)
             save()
-            if probe.fits:
-                lo = mid
-            elif probe.error and probe.error.startswith("not out of memory"):
-                result.largest_batch_reason = f"search stopped: batch {mid} failed for another reason ({probe.error})"
-                break
-            else:
-                hi = mid
-            bounds = (lo, hi)
-        lo, hi = bounds
+
+        lo, hi, stopped = bisect_largest_batch(workload, config, device, *bounds, on_probe=record,
+                                               before_probe=lambda b, lo, hi: notify("probe", {"batch_size": b, "low": lo, "high": hi}))
         result.largest_batch_that_fits = lo if lo > 0 else None
-        n_probes = len(result.probes)
-        if result.largest_batch_reason is None or not result.largest_batch_reason.startswith("search stopped"):
-            result.largest_batch_reason = (f"batch {hi} runs out of memory; found by bisection in {n_probes} probe(s)"
-                                           if lo > 0 else f"even batch {hi} runs out of memory")
+        result.largest_batch_reason = stopped or (
+            f"batch {hi} runs out of memory; found by bisection in {len(result.probes)} probe(s)"
+            if lo > 0 else f"even batch {hi} runs out of memory")
     else:
         lo, hi = bounds
         result.largest_batch_that_fits = lo if lo > 0 else None
