@@ -1,0 +1,118 @@
+"""The gradient noise scale B_simple = tr(Σ)/|G|² from squared gradient norms at two batch sizes.
+
+McCandlish et al. 2018, appendix A: E|G_B|² = |G|² + tr(Σ)/B, so from a small and a big batch
+    |G|²  ≈ (B_big·|G_big|² − B_small·|G_small|²)/(B_big − B_small)
+    tr(Σ) ≈ (|G_small|² − |G_big|²)/(1/B_small − 1/B_big).
+Each step's estimates are noisy (|G|² can come out negative), so numerator and denominator are
+averaged over steps separately, then divided. Pure functions; the measuring lives in bench.train.noise.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import BenchError
+
+CONFIDENCE = 0.95
+
+
+def unbiased_norm_estimates(sq_small: float, sq_big: float, batch_small: int, batch_big: int) -> tuple[float, float]:
+    """(|G|², tr Σ) estimates from mean squared gradient norms at two batch sizes."""
+    if not batch_big > batch_small > 0:
+        raise BenchError(f"noise scale needs batch_big > batch_small > 0 (got {batch_small}, {batch_big})")
+    g2 = (batch_big * sq_big - batch_small * sq_small) / (batch_big - batch_small)
+    trace = (sq_small - sq_big) / (1.0 / batch_small - 1.0 / batch_big)
+    return float(g2), float(trace)
+
+
+@dataclass
+class NoiseScaleEstimate:
+    """B_simple with a block-bootstrap interval over steps, plus the raw per-step squared norms."""
+
+    b_simple: float | None
+    gradient_sq_norm: float | None
+    trace_sigma: float | None
+    batch_small: int
+    batch_big: int
+    n_steps: int
+    b_simple_ci: list[float] | None = None
+    confidence: float = CONFIDENCE
+    averaging: str = "mean over steps"
+    sq_norm_small: list[float] = field(default_factory=list)  # per step: mean over micro-batches of |g_small|²
+    sq_norm_big: list[float] = field(default_factory=list)  # per step: |g_big|²
+    context: dict = field(default_factory=dict)  # how it was measured (task, lr, optimizer, steps, ...)
+    null_reasons: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NoiseScaleEstimate":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+def _ratio(sq_small: np.ndarray, sq_big: np.ndarray, bs: int, bb: int) -> tuple[float, float, float | None]:
+    g2, tr = unbiased_norm_estimates(float(np.mean(sq_small)), float(np.mean(sq_big)), bs, bb)
+    return g2, tr, (tr / g2 if g2 > 0 and tr > 0 else None)
+
+
+def estimate_noise_scale(sq_norm_small: Sequence[float], sq_norm_big: Sequence[float], batch_small: int,
+                         batch_big: int, *, n_bootstrap: int = 1000, blocks: int = 20, seed: int = 0,
+                         confidence: float = CONFIDENCE, context: dict | None = None) -> NoiseScaleEstimate:
+    """B_simple from per-step squared norms. The interval resamples contiguous blocks of steps
+    (neighbouring steps are correlated), `blocks` of them, with a fixed RNG seed."""
+    s = np.asarray(sq_norm_small, dtype=float)
+    g = np.asarray(sq_norm_big, dtype=float)
+    if s.size == 0 or s.size != g.size:
+        raise BenchError("noise scale needs the same number (>= 1) of small- and big-batch squared norms")
+    if not (np.all(np.isfinite(s)) and np.all(np.isfinite(g))):
+        raise BenchError("noise scale: squared gradient norms must be finite (did training diverge?)")
+    g2, tr, b = _ratio(s, g, batch_small, batch_big)
+    est = NoiseScaleEstimate(b, g2, tr, int(batch_small), int(batch_big), int(s.size),
+                             sq_norm_small=s.tolist(), sq_norm_big=g.tolist(), context=dict(context or {}),
+                             confidence=confidence)
+    if b is None:
+        est.null_reasons["b_simple"] = (
+            f"estimated |G|^2 = {g2:.3g} and tr(Sigma) = {tr:.3g}: the true gradient is lost in the noise "
+            "(measure over more steps or with a larger big batch)" if g2 <= 0 else
+            f"estimated tr(Sigma) = {tr:.3g} <= 0: no measurable gradient noise between these batch sizes")
+        return est
+    k = min(blocks, s.size)
+    if k >= 2 and n_bootstrap > 0:
+        edges = np.linspace(0, s.size, k + 1).astype(int)
+        idx_blocks = [np.arange(edges[i], edges[i + 1]) for i in range(k)]
+        rng = np.random.default_rng(seed)
+        vals = []
+        for _ in range(n_bootstrap):
+            idx = np.concatenate([idx_blocks[i] for i in rng.integers(0, k, k)])
+            v = _ratio(s[idx], g[idx], batch_small, batch_big)[2]
+            vals.append(v if v is not None else math.inf)
+        a = (1 - confidence) / 2 * 100
+        lo, hi = float(np.percentile(vals, a)), float(np.percentile(vals, 100 - a))
+        est.b_simple_ci = [lo, hi] if math.isfinite(hi) else None
+        if est.b_simple_ci is None:
+            est.null_reasons["b_simple_ci"] = "some resamples had |G|^2 <= 0: the upper bound is unbounded"
+    else:
+        est.null_reasons["b_simple_ci"] = "needs at least 2 steps for a block bootstrap"
+    return est
+
+
+def compare_with_critical_batch(b_simple: float | None, b_crit: float | None) -> dict:
+    """How far apart the noise scale and the fitted critical batch are (McCandlish et al. find
+    B_crit ≈ B_simple within about an order of magnitude, B_simple usually the smaller)."""
+    if b_simple is None or b_crit is None or not (b_simple > 0 and b_crit > 0):
+        return {"ratio_b_simple_to_b_crit": None, "log10_ratio": None,
+                "reason": "needs both the noise scale and the fitted critical batch size"}
+    r = b_simple / b_crit
+    lr = math.log10(r)
+    if abs(lr) <= math.log10(2):
+        words = "agree within a factor of 2"
+    elif abs(lr) <= 1:
+        words = f"differ by a factor of {max(r, 1 / r):.1f} (within an order of magnitude)"
+    else:
+        words = f"differ by a factor of {max(r, 1 / r):.0f} (more than an order of magnitude)"
+    return {"ratio_b_simple_to_b_crit": r, "log10_ratio": lr, "reason": None, "summary": f"B_simple and B_crit {words}"}

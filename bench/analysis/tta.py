@@ -1,0 +1,497 @@
+"""Time to accuracy: steps to target (from curves) times step time (from a sweep), per batch size.
+
+TTA(B) = S(B)·t(B). Reports the batch that minimises time, the one that minimises examples (compute),
+the time-vs-compute Pareto frontier, B* = sqrt(B_crit·a/b) from the fits S(B) = S_min(1 + B_crit/B) and
+t(B) = a + b·B, and what the "equal step time for every batch" rule of thumb would have chosen.
+Pure functions and the bench.tta results schema; nothing here measures.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from .. import fmt
+from ..errors import BenchError, InvalidResultsFile
+from ..results import read_json, write_json_atomic
+from ..train.curves import Curve
+from .noise_scale import NoiseScaleEstimate, compare_with_critical_batch
+from .scaling import BatchSteps, ScalingFit, fit_scaling, measured_scaling_exponents, steps_by_batch
+
+TTA_SCHEMA = "bench.tta"
+TTA_SCHEMA_VERSION = 1
+
+
+@dataclass
+class StepTime:
+    """Measured time of one training step at one batch size (median and 95% CI, seconds)."""
+
+    batch_size: int
+    median_s: float
+    ci_low_s: float | None = None
+    ci_high_s: float | None = None
+    energy_per_step_j: float | None = None
+    null_reasons: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StepTime":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+@dataclass
+class StepTimeFit:
+    """t(B) = a + b·B (a in seconds, b in seconds per example) and where it came from."""
+
+    a_s: float
+    b_s_per_example: float
+    source: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def step_times_from_sweep(result) -> tuple[list[StepTime], dict[int, str]]:
+    """Step times of a SweepResult's ok points, and why each other point has none."""
+    times, missing = [], {}
+    for p in result.points:
+        if not p.ok:
+            missing[p.case.batch_size] = f"sweep point {p.status}" + (f": {p.error}" if p.error else "")
+    for p in result.ok_points():
+        s = p.stats
+        if s is None:
+            missing[p.case.batch_size] = "sweep point has no samples"
+            continue
+        e = (p.telemetry or {}).get("energy_per_step_j")
+        st = StepTime(p.case.batch_size, s.median_s, s.ci_low_s, s.ci_high_s,
+                      float(e) if isinstance(e, (int, float)) and math.isfinite(e) else None)
+        if st.energy_per_step_j is None:
+            st.null_reasons["energy_per_step_j"] = ((p.null_reasons or {}).get("energy_per_step_j")
+                                                    or "the sweep did not measure energy per step")
+        if s.ci_low_s is None:
+            st.null_reasons["ci"] = "too few samples for a 95% interval of the median"
+        times.append(st)
+    return times, missing
+
+
+def fit_step_time_linear(step_times: Sequence[StepTime]) -> StepTimeFit | None:
+    """t = a + b·B by least squares on relative residuals (times span decades); None with < 2 points."""
+    if len({s.batch_size for s in step_times}) < 2:
+        return None
+    b = np.array([s.batch_size for s in step_times], dtype=float)
+    t = np.array([s.median_s for s in step_times], dtype=float)
+    w = 1.0 / t
+    A = np.stack([np.ones_like(b), b], axis=1) * w[:, None]
+    (a, slope), *_ = np.linalg.lstsq(A, t * w, rcond=None)
+    return StepTimeFit(float(a), float(slope), "least squares on relative residuals over the sweep's points")
+
+
+def step_time_fit_from_sweep(result) -> StepTimeFit | None:
+    """The sweep's own linear fit when its analysis has one, else our fit over its ok points."""
+    lf = (result.analysis or {}).get("linear_fit") if isinstance(result.analysis, dict) else None
+    if isinstance(lf, dict) and isinstance(lf.get("intercept_s"), (int, float)) \
+            and isinstance(lf.get("slope_s_per_sample"), (int, float)):
+        return StepTimeFit(float(lf["intercept_s"]), float(lf["slope_s_per_sample"]), "the sweep's linear fit")
+    return fit_step_time_linear(step_times_from_sweep(result)[0])
+
+
+@dataclass
+class BatchTTA:
+    """One batch size: steps (at its best LR, over seeds) x step time = time to target."""
+
+    batch_size: int
+    best_lr: float | None
+    steps_to_target: float | None
+    steps_low: float | None
+    steps_high: float | None
+    steps_per_seed: list[int | None]
+    examples_to_target: float | None
+    fitted_steps: float | None = None
+    step_time_s: float | None = None
+    step_time_ci_low_s: float | None = None
+    step_time_ci_high_s: float | None = None
+    time_to_target_s: float | None = None
+    time_to_target_low_s: float | None = None
+    time_to_target_high_s: float | None = None
+    energy_per_step_j: float | None = None
+    energy_to_target_j: float | None = None
+    naive_time_to_target_s: float | None = None
+    naive_rel_error: float | None = None  # naive/true − 1: −0.5 means the rule of thumb halves the time
+    regime: str | None = None
+    measured_scaling_exponent: float | None = None
+    final_eval_metric: float | None = None
+    best_eval_metric: float | None = None
+    best_lr_at_grid_edge: bool | None = None
+    null_reasons: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BatchTTA":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+@dataclass
+class TTAAnalysis:
+    """Everything derived from curves + step times; batch sizes sorted ascending."""
+
+    target: float
+    metric: str
+    higher_is_better: bool
+    batches: list[BatchTTA] = field(default_factory=list)
+    lr_selection: list[BatchSteps] = field(default_factory=list)
+    scaling_fit: ScalingFit | None = None
+    step_time_fit: StepTimeFit | None = None
+    best_time_batch: int | None = None
+    best_time_s: float | None = None
+    best_time_ties: list[int] = field(default_factory=list)  # batches whose interval overlaps the best's
+    compute_optimal_batch: int | None = None
+    compute_optimal_examples: float | None = None
+    pareto_time_examples: list[int] = field(default_factory=list)
+    pareto_time_energy: list[int] | None = None
+    min_energy_batch: int | None = None
+    b_star: float | None = None
+    b_star_time_s: float | None = None
+    naive: dict[str, Any] = field(default_factory=dict)
+    generalisation: dict[str, Any] = field(default_factory=dict)
+    noise_scale_vs_b_crit: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    null_reasons: dict[str, str] = field(default_factory=dict)
+
+    def batch(self, batch_size: int) -> BatchTTA | None:
+        return next((b for b in self.batches if b.batch_size == batch_size), None)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["batches"] = [b.to_dict() for b in self.batches]
+        d["lr_selection"] = [b.to_dict() for b in self.lr_selection]
+        d["scaling_fit"] = self.scaling_fit.to_dict() if self.scaling_fit else None
+        d["step_time_fit"] = self.step_time_fit.to_dict() if self.step_time_fit else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TTAAnalysis":
+        plain = {k: d[k] for k in cls.__dataclass_fields__
+                 if k in d and k not in ("batches", "lr_selection", "scaling_fit", "step_time_fit")}
+        a = cls(**plain)
+        a.batches = [BatchTTA.from_dict(b) for b in d.get("batches") or []]
+        a.lr_selection = [BatchSteps.from_dict(b) for b in d.get("lr_selection") or []]
+        a.scaling_fit = ScalingFit.from_dict(d["scaling_fit"]) if d.get("scaling_fit") else None
+        a.step_time_fit = StepTimeFit(**d["step_time_fit"]) if d.get("step_time_fit") else None
+        return a
+
+
+def pareto_frontier(points: Sequence[tuple[int, float, float]]) -> list[int]:
+    """Keys of the points (key, x, y) that no other point beats in both x and y (smaller is better)."""
+    out, best_y = [], math.inf
+    for key, x, y in sorted(points, key=lambda p: (p[1], p[2])):
+        if y < best_y:
+            out.append(key)
+            best_y = y
+    return sorted(out)
+
+
+def b_star(b_crit: float | None, a_s: float | None, b_s_per_example: float | None) -> tuple[float | None, str | None]:
+    """B* = sqrt(B_crit·a/b) minimises S_min(1 + B_crit/B)(a + b·B); None with a reason otherwise."""
+    if b_crit is None:
+        return None, "no fitted critical batch size"
+    if a_s is None or b_s_per_example is None:
+        return None, "no linear step-time fit"
+    if not b_s_per_example > 0:
+        return None, "step time does not grow with batch size over the measured range (b <= 0): B* is beyond it"
+    if not a_s > 0:
+        return None, "step-time fit has no fixed cost (a <= 0): B* = 0, the smallest batch"
+    return math.sqrt(b_crit * a_s / b_s_per_example), None
+
+
+def analyse_tta(curves: Sequence[Curve], step_times: Sequence[StepTime], target: float, *,
+                step_time_fit: StepTimeFit | None = None, step_time_missing: dict[int, str] | None = None,
+                noise_scale: NoiseScaleEstimate | None = None, n_bootstrap: int = 1000,
+                bootstrap_seed: int = 0) -> TTAAnalysis:
+    """Join steps to target with step times and derive the best batch sizes."""
+    if not curves:
+        raise BenchError("no curves to analyse")
+    metric, hib = curves[0].metric, curves[0].higher_is_better
+    if any(c.higher_is_better != hib for c in curves):
+        raise BenchError("curves disagree on whether a higher metric is better; analyse them separately")
+    sel = steps_by_batch(curves, target)
+    sizes = [b.batch_size for b in sel]
+    fit = fit_scaling(sel, n_bootstrap=n_bootstrap, seed=bootstrap_seed)
+    slopes = measured_scaling_exponents(sel)
+    times = {s.batch_size: s for s in step_times}
+    if step_time_fit is None:
+        step_time_fit = fit_step_time_linear(step_times)
+    missing = dict(step_time_missing or {})
+    a = TTAAnalysis(target=float(target), metric=metric, higher_is_better=hib, lr_selection=sel,
+                    scaling_fit=fit, step_time_fit=step_time_fit)
+    for bs in sel:
+        row = BatchTTA(batch_size=bs.batch_size, best_lr=bs.best_lr, steps_to_target=bs.steps_to_target,
+                       steps_low=bs.steps_low, steps_high=bs.steps_high, steps_per_seed=list(bs.steps_per_seed),
+                       examples_to_target=bs.examples_to_target, fitted_steps=fit.predict_steps(bs.batch_size),
+                       regime=fit.regimes.get(str(bs.batch_size)), measured_scaling_exponent=slopes.get(str(bs.batch_size)),
+                       final_eval_metric=bs.final_eval_metric, best_eval_metric=bs.best_eval_metric,
+                       best_lr_at_grid_edge=bs.best_lr_at_grid_edge)
+        if not bs.reached:
+            row.null_reasons["steps_to_target"] = bs.reason or "not reached"
+        if row.regime is None:
+            row.null_reasons["regime"] = fit.reason or "no fitted critical batch size"
+        st = times.get(bs.batch_size)
+        if st is None:
+            row.null_reasons["step_time_s"] = missing.get(bs.batch_size, f"no step time measured at batch {bs.batch_size}")
+        else:
+            row.step_time_s, row.step_time_ci_low_s, row.step_time_ci_high_s = st.median_s, st.ci_low_s, st.ci_high_s
+            row.energy_per_step_j = st.energy_per_step_j
+            if st.energy_per_step_j is None:
+                row.null_reasons["energy_per_step_j"] = st.null_reasons.get("energy_per_step_j", "not measured")
+        if bs.reached and st is not None:
+            row.time_to_target_s = bs.steps_to_target * st.median_s
+            # Conservative interval: fewest seed steps x CI low, most seed steps x CI high.
+            lo_t = st.ci_low_s if st.ci_low_s is not None else st.median_s
+            hi_t = st.ci_high_s if st.ci_high_s is not None else st.median_s
+            row.time_to_target_low_s = bs.steps_low * lo_t
+            row.time_to_target_high_s = bs.steps_high * hi_t
+            if st.ci_low_s is None:
+                row.null_reasons["time_to_target_interval"] = "step time has no CI: the interval holds only the seed spread"
+            if st.energy_per_step_j is not None:
+                row.energy_to_target_j = bs.steps_to_target * st.energy_per_step_j
+        if row.time_to_target_s is None:
+            row.null_reasons["time_to_target_s"] = row.null_reasons.get("steps_to_target") or row.null_reasons["step_time_s"]
+        if row.energy_to_target_j is None:
+            row.null_reasons["energy_to_target_j"] = (row.null_reasons.get("time_to_target_s")
+                                                      or row.null_reasons.get("energy_per_step_j", "not measured"))
+        a.batches.append(row)
+    _best_batches(a)
+    _naive(a)
+    _b_star(a)
+    _generalisation(a, curves)
+    a.noise_scale_vs_b_crit = compare_with_critical_batch(noise_scale.b_simple if noise_scale else None, fit.b_crit)
+    edge = [b.batch_size for b in sel if b.best_lr_at_grid_edge]
+    if edge:
+        a.warnings.append(f"best learning rate at the edge of the LR grid for batch size(s) {', '.join(map(str, edge))}: "
+                          "a wider grid may find fewer steps")
+    if fit.b_crit_position in ("below", "beyond"):
+        a.warnings.append(f"fitted B_crit = {fit.b_crit:.3g} lies {fit.b_crit_position} the batch sizes that reached the "
+                          "target: it is an extrapolation")
+    return a
+
+
+def _best_batches(a: TTAAnalysis) -> None:
+    timed = [b for b in a.batches if b.time_to_target_s is not None]
+    if timed:
+        best = min(timed, key=lambda b: b.time_to_target_s)
+        a.best_time_batch, a.best_time_s = best.batch_size, best.time_to_target_s
+        a.best_time_ties = [b.batch_size for b in timed
+                            if b is not best and b.time_to_target_low_s <= best.time_to_target_high_s]
+        a.pareto_time_examples = pareto_frontier([(b.batch_size, b.time_to_target_s, b.examples_to_target) for b in timed])
+        energy = [b for b in timed if b.energy_to_target_j is not None]
+        if energy and len(energy) == len(timed):
+            a.pareto_time_energy = pareto_frontier([(b.batch_size, b.time_to_target_s, b.energy_to_target_j) for b in energy])
+            a.min_energy_batch = min(energy, key=lambda b: b.energy_to_target_j).batch_size
+        else:
+            a.null_reasons["pareto_time_energy"] = "energy per step not measured at every batch size"
+            a.null_reasons["min_energy_batch"] = a.null_reasons["pareto_time_energy"]
+    else:
+        a.null_reasons["best_time_batch"] = "no batch size has both steps to target and a step time"
+    reached = [b for b in a.batches if b.examples_to_target is not None]
+    if reached:
+        c = min(reached, key=lambda b: b.examples_to_target)
+        a.compute_optimal_batch, a.compute_optimal_examples = c.batch_size, c.examples_to_target
+    else:
+        a.null_reasons["compute_optimal_batch"] = "no batch size reached the target"
+
+
+def _naive(a: TTAAnalysis) -> None:
+    timed = [b for b in a.batches if b.time_to_target_s is not None]
+    if not timed:
+        a.naive = {"reason": "no batch size has both steps to target and a step time"}
+        return
+    ref = min(timed, key=lambda b: b.batch_size)
+    for b in timed:
+        b.naive_time_to_target_s = b.steps_to_target * ref.step_time_s
+        b.naive_rel_error = b.naive_time_to_target_s / b.time_to_target_s - 1.0
+    nb = min(timed, key=lambda b: b.naive_time_to_target_s)
+    best = a.batch(a.best_time_batch)
+    penalty = nb.time_to_target_s / best.time_to_target_s - 1.0
+    a.naive = {
+        "assumption": f"every batch size takes batch {ref.batch_size}'s step time ({fmt.duration(ref.step_time_s)})",
+        "reference_batch": ref.batch_size,
+        "assumed_step_time_s": ref.step_time_s,
+        "naive_best_batch": nb.batch_size,
+        "naive_best_predicted_time_s": nb.naive_time_to_target_s,
+        "naive_best_true_time_s": nb.time_to_target_s,
+        "penalty_rel": penalty,
+        "largest_abs_rel_error": max(abs(b.naive_rel_error) for b in timed),
+        "summary": (f"it picks batch {nb.batch_size} and predicts {fmt.duration(nb.naive_time_to_target_s)} to target; "
+                    f"that batch really takes {fmt.duration(nb.time_to_target_s)}, "
+                    + ("which is also the fastest" if nb.batch_size == best.batch_size
+                       else f"{penalty:+.0%} vs the fastest, batch {best.batch_size} "
+                            f"({fmt.duration(best.time_to_target_s)})")),
+    }
+
+
+def _b_star(a: TTAAnalysis) -> None:
+    fit, sf = a.scaling_fit, a.step_time_fit
+    value, reason = b_star(fit.b_crit if fit else None, sf.a_s if sf else None, sf.b_s_per_example if sf else None)
+    a.b_star = value
+    if value is None:
+        a.null_reasons["b_star"] = reason
+    else:
+        a.b_star_time_s = fit.predict_steps(value) * (sf.a_s + sf.b_s_per_example * value)
+
+
+def _generalisation(a: TTAAnalysis, curves: Sequence[Curve]) -> None:
+    rows = [(b.batch_size, b.final_eval_metric) for b in a.batches if b.final_eval_metric is not None]
+    stopped_at_target = all((c.stop_reason or "").strip() == "target reached" for c in curves
+                            if c.steps_to_target(a.target).reached)
+    g: dict[str, Any] = {"final_eval_metric_by_batch": {str(b): m for b, m in rows}}
+    if len(rows) < 2:
+        g["summary"] = None
+        g["reason"] = "needs a final eval metric at 2 or more batch sizes"
+    elif stopped_at_target and any(c.source == "bench train" for c in curves):
+        g["summary"] = None
+        g["reason"] = ("runs stopped at the target, so their final metric is the target; train past it "
+                       "(continue_after_target > 0) to compare how batch sizes generalise")
+    else:
+        (b0, m0), (b1, m1) = rows[0], rows[-1]
+        worse = (m1 < m0) if a.higher_is_better else (m1 > m0)
+        g["summary"] = (f"final {a.metric} {m0:.4g} at batch {b0} vs {m1:.4g} at batch {b1}: "
+                        + ("the largest batch ends worse" if worse and m1 != m0 else "the largest batch ends no worse"))
+    a.generalisation = g
+
+
+# ---------------------------------------------------------------------------------------------
+# The bench.tta results file
+
+
+@dataclass
+class TTAResult:
+    """A time-to-accuracy study: its settings, every curve, step times, noise scale, and the analysis.
+
+    Rewritten after every completed run while `finished` is False; `analysis` is filled at the end.
+    """
+
+    config: dict[str, Any] = field(default_factory=dict)
+    task: dict[str, Any] = field(default_factory=dict)
+    curves: list[Curve] = field(default_factory=list)
+    step_times: list[StepTime] = field(default_factory=list)
+    step_time_source: str | None = None
+    step_time_missing: dict[str, str] = field(default_factory=dict)
+    noise_scale: NoiseScaleEstimate | None = None
+    analysis: TTAAnalysis | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
+    created: str | None = None
+    finished: bool = False
+    null_reasons: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        from .. import __version__
+
+        return {
+            "schema": TTA_SCHEMA,
+            "schema_version": TTA_SCHEMA_VERSION,
+            "tool": {"name": "bench", "version": __version__},
+            "created": self.created,
+            "finished": self.finished,
+            "config": self.config,
+            "task": self.task,
+            "environment": self.environment,
+            "step_time_source": self.step_time_source,
+            "step_times": [s.to_dict() for s in self.step_times],
+            "step_time_missing": dict(self.step_time_missing),
+            "noise_scale": self.noise_scale.to_dict() if self.noise_scale else None,
+            "analysis": self.analysis.to_dict() if self.analysis else None,
+            "null_reasons": dict(self.null_reasons),
+            "curves": [c.to_dict() for c in self.curves],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TTAResult":
+        if not isinstance(d, dict) or d.get("schema") != TTA_SCHEMA:
+            got = d.get("schema") if isinstance(d, dict) else None
+            raise InvalidResultsFile(f"not a time-to-accuracy file (schema is {got!r}, expected {TTA_SCHEMA!r})")
+        v = d.get("schema_version")
+        if not isinstance(v, int) or v > TTA_SCHEMA_VERSION:
+            raise InvalidResultsFile(f"bench.tta schema version {v!r} is newer than this tool reads ({TTA_SCHEMA_VERSION})")
+        try:
+            return cls(
+                config=dict(d.get("config") or {}), task=dict(d.get("task") or {}),
+                curves=[Curve.from_dict(c) for c in d.get("curves") or []],
+                step_times=[StepTime.from_dict(s) for s in d.get("step_times") or []],
+                step_time_source=d.get("step_time_source"),
+                step_time_missing={str(k): v for k, v in (d.get("step_time_missing") or {}).items()},
+                noise_scale=NoiseScaleEstimate.from_dict(d["noise_scale"]) if d.get("noise_scale") else None,
+                analysis=TTAAnalysis.from_dict(d["analysis"]) if d.get("analysis") else None,
+                environment=dict(d.get("environment") or {}), created=d.get("created"),
+                finished=bool(d.get("finished")), null_reasons=dict(d.get("null_reasons") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise InvalidResultsFile(f"malformed bench.tta file: {type(e).__name__}: {e}") from None
+
+
+def save_tta(result: TTAResult, path: str | os.PathLike) -> Path:
+    return write_json_atomic(path, result.to_dict())
+
+
+def load_tta(path: str | os.PathLike) -> TTAResult:
+    try:
+        return TTAResult.from_dict(read_json(path))
+    except InvalidResultsFile as e:
+        raise InvalidResultsFile(f"{path}: {e}") from None
+
+
+def tta_from_files(curve_paths: Sequence[str | os.PathLike], *, sweep_path: str | os.PathLike | None = None,
+                   target: float | None = None, metric: str | None = None, higher_is_better: bool | None = None,
+                   batch_sizes: Sequence[int] | None = None, n_bootstrap: int = 1000) -> TTAResult:
+    """A TTAResult from curves files (bench.curves, bench.tta, CSV or JSON rows) and an optional sweep file."""
+    from datetime import datetime, timezone
+
+    from ..results import load_sweep
+    from ..train.curves import check_batch_sizes_present, load_curves
+
+    if not curve_paths:
+        raise BenchError("no curves files given")
+    curves: list[Curve] = []
+    for p in curve_paths:
+        curves += load_curves(p, metric=metric, higher_is_better=higher_is_better)
+    if not curves:
+        raise BenchError("the curves files hold no runs")
+    if batch_sizes:
+        check_batch_sizes_present(curves, batch_sizes, source=", ".join(map(str, curve_paths)))
+        curves = [c for c in curves if c.batch_size in set(batch_sizes)]
+    if target is None:
+        targets = {c.target for c in curves}
+        if len(targets) != 1 or None in targets:
+            raise BenchError("give the target metric value (--target): the curves do not name one target")
+        target = targets.pop()
+    result = TTAResult(config={"curves": [str(p) for p in curve_paths], "sweep": str(sweep_path) if sweep_path else None,
+                               "target": target, "n_bootstrap": n_bootstrap},
+                       task={"name": curves[0].task, "metric": curves[0].metric,
+                             "higher_is_better": curves[0].higher_is_better},
+                       curves=curves, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    result.null_reasons["noise_scale"] = "not measured: curves were read from files"
+    fit, missing = None, {}
+    if sweep_path is not None:
+        sweep = load_sweep(sweep_path)
+        result.step_times, missing = step_times_from_sweep(sweep)
+        result.step_time_missing = {str(k): v for k, v in missing.items()}
+        result.step_time_source = f"sweep file {sweep_path} (workload {sweep.config.get('workload')!r})"
+        result.environment = dict(sweep.environment or {})
+        fit = step_time_fit_from_sweep(sweep)
+    else:
+        result.null_reasons["step_times"] = "no sweep file given: steps to target only, no time to target"
+    result.analysis = analyse_tta(curves, result.step_times, target, step_time_fit=fit, step_time_missing=missing,
+                                  n_bootstrap=n_bootstrap)
+    if sweep_path is not None and curves[0].task not in str(sweep.config.get("workload")):
+        result.analysis.warnings.append(
+            f"the sweep timed workload {sweep.config.get('workload')!r} and the curves come from task "
+            f"{curves[0].task!r}: make sure they are the same model")
+    result.finished = True
+    return result

@@ -1,0 +1,64 @@
+"""Gradient noise scale B_simple = tr(Σ)/|G|² from squared norms at two batch sizes."""
+
+import numpy as np
+import pytest
+
+from bench.analysis.noise_scale import compare_with_critical_batch, estimate_noise_scale, unbiased_norm_estimates
+from bench.errors import BenchError
+from bench.train.noise import measure_noise_scale
+from bench.train.tasks import nqm, nqm_spectrum
+
+
+def test_the_two_batch_estimators_are_exact_on_expected_norms():
+    g2, tr = 2.0, 30.0
+    small, big = 4, 64
+    g2_hat, tr_hat = unbiased_norm_estimates(g2 + tr / small, g2 + tr / big, small, big)
+    assert (g2_hat, tr_hat) == (pytest.approx(g2), pytest.approx(tr))
+
+
+def test_estimate_recovers_a_known_noise_scale_from_synthetic_per_example_gradients():
+    # g_i = G + noise with covariance diag(sigma^2): B_simple = sum(sigma^2) / |G|^2 = 16 exactly.
+    rng = np.random.default_rng(0)
+    d, small, k, steps = 20, 4, 8, 400
+    G = np.full(d, 0.5)  # |G|^2 = 5
+    sigma = np.sqrt(np.linspace(1.0, 7.0, d))  # tr = 80
+    truth = np.sum(sigma ** 2) / np.sum(G ** 2)
+    sq_small, sq_big = [], []
+    for _ in range(steps):
+        per_example = G + sigma * rng.standard_normal((small * k, d))
+        micro = per_example.reshape(k, small, d).mean(axis=1)
+        sq_small.append(np.mean(np.sum(micro ** 2, axis=1)))
+        sq_big.append(np.sum(micro.mean(axis=0) ** 2))
+    est = estimate_noise_scale(sq_small, sq_big, small, small * k, n_bootstrap=200)
+    assert truth == pytest.approx(16.0)
+    assert est.b_simple == pytest.approx(truth, rel=0.03)
+    assert est.gradient_sq_norm == pytest.approx(5.0, rel=0.05)
+    assert est.trace_sigma == pytest.approx(80.0, rel=0.03)
+    assert est.b_simple_ci[0] <= truth <= est.b_simple_ci[1]
+
+
+def test_a_gradient_lost_in_noise_gives_null_with_a_reason():
+    est = estimate_noise_scale([10.0, 10.0], [1.0, 1.2], 4, 32)  # |G|^2 = (32*1.1 - 40)/28 < 0
+    assert est.b_simple is None and "lost in the noise" in est.null_reasons["b_simple"]
+
+
+def test_measured_noise_scale_on_the_nqm_matches_its_closed_form():
+    # lr = 0 holds theta at 1: G = h, per-example covariance C = diag(h), so B_simple = sum(h) / sum(h^2).
+    h, c = nqm_spectrum(50)
+    truth = c.sum() / np.sum(h ** 2)
+    est = measure_noise_scale(nqm(dim=50), batch_small=2, batch_big=32, steps=300, lr=0.0, momentum=0.0)
+    assert est.b_simple == pytest.approx(truth, rel=0.05)
+    assert est.b_simple_ci[0] <= truth <= est.b_simple_ci[1]
+    assert est.n_steps == 300 and len(est.sq_norm_small) == 300 and est.context["lr"] == 0.0
+
+
+def test_noise_scale_needs_the_big_batch_to_be_a_multiple_of_the_small():
+    with pytest.raises(BenchError, match="multiple"):
+        measure_noise_scale(nqm(dim=2), batch_small=3, batch_big=8, steps=2, lr=0.0)
+
+
+def test_comparison_with_b_crit_says_how_far_apart_they_are():
+    assert compare_with_critical_batch(40.0, 100.0)["summary"] == \
+        "B_simple and B_crit differ by a factor of 2.5 (within an order of magnitude)"
+    assert compare_with_critical_batch(90.0, 100.0)["summary"] == "B_simple and B_crit agree within a factor of 2"
+    assert compare_with_critical_batch(None, 100.0)["ratio_b_simple_to_b_crit"] is None

@@ -1,0 +1,232 @@
+"""Time to accuracy: composition S(B)·t(B), its optimum, B*, the naive estimate, files and the end-to-end study."""
+
+import argparse
+import json
+import math
+
+import pytest
+from scipy import optimize
+
+from bench.analysis.scaling import steps_model
+from bench.analysis.tta import (StepTime, TTAResult, analyse_tta, b_star, load_tta, pareto_frontier, save_tta,
+                                step_times_from_sweep, tta_from_files)
+from bench.errors import BenchError, InvalidResultsFile
+from bench.results import Case, Measurement, SweepResult, save_sweep
+from bench.train.curves import Curve, CurvePoint
+
+S_MIN, B_CRIT, A_S, B_S = 50.0, 200.0, 2e-3, 1e-5  # t(B) = 2 ms + 10 µs per example
+SIZES = [8, 16, 32, 64, 128, 256, 512, 1024, 2048]
+
+
+def curve(b, steps, seed=0, lr=0.1, target=0.5):
+    pts = [CurvePoint(0, 0, eval_metric=0.0), CurvePoint(steps, steps * b, eval_metric=1.0)]
+    return Curve(task="synthetic", batch_size=b, lr=lr, seed=seed, points=pts, target=target, stop_reason="target reached")
+
+
+def model_curves(seeds=(0, 1)):
+    return [curve(b, int(round(steps_model(b, S_MIN, B_CRIT))), seed=s) for b in SIZES for s in seeds]
+
+
+def step_times(energy=False, skip=()):
+    out = []
+    for b in SIZES:
+        if b in skip:
+            continue
+        t = A_S + B_S * b
+        out.append(StepTime(b, t, 0.98 * t, 1.02 * t, energy_per_step_j=300.0 * t if energy else None))
+    return out
+
+
+def test_time_to_target_is_steps_times_step_time_with_a_conservative_interval():
+    a = analyse_tta(model_curves(), step_times(), 0.5, n_bootstrap=0)
+    for row in a.batches:
+        s = round(steps_model(row.batch_size, S_MIN, B_CRIT))
+        t = A_S + B_S * row.batch_size
+        assert row.time_to_target_s == pytest.approx(s * t)
+        assert (row.time_to_target_low_s, row.time_to_target_high_s) == (pytest.approx(s * 0.98 * t), pytest.approx(s * 1.02 * t))
+
+
+def test_the_fastest_batch_is_the_minimum_and_b_star_is_where_the_fitted_model_bottoms_out():
+    a = analyse_tta(model_curves(), step_times(), 0.5, n_bootstrap=0)
+    fit = a.scaling_fit
+    assert fit.b_crit == pytest.approx(B_CRIT, rel=0.01)  # steps were rounded to whole numbers
+    assert a.b_star == pytest.approx(math.sqrt(fit.b_crit * A_S / B_S), rel=1e-6)  # about 200
+    numeric = optimize.minimize_scalar(lambda b: steps_model(b, fit.s_min, fit.b_crit) * (A_S + B_S * b),
+                                       bounds=(1, 10 ** 5), method="bounded", options={"xatol": 1e-6}).x
+    assert a.b_star == pytest.approx(numeric, rel=1e-4)
+    assert a.best_time_batch in (128, 256)  # the measured sizes around B* = 200
+    assert a.best_time_s == min(r.time_to_target_s for r in a.batches)
+    assert a.b_star_time_s == pytest.approx(steps_model(a.b_star, fit.s_min, fit.b_crit) * (A_S + B_S * a.b_star))
+
+
+def test_b_star_formula_and_its_null_reasons():
+    assert b_star(100.0, 1e-3, 1e-5) == (pytest.approx(100.0), None)
+    assert b_star(100.0, 1e-3, 0.0)[1].startswith("step time does not grow")
+    assert b_star(None, 1e-3, 1e-5) == (None, "no fitted critical batch size")
+
+
+def test_compute_optimal_is_the_fewest_examples_and_the_pareto_frontier_spans_it_to_the_fastest():
+    a = analyse_tta(model_curves(), step_times(), 0.5, n_bootstrap=0)
+    assert a.compute_optimal_batch == 8
+    assert a.compute_optimal_examples == pytest.approx(round(steps_model(8, S_MIN, B_CRIT)) * 8)
+    assert a.pareto_time_examples == [b for b in SIZES if b <= a.best_time_batch]
+
+
+def test_pareto_frontier_drops_dominated_points():
+    assert pareto_frontier([(1, 1.0, 5.0), (2, 2.0, 4.0), (3, 3.0, 4.5), (4, 4.0, 1.0)]) == [1, 2, 4]
+
+
+def test_the_naive_equal_step_time_estimate_and_how_wrong_it_is():
+    a = analyse_tta(model_curves(), step_times(), 0.5, n_bootstrap=0)
+    t_min = A_S + B_S * 8
+    big = a.batch(2048)
+    assert big.naive_time_to_target_s == pytest.approx(big.steps_to_target * t_min)
+    assert big.naive_rel_error == pytest.approx(t_min / (A_S + B_S * 2048) - 1)
+    assert a.naive["naive_best_batch"] == 2048
+    assert a.naive["penalty_rel"] == pytest.approx(big.time_to_target_s / a.best_time_s - 1)
+    assert a.naive["penalty_rel"] > 0.5
+
+
+def test_energy_to_target_when_energy_per_step_is_known_else_null_with_reason():
+    a = analyse_tta(model_curves(), step_times(energy=True), 0.5, n_bootstrap=0)
+    row = a.batch(64)
+    assert row.energy_to_target_j == pytest.approx(row.steps_to_target * 300.0 * (A_S + B_S * 64))
+    assert a.pareto_time_energy and a.min_energy_batch is not None
+    b = analyse_tta(model_curves(), step_times(), 0.5, n_bootstrap=0).batch(64)
+    assert b.energy_to_target_j is None and b.null_reasons["energy_to_target_j"]
+
+
+def test_a_batch_without_step_time_has_null_time_with_the_sweeps_reason():
+    a = analyse_tta(model_curves(), step_times(skip=(2048,)), 0.5, n_bootstrap=0,
+                    step_time_missing={2048: "sweep point oom: CUDA out of memory"})
+    row = a.batch(2048)
+    assert row.time_to_target_s is None and row.steps_to_target is not None
+    assert row.null_reasons["time_to_target_s"] == "sweep point oom: CUDA out of memory"
+
+
+def test_final_metric_comparison_needs_training_past_the_target():
+    a = analyse_tta(model_curves(), step_times(), 0.5, n_bootstrap=0)
+    assert a.generalisation["summary"] is None and "stopped at the target" in a.generalisation["reason"]
+
+
+def _sweep():
+    pts = []
+    for b in (8, 64, 512):
+        t = A_S + B_S * b
+        m = Measurement(case=Case(workload="task:synthetic", batch_size=b), samples_s=[t * (1 + 0.001 * i) for i in range(-10, 11)])
+        m.telemetry["energy_per_step_j"] = 0.5
+        pts.append(m)
+    pts.append(Measurement(case=Case(workload="task:synthetic", batch_size=4096), status="oom", error="out of memory"))
+    return SweepResult(config={"workload": "task:synthetic"}, points=pts, finished=True)
+
+
+def test_step_times_come_from_the_sweeps_ok_points_and_failed_points_give_reasons():
+    times, missing = step_times_from_sweep(_sweep())
+    assert [s.batch_size for s in times] == [8, 64, 512]
+    assert times[1].median_s == pytest.approx(A_S + B_S * 64) and times[1].ci_low_s < times[1].median_s
+    assert times[0].energy_per_step_j == 0.5
+    assert missing == {4096: "sweep point oom: out of memory"}
+
+
+def test_results_round_trip_through_the_versioned_schema(tmp_path):
+    curves = model_curves()
+    r = TTAResult(config={"target": 0.5}, curves=curves, step_times=step_times(),
+                  analysis=analyse_tta(curves, step_times(), 0.5, n_bootstrap=20), finished=True)
+    p = save_tta(r, tmp_path / "tta.json")
+    data = json.loads(p.read_text())
+    assert (data["schema"], data["schema_version"]) == ("bench.tta", 1)
+    back = load_tta(p)
+    assert back.to_dict() == json.loads(json.dumps(r.to_dict()))
+    assert back.analysis.scaling_fit.b_crit == pytest.approx(r.analysis.scaling_fit.b_crit)
+
+
+def test_loader_rejects_other_schemas_and_newer_versions(tmp_path):
+    p = tmp_path / "x.json"
+    p.write_text(json.dumps({"schema": "bench.sweep", "schema_version": 1}))
+    with pytest.raises(InvalidResultsFile, match="not a time-to-accuracy file"):
+        load_tta(p)
+    p.write_text(json.dumps({"schema": "bench.tta", "schema_version": 99}))
+    with pytest.raises(InvalidResultsFile, match="newer than this tool reads"):
+        load_tta(p)
+
+
+def test_tta_from_a_csv_of_curves_and_a_sweep_file(tmp_path):
+    csv = tmp_path / "runs.csv"
+    rows = ["batch_size,step,metric,seed"]
+    for b in (8, 64, 512):
+        s = int(round(steps_model(b, S_MIN, B_CRIT)))
+        rows += [f"{b},0,0.1,0", f"{b},{s},0.9,0"]
+    csv.write_text("\n".join(rows) + "\n")
+    sweep = save_sweep(_sweep(), tmp_path / "sweep.json")
+    r = tta_from_files([csv], sweep_path=sweep, target=0.9, n_bootstrap=0)
+    row = r.analysis.batch(64)
+    assert row.time_to_target_s == pytest.approx(row.steps_to_target * (A_S + B_S * 64), rel=1e-3)
+    assert r.noise_scale is None and "curves were read from files" in r.null_reasons["noise_scale"]
+    with pytest.raises(BenchError, match="give the target"):
+        tta_from_files([csv], n_bootstrap=0)
+
+
+def _study(**kw):
+    from bench.train.study import StudyConfig
+
+    base = dict(task="nqm", task_params={"dim": 20}, target=1.0, batch_sizes=[2, 8, 32], base_lr=0.5,
+                base_batch_size=2, lr_rule="constant", lr_factors=[1.0], seeds=[0], momentum=0.0, max_steps=200,
+                eval_every=1, continue_after_target=0.0, noise_steps=20, sweep_budget_s=0.05,
+                sweep_min_time_s=0.01, n_bootstrap=50)
+    base.update(kw)
+    return StudyConfig(**base)
+
+
+def test_end_to_end_study_trains_measures_noise_and_step_time_and_saves(tmp_path):
+    from bench.train.study import run_study
+
+    out = tmp_path / "tta.json"
+    r = run_study(_study(), output=out)
+    assert r.finished and len(r.curves) == 3 and r.noise_scale.b_simple is not None
+    assert [s.batch_size for s in r.step_times] == [2, 8, 32] and "bench.sweep" in r.step_time_source
+    assert all(b.time_to_target_s is not None for b in r.analysis.batches)
+    assert load_tta(out).analysis.best_time_batch == r.analysis.best_time_batch
+
+
+def test_study_resume_skips_runs_already_saved(tmp_path):
+    from bench.train.study import run_study
+
+    out = tmp_path / "tta.json"
+
+    class Stop(Exception):
+        pass
+
+    def stop(event, info):
+        if event == "done" and info["index"] == 1:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_study(_study(measure_step_time=False), output=out, progress=stop)
+    assert len(load_tta(out).curves) == 2 and not load_tta(out).finished
+    trained = []
+    r = run_study(_study(measure_step_time=False), output=out, resume=True,
+                  progress=lambda e, i: trained.append(i["spec"].batch_size) if e == "run" else None)
+    assert trained == [32] and len(r.curves) == 3 and r.finished
+    assert r.null_reasons["step_times"].startswith("not measured")
+
+
+def _cli(*argv):
+    from bench.commands import tta
+
+    parser = argparse.ArgumentParser()
+    tta.register(parser.add_subparsers())
+    args = parser.parse_args(["tta", *argv])
+    return args.func(args)
+
+
+def test_cli_reads_curves_and_a_sweep_prints_the_table_and_refuses_to_overwrite(tmp_path, capsys):
+    csv = tmp_path / "runs.csv"
+    csv.write_text("batch_size,step,metric\n8,0,0.1\n8,100,0.9\n64,0,0.1\n64,30,0.9\n512,0,0.1\n512,20,0.9\n")
+    sweep = save_sweep(_sweep(), tmp_path / "sweep.json")
+    out = tmp_path / "tta.json"
+    assert _cli("--curves", str(csv), "--sweep", str(sweep), "--target", "0.9", "--bootstrap", "50", "-o", str(out)) == 0
+    text = capsys.readouterr().out
+    assert "Critical batch size B_crit" in text and "Fastest to target: batch" in text
+    assert load_tta(out).finished
+    with pytest.raises(BenchError, match="already exists"):
+        _cli("--curves", str(csv), "--target", "0.9", "-o", str(out))
