@@ -12,6 +12,8 @@ from .errors import BenchError
 COMMAND_MODULES = [
     "bench.commands.sweep",
     "bench.commands.peak",
+    "bench.commands.train",
+    "bench.commands.tta",
 ]
 
 

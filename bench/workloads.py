@@ -582,9 +582,14 @@ def load_workload(spec: str, params: Mapping[str, Any] | None = None) -> Workloa
             raise BenchError("workload 'torchvision:' needs a model name, e.g. torchvision:resnet18")
         kwargs, effective = _bind(spec, torchvision_workload, params, skip=1)
         return replace(torchvision_workload(model_name, **kwargs), params=effective)
+    if spec.startswith("task:"):
+        # A training task's own model and data, so a sweep times exactly the step that `bench tta` trains.
+        from .train.tasks import load_task
+
+        return load_task(spec.partition(":")[2], params).to_workload()
     if ":" in spec:
         return _user_workload(spec, params)
     raise BenchError(
         f"unknown workload {spec!r}; built-ins: {', '.join(_BUILTINS)}; "
-        "or torchvision:<model>, or package.module:function"
+        "or torchvision:<model>, task:<training task>, or package.module:function"
     )

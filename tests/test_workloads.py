@@ -268,3 +268,13 @@ def test_user_module_that_does_not_import_says_which_and_why(user_module):
 def test_missing_user_module_is_a_bench_error():
     with pytest.raises(BenchError, match="'no_such_module_xyz' could not be imported"):
         load_workload("no_such_module_xyz:fn")
+
+
+def test_task_prefix_loads_a_training_tasks_model_for_the_sweep():
+    from bench.workloads import load_workload
+
+    wl = load_workload("task:nqm")
+    assert wl.name == "task:nqm"
+    x, y = wl.make_batch(4, torch.device("cpu"))
+    loss = wl.loss_fn(wl.build_model()(x), y)
+    assert loss.ndim == 0 and torch.isfinite(loss)
