@@ -1,0 +1,15 @@
+"""The HTML report: results files in, one self-contained page out (figures inline, data embedded).
+
+    from bench.report import make_report
+    make_report(["reports/sweep.json"], "reports/report.html")
+"""
+
+from __future__ import annotations
+
+from .build import (REGRESSION_RULE, BenchmarkHistory, ReportInputs, RunStats, Source, benchmark_history,
+                    build_report, embed_json, is_regression, load_inputs, make_report, write_report)
+
+__all__ = [
+    "REGRESSION_RULE", "BenchmarkHistory", "ReportInputs", "RunStats", "Source", "benchmark_history", "build_report",
+    "embed_json", "is_regression", "load_inputs", "make_report", "write_report",
+]

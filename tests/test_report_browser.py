@@ -1,0 +1,179 @@
+"""The report in a real headless browser (Debian's chromium): it renders, runs its script without errors,
+requests nothing from the network, keeps hostile strings inert, and shows its figures in every section.
+
+Skipped only when no chromium is installed (`apt-get install chromium`); CI has it.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import shutil
+import subprocess
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.report import build as B
+
+CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium): "
+                                                          "the browser check needs a real headless browser")
+
+# The input makers live in test_report.py; load it by path so this works in any pytest import mode.
+_spec = importlib.util.spec_from_file_location("_report_inputs", Path(__file__).with_name("test_report.py"))
+R = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(R)
+
+# A payload that would mark the page if a browser ever ran it.
+HOSTILE = "<img src=x onerror=\"document.documentElement.setAttribute('data-pwned','1')\"><script>document.documentElement.setAttribute('data-pwned','2')</script>"
+BROWSER_OWN = "not an origin"  # the initiator of chromium's own background requests (updates, sign-in)
+
+
+def run_chromium(url: str, tmp: Path, *, screenshot: Path | None = None) -> tuple[str, str, list[dict]]:
+    """(DOM after load, stderr with console lines, requests the page made) for one headless visit."""
+    net = tmp / "net.json"
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-extensions",
+           "--hide-scrollbars", f"--user-data-dir={tmp / 'profile'}", "--enable-logging=stderr", "--v=0",
+           f"--log-net-log={net}", "--window-size=1280,2000", "--dump-dom"]
+    if screenshot is not None:
+        cmd.append(f"--screenshot={screenshot}")
+    proc = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=90, cwd=tmp)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout, proc.stderr, page_requests(net)
+
+
+def page_requests(net_log: Path) -> list[dict]:
+    """Network requests the page started, from chromium's net log (the browser's own are left out)."""
+    text = net_log.read_text()
+    try:
+        log = json.loads(text)
+    except json.JSONDecodeError:  # a log cut short at exit lacks its closing brackets
+        log = json.loads(text.rstrip().rstrip(",") + "]}")
+    names = {v: k for k, v in log["constants"]["logEventTypes"].items()}
+    out = []
+    for e in log.get("events", []):
+        p = e.get("params") or {}
+        if names.get(e["type"]) == "URL_REQUEST_START_JOB" and p.get("url"):
+            if p.get("initiator") != BROWSER_OWN or "file://" in str(p.get("network_isolation_key")):
+                out.append(p)
+    return out
+
+
+def console_lines(stderr: str) -> list[str]:
+    return [l for l in stderr.splitlines() if "CONSOLE" in l and "file://" in l]
+
+
+def section(dom: str, section_id: str) -> str:
+    m = re.search(rf'<section id="{section_id}">(.*?)</section>', dom, re.S)
+    assert m, f"no section {section_id} in the rendered page"
+    return m.group(1)
+
+
+@pytest.fixture(scope="module")
+def full_report(tmp_path_factory) -> Path:
+    """Every kind of input in one page, with hostile names in each."""
+    d = tmp_path_factory.mktemp("browser")
+    files = [R.write(d / "fp32.json", R.make_sweep(workload=HOSTILE, error=HOSTILE)),
+             R.write(d / "bf16.json", R.make_sweep(workload=HOSTILE, precision="bf16", base_s=0.006, seed=1)),
+             R.write(d / "tta.json", R.make_tta(task=HOSTILE))]
+    for i, slow in enumerate((1.0, 1.0, 1.3)):
+        run = R.make_pytest_run(R.FIXED_TIME + timedelta(days=i),
+                                {"suites/s.py::test_mlp[4]": 1e-3 * slow, f"suites/s.py::test_{HOSTILE}": 2e-3},
+                                extra={"note": HOSTILE})
+        files.append(R.write(d / f"run{i}.json", run))
+    out = d / "report.html"
+    B.write_report(B.build_report(B.load_inputs(files), generated=R.FIXED_TIME), out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def rendered(full_report, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("chromium")
+    shot = tmp / "shot.png"
+    dom, stderr, requests = run_chromium(full_report.as_uri(), tmp, screenshot=shot)
+    return {"dom": dom, "stderr": stderr, "requests": requests, "shot": shot}
+
+
+def test_the_report_runs_its_script_to_the_end_without_console_errors(rendered):
+    dom = rendered["dom"]
+    assert 'data-report-ready="1"' in dom  # the page script got to its last line
+    assert "data-js-errors" not in re.search(r"<html[^>]*>", dom).group(0)
+    assert console_lines(rendered["stderr"]) == []
+
+
+def test_the_report_requests_nothing_from_the_network(rendered, full_report):
+    assert rendered["requests"] == []
+    html = full_report.read_text()
+    assert not re.search(r'(?:src|href)\s*=\s*["\']?\s*(?:https?:)?//', html, re.I)
+    assert not re.search(r'url\(\s*["\']?\s*(?:https?:)?//', html, re.I)
+
+
+def test_hostile_names_stay_text_in_a_real_browser(rendered):
+    html_tag = re.search(r"<html[^>]*>", rendered["dom"]).group(0)
+    assert "data-pwned" not in html_tag
+    assert "&lt;script&gt;document.documentElement" in rendered["dom"]  # shown as text instead
+
+
+def test_every_section_shows_its_figures(rendered):
+    dom = rendered["dom"]
+
+    def figs(part: str) -> list[str]:
+        return re.findall(r'<figure class="fig" data-fig="([^"]+)">\s*<svg', part)
+
+    assert set(figs(section(dom, "step-time"))) == {"step-time", "throughput", "memory", "telemetry"}
+    assert set(figs(section(dom, "tta"))) == {"convergence", "steps", "tta"}
+    assert figs(section(dom, "suites")) == ["suite"]
+    assert figs(section(dom, "trends")).count("trend") == 2
+
+
+def test_the_screenshot_is_not_blank(rendered):
+    from PIL import Image
+
+    img = np.asarray(Image.open(rendered["shot"]).convert("RGB"))
+    assert img.shape[0] >= 1000 and img.shape[1] >= 1000
+    assert img.astype(float).std() > 20  # a blank or single-colour page has (almost) none
+    packed = (img[..., 0].astype(np.uint32) << 16) | (img[..., 1].astype(np.uint32) << 8) | img[..., 2]
+    _, counts = np.unique(packed, return_counts=True)
+    assert len(counts) > 50 and counts.max() / counts.sum() < 0.9
+
+
+def test_the_checks_catch_a_page_that_errs_and_fetches(tmp_path):
+    """The detectors above are not vacuous: a page with a script error and a remote image trips both."""
+    capture = (Path(B.__file__).parent / "templates" / "capture.js").read_text()
+    bad = tmp_path / "bad.html"
+    bad.write_text(f"<!DOCTYPE html><html><head><script>{capture}</script></head><body><div id='page-errors' hidden>"
+                   "</div><img src='http://127.0.0.1:9/x.png'><script>undefinedFunction();</script></body></html>")
+    dom, stderr, requests = run_chromium(bad.as_uri(), tmp_path)
+    assert 'data-js-errors="1"' in dom and "undefinedFunction" in dom
+    assert console_lines(stderr)
+    assert [r["url"] for r in requests] == ["http://127.0.0.1:9/x.png"]
+
+
+def test_clicking_a_heading_sorts_numbers_as_numbers_with_missing_values_last(tmp_path):
+    """The shipped table script, driven in the browser: one click ascending, two descending."""
+    templates = Path(B.__file__).parent / "templates"
+    rows = "".join(f'<tr><td data-v="{v}">{t}</td><td>{name}</td></tr>' if v is not None else
+                   f"<tr><td>—</td><td>{name}</td></tr>"
+                   for v, t, name in ((10, "10", "b"), (9.5e-05, "95 µs", "a"), (None, "—", "c"), (200, "200", "B")))
+    page = tmp_path / "sort.html"
+    page.write_text(
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><script>{(templates / 'capture.js').read_text()}</script>"
+        f"</head><body><table class='sortable'><thead><tr><th>v</th><th>name</th></tr></thead><tbody>{rows}</tbody>"
+        "</table><script type='application/json' id='source-data'>{}</script>"
+        f"<script>{(templates / 'report.js').read_text()}</script><script>"
+        "var th = document.querySelectorAll('th'), order = function (i) { return Array.prototype.map.call("
+        "document.querySelectorAll('tbody tr'), function (r) { return r.children[i].textContent; }).join(','); };"
+        "th[0].click(); document.body.setAttribute('data-asc', order(1));"
+        "th[0].click(); document.body.setAttribute('data-desc', order(1));"
+        "th[1].click(); document.body.setAttribute('data-text', order(1));"
+        "</script></body></html>", encoding="utf-8")
+    dom, stderr, _ = run_chromium(page.as_uri(), tmp_path)
+    assert 'data-asc="a,b,B,c"' in dom  # 95 µs < 10 < 200, the missing value last
+    assert 'data-desc="B,b,a,c"' in dom  # missing still last
+    assert 'data-text="a,b,B,c"' in dom or 'data-text="a,B,b,c"' in dom  # text: locale order
+    assert "data-js-errors" not in re.search(r"<html[^>]*>", dom).group(0) and console_lines(stderr) == []
