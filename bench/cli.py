@@ -14,6 +14,7 @@ COMMAND_MODULES = [
     "bench.commands.peak",
     "bench.commands.train",
     "bench.commands.tta",
+    "bench.commands.report",
 ]
 
 

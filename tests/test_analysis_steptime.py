@@ -404,3 +404,11 @@ def test_verdict_says_when_no_point_has_a_ci():
     a = analyse_step_times([PointSummary(b, linear_curve(b), None, None) for b in BATCHES])
     assert "judged on medians: no point has a 95% CI" in a.verdict[0]
     assert a.points_without_ci == BATCHES
+
+
+def test_undecided_next_point_with_some_points_lacking_a_ci_reads_as_a_sentence():
+    pts = [PointSummary(1, 1.0e-3, 0.99e-3, 1.01e-3), PointSummary(4, 1.04e-3, 0.98e-3, 1.10e-3),
+           PointSummary(64, 5e-3, None, None), PointSummary(256, 20e-3, None, None)]
+    first = analyse_step_times(pts).verdict[0]
+    assert first.startswith("At batch 4 the 95% CIs cannot tell whether step time stays within 5%")
+    assert "(batch 64, 256 judged on medians for lack of a CI)" in first

@@ -802,10 +802,12 @@ def _equal_time_sentence(a: StepTimeAnalysis) -> str:
     eps = _pct(a.eps)
     tref = f"batch {ref.batch_size}'s ({fmt_time(ref.median_s)})"
     ci = "95% CIs"
+    median_note = ""
     if len(a.points_without_ci) == len(pts):
         ci = "judged on medians: no point has a 95% CI"
     elif a.points_without_ci:
-        ci += f"; batch {_batch_list(a.points_without_ci)} judged on medians for lack of a CI"
+        median_note = f"batch {_batch_list(a.points_without_ci)} judged on medians for lack of a CI"
+        ci += f"; {median_note}"
     largest = pts[-1].batch_size
     flat = [p for p in pts if a.equal_time_max_batch is not None and p.batch_size <= a.equal_time_max_batch]
     flat_diag = _diag_phrase(flat)
@@ -823,8 +825,8 @@ def _equal_time_sentence(a: StepTimeAnalysis) -> str:
                     f"the next batch measured ({ci})")
             mentioned_beyond = True
         else:
-            head = (f"At batch {nxt.batch_size} the {ci} cannot tell whether step time stays within {eps} "
-                    f"of {tref}")
+            head = (f"At batch {nxt.batch_size} the 95% CIs cannot tell whether step time stays within {eps} "
+                    f"of {tref}" + (f" ({median_note})" if median_note else ""))
             if a.equal_time_max_batch_possible is not None and a.equal_time_max_batch_possible > nxt.batch_size:
                 head += f"; it may stay so up to batch {a.equal_time_max_batch_possible}"
     else:
