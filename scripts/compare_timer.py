@@ -40,27 +40,35 @@ def main(argv=None) -> int:
     for b in [int(x) for x in args.batch_sizes.split(",")]:
         step = TrainStep(workload, b, device, StepOptions())
         ours, ours_blocks, theirs = [], [], []
-        for _ in range(args.rounds):
-            res = measure(step, timer=timer_for(device),
-                          rule=CIStoppingRule(ci_target=0.01, min_samples=10, min_time_s=0.5, budget_s=3.0))
-            ours.append(statistics.median(res.samples_s))
-            # torch.utils.benchmark reports the median of per-block *means*; this is the like-for-like figure.
-            means, i = [], 0
-            for n in res.block_sizes:
-                means.append(sum(res.samples_s[i:i + n]) / n)
-                i += n
-            ours_blocks.append(statistics.median(means))
-            # torch.utils.benchmark synchronises CUDA itself; adaptive_autorange stops on IQR/median.
-            t = tub.Timer(stmt="step()", globals={"step": step}, num_threads=torch.get_num_threads())
-            theirs.append(t.adaptive_autorange(threshold=0.01, min_run_time=0.5, max_run_time=3.0).median)
+        for r in range(args.rounds):
+            # Alternate which method goes first, so a drift within a round favours neither.
+            for method in (("harness", "torch") if r % 2 == 0 else ("torch", "harness")):
+                if method == "harness":
+                    res = measure(step, timer=timer_for(device),
+                                  rule=CIStoppingRule(ci_target=0.01, min_samples=10, min_time_s=0.5, budget_s=3.0))
+                    ours.append(statistics.median(res.samples_s))
+                    # torch.utils.benchmark reports the median of per-block *means*: the like-for-like figure.
+                    means, i = [], 0
+                    for n in res.block_sizes:
+                        means.append(sum(res.samples_s[i:i + n]) / n)
+                        i += n
+                    ours_blocks.append(statistics.median(means))
+                else:
+                    # torch.utils.benchmark synchronises CUDA itself; adaptive_autorange stops on IQR/median.
+                    t = tub.Timer(stmt="step()", globals={"step": step}, num_threads=torch.get_num_threads())
+                    theirs.append(t.adaptive_autorange(threshold=0.01, min_run_time=0.5, max_run_time=3.0).median)
         step.release()
         o, ob, t = statistics.median(ours), statistics.median(ours_blocks), statistics.median(theirs)
+        # Paired per round: the two methods run back to back, so a machine-state change between
+        # rounds (e.g. a bimodal thread schedule) cancels out of each ratio.
+        paired = statistics.median(a / b for a, b in zip(ours, theirs))
         rows.append({"batch_size": b, "harness_median_s": o, "harness_block_mean_median_s": ob,
-                     "torch_benchmark_median_s": t, "ratio": o / t, "ratio_block_means": ob / t,
+                     "torch_benchmark_median_s": t, "ratio": o / t, "paired_ratio_median": paired, "ratio_block_means": ob / t,
                      "harness_round_medians_s": ours, "harness_round_block_mean_medians_s": ours_blocks,
                      "torch_benchmark_round_medians_s": theirs})
         print(f"batch {b:>6}: harness median {o * 1e3:8.3f} ms ({(o / t - 1) * 100:+.1f}%), harness median of "
-              f"block means {ob * 1e3:8.3f} ms ({(ob / t - 1) * 100:+.1f}%), torch.utils.benchmark {t * 1e3:8.3f} ms",
+              f"block means {ob * 1e3:8.3f} ms ({(ob / t - 1) * 100:+.1f}%), torch.utils.benchmark {t * 1e3:8.3f} ms; "
+              f"median of per-round ratios {paired:.3f} ({(paired - 1) * 100:+.1f}%)",
               flush=True)
     if args.json:
         write_json_atomic(args.json, {"workload": args.workload, "device": str(device),

@@ -42,8 +42,13 @@ def main(argv=None) -> int:
     ap.add_argument("--batch-size", type=int, default=512)
     ap.add_argument("--rounds", type=int, default=12)
     ap.add_argument("--period", type=float, default=0.05, help="sampling period, seconds")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--json", help="write the raw rounds here")
     args = ap.parse_args(argv)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     step = TrainStep(load_workload(args.workload), args.batch_size, device, StepOptions())
     if device.type == "cuda":
@@ -53,9 +58,11 @@ def main(argv=None) -> int:
     rule = CIStoppingRule(ci_target=0.005, min_samples=20, min_time_s=1.0, budget_s=3.0)
     timer = timer_for(device)
     off, on = [], []
-    for _ in range(args.rounds):
-        off.append(statistics.median(measure(step, timer=timer, rule=rule).samples_s))
-        on.append(statistics.median(measure(step, timer=timer, rule=rule, around_block=tel.measuring).samples_s))
+    for r in range(args.rounds):
+        # Alternate which goes first, so a drift within a round favours neither.
+        for sampling in ((False, True) if r % 2 == 0 else (True, False)):
+            res = measure(step, timer=timer, rule=rule, around_block=tel.measuring if sampling else None)
+            (on if sampling else off).append(statistics.median(res.samples_s))
     summary = tel.summary(steps=1, batch_size=args.batch_size)
     tel.close()
     step.release()
@@ -64,14 +71,17 @@ def main(argv=None) -> int:
     boot = [np.median(rng.choice(ratios, ratios.size)) for _ in range(2000)]
     lo, hi = np.percentile(boot, [2.5, 97.5])
     med = float(np.median(ratios))
-    print(f"sampler ({source}, period {args.period * 1e3:.0f} ms, {summary.get('n_samples')} samples in the last "
-          f"round) on {device}, {args.workload} batch {args.batch_size}: step time off {statistics.median(off) * 1e3:.3f} ms, "
+    print(f"sampler ({source}, period {args.period * 1e3:.0f} ms, {summary.get('n_samples')} samples over all "
+          f"rounds) on {device}, {args.workload} batch {args.batch_size}: step time off {statistics.median(off) * 1e3:.3f} ms, "
           f"on {statistics.median(on) * 1e3:.3f} ms; on/off = {med:.4f} ({(med - 1) * 100:+.2f}%), "
           f"95% CI {(lo - 1) * 100:+.2f}% .. {(hi - 1) * 100:+.2f}% over {args.rounds} rounds")
     if args.json:
         from bench.results import write_json_atomic
 
+        import torch
+
         write_json_atomic(args.json, {"device": str(device), "source": source, "period_s": args.period,
+                                      "torch_threads": torch.get_num_threads(),
                                       "workload": args.workload, "batch_size": args.batch_size,
                                       "off_medians_s": off, "on_medians_s": on, "ratio_median": med,
                                       "ratio_ci95": [float(lo), float(hi)]})
