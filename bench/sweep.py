@@ -385,6 +385,23 @@ def analyse(result: SweepResult, *, eps: float = 0.05, noise_target: float = 0.0
     return analyse_step_times(summaries, diagnoses=diagnoses, **kw).to_dict()
 
 
+def prepare(config: SweepConfig, workload=None):
+    """Check everything a sweep needs before measuring anything; returns (workload, device).
+
+    Raises BenchError for bad settings, an unknown device or workload, or options the device lacks.
+    """
+    from .step import StepOptions, check_options
+    from .workloads import load_workload
+
+    config.validate()
+    device = resolve_device(config.device)
+    if workload is None:
+        workload = load_workload(config.workload, config.workload_args)
+    check_options(StepOptions(precision=config.precision, optimizer=config.optimizer,
+                              channels_last=config.channels_last, compile=config.compile), device)
+    return workload, device
+
+
 def run_sweep(
     config: SweepConfig,
     *,
@@ -399,16 +416,7 @@ def run_sweep(
     model). With `output`, the results file is rewritten atomically after each point; with
     `resume`, points already in that file are kept and not measured again.
     """
-    from .workloads import load_workload
-
-    config.validate()
-    device = resolve_device(config.device)
-    if workload is None:
-        workload = load_workload(config.workload, config.workload_args)
-    from .step import StepOptions, check_options
-
-    check_options(StepOptions(precision=config.precision, optimizer=config.optimizer,
-                              channels_last=config.channels_last, compile=config.compile), device)
+    workload, device = prepare(config, workload)
     notify = progress or (lambda event, info: None)
     out = Path(output) if output is not None else None
 

@@ -126,16 +126,16 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from ..sweep import run_sweep
+    from ..sweep import prepare, run_sweep
     from .progress import SweepProgress
 
     config = config_from_args(args)
-    config.validate()
+    workload, _ = prepare(config)  # bad input fails here, before any progress bar or file
     output = Path(args.output) if args.output else default_output(config.workload, config.device, config.precision)
     check_output_path(output, resume=args.resume, overwrite=args.overwrite)
     console = Console() if sys.stdout.isatty() else Console(width=160)  # logs: no wrapping mid-table
     with SweepProgress(console, enabled=not args.quiet) as progress:
-        result = run_sweep(config, output=output, resume=args.resume, progress=progress)
+        result = run_sweep(config, workload=workload, output=output, resume=args.resume, progress=progress)
     console.print(sweep_table(result))
     for sentence in (result.analysis or {}).get("verdict", []):
         console.print(sentence, highlight=False)
