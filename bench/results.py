@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
-from .errors import InvalidResultsFile
+from .errors import BenchError, InvalidResultsFile
 from .stats import SampleStats, summarize
 
 SWEEP_SCHEMA = "bench.sweep"
@@ -319,6 +319,33 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
             pass
         raise
     return path
+
+
+def check_output_file(path: str | os.PathLike, *, resume: bool = False, overwrite: bool = False) -> Path:
+    """Fail before any work if results could not be written at `path`, or would replace a file.
+
+    An existing file is kept unless `resume` (continue it) or `overwrite` (replace it) is asked for.
+    Creates missing parent folders, then writes and removes a temporary file there: permission bits
+    mislead root and ACLs, so writing is the honest test.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise BenchError(f"output {p} is a directory, expected a file name")
+    if p.exists() and not (resume or overwrite):
+        hint = "--resume to continue it or --overwrite to replace it" if resume is not None else "--overwrite to replace it"
+        raise BenchError(f"output {p} exists: pass {hint}")
+    existing = p.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise BenchError(f"cannot write {p}: {existing} is not a directory")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=p.parent):
+            pass
+    except OSError as e:
+        raise BenchError(f"cannot write {p}: {existing} is not writable ({e.strerror or e})") from None
+    return p
 
 
 def read_json(path: str | os.PathLike) -> Any:

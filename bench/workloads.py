@@ -367,16 +367,9 @@ def torchvision_workload(model_name: str, image_size: int = 224, classes: int = 
 
 def parse_workload_args(items: list[str]) -> dict[str, str]:
     """Turn ["seq_len=256", "d_model=512"] into {"seq_len": "256", "d_model": "512"}."""
-    params: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        key = key.strip()
-        if not sep or not key.isidentifier():
-            raise BenchError(f"workload argument {item!r} is not of the form name=value")
-        if key in params:
-            raise BenchError(f"workload argument {key!r} is given twice")
-        params[key] = value.strip()
-    return params
+    from .commands.args import parse_key_values
+
+    return parse_key_values(items, "workload")
 
 
 _TRUE = {"1", "true", "yes", "on"}

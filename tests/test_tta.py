@@ -228,5 +228,5 @@ def test_cli_reads_curves_and_a_sweep_prints_the_table_and_refuses_to_overwrite(
     text = capsys.readouterr().out
     assert "Critical batch size B_crit" in text and "Fastest to target: batch" in text
     assert load_tta(out).finished
-    with pytest.raises(BenchError, match="already exists"):
+    with pytest.raises(BenchError, match="exists: pass --resume"):
         _cli("--curves", str(csv), "--target", "0.9", "-o", str(out))

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from datetime import datetime
 from pathlib import Path
 
 from .. import fmt
 from ..errors import BenchError
-from ..results import SweepResult
+from ..results import SweepResult, check_output_file
+from .args import parse_list
 
 DEFAULT_REPORTS_DIR = Path("reports")
 
@@ -57,51 +57,12 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def parse_batch_sizes(text: str | None) -> list[int] | None:
-    if text is None:
-        return None
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            value = int(part)
-        except ValueError:
-            raise BenchError(f"batch size {part!r} is not an integer") from None
-        if value < 1:
-            raise BenchError(f"batch size must be a positive integer, got {value}")
-        out.append(value)
-    if not out:
-        raise BenchError("--batch-sizes is empty")
-    return out
-
-
 def auto_device(name: str) -> str:
     if name != "auto":
         return name
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def check_output_path(path: Path, *, resume: bool, overwrite: bool) -> None:
-    """Fail before measuring anything if the results could not be written, or would replace a file."""
-    if path.exists() and path.is_dir():
-        raise BenchError(f"output {path} is a directory, expected a file name")
-    if path.exists() and not (resume or overwrite):
-        raise BenchError(f"output {path} exists: pass --resume to continue it or --overwrite to replace it")
-    parent = path.parent if str(path.parent) else Path(".")
-    probe = parent
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir():
-        raise BenchError(f"cannot write {path}: {probe} is not a directory")
-    try:  # the honest test of writability is to write (permission bits mislead root and ACLs)
-        with tempfile.TemporaryFile(dir=probe):
-            pass
-    except OSError as e:
-        raise BenchError(f"cannot write {path}: {probe} is not writable ({e.strerror})") from None
 
 
 def default_output(workload: str, device: str, precision: str) -> Path:
@@ -117,7 +78,7 @@ def config_from_args(args: argparse.Namespace):
         workload=args.workload, workload_args=parse_workload_args(args.workload_arg),
         device=auto_device(args.device), precision=args.precision, optimizer=args.optimizer,
         channels_last=args.channels_last, compile=args.compile,
-        batch_sizes=parse_batch_sizes(args.batch_sizes), min_batch=args.min_batch, max_batch=args.max_batch,
+        batch_sizes=parse_list(args.batch_sizes, int, "batch size", positive=True), min_batch=args.min_batch, max_batch=args.max_batch,
         ci_target=args.ci_target, min_samples=args.min_samples, min_time_s=args.min_time, budget_s=args.budget,
         eps=args.eps, find_largest=not args.no_largest_search, seed=args.seed, telemetry=not args.no_telemetry,
     )
@@ -132,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     workload, _ = prepare(config)  # bad input fails here, before any progress bar or file
     output = Path(args.output) if args.output else default_output(config.workload, config.device, config.precision)
-    check_output_path(output, resume=args.resume, overwrite=args.overwrite)
+    check_output_file(output, resume=args.resume, overwrite=args.overwrite)
     console = Console() if sys.stdout.isatty() else Console(width=160)  # logs: no wrapping mid-table
     with SweepProgress(console, enabled=not args.quiet) as progress:
         result = run_sweep(config, workload=workload, output=output, resume=args.resume, progress=progress)

@@ -9,36 +9,13 @@ from pathlib import Path
 
 from .. import fmt
 from ..errors import BenchError
+from .args import parse_key_values, parse_list
 
 DEFAULT_REPORTS_DIR = Path("reports")
 
 
-def parse_list(text: str | None, kind, what: str) -> list | None:
-    """"8,16,32" -> [8, 16, 32]; None stays None."""
-    if text is None:
-        return None
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        try:
-            out.append(kind(part))
-        except ValueError:
-            raise BenchError(f"{what} {part!r} is not {'an integer' if kind is int else 'a number'}") from None
-    if not out:
-        raise BenchError(f"{what} list is empty")
-    return out
-
-
 def parse_task_args(items: list[str]) -> dict[str, str]:
-    params: dict[str, str] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip().isidentifier():
-            raise BenchError(f"task argument {item!r} is not of the form name=value")
-        params[key.strip()] = value.strip()
-    return params
+    return parse_key_values(items, "task")
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:

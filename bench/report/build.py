@@ -19,7 +19,7 @@ from typing import Any, Iterable, Sequence
 
 from .. import __version__, fmt
 from ..errors import BenchError, InvalidResultsFile
-from ..results import SWEEP_SCHEMA, SweepResult, read_json
+from ..results import SWEEP_SCHEMA, SweepResult, check_output_file, read_json
 from . import figures as F
 
 TTA_SCHEMA = "bench.tta"
@@ -1101,10 +1101,7 @@ def default_output(now: datetime | None = None) -> Path:
 
 
 def check_output(path: Path, overwrite: bool) -> None:
-    if path.is_dir():
-        raise BenchError(f"output {path} is a directory, expected a file name")
-    if path.exists() and not overwrite:
-        raise BenchError(f"output {path} exists: pass --overwrite to replace it")
+    check_output_file(path, resume=None, overwrite=overwrite)  # a report cannot be resumed
 
 
 def write_report(html: str, path: str | os.PathLike, *, overwrite: bool = False) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import tempfile
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -19,7 +18,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 from ..errors import BenchError, InvalidResultsFile
-from ..results import read_json
+from ..results import check_output_file, read_json
 from .curves import Curve, CurvePoint, CurvesFile, save_curves_file
 from .lr import LR_RULES, LRSchedule, lr_grid, scaled_lr, warmup_steps_from_epochs
 from .optim import OPTIMIZERS, make_optimizer, set_lr
@@ -273,19 +272,7 @@ class GridSpec:
 
 def prepare_output(path: str | os.PathLike, *, overwrite: bool = False, resume: bool = False) -> Path:
     """Check that a results file may be written at `path` before any work starts."""
-    p = Path(path)
-    if p.exists() and p.is_dir():
-        raise BenchError(f"{p} is a directory; give a file name for the results")
-    if p.exists() and not (overwrite or resume):
-        raise BenchError(f"{p} already exists; pass --overwrite to replace it or --resume to continue it")
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        # Writing is the honest test (permission bits mislead root and ACLs).
-        with tempfile.TemporaryFile(dir=p.parent):
-            pass
-    except OSError as e:
-        raise BenchError(f"cannot write results to {p}: {e.strerror or e}") from None
-    return p
+    return check_output_file(path, resume=resume, overwrite=overwrite)
 
 
 def run_specs(task: Task, specs: Sequence[RunSpec], config: RunConfig, *, done: Iterable[str] = (),
