@@ -49,3 +49,17 @@ def slug(text: str) -> str:
     """A file-name-safe version of a workload name ('pkg.mod:fn' -> 'pkg.mod-fn')."""
     out = "".join(c if c.isalnum() or c in "._-" else "-" for c in text)
     return out.strip("-.") or "workload"
+
+
+# Per-point telemetry worth a table column where measured: (heading, telemetry key, formatter).
+# Shared by the terminal table and the HTML report so both show the same fields the same way.
+TELEMETRY_COLUMNS = (
+    ("kernel active", "kernel_active_pct_mean", lambda v: f"{v:.0f}%"),
+    ("SM active", "sm_activity_pct_mean", lambda v: f"{v:.0f}%"),
+    ("tensor active", "tensor_activity_pct_mean", lambda v: f"{v:.0f}%"),
+    ("power", "power_w_mean", lambda v: f"{v:.0f} W"),
+    ("SM clock", "sm_clock_mhz_median", lambda v: f"{v:.0f} MHz"),
+    ("J/sample", "energy_per_sample_j", lambda v: f"{v:.3g} J"),
+    ("TFLOP/s", "achieved_tflops", lambda v: f"{v:.3g}"),
+    ("MFU", "mfu", percent),
+)

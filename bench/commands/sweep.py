@@ -107,24 +107,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-OPTIONAL_COLUMNS = (  # shown only when some point has the value (GPU telemetry, FLOPs)
-    ("kernel active", "kernel_active_pct_mean", lambda v: f"{v:.0f}%"),
-    ("SM active", "sm_activity_pct_mean", lambda v: f"{v:.0f}%"),
-    ("tensor active", "tensor_activity_pct_mean", lambda v: f"{v:.0f}%"),
-    ("power", "power_w_mean", lambda v: f"{v:.0f} W"),
-    ("J/sample", "energy_per_sample_j", lambda v: f"{v:.3g}"),
-    ("TFLOP/s", "achieved_tflops", lambda v: f"{v:.3g}"),
-    ("MFU", "mfu", lambda v: fmt.percent(v)),
-)
-
-
 def sweep_table(result: SweepResult):
     """A rich Table of the points of one sweep: what a user reads first after the verdict."""
     from rich.table import Table
 
     per_point = {p.get("batch_size"): p for p in (result.analysis or {}).get("points", [])}
     points = sorted(result.points, key=lambda p: p.batch_size)
-    optional = [c for c in OPTIONAL_COLUMNS if any(p.telemetry.get(c[1]) is not None for p in points)]
+    optional = [c for c in fmt.TELEMETRY_COLUMNS if any(p.telemetry.get(c[1]) is not None for p in points)]
     cfg = result.config
     t = Table(title=f"{cfg.get('workload')} · {cfg.get('precision')} · {cfg.get('device')} · {cfg.get('optimizer')}",
               title_justify="left")

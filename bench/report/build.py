@@ -357,24 +357,12 @@ def sweep_warnings(result: SweepResult) -> list[str]:
     return out
 
 
-OPTIONAL_TELEMETRY_COLUMNS = (
-    ("kernel active", "kernel_active_pct_mean", lambda v: f"{v:.0f}%"),
-    ("SM active", "sm_activity_pct_mean", lambda v: f"{v:.0f}%"),
-    ("tensor active", "tensor_activity_pct_mean", lambda v: f"{v:.0f}%"),
-    ("power", "power_w_mean", lambda v: f"{v:.0f} W"),
-    ("SM clock", "sm_clock_mhz_median", lambda v: f"{v:.0f} MHz"),
-    ("J/sample", "energy_per_sample_j", lambda v: f"{v:.3g} J"),
-    ("TFLOP/s", "achieved_tflops", lambda v: f"{v:.3g}"),
-    ("MFU", "mfu", lambda v: fmt.percent(v)),
-)
-
-
 def sweep_table(result: SweepResult) -> dict:
     """Every point of one sweep as a sortable table: the raw numbers behind the figures."""
     per = {p.get("batch_size"): p for p in ((result.analysis or {}).get("points") or []) if isinstance(p, dict)} \
         if isinstance(result.analysis, dict) else {}
     points = sorted(result.points, key=lambda p: p.batch_size)
-    optional = [c for c in OPTIONAL_TELEMETRY_COLUMNS if any(_ok((p.telemetry or {}).get(c[1])) for p in points)]
+    optional = [c for c in fmt.TELEMETRY_COLUMNS if any(_ok((p.telemetry or {}).get(c[1])) for p in points)]
     cols = ["batch", "status", "median step", "95% CI", "± CI", "samples/s", "n", "stop", "peak memory",
             *[c[0] for c in optional], "vs smallest", "regime", "diagnosis", "notes"]
     rows = []
