@@ -51,6 +51,7 @@ class SweepConfig:
     eps: float = 0.05
     find_largest: bool = True
     seed: int = 0
+    peak_tflops: float | None = None  # override the data-sheet peak used for MFU (e.g. from `bench peak`)
     cudnn_benchmark: bool = True  # let cuDNN autotune convolutions (warm-up absorbs the tuning)
     telemetry: bool = True
     telemetry_period_s: float = 0.05
@@ -65,6 +66,8 @@ class SweepConfig:
             raise BenchError(f"maximum batch size {self.max_batch} is below the minimum {self.min_batch}")
         if not 0 < self.eps < 1:
             raise BenchError(f"equal-time tolerance must be between 0 and 1, got {self.eps}")
+        if self.peak_tflops is not None and not self.peak_tflops > 0:
+            raise BenchError(f"peak TFLOP/s must be a positive number, got {self.peak_tflops}")
         if not self.warmup_max_s > 0:
             raise BenchError(f"warm-up time limit must be > 0 seconds, got {self.warmup_max_s}")
         self.stopping_rule()  # validates its own fields
@@ -237,7 +240,9 @@ def _add_flops(m: Measurement, step, config: SweepConfig, device) -> None:
     from .telemetry import flop_fields, flops_per_step, matmul_precision_for, peak_tflops
 
     flops, why = flops_per_step(step)
-    if device.type == "cuda":
+    if config.peak_tflops is not None:
+        peak_args = (config.peak_tflops, "user override (--peak-tflops)", None)
+    elif device.type == "cuda":
         # While the step's TF32 setting is in force, so fp32 maps to the right peak.
         peak = peak_tflops(torch.cuda.get_device_name(device), matmul_precision_for(config.precision))
         peak_args = (peak.tflops, peak.source, peak.reason)

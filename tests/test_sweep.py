@@ -174,3 +174,11 @@ def test_points_carry_flops_diagnosis_and_telemetry_nulls_with_reasons():
         assert t["diagnosis"]["label"] and t["diagnosis"]["sentence"]
         assert t["diagnosis"]["basis"] != "telemetry"  # the CPU has no device telemetry to rest on
     assert result.point(8).telemetry["flops_per_step"] == 4 * result.point(2).telemetry["flops_per_step"]
+
+
+def test_a_peak_override_gives_mfu_even_on_the_cpu():
+    result = run_sweep(SweepConfig(workload="mlp", workload_args={"in_features": 32, "hidden": 32, "depth": 1},
+                                   batch_sizes=[4], peak_tflops=0.5, **FAST))
+    t = result.point(4).telemetry
+    assert t["peak_tflops"] == 0.5 and "override" in t["peak_source"]
+    assert t["mfu"] == pytest.approx(t["achieved_tflops"] / 0.5)

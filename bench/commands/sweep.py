@@ -48,6 +48,8 @@ def register(sub) -> None:
     m.add_argument("--eps", type=float, default=0.05,
                    help="'equal time' tolerance relative to the smallest batch (default: %(default)s)")
     m.add_argument("--no-telemetry", action="store_true", help="do not sample NVML during timed blocks")
+    m.add_argument("--peak-tflops", type=float, default=None,
+                   help="peak TFLOP/s for MFU instead of the data-sheet table (e.g. what `bench peak` measured)")
     m.add_argument("--seed", type=int, default=0)
     o = p.add_argument_group("output")
     o.add_argument("-o", "--output", help="results JSON (default: reports/sweep-<workload>-<device>-<precision>-<time>.json)")
@@ -80,7 +82,7 @@ def config_from_args(args: argparse.Namespace):
         channels_last=args.channels_last, compile=args.compile,
         batch_sizes=parse_list(args.batch_sizes, int, "batch size", positive=True), min_batch=args.min_batch, max_batch=args.max_batch,
         ci_target=args.ci_target, min_samples=args.min_samples, min_time_s=args.min_time, budget_s=args.budget,
-        eps=args.eps, find_largest=not args.no_largest_search, seed=args.seed, telemetry=not args.no_telemetry,
+        eps=args.eps, find_largest=not args.no_largest_search, peak_tflops=args.peak_tflops, seed=args.seed, telemetry=not args.no_telemetry,
     )
 
 
