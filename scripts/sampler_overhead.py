@@ -15,7 +15,6 @@ import argparse
 import json
 import statistics
 import sys
-from pathlib import Path
 
 import numpy as np
 
@@ -27,12 +26,11 @@ from bench.workloads import load_workload
 
 
 def fake_telemetry(period_s: float):
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-    import fake_pynvml
+    from bench.testing.fake_pynvml import make_fake_nvml
 
-    nvml = fake_pynvml.make_fake_nvml()
+    nvml = make_fake_nvml()
     nvml.nvmlInit()
-    return NvmlTelemetry(nvml, nvml.nvmlDeviceGetHandleByIndex(0), period_s), "fake pynvml (tests/fake_pynvml.py)"
+    return NvmlTelemetry(nvml, nvml.nvmlDeviceGetHandleByIndex(0), period_s), "fake pynvml (bench/testing/fake_pynvml.py)"
 
 
 def main(argv=None) -> int:

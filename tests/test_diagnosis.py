@@ -9,7 +9,7 @@ import pytest
 from bench.errors import BenchError
 from bench.telemetry.diagnosis import diagnose
 from bench.telemetry.sampler import Telemetry
-from fake_pynvml import make_fake_nvml
+from bench.testing.fake_pynvml import make_fake_nvml
 
 
 def summary(**fields):

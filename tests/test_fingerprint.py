@@ -11,7 +11,7 @@ import pytest
 
 import bench.telemetry.fingerprint as fp_module
 from bench.telemetry.fingerprint import GPU_FIELDS, comparable, fingerprint
-from fake_pynvml import FakeDevice, make_fake_nvml
+from bench.testing.fake_pynvml import FakeDevice, make_fake_nvml
 
 
 @pytest.fixture(autouse=True)

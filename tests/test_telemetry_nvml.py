@@ -10,7 +10,7 @@ import pytest
 
 from bench.telemetry.nvml import decode_clock_event_reasons
 from bench.telemetry.sampler import SUMMARY_FIELDS, Block, GpmInterval, NvmlTelemetry, Sample, Telemetry, summarize_blocks
-from fake_pynvml import (
+from bench.testing.fake_pynvml import (
     NVML_ERROR_DRIVER_NOT_LOADED,
     NVML_ERROR_LIBRARY_NOT_FOUND,
     FakeDevice,

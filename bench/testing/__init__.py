@@ -1,0 +1,4 @@
+"""Test doubles for code that needs a GPU: a fake `pynvml` module (bench.testing.fake_pynvml).
+
+Shipped with the library so users' own tests of telemetry-consuming code can run on a CPU too.
+"""
