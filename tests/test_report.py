@@ -354,8 +354,8 @@ def test_tta_alone_draws_convergence_steps_to_target_and_time_to_accuracy(tta_re
     assert "naive: every batch at batch 8" in tta and "fastest measured: batch" in tta and "B* = √(B_crit·a/b)" in tta
     assert "did not reach the target" in tta  # batch 2048 never got there
     summary = section(tta_report, "summary")
-    assert "Fastest to the target: batch" in summary and "Critical batch size B_crit ≈" in summary
-    assert "Rule of thumb (equal step time)" in summary
+    assert "Fastest to target: batch" in summary and "Critical batch size B_crit =" in summary
+    assert "Equal-step-time rule of thumb" in summary
     assert 'id="step-time"' not in tta_report
 
 

@@ -495,3 +495,59 @@ def tta_from_files(curve_paths: Sequence[str | os.PathLike], *, sweep_path: str 
             f"{curves[0].task!r}: make sure they are the same model")
     result.finished = True
     return result
+
+
+def _ci(ci) -> str:
+    return f"[{ci[0]:.3g}, {ci[1]:.3g}]" if ci else "[—]"
+
+
+def tta_verdict(result: "TTAResult", *, warnings: bool = True) -> list[str]:
+    """Plain sentences on a finished study, read first by the CLI and the report: the target, the
+    scaling fit, the noise scale, the best batches, B*, the naive estimate, generalisation."""
+    a = result.analysis
+    if a is None:
+        return ["The study has no analysis yet (unfinished?)."]
+    better = "≥" if a.higher_is_better else "≤"
+    lines = [f"Target: {a.metric} {better} {a.target:.4g}."]
+    f = a.scaling_fit
+    if f and f.b_crit is not None:
+        lines.append(f"Critical batch size B_crit = {f.b_crit:.3g} {_ci(f.b_crit_ci)} ({f.confidence:.0%} bootstrap over "
+                     f"{f.bootstrap_method}); S_min = {f.s_min:.3g} steps {_ci(f.s_min_ci)}, "
+                     f"E_min = {f.e_min:.3g} examples {_ci(f.e_min_ci)}; fit residual {f.rel_rms_residual:.1%} rms.")
+    else:
+        lines.append(f"No scaling fit: {f.reason if f else 'no curves'}.")
+    ns = result.noise_scale
+    if ns is not None and ns.b_simple is not None:
+        cmp = a.noise_scale_vs_b_crit or {}
+        lines.append(f"Gradient noise scale B_simple = {ns.b_simple:.3g} {_ci(ns.b_simple_ci)} (batch {ns.batch_small} vs "
+                     f"{ns.batch_big}, {ns.n_steps} steps)" + (f"; {cmp['summary']}." if cmp.get("summary") else "."))
+    elif ns is not None:
+        lines.append(f"Gradient noise scale: not measured ({ns.null_reasons.get('b_simple')}).")
+    else:
+        lines.append(f"Gradient noise scale: {result.null_reasons.get('noise_scale', 'not measured')}.")
+    if a.best_time_batch is not None:
+        ties = f" (indistinguishable within the intervals: {', '.join(map(str, a.best_time_ties))})" if a.best_time_ties else ""
+        lines.append(f"Fastest to target: batch {a.best_time_batch}, {fmt.duration(a.best_time_s)}{ties}.")
+    else:
+        lines.append(f"Fastest to target: — ({a.null_reasons.get('best_time_batch')}).")
+    if a.compute_optimal_batch is not None:
+        lines.append(f"Fewest examples to target (compute-optimal): batch {a.compute_optimal_batch}, "
+                     f"{a.compute_optimal_examples:.3g} examples.")
+    if a.pareto_time_examples:
+        lines.append(f"Time-vs-examples Pareto frontier: batch {', '.join(map(str, a.pareto_time_examples))}.")
+    if a.pareto_time_energy:
+        lines.append(f"Time-vs-energy Pareto frontier: batch {', '.join(map(str, a.pareto_time_energy))}.")
+    if a.b_star is not None:
+        lines.append(f"From the fits, B* = sqrt(B_crit·a/b) = {a.b_star:.3g} (predicted {fmt.duration(a.b_star_time_s)}).")
+    elif a.null_reasons.get("b_star"):
+        lines.append(f"B*: — ({a.null_reasons['b_star']}).")
+    if a.naive.get("summary"):
+        lines.append(f"Equal-step-time rule of thumb ({a.naive['assumption']}): {a.naive['summary']}.")
+    g = a.generalisation or {}
+    if g.get("summary"):
+        lines.append(f"Generalisation: {g['summary']}.")
+    elif g.get("reason"):
+        lines.append(f"Generalisation: not compared ({g['reason']}).")
+    if warnings:
+        lines += [f"Warning: {w}." for w in a.warnings]
+    return lines

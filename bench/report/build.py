@@ -419,45 +419,12 @@ def _fmtn(v: Any, digits: int = 3) -> str:
 
 
 def tta_summary(result) -> list[str]:
-    a = result.analysis
-    if a is None:
+    from ..analysis.tta import tta_verdict
+
+    if result.analysis is None:
         return ["The study has no analysis yet (unfinished?): only its curves are shown."
                 + (f" {result.null_reasons.get('analysis')}" if result.null_reasons.get("analysis") else "")]
-    better = "≥" if a.higher_is_better else "≤"
-    out = [f"Target: {a.metric} {better} {a.target:.4g}."]
-    if a.best_time_batch is not None:
-        ties = f" (within the intervals of batch {_batch_list(a.best_time_ties)})" if a.best_time_ties else ""
-        out.append(f"Fastest to the target: batch {a.best_time_batch:,}, {_time(a.best_time_s)}{ties}.")
-    else:
-        out.append(f"No fastest batch: {a.null_reasons.get('best_time_batch', 'no batch size has a time to target')}.")
-    if a.compute_optimal_batch is not None:
-        out.append(f"Fewest examples (compute-optimal): batch {a.compute_optimal_batch:,}, "
-                   f"{_fmtn(a.compute_optimal_examples)} examples.")
-    fit = a.scaling_fit
-    if fit is not None and _ok(fit.b_crit):
-        ci = (f" ({fit.confidence:.0%} CI {_fmtn(fit.b_crit_ci[0])}–{_fmtn(fit.b_crit_ci[1])})"
-              if fit.b_crit_ci else "")
-        out.append(f"Critical batch size B_crit ≈ {_fmtn(fit.b_crit)}{ci}, S_min ≈ {_fmtn(fit.s_min)} steps: "
-                   f"S(B) = S_min·(1 + B_crit/B) fitted on batch {_batch_list(fit.batch_sizes)}.")
-    elif fit is not None:
-        out.append(f"No steps-to-target fit: {fit.reason}.")
-    if _ok(a.b_star):
-        out.append(f"B* = √(B_crit·a/b) ≈ {_fmtn(a.b_star)}, where the two fits predict the shortest time "
-                   f"({_time(a.b_star_time_s)}).")
-    elif a.null_reasons.get("b_star"):
-        out.append(f"No B*: {a.null_reasons['b_star']}.")
-    if (a.naive or {}).get("summary"):
-        out.append(f"Rule of thumb (equal step time): {a.naive['summary']}.")
-    nv = a.noise_scale_vs_b_crit or {}
-    ns = result.noise_scale
-    if ns is not None and _ok(ns.b_simple):
-        ci = f" (CI {_fmtn(ns.b_simple_ci[0])}–{_fmtn(ns.b_simple_ci[1])})" if ns.b_simple_ci else ""
-        out.append(f"Gradient noise scale B_simple ≈ {_fmtn(ns.b_simple)}{ci}"
-                   + (f"; {nv['summary']}." if nv.get("summary") else "."))
-    gen = (a.generalisation or {}).get("summary")
-    if gen:
-        out.append(f"Generalisation: {gen}.")
-    return out
+    return tta_verdict(result, warnings=False)  # the page lists warnings in their own section
 
 
 def tta_table(a) -> dict:
