@@ -669,14 +669,20 @@ def history_context(histories: list[BenchmarkHistory], n_runs: int) -> dict | No
     }
 
 
-def suite_context(sources: Sequence[Source]) -> list[dict]:
-    """The latest pytest-benchmark run per machine: every benchmark's numbers and its machine_info."""
+def latest_run_per_machine(sources: Sequence[Source]) -> dict[str, Source]:
+    """The newest pytest-benchmark run (by its `datetime`) for each machine."""
     latest: dict[str, Source] = {}
     for src in sources:
         key, _ = machine_key(src.data.get("machine_info") or {})
         when = _parse_time(src.data.get("datetime"), src.path)
         if key not in latest or when >= _parse_time(latest[key].data.get("datetime"), latest[key].path):
             latest[key] = src
+    return latest
+
+
+def suite_context(sources: Sequence[Source]) -> list[dict]:
+    """The latest pytest-benchmark run per machine: every benchmark's numbers and its machine_info."""
+    latest = latest_run_per_machine(sources)
     out = []
     for i, (key, src) in enumerate(sorted(latest.items())):
         d = src.data
@@ -746,12 +752,7 @@ def suite_sweeps(sources: Sequence[Source]) -> list[SweepResult]:
         from ..adapters import sweeps_from_pytest_benchmark
     except ImportError:  # pragma: no cover - the adapter ships with the package
         return []
-    latest: dict[str, Source] = {}
-    for src in sources:
-        key, _ = machine_key(src.data.get("machine_info") or {})
-        when = _parse_time(src.data.get("datetime"), src.path)
-        if key not in latest or when >= _parse_time(latest[key].data.get("datetime"), latest[key].path):
-            latest[key] = src
+    latest = latest_run_per_machine(sources)
     out = []
     for src in latest.values():
         try:
