@@ -182,3 +182,55 @@ def test_a_peak_override_gives_mfu_even_on_the_cpu():
     t = result.point(4).telemetry
     assert t["peak_tflops"] == 0.5 and "override" in t["peak_source"]
     assert t["mfu"] == pytest.approx(t["achieved_tflops"] / 0.5)
+
+
+# ---- on a GPU ----------------------------------------------------------------------------------
+
+needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+
+
+class GiBPerSample(nn.Module):
+    """Holds batch-size GiB of activations on the device: real out-of-memory at a known size."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 2)
+
+    def forward(self, x):
+        hold = torch.empty(x.shape[0] << 30, dtype=torch.uint8, device=x.device)
+        return self.lin(x) + hold[:1].float() * 0
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_real_cuda_sweep_times_with_events_reads_memory_and_survives_real_oom():
+    wl = Workload(name="gib", build_model=GiBPerSample,
+                  make_batch=lambda b, d: (torch.randn(b, 4, device=d), torch.randint(0, 2, (b,), device=d)),
+                  loss_fn=nn.functional.cross_entropy)
+    free_gib = torch.cuda.mem_get_info()[0] / 2**30
+    sizes = [1, 2, 4, 8, 16, 32, 64, 128, 256]
+    result = run_sweep(SweepConfig(device="cuda", batch_sizes=sizes, min_samples=6, min_time_s=0.01,
+                                   budget_s=0.2, warmup_max_s=1.0), workload=wl)
+    ok = result.ok_points()
+    assert ok and all(p.timer == "cuda_event" for p in ok)
+    assert all(p.peak_allocated_bytes >= p.batch_size << 30 for p in ok)
+    assert any(p.status == "oom" for p in result.points)
+    # the largest batch that fits is within a few GiB of the free memory, and a small batch runs after the OOM
+    assert free_gib - 8 <= result.largest_batch_that_fits <= free_gib
+    again = run_sweep(SweepConfig(device="cuda", batch_sizes=[1], min_samples=6, min_time_s=0.01, budget_s=0.2),
+                      workload=wl)
+    assert again.point(1).ok
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_real_cuda_sweep_carries_nvml_telemetry_and_energy():
+    result = run_sweep(SweepConfig(device="cuda", workload="mlp", workload_args={"hidden": 4096, "in_features": 4096},
+                                   batch_sizes=[4096], min_samples=10, min_time_s=1.0, budget_s=3.0))
+    t = result.point(4096).telemetry
+    if "pynvml" in result.point(4096).null_reasons.get("kernel_active_pct_mean", ""):
+        pytest.skip("nvidia-ml-py is not installed here")
+    assert t["kernel_active_pct_mean"] > 50
+    assert t["energy_per_sample_j"] is None or t["energy_per_sample_j"] > 0
+    assert t["flops_per_step"] > 0 and t["achieved_tflops"] > 0
+    assert result.environment.get("hash")
