@@ -9,7 +9,6 @@ prints, per batch size, both medians and their ratio. Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 

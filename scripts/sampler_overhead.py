@@ -12,7 +12,6 @@ release it). Usage:
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 

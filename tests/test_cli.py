@@ -1,7 +1,6 @@
 """The `bench` command: bad input gets one line naming the problem and exit status 2, never a traceback."""
 
 import json
-import os
 import subprocess
 import sys
 

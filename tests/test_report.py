@@ -16,6 +16,7 @@ import pytest
 from bench.analysis.steptime import analyse_sweep
 from bench.errors import BenchError
 from bench.report import build as B
+from bench import regress as R
 from bench.results import Case, Measurement, SweepResult
 
 EVIL = "<script>alert(1)</script>\"q'"
@@ -285,13 +286,13 @@ def test_regression_needs_both_a_5_percent_slowdown_and_separate_iqrs():
     t = FIXED_TIME
 
     def run(med, q1, q3):
-        return B.RunStats(t, "x", med, q1, q3)
+        return R.RunStats(t, "x", med, q1, q3)
 
-    assert B.is_regression(run(1.0, 0.99, 1.01), run(1.10, 1.09, 1.11))
-    assert not B.is_regression(run(1.0, 0.99, 1.01), run(1.04, 1.03, 1.05))  # apart, but under 5%
-    assert not B.is_regression(run(1.0, 0.8, 1.2), run(1.10, 0.9, 1.3))  # 10% slower, but IQRs overlap
-    assert not B.is_regression(run(1.0, 0.99, 1.01), run(0.8, 0.79, 0.81))  # faster
-    assert not B.is_regression(run(1.0, None, None), run(2.0, None, None))  # spread unknown: no claim
+    assert R.is_regression(run(1.0, 0.99, 1.01), run(1.10, 1.09, 1.11))
+    assert not R.is_regression(run(1.0, 0.99, 1.01), run(1.04, 1.03, 1.05))  # apart, but under 5%
+    assert not R.is_regression(run(1.0, 0.8, 1.2), run(1.10, 0.9, 1.3))  # 10% slower, but IQRs overlap
+    assert not R.is_regression(run(1.0, 0.99, 1.01), run(0.8, 0.79, 0.81))  # faster
+    assert not R.is_regression(run(1.0, None, None), run(2.0, None, None))  # spread unknown: no claim
 
 
 def test_history_orders_runs_by_their_datetime_and_marks_each_regression(tmp_path):
@@ -301,7 +302,7 @@ def test_history_orders_runs_by_their_datetime_and_marks_each_regression(tmp_pat
         when = FIXED_TIME + timedelta(days=i)
         files.append((f"{9 - i:02d}.json", make_pytest_run(when, {"s.py::test_a": m * 1e-3, "s.py::test_b": 2e-3})))
     sources = [B.read_source(write(tmp_path / n, d)) for n, d in files]
-    hist = {h.fullname: h for h in B.benchmark_history(sources)}
+    hist = {h.fullname: h for h in R.benchmark_history(sources)}
     assert [r.median_s for r in hist["s.py::test_a"].runs] == pytest.approx([m * 1e-3 for m in meds])
     assert hist["s.py::test_a"].regressions == [2, 5] and hist["s.py::test_a"].latest_regressed
     assert hist["s.py::test_b"].regressions == []

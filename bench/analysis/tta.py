@@ -223,7 +223,6 @@ def analyse_tta(curves: Sequence[Curve], step_times: Sequence[StepTime], target:
     if any(c.higher_is_better != hib for c in curves):
         raise BenchError("curves disagree on whether a higher metric is better; analyse them separately")
     sel = steps_by_batch(curves, target)
-    sizes = [b.batch_size for b in sel]
     fit = fit_scaling(sel, n_bootstrap=n_bootstrap, seed=bootstrap_seed)
     slopes = measured_scaling_exponents(sel)
     times = {s.batch_size: s for s in step_times}

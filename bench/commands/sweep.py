@@ -8,7 +8,6 @@ from datetime import datetime
 from pathlib import Path
 
 from .. import fmt
-from ..errors import BenchError
 from ..results import SweepResult, check_output_file
 from .args import parse_list
 

@@ -6,10 +6,8 @@
 
 from __future__ import annotations
 
-from .build import (REGRESSION_RULE, BenchmarkHistory, ReportInputs, RunStats, Source, benchmark_history,
-                    build_report, embed_json, is_regression, load_inputs, make_report, write_report)
+from .build import ReportInputs, Source, build_report, embed_json, load_inputs, make_report, write_report
 
 __all__ = [
-    "REGRESSION_RULE", "BenchmarkHistory", "ReportInputs", "RunStats", "Source", "benchmark_history", "build_report",
-    "embed_json", "is_regression", "load_inputs", "make_report", "write_report",
+    "ReportInputs", "Source", "build_report", "embed_json", "load_inputs", "make_report", "write_report",
 ]
