@@ -2,7 +2,8 @@
 
 `load_results(path)` is the one entry point for report, history and regression tools: it accepts a
 `bench.sweep` file or a pytest-benchmark JSON file (from `--benchmark-json`, `--benchmark-save` or
-`--benchmark-autosave`) and returns SweepResults either way.
+`--benchmark-autosave`) and returns SweepResults either way. The suites' out-of-memory and failed cases,
+which pytest-benchmark leaves out of `benchmarks`, come back from `bench_failed_cases` as oom/error points.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from collections import OrderedDict
 from typing import Any
 
 from .errors import BenchError, InvalidResultsFile
-from .results import SWEEP_SCHEMA, STATUS_ERROR, Case, Measurement, Probe, SweepResult, read_json
-from .suite_support import EXTRA_INFO_SCHEMA, EXTRA_INFO_VERSION, parse_case_id
+from .results import SWEEP_SCHEMA, STATUS_ERROR, STATUS_OOM, Case, Measurement, Probe, SweepResult, read_json
+from .suite_support import EXTRA_INFO_SCHEMA, EXTRA_INFO_VERSION, FAILED_CASES_KEY, parse_case_id
 
 PYTEST_BENCHMARK_FORMAT = "pytest-benchmark"
 HOST_TIMER = "pytest-benchmark host"
@@ -56,19 +57,24 @@ def sweeps_from_pytest_benchmark(data: dict, source: str | None = None) -> list[
     """The parsed form of `load_pytest_benchmark`: group benchmarks into sweeps and rebuild their points."""
     where = source or "pytest-benchmark data"
     groups: OrderedDict[str, dict[str, Any]] = OrderedDict()
-    for i, bench in enumerate(data.get("benchmarks") or []):
+    failed = data.get(FAILED_CASES_KEY) or []
+    if not isinstance(failed, list):
+        raise InvalidResultsFile(f"{where}: {FAILED_CASES_KEY} is not a list")
+    entries = [("benchmark", b, _measurement) for b in data.get("benchmarks") or []]
+    entries += [("failed case", f, _failed_measurement) for f in failed]
+    for i, (what, bench, read) in enumerate(entries):
         if not isinstance(bench, dict):
-            raise InvalidResultsFile(f"{where}: benchmark #{i} is not an object")
+            raise InvalidResultsFile(f"{where}: {what} #{i} is not an object")
         try:
-            m, info, suite = _measurement(bench)
+            m, info, suite = read(bench)
         except (KeyError, TypeError, ValueError, InvalidResultsFile) as e:
             name = bench.get("fullname") or bench.get("name") or f"#{i}"
-            raise InvalidResultsFile(f"{where}: benchmark {name}: {type(e).__name__}: {e}") from None
+            raise InvalidResultsFile(f"{where}: {what} {name}: {type(e).__name__}: {e}") from None
         args = info.get("workload_args") or {}
         key = f"{suite}|{m.case.group_key}|{json.dumps(args, sort_keys=True, default=str)}"
-        g = groups.setdefault(key, {"suite": suite, "points": [], "names": [], "infos": []})
+        g = groups.setdefault(key, {"suite": suite, "points": [], "names": [], "failed_names": [], "infos": []})
         g["points"].append(m)
-        g["names"].append(bench.get("fullname") or bench.get("name"))
+        g["names" if what == "benchmark" else "failed_names"].append(bench.get("fullname") or bench.get("name"))
         g["infos"].append(info)
     environment = _environment(data)
     return [_sweep(g, environment, data, source) for g in groups.values()]
@@ -83,6 +89,27 @@ def _measurement(bench: dict) -> tuple[Measurement, dict, str]:
         m = Measurement.from_dict(info["measurement"])
         return m, info, str(info.get("suite") or "pytest")
     return _fallback_measurement(bench), {}, "pytest"
+
+
+def _failed_measurement(record: dict) -> tuple[Measurement, dict, str]:
+    """An oom/error point from an entry of FAILED_CASES_KEY (a case pytest-benchmark did not time)."""
+    status, error = record.get("status"), record.get("error")
+    if status not in (STATUS_OOM, STATUS_ERROR):
+        raise InvalidResultsFile(f"status {status!r} is not a failure (expected {STATUS_OOM!r} or {STATUS_ERROR!r})")
+    info = record.get("extra_info") or {}
+    if info.get("bench_schema") != EXTRA_INFO_SCHEMA or not isinstance(info.get("measurement"), dict):
+        # Only the name is left to say what ran: a suite case id gives workload, precision, batch and device.
+        fields = parse_case_id(str(record.get("case_id") or record.get("name") or ""))
+        if fields is None or fields.get("batch_size") is None:
+            raise InvalidResultsFile("no bench extra_info, and its name is not a suite case id with a batch size")
+        return Measurement(case=Case(**fields), status=status, error=error), {}, str(record.get("suite") or "pytest")
+    m, info, suite = _measurement({"extra_info": info})
+    if m.ok:
+        # The library measured the point; the test failed afterwards, before pytest-benchmark timed it.
+        m.status, m.error = status, error
+        m.warnings.append(f"the library measured this point, but the test then failed before pytest-benchmark "
+                          f"timed it ({status}: {error})")
+    return m, info, suite
 
 
 def _fallback_measurement(bench: dict) -> Measurement:
@@ -153,7 +180,7 @@ def _sweep(group: dict, environment: dict, data: dict, source: str | None) -> Sw
     config["planned_batch_sizes"] = list(config["batch_sizes"])
     config["suite"] = group["suite"]
     config["source"] = {"format": PYTEST_BENCHMARK_FORMAT, "version": data.get("version"), "path": source,
-                        "benchmarks": group["names"]}
+                        "benchmarks": group["names"], "failed_cases": group["failed_names"]}
     result = SweepResult(config=config, environment=dict(environment), points=points,
                          created=data.get("datetime"), finished=True)
 

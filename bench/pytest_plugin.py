@@ -1,5 +1,6 @@
 """pytest plugin for the suites in suites/: `--bench-*` options, case parametrisation, the fingerprint in
-pytest-benchmark's machine_info. Thin: what is measured and how lives in bench.suite_support.
+pytest-benchmark's machine_info, and the cases pytest-benchmark leaves out of its JSON (out of memory,
+failed) under `bench_failed_cases`. Thin: what is measured and how lives in bench.suite_support.
 
 Load it from a conftest.py by importing its hooks into the conftest's namespace:
 
@@ -14,14 +15,25 @@ from __future__ import annotations
 import pytest
 
 from .errors import BenchError
-from .suite_support import SuiteOptions, SuiteSettings, select_cases, suite_fingerprint
+from .suite_support import (
+    FAILED_CASES_KEY,
+    SuiteOptions,
+    SuiteSettings,
+    failed_case_record,
+    select_cases,
+    suite_fingerprint,
+)
 
 __all__ = [
     "pytest_addoption",
     "pytest_configure",
     "pytest_report_header",
     "pytest_generate_tests",
+    "pytest_runtest_makereport",
     "pytest_benchmark_update_machine_info",
+    "pytest_benchmark_update_json",
+    "pytest_sessionfinish",
+    "pytest_terminal_summary",
     "bench_settings",
     "bench_options",
 ]
@@ -31,6 +43,7 @@ CASE_FIXTURES = {"step_case": "step_time", "memory_case": "memory", "largest_bat
 
 _OPTIONS_KEY = pytest.StashKey[SuiteOptions]()
 _FINGERPRINT_KEY = pytest.StashKey[dict]()
+_FAILED_KEY = pytest.StashKey[list]()
 
 
 def pytest_addoption(parser) -> None:
@@ -120,6 +133,86 @@ def pytest_benchmark_update_machine_info(config, machine_info) -> None:
         device = "cuda" if o.device != "cpu" and o.subset == "full" and cuda_available() else "cpu"
         fp = config.stash[_FINGERPRINT_KEY] = suite_fingerprint(device)
     machine_info["bench_fingerprint"] = fp
+
+
+# --------------------------------------------------------------------------- cases pytest-benchmark leaves out
+
+
+def record_failed_case(config, record: dict) -> None:
+    """Keep one `bench.suite_support.failed_case_record` for this run's JSON."""
+    config.stash.setdefault(_FAILED_KEY, []).append(record)
+
+
+def failed_cases(config) -> list[dict]:
+    """The failed cases recorded so far in this run (what goes under FAILED_CASES_KEY)."""
+    return list(config.stash.get(_FAILED_KEY, []))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item, call):
+    report = yield
+    if call.when != "call":
+        return report
+    # pytest-benchmark writes a benchmark only when its fixture recorded statistics without error; a
+    # case that ran out of memory returns before timing, so its extra_info would be lost with it.
+    fixture = getattr(item, "funcargs", {}).get("benchmark")
+    session = getattr(item.config, "_benchmarksession", None)
+    if fixture is None or getattr(session, "disabled", False):
+        return report
+    timed = getattr(fixture, "stats", None) is not None and not getattr(fixture, "has_error", False)
+    info = getattr(fixture, "extra_info", None) or {}
+    excinfo = call.excinfo
+    exception = excinfo.value if excinfo is not None and not excinfo.errisinstance(pytest.skip.Exception) else None
+    if timed or not isinstance(info, dict) or (info.get("status") == "ok" and exception is None):
+        return report
+    record = failed_case_record(info, name=fixture.name, fullname=fixture.fullname,
+                                group=getattr(fixture, "group", None), param=getattr(fixture, "param", None),
+                                test_outcome=report.outcome, exception=exception)
+    if record is not None:
+        record_failed_case(item.config, record)
+    return report
+
+
+def pytest_benchmark_update_json(config, benchmarks, output_json) -> None:
+    """The failed cases beside pytest-benchmark's benchmarks (its readers ignore unknown top-level keys)."""
+    output_json[FAILED_CASES_KEY] = failed_cases(config)
+
+
+def pytest_sessionfinish(session) -> None:
+    # Runs after pytest-benchmark saved (its hook wraps this one). With no benchmark timed at all it
+    # saved nothing ("no benchmarks have been run"): write the failed cases in its format ourselves.
+    config = session.config
+    bs = getattr(config, "_benchmarksession", None)
+    failed = failed_cases(config)
+    if bs is None or not failed or getattr(bs, "benchmarks", True) or getattr(bs, "disabled", True):
+        return
+    json_path, save = getattr(bs, "json", None), getattr(bs, "save", None) or getattr(bs, "autosave", None)
+    if not (json_path or save):
+        return
+    machine_info = bs.get_machine_info()
+    commit_info = config.hook.pytest_benchmark_generate_commit_info(config=config)
+    config.hook.pytest_benchmark_update_commit_info(config=config, commit_info=commit_info)
+
+    def output_json(include_data: bool) -> dict:
+        out = config.hook.pytest_benchmark_generate_json(config=config, benchmarks=[], include_data=include_data,
+                                                         machine_info=machine_info, commit_info=commit_info)
+        config.hook.pytest_benchmark_update_json(config=config, benchmarks=[], output_json=out)
+        return out
+
+    if json_path:
+        bs.save_json(output_json(True))
+    if save:
+        bs.storage.save(output_json(bool(bs.save_data)), save)
+    bs.logger.info(f"bench: no benchmark was timed; saved the {len(failed)} failed case(s) under {FAILED_CASES_KEY!r}")
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    failed = failed_cases(terminalreporter.config)
+    if not failed:
+        return
+    terminalreporter.section(f"bench: failed cases (recorded in the benchmark JSON under {FAILED_CASES_KEY})")
+    for r in failed:
+        terminalreporter.write_line(f"{r.get('case_id') or r['name']}: {r['status']}: {r.get('error')}")
 
 
 @pytest.fixture(scope="session")

@@ -100,7 +100,7 @@ class Measurement:
 
     @property
     def stats(self) -> SampleStats | None:
-        return summarize(self.samples_s) if self.samples_s else None
+        return summarize(self.samples_s, block_medians=self.block_medians_s) if self.samples_s else None
 
     @property
     def throughput(self) -> float | None:
@@ -296,6 +296,19 @@ def _finite(o):
     return o
 
 
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # not every platform opens folders; the data itself is already synced
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
 def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     """Write JSON to a temporary file beside `path`, fsync it, then rename over `path`.
 
@@ -306,12 +319,17 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     text = json.dumps(_finite(json.loads(json.dumps(data, default=_json_default))), indent=1, allow_nan=False)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        # mkstemp makes the file private (0600); results are shared artefacts, so use the umask.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
         with os.fdopen(fd, "w") as f:
             f.write(text)
             f.write("\n")
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)  # make the rename itself durable
     except BaseException:
         try:
             os.unlink(tmp)

@@ -46,6 +46,7 @@ class SampleStats:
     ci_high_s: float | None
     ci_rel_halfwidth: float | None
     outliers: int
+    ci_basis: str | None = None  # "samples", or "samples+blocks" when widened by the block medians' CI
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -55,8 +56,18 @@ class SampleStats:
         return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})
 
 
-def summarize(samples: Sequence[float], confidence: float = CONFIDENCE) -> SampleStats:
-    """Summarise raw samples. Requires at least one sample."""
+MIN_BLOCKS_FOR_CI = 6  # the distribution-free 95% CI of a median needs at least 6 values
+
+
+def summarize(samples: Sequence[float], confidence: float = CONFIDENCE,
+              block_medians: Sequence[float] | None = None) -> SampleStats:
+    """Summarise raw samples. Requires at least one sample.
+
+    Steps timed in one block share its conditions (clocks, host load, what ran before), so they are
+    not independent draws: when the levels of repeated blocks differ, a CI from the pooled samples
+    is too narrow. With `block_medians` (at least MIN_BLOCKS_FOR_CI of them) the CI is widened to
+    also cover the CI of the median of the block medians, whose effective sample size is honest.
+    """
     x = np.sort(np.asarray(samples, dtype=float))
     n = int(x.size)
     if n == 0:
@@ -66,10 +77,17 @@ def summarize(samples: Sequence[float], confidence: float = CONFIDENCE) -> Sampl
     iqr = q3 - q1
     outliers = int(np.sum((x < q1 - 1.5 * iqr) | (x > q3 + 1.5 * iqr)))
     idx = median_ci_indices(n, confidence)
+    basis = None
     if idx is None:
         lo = hi = rel = None
     else:
         lo, hi = float(x[idx[0]]), float(x[idx[1]])
+        basis = "samples"
+        blocks = sorted(float(b) for b in (block_medians or ()))
+        bidx = median_ci_indices(len(blocks), confidence) if len(blocks) >= MIN_BLOCKS_FOR_CI else None
+        if bidx is not None:
+            lo, hi = min(lo, blocks[bidx[0]]), max(hi, blocks[bidx[1]])
+            basis = "samples+blocks"
         rel = (hi - lo) / 2.0 / median if median > 0 else None
     return SampleStats(
         n=n,
@@ -83,6 +101,7 @@ def summarize(samples: Sequence[float], confidence: float = CONFIDENCE) -> Sampl
         ci_high_s=hi,
         ci_rel_halfwidth=rel,
         outliers=outliers,
+        ci_basis=basis,
     )
 
 

@@ -34,6 +34,7 @@ class StepOptions:
     weight_decay: float = 0.0
     channels_last: bool = False
     compile: bool = False
+    cudnn_benchmark: bool = True  # let cuDNN autotune convolutions on CUDA (warm-up absorbs the tuning)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -154,6 +155,7 @@ class TrainStep:
         self._scale_drops: ScaleDropCounter | None = None
         self._last_loss: torch.Tensor | None = None
         self._tf32 = Tf32Switches()
+        self._saved_cudnn_benchmark: bool | None = None
 
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise BenchError(f"device {self.device} was asked for, but CUDA is not available here")
@@ -175,6 +177,10 @@ class TrainStep:
         if options.precision in ("fp32", "tf32"):
             # cuDNN allows TF32 by default, so "fp32" pins it off to mean IEEE fp32 everywhere.
             self._tf32.set(options.precision == "tf32")
+        if device.type == "cuda":
+            # Set per step, and put back on release, so probes and measurements share one setting.
+            self._saved_cudnn_benchmark = torch.backends.cudnn.benchmark
+            torch.backends.cudnn.benchmark = options.cudnn_benchmark
         torch.manual_seed(seed)
         module = self.workload.build_model()
         if not isinstance(module, nn.Module):
@@ -200,7 +206,14 @@ class TrainStep:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
         self.batch = (inputs, targets)
 
-        self.model = torch.compile(module) if options.compile else module
+        if options.compile:
+            # Every step builds a new module of the same class, and dynamo's cache is keyed on the
+            # forward code: without a reset the second batch size would get a dynamic-shape graph
+            # and, past the recompile limit, silently run eager. Each step compiles afresh, static.
+            torch._dynamo.reset()
+            self.model = torch.compile(module, dynamic=False)
+        else:
+            self.model = module
 
         if options.precision == "fp16":
             self.scaler = torch.amp.GradScaler(device.type)
@@ -255,6 +268,9 @@ class TrainStep:
         self._scale_drops = None
         self._last_loss = None
         self._tf32.restore()
+        if self._saved_cudnn_benchmark is not None:
+            torch.backends.cudnn.benchmark = self._saved_cudnn_benchmark
+            self._saved_cudnn_benchmark = None
         gc.collect()
         if self.device.type == "cuda" and torch.cuda.is_available():
             torch.cuda.empty_cache()

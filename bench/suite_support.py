@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 from .errors import BenchError
-from .results import Measurement, Probe
+from .results import STATUS_ERROR, STATUS_OOM, Measurement, Probe
 from .sweep import DEFAULT_MAX_BATCH, SweepConfig
 
 SUITES = ("step_time", "memory", "largest_batch")
@@ -26,6 +26,9 @@ SUBSETS = ("cpu", "full")
 EXTRA_INFO_SCHEMA = "bench.pytest"
 EXTRA_INFO_VERSION = 1
 HOST_SYNC_METHOD = "host clock around a synchronised step"
+# The top-level key of pytest-benchmark's JSON under which the plugin lists the cases pytest-benchmark
+# itself leaves out (it writes only benchmarks it timed): out-of-memory and failed cases are results too.
+FAILED_CASES_KEY = "bench_failed_cases"
 # The fingerprint fields that change with every commit: commit_info already holds them, and keeping
 # them out of machine_info spares every nightly compare a "machine_info is different" warning.
 PROVENANCE_FIELDS = ("git_commit", "git_dirty")
@@ -469,7 +472,8 @@ def benchmark_case(
     time the same step (synchronised) for its own statistics. Returns the library's Measurement.
 
     A point that runs out of memory or fails is returned with that status and pytest-benchmark does
-    not time it (its statistics would describe nothing). `synchronize` overrides the device's
+    not time it (its statistics would describe nothing); pytest-benchmark then leaves the case out of
+    its JSON, and the plugin lists it under FAILED_CASES_KEY instead. `synchronize` overrides the device's
     synchronise function (tests pass a fake one); `extra` is merged into extra_info.
     """
     from .step import StepOptions, TrainStep, check_options
@@ -649,7 +653,8 @@ def benchmark_largest_batch(
 ) -> tuple[LargestBatch, Measurement | None]:
     """Search the largest batch that fits for `case`, then benchmark a step at that batch.
 
-    Returns the search and the Measurement at the batch found (None when no batch fits).
+    Returns the search and the Measurement at the batch found (None when no batch fits; extra_info then
+    describes the smallest batch that failed, with status oom, or error when a probe failed otherwise).
     """
     from .step import StepOptions, check_options
     from .sweep import resolve_device
@@ -664,14 +669,66 @@ def benchmark_largest_batch(
     found = find_largest_batch(workload, config, device, start=start, limit=limit, probe=probe)
     search = {**found.to_dict(), "search_wall_time_s": time.perf_counter() - t0}
     if found.batch_size is None:
-        benchmark.extra_info.update(json_safe({"bench_schema": EXTRA_INFO_SCHEMA,
-                                               "bench_schema_version": EXTRA_INFO_VERSION,
-                                               "suite": case.suite, "case_id": case.id, "status": "oom",
-                                               "error": found.reason, "largest_batch": search}))
+        # No batch fits: the record is the smallest batch that failed, so the report shows the boundary.
+        failed = [p for p in found.probes if not p.fits]
+        first = min(failed, key=lambda p: p.batch_size) if failed else None
+        b = first.batch_size if first else start
+        at = case.sweep_config(settings, b)
+        m = Measurement(case=at.case(b, workload.name), status=STATUS_OOM if first is None or first.out_of_memory
+                        else STATUS_ERROR, error=found.reason)
+        info = extra_info_for(case, at, m, settings, batch_size=b)
+        info["largest_batch"] = search
+        benchmark.extra_info.update(json_safe(info))
         return found, None
     m = benchmark_case(benchmark, case, settings, batch_size=found.batch_size, synchronize=synchronize,
                        extra={"largest_batch": search})
     return found, m
+
+
+# --------------------------------------------------------------------------- cases pytest-benchmark leaves out
+
+
+def failed_case_record(
+    extra_info: dict[str, Any],
+    *,
+    name: str,
+    fullname: str,
+    group: str | None = None,
+    param: str | None = None,
+    test_outcome: str | None = None,
+    exception: BaseException | None = None,
+) -> dict[str, Any] | None:
+    """The entry under FAILED_CASES_KEY for a suite case pytest-benchmark did not time, or None when
+    `extra_info` is not ours (another project's benchmark).
+
+    `status`/`error` are the case's outcome: the library's when it failed (oom, error); when the library
+    measured the point but the test then raised before pytest-benchmark timed it, the exception's
+    (oom for an out-of-memory error). `extra_info` is kept whole, as the benchmark would have carried it.
+    """
+    from .sweep import is_oom
+
+    if not isinstance(extra_info, dict) or extra_info.get("bench_schema") != EXTRA_INFO_SCHEMA:
+        return None
+    status, error = extra_info.get("status"), extra_info.get("error")
+    if status not in (STATUS_OOM, STATUS_ERROR):
+        if exception is not None:
+            lines = str(exception).strip().splitlines()
+            status = STATUS_OOM if is_oom(exception) else STATUS_ERROR
+            error = f"{type(exception).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+        else:
+            status, error = STATUS_ERROR, "the test ended before pytest-benchmark timed the case"
+    return json_safe({
+        "name": name,
+        "fullname": fullname,
+        "group": group,
+        "param": param,
+        "suite": extra_info.get("suite"),
+        "case_id": extra_info.get("case_id"),
+        "status": status,
+        "error": error,
+        "test_outcome": test_outcome,
+        "extra_info": extra_info,
+    })
 
 
 # --------------------------------------------------------------------------- fingerprint and JSON

@@ -52,7 +52,7 @@ class SweepConfig:
     find_largest: bool = True
     seed: int = 0
     peak_tflops: float | None = None  # override the data-sheet peak used for MFU (e.g. from `bench peak`)
-    cudnn_benchmark: bool = True  # let cuDNN autotune convolutions (warm-up absorbs the tuning)
+    cudnn_benchmark: bool = True  # let cuDNN autotune convolutions on CUDA (warm-up absorbs the tuning)
     telemetry: bool = True
     telemetry_period_s: float = 0.05
 
@@ -86,6 +86,12 @@ class SweepConfig:
             b *= 2
         return sizes or [self.min_batch]
 
+    def step_options(self):
+        from .step import StepOptions
+
+        return StepOptions(precision=self.precision, optimizer=self.optimizer, channels_last=self.channels_last,
+                           compile=self.compile, cudnn_benchmark=self.cudnn_benchmark)
+
     def stopping_rule(self) -> CIStoppingRule:
         return CIStoppingRule(ci_target=self.ci_target, min_samples=self.min_samples,
                               min_time_s=self.min_time_s, budget_s=self.budget_s)
@@ -113,7 +119,9 @@ def is_oom(exc: BaseException) -> bool:
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return True
     msg = str(exc).lower()
-    return isinstance(exc, RuntimeError) and ("out of memory" in msg or "can't allocate memory" in msg)
+    # Near the memory limit cuBLAS/cuDNN fail to allocate their workspaces with their own messages.
+    markers = ("out of memory", "can't allocate memory", "alloc_failed", "cudnn_status_not_allocated")
+    return isinstance(exc, RuntimeError) and any(m in msg for m in markers)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -182,19 +190,14 @@ def measure_point(workload, config: SweepConfig, batch_size: int, device) -> Mea
 
     Never raises for a failure of the workload itself: OOM and other exceptions become the point's status.
     """
-    from .step import StepOptions, TrainStep
-
-    import torch
+    from .step import TrainStep
 
     m = Measurement(case=config.case(batch_size, workload.name))
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = config.cudnn_benchmark
     step = None
     tel = None
     failure: tuple[str, str] | None = None
     try:
-        options = StepOptions(precision=config.precision, optimizer=config.optimizer,
-                              channels_last=config.channels_last, compile=config.compile)
+        options = config.step_options()
         step = TrainStep(workload, batch_size, device, options, seed=config.seed)
         _reset_peak_memory(device)
         tel = _telemetry(config, device)
@@ -257,13 +260,12 @@ def probe_fits(workload, config: SweepConfig, batch_size: int, device) -> Probe:
     """Does a training step at `batch_size` run (PROBE_STEPS steps) without running out of memory?"""
     import torch
 
-    from .step import StepOptions, TrainStep
+    from .step import TrainStep
 
     step = None
     outcome: Probe
     try:
-        options = StepOptions(precision=config.precision, optimizer=config.optimizer,
-                              channels_last=config.channels_last, compile=config.compile)
+        options = config.step_options()
         step = TrainStep(workload, batch_size, device, options, seed=config.seed)
         for _ in range(PROBE_STEPS):
             step()
@@ -348,12 +350,16 @@ def resolve_device(name: str):
     return device
 
 
-def _check_resumable(existing: SweepResult, config: SweepConfig, path: Path) -> None:
+def _check_resumable(existing: SweepResult, config: SweepConfig, environment: dict, path: Path) -> None:
     new = config.to_dict()
     for k in IDENTITY_FIELDS:
         if existing.config.get(k) != new.get(k):
             raise BenchError(f"cannot resume {path}: it was measured with {k}={existing.config.get(k)!r}, "
                              f"this sweep has {k}={new.get(k)!r}")
+    old_hash, new_hash = existing.environment.get("hash"), environment.get("hash")
+    if old_hash and new_hash and old_hash != new_hash:
+        raise BenchError(f"cannot resume {path}: it was measured on other hardware or software "
+                         f"(fingerprint {old_hash}, here {new_hash}); start a new file")
 
 
 def _largest_fit_bounds(result: SweepResult) -> tuple[int, int] | None:
@@ -395,15 +401,14 @@ def prepare(config: SweepConfig, workload=None):
 
     Raises BenchError for bad settings, an unknown device or workload, or options the device lacks.
     """
-    from .step import StepOptions, check_options
+    from .step import check_options
     from .workloads import load_workload
 
     config.validate()
     device = resolve_device(config.device)
     if workload is None:
         workload = load_workload(config.workload, config.workload_args)
-    check_options(StepOptions(precision=config.precision, optimizer=config.optimizer,
-                              channels_last=config.channels_last, compile=config.compile), device)
+    check_options(config.step_options(), device)
     return workload, device
 
 
@@ -426,12 +431,15 @@ def run_sweep(
     out = Path(output) if output is not None else None
 
     result = None
+    environment = environment_info(device)
     if out is not None and resume and out.exists():
         result = load_sweep(out)
-        _check_resumable(result, config, out)
+        _check_resumable(result, config, environment, out)
         result.finished = False
+        # A failure other than memory may have been passing (a busy device, a driver hiccup): try again.
+        result.points = [p for p in result.points if p.status != STATUS_ERROR]
     if result is None:
-        result = SweepResult(config=config.to_dict(), environment=environment_info(device),
+        result = SweepResult(config=config.to_dict(), environment=environment,
                              created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
 
     def save():

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Protocol, Sequence
 
 from .errors import BenchError
-from .stats import summarize
+from .stats import MIN_BLOCKS_FOR_CI, summarize
 
 Step = Callable[[], object]
 
@@ -112,11 +112,13 @@ def timer_for(device) -> Timer:
 class StoppingRule(Protocol):
     name: str
 
-    def should_stop(self, samples: Sequence[float], elapsed_s: float) -> str | None:
+    def should_stop(self, samples: Sequence[float], elapsed_s: float,
+                    block_medians: Sequence[float] | None = None) -> str | None:
         """Return why to stop now (a STOP_* reason), or None to take more samples.
 
         `samples` are all measured step times so far (seconds); `elapsed_s` is the wall time spent
-        measuring this point so far.
+        measuring this point so far; `block_medians`, when the caller times in blocks, the median
+        of each block so far.
         """
 
     def to_dict(self) -> dict: ...
@@ -126,7 +128,12 @@ class StoppingRule(Protocol):
 class CIStoppingRule:
     """Stop once the 95% CI of the median is within ±`ci_target` (relative), after at least
     `min_samples` samples and `min_time_s` of measured step time; or when `budget_s` of wall time
-    or `max_samples` is spent, whichever comes first."""
+    or `max_samples` is spent, whichever comes first.
+
+    When the caller passes block medians, the CI must also hold across blocks (see
+    `stats.summarize`): at least MIN_BLOCKS_FOR_CI blocks, and the CI widened by theirs. Repeated
+    blocks at different levels (the launch-bound case) then run to the budget instead of claiming
+    a precision the data does not have."""
 
     ci_target: float = 0.01
     min_samples: int = 10
@@ -144,13 +151,18 @@ class CIStoppingRule:
             raise BenchError(f"time budget must be > 0 seconds, got {self.budget_s}")
         if self.min_time_s < 0:
             raise BenchError(f"minimum time must be >= 0 seconds, got {self.min_time_s}")
+        if self.min_time_s > self.budget_s:
+            raise BenchError(f"minimum time {self.min_time_s} s exceeds the time budget {self.budget_s} s: "
+                             "no point could stop on its CI target")
 
-    def should_stop(self, samples: Sequence[float], elapsed_s: float) -> str | None:
+    def should_stop(self, samples: Sequence[float], elapsed_s: float,
+                    block_medians: Sequence[float] | None = None) -> str | None:
         n = len(samples)
         if n >= self.max_samples:
             return STOP_MAX_SAMPLES
-        if n >= self.min_samples and sum(samples) >= self.min_time_s:
-            rel = summarize(samples).ci_rel_halfwidth
+        enough_blocks = block_medians is None or len(block_medians) >= MIN_BLOCKS_FOR_CI
+        if n >= self.min_samples and sum(samples) >= self.min_time_s and enough_blocks:
+            rel = summarize(samples, block_medians=block_medians).ci_rel_halfwidth
             if rel is not None and rel <= self.ci_target:
                 return STOP_CI
         if elapsed_s >= self.budget_s:
@@ -173,7 +185,8 @@ class FixedCountRule:
         if self.count < 1:
             raise BenchError(f"sample count must be >= 1, got {self.count}")
 
-    def should_stop(self, samples: Sequence[float], elapsed_s: float) -> str | None:
+    def should_stop(self, samples: Sequence[float], elapsed_s: float,
+                    block_medians: Sequence[float] | None = None) -> str | None:
         return STOP_COUNT if len(samples) >= self.count else None
 
     def to_dict(self) -> dict:
@@ -195,7 +208,8 @@ def make_stopping_rule(name: str, **params) -> StoppingRule:
 class WarmupRule:
     """Warm-up ends when step times stop trending down: after `min_steps` discarded steps, the
     median of the last `window` steps is no more than `tolerance` below the median of the window
-    before it. Caps: `max_steps` and `max_time_s` (then the reason says warm-up was cut short)."""
+    before it. Caps: `max_steps`, and `max_time_s` of step time after the first step (then the
+    reason says warm-up was cut short)."""
 
     min_steps: int = 2
     window: int = 3
@@ -239,7 +253,7 @@ class TimingResult:
     warnings: list[str] = field(default_factory=list)
 
 
-BLOCKS_PER_MIN_TIME = 5  # aim for several blocks within the minimum time, to compare repeated blocks
+BLOCKS_PER_MIN_TIME = MIN_BLOCKS_FOR_CI  # enough blocks within the minimum time for a CI across blocks
 MIN_BLOCK = 3
 MAX_BLOCK = 200
 
@@ -270,7 +284,9 @@ def measure(
     t_start = clock()
     while True:
         res.warmup_samples_s += timer.time_block(step, warmup.window)
-        reason = warmup.is_warm(res.warmup_samples_s, clock() - t_start)
+        # The time cap counts from the second step: a first step that compiles or autotunes for
+        # longer than the cap must not end warm-up before the times could settle.
+        reason = warmup.is_warm(res.warmup_samples_s, sum(res.warmup_samples_s[1:]))
         if reason:
             res.warmup_reason = reason
             break
@@ -297,7 +313,7 @@ def measure(
         if len(block) >= MIN_BLOCK:  # a block cut short by the budget says little about agreement
             res.block_medians_s.append(statistics.median(block))
         typical = statistics.median(res.samples_s[-min(len(res.samples_s), 3 * MAX_BLOCK):])
-        reason = rule.should_stop(res.samples_s, clock() - t_measure)
+        reason = rule.should_stop(res.samples_s, clock() - t_measure, res.block_medians_s)
         if reason:
             res.stop_reason = reason
             break
@@ -306,7 +322,7 @@ def measure(
     if min_samples and len(res.samples_s) < min_samples:
         res.warnings.append(f"only {len(res.samples_s)} samples (fewer than the minimum {min_samples}) within the time budget")
     if res.stop_reason == STOP_BUDGET:
-        rel = summarize(res.samples_s).ci_rel_halfwidth
+        rel = summarize(res.samples_s, block_medians=res.block_medians_s).ci_rel_halfwidth
         target = getattr(rule, "ci_target", None)
         shown = "n/a" if rel is None else f"±{rel:.1%}"
         res.warnings.append(f"time budget ran out before the 95% CI of the median reached ±{target:.1%} (it is {shown})")

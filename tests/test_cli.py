@@ -112,3 +112,12 @@ def test_sweep_table_shows_gpu_telemetry_columns_only_when_measured():
     gpu = render(SweepResult(config={}, points=[point(1, {"kernel_active_pct_mean": 41.0, "power_w_mean": 312.4}),
                                                 point(2, {"kernel_active_pct_mean": 97.0})]))
     assert "kernel active" in gpu and "41%" in gpu and "97%" in gpu and "312 W" in gpu
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sweep", "--resume"], "--resume needs -o"),
+    (["sweep", "--resume", "--overwrite", "-o", "x.json"], "contradict"),
+])
+def test_resume_needs_a_file_and_excludes_overwrite(capsys, argv, message):
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2 and message in err

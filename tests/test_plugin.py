@@ -4,21 +4,28 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
+import sys
 import textwrap
+from types import SimpleNamespace
 
 import pytest
 import torch
 
+from bench.adapters import load_results
 from bench.errors import BenchError
 from bench.results import Case, Measurement, Probe
 from bench.suite_support import (
     CPU_BATCH_SIZES,
     CPU_PRECISIONS,
     CPU_WORKLOADS,
+    FAILED_CASES_KEY,
     SuiteCase,
     SuiteOptions,
     SuiteSettings,
+    benchmark_largest_batch,
     catalogue,
+    failed_case_record,
     find_largest_batch,
     json_safe,
     parse_case_id,
@@ -205,11 +212,11 @@ class FakeDevice:
 '''
 
 
-def run_inline(pytester, source: str, *args: str):
+def run_inline(pytester, source: str, *args: str, ret: int = 0):
     pytester.makepyfile(test_inner=FAKE_DEVICE + textwrap.dedent(source))
     out = pytester.path / "out.json"
     result = pytester.runpytest_inprocess("-p", "no:cacheprovider", f"--benchmark-json={out}", *args)
-    assert result.ret == 0, result.stdout.str()
+    assert result.ret == ret, result.stdout.str()
     return result, json.loads(out.read_text())
 
 
@@ -271,6 +278,107 @@ def test_plugin_parametrises_by_fixture_and_adds_the_fingerprint_to_machine_info
     fp = data["machine_info"]["bench_fingerprint"]
     assert fp["device_type"] == "cpu" and isinstance(fp["hash"], str) and "git_commit" not in fp
     assert fp["torch_version"]
+
+
+# A user workload (package.module:function) that runs out of memory above `limit` samples, as a GPU would.
+OOM_SUITE = '''
+    import torch
+    from torch import nn
+    from bench.suite_support import SuiteCase, SuiteSettings, benchmark_case
+
+    def oom_mlp(limit: int = 8):
+        class Model(nn.Linear):
+            def forward(self, x):
+                if x.shape[0] > limit:
+                    raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {x.shape[0]} GiB")
+                return super().forward(x)
+
+        return (lambda: Model(4, 2), lambda b, device: (torch.randn(b, 4, device=device), torch.randn(b, 2, device=device)),
+                nn.functional.mse_loss)
+
+    def run(benchmark, batch_size):
+        torch.set_num_threads(1)
+        case = SuiteCase("step_time", "test_inner:oom_mlp", "fp32", batch_size, "cpu")
+        m = benchmark_case(benchmark, case, SuiteSettings(budget_s=0.05, min_rounds=2), synchronize=None)
+        assert m.ok, f"{case.id}: {m.status}: {m.error}"
+'''
+
+
+def test_an_out_of_memory_case_fails_its_test_and_is_kept_in_the_json_under_bench_failed_cases(pytester):
+    pytester.makeconftest("from bench.pytest_plugin import *  # noqa")
+    result, data = run_inline(pytester, OOM_SUITE + '''
+    def test_fits(benchmark):
+        run(benchmark, 4)
+
+    def test_oom(benchmark):
+        run(benchmark, 16)
+    ''', ret=pytest.ExitCode.TESTS_FAILED)
+    result.assert_outcomes(passed=1, failed=1)  # a nightly job goes red on an out-of-memory regression
+    assert [b["name"] for b in data["benchmarks"]] == ["test_fits"]
+    (failed,) = data[FAILED_CASES_KEY]
+    assert failed["name"] == "test_oom" and failed["fullname"] == "test_inner.py::test_oom"
+    assert failed["status"] == "oom" and failed["error"].startswith("OutOfMemoryError: CUDA out of memory")
+    assert failed["test_outcome"] == "failed" and failed["case_id"] == "test_inner:oom_mlp-fp32-bs16-cpu"
+    info = failed["extra_info"]
+    assert info["status"] == "oom" and info["batch_size"] == 16 and info["measurement"]["status"] == "oom"
+    assert info["null_reasons"]["step_time_median_s"].startswith("not measured: oom")
+    result.stdout.fnmatch_lines(["*bench: failed cases*", "test_inner:oom_mlp-fp32-bs16-cpu: oom: OutOfMemoryError*"])
+
+
+def test_pytest_benchmark_compare_accepts_the_failed_cases_and_our_adapter_reads_the_oom_point(pytester):
+    pytester.makeconftest("from bench.pytest_plugin import *  # noqa")
+    run_inline(pytester, OOM_SUITE + '''
+    def test_fits(benchmark):
+        run(benchmark, 8)
+
+    def test_oom(benchmark):
+        run(benchmark, 9)
+    ''', ret=pytest.ExitCode.TESTS_FAILED)
+    out = pytester.path / "out.json"
+    proc = subprocess.run([sys.executable, "-m", "pytest_benchmark", "compare", str(out)],
+                          cwd=pytester.path, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "test_fits" in proc.stdout
+    (sweep,) = load_results(out)
+    assert [(p.batch_size, p.status) for p in sweep.points] == [(8, "ok"), (9, "oom")]
+    assert sweep.points[1].error.startswith("OutOfMemoryError") and sweep.ok_points() == sweep.points[:1]
+    assert sweep.config["source"]["failed_cases"] == ["test_inner.py::test_oom"]
+
+
+def test_a_run_in_which_every_case_failed_still_writes_the_json_with_them(pytester):
+    # pytest-benchmark alone writes no file at all when nothing was timed.
+    pytester.makeconftest("from bench.pytest_plugin import *  # noqa")
+    _, data = run_inline(pytester, OOM_SUITE + '''
+    def test_oom(benchmark):
+        run(benchmark, 16)
+    ''', ret=pytest.ExitCode.TESTS_FAILED)
+    assert data["benchmarks"] == [] and {"machine_info", "commit_info", "datetime", "version"} <= set(data)
+    assert "bench_fingerprint" in data["machine_info"]
+    assert [f["status"] for f in data[FAILED_CASES_KEY]] == ["oom"]
+
+
+def test_a_case_measured_by_the_library_whose_test_then_runs_out_of_memory_is_recorded_as_oom():
+    info = {"bench_schema": "bench.pytest", "suite": "step_time", "case_id": "mlp-fp32-bs4-cpu", "status": "ok",
+            "error": None}
+    record = failed_case_record(info, name="t", fullname="f::t", test_outcome="failed",
+                                exception=torch.cuda.OutOfMemoryError("CUDA out of memory.\nmore"))
+    assert (record["status"], record["error"]) == ("oom", "OutOfMemoryError: CUDA out of memory.")
+    assert record["extra_info"]["status"] == "ok"  # the library's own record is kept as it was
+    other = failed_case_record(info, name="t", fullname="f::t", exception=ValueError("bad shape"))
+    assert (other["status"], other["error"]) == ("error", "ValueError: bad shape")
+    assert failed_case_record({"anything": 1}, name="t", fullname="f::t") is None  # not ours
+
+
+def test_largest_batch_that_never_fits_records_the_smallest_failing_batch_as_oom():
+    probe, _ = fake_probe(capacity=0)
+    benchmark = SimpleNamespace(extra_info={})
+    case = SuiteCase("largest_batch", "mlp", "fp32", None, "cpu", (("hidden", 8), ("in_features", 8), ("depth", 1)))
+    found, m = benchmark_largest_batch(benchmark, case, SuiteSettings(budget_s=0.05), probe=probe, start=2, limit=8)
+    info = benchmark.extra_info
+    assert m is None and found.batch_size is None
+    assert (info["status"], info["batch_size"], info["case_id"]) == ("oom", 2, "mlp-fp32-bs2-cpu")
+    assert info["measurement"]["status"] == "oom" and info["error"] == "even batch 2 runs out of memory"
+    assert info["largest_batch"]["batch_size"] is None and info["largest_batch"]["probes"][0]["batch_size"] == 2
 
 
 def test_plugin_turns_a_bad_option_into_a_usage_error(pytester):

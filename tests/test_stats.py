@@ -36,3 +36,19 @@ def test_summarize_rejects_empty_input():
 def test_relative_spread_is_half_range_over_median():
     assert relative_spread([0.9, 1.0, 1.1]) == pytest.approx(0.1)
     assert relative_spread([1.0]) is None
+
+
+def test_block_medians_widen_the_ci_when_blocks_sit_at_different_levels():
+    # five long blocks at 1.0 and one at 1.3: the pooled samples pin the median at 1.0 exactly, but
+    # with six blocks the level of a block is only known to lie within [1.0, 1.3]
+    samples = [1.0] * 500 + [1.3] * 100
+    pooled = summarize(samples)
+    blocked = summarize(samples, block_medians=[1.0, 1.0, 1.0, 1.0, 1.0, 1.3])
+    assert pooled.ci_basis == "samples" and (pooled.ci_low_s, pooled.ci_high_s) == (1.0, 1.0)
+    assert blocked.ci_basis == "samples+blocks" and (blocked.ci_low_s, blocked.ci_high_s) == (1.0, 1.3)
+    assert blocked.ci_rel_halfwidth > pooled.ci_rel_halfwidth
+
+
+def test_too_few_blocks_leave_the_sample_ci_alone():
+    samples = [1.0, 1.1, 1.2, 1.0, 1.1, 1.2, 1.0, 1.1]
+    assert summarize(samples, block_medians=[1.0, 2.0]).ci_basis == "samples"

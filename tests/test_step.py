@@ -403,3 +403,11 @@ def test_cuda_step_never_synchronises_with_the_host(precision, optimizer):
     else:
         assert step.skipped_steps is None
     step.release()
+
+
+def test_compile_starts_from_a_fresh_dynamo_cache_with_static_shapes(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch._dynamo, "reset", lambda: calls.append("reset"))
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: calls.append(kw) or module)
+    TrainStep(tiny("mlp"), 4, CPU, StepOptions(compile=True)).release()
+    assert calls == ["reset", {"dynamic": False}]

@@ -234,3 +234,45 @@ def test_real_cuda_sweep_carries_nvml_telemetry_and_energy():
     assert t["energy_per_sample_j"] is None or t["energy_per_sample_j"] > 0
     assert t["flops_per_step"] > 0 and t["achieved_tflops"] > 0
     assert result.environment.get("hash")
+
+
+def test_allocator_failures_of_cublas_and_cudnn_count_as_out_of_memory():
+    from bench.sweep import is_oom
+
+    assert is_oom(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"))
+    assert is_oom(RuntimeError("cuDNN error: CUDNN_STATUS_NOT_ALLOCATED"))
+    assert not is_oom(RuntimeError("Expected more than 1 value per channel when training"))
+
+
+def test_results_files_are_readable_by_others_as_the_umask_allows(tmp_path):
+    import os
+
+    out = tmp_path / "sweep.json"
+    old = os.umask(0o022)
+    try:
+        run_sweep(SweepConfig(batch_sizes=[2], **FAST), workload=tiny_workload(), output=out)
+    finally:
+        os.umask(old)
+    assert out.stat().st_mode & 0o777 == 0o644
+
+
+def test_resume_measures_failed_points_again_but_keeps_good_ones(tmp_path):
+    out = tmp_path / "sweep.json"
+    wl = tiny_workload(fail_with=RuntimeError("device busy"), fail_at={4})
+    first = run_sweep(SweepConfig(batch_sizes=[2, 4], **FAST), workload=wl, output=out)
+    assert first.point(4).status == "error"
+    built = []
+    second = run_sweep(SweepConfig(batch_sizes=[2, 4], **FAST), workload=tiny_workload(built=built), output=out,
+                       resume=True)
+    assert second.point(4).status == "ok" and second.point(2).samples_s == first.point(2).samples_s
+    assert len(built) == 1
+
+
+def test_resume_refuses_a_file_from_other_hardware(tmp_path, monkeypatch):
+    import bench.sweep as sweep_module
+
+    out = tmp_path / "sweep.json"
+    run_sweep(SweepConfig(batch_sizes=[2], **FAST), workload=tiny_workload(), output=out)
+    monkeypatch.setattr(sweep_module, "environment_info", lambda device: {"hash": "another-machine"})
+    with pytest.raises(BenchError, match="other hardware or software"):
+        run_sweep(SweepConfig(batch_sizes=[2, 4], **FAST), workload=tiny_workload(), output=out, resume=True)

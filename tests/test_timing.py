@@ -149,3 +149,29 @@ def test_host_timer_includes_synchronisation_in_the_window():
     out = timer.time_block(lambda: None, 3)
     assert len(synced) == 3
     assert out == [2, 2, 2]  # start, sync, end: the sync's tick falls inside each step
+
+
+def test_blocks_at_different_levels_do_not_stop_on_the_ci_target():
+    # 20 steps per block, blocks alternating between two levels 23% apart: the pooled samples give
+    # a tight CI, but the level of a block is not known to +-1%.
+    levels = itertools.cycle([0.010] * 20 + [0.0123] * 20)
+    timer = ScriptedTimer(levels)
+    res = measure(lambda: None, timer=timer, clock=timer.clock, target_block_s=0.2,
+                  rule=CIStoppingRule(ci_target=0.01, min_samples=10, min_time_s=0.2, budget_s=3.0),
+                  warmup=WarmupRule(max_steps=6))
+    assert res.stop_reason == STOP_BUDGET
+
+
+def test_a_long_first_step_does_not_cut_warm_up_short():
+    decaying = [0.02 * (1 + 0.5 * 0.6 ** i) for i in range(200)]
+    timer = ScriptedTimer(itertools.chain([60.0], decaying, itertools.repeat(0.02)))
+    res = measure(lambda: None, timer=timer, clock=timer.clock,
+                  rule=CIStoppingRule(ci_target=0.01, min_samples=10, min_time_s=0.1, budget_s=5),
+                  warmup=WarmupRule(max_time_s=30.0))
+    assert res.warmup_reason == WARM_STABLE
+    assert len(res.warmup_samples_s) > 3
+
+
+def test_a_minimum_time_above_the_budget_is_rejected():
+    with pytest.raises(BenchError, match="exceeds the time budget"):
+        CIStoppingRule(min_time_s=5.0, budget_s=2.0)

@@ -8,6 +8,7 @@ from datetime import datetime
 from pathlib import Path
 
 from .. import fmt
+from ..errors import BenchError
 from ..results import SweepResult, check_output_file
 from .args import parse_list
 
@@ -91,6 +92,10 @@ def run(args: argparse.Namespace) -> int:
     from ..sweep import prepare, run_sweep
     from .progress import SweepProgress
 
+    if args.resume and not args.output:
+        raise BenchError("--resume needs -o/--output: the file of the sweep to continue")
+    if args.resume and args.overwrite:
+        raise BenchError("--resume and --overwrite contradict each other: continue the file, or replace it")
     config = config_from_args(args)
     workload, _ = prepare(config)  # bad input fails here, before any progress bar or file
     output = Path(args.output) if args.output else default_output(config.workload, config.device, config.precision)
