@@ -11,6 +11,9 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+# A step imports torch._dynamo, which registers C++ operators once per process; pytester's in-process
+# runs drop the modules they imported, so a second run would import (and register) it again and fail.
+import torch._dynamo  # noqa: F401
 
 from bench.adapters import load_results
 from bench.errors import BenchError
