@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The GPU checks in one run (about 6-8 minutes on an H100), for a session lent a GPU machine:
+# The GPU checks in one run (estimated 6-9 minutes on an H100; not yet run on one), for a session lent a GPU:
 #   bash scripts/gpu_check.sh                 # on the GPU box, from a checkout (nothing installed)
 #   TINY=1 bash scripts/gpu_check.sh          # tiny sizes on the CPU, to test this script itself
 # Results go to $OUT (the device tool's folder; default docs/gpu), a short table is printed last.
@@ -20,7 +20,7 @@ else
   DEV=cuda
   R50="-w resnet50 -p bf16 --channels-last --budget 2 --max-batch 4096"
   TF="-w transformer -p bf16 -a seq_len=1024 -a d_model=1024 -a n_layers=12 -a n_heads=16 -a vocab=32768 --budget 2 --max-batch 1024"
-  SUITES="--bench-device cuda --bench-budget 1"
+  SUITES="--bench-device cuda --bench-budget 1 --bench-precisions bf16 --bench-workloads mlp,cnn,transformer"  # a subset: the whole GPU tier takes longer than one device call
   CMP="--device cuda --workload resnet50 --batch-sizes 32,256 --rounds 3"
   OVH="--device cuda --workload resnet50 --batch-size 256 --rounds 6"; PEAK=""
 fi
