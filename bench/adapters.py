@@ -54,15 +54,16 @@ def load_pytest_benchmark(path: str | os.PathLike) -> list[SweepResult]:
 
 
 def sweeps_from_pytest_benchmark(data: dict, source: str | None = None) -> list[SweepResult]:
-    """The parsed form of `load_pytest_benchmark`: group benchmarks into sweeps and rebuild their points."""
+    """The parsed form of `load_pytest_benchmark`: group benchmarks, and the failed cases pytest-benchmark
+    leaves out of them (FAILED_CASES_KEY), into sweeps and rebuild their points."""
     where = source or "pytest-benchmark data"
     groups: OrderedDict[str, dict[str, Any]] = OrderedDict()
     failed = data.get(FAILED_CASES_KEY) or []
     if not isinstance(failed, list):
         raise InvalidResultsFile(f"{where}: {FAILED_CASES_KEY} is not a list")
-    entries = [("benchmark", b, _measurement) for b in data.get("benchmarks") or []]
-    entries += [("failed case", f, _failed_measurement) for f in failed]
-    for i, (what, bench, read) in enumerate(entries):
+    entries = [("benchmark", i, b, _measurement) for i, b in enumerate(data.get("benchmarks") or [])]
+    entries += [("failed case", i, f, _failed_measurement) for i, f in enumerate(failed)]
+    for what, i, bench, read in entries:
         if not isinstance(bench, dict):
             raise InvalidResultsFile(f"{where}: {what} #{i} is not an object")
         try:

@@ -148,29 +148,31 @@ def failed_cases(config) -> list[dict]:
     return list(config.stash.get(_FAILED_KEY, []))
 
 
-@pytest.hookimpl(wrapper=True)
+@pytest.hookimpl(hookwrapper=True)  # old-style, as pytest-benchmark's own: pytest >= 7.4 has it
 def pytest_runtest_makereport(item, call):
-    report = yield
-    if call.when != "call":
-        return report
+    outcome = yield
+    if call.when == "call":
+        _record_if_not_timed(item, call, outcome.get_result())
+
+
+def _record_if_not_timed(item, call, report) -> None:
     # pytest-benchmark writes a benchmark only when its fixture recorded statistics without error; a
     # case that ran out of memory returns before timing, so its extra_info would be lost with it.
     fixture = getattr(item, "funcargs", {}).get("benchmark")
     session = getattr(item.config, "_benchmarksession", None)
     if fixture is None or getattr(session, "disabled", False):
-        return report
+        return
     timed = getattr(fixture, "stats", None) is not None and not getattr(fixture, "has_error", False)
     info = getattr(fixture, "extra_info", None) or {}
     excinfo = call.excinfo
     exception = excinfo.value if excinfo is not None and not excinfo.errisinstance(pytest.skip.Exception) else None
     if timed or not isinstance(info, dict) or (info.get("status") == "ok" and exception is None):
-        return report
+        return
     record = failed_case_record(info, name=fixture.name, fullname=fixture.fullname,
                                 group=getattr(fixture, "group", None), param=getattr(fixture, "param", None),
                                 test_outcome=report.outcome, exception=exception)
     if record is not None:
         record_failed_case(item.config, record)
-    return report
 
 
 def pytest_benchmark_update_json(config, benchmarks, output_json) -> None:
@@ -210,7 +212,7 @@ def pytest_terminal_summary(terminalreporter) -> None:
     failed = failed_cases(terminalreporter.config)
     if not failed:
         return
-    terminalreporter.section(f"bench: failed cases (recorded in the benchmark JSON under {FAILED_CASES_KEY})")
+    terminalreporter.section(f"bench: failed cases (kept in --benchmark-json and saved runs under {FAILED_CASES_KEY})")
     for r in failed:
         terminalreporter.write_line(f"{r.get('case_id') or r['name']}: {r['status']}: {r.get('error')}")
 

@@ -674,8 +674,8 @@ def benchmark_largest_batch(
         first = min(failed, key=lambda p: p.batch_size) if failed else None
         b = first.batch_size if first else start
         at = case.sweep_config(settings, b)
-        m = Measurement(case=at.case(b, workload.name), status=STATUS_OOM if first is None or first.out_of_memory
-                        else STATUS_ERROR, error=found.reason)
+        status = STATUS_OOM if first is None or first.out_of_memory else STATUS_ERROR
+        m = Measurement(case=at.case(b, workload.name), status=status, error=found.reason)
         info = extra_info_for(case, at, m, settings, batch_size=b)
         info["largest_batch"] = search
         benchmark.extra_info.update(json_safe(info))

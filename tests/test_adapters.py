@@ -9,7 +9,7 @@ import pytest
 from bench.adapters import HOST_TIMER, load_pytest_benchmark, load_results, sweeps_from_pytest_benchmark
 from bench.errors import BenchError
 from bench.results import Measurement, SweepResult, save_sweep
-from bench.suite_support import SuiteCase, SuiteSettings, extra_info_for, json_safe
+from bench.suite_support import FAILED_CASES_KEY, SuiteCase, SuiteSettings, extra_info_for, failed_case_record, json_safe
 
 SETTINGS = SuiteSettings(budget_s=0.5)
 
@@ -28,11 +28,26 @@ def our_benchmark(batch_size: int, samples: list[float], suite: str = "step_time
                       "rounds": len(host), "data": host, "iterations": 1}}
 
 
-def pb_file(benchmarks: list[dict], machine_info: dict | None = None) -> dict:
-    return {"machine_info": machine_info if machine_info is not None else
+def failed_case(batch_size: int, status: str = "oom", error: str = "OutOfMemoryError: CUDA out of memory",
+                suite: str = "step_time", extra: dict | None = None) -> dict:
+    """An entry of bench_failed_cases as the plugin writes it for a case the library could not measure."""
+    case = SuiteCase(suite, "mlp", "fp32", batch_size, "cpu", (("hidden", 16),))
+    config = case.sweep_config(SETTINGS, batch_size)
+    m = Measurement(case=config.case(batch_size, "mlp"), status=status, error=error)
+    info = json_safe({**extra_info_for(case, config, m, SETTINGS, batch_size=batch_size), **(extra or {})})
+    name = f"test_{suite}[{case.id}]"
+    return failed_case_record(info, name=name, fullname=f"suites/test_{suite}.py::{name}", param=case.id,
+                              test_outcome="failed", exception=AssertionError(f"{case.id}: {status}: {error}"))
+
+
+def pb_file(benchmarks: list[dict], machine_info: dict | None = None, failed: list[dict] | None = None) -> dict:
+    data = {"machine_info": machine_info if machine_info is not None else
             {"node": "n1", "bench_fingerprint": {"device_type": "cpu", "hash": "abc123", "null_reasons": {}}},
             "commit_info": {"id": "deadbeef", "dirty": False}, "benchmarks": benchmarks,
             "datetime": "2026-01-01T00:00:00+00:00", "version": "5.3.1"}
+    if failed is not None:
+        data[FAILED_CASES_KEY] = failed
+    return data
 
 
 def write(tmp_path, data, name="run.json"):
@@ -101,6 +116,56 @@ def test_the_largest_batch_search_comes_back_with_its_probes(tmp_path):
     (sweep,) = load_pytest_benchmark(path)
     assert sweep.largest_batch_that_fits == 300 and "301" in sweep.largest_batch_reason
     assert [p.batch_size for p in sweep.probes] == [256, 512]
+
+
+def test_failed_cases_come_back_as_oom_and_error_points_in_the_sweep_of_their_case(tmp_path):
+    data = pb_file([our_benchmark(16, SAMPLES_B), our_benchmark(4, SAMPLES_A)],
+                   failed=[failed_case(64), failed_case(32, status="error", error="ValueError: bad shape"),
+                           failed_case(64, suite="memory")])
+    step_time, memory = load_pytest_benchmark(write(tmp_path, data))
+    assert [(p.batch_size, p.status) for p in step_time.points] == [(4, "ok"), (16, "ok"), (32, "error"), (64, "oom")]
+    assert step_time.point(64).error == "OutOfMemoryError: CUDA out of memory" and not step_time.point(64).samples_s
+    assert step_time.point(32).error == "ValueError: bad shape"
+    assert step_time.config["batch_sizes"] == [4, 16, 32, 64]
+    assert step_time.config["source"]["failed_cases"] == ["suites/test_step_time.py::test_step_time[mlp-fp32-bs64-cpu]",
+                                                          "suites/test_step_time.py::test_step_time[mlp-fp32-bs32-cpu]"]
+    # The analysis runs over the points that were measured; the failed ones do not break it.
+    assert step_time.analysis is not None and [p["batch_size"] for p in step_time.analysis["points"]] == [4, 16]
+    assert [(p.batch_size, p.status) for p in memory.points] == [(64, "oom")]
+
+
+def test_a_largest_batch_search_where_nothing_fits_comes_back_as_its_oom_boundary(tmp_path):
+    search = {"batch_size": None, "reason": "even batch 1 runs out of memory", "limited": False,
+              "probes": [{"batch_size": 2, "fits": False, "error": "OOM"}, {"batch_size": 1, "fits": False, "error": "OOM"}]}
+    record = failed_case(1, suite="largest_batch", error=search["reason"], extra={"largest_batch": search})
+    data = pb_file([], failed=[record])
+    (sweep,) = load_pytest_benchmark(write(tmp_path, data))
+    assert [(p.batch_size, p.status) for p in sweep.points] == [(1, "oom")]
+    assert sweep.largest_batch_that_fits is None and sweep.largest_batch_reason == "even batch 1 runs out of memory"
+    assert [p.batch_size for p in sweep.probes] == [2, 1]
+
+
+def test_a_point_the_library_measured_whose_test_then_failed_takes_the_failure_and_keeps_its_samples(tmp_path):
+    info = our_benchmark(8, SAMPLES_A)["extra_info"]
+    record = failed_case_record(info, name="test_step_time[mlp-fp32-bs8-cpu]",
+                                fullname="suites/test_step_time.py::test_step_time[mlp-fp32-bs8-cpu]",
+                                exception=MemoryError("CUDA out of memory"))
+    (sweep,) = load_pytest_benchmark(write(tmp_path, pb_file([], failed=[record])))
+    (point,) = sweep.points
+    assert point.status == "error" and point.error == "MemoryError: CUDA out of memory"
+    assert point.samples_s == SAMPLES_A and "before pytest-benchmark timed it" in point.warnings[-1]
+
+
+@pytest.mark.parametrize("failed, message", [
+    ({"bad": 1}, "bench_failed_cases is not a list"),
+    (["x"], "failed case #0 is not an object"),
+    ([{"name": "test_x", "status": "ok", "extra_info": {}}], "status 'ok' is not a failure"),
+    ([{"name": "test_x", "status": "oom", "extra_info": {}}], "not a suite case id"),
+])
+def test_malformed_failed_cases_are_one_line_bench_errors(tmp_path, failed, message):
+    with pytest.raises(BenchError) as e:
+        load_pytest_benchmark(write(tmp_path, pb_file([our_benchmark(4, SAMPLES_A)], failed=failed)))
+    assert message in str(e.value) and "\n" not in str(e.value)
 
 
 def test_sweeps_from_pytest_benchmark_round_trip_through_our_schema():

@@ -302,9 +302,15 @@ OOM_SUITE = '''
     def run(benchmark, batch_size):
         torch.set_num_threads(1)
         case = SuiteCase("step_time", "test_inner:oom_mlp", "fp32", batch_size, "cpu")
-        m = benchmark_case(benchmark, case, SuiteSettings(budget_s=0.05, min_rounds=2), synchronize=None)
+        m = benchmark_case(benchmark, case, SuiteSettings(budget_s=0.05, warmup_max_s=0.05, telemetry=False),
+                           synchronize=None)
         assert m.ok, f"{case.id}: {m.status}: {m.error}"
 '''
+
+
+def pytest_benchmark_compare(*files, cwd) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "pytest_benchmark", "compare", *map(str, files)],
+                          cwd=cwd, capture_output=True, text=True, timeout=120)
 
 
 def test_an_out_of_memory_case_fails_its_test_and_is_kept_in_the_json_under_bench_failed_cases(pytester):
@@ -338,8 +344,7 @@ def test_pytest_benchmark_compare_accepts_the_failed_cases_and_our_adapter_reads
         run(benchmark, 9)
     ''', ret=pytest.ExitCode.TESTS_FAILED)
     out = pytester.path / "out.json"
-    proc = subprocess.run([sys.executable, "-m", "pytest_benchmark", "compare", str(out)],
-                          cwd=pytester.path, capture_output=True, text=True, timeout=120)
+    proc = pytest_benchmark_compare(out, cwd=pytester.path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "test_fits" in proc.stdout
     (sweep,) = load_results(out)
@@ -348,16 +353,23 @@ def test_pytest_benchmark_compare_accepts_the_failed_cases_and_our_adapter_reads
     assert sweep.config["source"]["failed_cases"] == ["test_inner.py::test_oom"]
 
 
+@pytest.mark.filterwarnings("ignore:Not saving anything, no benchmarks have been run")
 def test_a_run_in_which_every_case_failed_still_writes_the_json_with_them(pytester):
     # pytest-benchmark alone writes no file at all when nothing was timed.
     pytester.makeconftest("from bench.pytest_plugin import *  # noqa")
+    storage = pytester.path / "storage"
     _, data = run_inline(pytester, OOM_SUITE + '''
     def test_oom(benchmark):
         run(benchmark, 16)
-    ''', ret=pytest.ExitCode.TESTS_FAILED)
+    ''', "--benchmark-autosave", f"--benchmark-storage=file://{storage}", ret=pytest.ExitCode.TESTS_FAILED)
     assert data["benchmarks"] == [] and {"machine_info", "commit_info", "datetime", "version"} <= set(data)
     assert "bench_fingerprint" in data["machine_info"]
     assert [f["status"] for f in data[FAILED_CASES_KEY]] == ["oom"]
+    (saved,) = storage.rglob("0001_*.json")
+    assert [f["case_id"] for f in json.loads(saved.read_text())[FAILED_CASES_KEY]] == ["test_inner:oom_mlp-fp32-bs16-cpu"]
+    assert pytest_benchmark_compare(pytester.path / "out.json", cwd=pytester.path).returncode == 0
+    (sweep,) = load_results(pytester.path / "out.json")
+    assert [(p.batch_size, p.status) for p in sweep.points] == [(16, "oom")]
 
 
 def test_a_case_measured_by_the_library_whose_test_then_runs_out_of_memory_is_recorded_as_oom():
@@ -379,9 +391,11 @@ def test_largest_batch_that_never_fits_records_the_smallest_failing_batch_as_oom
     found, m = benchmark_largest_batch(benchmark, case, SuiteSettings(budget_s=0.05), probe=probe, start=2, limit=8)
     info = benchmark.extra_info
     assert m is None and found.batch_size is None
-    assert (info["status"], info["batch_size"], info["case_id"]) == ("oom", 2, "mlp-fp32-bs2-cpu")
-    assert info["measurement"]["status"] == "oom" and info["error"] == "even batch 2 runs out of memory"
-    assert info["largest_batch"]["batch_size"] is None and info["largest_batch"]["probes"][0]["batch_size"] == 2
+    # Batch 2 failed, then the bisection tried 1: the record is at 1, the boundary.
+    assert [p["batch_size"] for p in info["largest_batch"]["probes"]] == [2, 1]
+    assert (info["status"], info["batch_size"], info["case_id"]) == ("oom", 1, "mlp-fp32-bs1-cpu")
+    assert info["measurement"]["status"] == "oom" and info["error"] == "even batch 1 runs out of memory"
+    assert info["largest_batch"]["batch_size"] is None
 
 
 def test_plugin_turns_a_bad_option_into_a_usage_error(pytester):
@@ -418,3 +432,23 @@ def test_on_a_gpu_pytest_benchmark_stats_cover_the_device_work(pytester):
     assert info["timer"] == "cuda_event" and info["pytest_benchmark_timing"]["synchronize"] == "torch.cuda.synchronize"
     assert bench["stats"]["median"] >= 0.9 * info["step_time_median_s"]
     assert info["peak_allocated_bytes"] > 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.filterwarnings("ignore:Not saving anything, no benchmarks have been run")
+def test_on_a_gpu_a_real_out_of_memory_case_reaches_bench_failed_cases(pytester):
+    # 2**20 samples of 2**16 floats: a 256 GiB batch, beyond any single card.
+    pytester.makeconftest("from bench.pytest_plugin import *  # noqa")
+    _, data = run_inline(pytester, '''
+        from bench.suite_support import SuiteCase, SuiteSettings, benchmark_case
+
+        def test_case(benchmark):
+            case = SuiteCase("step_time", "mlp", "fp32", 1 << 20, "cuda",
+                             (("in_features", 1 << 16), ("hidden", 16), ("depth", 1)))
+            m = benchmark_case(benchmark, case, SuiteSettings(budget_s=0.2))
+            assert m.ok, m.error
+    ''', ret=pytest.ExitCode.TESTS_FAILED)
+    (failed,) = data[FAILED_CASES_KEY]
+    assert failed["status"] == "oom" and "out of memory" in failed["error"].lower()
+    assert failed["extra_info"]["device"] == "cuda" and data["benchmarks"] == []

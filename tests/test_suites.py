@@ -44,6 +44,7 @@ def test_the_json_has_every_key_pytest_benchmark_writes(first_run):
     tmp, _ = first_run
     data = json.loads((tmp / "out.json").read_text())
     assert {"machine_info", "commit_info", "benchmarks", "datetime", "version"} <= set(data)
+    assert data["bench_failed_cases"] == []  # the plugin's key: nothing ran out of memory or failed
     names = sorted(b["name"] for b in data["benchmarks"])
     assert names == ["test_step_time[mlp-bf16-bs1-cpu]", "test_step_time[mlp-bf16-bs4-cpu]",
                      "test_step_time[mlp-fp32-bs1-cpu]", "test_step_time[mlp-fp32-bs4-cpu]"]
