@@ -57,7 +57,8 @@ TELEMETRY_COLUMNS = (
     ("kernel active", "kernel_active_pct_mean", lambda v: f"{v:.0f}%"),
     ("SM active", "sm_activity_pct_mean", lambda v: f"{v:.0f}%"),
     ("tensor active", "tensor_activity_pct_mean", lambda v: f"{v:.0f}%"),
-    ("power", "power_w_mean", lambda v: f"{v:.0f} W"),
+    # Energy over the timed blocks / their time: NVML's power reading is a 1 s trailing average.
+    ("power", "power_w_energy_mean", lambda v: f"{v:.0f} W"),
     ("SM clock", "sm_clock_mhz_median", lambda v: f"{v:.0f} MHz"),
     ("J/sample", "energy_per_sample_j", lambda v: f"{v:.3g} J"),
     ("TFLOP/s", "achieved_tflops", lambda v: f"{v:.3g}"),

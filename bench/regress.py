@@ -1,6 +1,10 @@
 """Nightly regression verdicts over pytest-benchmark runs: one benchmark's history per machine, and
 the rule that marks a run as a regression against the run before it.
 
+A machine is its hardware (GPU model and memory, compute capability, CPU model and count), not its
+software: a run after a torch, CUDA, driver or Python upgrade is compared with the run before it,
+and marked as one where the environment changed.
+
 Runs are any objects with `.path` (the file) and `.data` (its parsed pytest-benchmark JSON), such
 as the report's input sources.
 """
@@ -14,12 +18,19 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
+from .telemetry.fingerprint import HARDWARE_FIELDS, SOFTWARE_ENV_FIELDS, hardware_hash
+
 # Nightly regression rule: slower by more than this fraction AND the interquartile ranges do not overlap.
 REGRESSION_MIN_REL = 0.05
 REGRESSION_RULE = (f"A run is marked as a regression when its median is more than {REGRESSION_MIN_REL:.0%} above "
                    "the previous run's median on the same machine and the two runs' interquartile ranges do not "
                    "overlap (its first quartile lies above the previous run's third quartile). Both conditions "
-                   "must hold, so neither a small but consistent shift nor one noisy run is flagged.")
+                   "must hold, so neither a small but consistent shift nor one noisy run is flagged. Runs on the "
+                   "same hardware form one history whatever their software: a run whose software (torch, CUDA, "
+                   "cuDNN, driver, Python, OS) differs from the previous run's is marked \"environment changed\" "
+                   "and still compared.")
+# Software of a run without a bench fingerprint, from pytest-benchmark's own machine_info.
+PYTEST_SOFTWARE_FIELDS = ("python_implementation", "python_version", "python_compiler", "release")
 
 
 
@@ -45,6 +56,7 @@ class RunStats:
     mean_s: float | None = None
     stddev_s: float | None = None
     rounds: int | None = None
+    software: dict[str, Any] = field(default_factory=dict)  # software_environment() of the run
 
 
 @dataclass
@@ -55,6 +67,8 @@ class BenchmarkHistory:
     machine: str
     runs: list[RunStats]
     regressions: list[int] = field(default_factory=list)
+    # Index of each run whose software differs from the previous run's -> what changed, in words.
+    environment_changes: dict[int, str] = field(default_factory=dict)
 
     @property
     def latest_regressed(self) -> bool:
@@ -84,13 +98,16 @@ def run_time(text: Any, path: str) -> datetime:
 
 
 def machine_key(machine_info: dict) -> tuple[str, str]:
-    """(key, label) of the machine a pytest-benchmark run came from: its bench fingerprint when the
-    plugin recorded one (same model of card and same software), else CPU and OS, never the host name
-    (CI runners get a new one each night)."""
+    """(key, label) of the machine a pytest-benchmark run came from: the hardware hash of its bench
+    fingerprint when the plugin recorded one (same model of card and CPU, whatever the software), else
+    CPU and OS, never the host name (CI runners get a new one each night)."""
     fp = machine_info.get("bench_fingerprint")
     if isinstance(fp, dict) and (fp.get("model_hash") or fp.get("hash")):
         name = fp.get("gpu_name") or fp.get("cpu_model") or fp.get("device") or "machine"
-        key = str(fp.get("model_hash") or fp.get("hash"))
+        if any(fp.get(k) is not None for k in HARDWARE_FIELDS):
+            key = hardware_hash(fp)
+        else:  # a fingerprint that names no hardware: only its whole hash can tell machines apart
+            key = str(fp.get("model_hash") or fp.get("hash"))
         return key, f"{name} [{key[:8]}]"
     cpu = machine_info.get("cpu") if isinstance(machine_info.get("cpu"), dict) else {}
     name = str(cpu.get("brand_raw") or machine_info.get("processor") or machine_info.get("machine") or "machine")
@@ -98,13 +115,30 @@ def machine_key(machine_info: dict) -> tuple[str, str]:
     return key, name
 
 
+def software_environment(machine_info: dict) -> dict[str, Any]:
+    """The software a run used (the fingerprint's SOFTWARE_ENV_FIELDS, else pytest-benchmark's
+    Python and OS release): what `environment_changes` compares between consecutive runs."""
+    fp = machine_info.get("bench_fingerprint")
+    if isinstance(fp, dict) and (fp.get("model_hash") or fp.get("hash")):
+        return {k: fp.get(k) for k in SOFTWARE_ENV_FIELDS}
+    return {k: machine_info.get(k) for k in PYTEST_SOFTWARE_FIELDS}
+
+
+def environment_change(prev: dict[str, Any], cur: dict[str, Any]) -> str | None:
+    """The software fields that differ, in words ("torch_version 2.11.0 → 2.12.0; …"), or None."""
+    changed = [f"{k} {prev.get(k)} → {cur.get(k)}" for k in sorted(set(prev) | set(cur)) if prev.get(k) != cur.get(k)]
+    return "; ".join(changed) or None
+
+
 def benchmark_history(sources: Iterable[Any]) -> list[BenchmarkHistory]:
     """Per benchmark fullname and machine, its runs in time order with REGRESSION_RULE applied."""
     runs: dict[tuple[str, str], list[RunStats]] = defaultdict(list)
     labels: dict[str, str] = {}
     for src in sources:
-        key, label = machine_key(src.data.get("machine_info") or {})
+        info = src.data.get("machine_info") or {}
+        key, label = machine_key(info)
         labels[key] = label
+        software = software_environment(info)
         when = run_time(src.data.get("datetime"), src.path)
         for b in src.data.get("benchmarks") or []:
             if not isinstance(b, dict):
@@ -116,12 +150,17 @@ def benchmark_history(sources: Iterable[Any]) -> list[BenchmarkHistory]:
             name = str(b.get("fullname") or b.get("name") or "?")
             runs[(name, key)].append(RunStats(when, src.path, med, _num(st.get("q1")), _num(st.get("q3")),
                                               _num(st.get("mean")), _num(st.get("stddev")),
-                                              st.get("rounds") if isinstance(st.get("rounds"), int) else None))
+                                              st.get("rounds") if isinstance(st.get("rounds"), int) else None,
+                                              software))
     out = []
     for (name, key), rs in runs.items():
         rs.sort(key=lambda r: (r.time, r.path))
         h = BenchmarkHistory(name, labels[key], rs)
         h.regressions = [i for i in range(1, len(rs)) if is_regression(rs[i - 1], rs[i])]
+        for i in range(1, len(rs)):
+            change = environment_change(rs[i - 1].software, rs[i].software)
+            if change:
+                h.environment_changes[i] = change
         out.append(h)
     out.sort(key=lambda h: (not h.latest_regressed, -len(h.regressions), h.fullname, h.machine))
     return out

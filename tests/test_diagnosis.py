@@ -104,7 +104,7 @@ def test_end_to_end_a_sampled_power_capped_busy_gpu_reads_as_compute_bound_and_t
                           gpm_metrics={2: 93.0, 3: 40.0, 5: 71.0, 10: 35.0})
     tel = Telemetry.for_device("cuda:0", period_s=0.005, nvml=fake)
     with tel.measuring():
-        time.sleep(0.02)
+        time.sleep(0.25)  # GPM needs an interval of more than 100 ms
     s = tel.summary(steps=4, batch_size=256)
     tel.close()
     d = diagnose(s, "linear")

@@ -79,6 +79,17 @@ def test_model_hash_ignores_which_card_of_the_same_model(fixed_git):
     assert a["model_hash"] == b["model_hash"]
 
 
+def test_hardware_hash_ignores_software_and_software_hash_ignores_hardware(fixed_git, monkeypatch):
+    base = fingerprint("cuda:0", nvml=make_fake_nvml())
+    new_driver = fingerprint("cuda:0", nvml=make_fake_nvml(driver_version="590.10.01"))
+    assert new_driver["hardware_hash"] == base["hardware_hash"]
+    assert new_driver["software_hash"] != base["software_hash"]
+    other_model = fingerprint("cuda:0", nvml=make_fake_nvml(name="NVIDIA H200", memory_total_bytes=141 * 2**30))
+    assert other_model["hardware_hash"] != base["hardware_hash"]
+    assert other_model["software_hash"] == base["software_hash"]
+    assert fp_module.hardware_hash({k: v for k, v in base.items() if k != "hardware_hash"}) == base["hardware_hash"]
+
+
 def test_cpu_fingerprint_has_gpu_fields_none_with_reason(fixed_git):
     fp = fingerprint("cpu")
     for key in GPU_FIELDS:

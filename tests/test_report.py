@@ -51,7 +51,8 @@ def make_sweep(workload: str = "mlp", precision: str = "fp32", *, gpu: bool = Tr
             busy = min(99.0, 30 + 0.2 * b)
             m.telemetry = {"telemetry_source": "nvml", "sample_period_s": 0.05, "kernel_active_pct_mean": busy,
                            "sm_activity_pct_mean": busy * 0.7, "tensor_activity_pct_mean": busy * 0.4,
-                           "dram_bw_pct_mean": busy * 0.3, "power_w_mean": 120 + 1.5 * b ** 0.8,
+                           "dram_bw_pct_mean": busy * 0.3, "power_w_energy_mean": 120 + 1.5 * b ** 0.8,
+                           "power_source": "energy_counter", "power_w_mean": 71.0,  # 1 s average: mostly idle
                            "energy_per_sample_j": 0.5 / b + 0.002, "throttled": b >= 256,
                            "throttle_reasons": ["sw_power_cap"] if b >= 256 else [],
                            "diagnosis": {"label": "launch-bound" if b < 64 else "compute-bound",
@@ -192,6 +193,12 @@ def test_sweep_figures_are_labelled_with_units_and_mark_knee_equal_time_and_oom(
     assert "power (W)" in tel and "SM activity (GPM)" in tel and "clocks held down (throttled)" in tel
 
 
+def test_power_column_shows_energy_over_timed_time_not_nvmls_one_second_average(gpu_report):
+    table = re.search(r'<table class="sortable" id="sweep-0-table">(.*?)</table>', gpu_report, re.S).group(1)
+    assert f">{120 + 1.5:.0f} W<" in table  # batch 1: energy / time
+    assert ">71 W<" not in table  # the raw 1 s trailing average stays in the data, not the column
+
+
 def test_warnings_name_budget_limited_throttled_and_failed_points(gpu_report):
     w = section(gpu_report, "warnings")
     assert "Budget-limited" in w and "batch 4" in w
@@ -250,6 +257,21 @@ def test_untrusted_strings_from_every_input_are_escaped_in_text_attributes_figur
     assert kinds["sweep"]["config"]["workload"] == EVIL  # the embedded data round-trips unchanged
     assert kinds["pytest-benchmark"]["benchmarks"][0]["extra_info"]["note"] == EVIL
     assert kinds["tta"]["task"]["name"] == EVIL
+
+
+def test_names_with_dollar_signs_or_a_leading_underscore_are_drawn_as_plain_text(tmp_path):
+    runs = []
+    for i, med in enumerate((1.0e-3, 1.0e-3, 1.5e-3)):
+        run = make_pytest_run(FIXED_TIME + timedelta(days=i), {"t.py::test_cost": med})
+        run["benchmarks"][0].update(fullname="t.py::test_cost[$^$]", name="test_cost[$^$]")
+        runs.append((f"r{i}.json", run))
+    sweeps = [("a.json", make_sweep(workload="_private", batches=(1, 4), oom_from=None)),
+              ("b.json", make_sweep(workload="$x^2$", batches=(1, 4), oom_from=None, seed=1))]
+    html = build(tmp_path, *runs, *sweeps)  # "$^$" is not valid mathtext: this used to raise
+    assert "t.py::test_cost[$^$]" in section(html, "trends")
+    step = re.search(r'data-fig="step-time">(.*?)</figure>', html, re.S).group(1)
+    assert "_private: median, 95% CI" in step  # matplotlib would hide a legend label starting with "_"
+    assert "$x^2$: median, 95% CI" in step  # shown as written, not rendered as maths
 
 
 def test_embedded_json_cannot_close_its_script_element():
@@ -314,6 +336,21 @@ def test_history_orders_runs_by_their_datetime_and_marks_each_regression(tmp_pat
     assert "1 regressed in the latest run" in section(html, "summary")
     assert trends.index("s.py::test_a") < trends.index("s.py::test_b")  # regressed first
     assert 'id="suites"' in html  # the latest run is shown too
+
+
+def test_history_spans_a_software_upgrade_and_marks_the_environment_change(tmp_path):
+    files = []
+    for i, (med, torch_v) in enumerate(((1e-3, "2.11.0"), (1e-3, "2.11.0"), (1.5e-3, "2.12.0"))):
+        run = make_pytest_run(FIXED_TIME + timedelta(days=i), {"s.py::test_a": med})
+        run["machine_info"]["bench_fingerprint"] = {
+            "device_type": "cuda", "gpu_name": "NVIDIA H100 80GB HBM3", "gpu_memory_total_bytes": 85520809984,
+            "gpu_compute_capability": "9.0", "cpu_model": "AMD EPYC", "cpu_count": 16, "torch_version": torch_v,
+            "hash": f"h{i}", "model_hash": f"m{torch_v}"}
+        files.append((f"r{i}.json", run))
+    trends = section(build(tmp_path, *files), "trends")
+    assert "environment changed (software differs from the run before)" in trends  # the trend figure's mark
+    assert "environment changed: torch_version 2.11.0 → 2.12.0" in trends  # the regression and the table say what
+    assert trends.count('<li class="latest">') == 1
 
 
 def test_long_history_is_decimated_for_drawing_but_embedded_whole(tmp_path):
@@ -387,6 +424,21 @@ def test_bad_inputs_are_one_line_bench_errors(tmp_path):
         assert words in str(e.value) and "\n" not in str(e.value)
 
 
+def test_a_lone_utf16_surrogate_is_a_one_line_error_or_a_skip_inside_a_folder(tmp_path):
+    sweep = json.dumps(make_sweep(batches=(1, 4), oom_from=None, gpu=False))
+    bad = tmp_path / "in" / "bad.json"
+    bad.parent.mkdir()
+    bad.write_text(sweep.replace('"mlp"', '"ml\\ud800p"', 1))
+    write(tmp_path / "in" / "good.json", json.loads(sweep.replace('"mlp"', '"ok \\ud83d\\ude00"', 1)))  # a valid pair
+    with pytest.raises(BenchError, match="lone UTF-16 surrogate") as e:
+        B.load_inputs([bad])
+    assert "\n" not in str(e.value)
+    inputs = B.load_inputs([tmp_path / "in"])
+    assert [Path(s.path).name for s in inputs.sources] == ["good.json"]
+    assert inputs.skipped[0][0].endswith("bad.json") and "surrogate" in inputs.skipped[0][1]
+    B.build_report(inputs, generated=FIXED_TIME).encode("utf-8")
+
+
 def test_folders_are_read_recursively_and_stray_json_inside_is_skipped_and_listed(tmp_path):
     (tmp_path / "deep" / "er").mkdir(parents=True)
     write(tmp_path / "deep" / "er" / "sweep.json", make_sweep(batches=(1, 4), oom_from=None))
@@ -431,6 +483,14 @@ def test_command_writes_the_default_path_and_refuses_to_overwrite_without_the_fl
     assert args.func(args) == 0
     assert out.read_text().startswith("<!DOCTYPE html>")
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []  # no temporary file left
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "0", "-1"])
+def test_command_wants_a_finite_positive_embed_limit(tmp_path, value):
+    src = write(tmp_path / "s.json", make_sweep(batches=(1, 4), oom_from=None, gpu=False))
+    args = _parser().parse_args(["report", str(src), "-o", str(tmp_path / "r.html"), "--max-embed-mb", value])
+    with pytest.raises(BenchError, match="finite positive"):
+        args.func(args)
 
 
 def test_write_report_refuses_an_existing_file_even_if_it_appears_after_the_check(tmp_path, monkeypatch):

@@ -104,6 +104,25 @@ def test_unknown_device_has_no_peak_and_says_how_to_get_one():
     assert r.tflops is None and "bench peak" in r.reason
 
 
+def test_gb200_is_not_mistaken_for_a_b200():
+    assert lookup_gpu("NVIDIA GB200") is None
+    r = peak_tflops("NVIDIA GB200", "bf16")
+    assert r.tflops is None and "no datasheet peak" in r.reason
+
+
+@pytest.mark.parametrize("name", ["NVIDIA A100-SXM4-40GB MIG 1g.5gb", "NVIDIA H100 80GB HBM3 MIG 1g.10gb",
+                                  "NVIDIA H100 80GB HBM3 MIG"])
+def test_mig_instance_gets_no_full_card_peak(name):
+    r = peak_tflops(name, "bf16")
+    assert r.tflops is None and r.reason.startswith("MIG instance:")
+    assert peak_tflops(name, "bf16", overrides={"bf16": 140.0}).tflops == 140.0  # the user may know the slice's
+
+
+def test_h100_pcie_dense_half_precision_is_half_of_the_sparsity_figure():
+    assert peak_tflops("NVIDIA H100 PCIe", "bf16").tflops == pytest.approx(1513 / 2)
+    assert peak_tflops("NVIDIA H100 PCIe", "fp16").tflops == pytest.approx(1513 / 2)
+
+
 def test_table_gives_dense_not_sparsity_numbers():
     assert peak_tflops("NVIDIA H100 80GB HBM3", "bf16").tflops == pytest.approx(989.5)
     assert peak_tflops("NVIDIA A100-SXM4-80GB", "tf32").tflops == pytest.approx(156.0)

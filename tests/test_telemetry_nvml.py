@@ -8,8 +8,17 @@ import time
 
 import pytest
 
-from bench.telemetry.nvml import decode_clock_event_reasons
-from bench.telemetry.sampler import SUMMARY_FIELDS, Block, GpmInterval, NvmlTelemetry, Sample, Telemetry, summarize_blocks
+from bench.telemetry.nvml import GPM_MIN_INTERVAL_S, decode_clock_event_reasons
+from bench.telemetry.sampler import (
+    GPM_PERIOD_S,
+    SUMMARY_FIELDS,
+    Block,
+    GpmInterval,
+    NvmlTelemetry,
+    Sample,
+    Telemetry,
+    summarize_blocks,
+)
 from bench.testing.fake_pynvml import (
     NVML_ERROR_DRIVER_NOT_LOADED,
     NVML_ERROR_LIBRARY_NOT_FOUND,
@@ -18,6 +27,8 @@ from bench.testing.fake_pynvml import (
 )
 
 PERIOD_S = 0.005
+# Long enough for one GPM interval of GPM_PERIOD_S (NVML wants > 100 ms between GPM samples).
+GPM_BLOCK_S = GPM_PERIOD_S + 0.03
 
 
 @pytest.fixture(autouse=True)
@@ -49,7 +60,7 @@ def assert_all_none_with_reasons(summary, must_mention):
 def test_constant_readings_give_their_values_as_means_in_named_units():
     fake = make_fake_nvml(utilization=(73, 41), power_mw=412_500, power_instant_mw=455_000, sm_clock_mhz=1755,
                           memory_used_bytes=3 * 2**30, temperature_c=61)
-    s = measure(fake, steps=10, batch_size=8)
+    s = measure(fake, steps=10, batch_size=8, block_s=GPM_BLOCK_S)
     assert s["telemetry_source"] == "nvml"
     assert s["kernel_active_pct_mean"] == 73
     assert s["mem_ctrl_pct_mean"] == 41
@@ -223,9 +234,71 @@ def test_binding_without_gpm_functions_nulls_gpm_fields():
 
 
 def test_one_missing_gpm_metric_nulls_only_that_metric():
-    s = measure(make_fake_nvml(gpm_metrics={2: 88.0, 3: 30.0, 5: 70.0}))
+    s = measure(make_fake_nvml(gpm_metrics={2: 88.0, 3: 30.0, 5: 70.0}), block_s=GPM_BLOCK_S)
     assert s["dram_bw_pct_mean"] is None and "GPM metric 10" in s["null_reasons"]["dram_bw_pct_mean"]
     assert s["sm_activity_pct_mean"] == pytest.approx(88.0)
+
+
+# --- GPM sample spacing (NVML: more than 100 ms between two GPM samples) -------------------------
+
+@pytest.fixture(scope="module")
+def gpm_run():
+    """Four consecutive timed blocks of 0.07 s on a fake whose GPM counters go stale under 0.1 s."""
+    fake = make_fake_nvml(gpm_refresh_s=0.1)
+    tel = Telemetry.for_device("cuda:0", period_s=PERIOD_S, nvml=fake)
+    for _ in range(4):
+        with tel.measuring():
+            time.sleep(0.07)
+    s = tel.summary(steps=40, batch_size=8)
+    tel.close()
+    return fake, tel, s
+
+
+def test_gpm_samples_are_a_gpm_period_apart_and_the_last_at_least_nvmls_minimum(gpm_run):
+    fake, _, s = gpm_run
+    gaps = [b - a for a, b in zip(fake.gpm_sample_times, fake.gpm_sample_times[1:])]
+    assert gaps and all(g >= GPM_PERIOD_S for g in gaps[:-1]) and gaps[-1] >= GPM_MIN_INTERVAL_S, gaps
+    assert s["n_gpm_intervals"] == len(gaps)
+    assert all(dt >= GPM_MIN_INTERVAL_S for dt in s["gpm_series"]["dt_s"])
+    assert s["sm_activity_pct_mean"] == pytest.approx(60.0)  # no stale (zero) interval diluted it
+
+
+def test_gpm_interval_runs_across_consecutive_blocks_of_a_point(gpm_run):
+    _, tel, s = gpm_run
+    boundaries = [b.end_s for b in tel.blocks[:-1]]
+    spans = [(t - dt, t) for t, dt in zip(s["gpm_series"]["t_s"], s["gpm_series"]["dt_s"])]
+    assert any(lo < edge < hi for lo, hi in spans for edge in boundaries), (spans, boundaries)
+
+
+def test_final_gpm_sample_at_summary_closes_an_interval_shorter_than_the_gpm_period():
+    fake = make_fake_nvml()
+    tel = Telemetry.for_device("cuda:0", period_s=PERIOD_S, nvml=fake)
+    with tel.measuring():
+        time.sleep(GPM_MIN_INTERVAL_S + 0.03)
+    s = tel.summary()
+    tel.close()
+    assert s["n_gpm_intervals"] == 1 and len(fake.gpm_sample_times) == 2
+    assert GPM_MIN_INTERVAL_S <= s["gpm_series"]["dt_s"][0] < GPM_PERIOD_S
+    assert s["tensor_activity_pct_mean"] == pytest.approx(40.0)
+
+
+def test_point_shorter_than_nvmls_gpm_minimum_has_no_gpm_means_and_says_why():
+    s = measure(make_fake_nvml(), blocks=2, block_s=0.02)
+    assert s["n_gpm_intervals"] == 0
+    for key in ("sm_activity_pct_mean", "tensor_activity_pct_mean", "dram_bw_pct_mean", "gpm_series"):
+        assert s[key] is None and "100 ms" in s["null_reasons"][key], s["null_reasons"].get(key)
+    assert s["kernel_active_pct_mean"] == 50
+
+
+def test_summarize_blocks_drops_gpm_intervals_shorter_than_nvmls_minimum():
+    short = GpmInterval(0.05, 0.05, sm_activity_pct=0.0)  # stale: counters not yet refreshed
+    block = Block(start_s=0.0, end_s=0.4, samples=[Sample(0.0)], gpm=[short, GpmInterval(0.35, 0.3, sm_activity_pct=80)])
+    s = summarize_blocks([block], steps=None, batch_size=None, period_s=0.05)
+    assert s["sm_activity_pct_mean"] == 80 and s["n_gpm_intervals"] == 1
+    only_short = summarize_blocks([Block(0.0, 0.1, samples=[Sample(0.0)], gpm=[short])], steps=None, batch_size=None,
+                                  period_s=0.05)
+    assert only_short["sm_activity_pct_mean"] is None
+    assert "1 shorter interval(s) dropped" in only_short["null_reasons"]["sm_activity_pct_mean"]
 
 
 def test_summary_before_any_block_says_nothing_was_measured():
@@ -263,6 +336,24 @@ def test_no_counter_and_no_power_leaves_energy_null_with_reason():
     s = measure(fake, steps=2, batch_size=2)
     for key in ("energy_j", "energy_per_step_j", "energy_per_sample_j", "energy_source"):
         assert s[key] is None and "energy counter unavailable" in s["null_reasons"][key]
+
+
+def test_power_is_counter_energy_over_the_timed_time_not_nvmls_one_second_average():
+    # The 1 s trailing average (power_mw) still remembers the idle second before the block.
+    fake = make_fake_nvml(energy_mj=[0, 20_000], power_mw=90_000, power_instant_mw=380_000)
+    s = measure(fake, block_s=0.03)
+    assert s["power_source"] == "energy_counter"
+    assert s["power_w_energy_mean"] == pytest.approx(20.0 / s["measured_time_s"])
+    assert s["power_w_mean"] == pytest.approx(90.0)  # the raw 1 s average is kept beside it
+
+
+def test_power_falls_back_to_instant_samples_then_to_null_with_reason():
+    no_counter = measure(make_fake_nvml(not_supported={"nvmlDeviceGetTotalEnergyConsumption"}, power_instant_mw=250_000))
+    assert no_counter["power_source"] == "instant_samples" and no_counter["power_w_energy_mean"] == pytest.approx(250.0)
+    neither = measure(make_fake_nvml(not_supported={"nvmlDeviceGetTotalEnergyConsumption", "nvmlDeviceGetFieldValues"}))
+    assert neither["power_w_energy_mean"] is None and neither["power_w_mean"] == pytest.approx(300.0)
+    assert "energy counter unavailable" in neither["null_reasons"]["power_w_energy_mean"]
+    assert "POWER_INSTANT" in neither["null_reasons"]["power_w_energy_mean"]
 
 
 def test_energy_per_step_needs_the_step_count():

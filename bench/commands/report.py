@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from ..errors import BenchError
@@ -30,8 +31,8 @@ def run(args: argparse.Namespace) -> int:
 
     limit = DEFAULT_MAX_EMBED_BYTES
     if args.max_embed_mb is not None:
-        if not args.max_embed_mb > 0:
-            raise BenchError(f"--max-embed-mb must be positive, got {args.max_embed_mb}")
+        if not (math.isfinite(args.max_embed_mb) and args.max_embed_mb > 0):
+            raise BenchError(f"--max-embed-mb must be a finite positive number of MiB, got {args.max_embed_mb}")
         limit = int(args.max_embed_mb * 2 ** 20)
     out = make_report(args.inputs, Path(args.output) if args.output else None, title=args.title,
                       overwrite=args.overwrite, max_embed_bytes=limit)

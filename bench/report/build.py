@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import statistics
 import tempfile
 from collections import Counter, OrderedDict
@@ -99,9 +100,30 @@ def classify(data: Any) -> str | None:
     return None
 
 
+# A \ud800-\udfff escape in the raw JSON: the only way a lone surrogate gets into the parsed strings.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _reject_lone_surrogates(path: Path, data: Any) -> None:
+    """JSON may escape a lone UTF-16 surrogate ("\\ud800"); it parses, but no UTF-8 page can hold it."""
+    try:
+        if not _SURROGATE_ESCAPE.search(path.read_bytes()):
+            return  # the usual case, found without re-encoding the whole file
+        json.dumps(data, ensure_ascii=False).encode("utf-8")
+    except OSError:
+        return  # read_json has just read it: nothing to add
+    except UnicodeEncodeError:
+        raise InvalidResultsFile(f"{path}: holds a lone UTF-16 surrogate (an unpaired \\ud800-\\udfff escape), "
+                                 "which is not text") from None
+
+
 def read_source(path: Path) -> Source:
     """Parse one results file; InvalidResultsFile (one line) if it is unreadable or of no known kind."""
-    data = read_json(path)
+    try:
+        data = read_json(path)
+    except UnicodeDecodeError as e:
+        raise InvalidResultsFile(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
+    _reject_lone_surrogates(path, data)
     kind = classify(data)
     try:
         if kind == KIND_SWEEP:
@@ -509,6 +531,17 @@ def curves_context(src: Source, index: int) -> dict:
             "svg": _markup(svg)}
 
 
+def _env_cell(h: BenchmarkHistory) -> dict:
+    """When the software last changed between two runs, and what changed (in the tooltip)."""
+    if not h.environment_changes:
+        return cell(None, "")
+    i = max(h.environment_changes)
+    when = h.runs[i].time
+    latest = i == len(h.runs) - 1
+    return cell(when.strftime("%Y-%m-%d %H:%M") + (" (latest run)" if latest else ""), when.isoformat(),
+                title=f"environment changed: {h.environment_changes[i]}", cls="warn" if latest else None)
+
+
 def history_context(histories: list[BenchmarkHistory], n_runs: int) -> dict | None:
     """Trends per benchmark, with every regression listed; None unless some benchmark has 2+ runs."""
     multi = [h for h in histories if len(h.runs) >= 2]
@@ -522,7 +555,8 @@ def history_context(histories: list[BenchmarkHistory], n_runs: int) -> dict | No
     rows, regressions = [], []
     for name, hs in by_name.items():
         series = [F.TrendSeries(h.machine, [r.time for r in h.runs], [r.median_s for r in h.runs],
-                                [r.q1_s for r in h.runs], [r.q3_s for r in h.runs], list(h.regressions)) for h in hs]
+                                [r.q1_s for r in h.runs], [r.q3_s for r in h.runs], list(h.regressions),
+                                sorted(h.environment_changes)) for h in hs]
         svg, decimated = F.trend_figure(name, series)
         any_decimated |= decimated
         entries.append({"name": name, "svg": _markup(svg), "open": any(h.latest_regressed for h in hs),
@@ -540,16 +574,19 @@ def history_context(histories: list[BenchmarkHistory], n_runs: int) -> dict | No
                 cell(len(h.regressions), len(h.regressions), cls="warn" if h.regressions else None),
                 cell(h.runs[h.regressions[-1]].time.strftime("%Y-%m-%d %H:%M") if h.regressions else None,
                      h.runs[h.regressions[-1]].time.isoformat() if h.regressions else ""),
+                _env_cell(h),
             ])
             for i in h.regressions:
                 cur, pr = h.runs[i], h.runs[i - 1]
+                env = h.environment_changes.get(i)
                 regressions.append({"name": name, "machine": h.machine if len(machines) > 1 else None, "time": cur.time, "latest": i == len(h.runs) - 1,
                                     "text": f"{fmt.duration(pr.median_s)} → {fmt.duration(cur.median_s)} "
                                             f"({cur.median_s / pr.median_s - 1:+.0%}; IQR {fmt.duration(pr.q1_s)}–"
-                                            f"{fmt.duration(pr.q3_s)} → {fmt.duration(cur.q1_s)}–{fmt.duration(cur.q3_s)})"})
+                                            f"{fmt.duration(pr.q3_s)} → {fmt.duration(cur.q1_s)}–{fmt.duration(cur.q3_s)})"
+                                            + (f"; environment changed: {env}" if env else "")})
     regressions.sort(key=lambda r: r["time"], reverse=True)
     cols = ["benchmark", *(["machine"] if len(machines) > 1 else []), "runs", "latest median", "vs previous run",
-            "regressions", "last regression"]
+            "regressions", "last regression", "last environment change"]
     times = [r.time for h in multi for r in h.runs]
     latest = [r for r in regressions if r["latest"]]
     return {
@@ -659,6 +696,7 @@ FINGERPRINT_ORDER = (
     "driver_version", "cuda_driver_version", "cuda_runtime_version", "cudnn_version", "torch_version", "torch",
     "python_version", "python", "python_implementation", "bench_version", "cpu_model", "cpu", "cpu_count",
     "torch_threads", "os", "os_release", "platform", "machine", "git_commit", "git_dirty", "hash", "model_hash",
+    "hardware_hash", "software_hash",
 )
 _FINGERPRINT_SKIP = {"null_reasons", "hashed_fields", "fingerprint_version", "pytest_benchmark_machine_info"}
 

@@ -41,6 +41,8 @@ def _rc() -> dict:
     rc.update({
         "svg.fonttype": "none",  # real <text>: small, selectable, and escaped by the XML writer
         "svg.hashsalt": "bench-report",  # stable ids: the same input gives the same page
+        # Names from results files are text, never mathtext: "$^$" would not parse, and "$x$" would render wrongly.
+        "text.parse_math": False,
         "font.family": "sans-serif",
         "axes.titlesize": 11,
         "axes.titleweight": "bold",
@@ -176,12 +178,32 @@ def _ok(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
+# Labels matplotlib gives unlabelled artists. Its own legend also hides every label starting with "_",
+# which would drop a benchmark or machine named "_…" taken from a results file.
+_AUTO_LABEL = re.compile(r"_child\d+|_container\d+|_nolegend_")
+
+
+def _legend_entries(ax) -> list[tuple[Any, str]]:
+    """(handle, label) pairs as `ax.get_legend_handles_labels()` gives them, but keeping labels that
+    start with "_"; only matplotlib's placeholder labels are left out."""
+    from matplotlib.legend import Legend
+
+    handlers = Legend.get_default_handler_map()
+    out = []
+    for artist in [*ax.get_children(), *ax.containers]:
+        label = artist.get_label()
+        if (isinstance(label, str) and label and not _AUTO_LABEL.fullmatch(label)
+                and Legend.get_legend_handler(handlers, artist) is not None):
+            out.append((artist, label))
+    return out
+
+
 def _legend(ax, *, inside: bool = False, ncols: int | None = None, **kw) -> None:
     """The legend below the axes (it never hides data), or inside for small figures."""
     axes = ax if isinstance(ax, (list, tuple)) else [ax]
     seen: dict[str, Any] = {}
     for a in axes:
-        for h, lab in zip(*a.get_legend_handles_labels()):
+        for h, lab in _legend_entries(a):
             seen.setdefault(lab, h)
     if not seen:
         return
@@ -465,8 +487,13 @@ ACTIVITY_FIELDS = (
 )
 
 
+# Mean power over the timed blocks (energy counter / time; docs/telemetry.md), not NVML's 1 s trailing
+# average, which mixes in the idle time before a short block.
+POWER_FIELD = "power_w_energy_mean"
+
+
 def has_telemetry(series: Sequence[SweepSeries]) -> bool:
-    keys = [f[0] for f in ACTIVITY_FIELDS] + ["power_w_mean", "energy_per_sample_j"]
+    keys = [f[0] for f in ACTIVITY_FIELDS] + [POWER_FIELD, "energy_per_sample_j"]
     return any(_ok(t.get(k)) for s in series for t in s.telemetry for k in keys)
 
 
@@ -474,7 +501,7 @@ def telemetry_figure(series: Sequence[SweepSeries]) -> str | None:
     """GPU activity (%), power (W) and energy per sample (J) against batch size, throttled points ringed."""
     series = [s for s in series if s.batch]
     present = [f for f in ACTIVITY_FIELDS if any(_ok(t.get(f[0])) for s in series for t in s.telemetry)]
-    has_power = any(_ok(t.get("power_w_mean")) for s in series for t in s.telemetry)
+    has_power = any(_ok(t.get(POWER_FIELD)) for s in series for t in s.telemetry)
     has_energy = any(_ok(t.get("energy_per_sample_j")) for s in series for t in s.telemetry)
     panels = [p for p, on in (("activity", bool(present)), ("power", has_power), ("energy", has_energy)) if on]
     if not panels:
@@ -513,8 +540,9 @@ def telemetry_figure(series: Sequence[SweepSeries]) -> str | None:
                     ax.set_ylabel("% of time / of peak")
                     ax.set_title("GPU activity")
                 elif panel == "power":
-                    y = col("power_w_mean")
-                    ax.plot(b, y, "-o", color=s.color, label="mean board power" if single else s.label)
+                    y = col(POWER_FIELD)
+                    ax.plot(b, y, "-o", color=s.color,
+                            label="mean board power (energy / timed time)" if single else s.label)
                     if _ok(s.power_limit_w):
                         ax.axhline(s.power_limit_w, color=s.color if not single else "black", ls="-.", lw=0.9,
                                    label=f"power limit {s.power_limit_w:.0f} W" if single else None)
@@ -760,17 +788,19 @@ class TrendSeries:
     q1_s: list[float | None]
     q3_s: list[float | None]
     regressions: list[int] = field(default_factory=list)  # indices into the runs
+    environment_changes: list[int] = field(default_factory=list)  # runs whose software differs from the previous
 
 
 def trend_figure(title: str, series: Sequence[TrendSeries], max_points: int = MAX_TREND_POINTS) -> tuple[str | None, bool]:
-    """Median per run over time with the interquartile band, regressions marked; returns (svg, decimated)."""
+    """Median per run over time with the interquartile band, regressions and environment changes
+    marked; returns (svg, decimated)."""
     series = [s for s in series if s.median_s]
     if not series:
         return None, False
     scale, unit = time_unit(v for s in series for v in s.median_s)
     colors = palette(len(series))
     decimated = False
-    marked = False
+    marked = env_marked = False
     with rc_context(_rc()):
         # Fixed margins: constrained layout would double the cost of each of possibly many trend figures.
         fig = Figure(figsize=(WIDTH_IN, 2.7))
@@ -792,6 +822,10 @@ def trend_figure(title: str, series: Sequence[TrendSeries], max_points: int = MA
                 ax.plot(rt, rm, "o", color=REGRESSION_COLOR, ms=7, mec="black", mew=0.6, zorder=5,
                         label=None if marked else "regression")
                 marked = True
+            for i in s.environment_changes:
+                ax.axvline(s.times[i], color=GUIDE_COLOR, ls="--", lw=0.9, zorder=1,
+                           label=None if env_marked else "environment changed (software differs from the run before)")
+                env_marked = True
         ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: _fmt_num(v / scale)))
         ax.set_ylabel(f"time per call ({unit})")
         ax.set_xlabel("run date (UTC)")

@@ -41,6 +41,12 @@ STABLE_FIELDS = ("device_type",) + GPU_FIELDS + SOFTWARE_FIELDS + HOST_FIELDS
 PROVENANCE_FIELDS = ("git_commit", "git_dirty")
 # Per-unit identity: `model_hash` leaves it out, to compare runs on another card of the same model.
 UNIT_FIELDS = ("gpu_uuid",)
+# What the machine is, whatever software it runs: a benchmark's history is kept per `hardware_hash`,
+# so a slowdown that arrives with a torch/CUDA/driver upgrade is compared with the runs before it.
+HARDWARE_FIELDS = ("device_type", "gpu_name", "gpu_memory_total_bytes", "gpu_compute_capability", "cpu_model",
+                   "cpu_count")
+# Everything else hashed (software versions, driver, OS, power limit, clocks, ECC, MIG): `software_hash`.
+SOFTWARE_ENV_FIELDS = tuple(k for k in STABLE_FIELDS if k not in HARDWARE_FIELDS and k not in UNIT_FIELDS)
 
 
 def canonical_hash(data: dict[str, Any], fields: tuple[str, ...]) -> str:
@@ -48,6 +54,16 @@ def canonical_hash(data: dict[str, Any], fields: tuple[str, ...]) -> str:
     payload = {k: data.get(k) for k in fields}
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def hardware_hash(fp: dict[str, Any]) -> str:
+    """Hash of a fingerprint's HARDWARE_FIELDS (also for fingerprints written before the field existed)."""
+    return canonical_hash(fp, HARDWARE_FIELDS)
+
+
+def software_hash(fp: dict[str, Any]) -> str:
+    """Hash of a fingerprint's SOFTWARE_ENV_FIELDS: changes when the software or the card's setup does."""
+    return canonical_hash(fp, SOFTWARE_ENV_FIELDS)
 
 
 def cpu_model() -> tuple[str | None, str | None]:
@@ -192,6 +208,7 @@ def fingerprint(device: Any = "cpu", *, nvml: Any = None, repo_dir: str | os.Pat
 
     `hash` covers STABLE_FIELDS (hardware, driver, CUDA, cuDNN, torch, Python, OS, CPU);
     `model_hash` the same without the GPU's UUID (another card of the same model and setup);
+    `hardware_hash` the hardware identity alone and `software_hash` the rest (see HARDWARE_FIELDS);
     the project's git commit is recorded but hashed by neither. `nvml` is the module to use
     (tests inject a fake); None imports pynvml if present. Never raises for a missing GPU.
     """
@@ -227,6 +244,8 @@ def fingerprint(device: Any = "cpu", *, nvml: Any = None, repo_dir: str | os.Pat
         null["git_dirty"] = "git status failed"
     fp["hash"] = canonical_hash(fp, STABLE_FIELDS)
     fp["model_hash"] = canonical_hash(fp, tuple(k for k in STABLE_FIELDS if k not in UNIT_FIELDS))
+    fp["hardware_hash"] = hardware_hash(fp)
+    fp["software_hash"] = software_hash(fp)
     fp["hashed_fields"] = list(STABLE_FIELDS)
     fp["null_reasons"] = {k: v for k, v in null.items() if fp.get(k) is None}
     return fp

@@ -38,6 +38,11 @@ GPM_METRICS: dict[str, int] = {
     "dram_bw_pct": 10,           # NVML_GPM_METRIC_DRAM_BW_UTIL: DRAM bandwidth / theoretical peak
 }
 
+# NVML's documentation of nvmlGpmSampleGet: two samples should be more than 100 ms apart, since the
+# GPM counters are refreshed internally at about that rate; metrics over a shorter interval can be
+# stale, zero or erratic. Intervals shorter than this are not used (see sampler.GPM_PERIOD_S).
+GPM_MIN_INTERVAL_S = 0.1
+
 NVML_CLOCK_SM = 1
 NVML_CLOCK_MEM = 2
 NVML_TEMPERATURE_GPU = 0
@@ -311,7 +316,8 @@ class GpmReader:
 
     `take()` grabs a new sample and returns the metrics over the interval since the previous
     one (None for the first sample after `reset()`). Samples alternate between two buffers
-    allocated once, so a sampler loop allocates nothing.
+    allocated once, so a sampler loop allocates nothing. The caller spaces the calls: NVML wants
+    more than GPM_MIN_INTERVAL_S between two samples.
     """
 
     def __init__(self, nvml: Any, handle: Any):
@@ -346,8 +352,13 @@ class GpmReader:
         self.supported = True
 
     def reset(self) -> None:
-        """Forget the previous sample, so no interval spans a gap between measured blocks."""
+        """Forget the previous sample, so no interval spans a gap between sweep points."""
         self._have_previous = False
+
+    @property
+    def has_sample(self) -> bool:
+        """Whether a sample is held that the next `take()` will measure from."""
+        return self._have_previous
 
     def take(self) -> dict[str, float | None] | None:
         if not self.supported:

@@ -70,7 +70,7 @@ GPU_PEAKS: dict[str, GpuPeak] = {p.key: p for p in (
     GpuPeak("L40", 90.5, 90.5, 181.0, 181.0, "NVIDIA L40 datasheet (TF32 181*, BF16/FP16 362* with sparsity)"),
     GpuPeak("L40S", 91.6, 183.0, 362.0, 362.0, "NVIDIA L40S datasheet (TF32 366*, BF16/FP16 733* with sparsity)"),
     GpuPeak("H100-SXM", 67.0, 494.5, 989.5, 989.5, _H100_SXM),
-    GpuPeak("H100-PCIe", 51.0, 378.0, 756.0, 756.0,
+    GpuPeak("H100-PCIe", 51.0, 378.0, 756.5, 756.5,
             "NVIDIA H100 Tensor Core GPU datasheet, H100 PCIe (FP32 51; TF32 756*, BF16/FP16 1513* with sparsity)"),
     GpuPeak("H100-NVL", 60.0, 417.5, 835.5, 835.5,
             "NVIDIA H100 Tensor Core GPU datasheet, H100 NVL (FP32 60; TF32 835*, BF16/FP16 1671* with sparsity)"),
@@ -91,7 +91,7 @@ _NAME_PATTERNS: tuple[tuple[str, str], ...] = (
     (r"h100.*nvl", "H100-NVL"),
     (r"h100.*pcie", "H100-PCIe"),
     (r"h100", "H100-SXM"),          # "NVIDIA H100 80GB HBM3" is the SXM part
-    (r"b200", "B200"),
+    (r"(?<!g)b200", "B200"),        # not GB200: its per-GPU rates are not in this table
     (r"a100.*pcie", "A100-PCIe"),
     (r"a100", "A100-SXM"),
     (r"\bl40s\b", "L40S"),
@@ -145,6 +145,11 @@ def peak_tflops(device_name: str | None, precision: str,
                 if not (isinstance(v, (int, float)) and v > 0 and math.isfinite(v)):
                     raise BenchError(f"peak TFLOP/s override for {p} must be a positive number, got {v!r}")
                 return PeakLookup(float(v), "override")
+    if device_name and " mig " in f" {device_name.lower()} ":
+        # A MIG slice has a fraction of the card's SMs: the full-card peak would understate MFU several-fold.
+        return PeakLookup(None, None, f"MIG instance: {device_name!r} runs on a slice of the GPU, whose peak is not "
+                                      "the datasheet's full-card figure; pass a peak override or measure one with "
+                                      "`bench peak`")
     gpu = lookup_gpu(device_name)
     if gpu is None:
         return PeakLookup(None, None, f"no datasheet peak for device {device_name!r}: pass a peak override "
@@ -204,8 +209,9 @@ class PeakMeasurement:
 _DTYPES = {"fp32": "float32", "tf32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 DEFAULT_GPU_SIZE = 8192
 DEFAULT_CPU_SIZE = 1024
-_TELEMETRY_KEYS = ("sm_clock_mhz_median", "sm_clock_mhz_min", "power_w_mean", "power_instant_w_max",
-                   "tensor_activity_pct_mean", "throttle_reasons", "throttled", "throttled_sample_fraction")
+_TELEMETRY_KEYS = ("sm_clock_mhz_median", "sm_clock_mhz_min", "power_w_energy_mean", "power_source", "power_w_mean",
+                   "power_instant_w_max", "n_gpm_intervals", "tensor_activity_pct_mean", "throttle_reasons",
+                   "throttled", "throttled_sample_fraction")
 
 
 @contextmanager

@@ -11,10 +11,11 @@ import statistics
 import threading
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from .nvml import (
     GPM_METRICS,
+    GPM_MIN_INTERVAL_S,
     HW_SLOWDOWN_MASK,
     POWER_THROTTLE_MASK,
     THERMAL_THROTTLE_MASK,
@@ -32,6 +33,11 @@ from .nvml import (
 )
 
 DEFAULT_PERIOD_S = 0.05
+# A GPM sample is taken only when at least this long has passed since the previous one: twice NVML's
+# documented minimum (GPM_MIN_INTERVAL_S, 0.1 s), so each interval spans several internal refreshes.
+# The GPM interval runs on across the consecutive timed blocks of one point (timed blocks last about
+# 0.1 s each) and a last sample closes it when the point is summarised, if GPM_MIN_INTERVAL_S has passed.
+GPM_PERIOD_S = 0.2
 # Raw series kept in the summary are thinned to at most this many points (statistics use all).
 MAX_SERIES_POINTS = 400
 
@@ -44,6 +50,7 @@ SUMMARY_FIELDS = (
     "telemetry_source", "n_samples", "n_blocks", "sample_period_s", "measured_time_s",
     "kernel_active_pct_mean", "kernel_active_pct_max", "mem_ctrl_pct_mean",
     "memory_used_bytes_max",
+    "power_w_energy_mean", "power_source",
     "power_w_mean", "power_w_max", "power_instant_w_mean", "power_instant_w_max",
     "sm_clock_mhz_median", "sm_clock_mhz_min", "sm_clock_mhz_max",
     "temperature_c_max",
@@ -107,23 +114,23 @@ class Block:
 
 
 class _SamplerThread(threading.Thread):
-    """Samples every `period_s` from start until stopped, plus once at start and once at stop."""
+    """Samples every `period_s` from start until stopped, plus once at start and once at stop.
 
-    def __init__(self, device: NvmlDevice, gpm: GpmReader | None, block: Block, period_s: float,
-                 clock_zero: float, reasons: dict[str, str]):
+    `gpm_tick(block)` is offered every tick; it takes a GPM sample only when GPM_PERIOD_S has passed.
+    """
+
+    def __init__(self, device: NvmlDevice, gpm_tick: Callable[[Block], None] | None, block: Block,
+                 period_s: float, clock_zero: float, reasons: dict[str, str]):
         super().__init__(name="bench-telemetry-sampler", daemon=True)
         self.device = device
-        self.gpm = gpm
+        self.gpm_tick = gpm_tick
         self.block = block
         self.period_s = period_s
         self.clock_zero = clock_zero
         self.reasons = reasons
         self.stop_event = threading.Event()
-        self._last_gpm_t: float | None = None
 
     def run(self) -> None:
-        if self.gpm is not None:
-            self.gpm.reset()
         while True:
             self._tick()
             if self.stop_event.wait(self.period_s):
@@ -133,8 +140,8 @@ class _SamplerThread(threading.Thread):
     def _tick(self) -> None:
         try:
             self.block.samples.append(self._read())
-            if self.gpm is not None:
-                self._read_gpm()
+            if self.gpm_tick is not None:
+                self.gpm_tick(self.block)
         except Exception as e:  # a sampler must never take the run down
             self.reasons.setdefault("sampler", f"sampler error: {type(e).__name__}: {e}")
 
@@ -153,13 +160,6 @@ class _SamplerThread(threading.Thread):
             except FieldUnavailable as e:
                 self.reasons[name] = str(e)
         return s
-
-    def _read_gpm(self) -> None:
-        t = time.perf_counter() - self.clock_zero
-        metrics = self.gpm.take()
-        if metrics is not None and self._last_gpm_t is not None:
-            self.block.gpm.append(GpmInterval(t_s=t, dt_s=t - self._last_gpm_t, **metrics))
-        self._last_gpm_t = t if self.gpm.supported else None
 
 
 class Telemetry:
@@ -250,6 +250,7 @@ class NvmlTelemetry(Telemetry):
         self.blocks: list[Block] = []
         self.reasons: dict[str, str] = {}
         self._clock_zero: float | None = None
+        self._gpm_last_s: float | None = None  # time of the last GPM sample, on the blocks' clock
         self._closed = False
         self._active = False
 
@@ -257,6 +258,34 @@ class NvmlTelemetry(Telemetry):
         self.blocks = []
         self.reasons = {}
         self._clock_zero = None
+        self._gpm_last_s = None
+        self.gpm.reset()
+
+    def _take_gpm(self, block: Block, min_gap_s: float = GPM_PERIOD_S) -> None:
+        """Take a GPM sample if `min_gap_s` has passed since the previous one (or there is none), and
+        keep the interval it closes in `block`. Called by the sampler thread, or after it stopped."""
+        if not self.gpm.supported:
+            return
+        t = time.perf_counter() - self._clock_zero
+        last = self._gpm_last_s if self.gpm.has_sample else None
+        if last is not None and t - last < min_gap_s:
+            return
+        metrics = self.gpm.take()
+        self._gpm_last_s = t if self.gpm.has_sample else None
+        if metrics is not None and last is not None:
+            block.gpm.append(GpmInterval(t_s=t, dt_s=t - last, **metrics))
+
+    def _finish_gpm(self) -> None:
+        """Close the point's last GPM interval, if measured time has passed since its last sample and
+        NVML's minimum interval allows; else that time is left out of the GPM means."""
+        if self._active or not self.blocks or self._gpm_last_s is None or not self.gpm.supported:
+            return
+        last = self.blocks[-1]
+        if last.end_s is not None and last.end_s > self._gpm_last_s:
+            try:
+                self._take_gpm(last, GPM_MIN_INTERVAL_S)
+            except Exception as e:  # a sampler must never take the run down
+                self.reasons.setdefault("sampler", f"sampler error: {type(e).__name__}: {e}")
 
     @contextlib.contextmanager
     def measuring(self) -> Iterator[None]:
@@ -273,7 +302,7 @@ class NvmlTelemetry(Telemetry):
             block.energy_start_mj = self.device.energy_mj()
         except FieldUnavailable as e:
             self.reasons["energy_counter"] = str(e)
-        thread = _SamplerThread(self.device, self.gpm if self.gpm.supported else None, block,
+        thread = _SamplerThread(self.device, self._take_gpm if self.gpm.supported else None, block,
                                 self.period_s, self._clock_zero, self.reasons)
         thread.start()
         try:
@@ -292,6 +321,7 @@ class NvmlTelemetry(Telemetry):
             self._active = False
 
     def summary(self, steps: int | None = None, batch_size: int | None = None) -> dict[str, Any]:
+        self._finish_gpm()
         reasons = dict(self.reasons)
         if self.gpm.reason:
             for name in GPM_FIELDS:
@@ -304,6 +334,7 @@ class NvmlTelemetry(Telemetry):
     def close(self) -> None:
         if self._closed:
             return
+        self._finish_gpm()
         self._closed = True
         self.gpm.close()
         shutdown_nvml(self.nvml)
@@ -331,7 +362,9 @@ def summarize_blocks(blocks: list[Block], *, steps: int | None, batch_size: int 
     out: dict[str, Any] = {k: None for k in SUMMARY_FIELDS}
     null: dict[str, str] = {}
     samples = [s for b in blocks for s in b.samples]
-    intervals = [g for b in blocks for g in b.gpm]
+    # NVML's GPM metrics over less than GPM_MIN_INTERVAL_S can be stale or zero: such intervals are not used.
+    all_intervals = [g for b in blocks for g in b.gpm]
+    intervals = [g for g in all_intervals if g.dt_s >= GPM_MIN_INTERVAL_S]
     done = [b for b in blocks if b.end_s is not None]
     nothing = "no measuring() block was run for this point" if not blocks else None
 
@@ -373,17 +406,24 @@ def summarize_blocks(blocks: list[Block], *, steps: int | None, batch_size: int 
     stat("temperature_c_max", "temperature_c", max)
 
     out["n_gpm_intervals"] = len(intervals)
+    short = len(all_intervals) - len(intervals)
+    no_interval = (f"no GPM interval of at least {GPM_MIN_INTERVAL_S:g} s (NVML needs more than 100 ms between "
+                   f"two GPM samples; this point's timed blocks lasted {out['measured_time_s'] or 0:.3g} s in all"
+                   + (f"; {short} shorter interval(s) dropped" if short else "") + ")")
     for name in GPM_FIELDS:
         key = f"{name}_mean"
-        pairs = [(g.dt_s, getattr(g, name)) for g in intervals if getattr(g, name) is not None and g.dt_s > 0]
+        pairs = [(g.dt_s, getattr(g, name)) for g in intervals if getattr(g, name) is not None]
         total = sum(dt for dt, _ in pairs)
         if pairs and total > 0:
-            # Intervals differ in length (first/last are short): weight by time covered.
+            # Intervals differ in length (the last one may be short): weight by time covered.
             out[key] = sum(dt * v for dt, v in pairs) / total
+        elif intervals:
+            null[key] = why(name, "no GPM interval answered this metric")
         else:
-            null[key] = why(name, "no GPM interval completed (block shorter than two GPM samples?)")
+            null[key] = why(name, no_interval)
 
     _energy(done, samples, steps, batch_size, reasons, out, null, nothing)
+    _power(out, null, reasons, nothing)
     _throttle(samples, out, null, why)
 
     series_keys = ("t_s",) + SAMPLE_FIELDS
@@ -393,7 +433,7 @@ def summarize_blocks(blocks: list[Block], *, steps: int | None, batch_size: int 
     gpm_keys = ("t_s", "dt_s") + GPM_FIELDS
     out["gpm_series"] = {k: _thin([getattr(g, k) for g in intervals]) for k in gpm_keys} if intervals else None
     if not intervals:
-        null["gpm_series"] = why("sm_activity_pct", "no GPM interval completed")
+        null["gpm_series"] = why("sm_activity_pct", no_interval)
 
     for k in SUMMARY_FIELDS:
         if out[k] is None and k not in null:
@@ -442,6 +482,21 @@ def _energy(done: list[Block], samples: list[Sample], steps: int | None, batch_s
     else:
         null["energy_per_step_j"] = "steps not passed to summary() (need the number of timed steps in the blocks)"
         null["energy_per_sample_j"] = null["energy_per_step_j"]
+
+
+def _power(out: dict, null: dict, reasons: dict[str, str], nothing: str | None) -> None:
+    """The point's mean power over its timed blocks. NVML's power reading (power_w_*) is a 1 s trailing
+    average that mixes in the idle second before a short block, so energy / time is preferred."""
+    if out["energy_source"] == "counter" and out["measured_time_s"]:
+        out["power_w_energy_mean"] = out["energy_j"] / out["measured_time_s"]
+        out["power_source"] = "energy_counter"
+    elif out["power_instant_w_mean"] is not None:
+        out["power_w_energy_mean"] = out["power_instant_w_mean"]
+        out["power_source"] = "instant_samples"
+    else:
+        why = nothing or (f"energy counter unavailable ({reasons.get('energy_counter', 'not read for every block')}) "
+                          f"and no instantaneous power samples ({null.get('power_instant_w_mean', 'not sampled')})")
+        null["power_w_energy_mean"] = null["power_source"] = why
 
 
 def _throttle(samples: list[Sample], out: dict, null: dict, why) -> None:

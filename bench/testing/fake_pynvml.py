@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import itertools
 import threading
+import time
 import types
 from collections import Counter
 from dataclasses import dataclass, field
@@ -122,6 +123,9 @@ class FakeDevice:
     gpm_supported: bool = True
     # GPM metric id -> reading; a missing id answers NOT_SUPPORTED for that metric only.
     gpm_metrics: dict[int, Any] = field(default_factory=lambda: {2: 60.0, 3: 30.0, 5: 40.0, 10: 25.0})
+    # The real counters refresh internally (NVML asks for > 100 ms between samples): two samples closer
+    # than this give stale metrics, read here as 0.0. 0 turns the effect off.
+    gpm_refresh_s: float = 0.0
 
 
 class _Handle:
@@ -166,7 +170,8 @@ def make_fake_nvml(devices: list[FakeDevice] | None = None, *, init_error: int |
         answers per-field NOT_SUPPORTED instead, as the real call does).
     with_gpm / with_event_reasons: False removes the GPM functions / the newer clock-event name,
         as an older nvidia-ml-py would.
-    The module records `calls` (a Counter of function names) and `init_count`.
+    The module records `calls` (a Counter of function names), `init_count` and `gpm_sample_times`
+    (time.perf_counter() of each nvmlGpmSampleGet).
     """
     devs = devices if devices is not None else [FakeDevice(**device_fields)]
     m = types.ModuleType("pynvml")
@@ -176,6 +181,7 @@ def make_fake_nvml(devices: list[FakeDevice] | None = None, *, init_error: int |
     m.devices = devs
     m.calls = Counter()
     m.init_count = 0
+    m.gpm_sample_times = []
     m.not_supported = set(not_supported)
     reading = _Reading()
     gpm_seq = itertools.count(1)
@@ -350,7 +356,7 @@ def make_fake_nvml(devices: list[FakeDevice] | None = None, *, init_error: int |
 
         @api
         def nvmlGpmSampleAlloc():
-            return types.SimpleNamespace(handle=None, seq=None, freed=False)
+            return types.SimpleNamespace(handle=None, seq=None, freed=False, time=None)
 
         @api
         def nvmlGpmSampleFree(sample):
@@ -362,6 +368,8 @@ def make_fake_nvml(devices: list[FakeDevice] | None = None, *, init_error: int |
                 raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
             sample.handle = handle
             sample.seq = next(gpm_seq)
+            sample.time = time.perf_counter()
+            m.gpm_sample_times.append(sample.time)
             return sample
 
         @api
@@ -371,6 +379,7 @@ def make_fake_nvml(devices: list[FakeDevice] | None = None, *, init_error: int |
                     or s2.seq <= s1.seq or s1.handle.index != s2.handle.index):
                 raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
             d = dev(s2.handle)
+            stale = s2.time - s1.time < d.gpm_refresh_s
             for i in range(request.numMetrics):
                 metric = request.metrics[i]
                 spec = d.gpm_metrics.get(metric.metricId)
@@ -378,7 +387,8 @@ def make_fake_nvml(devices: list[FakeDevice] | None = None, *, init_error: int |
                     metric.nvmlReturn, metric.value = NVML_ERROR_NOT_SUPPORTED, 0.0
                 else:
                     metric.nvmlReturn = NVML_SUCCESS
-                    metric.value = float(reading.next(s2.handle.index, f"gpm{metric.metricId}", spec))
+                    value = float(reading.next(s2.handle.index, f"gpm{metric.metricId}", spec))
+                    metric.value = 0.0 if stale else value
             return request
 
     return m

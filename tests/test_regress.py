@@ -1,0 +1,74 @@
+"""Benchmark histories: keyed on the hardware, compared across software upgrades, which are marked."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from bench import regress as R
+from bench.telemetry.fingerprint import HARDWARE_FIELDS, canonical_hash
+
+T0 = datetime(2026, 3, 1, 2, 0, tzinfo=timezone.utc)
+H100 = {"device_type": "cuda", "gpu_name": "NVIDIA H100 80GB HBM3", "gpu_memory_total_bytes": 85520809984,
+        "gpu_compute_capability": "9.0", "cpu_model": "AMD EPYC 9454", "cpu_count": 16}
+
+
+@dataclass
+class Run:
+    path: str
+    data: dict
+
+
+def fingerprint(**changes) -> dict:
+    fp = {**H100, "gpu_uuid": "GPU-1", "driver_version": "580.159.04", "cuda_runtime_version": "13.0",
+          "cudnn_version": 91900, "torch_version": "2.11.0", "python_version": "3.12.3", "os_release": "6.8.0",
+          **changes}
+    stable = tuple(sorted(k for k in fp))
+    fp["hash"] = canonical_hash(fp, stable)
+    fp["model_hash"] = canonical_hash(fp, tuple(k for k in stable if k != "gpu_uuid"))
+    return fp
+
+
+def run(day: int, median_s: float, fp: dict | None = None, **machine) -> Run:
+    stats = {"median": median_s, "q1": median_s * 0.99, "q3": median_s * 1.01, "mean": median_s, "rounds": 10}
+    info = {"machine": "x86_64", "system": "Linux", "python_version": "3.12.3", "release": "6.8.0",
+            "cpu": {"brand_raw": "AMD EPYC 9454"}, **machine}
+    if fp is not None:
+        info["bench_fingerprint"] = fp
+    return Run(f"run{day}.json", {"machine_info": info, "datetime": (T0 + timedelta(days=day)).isoformat(),
+                                  "benchmarks": [{"fullname": "t.py::test_step", "stats": stats}]})
+
+
+def test_a_slowdown_that_arrives_with_a_torch_upgrade_is_compared_and_marked():
+    runs = [run(0, 1.0, fingerprint()), run(1, 1.0, fingerprint()), run(2, 1.5, fingerprint(torch_version="2.12.0"))]
+    (h,) = R.benchmark_history(runs)
+    assert [r.median_s for r in h.runs] == [1.0, 1.0, 1.5]
+    assert h.regressions == [2] and h.latest_regressed
+    assert h.environment_changes == {2: "torch_version 2.11.0 → 2.12.0"}
+
+
+def test_history_key_is_the_hardware_only():
+    a = R.machine_key({"bench_fingerprint": fingerprint()})
+    upgraded = R.machine_key({"bench_fingerprint": fingerprint(driver_version="590.1", cudnn_version=92000,
+                                                               python_version="3.13.1", os_release="6.11.0")})
+    other_card = R.machine_key({"bench_fingerprint": fingerprint(gpu_uuid="GPU-2")})
+    assert a == upgraded == other_card
+    assert a[0] == canonical_hash(fingerprint(), HARDWARE_FIELDS)
+    assert R.machine_key({"bench_fingerprint": fingerprint(gpu_name="NVIDIA H200")})[0] != a[0]
+    assert R.machine_key({"bench_fingerprint": fingerprint(cpu_count=32)})[0] != a[0]
+
+
+def test_different_hardware_keeps_separate_histories():
+    runs = [run(0, 1.0, fingerprint()), run(1, 1.5, fingerprint(gpu_name="NVIDIA H200",
+                                                                 gpu_memory_total_bytes=150e9))]
+    assert sorted(len(h.runs) for h in R.benchmark_history(runs)) == [1, 1]
+
+
+def test_unchanged_software_marks_nothing():
+    (h,) = R.benchmark_history([run(0, 1.0, fingerprint()), run(1, 1.0, fingerprint(gpu_uuid="GPU-2"))])
+    assert h.environment_changes == {} and h.regressions == []
+
+
+def test_runs_without_a_fingerprint_mark_a_python_or_kernel_change():
+    (h,) = R.benchmark_history([run(0, 1.0), run(1, 1.0, python_version="3.13.1", release="6.11.0")])
+    assert h.environment_changes == {1: "python_version 3.12.3 → 3.13.1; release 6.8.0 → 6.11.0"}
