@@ -369,7 +369,7 @@ def check_output_file(path: str | os.PathLike, *, resume: bool = False, overwrit
 def read_json(path: str | os.PathLike) -> Any:
     path = Path(path)
     try:
-        with open(path) as f:
+        with open(path, encoding="utf-8") as f:
             return json.load(f)
     except FileNotFoundError:
         raise InvalidResultsFile(f"{path}: no such file") from None
@@ -377,6 +377,8 @@ def read_json(path: str | os.PathLike) -> Any:
         raise InvalidResultsFile(f"{path}: is a directory, expected a JSON file") from None
     except json.JSONDecodeError as e:
         raise InvalidResultsFile(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except UnicodeDecodeError:
+        raise InvalidResultsFile(f"{path}: not UTF-8 text, so not a JSON results file") from None
     except OSError as e:
         raise InvalidResultsFile(f"{path}: cannot read ({e.strerror})") from None
 

@@ -121,3 +121,11 @@ def test_sweep_table_shows_gpu_telemetry_columns_only_when_measured():
 def test_resume_needs_a_file_and_excludes_overwrite(capsys, argv, message):
     code, _, err = run_cli(capsys, *argv)
     assert code == 2 and message in err
+
+
+def test_a_binary_file_given_to_resume_is_a_one_line_error(capsys, tmp_path):
+    out = tmp_path / "out.json"
+    out.write_bytes(b"\xff\xfe\x00binary")
+    code, _, err = run_cli(capsys, "sweep", "-o", str(out), "--resume", "-b", "2", *TINY)
+    assert code == 2 and "not UTF-8" in err and len(err.strip().splitlines()) == 1
+    assert out.read_bytes() == b"\xff\xfe\x00binary"
