@@ -109,7 +109,7 @@ def test_sweep_table_shows_gpu_telemetry_columns_only_when_measured():
 
     cpu = render(SweepResult(config={}, points=[point(1, {}), point(2, {})]))
     assert "kernel active" not in cpu and "power" not in cpu
-    gpu = render(SweepResult(config={}, points=[point(1, {"kernel_active_pct_mean": 41.0, "power_w_mean": 312.4}),
+    gpu = render(SweepResult(config={}, points=[point(1, {"kernel_active_pct_mean": 41.0, "power_w_energy_mean": 312.4}),
                                                 point(2, {"kernel_active_pct_mean": 97.0})]))
     assert "kernel active" in gpu and "41%" in gpu and "97%" in gpu and "312 W" in gpu
 
