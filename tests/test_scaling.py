@@ -13,14 +13,14 @@ SIZES = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
 
 
 def run_curve(batch_size, steps, lr=0.1, seed=0, budget=None):
-    """A curve whose metric first reaches 1.0 (target 0.5) at `steps`, or never (steps None)."""
+    """A curve whose metric reaches the target 0.5 exactly at `steps`, or never (steps None)."""
     pts = [CurvePoint(0, 0, eval_metric=0.0)]
     if steps is None:
         pts.append(CurvePoint(budget, budget * batch_size, eval_metric=0.2))
     else:
         if steps > 1:
             pts.append(CurvePoint(steps - 1, (steps - 1) * batch_size, eval_metric=0.4))
-        pts.append(CurvePoint(steps, steps * batch_size, eval_metric=1.0))
+        pts.append(CurvePoint(steps, steps * batch_size, eval_metric=0.5))
     return Curve(task="synthetic", batch_size=batch_size, lr=lr, seed=seed, points=pts, stop_reason="target reached")
 
 
@@ -108,3 +108,48 @@ def test_measured_exponent_is_minus_one_under_perfect_scaling():
 def test_fit_rejects_nonpositive_steps():
     with pytest.raises(BenchError):
         fit_steps_model([8, 16, 32], [10, 0, 5])
+
+
+def test_bootstrap_never_resamples_cells_the_point_estimate_excluded():
+    # Noise-free seeds, so the only spread a resample could show comes from cells it should not use:
+    # a 2x-faster LR at batch 256 that failed on one seed, and a batch whose every LR failed on a seed.
+    curves = []
+    for b in [16, 32, 64, 128, 256, 512, 1024]:
+        steps = int(steps_model(b, 100, 256))
+        for s in range(3):
+            curves.append(run_curve(b, steps, lr=0.1, seed=s))
+            if b == 256:
+                curves.append(run_curve(b, None if s == 0 else steps // 2, lr=0.2, seed=s, budget=5000))
+    curves += [run_curve(4096, None if s == 0 else 10, lr=0.1, seed=s, budget=5000) for s in range(3)]
+    sel = steps_by_batch(curves, target=0.5)
+    assert [b.batch_size for b in sel if not b.reached] == [4096]
+    fit = fit_scaling(sel, n_bootstrap=200, seed=0)
+    assert fit.b_crit_ci == [pytest.approx(256.0, rel=1e-6)] * 2
+    assert fit.s_min_ci == [pytest.approx(100.0, rel=1e-6)] * 2
+
+
+def linear_metric_curve(batch_size, true_steps, eval_every):
+    """Metric = step / true_steps (target 1.0 crossed at true_steps), evaluated every `eval_every` steps."""
+    last = int(np.ceil(true_steps / eval_every)) * eval_every
+    pts = [CurvePoint(s, s * batch_size, eval_metric=s / true_steps) for s in range(0, last + 1, eval_every)]
+    return Curve(task="synthetic", batch_size=batch_size, lr=0.1, seed=0, points=pts)
+
+
+def test_interpolated_steps_remove_the_evaluation_interval_bias_from_b_crit():
+    sizes = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
+    curves = [linear_metric_curve(b, float(steps_model(b, S_MIN, B_CRIT)), eval_every=20) for b in sizes]
+    sel = steps_by_batch(curves, target=1.0)
+    s_min, b_crit = fit_steps_model(sizes, [b.steps_to_target for b in sel])
+    assert (s_min, b_crit) == (pytest.approx(S_MIN, rel=1e-6), pytest.approx(B_CRIT, rel=1e-6))
+    # The raw first evaluation at or past the target is kept, and rounding up to it biases the fit.
+    raw = [b.lr_cells[0].first_eval_steps[0] for b in sel]
+    assert all(r % 20 == 0 for r in raw)
+    assert abs(fit_steps_model(sizes, raw)[1] / B_CRIT - 1) > 0.05
+
+
+def test_a_target_met_before_training_is_a_one_line_error():
+    curves = [run_curve(b, 100 // b * 4, seed=0) for b in (4, 8, 16)]
+    curves[1].points[0].eval_metric = 0.6  # already at or past 0.5 at step 0
+    with pytest.raises(BenchError, match=r"target 0.5 is already met before training \(step 0\) by 1 of 3 runs "
+                                         r"\(batch size 8\)"):
+        steps_by_batch(curves, target=0.5)

@@ -13,14 +13,37 @@ def _curve(metrics, higher=True, every=10, stop=None):
     return Curve(task="t", batch_size=4, lr=0.1, seed=0, points=pts, higher_is_better=higher, stop_reason=stop)
 
 
-def test_steps_to_target_is_the_first_evaluation_at_or_past_the_target():
+def test_an_evaluation_exactly_at_the_target_is_its_step():
     c = _curve([0.1, 0.5, 0.89, 0.9, 0.95])
     st = c.steps_to_target(0.9)
-    assert (st.steps, st.examples) == (30, 120)
+    assert (st.steps, st.examples, st.first_eval_step, st.method) == (30, 120, 30, "interpolated")
+
+
+def test_steps_to_target_interpolates_between_the_evaluations_either_side_of_the_crossing():
+    st = _curve([0.1, 0.5, 0.7, 0.95]).steps_to_target(0.9)  # 0.7 at step 20, 0.95 at step 30
+    assert st.steps == pytest.approx(20 + 10 * 0.2 / 0.25) and st.examples == pytest.approx(4 * st.steps)
+    assert st.first_eval_step == 30
 
 
 def test_steps_to_target_for_a_lower_is_better_metric():
-    assert _curve([3.0, 1.0, 0.4, 0.2], higher=False).steps_to_target(0.5).steps == 20
+    st = _curve([3.0, 1.0, 0.4, 0.2], higher=False).steps_to_target(0.5)  # 1.0 at step 10, 0.4 at step 20
+    assert st.steps == pytest.approx(10 + 10 * 0.5 / 0.6) and st.first_eval_step == 20
+
+
+def test_a_first_evaluation_already_past_the_target_is_its_own_step_without_interpolation():
+    c = _curve([0.95, 0.97])
+    for p in c.points:
+        p.step += 100  # an imported curve whose first row is at step 100
+    st = c.steps_to_target(0.9)
+    assert (st.steps, st.first_eval_step, st.method) == (100, 100, "first evaluation")
+
+
+def test_interpolated_wall_time_needs_both_evaluations_to_have_one():
+    c = _curve([0.0, 1.0])
+    c.points[0].wall_time_s, c.points[1].wall_time_s = 0.0, 4.0
+    assert c.steps_to_target(0.25).wall_time_s == pytest.approx(1.0)
+    c.points[0].wall_time_s = None
+    assert c.steps_to_target(0.25).wall_time_s is None
 
 
 def test_a_curve_that_never_reaches_the_target_says_within_how_many_steps():

@@ -119,3 +119,40 @@ def test_each_optimizer_reduces_a_quadratic(name):
 def test_unknown_optimizer_is_a_one_line_error():
     with pytest.raises(BenchError, match="unknown optimizer 'adagrad'"):
         make_optimizer("adagrad", nn.Linear(2, 2), 0.1)
+
+
+@pytest.mark.parametrize("name", ["lars", "lamb"])
+def test_layer_wise_steps_never_read_a_tensor_on_the_host(name, monkeypatch):
+    # On a GPU every host read (float, bool, item) waits for the device; the trust ratios must not.
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 1))
+    opt = make_optimizer(name, model, 0.1, weight_decay=0.01)
+    model(torch.randn(8, 4)).pow(2).mean().backward()
+
+    def host_read(*args, **kwargs):
+        raise AssertionError("a tensor was read on the host during the optimizer step")
+
+    for attr in ("__float__", "__bool__", "__int__", "item", "tolist"):
+        monkeypatch.setattr(torch.Tensor, attr, host_read)
+    before = [p.detach().clone() for p in model.parameters()]
+    opt.step()
+    monkeypatch.undo()
+    assert all(not torch.equal(a, p.detach()) for a, p in zip(before, model.parameters()))
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("name", ["lars", "lamb"])
+def test_layer_wise_steps_do_not_synchronise_a_real_gpu(name):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 32), nn.Linear(32, 1)).cuda()
+    opt = make_optimizer(name, model, 0.1, weight_decay=0.01)
+    model(torch.randn(16, 64, device="cuda")).pow(2).mean().backward()
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        opt.step()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    torch.cuda.synchronize()
+    assert all(torch.isfinite(p).all().item() for p in model.parameters())

@@ -23,7 +23,8 @@ def test_a_run_records_points_from_step_zero_and_stops_at_the_target(small_digit
     assert all(p.examples == p.step * 32 for p in curve.points)
     assert curve.stop_reason == "target reached"
     st = curve.steps_to_target(0.8)
-    assert st.steps == curve.points[-1].step and st.steps % 5 == 0
+    assert st.first_eval_step == curve.points[-1].step and st.first_eval_step % 5 == 0
+    assert curve.points[-1].step - 5 < st.steps <= curve.points[-1].step
     assert curve.points[-1].eval_metric >= 0.8 and curve.run_key == spec.key
 
 
@@ -38,7 +39,7 @@ def test_a_run_that_misses_the_target_keeps_its_budget_as_the_reason(small_digit
 def test_training_continues_past_the_target_by_the_asked_fraction(small_digits):
     curve = train_run(small_digits, RunSpec(task="digits", batch_size=32, lr=0.2, seed=0),
                       RunConfig(target=0.8, max_steps=400, eval_every=5, continue_after_target=1.0))
-    reached = curve.steps_to_target(0.8).steps
+    reached = curve.steps_to_target(0.8).first_eval_step
     assert curve.steps_run == 2 * reached
     assert curve.stop_reason == f"target reached at step {reached}; continued to step {2 * reached}"
 
@@ -178,3 +179,34 @@ def test_asking_for_cuda_without_it_is_a_one_line_error(small_digits, monkeypatc
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     with pytest.raises(BenchError, match="CUDA is not available"):
         train_run(small_digits, RunSpec(task="digits", batch_size=8, lr=0.1), RunConfig(target=None, max_steps=1, device="cuda"))
+
+
+def test_run_keys_tell_warm_up_start_factors_apart_and_keep_the_old_key_at_the_default():
+    base = RunSpec(task="nqm", batch_size=4, lr=0.5, warmup_steps=10)
+    other = RunSpec(task="nqm", batch_size=4, lr=0.5, warmup_steps=10, warmup_start_factor=0.25)
+    assert base.key != other.key
+    assert base.key.endswith("/wu10/fp32")  # files written before the start factor was in the key still resume
+    assert RunSpec(task="nqm", batch_size=4, lr=0.5, warmup_start_factor=0.25).key.endswith("/wu0/fp32")
+
+
+@pytest.mark.parametrize("change,message", [
+    ({"warmup_steps": 3}, "warmup_steps=0, not 3"),
+    ({"warmup_start_factor": 0.5}, "warmup_start_factor=0.0, not 0.5"),
+])
+def test_resume_refuses_a_file_made_with_another_warm_up(tmp_path, change, message):
+    out = tmp_path / "curves.json"
+    grid = GridSpec(batch_sizes=[4], base_lr=0.5, base_batch_size=4, lr_rule="constant", momentum=0.0)
+    run_grid(nqm(dim=5), grid, RunConfig(target=0.5, max_steps=5, eval_every=1), output=out)
+    other = GridSpec(**{**grid.to_dict(), **change})
+    with pytest.raises(BenchError, match=message):
+        run_grid(nqm(dim=5), other, RunConfig(target=0.5, max_steps=5, eval_every=1), output=out, resume=True)
+
+
+def test_resume_refuses_another_warm_up_in_epochs_instead_of_mixing_its_runs_in_as_seeds(tmp_path):
+    task = digits(hidden=4, train_examples=64)
+    out = tmp_path / "curves.json"
+    grid = GridSpec(batch_sizes=[16], base_lr=0.1, base_batch_size=16, warmup_epochs=1.0)
+    run_grid(task, grid, RunConfig(target=None, max_steps=2, eval_every=1), output=out)
+    other = GridSpec(batch_sizes=[16], base_lr=0.1, base_batch_size=16, warmup_epochs=2.0)
+    with pytest.raises(BenchError, match="warmup_epochs=1.0, not 2.0"):
+        run_grid(task, other, RunConfig(target=None, max_steps=2, eval_every=1), output=out, resume=True)

@@ -128,3 +128,54 @@ def test_unknown_task_and_bad_parameter_are_one_line_errors():
         load_task("cifar")
     with pytest.raises(BenchError, match="parameter 'hidden' must be a int"):
         load_task("digits", {"hidden": "wide"})
+
+
+def test_nqm_interpolated_steps_to_target_track_the_analytic_crossing_with_coarse_evaluations():
+    # Evaluating every 5 steps, the first evaluation past the target overshoots the analytic crossing by
+    # over a step on average; interpolating between the evaluations either side of it does not.
+    dim, b, lr = 500, 4, 0.5
+    task = nqm(dim=dim, kappa_power=0.5)
+    h, c = nqm_spectrum(dim, 0.5)
+    expected = nqm_expected_risk(h, c, np.ones(dim), lr, b, 60)
+    target = 0.3 * expected[0]
+    k = int(np.argmax(expected <= target))
+    crossing = k - 1 + (target - expected[k - 1]) / (expected[k] - expected[k - 1])
+    reads = [train_run(task, RunSpec(task="nqm", batch_size=b, lr=lr, seed=s, momentum=0.0),
+                       RunConfig(target=target, max_steps=60, eval_every=5)).steps_to_target(target)
+             for s in range(4)]
+    assert abs(np.mean([r.steps for r in reads]) - crossing) <= 0.5
+    assert np.mean([r.first_eval_step for r in reads]) - crossing >= 1.0
+
+
+def test_nqm_default_lr_grid_stays_under_the_sgd_stability_limit_and_its_best_steps_fall_with_batch_size():
+    # SGD on a quadratic diverges once lr >= 2/h_max; the defaults' grid (3 points, ratio 2, as the
+    # study uses) must stay below it at every default batch size, so larger batches never need more steps.
+    from bench.train.runner import GridSpec
+
+    task = nqm()
+    d = task.defaults
+    h, c = nqm_spectrum(100)
+    grid = GridSpec(batch_sizes=d["batch_sizes"], base_lr=d["base_lr"], base_batch_size=d["base_batch_size"],
+                    lr_rule=d["lr_rule"], lr_factors=[0.5, 1.0, 2.0], momentum=d["momentum"], max_lr=d["max_lr"])
+    runs = grid.runs(task)
+    assert max(r.lr for r in runs) < 2.0 / h.max()
+    target = task.default_target
+    best = []
+    for b in d["batch_sizes"]:
+        steps = []
+        for r in (r for r in runs if r.batch_size == b):
+            risk = nqm_expected_risk(h, c, np.ones(100), r.lr, b, 600)
+            steps.append(int(np.argmax(risk <= target)) if np.any(risk <= target) else np.inf)
+        best.append(min(steps))
+    assert all(np.isfinite(best)) and best == sorted(best, reverse=True)
+
+
+def test_an_lr_cap_keeps_the_grid_shape_under_it():
+    from bench.train.runner import GridSpec
+
+    grid = GridSpec(batch_sizes=[4, 64], base_lr=0.1, base_batch_size=4, lr_rule="linear",
+                    lr_factors=[0.5, 1.0, 2.0], max_lr=1.0)
+    lrs = {b: sorted(r.lr for r in grid.runs(nqm(dim=2)) if r.batch_size == b) for b in (4, 64)}
+    assert lrs == {4: pytest.approx([0.05, 0.1, 0.2]), 64: pytest.approx([0.25, 0.5, 1.0])}
+    with pytest.raises(BenchError, match="LR cap must be a positive number"):
+        GridSpec(batch_sizes=[4], base_lr=0.1, base_batch_size=4, max_lr=0.0).runs(nqm(dim=2))

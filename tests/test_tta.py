@@ -19,7 +19,7 @@ SIZES = [8, 16, 32, 64, 128, 256, 512, 1024, 2048]
 
 
 def curve(b, steps, seed=0, lr=0.1, target=0.5):
-    pts = [CurvePoint(0, 0, eval_metric=0.0), CurvePoint(steps, steps * b, eval_metric=1.0)]
+    pts = [CurvePoint(0, 0, eval_metric=0.0), CurvePoint(steps, steps * b, eval_metric=target)]  # crosses at `steps`
     return Curve(task="synthetic", batch_size=b, lr=lr, seed=seed, points=pts, target=target, stop_reason="target reached")
 
 
@@ -230,3 +230,69 @@ def test_cli_reads_curves_and_a_sweep_prints_the_table_and_refuses_to_overwrite(
     assert load_tta(out).finished
     with pytest.raises(BenchError, match="exists: pass --resume"):
         _cli("--curves", str(csv), "--target", "0.9", "-o", str(out))
+
+
+def _hinge_sweep(knee, plateau_s=1e-2, slope=1e-5):
+    """A sweep whose analysis chose the hinge: t = plateau up to the knee, then rising by `slope` per example."""
+    lin = {"intercept_s": 5e-3, "slope_s_per_sample": 2e-5}  # what the straight line would have said
+    hinge = {"plateau_s": plateau_s, "slope_s_per_sample": slope, "knee_batch": knee, "knee_position": "inside"}
+    return SweepResult(config={"workload": "task:synthetic"}, points=[], finished=True,
+                       analysis={"best_fit": "hinge", "linear_fit": lin, "hinge_fit": hinge})
+
+
+@pytest.mark.parametrize("knee", [256.0, 512.0, 2000.0])
+def test_b_star_minimises_time_to_target_under_the_sweeps_hinge_fit_when_it_chose_the_hinge(knee):
+    from bench.analysis.tta import step_time_fit_from_sweep
+
+    sf = step_time_fit_from_sweep(_hinge_sweep(knee))
+    assert (sf.model, sf.knee_batch, sf.a_s) == ("hinge", knee, pytest.approx(1e-2 - 1e-5 * knee))
+    a = analyse_tta(model_curves(), step_times(), 0.5, step_time_fit=sf, n_bootstrap=0)
+    fit = a.scaling_fit
+
+    def t_hinge(b):
+        return 1e-2 + 1e-5 * max(0.0, b - knee)
+
+    numeric = optimize.minimize_scalar(lambda b: steps_model(b, fit.s_min, fit.b_crit) * t_hinge(b),
+                                       bounds=(1, 10 ** 4), method="bounded", options={"xatol": 1e-6}).x
+    assert a.b_star == pytest.approx(numeric, rel=1e-3)
+    assert a.b_star >= knee and "hinge" in a.b_star_rule
+    assert a.b_star_time_s == pytest.approx(steps_model(a.b_star, fit.s_min, fit.b_crit) * t_hinge(a.b_star))
+    assert ("clipped to the knee" in a.b_star_rule) == (knee > 300)  # sqrt(B_crit·a'/s) ≈ 386 at K = 256
+
+
+def test_b_star_names_the_linear_fit_it_came_from():
+    a = analyse_tta(model_curves(), step_times(), 0.5, n_bootstrap=0)
+    assert a.step_time_fit.model == "linear" and a.b_star_rule.startswith("sqrt(B_crit·a/b) from least squares")
+
+
+def test_time_to_target_multiplies_steps_by_the_mean_step_time_and_keeps_the_median_for_shape():
+    # Right-skewed step times (a few slow steps): a sum over steps grows with the mean, not the median.
+    samples = [0.010] * 18 + [0.030] * 3
+    pts = [Measurement(case=Case(workload="task:synthetic", batch_size=b), samples_s=[x * b / 8 for x in samples])
+           for b in SIZES]
+    times, _ = step_times_from_sweep(SweepResult(config={"workload": "task:synthetic"}, points=pts, finished=True))
+    row_time = times[0]
+    assert row_time.median_s == pytest.approx(0.010) and row_time.mean_s == pytest.approx(sum(samples) / 21)
+    a = analyse_tta(model_curves(), times, 0.5, n_bootstrap=0)
+    row = a.batch(8)
+    assert row.time_to_target_basis == "mean" and row.step_time_s == pytest.approx(0.010)
+    assert row.time_to_target_s == pytest.approx(row.steps_to_target * row_time.mean_s)
+    scale = row_time.mean_s / row_time.median_s
+    assert row.time_to_target_low_s == pytest.approx(row.steps_low * row_time.ci_low_s * scale)
+    assert row.time_to_target_high_s == pytest.approx(row.steps_high * row_time.ci_high_s * scale)
+    assert row.time_to_target_low_s <= row.time_to_target_s <= row.time_to_target_high_s
+
+
+def test_step_times_without_a_mean_fall_back_to_the_median_and_say_so():
+    row = analyse_tta(model_curves(), step_times(), 0.5, n_bootstrap=0).batch(64)
+    assert row.time_to_target_basis == "median" and row.step_time_mean_s is None
+    assert "no mean" in row.null_reasons["step_time_mean_s"]
+
+
+def test_one_seed_claims_no_ties_and_warns_that_intervals_ignore_run_to_run_spread():
+    one = analyse_tta(model_curves(seeds=(0,)), step_times(), 0.5, n_bootstrap=0)
+    assert one.best_time_ties == [] and "cannot be told" in one.null_reasons["best_time_ties"]
+    assert any("one seed" in w for w in one.warnings)
+    assert "run-to-run spread" in one.batch(64).null_reasons["time_to_target_interval"]
+    two = analyse_tta(model_curves(seeds=(0, 1)), step_times(), 0.5, n_bootstrap=0)
+    assert "best_time_ties" not in two.null_reasons and not any("one seed" in w for w in two.warnings)

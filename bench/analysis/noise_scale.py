@@ -5,6 +5,14 @@ McCandlish et al. 2018, appendix A: E|G_B|² = |G|² + tr(Σ)/B, so from a small
     tr(Σ) ≈ (|G_small|² − |G_big|²)/(1/B_small − 1/B_big).
 Each step's estimates are noisy (|G|² can come out negative), so numerator and denominator are
 averaged over steps separately, then divided. Pure functions; the measuring lives in bench.train.noise.
+
+Finite training set. The formulas above assume examples drawn with replacement. Batches drawn without
+replacement from N examples (an epoch's shuffle) have, with Σ the population covariance of the N
+per-example gradients,
+    E|G_B|² = |G|² + tr(Σ)/B · (N − B)/(N − 1) = (|G|² − tr(Σ')/N) + tr(Σ')/B,   Σ' = Σ·N/(N − 1),
+the same form with |G|² − tr(Σ')/N in place of |G|² and tr(Σ') in place of tr(Σ). So the two-batch
+estimates (ĝ², tr̂) recover |G|² = ĝ² + tr̂/N and tr(Σ) = tr̂·(N − 1)/N. Uncorrected, B_simple comes
+out about 1/(1 − B_simple/N) times too large.
 """
 
 from __future__ import annotations
@@ -20,12 +28,18 @@ from ..errors import BenchError
 CONFIDENCE = 0.95
 
 
-def unbiased_norm_estimates(sq_small: float, sq_big: float, batch_small: int, batch_big: int) -> tuple[float, float]:
-    """(|G|², tr Σ) estimates from mean squared gradient norms at two batch sizes."""
+def unbiased_norm_estimates(sq_small: float, sq_big: float, batch_small: int, batch_big: int,
+                            train_size: int | None = None) -> tuple[float, float]:
+    """(|G|², tr Σ) estimates from mean squared gradient norms at two batch sizes; with `train_size` N,
+    for batches drawn without replacement from N examples (finite-population correction, see above)."""
     if not batch_big > batch_small > 0:
         raise BenchError(f"noise scale needs batch_big > batch_small > 0 (got {batch_small}, {batch_big})")
+    if train_size is not None and not train_size > 1:
+        raise BenchError(f"noise scale: training set size must be > 1, got {train_size}")
     g2 = (batch_big * sq_big - batch_small * sq_small) / (batch_big - batch_small)
     trace = (sq_small - sq_big) / (1.0 / batch_small - 1.0 / batch_big)
+    if train_size is not None:
+        g2, trace = g2 + trace / train_size, trace * (train_size - 1) / train_size
     return float(g2), float(trace)
 
 
@@ -44,6 +58,7 @@ class NoiseScaleEstimate:
     averaging: str = "mean over steps"
     sq_norm_small: list[float] = field(default_factory=list)  # per step: mean over micro-batches of |g_small|²
     sq_norm_big: list[float] = field(default_factory=list)  # per step: |g_big|²
+    train_size: int | None = None  # N of the finite-population correction; None: none applied (infinite data)
     context: dict = field(default_factory=dict)  # how it was measured (task, lr, optimizer, steps, ...)
     null_reasons: dict[str, str] = field(default_factory=dict)
 
@@ -55,26 +70,29 @@ class NoiseScaleEstimate:
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
-def _ratio(sq_small: np.ndarray, sq_big: np.ndarray, bs: int, bb: int) -> tuple[float, float, float | None]:
-    g2, tr = unbiased_norm_estimates(float(np.mean(sq_small)), float(np.mean(sq_big)), bs, bb)
+def _ratio(sq_small: np.ndarray, sq_big: np.ndarray, bs: int, bb: int,
+           n: int | None = None) -> tuple[float, float, float | None]:
+    g2, tr = unbiased_norm_estimates(float(np.mean(sq_small)), float(np.mean(sq_big)), bs, bb, n)
     return g2, tr, (tr / g2 if g2 > 0 and tr > 0 else None)
 
 
 def estimate_noise_scale(sq_norm_small: Sequence[float], sq_norm_big: Sequence[float], batch_small: int,
                          batch_big: int, *, n_bootstrap: int = 1000, blocks: int = 20, seed: int = 0,
-                         confidence: float = CONFIDENCE, context: dict | None = None) -> NoiseScaleEstimate:
+                         confidence: float = CONFIDENCE, context: dict | None = None,
+                         train_size: int | None = None) -> NoiseScaleEstimate:
     """B_simple from per-step squared norms. The interval resamples contiguous blocks of steps
-    (neighbouring steps are correlated), `blocks` of them, with a fixed RNG seed."""
+    (neighbouring steps are correlated), `blocks` of them, with a fixed RNG seed. Give `train_size`
+    when batches were drawn without replacement from that many examples (finite-population correction)."""
     s = np.asarray(sq_norm_small, dtype=float)
     g = np.asarray(sq_norm_big, dtype=float)
     if s.size == 0 or s.size != g.size:
         raise BenchError("noise scale needs the same number (>= 1) of small- and big-batch squared norms")
     if not (np.all(np.isfinite(s)) and np.all(np.isfinite(g))):
         raise BenchError("noise scale: squared gradient norms must be finite (did training diverge?)")
-    g2, tr, b = _ratio(s, g, batch_small, batch_big)
+    g2, tr, b = _ratio(s, g, batch_small, batch_big, train_size)
     est = NoiseScaleEstimate(b, g2, tr, int(batch_small), int(batch_big), int(s.size),
                              sq_norm_small=s.tolist(), sq_norm_big=g.tolist(), context=dict(context or {}),
-                             confidence=confidence)
+                             confidence=confidence, train_size=None if train_size is None else int(train_size))
     if b is None:
         est.null_reasons["b_simple"] = (
             f"estimated |G|^2 = {g2:.3g} and tr(Sigma) = {tr:.3g}: the true gradient is lost in the noise "
@@ -89,13 +107,18 @@ def estimate_noise_scale(sq_norm_small: Sequence[float], sq_norm_big: Sequence[f
         vals = []
         for _ in range(n_bootstrap):
             idx = np.concatenate([idx_blocks[i] for i in rng.integers(0, k, k)])
-            v = _ratio(s[idx], g[idx], batch_small, batch_big)[2]
-            vals.append(v if v is not None else math.inf)
+            g2_r, tr_r, v = _ratio(s[idx], g[idx], batch_small, batch_big, train_size)
+            # No measurable gradient (|G|² <= 0): B_simple unbounded. No measurable noise with a
+            # gradient (tr Σ <= 0 < |G|²): B_simple at most 0, so it counts as 0.
+            vals.append(v if v is not None else math.inf if g2_r <= 0 else 0.0)
         a = (1 - confidence) / 2 * 100
-        lo, hi = float(np.percentile(vals, a)), float(np.percentile(vals, 100 - a))
+        with np.errstate(invalid="ignore"):  # inf - inf between two unbounded resamples: nan, not finite
+            lo, hi = float(np.percentile(vals, a)), float(np.percentile(vals, 100 - a))
         est.b_simple_ci = [lo, hi] if math.isfinite(hi) else None
         if est.b_simple_ci is None:
-            est.null_reasons["b_simple_ci"] = "some resamples had |G|^2 <= 0: the upper bound is unbounded"
+            n_inf = sum(math.isinf(v) for v in vals)
+            est.null_reasons["b_simple_ci"] = (f"{n_inf} of {n_bootstrap} resamples had |G|^2 <= 0 (no measurable "
+                                               "gradient): the upper bound is unbounded")
     else:
         est.null_reasons["b_simple_ci"] = "needs at least 2 steps for a block bootstrap"
     return est

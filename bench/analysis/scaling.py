@@ -41,9 +41,10 @@ class LRCell:
     lr: float | None
     lr_factor: float | None
     seeds: list[int | None]
-    steps_per_seed: list[int | None]
+    steps_per_seed: list[float | None]  # interpolated between evaluations (bench.train.curves)
     steps_to_target: float | None  # mean over seeds; None unless every seed reached the target
     reason: str | None = None
+    first_eval_steps: list[int | None] = field(default_factory=list)  # raw: first evaluation at or past it
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -56,7 +57,7 @@ class BatchSteps:
     batch_size: int
     best_lr: float | None
     steps_to_target: float | None
-    steps_per_seed: list[int | None] = field(default_factory=list)
+    steps_per_seed: list[float | None] = field(default_factory=list)
     seeds: list[int | None] = field(default_factory=list)
     steps_low: float | None = None  # smallest over seeds at the best LR
     steps_high: float | None = None  # largest over seeds at the best LR
@@ -85,13 +86,13 @@ class BatchSteps:
         return b
 
 
-def _cell_from_steps(lr, factor, seeds, steps, budget: int) -> LRCell:
+def _cell_from_steps(lr, factor, seeds, steps, budget: int, first_eval_steps=()) -> LRCell:
     missing = sum(s is None for s in steps)
     if missing:
         reason = (f"not reached within {budget} steps" if missing == len(steps)
                   else f"{missing} of {len(steps)} seeds not reached within {budget} steps")
-        return LRCell(lr, factor, list(seeds), list(steps), None, reason)
-    return LRCell(lr, factor, list(seeds), list(steps), float(np.mean(steps)))
+        return LRCell(lr, factor, list(seeds), list(steps), None, reason, list(first_eval_steps))
+    return LRCell(lr, factor, list(seeds), list(steps), float(np.mean(steps)), None, list(first_eval_steps))
 
 
 def _best_cell(cells: Sequence[LRCell]) -> LRCell | None:
@@ -103,10 +104,17 @@ def steps_by_batch(curves: Sequence[Curve], target: float) -> list[BatchSteps]:
     """Per batch size: each LR's steps to target over seeds, and the LR that needs the fewest.
 
     A (batch, LR) cell counts only if every seed reached the target (an LR that sometimes fails is
-    not a good choice); a batch size where no cell did is kept with steps None and a reason.
+    not a good choice); a batch size where no cell did is kept with steps None and a reason. A target
+    that some run meets before training (step 0) measures no training: BenchError.
     """
     if not curves:
         raise BenchError("no curves to analyse")
+    reads = {id(c): c.steps_to_target(target) for c in curves}
+    at_start = [c for c in curves if reads[id(c)].steps == 0]
+    if at_start:
+        n, sizes = len(at_start), sorted({c.batch_size for c in at_start})
+        raise BenchError(f"target {target:g} is already met before training (step 0) by {n} of {len(curves)} runs "
+                         f"(batch size {', '.join(map(str, sizes))}): it measures no training; choose a harder target")
     by_batch: dict[int, list[Curve]] = defaultdict(list)
     for c in curves:
         by_batch[c.batch_size].append(c)
@@ -120,9 +128,9 @@ def steps_by_batch(curves: Sequence[Curve], target: float) -> list[BatchSteps]:
         cells, cell_curves = [], {}
         for key, cs in sorted(by_lr.items(), key=lambda kv: (kv[1][0].lr is None, kv[1][0].lr or 0.0)):
             cs = sorted(cs, key=lambda c: (c.seed is None, c.seed or 0))
-            steps = [c.steps_to_target(target).steps for c in cs]
-            cell = _cell_from_steps(cs[0].lr, cs[0].lr_factor, [c.seed for c in cs], steps,
-                                    max(c.steps_run for c in cs))
+            sts = [reads[id(c)] for c in cs]
+            cell = _cell_from_steps(cs[0].lr, cs[0].lr_factor, [c.seed for c in cs], [st.steps for st in sts],
+                                    max(c.steps_run for c in cs), [st.first_eval_step for st in sts])
             cells.append(cell)
             cell_curves[id(cell)] = cs
         best = _best_cell(cells)
@@ -249,7 +257,8 @@ def fit_scaling(batches: Sequence[BatchSteps], *, n_bootstrap: int = 1000, seed:
                 confidence: float = CONFIDENCE, all_batch_sizes: Sequence[int] | None = None) -> ScalingFit:
     """Fit S(B) to the batch sizes that reached the target, with a bootstrap over seeds.
 
-    Bootstrap: each resample redraws, for every (batch, LR) cell, its seeds with replacement, picks the
+    Bootstrap: each resample redraws, for every (batch, LR) cell the point estimate could choose (every
+    seed reached the target, at a batch size that reached it), its seeds with replacement, picks the
     best LR again (so LR selection is part of the uncertainty) and refits. Where a cell has a single
     seed, seeds cannot be resampled; the batch sizes themselves are resampled instead. Percentile
     intervals, fixed RNG seed.
@@ -297,17 +306,19 @@ def fit_scaling(batches: Sequence[BatchSteps], *, n_bootstrap: int = 1000, seed:
 
 
 def _resample_seeds(batches: Sequence[BatchSteps], rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """One resample over the cells the point estimate could choose from: complete cells (every seed
+    reached the target) of batch sizes that reached it. A cell that failed on some seed is not a
+    candidate there, so it must not become one whenever a resample happens to miss its failed seed."""
     bb, ss = [], []
     for b in batches:
+        if not b.reached:
+            continue
         best = None
         for c in b.lr_cells:
+            if c.steps_to_target is None or not c.steps_per_seed:
+                continue
             n = len(c.steps_per_seed)
-            if n == 0:
-                continue
-            pick = [c.steps_per_seed[i] for i in rng.integers(0, n, n)]
-            if any(p is None for p in pick):
-                continue
-            m = float(np.mean(pick))
+            m = float(np.mean([c.steps_per_seed[i] for i in rng.integers(0, n, n)]))
             if best is None or m < best:
                 best = m
         if best is not None:

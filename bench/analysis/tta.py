@@ -1,8 +1,9 @@
 """Time to accuracy: steps to target (from curves) times step time (from a sweep), per batch size.
 
-TTA(B) = S(B)·t(B). Reports the batch that minimises time, the one that minimises examples (compute),
-the time-vs-compute Pareto frontier, B* = sqrt(B_crit·a/b) from the fits S(B) = S_min(1 + B_crit/B) and
-t(B) = a + b·B, and what the "equal step time for every batch" rule of thumb would have chosen.
+TTA(B) = S(B)·t(B), t the mean step time. Reports the batch that minimises time, the one that minimises
+examples (compute), the time-vs-compute Pareto frontier, B* from the fits S(B) = S_min(1 + B_crit/B) and
+t(B) (the sweep's line a + b·B, or its hinge), and what the "equal step time for every batch" rule of
+thumb would have chosen.
 Pure functions and the bench.tta results schema; nothing here measures.
 """
 
@@ -29,7 +30,11 @@ TTA_SCHEMA_VERSION = 1
 
 @dataclass
 class StepTime:
-    """Measured time of one training step at one batch size (median and 95% CI, seconds)."""
+    """Measured time of one training step at one batch size (median with its 95% CI, and mean; seconds).
+
+    The median describes the shape of t(B) (fits, B*); the mean is what a sum over steps, the time to
+    target, multiplies: E[sum of S step times] = S·E[t].
+    """
 
     batch_size: int
     median_s: float
@@ -37,6 +42,7 @@ class StepTime:
     ci_high_s: float | None = None
     energy_per_step_j: float | None = None
     null_reasons: dict[str, str] = field(default_factory=dict)
+    mean_s: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -48,11 +54,23 @@ class StepTime:
 
 @dataclass
 class StepTimeFit:
-    """t(B) = a + b·B (a in seconds, b in seconds per example) and where it came from."""
+    """The step-time model B* is computed from, and where it came from.
+
+    model "linear": t(B) = a + b·B (a in seconds, b in seconds per example).
+    model "hinge": t(B) = plateau_s up to knee_batch K, then plateau_s + b·(B − K), i.e. a + b·B beyond
+    the knee with a = plateau_s − b·K (so `a_s` is that line's intercept, not the plateau).
+    """
 
     a_s: float
     b_s_per_example: float
     source: str
+    model: str = "linear"
+    knee_batch: float | None = None
+    plateau_s: float | None = None
+
+    def predict_s(self, batch_size: float) -> float:
+        t = self.a_s + self.b_s_per_example * float(batch_size)
+        return max(self.plateau_s, t) if self.model == "hinge" and self.plateau_s is not None else t
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -71,7 +89,7 @@ def step_times_from_sweep(result) -> tuple[list[StepTime], dict[int, str]]:
             continue
         e = (p.telemetry or {}).get("energy_per_step_j")
         st = StepTime(p.case.batch_size, s.median_s, s.ci_low_s, s.ci_high_s,
-                      float(e) if isinstance(e, (int, float)) and math.isfinite(e) else None)
+                      float(e) if isinstance(e, (int, float)) and math.isfinite(e) else None, mean_s=s.mean_s)
         if st.energy_per_step_j is None:
             st.null_reasons["energy_per_step_j"] = ((p.null_reasons or {}).get("energy_per_step_j")
                                                     or "the sweep did not measure energy per step")
@@ -93,9 +111,23 @@ def fit_step_time_linear(step_times: Sequence[StepTime]) -> StepTimeFit | None:
     return StepTimeFit(float(a), float(slope), "least squares on relative residuals over the sweep's points")
 
 
+def _num(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def step_time_fit_from_sweep(result) -> StepTimeFit | None:
-    """The sweep's own linear fit when its analysis has one, else our fit over its ok points."""
-    lf = (result.analysis or {}).get("linear_fit") if isinstance(result.analysis, dict) else None
+    """The fit the sweep's analysis chose (its hinge when `best_fit` is "hinge", else its line), else
+    our linear fit over its ok points."""
+    an = result.analysis if isinstance(result.analysis, dict) else {}
+    hf = an.get("hinge_fit")
+    if an.get("best_fit") == "hinge" and isinstance(hf, dict) and _num(hf.get("plateau_s")) \
+            and _num(hf.get("slope_s_per_sample")):
+        t0, slope, knee = float(hf["plateau_s"]), float(hf["slope_s_per_sample"]), hf.get("knee_batch")
+        if not _num(knee):  # no rise seen: flat over the whole range
+            return StepTimeFit(t0, 0.0, "the sweep's hinge fit (no rise over its range)", model="hinge", plateau_s=t0)
+        return StepTimeFit(t0 - slope * float(knee), slope, "the sweep's hinge fit", model="hinge",
+                           knee_batch=float(knee), plateau_s=t0)
+    lf = an.get("linear_fit")
     if isinstance(lf, dict) and isinstance(lf.get("intercept_s"), (int, float)) \
             and isinstance(lf.get("slope_s_per_sample"), (int, float)):
         return StepTimeFit(float(lf["intercept_s"]), float(lf["slope_s_per_sample"]), "the sweep's linear fit")
@@ -111,12 +143,14 @@ class BatchTTA:
     steps_to_target: float | None
     steps_low: float | None
     steps_high: float | None
-    steps_per_seed: list[int | None]
+    steps_per_seed: list[float | None]
     examples_to_target: float | None
     fitted_steps: float | None = None
-    step_time_s: float | None = None
+    step_time_s: float | None = None  # median
     step_time_ci_low_s: float | None = None
     step_time_ci_high_s: float | None = None
+    step_time_mean_s: float | None = None
+    time_to_target_basis: str | None = None  # which step time TTA multiplies: "mean", or "median" without one
     time_to_target_s: float | None = None
     time_to_target_low_s: float | None = None
     time_to_target_high_s: float | None = None
@@ -160,6 +194,7 @@ class TTAAnalysis:
     min_energy_batch: int | None = None
     b_star: float | None = None
     b_star_time_s: float | None = None
+    b_star_rule: str | None = None  # the formula used and the step-time fit it came from
     naive: dict[str, Any] = field(default_factory=dict)
     generalisation: dict[str, Any] = field(default_factory=dict)
     noise_scale_vs_b_crit: dict[str, Any] = field(default_factory=dict)
@@ -199,14 +234,23 @@ def pareto_frontier(points: Sequence[tuple[int, float, float]]) -> list[int]:
     return sorted(out)
 
 
-def b_star(b_crit: float | None, a_s: float | None, b_s_per_example: float | None) -> tuple[float | None, str | None]:
-    """B* = sqrt(B_crit·a/b) minimises S_min(1 + B_crit/B)(a + b·B); None with a reason otherwise."""
+def b_star(b_crit: float | None, a_s: float | None, b_s_per_example: float | None,
+           knee_batch: float | None = None) -> tuple[float | None, str | None]:
+    """B* minimising S_min(1 + B_crit/B)·t(B); None with a reason otherwise.
+
+    Line t = a + b·B: B* = sqrt(B_crit·a/b). Hinge (a plateau up to the knee K, then a + b·B with
+    a = plateau − b·K): below K a step costs the same and S falls, so time to target falls all the
+    way to K; beyond it the line's optimum applies, so B* = max(K, sqrt(B_crit·a/b)), and B* = K
+    where a <= 0 (time to target then only grows past the knee).
+    """
     if b_crit is None:
         return None, "no fitted critical batch size"
     if a_s is None or b_s_per_example is None:
-        return None, "no linear step-time fit"
+        return None, "no step-time fit"
     if not b_s_per_example > 0:
         return None, "step time does not grow with batch size over the measured range (b <= 0): B* is beyond it"
+    if knee_batch is not None:
+        return (max(knee_batch, math.sqrt(b_crit * a_s / b_s_per_example)) if a_s > 0 else knee_batch), None
     if not a_s > 0:
         return None, "step-time fit has no fixed cost (a <= 0): B* = 0, the smallest batch"
     return math.sqrt(b_crit * a_s / b_s_per_example), None
@@ -250,15 +294,28 @@ def analyse_tta(curves: Sequence[Curve], step_times: Sequence[StepTime], target:
             row.energy_per_step_j = st.energy_per_step_j
             if st.energy_per_step_j is None:
                 row.null_reasons["energy_per_step_j"] = st.null_reasons.get("energy_per_step_j", "not measured")
+        if st is not None:
+            row.step_time_mean_s = st.mean_s
+            if st.mean_s is None:
+                row.null_reasons["step_time_mean_s"] = "the step times carry no mean (an older file?)"
         if bs.reached and st is not None:
-            row.time_to_target_s = bs.steps_to_target * st.median_s
-            # Conservative interval: fewest seed steps x CI low, most seed steps x CI high.
-            lo_t = st.ci_low_s if st.ci_low_s is not None else st.median_s
-            hi_t = st.ci_high_s if st.ci_high_s is not None else st.median_s
+            # TTA sums S step times, so its expectation is S·mean; the median only where there is no mean.
+            t = st.mean_s if st.mean_s is not None else st.median_s
+            row.time_to_target_basis = "mean" if st.mean_s is not None else "median"
+            row.time_to_target_s = bs.steps_to_target * t
+            # Conservative interval: fewest seed steps x CI low, most seed steps x CI high, with the
+            # median's CI scaled to the mean (that CI already allows for steps correlated within timing
+            # blocks, which stdev/sqrt(n) would not).
+            scale = t / st.median_s
+            lo_t = st.ci_low_s * scale if st.ci_low_s is not None else t
+            hi_t = st.ci_high_s * scale if st.ci_high_s is not None else t
             row.time_to_target_low_s = bs.steps_low * lo_t
             row.time_to_target_high_s = bs.steps_high * hi_t
             if st.ci_low_s is None:
                 row.null_reasons["time_to_target_interval"] = "step time has no CI: the interval holds only the seed spread"
+            elif len(bs.steps_per_seed) < 2:
+                row.null_reasons["time_to_target_interval"] = (
+                    "one seed: the interval holds only the step-time CI, not run-to-run spread in steps")
             if st.energy_per_step_j is not None:
                 row.energy_to_target_j = bs.steps_to_target * st.energy_per_step_j
         if row.time_to_target_s is None:
@@ -287,8 +344,18 @@ def _best_batches(a: TTAAnalysis) -> None:
     if timed:
         best = min(timed, key=lambda b: b.time_to_target_s)
         a.best_time_batch, a.best_time_s = best.batch_size, best.time_to_target_s
-        a.best_time_ties = [b.batch_size for b in timed
-                            if b is not best and b.time_to_target_low_s <= best.time_to_target_high_s]
+        single = sorted(b.batch_size for b in timed if len(b.steps_per_seed) < 2)
+        if single:
+            # One run per batch size shows no run-to-run spread, so intervals that do not overlap would
+            # claim differences the data cannot back: say nothing about ties rather than too much.
+            a.null_reasons["best_time_ties"] = (
+                f"one seed at batch size {', '.join(map(str, single))}: the time-to-target intervals hold no "
+                "run-to-run spread, so which batch sizes are indistinguishable from the fastest cannot be told")
+            a.warnings.append(f"one seed at batch size {', '.join(map(str, single))}: time-to-target intervals "
+                              "ignore run-to-run spread; run 2 or more seeds to tell batch sizes apart")
+        else:
+            a.best_time_ties = [b.batch_size for b in timed
+                                if b is not best and b.time_to_target_low_s <= best.time_to_target_high_s]
         a.pareto_time_examples = pareto_frontier([(b.batch_size, b.time_to_target_s, b.examples_to_target) for b in timed])
         energy = [b for b in timed if b.energy_to_target_j is not None]
         if energy and len(energy) == len(timed):
@@ -313,16 +380,17 @@ def _naive(a: TTAAnalysis) -> None:
         a.naive = {"reason": "no batch size has both steps to target and a step time"}
         return
     ref = min(timed, key=lambda b: b.batch_size)
+    ref_t = ref.time_to_target_s / ref.steps_to_target  # the step time TTA used there (mean, or median)
     for b in timed:
-        b.naive_time_to_target_s = b.steps_to_target * ref.step_time_s
+        b.naive_time_to_target_s = b.steps_to_target * ref_t
         b.naive_rel_error = b.naive_time_to_target_s / b.time_to_target_s - 1.0
     nb = min(timed, key=lambda b: b.naive_time_to_target_s)
     best = a.batch(a.best_time_batch)
     penalty = nb.time_to_target_s / best.time_to_target_s - 1.0
     a.naive = {
-        "assumption": f"every batch size takes batch {ref.batch_size}'s step time ({fmt.duration(ref.step_time_s)})",
+        "assumption": f"every batch size takes batch {ref.batch_size}'s step time ({fmt.duration(ref_t)})",
         "reference_batch": ref.batch_size,
-        "assumed_step_time_s": ref.step_time_s,
+        "assumed_step_time_s": ref_t,
         "naive_best_batch": nb.batch_size,
         "naive_best_predicted_time_s": nb.naive_time_to_target_s,
         "naive_best_true_time_s": nb.time_to_target_s,
@@ -338,12 +406,24 @@ def _naive(a: TTAAnalysis) -> None:
 
 def _b_star(a: TTAAnalysis) -> None:
     fit, sf = a.scaling_fit, a.step_time_fit
-    value, reason = b_star(fit.b_crit if fit else None, sf.a_s if sf else None, sf.b_s_per_example if sf else None)
+    knee = sf.knee_batch if sf is not None and sf.model == "hinge" else None
+    value, reason = b_star(fit.b_crit if fit else None, sf.a_s if sf else None, sf.b_s_per_example if sf else None,
+                           knee_batch=knee)
     a.b_star = value
     if value is None:
         a.null_reasons["b_star"] = reason
-    else:
-        a.b_star_time_s = fit.predict_steps(value) * (sf.a_s + sf.b_s_per_example * value)
+        return
+    a.b_star_time_s = fit.predict_steps(value) * sf.predict_s(value)
+    if knee is None:
+        a.b_star_rule = f"sqrt(B_crit·a/b) from {sf.source}, t = a + b·B"
+        return
+    a.b_star_rule = (f"max(K, sqrt(B_crit·a'/s)) from {sf.source}: a plateau up to the knee K = {knee:.3g}, "
+                     f"then slope s, a' = plateau − s·K")
+    unclipped = math.sqrt(fit.b_crit * sf.a_s / sf.b_s_per_example) if sf.a_s > 0 else None
+    if value == knee:
+        a.b_star_rule += ("; clipped to the knee (" + (f"sqrt(B_crit·a'/s) = {unclipped:.3g} is below it"
+                                                      if unclipped is not None else "a' <= 0")
+                          + ": a step costs no more up to the knee, and past it time to target only grows)")
 
 
 def _generalisation(a: TTAAnalysis, curves: Sequence[Curve]) -> None:
@@ -525,7 +605,9 @@ def tta_verdict(result: "TTAResult", *, warnings: bool = True) -> list[str]:
     else:
         lines.append(f"Gradient noise scale: {result.null_reasons.get('noise_scale', 'not measured')}.")
     if a.best_time_batch is not None:
-        ties = f" (indistinguishable within the intervals: {', '.join(map(str, a.best_time_ties))})" if a.best_time_ties else ""
+        ties = (f" (indistinguishable within the intervals: {', '.join(map(str, a.best_time_ties))})" if a.best_time_ties
+                else " (with one seed, which batch sizes are indistinguishable from it cannot be told)"
+                if a.null_reasons.get("best_time_ties") else "")
         lines.append(f"Fastest to target: batch {a.best_time_batch}, {fmt.duration(a.best_time_s)}{ties}.")
     else:
         lines.append(f"Fastest to target: — ({a.null_reasons.get('best_time_batch')}).")
@@ -537,7 +619,8 @@ def tta_verdict(result: "TTAResult", *, warnings: bool = True) -> list[str]:
     if a.pareto_time_energy:
         lines.append(f"Time-vs-energy Pareto frontier: batch {', '.join(map(str, a.pareto_time_energy))}.")
     if a.b_star is not None:
-        lines.append(f"From the fits, B* = sqrt(B_crit·a/b) = {a.b_star:.3g} (predicted {fmt.duration(a.b_star_time_s)}).")
+        rule = a.b_star_rule or "sqrt(B_crit·a/b)"
+        lines.append(f"From the fits, B* = {a.b_star:.3g} (predicted {fmt.duration(a.b_star_time_s)}), as {rule}.")
     elif a.null_reasons.get("b_star"):
         lines.append(f"B*: — ({a.null_reasons['b_star']}).")
     if a.naive.get("summary"):

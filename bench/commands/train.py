@@ -31,6 +31,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                    help="LR grid at each batch size, as multiples of the rule's value (e.g. 0.5,1,2)")
     g.add_argument("--lr-points", type=int, help="log-spaced LR grid of this many points (ratio --lr-ratio)")
     g.add_argument("--lr-ratio", type=float, default=2.0, help="ratio between LR grid points (default: %(default)s)")
+    g.add_argument("--max-lr", type=float,
+                   help="largest LR tried at any batch size; the grid's centre is capped to keep under it "
+                        "(default: the task's; nqm: 95%% of the SGD stability limit 2/h_max)")
     g.add_argument("--seeds", metavar="LIST", help="comma-separated seeds")
     g.add_argument("--optimizer", choices=["sgd", "adamw", "lars", "lamb"])
     g.add_argument("--momentum", type=float, help="SGD/LARS momentum")
@@ -110,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
         optimizer=args.optimizer or d.get("optimizer", "sgd"),
         momentum=args.momentum if args.momentum is not None else d.get("momentum", 0.9),
         weight_decay=args.weight_decay, warmup_steps=args.warmup_steps, warmup_epochs=args.warmup_epochs,
-        precision=args.precision, trust_coefficient=args.trust_coefficient)
+        precision=args.precision, trust_coefficient=args.trust_coefficient,
+        max_lr=args.max_lr if args.max_lr is not None else d.get("max_lr"))
     target = args.target if args.target is not None else task.default_target
     config = RunConfig(target=target, max_steps=args.max_steps or d.get("max_steps", 1000),
                        eval_every=args.eval_every or d.get("eval_every", 10), max_time_s=args.max_time,
@@ -127,7 +131,7 @@ def run(args: argparse.Namespace) -> int:
         elif event == "done":
             c = info["curve"]
             st = c.steps_to_target(target) if target is not None else None
-            reached = f"{st.steps} steps" if st and st.reached else (st.reason if st else "no target")
+            reached = f"{st.steps:.4g} steps" if st and st.reached else (st.reason if st else "no target")
             console.print(f"batch {c.batch_size:>6}  lr {c.lr:<10.4g} seed {c.seed:<3} {reached:<32} "
                           f"{c.stop_reason}  ({info['seconds']:.1f} s)", highlight=False)
 
@@ -149,7 +153,7 @@ def curves_table(curves, target: float | None):
     for c in sorted(curves, key=lambda c: (c.batch_size, c.lr or 0, c.seed or 0)):
         st = c.steps_to_target(target) if target is not None else None
         t.add_row(str(c.batch_size), f"{c.lr:.4g}" if c.lr is not None else "—", str(c.seed),
-                  str(st.steps) if st and st.reached else "not reached" if st else "—",
+                  f"{st.steps:.4g}" if st and st.reached else "not reached" if st else "—",
                   _num(c.final_eval_metric), _num(c.best_eval_metric), str(c.steps_run), c.stop_reason or "—")
     return t
 

@@ -58,7 +58,7 @@ def study_config_from_args(args: argparse.Namespace):
                       base_batch_size=args.base_batch, lr_rule=args.lr_rule, optimizer=args.optimizer,
                       momentum=args.momentum, weight_decay=args.weight_decay, warmup_steps=args.warmup_steps,
                       warmup_epochs=args.warmup_epochs, precision=args.precision,
-                      trust_coefficient=args.trust_coefficient, max_steps=args.max_steps,
+                      trust_coefficient=args.trust_coefficient, max_lr=args.max_lr, max_steps=args.max_steps,
                       eval_every=args.eval_every, max_time_s=args.max_time, device=args.device,
                       threads=threads_from_args(args), noise_scale=not args.no_noise_scale,
                       noise_batch_small=args.noise_batch_small, noise_batch_big=args.noise_batch_big,
@@ -117,7 +117,7 @@ def _progress(console):
         elif event == "done":
             c = info["curve"]
             st = c.steps_to_target(c.target) if c.target is not None else None
-            got = f"{st.steps} steps" if st and st.reached else "not reached"
+            got = f"{st.steps:.4g} steps" if st and st.reached else "not reached"
             console.print(f"  batch {c.batch_size:>5}  lr {c.lr:<9.3g} seed {c.seed}: {got:<12} ({info['seconds']:.1f} s)",
                           highlight=False)
         elif event == "noise":
@@ -134,7 +134,8 @@ def _g(v, digits: int = 3) -> str:
 
 
 def tta_table(result):
-    """One row per batch size: best LR, steps (seed range), step time, time to target, regime, naive error."""
+    """One row per batch size: best LR, steps (seed range), the mean step time that TTA multiplies, time to
+    target, regime, naive error."""
     from rich.table import Table
 
     a = result.analysis
@@ -142,7 +143,7 @@ def tta_table(result):
     t = Table(title=f"{result.task.get('name', '?')} · target {a.metric} {'≥' if a.higher_is_better else '≤'} {a.target:g}",
               title_justify="left")
     cols = [("batch", "right"), ("best lr", "right"), ("steps to target", "right"), ("seed range", "right"),
-            ("fit", "right"), ("step time", "right"), ("time to target", "right"), ("95% range", "right")]
+            ("fit", "right"), ("mean step", "right"), ("time to target", "right"), ("95% range", "right")]
     if energy:
         cols.append(("energy", "right"))
     cols += [("regime", "left"), ("naive error", "right"), (f"final {a.metric}", "right")]
@@ -153,7 +154,9 @@ def tta_table(result):
         row = [f"{b.batch_size}{best}", _g(b.best_lr),
                _g(b.steps_to_target, 4) if b.steps_to_target is not None else "not reached",
                f"{_g(b.steps_low, 4)}–{_g(b.steps_high, 4)}" if b.steps_low is not None else "—",
-               _g(b.fitted_steps), fmt.duration(b.step_time_s),
+               _g(b.fitted_steps),
+               fmt.duration(b.step_time_mean_s) if b.step_time_mean_s is not None
+               else f"{fmt.duration(b.step_time_s)} (median)" if b.step_time_s is not None else "—",
                fmt.duration(b.time_to_target_s),
                f"{fmt.duration(b.time_to_target_low_s)} – {fmt.duration(b.time_to_target_high_s)}"
                if b.time_to_target_low_s is not None else "—"]

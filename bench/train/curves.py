@@ -1,7 +1,8 @@
 """Training curves (one run each), steps-to-target read off them, and curves imported from users' files.
 
-Steps to target is the step of the first evaluation at or past the target, with no interpolation;
-a run that never gets there has no steps (None) and a reason, and is kept, never dropped.
+Steps to target is interpolated linearly between the last evaluation before the target and the first
+at or past it (the raw first-crossing step is kept beside it); a run that never gets there has no steps
+(None) and a reason, and is kept, never dropped.
 """
 
 from __future__ import annotations
@@ -47,14 +48,27 @@ class CurvePoint:
                    train_loss=_opt_float(d.get("train_loss")), eval_metric=_opt_float(d.get("eval_metric")))
 
 
+INTERPOLATED = "interpolated"
+FIRST_EVALUATION = "first evaluation"
+
+
 @dataclass(frozen=True)
 class StepsToTarget:
-    """Where a curve first reached a target; steps is None (with a reason) if it never did."""
+    """Where a curve first reached a target; steps is None (with a reason) if it never did.
 
-    steps: int | None
-    examples: int | None
+    `steps` (and `examples`, `wall_time_s`) are interpolated linearly in the metric between the last
+    evaluation before the target and the first at or past it (`method` "interpolated"). Where there
+    is no earlier evaluation to interpolate from (the first evaluation already meets the target),
+    they are that evaluation's own values (`method` "first evaluation"). `first_eval_step` is always
+    the step of the first evaluation at or past the target.
+    """
+
+    steps: float | None
+    examples: float | None
     wall_time_s: float | None
     reason: str | None = None
+    first_eval_step: int | None = None
+    method: str | None = None
 
     @property
     def reached(self) -> bool:
@@ -88,11 +102,23 @@ class Curve:
         return value >= target if self.higher_is_better else value <= target
 
     def steps_to_target(self, target: float) -> StepsToTarget:
-        """First evaluation at or past `target` (no interpolation between evaluations)."""
+        """Steps to `target`: linear interpolation between the evaluations either side of the first
+        crossing (see StepsToTarget). Reading off the first evaluation at or past the target alone
+        would round every run up by up to one evaluation interval, a bias that is a larger share of
+        the few steps large batches need."""
         evals = [p for p in self.points if p.eval_metric is not None]
-        for p in evals:
+        for i, p in enumerate(evals):
             if self.reached(p.eval_metric, target):
-                return StepsToTarget(p.step, p.examples, p.wall_time_s)
+                if i == 0:
+                    return StepsToTarget(float(p.step), float(p.examples), p.wall_time_s,
+                                         first_eval_step=p.step, method=FIRST_EVALUATION)
+                q = evals[i - 1]
+                # q has not reached the target and p has, so their metrics differ and f is in (0, 1].
+                f = (target - q.eval_metric) / (p.eval_metric - q.eval_metric)
+                wall = (q.wall_time_s + f * (p.wall_time_s - q.wall_time_s)
+                        if q.wall_time_s is not None and p.wall_time_s is not None else None)
+                return StepsToTarget(q.step + f * (p.step - q.step), q.examples + f * (p.examples - q.examples),
+                                     wall, first_eval_step=p.step, method=INTERPOLATED)
         last = self.points[-1].step if self.points else 0
         reason = f"not reached within {last} steps"
         if not evals:

@@ -27,6 +27,10 @@ def measure_noise_scale(task: Task, *, batch_small: int, batch_big: int, steps: 
 
     Models with batch normalisation see micro-batch statistics in the small-batch gradients; that
     changes the gradients slightly, so read their noise scale with that in mind.
+
+    Where the task has a finite training set (`task.train_size` N, its batches drawn without
+    replacement as `classification_task`'s are), the estimate gets the finite-population correction
+    (bench.analysis.noise_scale), unless B_big > N, where a big batch repeats examples.
     """
     if batch_small < 1 or batch_big % batch_small or batch_big // batch_small < 2:
         raise BenchError(f"noise scale needs batch_big a multiple (>= 2x) of batch_small (got {batch_small}, {batch_big})")
@@ -70,4 +74,14 @@ def measure_noise_scale(task: Task, *, batch_small: int, batch_big: int, steps: 
     context = {"task": task.name, "lr": lr, "optimizer": optimizer, "momentum": momentum, "seed": seed,
                "steps": steps, "device": str(dev), "precision": precision,
                "window": f"the first {steps} steps of a run at batch {batch_big}"}
-    return estimate_noise_scale(sq_small, sq_big, batch_small, batch_big, n_bootstrap=n_bootstrap, context=context)
+    n = task.train_size
+    if n is None:
+        context["finite_population_correction"] = "not applied: the task's data is unlimited (no train_size)"
+    elif batch_big > n:
+        context["finite_population_correction"] = (f"not applied: batch_big {batch_big} exceeds the {n} training "
+                                                   "examples, so a big batch repeats examples")
+        n = None
+    else:
+        context["finite_population_correction"] = f"applied: batches drawn without replacement from {n} examples"
+    return estimate_noise_scale(sq_small, sq_big, batch_small, batch_big, n_bootstrap=n_bootstrap, context=context,
+                                train_size=n)

@@ -23,7 +23,9 @@ class LARS(torch.optim.Optimizer):
         v ← m·v + γ·λ·(g + β·w)
         w ← w − v
     λ is 1 where ‖w‖ or ‖g‖ is zero (nothing to scale against) and in groups with
-    `trust_adaptation=False` (biases and norm weights, see `layerwise_param_groups`).
+    `trust_adaptation=False` (biases and norm weights, see `layerwise_param_groups`). λ stays a tensor
+    on the parameter's device (also in `state["last_local_lr"]`): reading it on the host would make a
+    GPU wait for every tensor at every step.
     """
 
     def __init__(self, params, lr: float, momentum: float = 0.9, weight_decay: float = 0.0,
@@ -47,18 +49,21 @@ class LARS(torch.optim.Optimizer):
                 if p.grad is None:
                     continue
                 g = p.grad
-                local_lr = 1.0
-                if adapt:
-                    w_norm = float(torch.linalg.vector_norm(p))
-                    g_norm = float(torch.linalg.vector_norm(g))
-                    if w_norm > 0 and g_norm > 0:
-                        local_lr = eta * w_norm / (g_norm + wd * w_norm)
                 update = g.add(p, alpha=wd) if wd else g.clone()
+                if adapt:
+                    w_norm = torch.linalg.vector_norm(p)
+                    g_norm = torch.linalg.vector_norm(g)
+                    local_lr = torch.where((w_norm > 0) & (g_norm > 0), eta * w_norm / (g_norm + wd * w_norm),
+                                           torch.ones_like(w_norm))
+                    update.mul_(local_lr * lr)
+                else:
+                    local_lr = 1.0
+                    update.mul_(lr)
                 state = self.state[p]
                 buf = state.get("momentum_buffer")
                 if buf is None:
                     buf = state["momentum_buffer"] = torch.zeros_like(p)
-                buf.mul_(m).add_(update, alpha=lr * local_lr)
+                buf.mul_(m).add_(update)
                 p.sub_(buf)
                 state["last_local_lr"] = local_lr
         return loss
@@ -73,7 +78,8 @@ class LAMB(torch.optim.Optimizer):
         r = m̂/(√v̂ + ε)
         x ← x − η·φ(‖x‖)/‖r + λ·x‖ · (r + λ·x)
     φ is the identity, or clamps ‖x‖ to [lo, hi] when `weight_norm_clip=(lo, hi)`. The ratio is 1
-    where φ(‖x‖) or ‖r + λx‖ is zero, and in groups with `trust_adaptation=False`.
+    where φ(‖x‖) or ‖r + λx‖ is zero, and in groups with `trust_adaptation=False`. Like LARS's λ it
+    stays a tensor on the device (no host sync per tensor per step).
     """
 
     def __init__(self, params, lr: float, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-6,
@@ -118,13 +124,13 @@ class LAMB(torch.optim.Optimizer):
                     update.add_(p, alpha=wd)
                 ratio = 1.0
                 if group["trust_adaptation"]:
-                    w_norm = float(torch.linalg.vector_norm(p))
+                    w_norm = torch.linalg.vector_norm(p)
                     if clip is not None:
-                        w_norm = min(max(w_norm, clip[0]), clip[1])
-                    u_norm = float(torch.linalg.vector_norm(update))
-                    if w_norm > 0 and u_norm > 0:
-                        ratio = w_norm / u_norm
-                p.sub_(update, alpha=lr * ratio)
+                        w_norm = w_norm.clamp(clip[0], clip[1])
+                    u_norm = torch.linalg.vector_norm(update)
+                    ratio = torch.where((w_norm > 0) & (u_norm > 0), w_norm / u_norm, torch.ones_like(w_norm))
+                    update.mul_(ratio)
+                p.sub_(update, alpha=lr)
                 state["last_trust_ratio"] = ratio
         return loss
 

@@ -10,7 +10,7 @@ import contextlib
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -52,8 +52,12 @@ class RunSpec:
     @property
     def key(self) -> str:
         opt = f"{self.optimizer}-tc{self.trust_coefficient:g}" if self.optimizer == "lars" else self.optimizer
+        # The start factor matters only with a warm-up; left out at its default so older keys still match.
+        wu = f"wu{self.warmup_steps}"
+        if self.warmup_steps and self.warmup_start_factor:
+            wu += f"s{self.warmup_start_factor:g}"
         return (f"{self.task}/bs{self.batch_size}/lr{self.lr:.6g}/seed{self.seed}/{opt}"
-                f"/m{self.momentum:g}/wd{self.weight_decay:g}/wu{self.warmup_steps}/{self.precision}")
+                f"/m{self.momentum:g}/wd{self.weight_decay:g}/{wu}/{self.precision}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -217,7 +221,11 @@ def train_run(task: Task, spec: RunSpec, config: RunConfig) -> Curve:
 
 @dataclass
 class GridSpec:
-    """Which runs to make: for each batch size, the LR rule's value times each factor, for each seed."""
+    """Which runs to make: for each batch size, the LR rule's value times each factor, for each seed.
+
+    With `max_lr`, the rule's value is capped at max_lr / (largest factor), so no LR tried exceeds
+    max_lr (a task's stability limit) and the grid keeps its shape at every batch size.
+    """
 
     batch_sizes: list[int]
     base_lr: float
@@ -233,10 +241,13 @@ class GridSpec:
     warmup_start_factor: float = 0.0
     precision: str = "fp32"
     trust_coefficient: float = 0.001
+    max_lr: float | None = None
 
     def validate(self) -> None:
         if not self.batch_sizes:
             raise BenchError("no batch sizes given")
+        if self.max_lr is not None and not (self.max_lr > 0 and math.isfinite(self.max_lr)):
+            raise BenchError(f"LR cap must be a positive number, got {self.max_lr!r}")
         for b in self.batch_sizes:
             if not isinstance(b, int) or isinstance(b, bool) or b < 1:
                 raise BenchError(f"batch sizes must be positive integers, got {b!r}")
@@ -255,6 +266,8 @@ class GridSpec:
         specs = []
         for b in sorted(set(self.batch_sizes)):
             center = scaled_lr(self.base_lr, b, self.base_batch_size, self.lr_rule)
+            if self.max_lr is not None:
+                center = min(center, self.max_lr / max(self.lr_factors))
             wu = self.warmup_steps or warmup_steps_from_epochs(self.warmup_epochs, task.train_size, b)
             for f, lr in zip(self.lr_factors, lr_grid(center, self.lr_factors)):
                 for s in self.seeds:
@@ -311,10 +324,13 @@ def check_resumable(saved: dict, current: dict, path: Path) -> None:
                 raise BenchError(f"{path} was made with {section} {k}={a.get(k)!r}, not {b.get(k)!r}; "
                                  "resume with the same settings or write a new file")
     sg, cg = saved.get("grid") or {}, current.get("grid") or {}
+    # Batch sizes, LR factors and seeds may grow on resume; everything that changes a run may not.
+    defaults = {f.name: f.default for f in fields(GridSpec) if f.default is not MISSING}
     for k in ("base_lr", "base_batch_size", "lr_rule", "optimizer", "momentum", "weight_decay", "precision",
-              "trust_coefficient"):
-        if sg.get(k) != cg.get(k):
-            raise BenchError(f"{path} was made with {k}={sg.get(k)!r}, not {cg.get(k)!r}; "
+              "trust_coefficient", "warmup_steps", "warmup_epochs", "warmup_start_factor", "max_lr"):
+        was, now = sg.get(k, defaults.get(k)), cg.get(k, defaults.get(k))
+        if was != now:
+            raise BenchError(f"{path} was made with {k}={was!r}, not {now!r}; "
                              "resume with the same settings or write a new file")
 
 

@@ -50,6 +50,7 @@ class StudyConfig:
     warmup_epochs: float = 0.0
     precision: str = "fp32"
     trust_coefficient: float = 0.001
+    max_lr: float | None = None  # cap on every LR tried (default: the task's, if it has one)
     max_steps: int | None = None
     eval_every: int | None = None
     max_time_s: float | None = None
@@ -70,7 +71,7 @@ class StudyConfig:
         d = dict(task.defaults)
         c = StudyConfig(**asdict(self))
         for name in ("batch_sizes", "base_lr", "base_batch_size", "lr_rule", "optimizer", "momentum",
-                     "max_steps", "eval_every"):
+                     "max_lr", "max_steps", "eval_every"):
             if getattr(c, name) is None:
                 setattr(c, name, d.get(name, {"base_lr": 0.1, "base_batch_size": 32, "lr_rule": "linear",
                                                "optimizer": "sgd", "momentum": 0.9, "max_steps": 1000,
@@ -89,7 +90,7 @@ class StudyConfig:
                         lr_rule=self.lr_rule, lr_factors=list(self.lr_factors), seeds=list(self.seeds),
                         optimizer=self.optimizer, momentum=self.momentum, weight_decay=self.weight_decay,
                         warmup_steps=self.warmup_steps, warmup_epochs=self.warmup_epochs, precision=self.precision,
-                        trust_coefficient=self.trust_coefficient)
+                        trust_coefficient=self.trust_coefficient, max_lr=self.max_lr)
 
     def run_config(self) -> RunConfig:
         return RunConfig(target=self.target, max_steps=self.max_steps, eval_every=self.eval_every,
@@ -125,6 +126,8 @@ def _noise_settings(cfg: StudyConfig, curves: list[Curve]) -> tuple[int, int, fl
         from .lr import scaled_lr
 
         lr, steps = scaled_lr(cfg.base_lr, big, cfg.base_batch_size, cfg.lr_rule), 100
+        if cfg.max_lr is not None:
+            lr = min(lr, cfg.max_lr)
         why = f"the LR rule's value at batch {big} (no tuned run there reached the target)"
     if cfg.noise_steps:
         steps = cfg.noise_steps

@@ -242,7 +242,11 @@ def _mean_loss(output: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def nqm(dim: int = 100, kappa_power: float = 1.0, noise_scale: float = 1.0, theta0: float = 1.0) -> Task:
     """The noisy quadratic model: risk ½ θᵀHθ, h_i = i^-kappa_power, gradient noise covariance C = s·H per
-    example (Zhang et al. 2019 take C = H); θ0 = theta0 in every coordinate; metric = risk (lower better)."""
+    example (Zhang et al. 2019 take C = H); θ0 = theta0 in every coordinate; metric = risk (lower better).
+
+    Plain SGD on it is stable only for lr < 2/h_max (heavy-ball momentum β: lr < 2(1+β)/h_max), however
+    large the batch, so the default LR grid follows the linear rule (the optimum grows about linearly
+    with B while noise limits it) capped at 95% of 2/h_max (`defaults["max_lr"]`)."""
     if dim < 1 or noise_scale < 0:
         raise BenchError(f"task nqm: dim must be >= 1 and noise_scale >= 0 (got {dim}, {noise_scale})")
     h, c = nqm_spectrum(dim, kappa_power, noise_scale)
@@ -261,8 +265,9 @@ def nqm(dim: int = 100, kappa_power: float = 1.0, noise_scale: float = 1.0, thet
         default_target=0.1 * initial, train_size=None,
         description=f"noisy quadratic model, d={dim}, h_i=i^-{kappa_power:g}, C={noise_scale:g}·H per example",
         params=dict(dim=dim, kappa_power=kappa_power, noise_scale=noise_scale, theta0=theta0),
-        defaults=dict(optimizer="sgd", momentum=0.0, base_lr=0.5, base_batch_size=8, lr_rule="sqrt",
-                      max_steps=5000, eval_every=1, batch_sizes=[1, 2, 4, 8, 16, 32, 64, 128, 256]),
+        defaults=dict(optimizer="sgd", momentum=0.0, base_lr=0.8, base_batch_size=8, lr_rule="linear",
+                      max_lr=0.95 * 2.0 / float(h.max()), max_steps=5000, eval_every=1,
+                      batch_sizes=[1, 2, 4, 8, 16, 32, 64, 128, 256]),
     )
 
 
