@@ -498,7 +498,7 @@ def tta_context(src: Source, index: int) -> dict:
     if study:
         method.append(f"Learning rate tuned per batch size ({study.get('lr_rule') or 'task default'} rule, "
                       f"{len(study.get('lr_factors') or [])} factors), {len(study.get('seeds') or [])} seed(s) each; "
-                      "steps to target = first evaluation at or past the target, averaged over seeds at the best LR.")
+                      "steps to target = interpolated between the evaluations either side of the target, averaged over seeds at the best LR.")
     if a and a.scaling_fit is not None and a.scaling_fit.bootstrap_method:
         f = a.scaling_fit
         method.append(f"B_crit interval: percentile bootstrap ({f.n_bootstrap_ok} of {f.n_bootstrap} resamples of "

@@ -696,9 +696,12 @@ def tta_figure(analysis: Any) -> str | None:
         all_t = list(t) + [v for _, v in naive]
         if sf is not None and fit is not None and _ok(fit.s_min) and _ok(fit.b_crit):
             grid = np.geomspace(b.min() / 1.3, b.max() * 1.3, 200)
-            model = fit.s_min * (1 + fit.b_crit / grid) * (sf.a_s + sf.b_s_per_example * grid)
+            step_time = np.array([sf.predict_s(g) for g in grid]) if hasattr(sf, "predict_s") \
+                else sf.a_s + sf.b_s_per_example * grid
+            model = fit.s_min * (1 + fit.b_crit / grid) * step_time
             if np.all(np.isfinite(model)) and np.all(model > 0):
-                ax.plot(grid, model, ":", color="black", lw=1.0, label="model S(B)·(a + b·B)")
+                shape = "max(t0, a + b·B)" if getattr(sf, "model", None) == "hinge" else "(a + b·B)"
+                ax.plot(grid, model, ":", color="black", lw=1.0, label=f"model S(B)·{shape}")
         if analysis.best_time_batch is not None and _ok(analysis.best_time_s):
             ax.plot([analysis.best_time_batch], [analysis.best_time_s], marker="*", ms=16, color=c0, mec="black",
                     mew=0.7, zorder=7,
@@ -706,7 +709,9 @@ def tta_figure(analysis: Any) -> str | None:
                           f"({_fmt_num(analysis.best_time_s / scale)} {unit})")
         if _ok(analysis.b_star):
             ax.axvline(analysis.b_star, color="#9467bd", ls="--", lw=1.1,
-                       label=f"B* = √(B_crit·a/b) ≈ {_fmt_num(analysis.b_star)}")
+                       label=(f"B* ≈ {_fmt_num(analysis.b_star)} (hinge fit, ≥ knee)"
+                              if getattr(sf, "model", None) == "hinge"
+                              else f"B* = √(B_crit·a/b) ≈ {_fmt_num(analysis.b_star)}"))
         batch_axis(ax, [r.batch_size for r in analysis.batches])
         log_y(ax, scale)
         ax.set_ylim(min(all_t) / 1.8, max(all_t) * 2.2)
