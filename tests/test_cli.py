@@ -129,3 +129,16 @@ def test_a_binary_file_given_to_resume_is_a_one_line_error(capsys, tmp_path):
     code, _, err = run_cli(capsys, "sweep", "-o", str(out), "--resume", "-b", "2", *TINY)
     assert code == 2 and "not UTF-8" in err and len(err.strip().splitlines()) == 1
     assert out.read_bytes() == b"\xff\xfe\x00binary"
+
+
+def test_a_small_budget_alone_lowers_the_default_minimum_time(capsys, tmp_path):
+    out = tmp_path / "o.json"
+    code, _, err = run_cli(capsys, "sweep", "-a", "in_features=16", "-a", "hidden=16", "-a", "depth=1",
+                           "-b", "2", "--budget", "0.05", "-q", "-o", str(out))
+    assert code == 0, err
+    assert json.loads(out.read_text())["config"]["min_time_s"] == 0.05
+
+
+def test_an_explicit_minimum_time_above_the_budget_is_an_error(capsys, tmp_path):
+    code, _, err = run_cli(capsys, "sweep", "--min-time", "5", "--budget", "1", "-o", str(tmp_path / "o.json"))
+    assert code == 2 and "exceeds the time budget" in err

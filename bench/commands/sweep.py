@@ -43,7 +43,8 @@ def register(sub) -> None:
     m.add_argument("--ci-target", type=float, default=0.01,
                    help="stop a point once the 95%% CI of the median is within ± this fraction (default: %(default)s)")
     m.add_argument("--min-samples", type=int, default=10, help="(default: %(default)s)")
-    m.add_argument("--min-time", type=float, default=0.5, help="seconds of measured steps per point, at least (default: %(default)s)")
+    m.add_argument("--min-time", type=float, default=None,
+                   help="seconds of measured steps per point, at least (default: 0.5, or the budget if smaller)")
     m.add_argument("--budget", type=float, default=2.0, help="seconds of measuring per point, at most (default: %(default)s)")
     m.add_argument("--eps", type=float, default=0.05,
                    help="'equal time' tolerance relative to the smallest batch (default: %(default)s)")
@@ -81,7 +82,8 @@ def config_from_args(args: argparse.Namespace):
         device=auto_device(args.device), precision=args.precision, optimizer=args.optimizer,
         channels_last=args.channels_last, compile=args.compile,
         batch_sizes=parse_list(args.batch_sizes, int, "batch size", positive=True), min_batch=args.min_batch, max_batch=args.max_batch,
-        ci_target=args.ci_target, min_samples=args.min_samples, min_time_s=args.min_time, budget_s=args.budget,
+        ci_target=args.ci_target, min_samples=args.min_samples,
+        min_time_s=args.min_time if args.min_time is not None else min(0.5, args.budget), budget_s=args.budget,
         eps=args.eps, find_largest=not args.no_largest_search, peak_tflops=args.peak_tflops, seed=args.seed, telemetry=not args.no_telemetry,
     )
 
