@@ -277,23 +277,22 @@ def points_dataframe(points: Iterable[Measurement]):
     return df
 
 
-def _json_default(o):
-    if hasattr(o, "to_dict"):
-        return o.to_dict()
-    if hasattr(o, "item"):  # numpy scalars
-        return o.item()
-    raise TypeError(f"{type(o).__name__} is not JSON serialisable")
-
-
-def _finite(o):
-    """Replace NaN/inf with None so the file stays strict JSON (None means 'not measured')."""
-    if isinstance(o, float):
-        return o if math.isfinite(o) else None
-    if isinstance(o, dict):
-        return {k: _finite(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_finite(v) for v in o]
-    return o
+def json_safe(obj: Any) -> Any:
+    """Plain strict-JSON data: records via `to_dict`, numpy scalars via `item`, tuples and sets as
+    lists, keys as strings, NaN and infinity as None ('not measured'), anything else as its repr."""
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "to_dict"):
+        return json_safe(obj.to_dict())
+    if hasattr(obj, "item"):  # numpy scalars
+        return json_safe(obj.item())
+    return repr(obj)
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -316,7 +315,7 @@ def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(_finite(json.loads(json.dumps(data, default=_json_default))), indent=1, allow_nan=False)
+    text = json.dumps(json_safe(data), indent=1, allow_nan=False)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         # mkstemp makes the file private (0600); results are shared artefacts, so use the umask.

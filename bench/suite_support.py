@@ -8,14 +8,13 @@ pytest-benchmark writes include the device work ("host clock around a synchronis
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Sequence
 
 from .errors import BenchError
-from .results import STATUS_ERROR, STATUS_OOM, Measurement, Probe
+from .results import STATUS_ERROR, STATUS_OOM, Measurement, Probe, json_safe
 from .sweep import DEFAULT_MAX_BATCH, SweepConfig
 
 SUITES = ("step_time", "memory", "largest_batch")
@@ -748,26 +747,4 @@ def suite_fingerprint(device) -> dict[str, Any]:
         fp["null_reasons"] = {k: v for k, v in fp["null_reasons"].items() if k not in PROVENANCE_FIELDS}
     return json_safe(fp)
 
-
-def json_safe(obj: Any) -> Any:
-    """Plain JSON data: numpy scalars and records made plain, NaN and infinity replaced by None."""
-    def default(o):
-        if hasattr(o, "to_dict"):
-            return o.to_dict()
-        if hasattr(o, "item"):
-            return o.item()
-        if isinstance(o, (set, frozenset, tuple)):
-            return list(o)
-        return str(o)
-
-    def finite(o):
-        if isinstance(o, float):
-            return o if math.isfinite(o) else None
-        if isinstance(o, dict):
-            return {str(k): finite(v) for k, v in o.items()}
-        if isinstance(o, list):
-            return [finite(v) for v in o]
-        return o
-
-    return finite(json.loads(json.dumps(obj, default=default, allow_nan=True)))
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import BenchError
+from .results import json_safe
 
 
 @dataclass
@@ -37,7 +38,7 @@ class Workload:
             "name": self.name,
             "description": self.description,
             "image_input": self.image_input,
-            "params": {k: _json_safe(v) for k, v in self.params.items()},
+            "params": {k: json_safe(v) for k, v in self.params.items()},
         }
 
 
@@ -455,14 +456,6 @@ def _bind(what: str, factory: Callable, params: Mapping[str, Any], skip: int = 0
     effective = {n: p.default for n, p in named.items() if p.default is not inspect.Parameter.empty}
     effective.update(kwargs)
     return kwargs, effective
-
-
-def _json_safe(value: Any) -> Any:
-    if value is None or isinstance(value, (bool, int, str)):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    return repr(value)
 
 
 def _one_line(e: BaseException) -> str:

@@ -21,7 +21,7 @@ from typing import Any, Iterable, Sequence
 from .. import __version__, fmt
 from ..errors import BenchError, InvalidResultsFile
 from ..regress import REGRESSION_RULE, BenchmarkHistory, benchmark_history, latest_run_per_machine, machine_key
-from ..results import SWEEP_SCHEMA, SweepResult, check_output_file, read_json
+from ..results import SWEEP_SCHEMA, SweepResult, check_output_file, json_safe, read_json
 from . import figures as F
 
 TTA_SCHEMA = "bench.tta"
@@ -778,22 +778,12 @@ def _markup(svg: str | None):
     return Markup(svg) if svg else None
 
 
-def _json_safe(o: Any) -> Any:
-    if isinstance(o, float):
-        return o if math.isfinite(o) else None
-    if isinstance(o, dict):
-        return {str(k): _json_safe(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_json_safe(v) for v in o]
-    return o
-
-
 def _dumps(data: Any) -> str:
     """Compact strict JSON; NaN/inf become null (scrubbed only when present: the scrub is slow)."""
     try:
         return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
     except ValueError:
-        return json.dumps(_json_safe(data), ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
+        return json.dumps(json_safe(data), ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
 
 
 def embed_json(data: Any) -> str:

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import BenchError
+from ..results import json_safe
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -51,7 +52,7 @@ class Task:
     def info(self) -> dict:
         return {"name": self.name, "description": self.description, "metric": self.metric,
                 "higher_is_better": self.higher_is_better, "default_target": self.default_target,
-                "train_size": self.train_size, "params": {k: _json_safe(v) for k, v in self.params.items()}}
+                "train_size": self.train_size, "params": {k: json_safe(v) for k, v in self.params.items()}}
 
     def to_workload(self, params: Mapping[str, Any] | None = None):
         """A bench.workloads.Workload with this task's model and loss, so the sweep times the same step.
@@ -70,14 +71,6 @@ class Task:
         return Workload(name=f"task:{self.name}", build_model=self.build_model, make_batch=make_batch,
                         loss_fn=self.loss_fn, description=self.description, image_input=False,
                         params={**self.params, **dict(params or {})})
-
-
-def _json_safe(v: Any) -> Any:
-    if v is None or isinstance(v, (bool, int, str)):
-        return v
-    if isinstance(v, float):
-        return v if math.isfinite(v) else None
-    return repr(v)
 
 
 # ---------------------------------------------------------------------------------------------
