@@ -270,6 +270,8 @@ def points_dataframe(points: Iterable[Measurement]):
         for k, v in (p.telemetry or {}).items():
             if isinstance(v, (int, float, str, bool)) or v is None:
                 row[f"telemetry.{k}"] = v
+        diagnosis = (p.telemetry or {}).get("diagnosis")
+        row["diagnosis"] = diagnosis.get("label") if isinstance(diagnosis, dict) else None
         rows.append(row)
     df = pd.DataFrame(rows)
     if not df.empty:

@@ -125,6 +125,7 @@ def test_results_round_trip_through_json_and_dataframe(tmp_path):
     assert (ok["median_s"] > 0).all()
     assert (ok["throughput_samples_per_s"] == ok["batch_size"] / ok["median_s"]).all()
     assert df.loc[df.status == "oom", "median_s"].isna().all()  # not measured is missing, never 0
+    assert df.loc[df.status == "oom", "diagnosis"].isna().all() and ok["diagnosis"].notna().all()
 
 
 def test_memory_on_cpu_is_null_with_a_reason():
