@@ -25,8 +25,11 @@ from .timing import CIStoppingRule, WarmupRule, measure, timer_for
 DEFAULT_MAX_BATCH = {"cpu": 1024, "cuda": 65536}
 PROBE_STEPS = 2  # steps per fit probe: the second step has optimizer state allocated too
 
-# Config fields that define what is measured: a resumed sweep must match them.
-IDENTITY_FIELDS = ("workload", "workload_args", "device", "precision", "optimizer", "channels_last", "compile", "seed")
+# Config fields that define what is measured, and how: a resumed sweep must match them, so that every
+# point in one file was measured the same way. (The batch-size plan may grow.)
+IDENTITY_FIELDS = ("workload", "workload_args", "device", "precision", "optimizer", "channels_last", "compile", "seed",
+                   "ci_target", "min_samples", "min_time_s", "budget_s", "warmup_max_s", "cudnn_benchmark",
+                   "telemetry", "telemetry_period_s")
 
 
 @dataclass

@@ -277,3 +277,11 @@ def test_resume_refuses_a_file_from_other_hardware(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep_module, "environment_info", lambda device: {"hash": "another-machine"})
     with pytest.raises(BenchError, match="other hardware or software"):
         run_sweep(SweepConfig(batch_sizes=[2, 4], **FAST), workload=tiny_workload(), output=out, resume=True)
+
+
+def test_resume_refuses_other_measurement_settings(tmp_path):
+    out = tmp_path / "sweep.json"
+    run_sweep(SweepConfig(batch_sizes=[2], **FAST), workload=tiny_workload(), output=out)
+    with pytest.raises(BenchError, match="budget_s"):
+        run_sweep(SweepConfig(batch_sizes=[2, 4], **{**FAST, "budget_s": 0.1}), workload=tiny_workload(),
+                  output=out, resume=True)
