@@ -467,21 +467,28 @@ def _one_line(e: BaseException) -> str:
 # User workloads: "package.module:function"
 
 
-def _user_workload(spec: str, params: Mapping[str, Any]) -> Workload:
+def resolve_callable(spec: str, what: str) -> Callable:
+    """The callable named by "package.module:function" (dotted attributes allowed), or a one-line
+    BenchError that says what is wrong; `what` ("workload", "task") names it in the message."""
     module_name, _, attr_path = spec.partition(":")
     if not module_name or not attr_path:
-        raise BenchError(f"workload {spec!r} is not of the form package.module:function")
+        raise BenchError(f"{what} {spec!r} is not of the form package.module:function")
     try:
         module = importlib.import_module(module_name)
     except Exception as e:  # any failure at import time is the user's module failing to import
-        raise BenchError(f"workload module {module_name!r} could not be imported: {_one_line(e)}") from e
+        raise BenchError(f"{what} module {module_name!r} could not be imported: {_one_line(e)}") from e
     target: Any = module
     for part in attr_path.split("."):
         if not hasattr(target, part):
-            raise BenchError(f"workload {spec!r}: module {module_name!r} has no attribute {attr_path!r}")
+            raise BenchError(f"{what} {spec!r}: module {module_name!r} has no attribute {attr_path!r}")
         target = getattr(target, part)
     if not callable(target):
-        raise BenchError(f"workload {spec!r}: {attr_path!r} is a {type(target).__name__}, not callable")
+        raise BenchError(f"{what} {spec!r}: {attr_path!r} is a {type(target).__name__}, not callable")
+    return target
+
+
+def _user_workload(spec: str, params: Mapping[str, Any]) -> Workload:
+    target = resolve_callable(spec, "workload")
     kwargs, effective = _bind(spec, target, params)
     try:
         result = target(**kwargs)

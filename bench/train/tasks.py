@@ -6,7 +6,6 @@ A Task is what a convergence run needs (model, a stream of training batches, los
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import math
 import random
@@ -351,17 +350,9 @@ def load_task(spec: str, params: Mapping[str, Any] | None = None) -> Task:
         return _call_with_params(spec, _BUILTIN_TASKS[spec], params)
     if ":" not in spec:
         raise BenchError(f"unknown task {spec!r}; built-ins: {', '.join(_BUILTIN_TASKS)}; or package.module:function")
-    module_name, _, attr = spec.partition(":")
-    try:
-        target: Any = importlib.import_module(module_name)
-    except Exception as e:
-        raise BenchError(f"task module {module_name!r} could not be imported: {type(e).__name__}: {e}") from e
-    for part in attr.split("."):
-        if not hasattr(target, part):
-            raise BenchError(f"task {spec!r}: module {module_name!r} has no attribute {attr!r}")
-        target = getattr(target, part)
-    if not callable(target):
-        raise BenchError(f"task {spec!r}: {attr!r} is not callable")
+    from ..workloads import resolve_callable
+
+    target = resolve_callable(spec, "task")
     task = _call_with_params(spec, target, params)
     if not isinstance(task, Task):
         raise BenchError(f"task function {spec!r} returned {type(task).__name__}; expected bench.train.tasks.Task")
