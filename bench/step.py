@@ -22,6 +22,27 @@ OPTIMIZERS = ("sgd", "adamw")
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
+# torch CPU builds whose oneDNN channels_last convolution backward corrupts the heap on some CPUs
+# ("double free or corruption", SIGABRT; seen with torch 2.13.0+cpu and one thread): the process
+# dies without a results file, so such a step is refused before it runs.
+CPU_CHANNELS_LAST_CRASHES = ("2.13.",)
+ALLOW_CPU_CHANNELS_LAST_ENV = "BENCH_ALLOW_CPU_CHANNELS_LAST"
+
+
+def cpu_channels_last_problem(torch_version: str | None = None, environ=None) -> str | None:
+    """Why channels_last must not run on this torch CPU build, or None when it may."""
+    import os
+
+    version = torch.__version__ if torch_version is None else torch_version
+    env = os.environ if environ is None else environ
+    if env.get(ALLOW_CPU_CHANNELS_LAST_ENV) == "1":
+        return None
+    if any(version.startswith(v) for v in CPU_CHANNELS_LAST_CRASHES):
+        return (f"channels_last on the CPU is refused with torch {version}: its oneDNN convolution backward "
+                f"corrupts the heap and kills the process on some CPUs; use a CUDA device or another torch "
+                f"build (or set {ALLOW_CPU_CHANNELS_LAST_ENV}=1 where it is known not to crash)")
+    return None
+
 
 @dataclass(frozen=True)
 class StepOptions:
@@ -63,6 +84,10 @@ def check_options(options: StepOptions, device: torch.device | str) -> None:
             raise BenchError(
                 f"tf32 needs compute capability 8.0 or later; this GPU has {major}.{minor}: use fp32"
             )
+    if options.channels_last and device.type == "cpu":
+        problem = cpu_channels_last_problem()
+        if problem:
+            raise BenchError(problem)
     if options.precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise BenchError("bf16 is not supported on this GPU; use fp16 or fp32")
 
@@ -159,13 +184,13 @@ class TrainStep:
 
         if self.device.type == "cuda" and not torch.cuda.is_available():
             raise BenchError(f"device {self.device} was asked for, but CUDA is not available here")
-        check_options(options, self.device)
-        if self.batch_size < 1:
-            raise BenchError(f"batch size must be at least 1, got {batch_size}")
         if options.channels_last and not workload.image_input:
             raise BenchError(
                 f"channels_last applies to image workloads (4-D inputs); {workload.name} is not one"
             )
+        check_options(options, self.device)
+        if self.batch_size < 1:
+            raise BenchError(f"batch size must be at least 1, got {batch_size}")
         try:
             self._build(seed)
         except BaseException:

@@ -152,15 +152,53 @@ def test_cpu_optimizer_is_the_for_loop_implementation():
     step.release()
 
 
+_CHANNELS_LAST_CHILD = """
+import torch
+torch.set_num_threads(1)
+from bench.step import StepOptions, TrainStep
+from bench.workloads import load_workload
+step = TrainStep(load_workload("cnn", {"image_size": "8", "width": "4", "classes": "3"}), 4, "cpu",
+                 StepOptions(channels_last=True))
+conv = step.module.stem[0].weight
+inputs = step.batch[0]
+print("weight", conv.is_contiguous(memory_format=torch.channels_last), conv.is_contiguous())
+print("inputs", inputs.is_contiguous(memory_format=torch.channels_last), inputs.is_contiguous())
+step()
+print("loss", step.last_loss() is not None)
+step.release()
+"""
+
+
 def test_channels_last_puts_cnn_model_and_inputs_in_channels_last():
-    step = TrainStep(tiny("cnn"), 4, CPU, StepOptions(channels_last=True))
-    conv = step.module.stem[0].weight
-    assert conv.is_contiguous(memory_format=torch.channels_last) and not conv.is_contiguous()
-    inputs = step.batch[0]
-    assert inputs.is_contiguous(memory_format=torch.channels_last) and not inputs.is_contiguous()
-    step()
-    assert step.last_loss() is not None
-    step.release()
+    # In a child process: torch 2.13 CPU builds corrupt the heap in this backward pass on some CPUs
+    # (SIGABRT), which must not take the whole test run down with it.
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    env = {**os.environ, step_module.ALLOW_CPU_CHANNELS_LAST_ENV: "1", "OMP_NUM_THREADS": "1"}
+    child = subprocess.run([sys.executable, "-c", _CHANNELS_LAST_CHILD], capture_output=True, text=True,
+                           env=env, timeout=300)
+    if child.returncode < 0 and step_module.cpu_channels_last_problem(environ={}):
+        pytest.xfail(f"torch {torch.__version__} CPU died of {signal.Signals(-child.returncode).name} in the "
+                     "channels_last backward pass: the known oneDNN heap corruption this build is refused for")
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.split("\n")[:3] == ["weight True False", "inputs True False", "loss True"]
+
+
+def test_channels_last_on_a_cpu_build_known_to_crash_is_refused(monkeypatch):
+    monkeypatch.delenv(step_module.ALLOW_CPU_CHANNELS_LAST_ENV, raising=False)
+    monkeypatch.setattr(torch, "__version__", "2.13.0+cpu")
+    with pytest.raises(BenchError, match="channels_last on the CPU is refused with torch 2.13.0"):
+        TrainStep(tiny("cnn"), 4, CPU, StepOptions(channels_last=True))
+
+
+def test_channels_last_on_the_cpu_is_allowed_on_other_builds_or_when_asked_for():
+    assert step_module.cpu_channels_last_problem("2.14.1+cpu", environ={}) is None
+    assert step_module.cpu_channels_last_problem("2.13.0+cpu", environ={}) is not None
+    assert step_module.cpu_channels_last_problem(
+        "2.13.0+cpu", environ={step_module.ALLOW_CPU_CHANNELS_LAST_ENV: "1"}) is None
 
 
 @pytest.mark.parametrize("name", ["mlp", "transformer"])
