@@ -1,6 +1,6 @@
 """pytest plugin for the suites in suites/: `--bench-*` options, case parametrisation, the fingerprint in
 pytest-benchmark's machine_info, and the cases pytest-benchmark leaves out of its JSON (out of memory,
-failed) under `bench_failed_cases`. Thin: what is measured and how lives in bench.suite_support.
+failed) under `bench_failed_cases`. Thin: what is measured and how lives in bench.run.suite.
 
 Load it from a conftest.py by importing its hooks into the conftest's namespace:
 
@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import pytest
 
-from .errors import BenchError
-from .suite_support import (
+from bench.core.errors import BenchError
+from bench.run.suite import (
     FAILED_CASES_KEY,
     SuiteOptions,
     SuiteSettings,
@@ -81,7 +81,7 @@ def pytest_configure(config) -> None:
     except BenchError as e:
         raise pytest.UsageError(str(e)) from None
     if options.device == "cuda":
-        from .suite_support import cuda_available
+        from bench.run.suite import cuda_available
 
         if not cuda_available():
             # Asked for the GPU explicitly: skipping every case would let a broken GPU node pass.
@@ -127,7 +127,7 @@ def pytest_benchmark_update_machine_info(config, machine_info) -> None:
     """The hardware/software fingerprint (and its hash) beside pytest-benchmark's own machine_info."""
     fp = config.stash.get(_FINGERPRINT_KEY, None)
     if fp is None:
-        from .suite_support import cuda_available
+        from bench.run.suite import cuda_available
 
         o = _options(config)
         device = "cuda" if o.device != "cpu" and o.subset == "full" and cuda_available() else "cpu"
@@ -139,7 +139,7 @@ def pytest_benchmark_update_machine_info(config, machine_info) -> None:
 
 
 def record_failed_case(config, record: dict) -> None:
-    """Keep one `bench.suite_support.failed_case_record` for this run's JSON."""
+    """Keep one `bench.run.suite.failed_case_record` for this run's JSON."""
     config.stash.setdefault(_FAILED_KEY, []).append(record)
 
 

@@ -15,11 +15,11 @@ import sys
 import torch
 import torch.utils.benchmark as tub
 
-from bench.results import write_json_atomic
-from bench.step import StepOptions, TrainStep
-from bench.sweep import resolve_device
-from bench.timing import CIStoppingRule, measure, timer_for
-from bench.workloads import load_workload
+from bench.records.sweep import write_json_atomic
+from bench.measure.step import StepOptions, TrainStep
+from bench.run.sweep import resolve_device
+from bench.measure.timing import CIStoppingRule, measure, timer_for
+from bench.measure.workloads import load_workload
 
 
 def main(argv=None) -> int:

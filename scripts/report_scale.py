@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.report import build as B  # noqa: E402
+from bench.present.report import build as B  # noqa: E402
 
 
 def synthetic_run(i: int, when: datetime, n_benchmarks: int, rounds: int, rng: np.random.Generator,

@@ -17,11 +17,11 @@ import sys
 
 import numpy as np
 
-from bench.step import StepOptions, TrainStep
-from bench.sweep import resolve_device
-from bench.telemetry.sampler import NvmlTelemetry, Telemetry
-from bench.timing import CIStoppingRule, measure, timer_for
-from bench.workloads import load_workload
+from bench.measure.step import StepOptions, TrainStep
+from bench.run.sweep import resolve_device
+from bench.measure.telemetry.sampler import NvmlTelemetry, Telemetry
+from bench.measure.timing import CIStoppingRule, measure, timer_for
+from bench.measure.workloads import load_workload
 
 
 def fake_telemetry(period_s: float):
@@ -73,7 +73,7 @@ def main(argv=None) -> int:
           f"on {statistics.median(on) * 1e3:.3f} ms; on/off = {med:.4f} ({(med - 1) * 100:+.2f}%), "
           f"95% CI {(lo - 1) * 100:+.2f}% .. {(hi - 1) * 100:+.2f}% over {args.rounds} rounds")
     if args.json:
-        from bench.results import write_json_atomic
+        from bench.records.sweep import write_json_atomic
 
         import torch
 

@@ -1,6 +1,6 @@
 """The largest batch that fits in GPU memory (doubling, then bisection on out-of-memory), and the step time there."""
 
-from bench.suite_support import benchmark_largest_batch
+from bench.run.suite import benchmark_largest_batch
 
 
 def test_largest_batch(benchmark, largest_batch_case, bench_settings):

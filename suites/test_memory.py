@@ -1,6 +1,6 @@
 """Peak GPU memory of a training step under the options that change it most (optimizer state, autocast)."""
 
-from bench.suite_support import benchmark_case
+from bench.run.suite import benchmark_case
 
 
 def test_peak_memory(benchmark, memory_case, bench_settings):

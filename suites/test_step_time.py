@@ -1,7 +1,7 @@
 """Training step time per workload, precision, batch size and device (CUDA events, then pytest-benchmark's
 host clock around a synchronised step)."""
 
-from bench.suite_support import benchmark_case
+from bench.run.suite import benchmark_case
 
 
 def test_step_time(benchmark, step_case, bench_settings):

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from bench.adapters import HOST_TIMER, load_pytest_benchmark, load_results, sweeps_from_pytest_benchmark
-from bench.errors import BenchError
-from bench.results import Measurement, SweepResult, save_sweep
-from bench.suite_support import FAILED_CASES_KEY, SuiteCase, SuiteSettings, extra_info_for, failed_case_record, json_safe
+from bench.records.suite import HOST_TIMER, load_pytest_benchmark, load_results, sweeps_from_pytest_benchmark
+from bench.core.errors import BenchError
+from bench.records.sweep import Measurement, SweepResult, save_sweep
+from bench.run.suite import FAILED_CASES_KEY, SuiteCase, SuiteSettings, extra_info_for, failed_case_record, json_safe
 
 SETTINGS = SuiteSettings(budget_s=0.5)
 

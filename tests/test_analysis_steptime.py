@@ -21,8 +21,8 @@ from bench.analysis.steptime import (
     fmt_time,
     summaries_from_measurements,
 )
-from bench.errors import BenchError
-from bench.results import Case, Measurement, SweepResult
+from bench.core.errors import BenchError
+from bench.records.sweep import Case, Measurement, SweepResult
 
 BATCHES = [2**i for i in range(11)]  # 1 .. 1024
 

@@ -81,7 +81,7 @@ def test_sweep_prints_a_table_and_verdict_and_writes_json(capsys, tmp_path):
     assert code == 0, err
     assert "median step" in stdout and "Results:" in stdout
     data = json.loads(out.read_text())
-    assert data["schema"] == "bench.sweep" and len(data["points"]) == 2
+    assert data["schema"] == "bench.run.sweep" and len(data["points"]) == 2
     for sentence in data["analysis"]["verdict"]:
         assert sentence.split()[0] in stdout
 
@@ -96,8 +96,8 @@ def test_python_dash_m_bench_reports_errors_without_traceback(tmp_path):
 def test_sweep_table_shows_gpu_telemetry_columns_only_when_measured():
     from rich.console import Console
 
-    from bench.commands.sweep import sweep_table
-    from bench.results import Case, Measurement, SweepResult
+    from bench.cli.sweep import sweep_table
+    from bench.records.sweep import Case, Measurement, SweepResult
 
     def point(b, telemetry):
         return Measurement(case=Case("mlp", b), samples_s=[0.01] * 10, telemetry=telemetry)

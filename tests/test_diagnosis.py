@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from bench.errors import BenchError
-from bench.telemetry.diagnosis import diagnose
-from bench.telemetry.sampler import Telemetry
+from bench.core.errors import BenchError
+from bench.analysis.diagnosis import diagnose
+from bench.measure.telemetry.sampler import Telemetry
 from bench.testing.fake_pynvml import make_fake_nvml
 
 
@@ -113,7 +113,7 @@ def test_end_to_end_a_sampled_power_capped_busy_gpu_reads_as_compute_bound_and_t
 
 
 def test_flat_step_time_on_the_cpu_is_overhead_bound_not_launch_bound():
-    from bench.telemetry import diagnose
+    from bench.analysis.diagnosis import diagnose
 
     cpu = diagnose(None, "flat", device_type="cpu")
     assert cpu.label == "overhead-bound" and cpu.inferred_from_step_time_only

@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-import bench.telemetry.fingerprint as fp_module
-from bench.telemetry.fingerprint import GPU_FIELDS, comparable, fingerprint
+import bench.measure.telemetry.fingerprint as fp_module
+from bench.measure.telemetry.fingerprint import GPU_FIELDS, comparable, fingerprint
 from bench.testing.fake_pynvml import FakeDevice, make_fake_nvml
 
 

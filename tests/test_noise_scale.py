@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 from bench.analysis.noise_scale import compare_with_critical_batch, estimate_noise_scale, unbiased_norm_estimates
-from bench.errors import BenchError
-from bench.train.noise import measure_noise_scale
-from bench.train.tasks import nqm, nqm_spectrum
+from bench.core.errors import BenchError
+from bench.run.train.noise import measure_noise_scale
+from bench.measure.tasks import nqm, nqm_spectrum
 
 
 def test_the_two_batch_estimators_are_exact_on_expected_norms():
@@ -83,7 +83,7 @@ def _finite_task(n=60, d=10):
     """Per-example gradient theta + xi_i over a fixed, centred population of n vectors xi_i (h = 1)."""
     import torch
 
-    from bench.train.tasks import NQMModel, Task, epoch_stream
+    from bench.measure.tasks import NQMModel, Task, epoch_stream
 
     rng = np.random.default_rng(0)
     xi = rng.standard_normal((n, d))

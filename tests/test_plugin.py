@@ -15,10 +15,10 @@ import torch
 # runs drop the modules they imported, so a second run would import (and register) it again and fail.
 import torch._dynamo  # noqa: F401
 
-from bench.adapters import load_results
-from bench.errors import BenchError
-from bench.results import Case, Measurement, Probe
-from bench.suite_support import (
+from bench.records.suite import load_results
+from bench.core.errors import BenchError
+from bench.records.sweep import Case, Measurement, Probe
+from bench.run.suite import (
     CPU_BATCH_SIZES,
     CPU_PRECISIONS,
     CPU_WORKLOADS,
@@ -225,7 +225,7 @@ def run_inline(pytester, source: str, *args: str, ret: int = 0):
 
 def test_pytest_benchmark_stats_include_queued_device_work_only_when_the_step_synchronises(pytester):
     _, data = run_inline(pytester, '''
-        from bench.suite_support import time_synchronised
+        from bench.run.suite import time_synchronised
 
         def test_synchronised(benchmark):
             dev = FakeDevice(0.02)
@@ -245,7 +245,7 @@ def test_pytest_benchmark_stats_include_queued_device_work_only_when_the_step_sy
 def test_benchmark_case_records_the_library_measurement_and_synchronises_every_round(pytester):
     _, data = run_inline(pytester, '''
         import torch
-        from bench.suite_support import SuiteCase, SuiteSettings, benchmark_case
+        from bench.run.suite import SuiteCase, SuiteSettings, benchmark_case
 
         def test_case(benchmark):
             torch.set_num_threads(1)
@@ -287,7 +287,7 @@ def test_plugin_parametrises_by_fixture_and_adds_the_fingerprint_to_machine_info
 OOM_SUITE = '''
     import torch
     from torch import nn
-    from bench.suite_support import SuiteCase, SuiteSettings, benchmark_case
+    from bench.run.suite import SuiteCase, SuiteSettings, benchmark_case
 
     def oom_mlp(limit: int = 8):
         class Model(nn.Linear):
@@ -420,7 +420,7 @@ def test_asking_for_cuda_where_there_is_none_stops_the_run(pytester):
 def test_on_a_gpu_pytest_benchmark_stats_cover_the_device_work(pytester):
     # A step with milliseconds of GPU work: timing only its launch would give far less than CUDA events.
     _, data = run_inline(pytester, '''
-        from bench.suite_support import SuiteCase, SuiteSettings, benchmark_case
+        from bench.run.suite import SuiteCase, SuiteSettings, benchmark_case
 
         def test_case(benchmark):
             case = SuiteCase("step_time", "mlp", "fp32", 4096, "cuda",
@@ -441,7 +441,7 @@ def test_on_a_gpu_a_real_out_of_memory_case_reaches_bench_failed_cases(pytester)
     # 2**20 samples of 2**16 floats: a 256 GiB batch, beyond any single card.
     pytester.makeconftest("from bench.pytest_plugin import *  # noqa")
     _, data = run_inline(pytester, '''
-        from bench.suite_support import SuiteCase, SuiteSettings, benchmark_case
+        from bench.run.suite import SuiteCase, SuiteSettings, benchmark_case
 
         def test_case(benchmark):
             case = SuiteCase("step_time", "mlp", "fp32", 1 << 20, "cuda",

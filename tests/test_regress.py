@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
-from bench import regress as R
-from bench.telemetry.fingerprint import HARDWARE_FIELDS, canonical_hash
+import bench.analysis.regression as R
+from bench.measure.telemetry.fingerprint import HARDWARE_FIELDS, canonical_hash
 
 T0 = datetime(2026, 3, 1, 2, 0, tzinfo=timezone.utc)
 H100 = {"device_type": "cuda", "gpu_name": "NVIDIA H100 80GB HBM3", "gpu_memory_total_bytes": 85520809984,

@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 
 from bench.analysis.steptime import analyse_sweep
-from bench.errors import BenchError
-from bench.report import build as B
-from bench import regress as R
-from bench.results import Case, Measurement, SweepResult
+from bench.core.errors import BenchError
+from bench.present.report import build as B
+import bench.analysis.regression as R
+from bench.records.sweep import Case, Measurement, SweepResult
 
 EVIL = "<script>alert(1)</script>\"q'"
 FIXED_TIME = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
@@ -30,7 +30,7 @@ FIXED_TIME = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 def make_sweep(workload: str = "mlp", precision: str = "fp32", *, gpu: bool = True, batches=(1, 4, 16, 64, 256, 1024),
                base_s: float = 0.010, slope_s: float = 4e-5, oom_from: int | None = 1024, error: str | None = None,
                seed: int = 0, n: int = 30, finished: bool = True, analysed: bool = True) -> dict:
-    """A bench.sweep dict: flat then linear step time, GPU memory and telemetry, an OOM at the top."""
+    """A bench.run.sweep dict: flat then linear step time, GPU memory and telemetry, an OOM at the top."""
     rng = np.random.default_rng(seed)
     device = "cuda:0" if gpu else "cpu"
     points = []
@@ -84,7 +84,7 @@ def make_sweep(workload: str = "mlp", precision: str = "fp32", *, gpu: bool = Tr
 def make_tta(task: str = "demo", n_bootstrap: int = 40) -> dict:
     """A bench.tta dict: curves whose steps to target follow S(B) = 100(1 + 64/B), one batch misses."""
     from bench.analysis.tta import StepTime, TTAResult, analyse_tta
-    from bench.train.curves import Curve, CurvePoint
+    from bench.records.curves import Curve, CurvePoint
 
     curves = []
     for b in (8, 32, 128, 512, 2048):
@@ -399,7 +399,7 @@ def test_tta_alone_draws_convergence_steps_to_target_and_time_to_accuracy(tta_re
 
 def test_curves_file_alone_draws_the_convergence_curves(tmp_path):
     from bench.analysis.tta import TTAResult
-    from bench.train.curves import CurvesFile
+    from bench.records.curves import CurvesFile
 
     curves = TTAResult.from_dict(make_tta()).curves
     cf = CurvesFile(curves=curves, config={"target": 0.81}, task={"name": "demo"}, finished=True)
@@ -456,7 +456,7 @@ def test_folders_are_read_recursively_and_stray_json_inside_is_skipped_and_liste
 
 
 def _parser():
-    from bench.commands import report
+    import bench.cli.report as report
 
     parser = argparse.ArgumentParser(prog="bench")
     report.register(parser.add_subparsers(dest="command"))

@@ -5,8 +5,8 @@ import pytest
 
 from bench.analysis.scaling import (DIMINISHING, MAXIMAL, PERFECT, fit_scaling, fit_steps_model,
                                     measured_scaling_exponents, regime, steps_by_batch, steps_model)
-from bench.errors import BenchError
-from bench.train.curves import Curve, CurvePoint
+from bench.core.errors import BenchError
+from bench.records.curves import Curve, CurvePoint
 
 S_MIN, B_CRIT = 100.0, 256.0
 SIZES = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from bench.stats import median_ci_indices, relative_spread, summarize
+from bench.measure.stats import median_ci_indices, relative_spread, summarize
 
 
 def test_median_ci_covers_the_true_median_at_least_95_percent_of_the_time():

@@ -11,10 +11,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import bench.step as step_module
-from bench.errors import BenchError
-from bench.step import OPTIMIZERS, PRECISIONS, ScaleDropCounter, StepOptions, TrainStep, check_options
-from bench.workloads import Workload, load_workload
+import bench.measure.step as step_module
+from bench.core.errors import BenchError
+from bench.measure.step import OPTIMIZERS, PRECISIONS, ScaleDropCounter, StepOptions, TrainStep, check_options
+from bench.measure.workloads import Workload, load_workload
 
 torch.set_num_threads(1)
 
@@ -155,8 +155,8 @@ def test_cpu_optimizer_is_the_for_loop_implementation():
 _CHANNELS_LAST_CHILD = """
 import torch
 torch.set_num_threads(1)
-from bench.step import StepOptions, TrainStep
-from bench.workloads import load_workload
+from bench.measure.step import StepOptions, TrainStep
+from bench.measure.workloads import load_workload
 step = TrainStep(load_workload("cnn", {"image_size": "8", "width": "4", "classes": "3"}), 4, "cpu",
                  StepOptions(channels_last=True))
 conv = step.module.stem[0].weight

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.adapters import load_results
+from bench.records.suite import load_results
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # two pytest runs and one pytest-benchmark compare: ~15 s on a loaded 2-core CPU

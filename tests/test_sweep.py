@@ -6,10 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from bench.errors import BenchError
-from bench.results import load_sweep
-from bench.sweep import SweepConfig, run_sweep
-from bench.workloads import Workload
+from bench.core.errors import BenchError
+from bench.records.sweep import load_sweep
+from bench.run.sweep import SweepConfig, run_sweep
+from bench.measure.workloads import Workload
 
 FAST = dict(device="cpu", min_samples=6, min_time_s=0.005, budget_s=0.05, warmup_max_s=0.05, telemetry=False)
 
@@ -238,7 +238,7 @@ def test_real_cuda_sweep_carries_nvml_telemetry_and_energy():
 
 
 def test_allocator_failures_of_cublas_and_cudnn_count_as_out_of_memory():
-    from bench.sweep import is_oom
+    from bench.run.sweep import is_oom
 
     assert is_oom(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"))
     assert is_oom(RuntimeError("cuDNN error: CUDNN_STATUS_NOT_ALLOCATED"))
@@ -270,7 +270,7 @@ def test_resume_measures_failed_points_again_but_keeps_good_ones(tmp_path):
 
 
 def test_resume_refuses_a_file_from_other_hardware(tmp_path, monkeypatch):
-    import bench.sweep as sweep_module
+    import bench.run.sweep as sweep_module
 
     out = tmp_path / "sweep.json"
     run_sweep(SweepConfig(batch_sizes=[2], **FAST), workload=tiny_workload(), output=out)

@@ -8,10 +8,10 @@ import json
 import pytest
 import torch
 
-from bench.commands import peak as peak_command
-from bench.errors import BenchError
-from bench.telemetry.flops import achieved_tflops, flop_fields, flops_per_step, mfu
-from bench.telemetry.peaks import GPU_PEAKS, lookup_gpu, matmul_precision_for, measure_peak, peak_tflops
+import bench.cli.peak as peak_command
+from bench.core.errors import BenchError
+from bench.measure.telemetry.flops import achieved_tflops, flop_fields, flops_per_step, mfu
+from bench.measure.telemetry.peaks import GPU_PEAKS, lookup_gpu, matmul_precision_for, measure_peak, peak_tflops
 
 B, IN, OUT = 4, 8, 16
 

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from bench.telemetry.nvml import GPM_MIN_INTERVAL_S, decode_clock_event_reasons
-from bench.telemetry.sampler import (
+from bench.measure.telemetry.nvml import GPM_MIN_INTERVAL_S, decode_clock_event_reasons
+from bench.measure.telemetry.sampler import (
     GPM_PERIOD_S,
     SUMMARY_FIELDS,
     Block,

@@ -3,8 +3,8 @@ import itertools
 import numpy as np
 import pytest
 
-from bench.errors import BenchError
-from bench.timing import (STOP_BUDGET, STOP_CI, STOP_COUNT, WARM_MAX_STEPS, WARM_STABLE, CIStoppingRule,
+from bench.core.errors import BenchError
+from bench.measure.timing import (STOP_BUDGET, STOP_CI, STOP_COUNT, WARM_MAX_STEPS, WARM_STABLE, CIStoppingRule,
                           FixedCountRule, HostTimer, WarmupRule, make_stopping_rule, measure)
 
 

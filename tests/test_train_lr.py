@@ -3,10 +3,10 @@
 import numpy as np
 import pytest
 
-from bench.errors import BenchError
-from bench.train.lr import LRSchedule, log_spaced_factors, lr_grid, scaled_lr, warmup_steps_from_epochs
-from bench.train.runner import RunConfig, RunSpec, train_run
-from bench.train.tasks import nqm
+from bench.core.errors import BenchError
+from bench.run.train.lr import LRSchedule, log_spaced_factors, lr_grid, scaled_lr, warmup_steps_from_epochs
+from bench.run.train.runner import RunConfig, RunSpec, train_run
+from bench.measure.tasks import nqm
 
 
 def test_linear_rule_scales_the_rate_with_the_batch():

@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from bench.errors import BenchError
-from bench.train.optim import LAMB, LARS, layerwise_param_groups, make_optimizer
+from bench.core.errors import BenchError
+from bench.measure.optim import LAMB, LARS, layerwise_param_groups, make_optimizer
 
 
 def _param(values, grad):

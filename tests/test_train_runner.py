@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from bench.errors import BenchError
-from bench.train.curves import CurvesFile
-from bench.train.runner import GridSpec, RunConfig, RunSpec, run_grid, train_run
-from bench.train.tasks import digits, nqm
+from bench.core.errors import BenchError
+from bench.records.curves import CurvesFile
+from bench.run.train.runner import GridSpec, RunConfig, RunSpec, run_grid, train_run
+from bench.measure.tasks import digits, nqm
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +150,7 @@ def test_a_target_already_met_before_training_is_zero_steps():
 def test_bench_train_command_writes_curves_and_prints_a_table(tmp_path, capsys):
     import argparse
 
-    from bench.commands import train
+    import bench.cli.train as train
 
     parser = argparse.ArgumentParser()
     train.register(parser.add_subparsers())

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from bench.errors import BenchError
-from bench.train.runner import RunConfig, RunSpec, train_run
-from bench.train.tasks import digits, epoch_stream, load_task, nqm, nqm_expected_risk, nqm_spectrum
+from bench.core.errors import BenchError
+from bench.run.train.runner import RunConfig, RunSpec, train_run
+from bench.measure.tasks import digits, epoch_stream, load_task, nqm, nqm_expected_risk, nqm_spectrum
 
 
 def test_epoch_stream_shows_every_example_once_per_epoch_across_batch_boundaries():
@@ -40,7 +40,7 @@ def test_digits_is_an_offline_held_out_classification_task():
 
 
 def test_task_to_workload_times_the_same_model_with_real_batches():
-    from bench.workloads import Workload
+    from bench.measure.workloads import Workload
 
     t = digits(hidden=16, train_examples=50)
     w = t.to_workload({"note": "x"})
@@ -107,7 +107,7 @@ def test_nqm_steps_to_target_match_the_analytic_expected_risk(momentum, lr):
 
 def test_user_task_loads_from_package_module_function(tmp_path, monkeypatch):
     (tmp_path / "my_tasks.py").write_text(textwrap.dedent("""
-        from bench.train.tasks import nqm
+        from bench.measure.tasks import nqm
         def small(dim: int = 2):
             return nqm(dim=dim)
         def wrong():
@@ -150,7 +150,7 @@ def test_nqm_interpolated_steps_to_target_track_the_analytic_crossing_with_coars
 def test_nqm_default_lr_grid_stays_under_the_sgd_stability_limit_and_its_best_steps_fall_with_batch_size():
     # SGD on a quadratic diverges once lr >= 2/h_max; the defaults' grid (3 points, ratio 2, as the
     # study uses) must stay below it at every default batch size, so larger batches never need more steps.
-    from bench.train.runner import GridSpec
+    from bench.run.train.runner import GridSpec
 
     task = nqm()
     d = task.defaults
@@ -171,7 +171,7 @@ def test_nqm_default_lr_grid_stays_under_the_sgd_stability_limit_and_its_best_st
 
 
 def test_an_lr_cap_keeps_the_grid_shape_under_it():
-    from bench.train.runner import GridSpec
+    from bench.run.train.runner import GridSpec
 
     grid = GridSpec(batch_sizes=[4, 64], base_lr=0.1, base_batch_size=4, lr_rule="linear",
                     lr_factors=[0.5, 1.0, 2.0], max_lr=1.0)

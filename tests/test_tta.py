@@ -10,9 +10,9 @@ from scipy import optimize
 from bench.analysis.scaling import steps_model
 from bench.analysis.tta import (StepTime, TTAResult, analyse_tta, b_star, load_tta, pareto_frontier, save_tta,
                                 step_times_from_sweep, tta_from_files)
-from bench.errors import BenchError, InvalidResultsFile
-from bench.results import Case, Measurement, SweepResult, save_sweep
-from bench.train.curves import Curve, CurvePoint
+from bench.core.errors import BenchError, InvalidResultsFile
+from bench.records.sweep import Case, Measurement, SweepResult, save_sweep
+from bench.records.curves import Curve, CurvePoint
 
 S_MIN, B_CRIT, A_S, B_S = 50.0, 200.0, 2e-3, 1e-5  # t(B) = 2 ms + 10 µs per example
 SIZES = [8, 16, 32, 64, 128, 256, 512, 1024, 2048]
@@ -142,7 +142,7 @@ def test_results_round_trip_through_the_versioned_schema(tmp_path):
 
 def test_loader_rejects_other_schemas_and_newer_versions(tmp_path):
     p = tmp_path / "x.json"
-    p.write_text(json.dumps({"schema": "bench.sweep", "schema_version": 1}))
+    p.write_text(json.dumps({"schema": "bench.run.sweep", "schema_version": 1}))
     with pytest.raises(InvalidResultsFile, match="not a time-to-accuracy file"):
         load_tta(p)
     p.write_text(json.dumps({"schema": "bench.tta", "schema_version": 99}))
@@ -167,7 +167,7 @@ def test_tta_from_a_csv_of_curves_and_a_sweep_file(tmp_path):
 
 
 def _study(**kw):
-    from bench.train.study import StudyConfig
+    from bench.run.study import StudyConfig
 
     base = dict(task="nqm", task_params={"dim": 20}, target=1.0, batch_sizes=[2, 8, 32], base_lr=0.5,
                 base_batch_size=2, lr_rule="constant", lr_factors=[1.0], seeds=[0], momentum=0.0, max_steps=200,
@@ -178,18 +178,18 @@ def _study(**kw):
 
 
 def test_end_to_end_study_trains_measures_noise_and_step_time_and_saves(tmp_path):
-    from bench.train.study import run_study
+    from bench.run.study import run_study
 
     out = tmp_path / "tta.json"
     r = run_study(_study(), output=out)
     assert r.finished and len(r.curves) == 3 and r.noise_scale.b_simple is not None
-    assert [s.batch_size for s in r.step_times] == [2, 8, 32] and "bench.sweep" in r.step_time_source
+    assert [s.batch_size for s in r.step_times] == [2, 8, 32] and "bench.run.sweep" in r.step_time_source
     assert all(b.time_to_target_s is not None for b in r.analysis.batches)
     assert load_tta(out).analysis.best_time_batch == r.analysis.best_time_batch
 
 
 def test_study_resume_skips_runs_already_saved(tmp_path):
-    from bench.train.study import run_study
+    from bench.run.study import run_study
 
     out = tmp_path / "tta.json"
 
@@ -211,7 +211,7 @@ def test_study_resume_skips_runs_already_saved(tmp_path):
 
 
 def _cli(*argv):
-    from bench.commands import tta
+    import bench.cli.tta as tta
 
     parser = argparse.ArgumentParser()
     tta.register(parser.add_subparsers())

@@ -8,8 +8,8 @@ import textwrap
 import pytest
 import torch
 
-from bench.errors import BenchError
-from bench.workloads import Workload, builtin_workloads, load_workload, parse_workload_args
+from bench.core.errors import BenchError
+from bench.measure.workloads import Workload, builtin_workloads, load_workload, parse_workload_args
 
 torch.set_num_threads(1)
 
@@ -163,7 +163,7 @@ USER_MODULE = """
 import torch
 import torch.nn.functional as F
 from torch import nn
-from bench.workloads import Workload
+from bench.measure.workloads import Workload
 
 def _batch(batch_size, device):
     return torch.randn(batch_size, 4, device=device), torch.randint(0, 2, (batch_size,), device=device)
@@ -271,7 +271,7 @@ def test_missing_user_module_is_a_bench_error():
 
 
 def test_task_prefix_loads_a_training_tasks_model_for_the_sweep():
-    from bench.workloads import load_workload
+    from bench.measure.workloads import load_workload
 
     wl = load_workload("task:nqm")
     assert wl.name == "task:nqm"

@@ -4,7 +4,7 @@ McCandlish et al. 2018, appendix A: E|G_B|² = |G|² + tr(Σ)/B, so from a small
     |G|²  ≈ (B_big·|G_big|² − B_small·|G_small|²)/(B_big − B_small)
     tr(Σ) ≈ (|G_small|² − |G_big|²)/(1/B_small − 1/B_big).
 Each step's estimates are noisy (|G|² can come out negative), so numerator and denominator are
-averaged over steps separately, then divided. Pure functions; the measuring lives in bench.train.noise.
+averaged over steps separately, then divided. Pure functions; the measuring lives in bench.run.train.noise.
 
 Finite training set. The formulas above assume examples drawn with replacement. Batches drawn without
 replacement from N examples (an epoch's shuffle) have, with Σ the population covariance of the N
@@ -23,7 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..errors import BenchError
+from bench.core.errors import BenchError
 
 CONFIDENCE = 0.95
 

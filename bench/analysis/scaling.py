@@ -16,8 +16,8 @@ from typing import Sequence
 import numpy as np
 from scipy import optimize
 
-from ..errors import BenchError
-from ..train.curves import Curve
+from bench.core.errors import BenchError
+from bench.records.curves import Curve
 
 CONFIDENCE = 0.95
 # Regime boundaries, from the model's local slope d log S / d log B = −B_crit/(B + B_crit):
@@ -41,7 +41,7 @@ class LRCell:
     lr: float | None
     lr_factor: float | None
     seeds: list[int | None]
-    steps_per_seed: list[float | None]  # interpolated between evaluations (bench.train.curves)
+    steps_per_seed: list[float | None]  # interpolated between evaluations (bench.records.curves)
     steps_to_target: float | None  # mean over seeds; None unless every seed reached the target
     reason: str | None = None
     first_eval_steps: list[int | None] = field(default_factory=list)  # raw: first evaluation at or past it

@@ -12,11 +12,11 @@ import numpy as np
 from scipy import optimize
 from scipy import stats as _sps
 
-from ..errors import BenchError
-from ..stats import relative_spread
+from bench.core.errors import BenchError
+from bench.measure.stats import relative_spread
 
 if TYPE_CHECKING:
-    from ..results import Measurement, SweepResult
+    from bench.records.sweep import Measurement, SweepResult
 
 SCHEMA = "bench.steptime"
 SCHEMA_VERSION = 1
@@ -271,7 +271,7 @@ class StepTimeAnalysis:
 def summaries_from_measurements(points: Iterable["Measurement"]) -> list[PointSummary]:
     """PointSummary per ok Measurement (oom and error points are skipped), sorted by batch size.
 
-    `block_spread_rel` is `bench.stats.relative_spread(m.block_medians_s)` (None with fewer than two
+    `block_spread_rel` is `bench.measure.stats.relative_spread(m.block_medians_s)` (None with fewer than two
     blocks). Raises BenchError for an ok point without samples or for points of more than one
     configuration (their step times cannot be compared on one curve).
     """

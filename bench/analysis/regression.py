@@ -1,0 +1,177 @@
+"""Nightly regression verdicts over pytest-benchmark runs: one benchmark's history per machine, and
+the rule that marks a run as a regression against the run before it.
+
+A machine is its hardware (GPU model and memory, compute capability, CPU model and count), not its
+software: a run after a torch, CUDA, driver or Python upgrade is compared with the run before it,
+and marked as one where the environment changed.
+
+Runs are any objects with `.path` (the file) and `.data` (its parsed pytest-benchmark JSON), such
+as the report's input sources.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Iterable
+
+from bench.measure.telemetry.fingerprint import HARDWARE_FIELDS, SOFTWARE_ENV_FIELDS, hardware_hash
+
+# Nightly regression rule: slower by more than this fraction AND the interquartile ranges do not overlap.
+REGRESSION_MIN_REL = 0.05
+REGRESSION_RULE = (f"A run is marked as a regression when its median is more than {REGRESSION_MIN_REL:.0%} above "
+                   "the previous run's median on the same machine and the two runs' interquartile ranges do not "
+                   "overlap (its first quartile lies above the previous run's third quartile). Both conditions "
+                   "must hold, so neither a small but consistent shift nor one noisy run is flagged. Runs on the "
+                   "same hardware form one history whatever their software: a run whose software (torch, CUDA, "
+                   "cuDNN, driver, Python, OS) differs from the previous run's is marked \"environment changed\" "
+                   "and still compared.")
+# Software of a run without a bench fingerprint, from pytest-benchmark's own machine_info.
+PYTEST_SOFTWARE_FIELDS = ("python_implementation", "python_version", "python_compiler", "release")
+
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
+
+
+def _ok(v: Any) -> bool:
+    return _num(v) is not None
+
+
+
+
+@dataclass
+class RunStats:
+    """One benchmark in one pytest-benchmark run (times in seconds)."""
+
+    time: datetime
+    path: str
+    median_s: float
+    q1_s: float | None
+    q3_s: float | None
+    mean_s: float | None = None
+    stddev_s: float | None = None
+    rounds: int | None = None
+    software: dict[str, Any] = field(default_factory=dict)  # software_environment() of the run
+
+
+@dataclass
+class BenchmarkHistory:
+    """One benchmark's runs on one machine in time order, and which runs regressed."""
+
+    fullname: str
+    machine: str
+    runs: list[RunStats]
+    regressions: list[int] = field(default_factory=list)
+    # Index of each run whose software differs from the previous run's -> what changed, in words.
+    environment_changes: dict[int, str] = field(default_factory=dict)
+
+    @property
+    def latest_regressed(self) -> bool:
+        return bool(self.runs) and (len(self.runs) - 1) in self.regressions
+
+
+def is_regression(prev: RunStats, cur: RunStats, min_rel: float = REGRESSION_MIN_REL) -> bool:
+    """REGRESSION_RULE: median up by more than `min_rel` and the interquartile ranges apart."""
+    if not (_ok(prev.median_s) and _ok(cur.median_s)) or prev.median_s <= 0:
+        return False
+    if cur.median_s <= prev.median_s * (1.0 + min_rel):
+        return False
+    if _ok(cur.q1_s) and _ok(prev.q3_s):
+        return cur.q1_s > prev.q3_s
+    return False  # without quartiles the spread is unknown: do not claim a regression
+
+
+def run_time(text: Any, path: str) -> datetime:
+    """A run's `datetime` (ISO 8601, UTC if no zone), else the file's modification time."""
+    if isinstance(text, str):
+        try:
+            t = datetime.fromisoformat(text.replace("Z", "+00:00"))
+            return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+        except ValueError:
+            pass
+    return datetime.fromtimestamp(os.path.getmtime(path), tz=timezone.utc)
+
+
+def machine_key(machine_info: dict) -> tuple[str, str]:
+    """(key, label) of the machine a pytest-benchmark run came from: the hardware hash of its bench
+    fingerprint when the plugin recorded one (same model of card and CPU, whatever the software), else
+    CPU and OS, never the host name (CI runners get a new one each night)."""
+    fp = machine_info.get("bench_fingerprint")
+    if isinstance(fp, dict) and (fp.get("model_hash") or fp.get("hash")):
+        name = fp.get("gpu_name") or fp.get("cpu_model") or fp.get("device") or "machine"
+        if any(fp.get(k) is not None for k in HARDWARE_FIELDS):
+            key = hardware_hash(fp)
+        else:  # a fingerprint that names no hardware: only its whole hash can tell machines apart
+            key = str(fp.get("model_hash") or fp.get("hash"))
+        return key, f"{name} [{key[:8]}]"
+    cpu = machine_info.get("cpu") if isinstance(machine_info.get("cpu"), dict) else {}
+    name = str(cpu.get("brand_raw") or machine_info.get("processor") or machine_info.get("machine") or "machine")
+    key = f"{name}|{machine_info.get('system')}|{machine_info.get('machine')}"
+    return key, name
+
+
+def software_environment(machine_info: dict) -> dict[str, Any]:
+    """The software a run used (the fingerprint's SOFTWARE_ENV_FIELDS, else pytest-benchmark's
+    Python and OS release): what `environment_changes` compares between consecutive runs."""
+    fp = machine_info.get("bench_fingerprint")
+    if isinstance(fp, dict) and (fp.get("model_hash") or fp.get("hash")):
+        return {k: fp.get(k) for k in SOFTWARE_ENV_FIELDS}
+    return {k: machine_info.get(k) for k in PYTEST_SOFTWARE_FIELDS}
+
+
+def environment_change(prev: dict[str, Any], cur: dict[str, Any]) -> str | None:
+    """The software fields that differ, in words ("torch_version 2.11.0 → 2.12.0; …"), or None."""
+    changed = [f"{k} {prev.get(k)} → {cur.get(k)}" for k in sorted(set(prev) | set(cur)) if prev.get(k) != cur.get(k)]
+    return "; ".join(changed) or None
+
+
+def benchmark_history(sources: Iterable[Any]) -> list[BenchmarkHistory]:
+    """Per benchmark fullname and machine, its runs in time order with REGRESSION_RULE applied."""
+    runs: dict[tuple[str, str], list[RunStats]] = defaultdict(list)
+    labels: dict[str, str] = {}
+    for src in sources:
+        info = src.data.get("machine_info") or {}
+        key, label = machine_key(info)
+        labels[key] = label
+        software = software_environment(info)
+        when = run_time(src.data.get("datetime"), src.path)
+        for b in src.data.get("benchmarks") or []:
+            if not isinstance(b, dict):
+                continue
+            st = b.get("stats") if isinstance(b.get("stats"), dict) else {}
+            med = _num(st.get("median"))
+            if med is None:
+                continue
+            name = str(b.get("fullname") or b.get("name") or "?")
+            runs[(name, key)].append(RunStats(when, src.path, med, _num(st.get("q1")), _num(st.get("q3")),
+                                              _num(st.get("mean")), _num(st.get("stddev")),
+                                              st.get("rounds") if isinstance(st.get("rounds"), int) else None,
+                                              software))
+    out = []
+    for (name, key), rs in runs.items():
+        rs.sort(key=lambda r: (r.time, r.path))
+        h = BenchmarkHistory(name, labels[key], rs)
+        h.regressions = [i for i in range(1, len(rs)) if is_regression(rs[i - 1], rs[i])]
+        for i in range(1, len(rs)):
+            change = environment_change(rs[i - 1].software, rs[i].software)
+            if change:
+                h.environment_changes[i] = change
+        out.append(h)
+    out.sort(key=lambda h: (not h.latest_regressed, -len(h.regressions), h.fullname, h.machine))
+    return out
+
+
+def latest_run_per_machine(sources: Iterable[Any]) -> dict[str, Any]:
+    """The newest pytest-benchmark run (by its `datetime`) for each machine."""
+    latest: dict[str, Any] = {}
+    for src in sources:
+        key, _ = machine_key(src.data.get("machine_info") or {})
+        when = run_time(src.data.get("datetime"), src.path)
+        if key not in latest or when >= run_time(latest[key].data.get("datetime"), latest[key].path):
+            latest[key] = src
+    return latest

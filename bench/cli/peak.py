@@ -1,0 +1,59 @@
+"""`bench peak`: measure the device's matmul TFLOP/s per precision and compare with its datasheet."""
+
+from __future__ import annotations
+
+import argparse
+
+from bench.core.errors import BenchError
+from bench.measure.telemetry.peaks import PRECISIONS, measure_peak
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "peak", help="measure matmul TFLOP/s per precision on the device (the MFU denominator)",
+        description="Time n x n x n matmuls per precision (CUDA events on a GPU; on a CPU it measures the "
+                    "CPU and says so) and print achieved TFLOP/s beside the datasheet peak.")
+    p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda if available, else cpu)")
+    p.add_argument("--precision", action="append", choices=PRECISIONS, dest="precisions",
+                   help="precision to measure; repeat for several (default: all the device supports)")
+    p.add_argument("--size", type=int, default=None, help="matrix size n (default: 8192 on a GPU, 1024 on a CPU)")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats per precision (default: 5)")
+    p.add_argument("--min-repeat-s", type=float, default=0.05,
+                   help="each repeat runs back-to-back matmuls for at least this long (default: 0.05)")
+    p.add_argument("--json", dest="json_path", default=None, help="also write the results to this JSON file")
+    p.set_defaults(func=run)
+
+
+def format_table(results) -> str:
+    """A small text table of peak results (shows data; measures nothing)."""
+    lines = []
+    if results and results[0].measured == "cpu":
+        lines.append(f"Measured the CPU ({results[0].device_name or 'unknown model'}), not a GPU.")
+    elif results:
+        lines.append(f"Device: {results[0].device_name} ({results[0].device})")
+    lines.append(f"{'precision':<10}{'median TFLOP/s':>16}{'best TFLOP/s':>14}{'datasheet':>11}{'fraction':>10}  note")
+    for r in results:
+        def f(v, fmt="{:.4g}"):
+            return fmt.format(v) if v is not None else "-"
+        note = r.null_reasons.get("tflops_median", "")
+        if r.telemetry and r.telemetry.get("throttled"):
+            note = f"throttled ({', '.join(r.telemetry.get('throttle_reasons') or [])}); SM clock median " \
+                   f"{f(r.telemetry.get('sm_clock_mhz_median'), '{:.0f}')} MHz"
+        lines.append(f"{r.precision:<10}{f(r.tflops_median):>16}{f(r.tflops_best):>14}{f(r.table_tflops):>11}"
+                     f"{f(r.fraction_of_table):>10}  {note}")
+    return "\n".join(lines)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.min_repeat_s is not None and args.min_repeat_s <= 0:
+        raise BenchError(f"--min-repeat-s must be positive, got {args.min_repeat_s}")
+    results = measure_peak(device=args.device, precisions=args.precisions, size=args.size, repeats=args.repeats,
+                           min_repeat_s=args.min_repeat_s)
+    print(format_table(results))
+    if args.json_path:
+        from bench.records.sweep import write_json_atomic
+
+        write_json_atomic(args.json_path, {"peak": [r.to_dict() for r in results]})
+        print(f"wrote {args.json_path}")
+    return 0
+

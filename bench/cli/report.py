@@ -1,0 +1,40 @@
+"""`bench report`: results files (sweeps, pytest-benchmark JSON, time-to-accuracy studies) -> one HTML page."""
+
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+
+from bench.core.errors import BenchError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("report", help="make a self-contained HTML report from results files",
+                       description="Turn results files into one HTML page that opens offline in any browser: "
+                                   "verdicts, figures, sortable tables and the source data embedded. Inputs may "
+                                   "be files or folders (every *.json inside, recursively): bench sweep files, "
+                                   "pytest-benchmark JSON (several runs give nightly trends), bench.tta studies "
+                                   "and bench.curves files.")
+    p.add_argument("inputs", nargs="+", metavar="INPUT", help="results file or folder")
+    p.add_argument("-o", "--output", help="HTML file to write (default: reports/report-<time>.html)")
+    p.add_argument("--title", help="page title (default: from the inputs)")
+    p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    p.add_argument("--max-embed-mb", type=float, default=None, metavar="MB",
+                   help="above this size the per-round times of pytest-benchmark files are left out of the "
+                        "embedded data (summaries stay; default 25)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bench.present.report.build import DEFAULT_MAX_EMBED_BYTES, make_report
+
+    limit = DEFAULT_MAX_EMBED_BYTES
+    if args.max_embed_mb is not None:
+        if not (math.isfinite(args.max_embed_mb) and args.max_embed_mb > 0):
+            raise BenchError(f"--max-embed-mb must be a finite positive number of MiB, got {args.max_embed_mb}")
+        limit = int(args.max_embed_mb * 2 ** 20)
+    out = make_report(args.inputs, Path(args.output) if args.output else None, title=args.title,
+                      overwrite=args.overwrite, max_embed_bytes=limit)
+    print(f"Report: {out}")
+    return 0

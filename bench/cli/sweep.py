@@ -1,0 +1,156 @@
+"""`bench sweep`: step time, throughput and memory across batch sizes, with a verdict at the end."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import bench.present.fmt as fmt
+from bench.core.errors import BenchError
+from bench.records.sweep import SweepResult, check_output_file
+from bench.cli.args import parse_list
+
+DEFAULT_REPORTS_DIR = Path("reports")
+
+
+def register(sub) -> None:
+    p = sub.add_parser("sweep", help="measure training step time across batch sizes",
+                       description="Measure a training step across batch sizes and say where 'equal time per "
+                                   "step' stops holding. Defaults run on a CPU in well under a minute.")
+    w = p.add_argument_group("what to measure")
+    w.add_argument("-w", "--workload", default="mlp",
+                   help="built-in (mlp, cnn, resnet50, transformer), torchvision:<name>, or package.module:function "
+                        "(default: %(default)s)")
+    w.add_argument("-a", "--workload-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="workload parameter, repeatable (e.g. -a seq_len=256)")
+    w.add_argument("-d", "--device", default="auto", help="cpu, cuda, cuda:N, or auto (cuda if available; default)")
+    w.add_argument("-p", "--precision", default="fp32", choices=["fp32", "tf32", "bf16", "fp16"],
+                   help="fp32, tf32, bf16 autocast, fp16 autocast with a gradient scaler (default: %(default)s)")
+    w.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"], help="(default: %(default)s)")
+    w.add_argument("--channels-last", action="store_true", help="channels_last memory format (image workloads)")
+    w.add_argument("--compile", action="store_true", help="torch.compile the model")
+    b = p.add_argument_group("batch sizes")
+    b.add_argument("-b", "--batch-sizes", metavar="LIST",
+                   help="comma-separated batch sizes (default: powers of two from --min-batch to --max-batch)")
+    b.add_argument("--min-batch", type=int, default=1, help="(default: %(default)s)")
+    b.add_argument("--max-batch", type=int, default=None,
+                   help="largest power of two to try (default: 1024 on cpu, 65536 on cuda; OOM ends it sooner)")
+    b.add_argument("--no-largest-search", action="store_true",
+                   help="after an out-of-memory point, do not bisect for the largest batch that fits")
+    m = p.add_argument_group("measurement")
+    m.add_argument("--ci-target", type=float, default=0.01,
+                   help="stop a point once the 95%% CI of the median is within ± this fraction (default: %(default)s)")
+    m.add_argument("--min-samples", type=int, default=10, help="(default: %(default)s)")
+    m.add_argument("--min-time", type=float, default=None,
+                   help="seconds of measured steps per point, at least (default: 0.5, or the budget if smaller)")
+    m.add_argument("--budget", type=float, default=2.0, help="seconds of measuring per point, at most (default: %(default)s)")
+    m.add_argument("--eps", type=float, default=0.05,
+                   help="'equal time' tolerance relative to the smallest batch (default: %(default)s)")
+    m.add_argument("--no-telemetry", action="store_true", help="do not sample NVML during timed blocks")
+    m.add_argument("--peak-tflops", type=float, default=None,
+                   help="peak TFLOP/s for MFU instead of the data-sheet table (e.g. what `bench peak` measured)")
+    m.add_argument("--seed", type=int, default=0)
+    o = p.add_argument_group("output")
+    o.add_argument("-o", "--output", help="results JSON (default: reports/sweep-<workload>-<device>-<precision>-<time>.json)")
+    o.add_argument("--resume", action="store_true", help="continue the sweep in --output, skipping points it has")
+    o.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
+    o.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def auto_device(name: str) -> str:
+    if name != "auto":
+        return name
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def default_output(workload: str, device: str, precision: str) -> Path:
+    stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
+    return DEFAULT_REPORTS_DIR / f"sweep-{fmt.slug(workload)}-{fmt.slug(device)}-{precision}-{stamp}.json"
+
+
+def config_from_args(args: argparse.Namespace):
+    from bench.run.sweep import SweepConfig
+    from bench.measure.workloads import parse_workload_args
+
+    return SweepConfig(
+        workload=args.workload, workload_args=parse_workload_args(args.workload_arg),
+        device=auto_device(args.device), precision=args.precision, optimizer=args.optimizer,
+        channels_last=args.channels_last, compile=args.compile,
+        batch_sizes=parse_list(args.batch_sizes, int, "batch size", positive=True), min_batch=args.min_batch, max_batch=args.max_batch,
+        ci_target=args.ci_target, min_samples=args.min_samples,
+        min_time_s=args.min_time if args.min_time is not None else min(0.5, args.budget), budget_s=args.budget,
+        eps=args.eps, find_largest=not args.no_largest_search, peak_tflops=args.peak_tflops, seed=args.seed, telemetry=not args.no_telemetry,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from bench.run.sweep import prepare, run_sweep
+    from bench.cli.progress import SweepProgress
+
+    if args.resume and not args.output:
+        raise BenchError("--resume needs -o/--output: the file of the sweep to continue")
+    if args.resume and args.overwrite:
+        raise BenchError("--resume and --overwrite contradict each other: continue the file, or replace it")
+    config = config_from_args(args)
+    workload, _ = prepare(config)  # bad input fails here, before any progress bar or file
+    output = Path(args.output) if args.output else default_output(config.workload, config.device, config.precision)
+    check_output_file(output, resume=args.resume, overwrite=args.overwrite)
+    console = Console() if sys.stdout.isatty() else Console(width=160)  # logs: no wrapping mid-table
+    with SweepProgress(console, enabled=not args.quiet) as progress:
+        result = run_sweep(config, workload=workload, output=output, resume=args.resume, progress=progress)
+    console.print(sweep_table(result))
+    for sentence in (result.analysis or {}).get("verdict", []):
+        console.print(sentence, highlight=False)
+    if result.largest_batch_reason:
+        console.print(f"Largest batch that fits: {result.largest_batch_that_fits or '—'} "
+                      f"({result.largest_batch_reason}).", highlight=False)
+    console.print(f"Results: {output}", highlight=False)
+    return 0
+
+
+def sweep_table(result: SweepResult):
+    """A rich Table of the points of one sweep: what a user reads first after the verdict."""
+    from rich.table import Table
+
+    per_point = {p.get("batch_size"): p for p in (result.analysis or {}).get("points", [])}
+    points = sorted(result.points, key=lambda p: p.batch_size)
+    optional = [c for c in fmt.TELEMETRY_COLUMNS if any(p.telemetry.get(c[1]) is not None for p in points)]
+    cfg = result.config
+    t = Table(title=f"{cfg.get('workload')} · {cfg.get('precision')} · {cfg.get('device')} · {cfg.get('optimizer')}",
+              title_justify="left")
+    for col, justify in (("batch", "right"), ("status", "left"), ("median step", "right"), ("95% CI", "right"),
+                         ("±", "right"), ("samples/s", "right"), ("n", "right"), ("stop", "left"),
+                         ("peak mem", "right"), *((c[0], "right") for c in optional),
+                         ("vs smallest", "left"), ("notes", "left")):
+        t.add_column(col, justify=justify)
+    for p in points:
+        s = p.stats
+        a = per_point.get(p.batch_size, {})
+        notes = []
+        if a.get("noisy"):
+            notes.append("noisy blocks")
+        diagnosis = (p.telemetry.get("diagnosis") or {}).get("label")
+        if diagnosis and diagnosis != "undetermined":
+            notes.append(diagnosis)
+        if p.telemetry.get("throttled"):
+            notes.append("throttled")
+        if p.error:
+            notes.append(p.error[:60])
+        extra = [show(p.telemetry[key]) if p.telemetry.get(key) is not None else "—" for _, key, show in optional]
+        t.add_row(
+            str(p.batch_size), p.status,
+            fmt.duration(s.median_s) if s else "—",
+            f"{fmt.duration(s.ci_low_s)} – {fmt.duration(s.ci_high_s)}" if s and s.ci_low_s is not None else "—",
+            fmt.percent(s.ci_rel_halfwidth) if s else "—",
+            fmt.rate(p.throughput, ""), str(s.n) if s else "—", p.stop_reason or "—",
+            fmt.nbytes(p.peak_allocated_bytes), *extra, a.get("equal_time", "—") if p.ok else "—",
+            "; ".join(notes),
+        )
+    return t

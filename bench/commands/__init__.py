@@ -1,1 +1,0 @@
-"""Subcommands of the `bench` command line; each module registers one."""

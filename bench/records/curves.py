@@ -1,0 +1,369 @@
+"""Training curves (one run each), steps-to-target read off them, and curves imported from users' files.
+
+Steps to target is interpolated linearly between the last evaluation before the target and the first
+at or past it (the raw first-crossing step is kept beside it); a run that never gets there has no steps
+(None) and a reason, and is kept, never dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from bench.core.errors import BenchError, InvalidResultsFile
+from bench.records.sweep import read_json, write_json_atomic
+
+CURVES_SCHEMA = "bench.curves"
+CURVES_SCHEMA_VERSION = 1
+
+# Metric names whose smaller values are better, used when a file does not say.
+_LOWER_IS_BETTER_HINTS = ("loss", "error", "perplexity", "ppl", "risk", "mse", "mae")
+
+
+def guess_higher_is_better(metric: str) -> bool:
+    name = metric.lower()
+    return not any(h in name for h in _LOWER_IS_BETTER_HINTS)
+
+
+@dataclass
+class CurvePoint:
+    """One evaluation during a run: after `step` optimizer steps and `examples` training examples."""
+
+    step: int
+    examples: int
+    wall_time_s: float | None = None
+    train_loss: float | None = None
+    eval_metric: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CurvePoint":
+        return cls(step=int(d["step"]), examples=int(d["examples"]), wall_time_s=_opt_float(d.get("wall_time_s")),
+                   train_loss=_opt_float(d.get("train_loss")), eval_metric=_opt_float(d.get("eval_metric")))
+
+
+INTERPOLATED = "interpolated"
+FIRST_EVALUATION = "first evaluation"
+
+
+@dataclass(frozen=True)
+class StepsToTarget:
+    """Where a curve first reached a target; steps is None (with a reason) if it never did.
+
+    `steps` (and `examples`, `wall_time_s`) are interpolated linearly in the metric between the last
+    evaluation before the target and the first at or past it (`method` "interpolated"). Where there
+    is no earlier evaluation to interpolate from (the first evaluation already meets the target),
+    they are that evaluation's own values (`method` "first evaluation"). `first_eval_step` is always
+    the step of the first evaluation at or past the target.
+    """
+
+    steps: float | None
+    examples: float | None
+    wall_time_s: float | None
+    reason: str | None = None
+    first_eval_step: int | None = None
+    method: str | None = None
+
+    @property
+    def reached(self) -> bool:
+        return self.steps is not None
+
+
+@dataclass
+class Curve:
+    """One training run: task, batch size, LR rule and value, seed, and its evaluation points."""
+
+    task: str
+    batch_size: int
+    lr: float | None
+    seed: int | None
+    points: list[CurvePoint] = field(default_factory=list)
+    metric: str = "metric"
+    higher_is_better: bool = True
+    lr_rule: str | None = None
+    base_lr: float | None = None
+    base_batch_size: int | None = None
+    lr_factor: float | None = None
+    optimizer: str | None = None
+    warmup_steps: int | None = None
+    precision: str | None = None
+    target: float | None = None
+    stop_reason: str | None = None
+    source: str = "bench train"
+    run_key: str | None = None
+
+    def reached(self, value: float, target: float) -> bool:
+        return value >= target if self.higher_is_better else value <= target
+
+    def steps_to_target(self, target: float) -> StepsToTarget:
+        """Steps to `target`: linear interpolation between the evaluations either side of the first
+        crossing (see StepsToTarget). Reading off the first evaluation at or past the target alone
+        would round every run up by up to one evaluation interval, a bias that is a larger share of
+        the few steps large batches need."""
+        evals = [p for p in self.points if p.eval_metric is not None]
+        for i, p in enumerate(evals):
+            if self.reached(p.eval_metric, target):
+                if i == 0:
+                    return StepsToTarget(float(p.step), float(p.examples), p.wall_time_s,
+                                         first_eval_step=p.step, method=FIRST_EVALUATION)
+                q = evals[i - 1]
+                # q has not reached the target and p has, so their metrics differ and f is in (0, 1].
+                f = (target - q.eval_metric) / (p.eval_metric - q.eval_metric)
+                wall = (q.wall_time_s + f * (p.wall_time_s - q.wall_time_s)
+                        if q.wall_time_s is not None and p.wall_time_s is not None else None)
+                return StepsToTarget(q.step + f * (p.step - q.step), q.examples + f * (p.examples - q.examples),
+                                     wall, first_eval_step=p.step, method=INTERPOLATED)
+        last = self.points[-1].step if self.points else 0
+        reason = f"not reached within {last} steps"
+        if not evals:
+            reason += " (no evaluations)"
+        elif self.stop_reason and self.stop_reason.startswith("diverged"):
+            reason += f" ({self.stop_reason})"
+        return StepsToTarget(None, None, None, reason)
+
+    @property
+    def final_eval_metric(self) -> float | None:
+        evals = [p.eval_metric for p in self.points if p.eval_metric is not None]
+        return evals[-1] if evals else None
+
+    @property
+    def best_eval_metric(self) -> float | None:
+        evals = [p.eval_metric for p in self.points if p.eval_metric is not None]
+        if not evals:
+            return None
+        return max(evals) if self.higher_is_better else min(evals)
+
+    @property
+    def steps_run(self) -> int:
+        return self.points[-1].step if self.points else 0
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["points"] = [p.to_dict() for p in self.points]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Curve":
+        try:
+            known = {k: d[k] for k in cls.__dataclass_fields__ if k in d and k != "points"}
+            c = cls(**known)
+            c.batch_size = int(c.batch_size)
+            c.points = [CurvePoint.from_dict(p) for p in d.get("points") or []]
+            return c
+        except (KeyError, TypeError, ValueError) as e:
+            raise InvalidResultsFile(f"malformed curve: {type(e).__name__}: {e}") from None
+
+
+def _opt_float(v: Any) -> float | None:
+    if v is None:
+        return None
+    f = float(v)
+    return f if math.isfinite(f) else None
+
+
+# ---------------------------------------------------------------------------------------------
+# The bench.curves results file (written by `bench train`, rewritten after every completed run)
+
+
+@dataclass
+class CurvesFile:
+    """Curves plus the settings that made them; `finished` is False while runs are still to come."""
+
+    curves: list[Curve] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    task: dict[str, Any] = field(default_factory=dict)
+    created: str | None = None
+    finished: bool = False
+
+    def to_dict(self) -> dict:
+        from bench import __version__
+
+        return {
+            "schema": CURVES_SCHEMA,
+            "schema_version": CURVES_SCHEMA_VERSION,
+            "tool": {"name": "bench", "version": __version__},
+            "created": self.created,
+            "finished": self.finished,
+            "config": self.config,
+            "task": self.task,
+            "curves": [c.to_dict() for c in self.curves],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CurvesFile":
+        if not isinstance(d, dict) or d.get("schema") != CURVES_SCHEMA:
+            got = d.get("schema") if isinstance(d, dict) else None
+            raise InvalidResultsFile(f"not a curves file (schema is {got!r}, expected {CURVES_SCHEMA!r})")
+        v = d.get("schema_version")
+        if not isinstance(v, int) or v > CURVES_SCHEMA_VERSION:
+            raise InvalidResultsFile(f"curves schema version {v!r} is newer than this tool reads ({CURVES_SCHEMA_VERSION})")
+        return cls(curves=[Curve.from_dict(c) for c in d.get("curves") or []], config=dict(d.get("config") or {}),
+                   task=dict(d.get("task") or {}), created=d.get("created"), finished=bool(d.get("finished")))
+
+
+def save_curves_file(cf: CurvesFile, path: str | os.PathLike) -> Path:
+    return write_json_atomic(path, cf.to_dict())
+
+
+# ---------------------------------------------------------------------------------------------
+# Import: CSV / JSON rows with batch_size, step or examples, metric [, seed, lr, train_loss, wall_time_s]
+
+REQUIRED_COLUMNS = ("batch_size", "metric")
+
+
+def load_curves(path: str | os.PathLike, *, task: str | None = None, metric: str | None = None,
+                higher_is_better: bool | None = None) -> list[Curve]:
+    """Curves from a file: a bench.curves or bench.tta JSON file, a CSV, or JSON rows / runs.
+
+    Rows need batch_size, step or examples, and metric; seed and lr are optional and, with the batch
+    size, tell runs apart. Bad input raises a one-line BenchError naming the file and the row.
+    """
+    p = Path(path)
+    if p.is_dir() or p.name.startswith("events.out.tfevents"):
+        raise BenchError(f"{p}: TensorBoard event files are not supported; export the scalars to CSV "
+                         "with columns batch_size, step, metric (and seed, lr)")
+    if not p.exists():
+        raise BenchError(f"{p}: no such file")
+    name = metric or "metric"
+    hib = guess_higher_is_better(name) if higher_is_better is None else higher_is_better
+    task = task or p.stem
+    if p.suffix.lower() == ".csv":
+        return curves_from_rows(_read_csv(p), source=str(p), task=task, metric=name, higher_is_better=hib)
+    data = read_json(p)
+    if isinstance(data, dict) and data.get("schema") in (CURVES_SCHEMA, "bench.tta"):
+        try:
+            if data["schema"] == CURVES_SCHEMA:
+                return CurvesFile.from_dict(data).curves
+            from bench.analysis.tta import TTAResult
+
+            return TTAResult.from_dict(data).curves
+        except InvalidResultsFile as e:
+            raise InvalidResultsFile(f"{p}: {e}") from None
+    if isinstance(data, dict) and isinstance(data.get("curves"), list):
+        rows = _rows_from_runs(data["curves"], source=str(p))
+        name = metric or data.get("metric") or name
+        if higher_is_better is None and "higher_is_better" in data:
+            hib = bool(data["higher_is_better"])
+        elif higher_is_better is None:
+            hib = guess_higher_is_better(name)
+        return curves_from_rows(rows, source=str(p), task=data.get("task") or task, metric=name, higher_is_better=hib)
+    if isinstance(data, dict) and isinstance(data.get("rows"), list):
+        data = data["rows"]
+    if not isinstance(data, list):
+        raise BenchError(f"{p}: expected a list of rows, an object with 'rows' or 'curves', or a bench.curves file")
+    return curves_from_rows(data, source=str(p), task=task, metric=name, higher_is_better=hib)
+
+
+def _read_csv(p: Path) -> list[dict]:
+    try:
+        with open(p, newline="") as f:
+            reader = csv.DictReader(f)
+            rows = [dict(r) for r in reader]
+            header = reader.fieldnames or []
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise BenchError(f"{p}: cannot read CSV ({e})") from None
+    if not header:
+        raise BenchError(f"{p}: empty CSV (no header row)")
+    _check_columns([h.strip() for h in header], str(p))
+    return [{(k or "").strip(): v for k, v in r.items()} for r in rows]
+
+
+def _check_columns(columns: Iterable[str], source: str) -> None:
+    cols = set(columns)
+    missing = [c for c in REQUIRED_COLUMNS if c not in cols]
+    if "step" not in cols and "examples" not in cols:
+        missing.append("step or examples")
+    if missing:
+        raise BenchError(f"{source}: missing column(s) {', '.join(missing)}; need batch_size, step or examples, metric")
+
+
+def _rows_from_runs(runs: list, source: str) -> list[dict]:
+    rows = []
+    for i, run in enumerate(runs):
+        if not isinstance(run, dict) or "batch_size" not in run:
+            raise BenchError(f"{source}: run {i} has no batch_size")
+        pts = run.get("points")
+        if not pts:
+            raise BenchError(f"{source}: batch size {run['batch_size']} has no points in run {i}")
+        for pt in pts:
+            if not isinstance(pt, dict):
+                raise BenchError(f"{source}: run {i}: points must be objects with step/examples and metric")
+            if "metric" not in pt and "eval_metric" in pt:
+                pt = {**pt, "metric": pt["eval_metric"]}
+            rows.append({"batch_size": run["batch_size"], "seed": run.get("seed"), "lr": run.get("lr"), **pt})
+    return rows
+
+
+def _num(v: Any, column: str, where: str, *, integer: bool = False, required: bool = True) -> float | int | None:
+    if v is None or (isinstance(v, str) and v.strip() == ""):
+        if required:
+            raise BenchError(f"{where}: {column} is empty")
+        return None
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        raise BenchError(f"{where}: {column} is not a number ({v!r})") from None
+    if not math.isfinite(f):
+        raise BenchError(f"{where}: {column} is {v!r}; every value must be finite")
+    if integer:
+        if f != int(f):
+            raise BenchError(f"{where}: {column} must be a whole number, got {v!r}")
+        return int(f)
+    return f
+
+
+def curves_from_rows(rows: Sequence[dict], *, source: str, task: str, metric: str = "metric",
+                     higher_is_better: bool = True) -> list[Curve]:
+    """Group rows into curves by (batch_size, seed, lr), checking every value on the way."""
+    if not rows:
+        raise BenchError(f"{source}: no rows")
+    for i, r in enumerate(rows):
+        if not isinstance(r, dict):
+            raise BenchError(f"{source}: row {i + 1} is not an object")
+    _check_columns(set().union(*(r.keys() for r in rows)), source)
+    runs: dict[tuple, Curve] = {}
+    for i, r in enumerate(rows):
+        where = f"{source}: row {i + 1}"
+        b = _num(r.get("batch_size"), "batch_size", where, integer=True)
+        if b < 1:
+            raise BenchError(f"{where}: batch_size must be >= 1, got {b}")
+        step = _num(r.get("step"), "step", where, integer=True, required=False)
+        ex = _num(r.get("examples"), "examples", where, integer=True, required=False)
+        if step is None and ex is None:
+            raise BenchError(f"{where}: needs a step or examples value")
+        if step is None:
+            step = int(round(ex / b))
+        if ex is None:
+            ex = step * b
+        if step < 0:
+            raise BenchError(f"{where}: step must be >= 0, got {step}")
+        m = _num(r.get("metric"), "metric", where)
+        seed = _num(r.get("seed"), "seed", where, integer=True, required=False)
+        lr = _num(r.get("lr"), "lr", where, required=False)
+        key = (b, seed, lr)
+        c = runs.get(key)
+        if c is None:
+            c = runs[key] = Curve(task=task, batch_size=b, lr=lr, seed=seed, metric=metric,
+                                  higher_is_better=higher_is_better, source=f"imported from {source}")
+        if c.points and step <= c.points[-1].step:
+            raise BenchError(f"{where}: steps not increasing in run batch_size={b} seed={seed} lr={lr} "
+                             f"(step {step} after {c.points[-1].step})")
+        c.points.append(CurvePoint(step=step, examples=ex,
+                                   wall_time_s=_num(r.get("wall_time_s"), "wall_time_s", where, required=False),
+                                   train_loss=_num(r.get("train_loss", r.get("loss")), "train_loss", where, required=False),
+                                   eval_metric=m))
+    return sorted(runs.values(), key=lambda c: (c.batch_size, c.lr or 0.0, c.seed or 0))
+
+
+def check_batch_sizes_present(curves: Sequence[Curve], batch_sizes: Iterable[int], source: str = "curves") -> None:
+    """BenchError if a requested batch size has no run among `curves`."""
+    have = {c.batch_size for c in curves}
+    for b in batch_sizes:
+        if b not in have:
+            raise BenchError(f"{source}: batch size {b} has no runs (have {', '.join(map(str, sorted(have))) or 'none'})")

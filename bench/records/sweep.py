@@ -1,0 +1,396 @@
+"""The record types (Case, Measurement, SweepResult), their versioned JSON form, and atomic writes.
+
+Everything downstream (tables, reports, history, regression checks) reads these records; nothing
+downstream re-measures. The JSON layout is documented in docs/schema.md.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any, Iterable
+
+from bench.core.errors import BenchError, InvalidResultsFile
+from bench.measure.stats import SampleStats, summarize
+
+SWEEP_SCHEMA = "bench.run.sweep"
+SCHEMA_VERSION = 1
+
+STATUS_OK = "ok"
+STATUS_OOM = "oom"
+STATUS_ERROR = "error"
+STATUSES = (STATUS_OK, STATUS_OOM, STATUS_ERROR)
+
+
+@dataclass(frozen=True)
+class Case:
+    """Identity of one measurement: what ran, at which batch size, where, with which options."""
+
+    workload: str
+    batch_size: int
+    device: str = "cpu"
+    precision: str = "fp32"
+    optimizer: str = "sgd"
+    channels_last: bool = False
+    compile: bool = False
+
+    @property
+    def key(self) -> str:
+        opts = [self.optimizer]
+        if self.channels_last:
+            opts.append("channels_last")
+        if self.compile:
+            opts.append("compile")
+        return f"{self.workload}/{self.precision}/{self.device}/{'+'.join(opts)}/bs{self.batch_size}"
+
+    @property
+    def group_key(self) -> str:
+        """The key without the batch size: points of one sweep share it."""
+        return self.key.rsplit("/bs", 1)[0]
+
+    def with_batch_size(self, batch_size: int) -> "Case":
+        return replace(self, batch_size=int(batch_size))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Case":
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        return cls(**known)
+
+
+@dataclass
+class Measurement:
+    """One sweep point: raw step times (seconds) and everything derived from or measured beside them.
+
+    `samples_s` are the timed steps after warm-up; `block_medians_s` are the medians of the blocks
+    between host synchronisations, used to see whether repeated blocks agree. A value that could not
+    be measured is None and `null_reasons[name]` says why.
+    """
+
+    case: Case
+    status: str = STATUS_OK
+    error: str | None = None
+    timer: str | None = None
+    samples_s: list[float] = field(default_factory=list)
+    warmup_samples_s: list[float] = field(default_factory=list)
+    warmup_reason: str | None = None
+    block_medians_s: list[float] = field(default_factory=list)
+    stop_reason: str | None = None
+    wall_time_s: float | None = None
+    peak_allocated_bytes: int | None = None
+    peak_reserved_bytes: int | None = None
+    skipped_steps: int | None = None
+    telemetry: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    null_reasons: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == STATUS_OK
+
+    @property
+    def batch_size(self) -> int:
+        return self.case.batch_size
+
+    @property
+    def stats(self) -> SampleStats | None:
+        return summarize(self.samples_s, block_medians=self.block_medians_s) if self.samples_s else None
+
+    @property
+    def throughput(self) -> float | None:
+        """Samples per second at the median step time."""
+        s = self.stats
+        return self.case.batch_size / s.median_s if s and s.median_s > 0 else None
+
+    def to_dict(self) -> dict:
+        s = self.stats
+        d = {
+            "key": self.case.key,
+            "case": self.case.to_dict(),
+            "status": self.status,
+            "error": self.error,
+            "timer": self.timer,
+            "stop_reason": self.stop_reason,
+            "stats": s.to_dict() if s else None,
+            "throughput_samples_per_s": self.throughput,
+            "peak_allocated_bytes": self.peak_allocated_bytes,
+            "peak_reserved_bytes": self.peak_reserved_bytes,
+            "skipped_steps": self.skipped_steps,
+            "wall_time_s": self.wall_time_s,
+            "warmup_reason": self.warmup_reason,
+            "telemetry": self.telemetry,
+            "warnings": list(self.warnings),
+            "null_reasons": dict(self.null_reasons),
+            "samples_s": list(self.samples_s),
+            "warmup_samples_s": list(self.warmup_samples_s),
+            "block_medians_s": list(self.block_medians_s),
+        }
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Measurement":
+        status = d.get("status")
+        if status not in STATUSES:
+            raise InvalidResultsFile(f"point {d.get('key', '?')}: unknown status {status!r}")
+        return cls(
+            case=Case.from_dict(d["case"]),
+            status=status,
+            error=d.get("error"),
+            timer=d.get("timer"),
+            samples_s=[float(v) for v in d.get("samples_s") or []],
+            warmup_samples_s=[float(v) for v in d.get("warmup_samples_s") or []],
+            warmup_reason=d.get("warmup_reason"),
+            block_medians_s=[float(v) for v in d.get("block_medians_s") or []],
+            stop_reason=d.get("stop_reason"),
+            wall_time_s=d.get("wall_time_s"),
+            peak_allocated_bytes=d.get("peak_allocated_bytes"),
+            peak_reserved_bytes=d.get("peak_reserved_bytes"),
+            skipped_steps=d.get("skipped_steps"),
+            telemetry=dict(d.get("telemetry") or {}),
+            warnings=list(d.get("warnings") or []),
+            null_reasons=dict(d.get("null_reasons") or {}),
+        )
+
+
+@dataclass
+class Probe:
+    """One try in the search for the largest batch that fits: did a few steps run at this size?"""
+
+    batch_size: int
+    fits: bool
+    error: str | None = None
+
+    NOT_OOM_PREFIX = "not out of memory: "
+
+    @property
+    def out_of_memory(self) -> bool:
+        return not self.fits and not (self.error or "").startswith(self.NOT_OOM_PREFIX)
+
+    @property
+    def failed_otherwise(self) -> bool:
+        """Failed for a reason other than memory: such a probe does not bound the search."""
+        return not self.fits and not self.out_of_memory
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class SweepResult:
+    """A sweep of one workload configuration over batch sizes, plus its analysis."""
+
+    config: dict[str, Any]
+    environment: dict[str, Any] = field(default_factory=dict)
+    points: list[Measurement] = field(default_factory=list)
+    probes: list[Probe] = field(default_factory=list)
+    largest_batch_that_fits: int | None = None
+    largest_batch_reason: str | None = None
+    analysis: dict[str, Any] | None = None
+    created: str | None = None
+    finished: bool = False
+
+    def point(self, batch_size: int) -> Measurement | None:
+        for p in self.points:
+            if p.case.batch_size == batch_size:
+                return p
+        return None
+
+    def ok_points(self) -> list[Measurement]:
+        return sorted((p for p in self.points if p.ok), key=lambda p: p.case.batch_size)
+
+    def to_dict(self) -> dict:
+        from bench import __version__
+
+        return {
+            "schema": SWEEP_SCHEMA,
+            "schema_version": SCHEMA_VERSION,
+            "tool": {"name": "bench", "version": __version__},
+            "created": self.created,
+            "finished": self.finished,
+            "config": self.config,
+            "environment": self.environment,
+            "points": [p.to_dict() for p in sorted(self.points, key=lambda p: p.case.batch_size)],
+            "largest_batch": {
+                "batch_size": self.largest_batch_that_fits,
+                "reason": self.largest_batch_reason,
+                "probes": [p.to_dict() for p in self.probes],
+            },
+            "analysis": self.analysis,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SweepResult":
+        if not isinstance(d, dict) or d.get("schema") != SWEEP_SCHEMA:
+            raise InvalidResultsFile(f"not a sweep results file (schema is {d.get('schema') if isinstance(d, dict) else None!r}, expected {SWEEP_SCHEMA!r})")
+        version = d.get("schema_version")
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise InvalidResultsFile(f"sweep schema version {version!r} is newer than this tool reads ({SCHEMA_VERSION})")
+        lb = d.get("largest_batch") or {}
+        try:
+            return cls(
+                config=dict(d.get("config") or {}),
+                environment=dict(d.get("environment") or {}),
+                points=[Measurement.from_dict(p) for p in d.get("points") or []],
+                probes=[Probe(int(p["batch_size"]), bool(p["fits"]), p.get("error")) for p in lb.get("probes") or []],
+                largest_batch_that_fits=lb.get("batch_size"),
+                largest_batch_reason=lb.get("reason"),
+                analysis=d.get("analysis"),
+                created=d.get("created"),
+                finished=bool(d.get("finished", False)),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise InvalidResultsFile(f"malformed sweep results: {type(e).__name__}: {e}") from None
+
+    def to_dataframe(self):
+        return points_dataframe(self.points)
+
+
+def points_dataframe(points: Iterable[Measurement]):
+    """One tidy row per point: case fields, status, stats in seconds, throughput, memory."""
+    import pandas as pd
+
+    rows = []
+    for p in points:
+        s = p.stats
+        row = {**p.case.to_dict(), "key": p.case.key, "status": p.status, "error": p.error,
+               "timer": p.timer, "stop_reason": p.stop_reason}
+        for name in ("n", "median_s", "mean_s", "stdev_s", "min_s", "max_s", "iqr_s",
+                     "ci_low_s", "ci_high_s", "ci_rel_halfwidth", "outliers"):
+            row[name] = getattr(s, name) if s else None
+        row["throughput_samples_per_s"] = p.throughput
+        row["peak_allocated_bytes"] = p.peak_allocated_bytes
+        row["peak_reserved_bytes"] = p.peak_reserved_bytes
+        row["skipped_steps"] = p.skipped_steps
+        for k, v in (p.telemetry or {}).items():
+            if isinstance(v, (int, float, str, bool)) or v is None:
+                row[f"telemetry.{k}"] = v
+        diagnosis = (p.telemetry or {}).get("diagnosis")
+        row["diagnosis"] = diagnosis.get("label") if isinstance(diagnosis, dict) else None
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if not df.empty:
+        df = df.sort_values(["workload", "precision", "device", "batch_size"]).reset_index(drop=True)
+    return df
+
+
+def json_safe(obj: Any) -> Any:
+    """Plain strict-JSON data: records via `to_dict`, numpy scalars via `item`, tuples and sets as
+    lists, keys as strings, NaN and infinity as None ('not measured'), anything else as its repr."""
+    if obj is None or isinstance(obj, (bool, int, str)):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return [json_safe(v) for v in obj]
+    if hasattr(obj, "to_dict"):
+        return json_safe(obj.to_dict())
+    if hasattr(obj, "item"):  # numpy scalars
+        return json_safe(obj.item())
+    return repr(obj)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return  # not every platform opens folders; the data itself is already synced
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
+    """Write JSON to a temporary file beside `path`, fsync it, then rename over `path`.
+
+    A reader never sees a half-written file, and an interrupted write leaves the old file intact.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = json.dumps(json_safe(data), indent=1, allow_nan=False)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        # mkstemp makes the file private (0600); results are shared artefacts, so use the umask.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)  # make the rename itself durable
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return path
+
+
+def check_output_file(path: str | os.PathLike, *, resume: bool = False, overwrite: bool = False) -> Path:
+    """Fail before any work if results could not be written at `path`, or would replace a file.
+
+    An existing file is kept unless `resume` (continue it) or `overwrite` (replace it) is asked for.
+    Creates missing parent folders, then writes and removes a temporary file there: permission bits
+    mislead root and ACLs, so writing is the honest test.
+    """
+    p = Path(path)
+    if p.is_dir():
+        raise BenchError(f"output {p} is a directory, expected a file name")
+    if p.exists() and not (resume or overwrite):
+        hint = "--resume to continue it or --overwrite to replace it" if resume is not None else "--overwrite to replace it"
+        raise BenchError(f"output {p} exists: pass {hint}")
+    existing = p.parent
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise BenchError(f"cannot write {p}: {existing} is not a directory")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=p.parent):
+            pass
+    except OSError as e:
+        raise BenchError(f"cannot write {p}: {existing} is not writable ({e.strerror or e})") from None
+    return p
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    path = Path(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise InvalidResultsFile(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise InvalidResultsFile(f"{path}: is a directory, expected a JSON file") from None
+    except json.JSONDecodeError as e:
+        raise InvalidResultsFile(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except UnicodeDecodeError:
+        raise InvalidResultsFile(f"{path}: not UTF-8 text, so not a JSON results file") from None
+    except OSError as e:
+        raise InvalidResultsFile(f"{path}: cannot read ({e.strerror})") from None
+
+
+def save_sweep(result: SweepResult, path: str | os.PathLike) -> Path:
+    return write_json_atomic(path, result.to_dict())
+
+
+def load_sweep(path: str | os.PathLike) -> SweepResult:
+    data = read_json(path)
+    try:
+        return SweepResult.from_dict(data)
+    except InvalidResultsFile as e:
+        raise InvalidResultsFile(f"{path}: {e}") from None

@@ -1,0 +1,750 @@
+"""The cases, settings and measuring call behind the pytest-benchmark suites in suites/, without pytest.
+
+Each suite case is measured twice on one footing: first by the library (`measure_point`: CUDA events,
+adaptive stopping, memory, telemetry), whose Measurement goes into `benchmark.extra_info`; then by
+pytest-benchmark's own loop around a step that synchronises the device, so the host-clock statistics
+pytest-benchmark writes include the device work ("host clock around a synchronised step").
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Callable, Sequence
+
+from bench.core.errors import BenchError
+from bench.records.sweep import STATUS_ERROR, STATUS_OOM, Measurement, Probe, json_safe
+from bench.run.sweep import DEFAULT_MAX_BATCH, SweepConfig
+
+SUITES = ("step_time", "memory", "largest_batch")
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+SUBSETS = ("cpu", "full")
+
+# Marks the extra_info written here, so readers (bench.records.suite) know its layout.
+EXTRA_INFO_SCHEMA = "bench.pytest"
+EXTRA_INFO_VERSION = 1
+HOST_SYNC_METHOD = "host clock around a synchronised step"
+# The top-level key of pytest-benchmark's JSON under which the plugin lists the cases pytest-benchmark
+# itself leaves out (it writes only benchmarks it timed): out-of-memory and failed cases are results too.
+FAILED_CASES_KEY = "bench_failed_cases"
+# The fingerprint fields that change with every commit: commit_info already holds them, and keeping
+# them out of machine_info spares every nightly compare a "machine_info is different" warning.
+PROVENANCE_FIELDS = ("git_commit", "git_dirty")
+
+Synchronize = Callable[[], object]
+_AUTO: Any = object()  # "derive the synchronise function from the device"
+
+
+# --------------------------------------------------------------------------- the catalogue
+
+# The fast CPU subset: tiny models whose every step takes a millisecond or so on one core.
+CPU_WORKLOADS: dict[str, dict[str, Any]] = {
+    "mlp": {"in_features": 64, "hidden": 64, "depth": 2},
+    "cnn": {"image_size": 16, "width": 4, "blocks": 1},
+    "transformer": {"seq_len": 32, "d_model": 32, "n_layers": 1, "n_heads": 2, "vocab": 64},
+}
+CPU_PRECISIONS = ("fp32", "bf16")
+CPU_BATCH_SIZES = (4, 16, 64)  # cnn needs >= 2 (BatchNorm over the batch)
+
+# The GPU tier: models at real size, every precision, batch sizes from launch-bound to compute-bound.
+GPU_WORKLOADS: dict[str, tuple[dict[str, Any], tuple[int, ...], bool]] = {
+    # name: (workload args, batch sizes, channels_last)
+    "mlp": ({}, (64, 1024, 16384), False),
+    "cnn": ({"image_size": 32, "width": 32, "blocks": 2}, (32, 256, 2048), True),
+    "transformer": ({"seq_len": 256, "d_model": 512, "n_layers": 6, "n_heads": 8, "vocab": 8192}, (8, 32, 128), False),
+    "resnet50": ({}, (32, 64, 128, 256), True),
+}
+GPU_PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+# Memory: the options that change memory most (optimizer state, autocast) at one batch size each.
+MEMORY_CASES: dict[str, int] = {"resnet50": 64, "transformer": 32, "cnn": 256}
+MEMORY_PRECISIONS = ("fp32", "bf16")
+MEMORY_OPTIMIZERS = ("sgd", "adamw")
+# Largest batch that fits: workloads whose limit a GPU reaches below DEFAULT_MAX_BATCH.
+LARGEST_BATCH_WORKLOADS = ("resnet50", "transformer")
+LARGEST_BATCH_PRECISIONS = ("fp32", "bf16")
+
+KNOWN_WORKLOADS = tuple(dict.fromkeys([*CPU_WORKLOADS, *GPU_WORKLOADS]))
+KNOWN_PRECISIONS = GPU_PRECISIONS
+
+
+@dataclass(frozen=True)
+class SuiteCase:
+    """One parametrised benchmark: what runs, at which batch size (None: found by search), where."""
+
+    suite: str
+    workload: str
+    precision: str
+    batch_size: int | None
+    device: str  # "cpu" or "cuda"
+    workload_args: tuple[tuple[str, Any], ...] = ()
+    optimizer: str = "sgd"
+    channels_last: bool = False
+    compile: bool = False
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return dict(self.workload_args)
+
+    @property
+    def needs_cuda(self) -> bool:
+        return self.device == "cuda"
+
+    def id_for(self, batch_size: int | None = None) -> str:
+        """e.g. `mlp-fp32-bs64-cpu`; options other than the defaults are appended (`-adamw`)."""
+        b = batch_size if batch_size is not None else self.batch_size
+        parts = [self.workload, self.precision, f"bs{b}" if b is not None else "bsmax", self.device]
+        if self.optimizer != "sgd":
+            parts.append(self.optimizer)
+        if self.channels_last:
+            parts.append("channels_last")
+        if self.compile:
+            parts.append("compile")
+        return "-".join(parts)
+
+    @property
+    def id(self) -> str:
+        return self.id_for()
+
+    def sweep_config(self, settings: "SuiteSettings", batch_size: int) -> SweepConfig:
+        return SweepConfig(
+            workload=self.workload, workload_args=self.args, device=self.device, precision=self.precision,
+            optimizer=self.optimizer, channels_last=self.channels_last, compile=self.compile,
+            batch_sizes=[int(batch_size)], ci_target=settings.ci_target, min_samples=settings.min_samples,
+            min_time_s=settings.effective_min_time_s, budget_s=settings.budget_s,
+            warmup_max_s=settings.warmup_max_s, find_largest=False, telemetry=settings.telemetry,
+        )
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["workload_args"] = self.args
+        d["id"] = self.id
+        return d
+
+
+def parse_case_id(text: str) -> dict[str, Any] | None:
+    """The fields of a case id (`mlp-fp32-bs64-cpu[-adamw][-channels_last][-compile]`), or None.
+
+    Accepts a bare id or a pytest name such as `test_step_time[mlp-fp32-bs64-cpu]`.
+    """
+    if "[" in text and text.endswith("]"):
+        text = text[text.index("[") + 1:-1]
+    parts = text.split("-")
+    if len(parts) < 4 or parts[1] not in KNOWN_PRECISIONS or not parts[2].startswith("bs"):
+        return None
+    size = parts[2][2:]
+    if not (size.isdigit() or size == "max") or parts[3] not in ("cpu", "cuda"):
+        return None
+    out: dict[str, Any] = {"workload": parts[0], "precision": parts[1],
+                           "batch_size": int(size) if size.isdigit() else None, "device": parts[3],
+                           "optimizer": "sgd", "channels_last": False, "compile": False}
+    for extra in parts[4:]:
+        if extra in ("sgd", "adamw"):
+            out["optimizer"] = extra
+        elif extra in ("channels_last", "compile"):
+            out[extra] = True
+        else:
+            return None
+    return out
+
+
+# --------------------------------------------------------------------------- settings and options
+
+
+@dataclass(frozen=True)
+class SuiteSettings:
+    """How hard each case is measured (the library's stopping rule, and pytest-benchmark's rounds)."""
+
+    budget_s: float = 2.0  # at most this much measuring per case by the library, and again by pytest-benchmark
+    min_time_s: float = 0.5
+    ci_target: float = 0.01
+    min_samples: int = 10
+    warmup_max_s: float = 30.0
+    telemetry: bool = True
+    min_rounds: int = 5  # pytest-benchmark rounds, at least (its own default minimum)
+    max_rounds: int = 10_000
+    max_warmup_rounds: int = 200
+
+    def __post_init__(self):
+        if not (isinstance(self.budget_s, (int, float)) and math.isfinite(self.budget_s) and self.budget_s > 0):
+            raise BenchError(f"time budget per case must be a positive number of seconds, got {self.budget_s!r}")
+        if self.min_rounds < 1 or self.max_rounds < self.min_rounds:
+            raise BenchError(f"rounds must satisfy 1 <= min_rounds <= max_rounds, got {self.min_rounds}..{self.max_rounds}")
+
+    @property
+    def effective_min_time_s(self) -> float:
+        # A budget below the minimum time would make every case stop on budget: the budget wins.
+        return min(self.min_time_s, self.budget_s)
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "effective_min_time_s": self.effective_min_time_s}
+
+
+@dataclass(frozen=True)
+class SuiteOptions:
+    """Which cases to run: the `--bench-*` options of the pytest plugin, parsed and checked."""
+
+    workloads: tuple[str, ...] | None = None  # None: all
+    precisions: tuple[str, ...] | None = None
+    batch_sizes: tuple[int, ...] | None = None  # None: each case's own
+    device: str = "auto"
+    subset: str = "full"
+    cpu_threads: int | None = None  # None: torch's default
+    settings: SuiteSettings = field(default_factory=SuiteSettings)
+
+    @classmethod
+    def parse(
+        cls,
+        *,
+        workloads: str | None = None,
+        precisions: str | None = None,
+        batch_sizes: str | None = None,
+        device: str = "auto",
+        subset: str = "full",
+        budget: str | float | None = None,
+        cpu_threads: str | int | None = None,
+    ) -> "SuiteOptions":
+        """Options from their command-line text; BenchError naming the option for bad values."""
+        wl = _name_list("--bench-workloads", workloads, KNOWN_WORKLOADS)
+        pr = _name_list("--bench-precisions", precisions, KNOWN_PRECISIONS)
+        bs = None
+        if batch_sizes is not None:
+            bs = tuple(sorted({_positive_int("--bench-batch-sizes", p) for p in str(batch_sizes).split(",") if p.strip()}))
+            if not bs:
+                raise BenchError("--bench-batch-sizes is empty")
+        if device not in DEVICE_CHOICES:
+            raise BenchError(f"--bench-device must be one of {', '.join(DEVICE_CHOICES)}, got {device!r}")
+        if subset not in SUBSETS:
+            raise BenchError(f"--bench-subset must be one of {', '.join(SUBSETS)}, got {subset!r}")
+        settings = SuiteSettings()
+        if budget is not None:
+            try:
+                value = float(budget)
+            except ValueError:
+                raise BenchError(f"--bench-budget must be a number of seconds, got {budget!r}") from None
+            if not (math.isfinite(value) and value > 0):
+                raise BenchError(f"--bench-budget must be a positive number of seconds, got {budget!r}")
+            settings = replace(settings, budget_s=value)
+        threads = None if cpu_threads is None else _positive_int("--bench-cpu-threads", cpu_threads)
+        return cls(workloads=wl, precisions=pr, batch_sizes=bs, device=device, subset=subset,
+                   cpu_threads=threads, settings=settings)
+
+    def to_dict(self) -> dict:
+        return {"workloads": list(self.workloads) if self.workloads else None,
+                "precisions": list(self.precisions) if self.precisions else None,
+                "batch_sizes": list(self.batch_sizes) if self.batch_sizes else None,
+                "device": self.device, "subset": self.subset, "cpu_threads": self.cpu_threads,
+                "settings": self.settings.to_dict()}
+
+
+def _name_list(option: str, text: str | None, known: Sequence[str]) -> tuple[str, ...] | None:
+    if text is None:
+        return None
+    names = tuple(dict.fromkeys(p.strip() for p in str(text).split(",") if p.strip()))
+    if not names:
+        raise BenchError(f"{option} is empty")
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise BenchError(f"{option}: unknown {', '.join(map(repr, unknown))}; known: {', '.join(known)}")
+    return names
+
+
+def _positive_int(option: str, text: Any) -> int:
+    try:
+        value = int(str(text).strip())
+    except ValueError:
+        raise BenchError(f"{option}: {str(text).strip()!r} is not an integer") from None
+    if value < 1:
+        raise BenchError(f"{option}: must be a positive integer, got {value}")
+    return value
+
+
+# --------------------------------------------------------------------------- selecting cases
+
+
+@dataclass(frozen=True)
+class SelectedCase:
+    """A case and, when it cannot run here, why (the skip reason pytest shows)."""
+
+    case: SuiteCase
+    skip_reason: str | None = None
+
+
+def catalogue(suite: str, subset: str = "full") -> list[SuiteCase]:
+    """Every case of `suite` in `subset` before filtering: the CPU subset, then the GPU tier."""
+    if suite not in SUITES:
+        raise BenchError(f"unknown suite {suite!r}; known: {', '.join(SUITES)}")
+    out: list[SuiteCase] = []
+    if suite == "step_time":
+        for name, args in CPU_WORKLOADS.items():
+            for precision in CPU_PRECISIONS:
+                for b in CPU_BATCH_SIZES:
+                    out.append(SuiteCase(suite, name, precision, b, "cpu", tuple(sorted(args.items()))))
+    if subset == "cpu":
+        return out
+    if suite == "step_time":
+        for name, (args, sizes, cl) in GPU_WORKLOADS.items():
+            for precision in GPU_PRECISIONS:
+                for b in sizes:
+                    out.append(SuiteCase(suite, name, precision, b, "cuda", tuple(sorted(args.items())), channels_last=cl))
+    elif suite == "memory":
+        for name, b in MEMORY_CASES.items():
+            args, _, cl = GPU_WORKLOADS[name]
+            for precision in MEMORY_PRECISIONS:
+                for opt in MEMORY_OPTIMIZERS:
+                    out.append(SuiteCase(suite, name, precision, b, "cuda", tuple(sorted(args.items())),
+                                         optimizer=opt, channels_last=cl))
+    elif suite == "largest_batch":
+        for name in LARGEST_BATCH_WORKLOADS:
+            args, _, cl = GPU_WORKLOADS[name]
+            for precision in LARGEST_BATCH_PRECISIONS:
+                out.append(SuiteCase(suite, name, precision, None, "cuda", tuple(sorted(args.items())), channels_last=cl))
+    return out
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+def precision_problem(precision: str, device: str) -> str | None:
+    """Why this machine's `device` cannot run `precision` (e.g. tf32 before Ampere), or None."""
+    from bench.measure.step import StepOptions, check_options
+
+    try:
+        check_options(StepOptions(precision=precision), device)
+    except BenchError as e:
+        return str(e)
+    return None
+
+
+def select_cases(
+    suite: str,
+    options: SuiteOptions,
+    *,
+    has_cuda: bool | None = None,
+    precision_check: Callable[[str, str], str | None] = precision_problem,
+) -> list[SelectedCase]:
+    """The cases of `suite` that `options` asks for, each with a skip reason where it cannot run here.
+
+    GPU cases stay in the list on a machine without CUDA (or with `--bench-device cpu`), skipped with
+    the reason, so a report shows what was not measured instead of silently measuring less.
+    """
+    if has_cuda is None:
+        has_cuda = cuda_available()
+    if options.device == "cuda" and not has_cuda:
+        raise BenchError("--bench-device cuda asked for, but CUDA is not available here")
+    torch_note = _torch_note()
+    out: list[SelectedCase] = []
+    for case in catalogue(suite, options.subset):
+        if options.workloads and case.workload not in options.workloads:
+            continue
+        if options.precisions and case.precision not in options.precisions:
+            continue
+        cases = [case]
+        if options.batch_sizes and case.batch_size is not None:
+            cases = [replace(case, batch_size=b) for b in options.batch_sizes]
+        for c in cases:
+            out.append(SelectedCase(c, _skip_reason(c, options, has_cuda, precision_check, torch_note)))
+    # --bench-batch-sizes gives every batch size of a case the same replacements: keep one of each id.
+    return list({s.case.id: s for s in out}.values())
+
+
+def _torch_note() -> str:
+    try:
+        import torch
+
+        return f"torch {torch.__version__}"
+    except ImportError:  # pragma: no cover - torch is a core dependency
+        return "torch not installed"
+
+
+def _skip_reason(case: SuiteCase, options: SuiteOptions, has_cuda: bool,
+                 precision_check: Callable[[str, str], str | None], torch_note: str) -> str | None:
+    if case.needs_cuda:
+        if options.device == "cpu":
+            return "needs a CUDA GPU: --bench-device cpu leaves the GPU cases out"
+        if not has_cuda:
+            what = {"largest_batch": "the largest-batch search runs only on a GPU (a CPU swaps long before it runs out of memory)",
+                    "memory": "allocator peak-memory statistics exist only on CUDA devices"}.get(
+                        case.suite, "GPU tier (real-size models, tf32/fp16)")
+            return f"needs a CUDA GPU, and CUDA is not available here ({torch_note}): {what}"
+        return precision_check(case.precision, case.device)
+    if options.device == "cuda":
+        return "CPU subset case: --bench-device cuda leaves the CPU cases out"
+    return precision_check(case.precision, case.device)
+
+
+# --------------------------------------------------------------------------- measuring one case
+
+
+def device_synchronizer(device) -> Synchronize | None:
+    """What makes the host wait for the device's queued work: torch.cuda.synchronize on CUDA, None on a CPU."""
+    import torch
+
+    kind = getattr(device, "type", str(device).split(":")[0])
+    if kind == "cuda":
+        return lambda: torch.cuda.synchronize(device)
+    if kind == "mps":
+        return torch.mps.synchronize
+    return None  # CPU steps run synchronously: the step has finished when it returns
+
+
+def _synchronizer_name(sync: Synchronize | None, device, injected: bool) -> str:
+    if sync is None and injected:
+        return "none (turned off by the caller)"
+    if sync is None:
+        return f"none ({getattr(device, 'type', device)}: a step has finished its work when it returns)"
+    if injected:
+        return f"injected: {getattr(sync, '__qualname__', type(sync).__name__)}"
+    return f"torch.{getattr(device, 'type', device)}.synchronize"
+
+
+@dataclass(frozen=True)
+class RoundsPlan:
+    """How many pytest-benchmark rounds (1 step each) and warm-up rounds, and why."""
+
+    rounds: int
+    warmup_rounds: int
+    reason: str
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def plan_rounds(m: Measurement, settings: SuiteSettings) -> RoundsPlan:
+    """Rounds enough to cover the library's minimum time (at least its minimum sample count), within the budget.
+
+    Warm-up rounds repeat the warm-up the library needed: the pytest-benchmark loop times a freshly
+    built step, which must warm up again (allocator, cuDNN autotuning, compilation).
+    """
+    s = m.stats
+    median = s.median_s if s and s.median_s > 0 else None
+    lo, hi = settings.min_rounds, settings.max_rounds
+    if median is None:
+        return RoundsPlan(lo, 1, "no library median to size the rounds by: the minimum rounds")
+    want = max(settings.min_samples, math.ceil(settings.effective_min_time_s / median))
+    reason = f"enough rounds for {settings.effective_min_time_s:g} s of steps at the library's median, and at least {settings.min_samples}"
+    cap = math.ceil(settings.budget_s / median)  # the last round may end just past the budget
+    if want > cap:
+        want, reason = cap, f"as many rounds as fit the {settings.budget_s:g} s budget at the library's median"
+    rounds = min(max(want, lo), hi)
+    if rounds == lo and want < lo:
+        reason += f" (raised to the minimum of {lo})"
+    elif rounds == hi and want > hi:
+        reason += f" (capped at {hi})"
+    warm_cap = max(1, int(settings.warmup_max_s / median))
+    warmup = max(1, min(len(m.warmup_samples_s), settings.max_warmup_rounds, warm_cap))
+    return RoundsPlan(rounds, warmup, reason)
+
+
+def time_synchronised(benchmark, step: Callable[[], object], synchronize: Synchronize | None,
+                      rounds: int, warmup_rounds: int) -> list[float] | None:
+    """pytest-benchmark's pedantic loop over one step plus a device synchronise per round.
+
+    The synchronise sits inside the timed target, so each round's host-clock time covers the device
+    work the step queued. Returns pytest-benchmark's raw round times (None when benchmarks are disabled).
+    """
+    if synchronize is None:
+        target = step
+    else:
+        def target():
+            step()
+            synchronize()
+    benchmark.pedantic(target, rounds=int(rounds), iterations=1, warmup_rounds=int(warmup_rounds))
+    stats = getattr(benchmark, "stats", None)
+    inner = getattr(stats, "stats", None)
+    return list(inner.data) if inner is not None and getattr(inner, "data", None) else None
+
+
+def benchmark_case(
+    benchmark,
+    case: SuiteCase,
+    settings: SuiteSettings = SuiteSettings(),
+    *,
+    batch_size: int | None = None,
+    synchronize: Synchronize | None = _AUTO,
+    extra: dict[str, Any] | None = None,
+) -> Measurement:
+    """Measure `case` with the library, record it in `benchmark.extra_info`, then let pytest-benchmark
+    time the same step (synchronised) for its own statistics. Returns the library's Measurement.
+
+    A point that runs out of memory or fails is returned with that status and pytest-benchmark does
+    not time it (its statistics would describe nothing); pytest-benchmark then leaves the case out of
+    its JSON, and the plugin lists it under FAILED_CASES_KEY instead. `synchronize` overrides the device's
+    synchronise function (tests pass a fake one); `extra` is merged into extra_info.
+    """
+    from bench.measure.step import StepOptions, TrainStep, check_options
+    from bench.run.sweep import measure_point, resolve_device
+    from bench.measure.workloads import load_workload
+
+    b = batch_size if batch_size is not None else case.batch_size
+    if b is None:
+        raise BenchError(f"case {case.id} has no batch size: pass batch_size")
+    device = resolve_device(case.device)
+    config = case.sweep_config(settings, b)
+    config.validate()
+    options = StepOptions(precision=case.precision, optimizer=case.optimizer,
+                          channels_last=case.channels_last, compile=case.compile)
+    check_options(options, device)
+    workload = load_workload(case.workload, case.args)
+
+    m = measure_point(workload, config, b, device)
+    sync = device_synchronizer(device) if synchronize is _AUTO else synchronize
+    info = extra_info_for(case, config, m, settings, batch_size=b)
+    info.update(extra or {})
+    benchmark.extra_info.update(json_safe(info))
+    if not m.ok:
+        return m
+
+    plan = plan_rounds(m, settings)
+    step = TrainStep(workload, b, device, options, seed=config.seed)
+    try:
+        host_samples = time_synchronised(benchmark, step, sync, plan.rounds, plan.warmup_rounds)
+    finally:
+        step.release()
+    benchmark.extra_info["pytest_benchmark_timing"] = json_safe(
+        host_timing_info(m, host_samples, plan, _synchronizer_name(sync, device, injected=synchronize is not _AUTO)))
+    return m
+
+
+def host_timing_info(m: Measurement, host_samples_s: Sequence[float] | None, plan: RoundsPlan,
+                     synchronize_name: str) -> dict[str, Any]:
+    """How pytest-benchmark's own numbers were taken, and how they compare with the library's."""
+    from bench.measure.stats import summarize
+
+    out: dict[str, Any] = {"method": HOST_SYNC_METHOD, "synchronize": synchronize_name, **plan.to_dict(),
+                           "median_s": None, "relative_to_library_median": None, "null_reasons": {}}
+    lib = m.stats
+    if not host_samples_s:
+        reason = "pytest-benchmark recorded no rounds (benchmarks disabled?)"
+        out["null_reasons"] = {"median_s": reason, "relative_to_library_median": reason}
+        return out
+    host_median = summarize(host_samples_s).median_s
+    out["median_s"] = host_median
+    if lib and lib.median_s > 0:
+        # > 0: the host-clock method also counts the synchronise and the Python loop around the step.
+        out["relative_to_library_median"] = host_median / lib.median_s - 1.0
+    else:
+        out["null_reasons"]["relative_to_library_median"] = "the library has no median for this case"
+    return out
+
+
+def extra_info_for(case: SuiteCase, config: SweepConfig, m: Measurement, settings: SuiteSettings,
+                   *, batch_size: int) -> dict[str, Any]:
+    """Our record of one case for pytest-benchmark's extra_info: the Measurement (raw samples kept,
+    warm-up samples counted, not listed), a few flat headline numbers, the config and the settings."""
+    import torch
+
+    s = m.stats
+    measurement = m.to_dict()
+    measurement["warmup_steps"] = len(measurement.pop("warmup_samples_s", []) or [])
+    null_reasons: dict[str, str] = {}
+    if s is None:
+        why = m.error or "no samples"
+        for k in ("step_time_median_s", "step_time_ci_low_s", "step_time_ci_high_s", "throughput_samples_per_s"):
+            null_reasons[k] = f"not measured: {m.status}: {why}"
+    elif s.ci_low_s is None:
+        null_reasons["step_time_ci_low_s"] = null_reasons["step_time_ci_high_s"] = (
+            f"{s.n} samples are too few for a 95% CI of the median")
+    for k in ("peak_allocated_bytes", "peak_reserved_bytes"):
+        if getattr(m, k) is None and k in m.null_reasons:
+            null_reasons[k] = m.null_reasons[k]
+    return {
+        "bench_schema": EXTRA_INFO_SCHEMA,
+        "bench_schema_version": EXTRA_INFO_VERSION,
+        "suite": case.suite,
+        "case_id": case.id_for(batch_size),
+        "key": m.case.key,
+        "workload": case.workload,
+        "workload_args": case.args,
+        "precision": case.precision,
+        "batch_size": batch_size,
+        "device": case.device,
+        "optimizer": case.optimizer,
+        "channels_last": case.channels_last,
+        "compile": case.compile,
+        "status": m.status,
+        "error": m.error,
+        "timer": m.timer,
+        "step_time_median_s": s.median_s if s else None,
+        "step_time_ci_low_s": s.ci_low_s if s else None,
+        "step_time_ci_high_s": s.ci_high_s if s else None,
+        "step_time_ci_rel_halfwidth": s.ci_rel_halfwidth if s else None,
+        "throughput_samples_per_s": m.throughput,
+        "peak_allocated_bytes": m.peak_allocated_bytes,
+        "peak_reserved_bytes": m.peak_reserved_bytes,
+        "torch_num_threads": torch.get_num_threads(),
+        "warnings": list(m.warnings),
+        "null_reasons": null_reasons,
+        "settings": settings.to_dict(),
+        "config": config.to_dict(),
+        "measurement": measurement,
+    }
+
+
+# --------------------------------------------------------------------------- largest batch
+
+
+@dataclass
+class LargestBatch:
+    """Outcome of the search: the largest batch that ran, the probes tried, and how the search ended."""
+
+    batch_size: int | None
+    reason: str
+    probes: list[Probe] = field(default_factory=list)
+    limited: bool = False  # True: no out-of-memory up to the limit; the true largest lies beyond
+
+    def to_dict(self) -> dict:
+        return {"batch_size": self.batch_size, "reason": self.reason, "limited": self.limited,
+                "probes": [p.to_dict() for p in self.probes]}
+
+
+ProbeFn = Callable[[Any, SweepConfig, int, Any], Probe]
+
+
+def find_largest_batch(workload, config: SweepConfig, device, *, start: int = 1, limit: int | None = None,
+                       probe: ProbeFn | None = None) -> LargestBatch:
+    """Double the batch from `start` until a probe runs out of memory, then bisect to the largest that fits.
+
+    A failure other than out-of-memory ends the search (the reason says so). `probe` defaults to
+    `bench.run.sweep.probe_fits`; tests pass a fake one.
+    """
+    from bench.run.sweep import bisect_largest_batch, probe_fits
+
+    probe = probe or probe_fits
+    kind = getattr(device, "type", str(device).split(":")[0])
+    limit = limit or DEFAULT_MAX_BATCH.get(kind, 1024)
+    if start < 1 or limit < start:
+        raise BenchError(f"largest-batch search needs 1 <= start <= limit, got start={start}, limit={limit}")
+    probes: list[Probe] = []
+    lo, hi, b = 0, None, start
+    while b <= limit:
+        p = probe(workload, config, b, device)
+        probes.append(p)
+        if p.fits:
+            lo, b = b, b * 2
+        elif p.failed_otherwise:
+            return LargestBatch(lo or None, f"search stopped: batch {b} failed for another reason ({p.error})", probes)
+        else:
+            hi = b
+            break
+    if hi is None:
+        return LargestBatch(lo, f"no out-of-memory up to batch {lo}, the limit: the largest lies beyond", probes, limited=True)
+    lo, hi, stopped = bisect_largest_batch(workload, config, device, lo, hi, probe=probe, on_probe=probes.append)
+    if stopped:
+        return LargestBatch(lo or None, stopped, probes)
+    if lo == 0:
+        return LargestBatch(None, f"even batch {hi} runs out of memory", probes)
+    return LargestBatch(lo, f"batch {hi} runs out of memory; found in {len(probes)} probe(s)", probes)
+
+
+def benchmark_largest_batch(
+    benchmark,
+    case: SuiteCase,
+    settings: SuiteSettings = SuiteSettings(),
+    *,
+    synchronize: Synchronize | None = _AUTO,
+    probe: ProbeFn | None = None,
+    start: int = 1,
+    limit: int | None = None,
+) -> tuple[LargestBatch, Measurement | None]:
+    """Search the largest batch that fits for `case`, then benchmark a step at that batch.
+
+    Returns the search and the Measurement at the batch found (None when no batch fits; extra_info then
+    describes the smallest batch that failed, with status oom, or error when a probe failed otherwise).
+    """
+    from bench.measure.step import StepOptions, check_options
+    from bench.run.sweep import resolve_device
+    from bench.measure.workloads import load_workload
+
+    device = resolve_device(case.device)
+    check_options(StepOptions(precision=case.precision, optimizer=case.optimizer,
+                              channels_last=case.channels_last, compile=case.compile), device)
+    workload = load_workload(case.workload, case.args)
+    config = case.sweep_config(settings, start)
+    t0 = time.perf_counter()
+    found = find_largest_batch(workload, config, device, start=start, limit=limit, probe=probe)
+    search = {**found.to_dict(), "search_wall_time_s": time.perf_counter() - t0}
+    if found.batch_size is None:
+        # No batch fits: the record is the smallest batch that failed, so the report shows the boundary.
+        failed = [p for p in found.probes if not p.fits]
+        first = min(failed, key=lambda p: p.batch_size) if failed else None
+        b = first.batch_size if first else start
+        at = case.sweep_config(settings, b)
+        status = STATUS_OOM if first is None or first.out_of_memory else STATUS_ERROR
+        m = Measurement(case=at.case(b, workload.name), status=status, error=found.reason)
+        info = extra_info_for(case, at, m, settings, batch_size=b)
+        info["largest_batch"] = search
+        benchmark.extra_info.update(json_safe(info))
+        return found, None
+    m = benchmark_case(benchmark, case, settings, batch_size=found.batch_size, synchronize=synchronize,
+                       extra={"largest_batch": search})
+    return found, m
+
+
+# --------------------------------------------------------------------------- cases pytest-benchmark leaves out
+
+
+def failed_case_record(
+    extra_info: dict[str, Any],
+    *,
+    name: str,
+    fullname: str,
+    group: str | None = None,
+    param: str | None = None,
+    test_outcome: str | None = None,
+    exception: BaseException | None = None,
+) -> dict[str, Any] | None:
+    """The entry under FAILED_CASES_KEY for a suite case pytest-benchmark did not time, or None when
+    `extra_info` is not ours (another project's benchmark).
+
+    `status`/`error` are the case's outcome: the library's when it failed (oom, error); when the library
+    measured the point but the test then raised before pytest-benchmark timed it, the exception's
+    (oom for an out-of-memory error). `extra_info` is kept whole, as the benchmark would have carried it.
+    """
+    from bench.run.sweep import is_oom
+
+    if not isinstance(extra_info, dict) or extra_info.get("bench_schema") != EXTRA_INFO_SCHEMA:
+        return None
+    status, error = extra_info.get("status"), extra_info.get("error")
+    if status not in (STATUS_OOM, STATUS_ERROR):
+        if exception is not None:
+            lines = str(exception).strip().splitlines()
+            status = STATUS_OOM if is_oom(exception) else STATUS_ERROR
+            error = f"{type(exception).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+        else:
+            status, error = STATUS_ERROR, "the test ended before pytest-benchmark timed the case"
+    return json_safe({
+        "name": name,
+        "fullname": fullname,
+        "group": group,
+        "param": param,
+        "suite": extra_info.get("suite"),
+        "case_id": extra_info.get("case_id"),
+        "status": status,
+        "error": error,
+        "test_outcome": test_outcome,
+        "extra_info": extra_info,
+    })
+
+
+# --------------------------------------------------------------------------- fingerprint and JSON
+
+
+def suite_fingerprint(device) -> dict[str, Any]:
+    """The hardware/software fingerprint for pytest-benchmark's machine_info, without the git commit
+    (pytest-benchmark's commit_info holds it, and it changes with every run a compare looks at)."""
+    import torch
+
+    from bench.run.sweep import environment_info
+
+    fp = dict(environment_info(torch.device(device)))
+    for k in PROVENANCE_FIELDS:
+        fp.pop(k, None)
+    if isinstance(fp.get("null_reasons"), dict):
+        fp["null_reasons"] = {k: v for k, v in fp["null_reasons"].items() if k not in PROVENANCE_FIELDS}
+    return json_safe(fp)
+
+

@@ -1,0 +1,495 @@
+"""Sweep one workload over batch sizes: measure each point, survive OOM and errors, find the largest batch.
+
+Out-of-memory is a result, not a crash: the point is recorded as `oom`, larger sizes are not tried,
+and a bisection between the last batch that fit and the first that did not finds the largest batch
+that fits. Any other failure at one point is recorded with its message and the sweep goes on. The
+results file is rewritten atomically after every point, so an interrupted sweep keeps what it
+measured and `resume=True` skips it.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+from bench.core.errors import BenchError
+from bench.records.sweep import (STATUS_ERROR, STATUS_OK, STATUS_OOM, Case, Measurement, Probe, SweepResult,
+                      load_sweep, save_sweep)
+from bench.measure.timing import CIStoppingRule, WarmupRule, measure, timer_for
+
+DEFAULT_MAX_BATCH = {"cpu": 1024, "cuda": 65536}
+PROBE_STEPS = 2  # steps per fit probe: the second step has optimizer state allocated too
+
+# Config fields that define what is measured, and how: a resumed sweep must match them, so that every
+# point in one file was measured the same way. (The batch-size plan may grow.)
+IDENTITY_FIELDS = ("workload", "workload_args", "device", "precision", "optimizer", "channels_last", "compile", "seed",
+                   "ci_target", "min_samples", "min_time_s", "budget_s", "warmup_max_s", "cudnn_benchmark",
+                   "telemetry", "telemetry_period_s")
+
+
+@dataclass
+class SweepConfig:
+    """What to sweep and how to measure each point."""
+
+    workload: str = "mlp"
+    workload_args: dict[str, Any] = field(default_factory=dict)
+    device: str = "cpu"
+    precision: str = "fp32"
+    optimizer: str = "sgd"
+    channels_last: bool = False
+    compile: bool = False
+    batch_sizes: list[int] | None = None  # None: powers of two from min_batch to max_batch
+    min_batch: int = 1
+    max_batch: int | None = None  # None: DEFAULT_MAX_BATCH for the device type
+    ci_target: float = 0.01
+    min_samples: int = 10
+    min_time_s: float = 0.5
+    budget_s: float = 3.0
+    warmup_max_s: float = 30.0
+    eps: float = 0.05
+    find_largest: bool = True
+    seed: int = 0
+    peak_tflops: float | None = None  # override the data-sheet peak used for MFU (e.g. from `bench peak`)
+    cudnn_benchmark: bool = True  # let cuDNN autotune convolutions on CUDA (warm-up absorbs the tuning)
+    telemetry: bool = True
+    telemetry_period_s: float = 0.05
+
+    def validate(self) -> None:
+        for b in self.batch_sizes or []:
+            if not isinstance(b, int) or isinstance(b, bool) or b < 1:
+                raise BenchError(f"batch sizes must be positive integers, got {b!r}")
+        if self.min_batch < 1:
+            raise BenchError(f"minimum batch size must be >= 1, got {self.min_batch}")
+        if self.max_batch is not None and self.max_batch < self.min_batch:
+            raise BenchError(f"maximum batch size {self.max_batch} is below the minimum {self.min_batch}")
+        if not 0 < self.eps < 1:
+            raise BenchError(f"equal-time tolerance must be between 0 and 1, got {self.eps}")
+        if self.peak_tflops is not None and not self.peak_tflops > 0:
+            raise BenchError(f"peak TFLOP/s must be a positive number, got {self.peak_tflops}")
+        if not self.warmup_max_s > 0:
+            raise BenchError(f"warm-up time limit must be > 0 seconds, got {self.warmup_max_s}")
+        self.stopping_rule()  # validates its own fields
+
+    def device_type(self) -> str:
+        return self.device.split(":")[0]
+
+    def planned_batch_sizes(self) -> list[int]:
+        if self.batch_sizes:
+            return sorted(set(self.batch_sizes))
+        hi = self.max_batch or DEFAULT_MAX_BATCH.get(self.device_type(), 1024)
+        sizes, b = [], 1
+        while b <= hi:
+            if b >= self.min_batch:
+                sizes.append(b)
+            b *= 2
+        return sizes or [self.min_batch]
+
+    def step_options(self):
+        from bench.measure.step import StepOptions
+
+        return StepOptions(precision=self.precision, optimizer=self.optimizer, channels_last=self.channels_last,
+                           compile=self.compile, cudnn_benchmark=self.cudnn_benchmark)
+
+    def stopping_rule(self) -> CIStoppingRule:
+        return CIStoppingRule(ci_target=self.ci_target, min_samples=self.min_samples,
+                              min_time_s=self.min_time_s, budget_s=self.budget_s)
+
+    def case(self, batch_size: int, workload_name: str | None = None) -> Case:
+        return Case(workload=workload_name or self.workload, batch_size=batch_size, device=self.device,
+                    precision=self.precision, optimizer=self.optimizer,
+                    channels_last=self.channels_last, compile=self.compile)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["planned_batch_sizes"] = self.planned_batch_sizes()
+        d["stopping_rule"] = self.stopping_rule().to_dict()
+        d["warmup_rule"] = WarmupRule(max_time_s=self.warmup_max_s).to_dict()
+        return d
+
+
+# --------------------------------------------------------------------------- one point
+
+
+def is_oom(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, or an allocator's out-of-memory RuntimeError (CPU, MPS)."""
+    import torch
+
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    msg = str(exc).lower()
+    # Near the memory limit cuBLAS/cuDNN fail to allocate their workspaces with their own messages.
+    markers = ("out of memory", "can't allocate memory", "alloc_failed", "cudnn_status_not_allocated")
+    return isinstance(exc, RuntimeError) and any(m in msg for m in markers)
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def _free_device_memory(device) -> None:
+    import torch
+
+    gc.collect()
+    if getattr(device, "type", None) == "cuda":
+        torch.cuda.empty_cache()
+
+
+def _reset_peak_memory(device) -> None:
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def _read_peak_memory(device, m: Measurement) -> None:
+    import torch
+
+    if device.type == "cuda":
+        m.peak_allocated_bytes = int(torch.cuda.max_memory_allocated(device))
+        m.peak_reserved_bytes = int(torch.cuda.max_memory_reserved(device))
+    else:
+        reason = f"allocator peak statistics exist only on CUDA devices (this point ran on {device.type})"
+        m.null_reasons["peak_allocated_bytes"] = reason
+        m.null_reasons["peak_reserved_bytes"] = reason
+
+
+class _NoTelemetry:
+    """Stands in for bench.measure.telemetry.Telemetry when telemetry is off."""
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+    def measuring(self):
+        from contextlib import nullcontext
+
+        return nullcontext()
+
+    def summary(self, steps: int, batch_size: int) -> dict:
+        return {"null_reasons": {"telemetry": self.reason}}
+
+    def close(self) -> None:
+        pass
+
+
+def _telemetry(config: SweepConfig, device):
+    if not config.telemetry:
+        return _NoTelemetry("telemetry turned off for this sweep")
+    try:
+        from bench.measure.telemetry import Telemetry
+    except ImportError as e:  # telemetry is optional: its absence must not stop a sweep
+        return _NoTelemetry(f"telemetry unavailable: {e}")
+    return Telemetry.for_device(device, period_s=config.telemetry_period_s)
+
+
+def measure_point(workload, config: SweepConfig, batch_size: int, device) -> Measurement:
+    """Build a fresh training step at `batch_size`, warm it up, time it, and record the outcome.
+
+    Never raises for a failure of the workload itself: OOM and other exceptions become the point's status.
+    """
+    from bench.measure.step import TrainStep
+
+    m = Measurement(case=config.case(batch_size, workload.name))
+    step = None
+    tel = None
+    failure: tuple[str, str] | None = None
+    try:
+        options = config.step_options()
+        step = TrainStep(workload, batch_size, device, options, seed=config.seed)
+        _reset_peak_memory(device)
+        tel = _telemetry(config, device)
+        timing = measure(step, timer=timer_for(device), rule=config.stopping_rule(),
+                         warmup=WarmupRule(max_time_s=config.warmup_max_s), around_block=tel.measuring)
+        m.timer = timing.timer
+        m.samples_s = timing.samples_s
+        m.warmup_samples_s = timing.warmup_samples_s
+        m.warmup_reason = timing.warmup_reason
+        m.block_medians_s = timing.block_medians_s
+        m.stop_reason = timing.stop_reason
+        m.wall_time_s = timing.wall_time_s
+        m.warnings += timing.warnings
+        _read_peak_memory(device, m)
+        m.skipped_steps = step.skipped_steps
+        if m.skipped_steps is None:
+            m.null_reasons["skipped_steps"] = "only fp16 with a gradient scaler skips steps"
+        summary = tel.summary(steps=len(timing.samples_s), batch_size=batch_size)
+        m.null_reasons.update(summary.pop("null_reasons", {}) or {})
+        m.telemetry = summary
+        _add_flops(m, step, config, device)
+    except BenchError:
+        raise  # a configuration problem, not a property of this point
+    except Exception as e:  # noqa: BLE001 - every failure of the workload is a result
+        failure = (STATUS_OOM if is_oom(e) else STATUS_ERROR, _one_line(e))
+    finally:
+        if tel is not None:
+            tel.close()
+        if step is not None:
+            step.release()
+        del step
+        _free_device_memory(device)
+    if failure:
+        m.status, m.error = failure
+        m.samples_s, m.block_medians_s = [], []
+    return m
+
+
+def _add_flops(m: Measurement, step, config: SweepConfig, device) -> None:
+    """FLOPs of one step (counted once, outside the timed window), achieved TFLOP/s and MFU."""
+    import torch
+
+    from bench.measure.telemetry import flop_fields, flops_per_step, matmul_precision_for, peak_tflops
+
+    flops, why = flops_per_step(step)
+    if config.peak_tflops is not None:
+        peak_args = (config.peak_tflops, "user override (--peak-tflops)", None)
+    elif device.type == "cuda":
+        # While the step's TF32 setting is in force, so fp32 maps to the right peak.
+        peak = peak_tflops(torch.cuda.get_device_name(device), matmul_precision_for(config.precision))
+        peak_args = (peak.tflops, peak.source, peak.reason)
+    else:
+        peak_args = (None, None, f"no peak table for {device.type} devices (NVIDIA GPUs only; see `bench peak`)")
+    fields = flop_fields(flops, why, m.stats.median_s if m.samples_s else None, *peak_args)
+    m.null_reasons.update(fields.pop("null_reasons", {}) or {})
+    m.telemetry.update(fields)
+
+
+def probe_fits(workload, config: SweepConfig, batch_size: int, device) -> Probe:
+    """Does a training step at `batch_size` run (PROBE_STEPS steps) without running out of memory?"""
+    import torch
+
+    from bench.measure.step import TrainStep
+
+    step = None
+    outcome: Probe
+    try:
+        options = config.step_options()
+        step = TrainStep(workload, batch_size, device, options, seed=config.seed)
+        for _ in range(PROBE_STEPS):
+            step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        outcome = Probe(batch_size, True)
+    except BenchError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        # A failure other than memory does not bound the search: the prefix says so.
+        outcome = Probe(batch_size, False, _one_line(e) if is_oom(e) else Probe.NOT_OOM_PREFIX + _one_line(e))
+    finally:
+        if step is not None:
+            step.release()
+        del step
+        _free_device_memory(device)
+    return outcome
+
+
+def bisect_largest_batch(workload, config: SweepConfig, device, lo: int, hi: int, *, probe=None,
+                         on_probe: Callable[[Probe], None] | None = None,
+                         before_probe: Callable[[int, int, int], None] | None = None) -> tuple[int, int, str | None]:
+    """Narrow `lo` (fits, or 0) and `hi` (out of memory) until they are adjacent.
+
+    Returns (lo, hi, None), or (lo, hi, reason) when a probe failed for a reason other than memory,
+    which ends the search. `probe` defaults to `probe_fits`; tests pass a fake.
+    """
+    probe = probe or probe_fits
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if before_probe:
+            before_probe(mid, lo, hi)
+        p = probe(workload, config, mid, device)
+        if on_probe:
+            on_probe(p)
+        if p.fits:
+            lo = mid
+        elif p.failed_otherwise:
+            return lo, hi, f"search stopped: batch {mid} failed for another reason ({p.error})"
+        else:
+            hi = mid
+    return lo, hi, None
+
+
+# --------------------------------------------------------------------------- the sweep
+
+
+ProgressFn = Callable[[str, dict], None]
+
+
+def environment_info(device) -> dict:
+    try:
+        from bench.measure.telemetry.fingerprint import fingerprint
+    except ImportError:
+        fingerprint = None
+    if fingerprint is not None:
+        return fingerprint(device)
+    import platform
+
+    import torch
+
+    env = {"torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
+           "cuda": torch.version.cuda, "device_type": device.type}
+    if device.type == "cuda":
+        env["device_name"] = torch.cuda.get_device_name(device)
+    return env
+
+
+def resolve_device(name: str):
+    import torch
+
+    try:
+        device = torch.device(name)
+    except (RuntimeError, ValueError):
+        raise BenchError(f"unknown device {name!r} (try cpu or cuda)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BenchError(f"device {name!r} asked for, but CUDA is not available here (torch {torch.__version__})")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise BenchError(f"device {name!r} does not exist: {torch.cuda.device_count()} CUDA device(s) visible")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise BenchError(f"device type {device.type!r} is not supported (cpu, cuda, mps)")
+    return device
+
+
+def _check_resumable(existing: SweepResult, config: SweepConfig, environment: dict, path: Path) -> None:
+    new = config.to_dict()
+    for k in IDENTITY_FIELDS:
+        if existing.config.get(k) != new.get(k):
+            raise BenchError(f"cannot resume {path}: it was measured with {k}={existing.config.get(k)!r}, "
+                             f"this sweep has {k}={new.get(k)!r}")
+    old_hash, new_hash = existing.environment.get("hash"), environment.get("hash")
+    if old_hash and new_hash and old_hash != new_hash:
+        raise BenchError(f"cannot resume {path}: it was measured on other hardware or software "
+                         f"(fingerprint {old_hash}, here {new_hash}); start a new file")
+
+
+def _largest_fit_bounds(result: SweepResult) -> tuple[int, int] | None:
+    """(largest batch known to fit, smallest known not to fit), from points and probes; None if no OOM seen."""
+    fits = [p.batch_size for p in result.points if p.status == STATUS_OK]
+    fits += [p.batch_size for p in result.probes if p.fits]
+    ooms = [p.batch_size for p in result.points if p.status == STATUS_OOM]
+    ooms += [p.batch_size for p in result.probes if p.out_of_memory]
+    if not ooms:
+        return None
+    hi = min(ooms)
+    lo = max([b for b in fits if b < hi], default=0)
+    return lo, hi
+
+
+def analyse(result: SweepResult, *, eps: float = 0.05, noise_target: float = 0.01) -> dict:
+    """Step-time analysis of a sweep, with each ok point diagnosed from its telemetry and regime.
+
+    Two passes: the first labels each point's regime (flat, transition, linear) from step times
+    alone; the diagnosis combines that with telemetry; the second pass writes the verdict with it.
+    """
+    from bench.analysis.steptime import analyse_step_times, summaries_from_measurements
+    from bench.analysis.diagnosis import diagnose
+
+    summaries = summaries_from_measurements(result.points)
+    kw = dict(eps=eps, noise_target=noise_target, largest_batch_that_fits=result.largest_batch_that_fits)
+    regimes = {p.batch_size: p.regime for p in analyse_step_times(summaries, **kw).points}
+    diagnoses = {}
+    for p in result.ok_points():
+        d = diagnose({**p.telemetry, "null_reasons": p.null_reasons}, regimes.get(p.batch_size),
+                     mfu=p.telemetry.get("mfu"), device_type=p.case.device.split(":")[0])
+        p.telemetry["diagnosis"] = d.to_dict()
+        diagnoses[p.batch_size] = d.label
+    return analyse_step_times(summaries, diagnoses=diagnoses, **kw).to_dict()
+
+
+def prepare(config: SweepConfig, workload=None):
+    """Check everything a sweep needs before measuring anything; returns (workload, device).
+
+    Raises BenchError for bad settings, an unknown device or workload, or options the device lacks.
+    """
+    from bench.measure.step import check_options
+    from bench.measure.workloads import load_workload
+
+    config.validate()
+    device = resolve_device(config.device)
+    if workload is None:
+        workload = load_workload(config.workload, config.workload_args)
+    check_options(config.step_options(), device)
+    return workload, device
+
+
+def run_sweep(
+    config: SweepConfig,
+    *,
+    workload=None,
+    output: str | os.PathLike | None = None,
+    resume: bool = False,
+    progress: ProgressFn | None = None,
+) -> SweepResult:
+    """Measure every planned batch size, then search the largest batch that fits, then analyse.
+
+    `workload` overrides `config.workload` with a ready Workload object (e.g. a training task's
+    model). With `output`, the results file is rewritten atomically after each point; with
+    `resume`, points already in that file are kept and not measured again.
+    """
+    workload, device = prepare(config, workload)
+    notify = progress or (lambda event, info: None)
+    out = Path(output) if output is not None else None
+
+    result = None
+    environment = environment_info(device)
+    if out is not None and resume and out.exists():
+        result = load_sweep(out)
+        _check_resumable(result, config, environment, out)
+        result.finished = False
+        # A failure other than memory may have been passing (a busy device, a driver hiccup): try again.
+        result.points = [p for p in result.points if p.status != STATUS_ERROR]
+    if result is None:
+        result = SweepResult(config=config.to_dict(), environment=environment,
+                             created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+
+    def save():
+        if out is not None:
+            save_sweep(result, out)
+
+    planned = config.planned_batch_sizes()
+    notify("start", {"planned": planned, "done": [p.batch_size for p in result.points]})
+    for b in planned:
+        if result.point(b) is not None:
+            notify("skip", {"batch_size": b, "status": result.point(b).status})
+            continue
+        bounds = _largest_fit_bounds(result)
+        if bounds is not None and b >= bounds[1]:
+            notify("skip", {"batch_size": b, "status": "larger than an out-of-memory batch"})
+            continue
+        notify("point", {"batch_size": b})
+        t0 = time.perf_counter()
+        m = measure_point(workload, config, b, device)
+        result.points.append(m)
+        save()
+        notify("done", {"batch_size": b, "measurement": m, "seconds": time.perf_counter() - t0})
+
+    bounds = _largest_fit_bounds(result)
+    if bounds is None:
+        ok = [p.batch_size for p in result.points if p.ok]
+        result.largest_batch_that_fits = None
+        result.largest_batch_reason = (f"no out-of-memory up to batch {max(ok)}, the largest tried: the limit lies beyond"
+                                       if ok else "no batch size ran")
+    elif config.find_largest:
+        def record(probe: Probe) -> None:
+            result.probes.append(probe)
+            save()
+
+        lo, hi, stopped = bisect_largest_batch(workload, config, device, *bounds, on_probe=record,
+                                               before_probe=lambda b, lo, hi: notify("probe", {"batch_size": b, "low": lo, "high": hi}))
+        result.largest_batch_that_fits = lo if lo > 0 else None
+        result.largest_batch_reason = stopped or (
+            f"batch {hi} runs out of memory; found by bisection in {len(result.probes)} probe(s)"
+            if lo > 0 else f"even batch {hi} runs out of memory")
+    else:
+        lo, hi = bounds
+        result.largest_batch_that_fits = lo if lo > 0 else None
+        result.largest_batch_reason = f"search turned off: batch {lo} fits and {hi} does not"
+
+    result.analysis = analyse(result, eps=config.eps, noise_target=config.ci_target)
+    result.finished = True
+    save()
+    notify("finish", {"result": result})
+    return result

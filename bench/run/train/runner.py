@@ -1,0 +1,366 @@
+"""Train a task at one batch size (one run -> one Curve), and run a grid of batch sizes x LRs x seeds.
+
+A grid's results file is rewritten atomically after each completed run; resuming skips the runs
+already in it. The runner measures and returns data; showing it is the command's job.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import torch
+
+from bench.core.errors import BenchError, InvalidResultsFile
+from bench.records.sweep import check_output_file, read_json
+from bench.records.curves import Curve, CurvePoint, CurvesFile, save_curves_file
+from bench.run.train.lr import LR_RULES, LRSchedule, lr_grid, scaled_lr, warmup_steps_from_epochs
+from bench.measure.optim import OPTIMIZERS, make_optimizer, set_lr
+from bench.measure.tasks import Task
+
+PRECISIONS = ("fp32", "bf16")
+DIVERGENCE_REFERENCE_STEPS = 10
+ProgressFn = Callable[[str, dict], None]
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Identity of one training run: what is trained, at which batch size, LR and seed."""
+
+    task: str
+    batch_size: int
+    lr: float
+    seed: int = 0
+    lr_rule: str = "constant"
+    base_lr: float | None = None
+    base_batch_size: int | None = None
+    lr_factor: float = 1.0
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    warmup_start_factor: float = 0.0
+    precision: str = "fp32"
+    trust_coefficient: float = 0.001  # LARS only (the paper's η)
+
+    @property
+    def key(self) -> str:
+        opt = f"{self.optimizer}-tc{self.trust_coefficient:g}" if self.optimizer == "lars" else self.optimizer
+        # The start factor matters only with a warm-up; left out at its default so older keys still match.
+        wu = f"wu{self.warmup_steps}"
+        if self.warmup_steps and self.warmup_start_factor:
+            wu += f"s{self.warmup_start_factor:g}"
+        return (f"{self.task}/bs{self.batch_size}/lr{self.lr:.6g}/seed{self.seed}/{opt}"
+                f"/m{self.momentum:g}/wd{self.weight_decay:g}/{wu}/{self.precision}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class RunConfig:
+    """When to evaluate and when to stop; shared by every run of a grid.
+
+    The run stops at the first evaluation at or past `target` (or `continue_after_target` times the
+    steps that took, further), at `max_steps`, once `max_time_s` of wall time has passed, or as
+    diverged when the training loss is not finite or, after the first DIVERGENCE_REFERENCE_STEPS
+    steps, its mean over an evaluation interval exceeds `divergence_factor` times the largest |loss|
+    of those first steps (a noisy loss near zero at step 1 must not count as a scale).
+    """
+
+    target: float | None
+    max_steps: int
+    eval_every: int = 10
+    max_time_s: float | None = None
+    continue_after_target: float = 0.0
+    divergence_factor: float = 10.0
+    device: str = "cpu"
+
+    def validate(self) -> None:
+        if self.max_steps < 1:
+            raise BenchError(f"max steps must be >= 1, got {self.max_steps}")
+        if self.eval_every < 1:
+            raise BenchError(f"evaluation interval must be >= 1 step, got {self.eval_every}")
+        if self.max_time_s is not None and not self.max_time_s > 0:
+            raise BenchError(f"time budget must be > 0 seconds, got {self.max_time_s}")
+        if not self.divergence_factor > 1:
+            raise BenchError(f"divergence factor must be > 1, got {self.divergence_factor}")
+        if self.continue_after_target < 0:
+            raise BenchError(f"continue-after-target fraction must be >= 0, got {self.continue_after_target}")
+        if self.target is not None and not math.isfinite(self.target):
+            raise BenchError(f"target must be a finite number, got {self.target}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError as e:
+        raise BenchError(f"bad device {name!r}: {e}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise BenchError(f"device {name!r} asked for, but CUDA is not available here")
+    return device
+
+
+def autocast(precision: str, device: torch.device):
+    if precision == "bf16":
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def _check_spec(spec: RunSpec) -> None:
+    if spec.batch_size < 1:
+        raise BenchError(f"batch size must be >= 1, got {spec.batch_size}")
+    if spec.optimizer not in OPTIMIZERS:
+        raise BenchError(f"unknown optimizer {spec.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if spec.precision not in PRECISIONS:
+        raise BenchError(f"unknown precision {spec.precision!r} for training runs; choose one of {', '.join(PRECISIONS)}")
+    if not (spec.lr >= 0 and math.isfinite(spec.lr)):
+        raise BenchError(f"learning rate must be a finite number >= 0, got {spec.lr}")
+
+
+def train_run(task: Task, spec: RunSpec, config: RunConfig) -> Curve:
+    """Train `task` as `spec` says; return its curve (evaluations at step 0 and every eval_every steps)."""
+    _check_spec(spec)
+    config.validate()
+    device = resolve_device(config.device)
+    torch.manual_seed(spec.seed)  # the same seed gives the same initial weights at every batch size
+    model = task.build_model().to(device)
+    model.train()
+    opt = make_optimizer(spec.optimizer, model, spec.lr, momentum=spec.momentum, weight_decay=spec.weight_decay,
+                         trust_coefficient=spec.trust_coefficient)
+    schedule = LRSchedule(spec.lr, spec.warmup_steps, spec.warmup_start_factor)
+    stream = task.batch_stream(spec.batch_size, spec.seed)
+    target = config.target
+    curve = Curve(task=task.name, batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed, metric=task.metric,
+                  higher_is_better=task.higher_is_better, lr_rule=spec.lr_rule, base_lr=spec.base_lr,
+                  base_batch_size=spec.base_batch_size, lr_factor=spec.lr_factor, optimizer=spec.optimizer,
+                  warmup_steps=spec.warmup_steps, precision=spec.precision, target=target, run_key=spec.key)
+
+    def evaluate() -> float:
+        model.eval()
+        with torch.no_grad(), autocast(spec.precision, device):
+            value = float(task.evaluate(model, device))
+        model.train()
+        return value
+
+    t0 = time.perf_counter()
+    initial = evaluate()
+    curve.points.append(CurvePoint(step=0, examples=0, wall_time_s=0.0, train_loss=None, eval_metric=initial))
+    reached_at: int | None = None
+    stop_at = config.max_steps
+    if target is not None and math.isfinite(initial) and curve.reached(initial, target):
+        reached_at, stop_at = 0, 0  # nothing to train for
+    loss_sum, loss_n = None, 0  # summed on the device: reading it every step would sync a GPU every step
+    early_losses: list[float] = []
+    stop_reason = f"max steps reached ({config.max_steps})"
+    step = 0
+    while step < stop_at:
+        x, y = next(stream)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        set_lr(opt, schedule.lr_at(step))
+        opt.zero_grad(set_to_none=True)
+        with autocast(spec.precision, device):
+            loss = task.loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        step += 1
+        detached = loss.detach().float()
+        loss_sum = detached if loss_sum is None else loss_sum + detached
+        loss_n += 1
+        if len(early_losses) < DIVERGENCE_REFERENCE_STEPS:
+            early_losses.append(abs(float(detached)))
+        elapsed = time.perf_counter() - t0
+        out_of_time = config.max_time_s is not None and elapsed >= config.max_time_s
+        if step % config.eval_every == 0 or step == stop_at or out_of_time:
+            mean_loss = float(loss_sum) / loss_n
+            loss_sum, loss_n = None, 0
+            if not math.isfinite(mean_loss):
+                curve.points.append(CurvePoint(step, step * spec.batch_size, time.perf_counter() - t0, None, None))
+                stop_reason = f"diverged: training loss is {mean_loss} by step {step}"
+                break
+            metric = evaluate()
+            curve.points.append(CurvePoint(step, step * spec.batch_size, time.perf_counter() - t0,
+                                           mean_loss, metric if math.isfinite(metric) else None))
+            scale = max(early_losses) if len(early_losses) == DIVERGENCE_REFERENCE_STEPS else 0.0
+            if scale > 0 and mean_loss > config.divergence_factor * scale:
+                stop_reason = (f"diverged: mean training loss {mean_loss:.3g} at step {step} is over "
+                               f"{config.divergence_factor:g}x the largest of the first {DIVERGENCE_REFERENCE_STEPS} "
+                               f"steps ({scale:.3g})")
+                break
+            if not math.isfinite(metric):
+                stop_reason = f"diverged: eval metric is {metric} at step {step}"
+                break
+            if target is not None and reached_at is None and curve.reached(metric, target):
+                reached_at = step
+                extra = int(math.ceil(config.continue_after_target * step))
+                stop_at = min(config.max_steps, step + extra)
+                stop_reason = "target reached" if extra == 0 else f"target reached at step {step}; continued to step {stop_at}"
+            if out_of_time and step < stop_at:
+                stop_reason = f"time budget reached ({config.max_time_s:g} s) at step {step}"
+                break
+    if reached_at == 0:
+        stop_reason = "target already met before training (step 0)"
+    elif reached_at is not None and not stop_reason.startswith(("target", "diverged")):
+        stop_reason = f"target reached at step {reached_at}; then {stop_reason}"
+    curve.stop_reason = stop_reason
+    return curve
+
+
+# ---------------------------------------------------------------------------------------------
+# Grids: batch sizes x LR grid x seeds
+
+
+@dataclass
+class GridSpec:
+    """Which runs to make: for each batch size, the LR rule's value times each factor, for each seed.
+
+    With `max_lr`, the rule's value is capped at max_lr / (largest factor), so no LR tried exceeds
+    max_lr (a task's stability limit) and the grid keeps its shape at every batch size.
+    """
+
+    batch_sizes: list[int]
+    base_lr: float
+    base_batch_size: int
+    lr_rule: str = "linear"
+    lr_factors: list[float] = field(default_factory=lambda: [1.0])
+    seeds: list[int] = field(default_factory=lambda: [0])
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    warmup_epochs: float = 0.0
+    warmup_start_factor: float = 0.0
+    precision: str = "fp32"
+    trust_coefficient: float = 0.001
+    max_lr: float | None = None
+
+    def validate(self) -> None:
+        if not self.batch_sizes:
+            raise BenchError("no batch sizes given")
+        if self.max_lr is not None and not (self.max_lr > 0 and math.isfinite(self.max_lr)):
+            raise BenchError(f"LR cap must be a positive number, got {self.max_lr!r}")
+        for b in self.batch_sizes:
+            if not isinstance(b, int) or isinstance(b, bool) or b < 1:
+                raise BenchError(f"batch sizes must be positive integers, got {b!r}")
+        if self.lr_rule not in LR_RULES:
+            raise BenchError(f"unknown LR rule {self.lr_rule!r}; choose one of {', '.join(LR_RULES)}")
+        if not self.seeds:
+            raise BenchError("no seeds given")
+        if self.warmup_steps and self.warmup_epochs:
+            raise BenchError("give warm-up in steps or in epochs, not both")
+        if self.warmup_steps < 0 or self.warmup_epochs < 0:
+            raise BenchError("warm-up length must be >= 0")
+        lr_grid(self.base_lr, self.lr_factors)  # validates the factors
+
+    def runs(self, task: Task) -> list[RunSpec]:
+        self.validate()
+        specs = []
+        for b in sorted(set(self.batch_sizes)):
+            center = scaled_lr(self.base_lr, b, self.base_batch_size, self.lr_rule)
+            if self.max_lr is not None:
+                center = min(center, self.max_lr / max(self.lr_factors))
+            wu = self.warmup_steps or warmup_steps_from_epochs(self.warmup_epochs, task.train_size, b)
+            for f, lr in zip(self.lr_factors, lr_grid(center, self.lr_factors)):
+                for s in self.seeds:
+                    specs.append(RunSpec(task=task.name, batch_size=b, lr=lr, seed=int(s), lr_rule=self.lr_rule,
+                                         base_lr=self.base_lr, base_batch_size=self.base_batch_size,
+                                         lr_factor=float(f), optimizer=self.optimizer, momentum=self.momentum,
+                                         weight_decay=self.weight_decay, warmup_steps=wu,
+                                         warmup_start_factor=self.warmup_start_factor, precision=self.precision,
+                                         trust_coefficient=self.trust_coefficient))
+        return specs
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def prepare_output(path: str | os.PathLike, *, overwrite: bool = False, resume: bool = False) -> Path:
+    """Check that a results file may be written at `path` before any work starts."""
+    return check_output_file(path, resume=resume, overwrite=overwrite)
+
+
+def run_specs(task: Task, specs: Sequence[RunSpec], config: RunConfig, *, done: Iterable[str] = (),
+              on_curve: Callable[[Curve], None] | None = None, progress: ProgressFn | None = None) -> list[Curve]:
+    """Train every spec whose key is not in `done`, calling `on_curve` after each; return the new curves."""
+    notify = progress or (lambda event, info: None)
+    done = set(done)
+    new = []
+    todo = [s for s in specs if s.key not in done]
+    notify("start", {"planned": len(specs), "skipped": len(specs) - len(todo)})
+    for i, spec in enumerate(todo):
+        notify("run", {"spec": spec, "index": i, "total": len(todo)})
+        t0 = time.perf_counter()
+        curve = train_run(task, spec, config)
+        new.append(curve)
+        if on_curve is not None:
+            on_curve(curve)
+        notify("done", {"spec": spec, "curve": curve, "index": i, "total": len(todo),
+                        "seconds": time.perf_counter() - t0})
+    return new
+
+
+def grid_identity(task: Task, grid: GridSpec, config: RunConfig) -> dict:
+    """Settings that must match for a results file to be resumed."""
+    return {"task": task.info(), "grid": grid.to_dict(), "run": config.to_dict()}
+
+
+def check_resumable(saved: dict, current: dict, path: Path) -> None:
+    """BenchError if a file made with other settings is resumed (its runs would not be comparable)."""
+    for section in ("task", "run"):
+        a, b = saved.get(section) or {}, current.get(section) or {}
+        for k in sorted(set(a) | set(b)):
+            if k in ("description",):
+                continue
+            if a.get(k) != b.get(k):
+                raise BenchError(f"{path} was made with {section} {k}={a.get(k)!r}, not {b.get(k)!r}; "
+                                 "resume with the same settings or write a new file")
+    sg, cg = saved.get("grid") or {}, current.get("grid") or {}
+    # Batch sizes, LR factors and seeds may grow on resume; everything that changes a run may not.
+    defaults = {f.name: f.default for f in fields(GridSpec) if f.default is not MISSING}
+    for k in ("base_lr", "base_batch_size", "lr_rule", "optimizer", "momentum", "weight_decay", "precision",
+              "trust_coefficient", "warmup_steps", "warmup_epochs", "warmup_start_factor", "max_lr"):
+        was, now = sg.get(k, defaults.get(k)), cg.get(k, defaults.get(k))
+        if was != now:
+            raise BenchError(f"{path} was made with {k}={was!r}, not {now!r}; "
+                             "resume with the same settings or write a new file")
+
+
+def run_grid(task: Task, grid: GridSpec, config: RunConfig, *, output: str | os.PathLike | None = None,
+             resume: bool = False, overwrite: bool = False, progress: ProgressFn | None = None) -> CurvesFile:
+    """Run the grid; with `output`, rewrite a bench.curves file after every run (resume skips done runs)."""
+    specs = grid.runs(task)
+    config.validate()
+    identity = grid_identity(task, grid, config)
+    cf = None
+    out = prepare_output(output, overwrite=overwrite, resume=resume) if output is not None else None
+    if out is not None and resume and out.exists():
+        try:
+            cf = CurvesFile.from_dict(read_json(out))
+        except InvalidResultsFile as e:
+            raise InvalidResultsFile(f"{out}: {e}") from None
+        check_resumable(cf.config, identity, out)
+        cf.finished = False
+    if cf is None:
+        cf = CurvesFile(config=identity, task=task.info(),
+                        created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    cf.config = identity
+
+    def save(curve: Curve) -> None:
+        cf.curves.append(curve)
+        if out is not None:
+            save_curves_file(cf, out)
+
+    run_specs(task, specs, config, done={c.run_key for c in cf.curves}, on_curve=save, progress=progress)
+    cf.finished = True
+    if out is not None:
+        save_curves_file(cf, out)
+    return cf
