@@ -15,9 +15,9 @@ import sys
 import torch
 import torch.utils.benchmark as tub
 
-from bench.records.sweep import write_json_atomic
+from bench.core.devices import resolve_device
+from bench.core.io import write_json_atomic
 from bench.measure.step import StepOptions, TrainStep
-from bench.run.sweep import resolve_device
 from bench.measure.timing import CIStoppingRule, measure, timer_for
 from bench.measure.workloads import load_workload
 

@@ -17,8 +17,8 @@ import sys
 
 import numpy as np
 
+from bench.core.devices import resolve_device
 from bench.measure.step import StepOptions, TrainStep
-from bench.run.sweep import resolve_device
 from bench.measure.telemetry.sampler import NvmlTelemetry, Telemetry
 from bench.measure.timing import CIStoppingRule, measure, timer_for
 from bench.measure.workloads import load_workload
@@ -73,9 +73,9 @@ def main(argv=None) -> int:
           f"on {statistics.median(on) * 1e3:.3f} ms; on/off = {med:.4f} ({(med - 1) * 100:+.2f}%), "
           f"95% CI {(lo - 1) * 100:+.2f}% .. {(hi - 1) * 100:+.2f}% over {args.rounds} rounds")
     if args.json:
-        from bench.records.sweep import write_json_atomic
-
         import torch
+
+        from bench.core.io import write_json_atomic
 
         write_json_atomic(args.json, {"device": str(device), "source": source, "period_s": args.period,
                                       "torch_threads": torch.get_num_threads(),

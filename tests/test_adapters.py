@@ -6,10 +6,22 @@ import json
 
 import pytest
 
-from bench.records.suite import HOST_TIMER, load_pytest_benchmark, load_results, sweeps_from_pytest_benchmark
 from bench.core.errors import BenchError
+from bench.core.io import json_safe
+from bench.records.suite import (
+    HOST_TIMER,
+    load_pytest_benchmark,
+    load_results,
+    sweeps_from_pytest_benchmark,
+)
 from bench.records.sweep import Measurement, SweepResult, save_sweep
-from bench.run.suite import FAILED_CASES_KEY, SuiteCase, SuiteSettings, extra_info_for, failed_case_record, json_safe
+from bench.run.suite import (
+    FAILED_CASES_KEY,
+    SuiteCase,
+    SuiteSettings,
+    extra_info_for,
+    failed_case_record,
+)
 
 SETTINGS = SuiteSettings(budget_s=0.5)
 

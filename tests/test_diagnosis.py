@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from bench.core.errors import BenchError
 from bench.analysis.diagnosis import diagnose
+from bench.core.errors import BenchError
 from bench.measure.telemetry.sampler import Telemetry
 from bench.testing.fake_pynvml import make_fake_nvml
 

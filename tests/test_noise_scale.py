@@ -3,10 +3,14 @@
 import numpy as np
 import pytest
 
-from bench.analysis.noise_scale import compare_with_critical_batch, estimate_noise_scale, unbiased_norm_estimates
+from bench.analysis.noise_scale import (
+    compare_with_critical_batch,
+    estimate_noise_scale,
+    unbiased_norm_estimates,
+)
 from bench.core.errors import BenchError
-from bench.run.train.noise import measure_noise_scale
 from bench.measure.tasks import nqm, nqm_spectrum
+from bench.run.train.noise import measure_noise_scale
 
 
 def test_the_two_batch_estimators_are_exact_on_expected_norms():

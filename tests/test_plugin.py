@@ -11,12 +11,14 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+
 # A step imports torch._dynamo, which registers C++ operators once per process; pytester's in-process
 # runs drop the modules they imported, so a second run would import (and register) it again and fail.
 import torch._dynamo  # noqa: F401
 
-from bench.records.suite import load_results
 from bench.core.errors import BenchError
+from bench.core.io import json_safe
+from bench.records.suite import load_results
 from bench.records.sweep import Case, Measurement, Probe
 from bench.run.suite import (
     CPU_BATCH_SIZES,
@@ -30,7 +32,6 @@ from bench.run.suite import (
     catalogue,
     failed_case_record,
     find_largest_batch,
-    json_safe,
     parse_case_id,
     plan_rounds,
     select_cases,

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import bench.analysis.regression as R
 from bench.analysis.steptime import analyse_sweep
 from bench.core.errors import BenchError
 from bench.present.report import build as B
-import bench.analysis.regression as R
 from bench.records.sweep import Case, Measurement, SweepResult
 
 EVIL = "<script>alert(1)</script>\"q'"

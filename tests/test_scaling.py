@@ -3,8 +3,17 @@
 import numpy as np
 import pytest
 
-from bench.analysis.scaling import (DIMINISHING, MAXIMAL, PERFECT, fit_scaling, fit_steps_model,
-                                    measured_scaling_exponents, regime, steps_by_batch, steps_model)
+from bench.analysis.scaling import (
+    DIMINISHING,
+    MAXIMAL,
+    PERFECT,
+    fit_scaling,
+    fit_steps_model,
+    measured_scaling_exponents,
+    regime,
+    steps_by_batch,
+    steps_model,
+)
 from bench.core.errors import BenchError
 from bench.records.curves import Curve, CurvePoint
 

@@ -13,7 +13,14 @@ from torch import nn
 
 import bench.measure.step as step_module
 from bench.core.errors import BenchError
-from bench.measure.step import OPTIMIZERS, PRECISIONS, ScaleDropCounter, StepOptions, TrainStep, check_options
+from bench.measure.step import (
+    OPTIMIZERS,
+    PRECISIONS,
+    ScaleDropCounter,
+    StepOptions,
+    TrainStep,
+    check_options,
+)
 from bench.measure.workloads import Workload, load_workload
 
 torch.set_num_threads(1)

@@ -7,9 +7,9 @@ import torch
 from torch import nn
 
 from bench.core.errors import BenchError
+from bench.measure.workloads import Workload
 from bench.records.sweep import load_sweep
 from bench.run.sweep import SweepConfig, run_sweep
-from bench.measure.workloads import Workload
 
 FAST = dict(device="cpu", min_samples=6, min_time_s=0.005, budget_s=0.05, warmup_max_s=0.05, telemetry=False)
 
@@ -238,7 +238,7 @@ def test_real_cuda_sweep_carries_nvml_telemetry_and_energy():
 
 
 def test_allocator_failures_of_cublas_and_cudnn_count_as_out_of_memory():
-    from bench.run.sweep import is_oom
+    from bench.core.devices import is_oom
 
     assert is_oom(RuntimeError("CUDA error: CUBLAS_STATUS_ALLOC_FAILED when calling `cublasCreate(handle)`"))
     assert is_oom(RuntimeError("cuDNN error: CUDNN_STATUS_NOT_ALLOCATED"))

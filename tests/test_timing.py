@@ -4,8 +4,21 @@ import numpy as np
 import pytest
 
 from bench.core.errors import BenchError
-from bench.measure.timing import (STOP_BUDGET, STOP_CI, STOP_COUNT, WARM_MAX_STEPS, WARM_STABLE, CIStoppingRule,
-                          FixedCountRule, HostTimer, WarmupRule, make_stopping_rule, measure)
+from bench.core.vocabulary import (
+    STOP_BUDGET,
+    STOP_CI,
+    STOP_COUNT,
+    WARM_MAX_STEPS,
+    WARM_STABLE,
+)
+from bench.measure.timing import (
+    CIStoppingRule,
+    FixedCountRule,
+    HostTimer,
+    WarmupRule,
+    make_stopping_rule,
+    measure,
+)
 
 
 def drive(rule, stream):

@@ -5,7 +5,13 @@ import json
 import pytest
 
 from bench.core.errors import BenchError
-from bench.records.curves import Curve, CurvePoint, CurvesFile, check_batch_sizes_present, load_curves
+from bench.records.curves import (
+    Curve,
+    CurvePoint,
+    CurvesFile,
+    check_batch_sizes_present,
+    load_curves,
+)
 
 
 def _curve(metrics, higher=True, every=10, stop=None):

@@ -4,9 +4,15 @@ import numpy as np
 import pytest
 
 from bench.core.errors import BenchError
-from bench.run.train.lr import LRSchedule, log_spaced_factors, lr_grid, scaled_lr, warmup_steps_from_epochs
-from bench.run.train.runner import RunConfig, RunSpec, train_run
 from bench.measure.tasks import nqm
+from bench.run.train.lr import (
+    LRSchedule,
+    log_spaced_factors,
+    lr_grid,
+    scaled_lr,
+    warmup_steps_from_epochs,
+)
+from bench.run.train.runner import RunConfig, RunSpec, train_run
 
 
 def test_linear_rule_scales_the_rate_with_the_batch():

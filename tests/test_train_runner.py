@@ -5,9 +5,9 @@ import json
 import pytest
 
 from bench.core.errors import BenchError
+from bench.measure.tasks import digits, nqm
 from bench.records.curves import CurvesFile
 from bench.run.train.runner import GridSpec, RunConfig, RunSpec, run_grid, train_run
-from bench.measure.tasks import digits, nqm
 
 
 @pytest.fixture(scope="module")

@@ -9,8 +9,16 @@ import pytest
 import torch
 
 from bench.core.errors import BenchError
+from bench.measure.tasks import (
+    digits,
+    epoch_stream,
+    load_task,
+    nqm,
+    nqm_expected_risk,
+    nqm_spectrum,
+)
+from bench.measure.workloads import task_workload
 from bench.run.train.runner import RunConfig, RunSpec, train_run
-from bench.measure.tasks import digits, epoch_stream, load_task, nqm, nqm_expected_risk, nqm_spectrum
 
 
 def test_epoch_stream_shows_every_example_once_per_epoch_across_batch_boundaries():
@@ -39,11 +47,11 @@ def test_digits_is_an_offline_held_out_classification_task():
     assert 0.0 <= acc <= 1.0
 
 
-def test_task_to_workload_times_the_same_model_with_real_batches():
+def test_task_workload_times_the_same_model_with_real_batches():
     from bench.measure.workloads import Workload
 
     t = digits(hidden=16, train_examples=50)
-    w = t.to_workload({"note": "x"})
+    w = task_workload(t, {"note": "x"})
     assert isinstance(w, Workload) and w.name == "task:digits" and w.params["hidden"] == 16
     x, y = w.make_batch(80, torch.device("cpu"))  # larger than the 50 examples
     model = w.build_model()
@@ -126,7 +134,7 @@ def test_user_task_loads_from_package_module_function(tmp_path, monkeypatch):
 def test_unknown_task_and_bad_parameter_are_one_line_errors():
     with pytest.raises(BenchError, match="unknown task 'cifar'"):
         load_task("cifar")
-    with pytest.raises(BenchError, match="parameter 'hidden' must be a int"):
+    with pytest.raises(BenchError, match="parameter 'hidden' must be an integer"):
         load_task("digits", {"hidden": "wide"})
 
 

@@ -8,11 +8,20 @@ import pytest
 from scipy import optimize
 
 from bench.analysis.scaling import steps_model
-from bench.analysis.tta import (StepTime, TTAResult, analyse_tta, b_star, load_tta, pareto_frontier, save_tta,
-                                step_times_from_sweep, tta_from_files)
+from bench.analysis.tta import (
+    StepTime,
+    TTAResult,
+    analyse_tta,
+    b_star,
+    load_tta,
+    pareto_frontier,
+    save_tta,
+    step_times_from_sweep,
+    tta_from_files,
+)
 from bench.core.errors import BenchError, InvalidResultsFile
-from bench.records.sweep import Case, Measurement, SweepResult, save_sweep
 from bench.records.curves import Curve, CurvePoint
+from bench.records.sweep import Case, Measurement, SweepResult, save_sweep
 
 S_MIN, B_CRIT, A_S, B_S = 50.0, 200.0, 2e-3, 1e-5  # t(B) = 2 ms + 10 µs per example
 SIZES = [8, 16, 32, 64, 128, 256, 512, 1024, 2048]

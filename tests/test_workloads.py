@@ -9,7 +9,12 @@ import pytest
 import torch
 
 from bench.core.errors import BenchError
-from bench.measure.workloads import Workload, builtin_workloads, load_workload, parse_workload_args
+from bench.measure.workloads import (
+    Workload,
+    builtin_workloads,
+    load_workload,
+    parse_workload_args,
+)
 
 torch.set_num_threads(1)
 

@@ -18,7 +18,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
-from bench.measure.telemetry.fingerprint import HARDWARE_FIELDS, SOFTWARE_ENV_FIELDS, hardware_hash
+from bench.measure.telemetry.fingerprint import (
+    HARDWARE_FIELDS,
+    SOFTWARE_ENV_FIELDS,
+    hardware_hash,
+)
 
 # Nightly regression rule: slower by more than this fraction AND the interquartile ranges do not overlap.
 REGRESSION_MIN_REL = 0.05

@@ -18,11 +18,17 @@ from typing import Any, Sequence
 import numpy as np
 
 import bench.present.fmt as fmt
-from bench.core.errors import BenchError, InvalidResultsFile
-from bench.records.sweep import read_json, write_json_atomic
-from bench.records.curves import Curve
 from bench.analysis.noise_scale import NoiseScaleEstimate, compare_with_critical_batch
-from bench.analysis.scaling import BatchSteps, ScalingFit, fit_scaling, measured_scaling_exponents, steps_by_batch
+from bench.analysis.scaling import (
+    BatchSteps,
+    ScalingFit,
+    fit_scaling,
+    measured_scaling_exponents,
+    steps_by_batch,
+)
+from bench.core.errors import BenchError, InvalidResultsFile
+from bench.core.io import read_json, write_json_atomic
+from bench.records.curves import Curve
 
 TTA_SCHEMA = "bench.tta"
 TTA_SCHEMA_VERSION = 1
@@ -532,8 +538,8 @@ def tta_from_files(curve_paths: Sequence[str | os.PathLike], *, sweep_path: str 
     """A TTAResult from curves files (bench.curves, bench.tta, CSV or JSON rows) and an optional sweep file."""
     from datetime import datetime, timezone
 
-    from bench.records.sweep import load_sweep
     from bench.records.curves import check_batch_sizes_present, load_curves
+    from bench.records.sweep import load_sweep
 
     if not curve_paths:
         raise BenchError("no curves files given")

@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
                            min_repeat_s=args.min_repeat_s)
     print(format_table(results))
     if args.json_path:
-        from bench.records.sweep import write_json_atomic
+        from bench.core.io import write_json_atomic
 
         write_json_atomic(args.json_path, {"peak": [r.to_dict() for r in results]})
         print(f"wrote {args.json_path}")

@@ -9,8 +9,9 @@ from pathlib import Path
 
 import bench.present.fmt as fmt
 from bench.core.errors import BenchError
-from bench.records.sweep import SweepResult, check_output_file
-from bench.cli.args import parse_list
+from bench.core.io import check_output_file
+from bench.core.params import parse_list
+from bench.records.sweep import SweepResult
 
 DEFAULT_REPORTS_DIR = Path("reports")
 
@@ -74,8 +75,8 @@ def default_output(workload: str, device: str, precision: str) -> Path:
 
 
 def config_from_args(args: argparse.Namespace):
-    from bench.run.sweep import SweepConfig
     from bench.measure.workloads import parse_workload_args
+    from bench.run.sweep import SweepConfig
 
     return SweepConfig(
         workload=args.workload, workload_args=parse_workload_args(args.workload_arg),
@@ -91,8 +92,8 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from bench.run.sweep import prepare, run_sweep
     from bench.cli.progress import SweepProgress
+    from bench.run.sweep import prepare, run_sweep
 
     if args.resume and not args.output:
         raise BenchError("--resume needs -o/--output: the file of the sweep to continue")

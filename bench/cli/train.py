@@ -9,7 +9,7 @@ from pathlib import Path
 
 import bench.present.fmt as fmt
 from bench.core.errors import BenchError
-from bench.cli.args import parse_key_values, parse_list
+from bench.core.params import parse_key_values, parse_list
 
 DEFAULT_REPORTS_DIR = Path("reports")
 
@@ -93,8 +93,8 @@ def run(args: argparse.Namespace) -> int:
     import torch
     from rich.console import Console
 
-    from bench.run.train.runner import GridSpec, RunConfig, run_grid
     from bench.measure.tasks import load_task
+    from bench.run.train.runner import GridSpec, RunConfig, run_grid
 
     threads = threads_from_args(args)
     if threads is not None:

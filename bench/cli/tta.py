@@ -13,9 +13,15 @@ from pathlib import Path
 
 import bench.present.fmt as fmt
 from bench.analysis.tta import tta_verdict
+from bench.cli.train import (
+    DEFAULT_REPORTS_DIR,
+    add_run_arguments,
+    lr_factors_from_args,
+    parse_list,
+    parse_task_args,
+    threads_from_args,
+)
 from bench.core.errors import BenchError
-from bench.cli.train import (DEFAULT_REPORTS_DIR, add_run_arguments, lr_factors_from_args, parse_list, parse_task_args,
-                    threads_from_args)
 
 
 def register(sub) -> None:

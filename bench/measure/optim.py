@@ -1,4 +1,5 @@
-"""Optimizers for convergence runs: SGD+momentum and AdamW from torch, layer-wise LARS and LAMB here.
+"""Optimizers for timed steps and convergence runs: SGD+momentum and AdamW from torch (fused where the
+device has it), layer-wise LARS and LAMB here.
 
 LARS (You, Gitman & Ginsburg 2017, Algorithm 1) and LAMB (You et al. 2019, "Large Batch Optimization
 for Deep Learning", Algorithm 2) follow the papers' update rules; each tensor is one "layer".
@@ -10,8 +11,7 @@ import torch
 from torch import nn
 
 from bench.core.errors import BenchError
-
-OPTIMIZERS = ("sgd", "adamw", "lars", "lamb")
+from bench.core.vocabulary import OPTIMIZERS
 
 
 class LARS(torch.optim.Optimizer):
@@ -153,18 +153,40 @@ def layerwise_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 def make_optimizer(name: str, model: nn.Module, lr: float, *, momentum: float = 0.9,
                    weight_decay: float = 0.0, betas: tuple[float, float] = (0.9, 0.999),
-                   trust_coefficient: float = 0.001) -> torch.optim.Optimizer:
-    """Build the named optimizer over `model`'s parameters (one of OPTIMIZERS)."""
-    if name == "sgd":
-        return torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    if name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=lr, betas=betas, weight_decay=weight_decay)
+                   trust_coefficient: float = 0.001, device: torch.device | str | None = None) -> torch.optim.Optimizer:
+    """Build the named optimizer (one of OPTIMIZERS) over `model`'s trainable parameters.
+
+    SGD and AdamW take the fastest implementation the device offers: fused on CUDA, else foreach,
+    else the per-tensor loop (`implementation` says which was built).
+    """
+    params = [p for p in model.parameters() if p.requires_grad]
+    if name in ("sgd", "adamw"):
+        cls: type[torch.optim.Optimizer] = torch.optim.SGD if name == "sgd" else torch.optim.AdamW
+        kwargs = (dict(lr=lr, momentum=momentum, weight_decay=weight_decay) if name == "sgd"
+                  else dict(lr=lr, betas=betas, weight_decay=weight_decay))
+        if device is not None and torch.device(device).type == "cuda":
+            for impl in ("fused", "foreach"):
+                try:
+                    return cls(params, **kwargs, **{impl: True})
+                except (RuntimeError, TypeError, ValueError):
+                    continue
+        return cls(params, **kwargs, foreach=False)
     if name == "lars":
         return LARS(layerwise_param_groups(model, weight_decay), lr=lr, momentum=momentum,
                     trust_coefficient=trust_coefficient)
     if name == "lamb":
         return LAMB(layerwise_param_groups(model, weight_decay), lr=lr, betas=betas)
     raise BenchError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+
+def implementation(optimizer: torch.optim.Optimizer) -> str:
+    """Which kernel path a torch optimizer runs: "fused", "foreach" or "for-loop"."""
+    defaults = getattr(optimizer, "defaults", {})
+    if defaults.get("fused"):
+        return "fused"
+    if defaults.get("foreach"):
+        return "foreach"
+    return "for-loop"
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:

@@ -15,10 +15,11 @@ import torch
 from torch import nn
 
 from bench.core.errors import BenchError
+from bench.core.vocabulary import PRECISIONS, STEP_OPTIMIZERS
+from bench.measure.optim import implementation, make_optimizer
 from bench.measure.workloads import Workload
 
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
-OPTIMIZERS = ("sgd", "adamw")
+OPTIMIZERS = STEP_OPTIMIZERS  # the sweep's step uses the optimizers with fused CUDA kernels
 
 _AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -221,7 +222,9 @@ class TrainStep:
         params = [p for p in module.parameters() if p.requires_grad]
         if not params:
             raise BenchError(f"workload {self.workload.name}: the model has no trainable parameters")
-        self.optimizer, self.optimizer_impl = _make_optimizer(params, options, device)
+        self.optimizer = make_optimizer(options.optimizer, module, options.lr, momentum=options.momentum,
+                                        weight_decay=options.weight_decay, device=device)
+        self.optimizer_impl = implementation(self.optimizer)
 
         batch = self.workload.make_batch(self.batch_size, device)
         if not (isinstance(batch, (tuple, list)) and len(batch) == 2):
@@ -314,22 +317,3 @@ def _forward(model: Callable[..., Any], inputs: Any) -> Any:
     if isinstance(inputs, (tuple, list)):
         return model(*inputs)
     return model(inputs)
-
-
-def _make_optimizer(
-    params: list[torch.Tensor], options: StepOptions, device: torch.device
-) -> tuple[torch.optim.Optimizer, str]:
-    """The fastest implementation this device offers: fused on CUDA, else foreach, else the loop."""
-    if options.optimizer == "sgd":
-        cls: type[torch.optim.Optimizer] = torch.optim.SGD
-        kwargs: dict[str, Any] = dict(lr=options.lr, momentum=options.momentum, weight_decay=options.weight_decay)
-    else:
-        cls = torch.optim.AdamW
-        kwargs = dict(lr=options.lr, weight_decay=options.weight_decay)
-    if device.type == "cuda":
-        for impl in ("fused", "foreach"):
-            try:
-                return cls(params, **kwargs, **{impl: True}), impl
-            except (RuntimeError, TypeError, ValueError):
-                continue
-    return cls(params, **kwargs, foreach=False), "for-loop"

@@ -1,13 +1,12 @@
 """Offline training tasks with a held-out metric: digits, MNIST-1D, the noisy quadratic model, or a user's.
 
 A Task is what a convergence run needs (model, a stream of training batches, loss, held-out metric);
-`Task.to_workload()` gives the sweep the same model so step time is measured on it. No task downloads.
+`bench.measure.workloads.task_workload(task)` gives the sweep the same model so step time is measured on it. No task downloads.
 """
 
 from __future__ import annotations
 
 import inspect
-import math
 import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Mapping
@@ -18,7 +17,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.core.errors import BenchError
-from bench.records.sweep import json_safe
+from bench.core.io import json_safe
+from bench.core.params import bind, call_factory, resolve_callable
 
 Batch = tuple[torch.Tensor, torch.Tensor]
 
@@ -52,24 +52,6 @@ class Task:
         return {"name": self.name, "description": self.description, "metric": self.metric,
                 "higher_is_better": self.higher_is_better, "default_target": self.default_target,
                 "train_size": self.train_size, "params": {k: json_safe(v) for k, v in self.params.items()}}
-
-    def to_workload(self, params: Mapping[str, Any] | None = None):
-        """A bench.measure.workloads.Workload with this task's model and loss, so the sweep times the same step.
-
-        make_batch draws real training examples (seed 0), repeating them for batches larger than the
-        training set. `params` are recorded beside the task's own.
-        """
-        from bench.measure.workloads import Workload
-
-        stream_fn = self.batch_stream
-
-        def make_batch(batch_size: int, device) -> Batch:
-            x, y = next(stream_fn(batch_size, 0))
-            return x.to(device), y.to(device)
-
-        return Workload(name=f"task:{self.name}", build_model=self.build_model, make_batch=make_batch,
-                        loss_fn=self.loss_fn, description=self.description, image_input=False,
-                        params={**self.params, **dict(params or {})})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,46 +282,9 @@ def builtin_tasks() -> dict[str, str]:
     return {n: (inspect.getdoc(f) or "").splitlines()[0] for n, f in _BUILTIN_TASKS.items()}
 
 
-def _coerce(spec: str, name: str, value: Any, default: Any) -> Any:
-    if not isinstance(value, str) or default is inspect.Parameter.empty or default is None:
-        return value
-    try:
-        if isinstance(default, bool):
-            v = value.strip().lower()
-            if v in ("1", "true", "yes", "on"):
-                return True
-            if v in ("0", "false", "no", "off"):
-                return False
-            raise ValueError
-        if isinstance(default, int):
-            return int(value)
-        if isinstance(default, float):
-            f = float(value)
-            if not math.isfinite(f):
-                raise ValueError
-            return f
-    except ValueError:
-        raise BenchError(f"task {spec}: parameter {name!r} must be a {type(default).__name__}, got {value!r}") from None
-    return value
-
-
 def _call_with_params(spec: str, factory: Callable, params: Mapping[str, Any]) -> Any:
-    sig = inspect.signature(factory)
-    named = {n: p for n, p in sig.parameters.items()
-             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    takes_any = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-    kwargs = {}
-    for name, value in params.items():
-        if name not in named and not takes_any:
-            accepted = ", ".join(named) or "none"
-            raise BenchError(f"task {spec} has no parameter {name!r}; accepted: {accepted}")
-        kwargs[name] = _coerce(spec, name, value, named[name].default if name in named else None)
-    try:
-        return factory(**kwargs)
-    except BenchError:
-        raise
-    except Exception as e:  # a user's factory failing is their problem to read in one line
-        raise BenchError(f"task {spec} failed to build: {type(e).__name__}: {' '.join(str(e).split())}") from e
+    kwargs, _ = bind(f"task {spec}", factory, params)
+    return call_factory(f"task {spec}", factory, kwargs)
 
 
 def load_task(spec: str, params: Mapping[str, Any] | None = None) -> Task:
@@ -350,8 +295,6 @@ def load_task(spec: str, params: Mapping[str, Any] | None = None) -> Task:
         return _call_with_params(spec, _BUILTIN_TASKS[spec], params)
     if ":" not in spec:
         raise BenchError(f"unknown task {spec!r}; built-ins: {', '.join(_BUILTIN_TASKS)}; or package.module:function")
-    from bench.measure.workloads import resolve_callable
-
     target = resolve_callable(spec, "task")
     task = _call_with_params(spec, target, params)
     if not isinstance(task, Task):

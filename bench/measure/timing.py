@@ -15,20 +15,21 @@ from dataclasses import dataclass, field
 from typing import Callable, ContextManager, Protocol, Sequence
 
 from bench.core.errors import BenchError
+from bench.core.vocabulary import (
+    STOP_BUDGET,
+    STOP_CI,
+    STOP_COUNT,
+    STOP_MAX_SAMPLES,
+    TIMER_CUDA_EVENT,
+    TIMER_HOST,
+    WARM_MAX_STEPS,
+    WARM_MAX_TIME,
+    WARM_STABLE,
+)
 from bench.measure.stats import MIN_BLOCKS_FOR_CI, summarize
 
 Step = Callable[[], object]
 
-# Why sampling stopped.
-STOP_CI = "ci_target"  # the 95% CI of the median is within the target
-STOP_BUDGET = "budget"  # the per-point time budget ran out first
-STOP_MAX_SAMPLES = "max_samples"
-STOP_COUNT = "count"  # a fixed number of samples was asked for
-
-# Why warm-up ended.
-WARM_STABLE = "stable"  # step times stopped trending down
-WARM_MAX_STEPS = "max_steps"
-WARM_MAX_TIME = "max_time"
 
 
 # --------------------------------------------------------------------------- timers
@@ -49,7 +50,7 @@ class HostTimer:
     asynchronous and no synchronisation is needed.
     """
 
-    name = "host"
+    name = TIMER_HOST
 
     def __init__(self, synchronize: Callable[[], object] | None = None, clock: Callable[[], float] = time.perf_counter):
         self._sync = synchronize
@@ -70,7 +71,7 @@ class HostTimer:
 class CudaEventTimer:
     """A pair of CUDA events around each step; one host synchronisation at the end of the block."""
 
-    name = "cuda_event"
+    name = TIMER_CUDA_EVENT
 
     def __init__(self, device=None):
         import torch

@@ -7,9 +7,7 @@ Built-ins are pure PyTorch (mlp, cnn, resnet50, transformer); `torchvision:<name
 from __future__ import annotations
 
 import copy
-import importlib
 import inspect
-import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping
 
@@ -18,7 +16,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from bench.core.errors import BenchError
-from bench.records.sweep import json_safe
+from bench.core.io import json_safe
+from bench.core.params import (
+    bind,
+    call_factory,
+    describe_params,
+    one_line,
+    parse_key_values,
+    resolve_callable,
+    settable_params,
+)
+from bench.measure.tasks import Task, load_task
 
 
 @dataclass
@@ -340,7 +348,7 @@ def torchvision_workload(model_name: str, image_size: int = 224, classes: int = 
         import torchvision  # noqa: F401
         from torchvision import models
     except Exception as e:  # a broken install raises more than ImportError
-        raise BenchError(f"torchvision is not importable here: {_one_line(e)}") from e
+        raise BenchError(f"torchvision is not importable here: {one_line(e)}") from e
     if hasattr(models, "list_models"):
         known = models.list_models(module=models)
         if model_name not in known:
@@ -368,134 +376,18 @@ def torchvision_workload(model_name: str, image_size: int = 224, classes: int = 
 
 def parse_workload_args(items: list[str]) -> dict[str, str]:
     """Turn ["seq_len=256", "d_model=512"] into {"seq_len": "256", "d_model": "512"}."""
-    from bench.cli.args import parse_key_values
-
+    
     return parse_key_values(items, "workload")
-
-
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
-
-
-def _coerce(what: str, name: str, value: Any, default: Any) -> Any:
-    """Convert a (usually string) parameter to the type of the factory's default."""
-    try:
-        if isinstance(default, bool):
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in _TRUE:
-                return True
-            if text in _FALSE:
-                return False
-            raise ValueError
-        if isinstance(default, int):
-            if isinstance(value, bool):
-                raise ValueError
-            if isinstance(value, int):
-                return value
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            return int(str(value).strip())
-        if isinstance(default, float):
-            if isinstance(value, bool):
-                raise ValueError
-            result = float(value)
-            if not math.isfinite(result):
-                raise ValueError
-            return result
-        if isinstance(default, str):
-            return str(value)
-    except (TypeError, ValueError):
-        kind = {bool: "true/false", int: "an integer", float: "a finite number"}[type(default)]
-        raise BenchError(
-            f"workload {what}: parameter {name!r} must be {kind}, got {value!r}"
-        ) from None
-    return value  # no typed default to go by: pass it through as given
-
-
-def _settable_params(factory: Callable) -> tuple[dict[str, inspect.Parameter], bool]:
-    sig = inspect.signature(factory)
-    named = {
-        n: p for n, p in sig.parameters.items()
-        if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
-    }
-    takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values())
-    return named, takes_any
-
-
-def _describe_params(named: Mapping[str, inspect.Parameter]) -> str:
-    parts = [n if p.default is inspect.Parameter.empty else f"{n}={p.default!r}" for n, p in named.items()]
-    return ", ".join(parts) if parts else "none"
-
-
-def _bind(what: str, factory: Callable, params: Mapping[str, Any], skip: int = 0) -> tuple[dict, dict]:
-    """Check and convert params for `factory`; return (keyword args to pass, every effective value).
-
-    `skip` leading parameters are filled by the loader itself (e.g. the torchvision model name).
-    """
-    named, takes_any = _settable_params(factory)
-    for n in list(named)[:skip]:
-        del named[n]
-    kwargs: dict[str, Any] = {}
-    for name, value in params.items():
-        if name not in named:
-            if takes_any:
-                kwargs[name] = value
-                continue
-            raise BenchError(
-                f"workload {what} has no parameter {name!r}; accepted: {_describe_params(named)}"
-            )
-        default = named[name].default
-        kwargs[name] = value if default is inspect.Parameter.empty else _coerce(what, name, value, default)
-    missing = [n for n, p in named.items() if p.default is inspect.Parameter.empty and n not in kwargs]
-    if missing:
-        raise BenchError(
-            f"workload {what} needs parameter(s) {', '.join(missing)}; pass them as name=value"
-        )
-    effective = {n: p.default for n, p in named.items() if p.default is not inspect.Parameter.empty}
-    effective.update(kwargs)
-    return kwargs, effective
-
-
-def _one_line(e: BaseException) -> str:
-    text = " ".join(str(e).split())
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
 
 
 # --------------------------------------------------------------------------------------------
 # User workloads: "package.module:function"
 
 
-def resolve_callable(spec: str, what: str) -> Callable:
-    """The callable named by "package.module:function" (dotted attributes allowed), or a one-line
-    BenchError that says what is wrong; `what` ("workload", "task") names it in the message."""
-    module_name, _, attr_path = spec.partition(":")
-    if not module_name or not attr_path:
-        raise BenchError(f"{what} {spec!r} is not of the form package.module:function")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as e:  # any failure at import time is the user's module failing to import
-        raise BenchError(f"{what} module {module_name!r} could not be imported: {_one_line(e)}") from e
-    target: Any = module
-    for part in attr_path.split("."):
-        if not hasattr(target, part):
-            raise BenchError(f"{what} {spec!r}: module {module_name!r} has no attribute {attr_path!r}")
-        target = getattr(target, part)
-    if not callable(target):
-        raise BenchError(f"{what} {spec!r}: {attr_path!r} is a {type(target).__name__}, not callable")
-    return target
-
-
 def _user_workload(spec: str, params: Mapping[str, Any]) -> Workload:
     target = resolve_callable(spec, "workload")
-    kwargs, effective = _bind(spec, target, params)
-    try:
-        result = target(**kwargs)
-    except BenchError:
-        raise
-    except Exception as e:
-        raise BenchError(f"workload function {spec!r} raised {_one_line(e)}") from e
+    kwargs, effective = bind(f"workload {spec}", target, params)
+    result = call_factory(f"workload function {spec!r}", target, kwargs)
     return _as_workload(spec, result, effective)
 
 
@@ -552,12 +444,29 @@ def _as_workload(spec: str, result: Any, effective: dict) -> Workload:
 # Public entry points
 
 
+def task_workload(task: Task, params: Mapping[str, Any] | None = None) -> Workload:
+    """A training task's model and loss as a Workload, so the sweep times the same step `bench tta` trains.
+
+    make_batch draws real training examples (seed 0), repeating them for batches larger than the
+    training set. `params` are recorded beside the task's own.
+    """
+    stream_fn = task.batch_stream
+
+    def make_batch(batch_size: int, device) -> tuple:
+        x, y = next(stream_fn(batch_size, 0))
+        return x.to(device), y.to(device)
+
+    return Workload(name=f"task:{task.name}", build_model=task.build_model, make_batch=make_batch,
+                    loss_fn=task.loss_fn, description=task.description, image_input=False,
+                    params={**task.params, **dict(params or {})})
+
+
 def builtin_workloads() -> dict[str, str]:
     """Built-in workload names, each with a one-line description and its parameters' defaults."""
     out = {}
     for name, factory in _BUILTINS.items():
         summary = (inspect.getdoc(factory) or "").splitlines()[0].rstrip(".")
-        out[name] = f"{summary} ({_describe_params(_settable_params(factory)[0])})"
+        out[name] = f"{summary} ({describe_params(settable_params(factory)[0])})"
     return out
 
 
@@ -567,19 +476,17 @@ def load_workload(spec: str, params: Mapping[str, Any] | None = None) -> Workloa
     spec = spec.strip()
     if spec in _BUILTINS:
         factory = _BUILTINS[spec]
-        kwargs, effective = _bind(spec, factory, params)
+        kwargs, effective = bind(f"workload {spec}", factory, params)
         return replace(factory(**kwargs), params=effective)
     if spec.startswith("torchvision:"):
         model_name = spec.partition(":")[2]
         if not model_name:
             raise BenchError("workload 'torchvision:' needs a model name, e.g. torchvision:resnet18")
-        kwargs, effective = _bind(spec, torchvision_workload, params, skip=1)
+        kwargs, effective = bind(f"workload {spec}", torchvision_workload, params, skip=1)
         return replace(torchvision_workload(model_name, **kwargs), params=effective)
     if spec.startswith("task:"):
         # A training task's own model and data, so a sweep times exactly the step that `bench tta` trains.
-        from bench.measure.tasks import load_task
-
-        return load_task(spec.partition(":")[2], params).to_workload()
+        return task_workload(load_task(spec.partition(":")[2], params))
     if ":" in spec:
         return _user_workload(spec, params)
     raise BenchError(

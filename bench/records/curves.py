@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from bench.core.errors import BenchError, InvalidResultsFile
-from bench.records.sweep import read_json, write_json_atomic
+from bench.core.io import read_json, write_json_atomic
 
 CURVES_SCHEMA = "bench.curves"
 CURVES_SCHEMA_VERSION = 1

@@ -14,8 +14,15 @@ from collections import OrderedDict
 from typing import Any
 
 from bench.core.errors import BenchError, InvalidResultsFile
-from bench.records.sweep import SWEEP_SCHEMA, STATUS_ERROR, STATUS_OOM, Case, Measurement, Probe, SweepResult, read_json
-from bench.run.suite import EXTRA_INFO_SCHEMA, EXTRA_INFO_VERSION, FAILED_CASES_KEY, parse_case_id
+from bench.core.io import read_json
+from bench.core.vocabulary import STATUS_ERROR, STATUS_OOM
+from bench.records.sweep import SWEEP_SCHEMA, Case, Measurement, Probe, SweepResult
+from bench.run.suite import (
+    EXTRA_INFO_SCHEMA,
+    EXTRA_INFO_VERSION,
+    FAILED_CASES_KEY,
+    parse_case_id,
+)
 
 PYTEST_BENCHMARK_FORMAT = "pytest-benchmark"
 HOST_TIMER = "pytest-benchmark host"

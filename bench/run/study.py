@@ -15,19 +15,33 @@ from typing import Any, Callable
 
 import torch
 
-from bench.analysis.tta import (TTAResult, analyse_tta, load_tta, save_tta, step_time_fit_from_sweep,
-                            step_times_from_sweep)
+from bench.analysis.tta import (
+    TTAResult,
+    analyse_tta,
+    load_tta,
+    save_tta,
+    step_time_fit_from_sweep,
+    step_times_from_sweep,
+)
 from bench.core.errors import BenchError
-from bench.records.sweep import load_sweep
+from bench.core.vocabulary import TIMED_AS
+from bench.measure.tasks import Task, load_task
+from bench.measure.workloads import task_workload
 from bench.records.curves import Curve
+from bench.records.sweep import load_sweep
 from bench.run.train.lr import log_spaced_factors
 from bench.run.train.noise import measure_noise_scale
-from bench.run.train.runner import GridSpec, RunConfig, check_resumable, grid_identity, prepare_output, run_specs
-from bench.measure.tasks import Task, load_task
+from bench.run.train.runner import (
+    GridSpec,
+    RunConfig,
+    check_resumable,
+    grid_identity,
+    prepare_output,
+    run_specs,
+)
 
 ProgressFn = Callable[[str, dict], None]
 # The sweep times sgd or adamw; the layer-wise optimizers cost about the same as their base.
-_SWEEP_OPTIMIZER = {"sgd": "sgd", "lars": "sgd", "adamw": "adamw", "lamb": "adamw"}
 
 
 @dataclass
@@ -200,7 +214,7 @@ def run_study(cfg: StudyConfig, *, output: str | os.PathLike | None = None, resu
         times, missing = step_times_from_sweep(sweep)
         result.step_times, result.step_time_missing = times, {str(k): v for k, v in missing.items()}
         result.step_time_source = (f"measured on the spot by bench.run.sweep on {cfg.device} ({cfg.precision}, "
-                                   f"optimizer {_SWEEP_OPTIMIZER.get(cfg.optimizer, cfg.optimizer)}, same model)")
+                                   f"optimizer {TIMED_AS.get(cfg.optimizer, cfg.optimizer)}, same model)")
         fit = step_time_fit_from_sweep(sweep)
         save()
     elif not result.step_times:
@@ -223,7 +237,7 @@ def measure_step_times(task: Task, cfg: StudyConfig, progress: ProgressFn | None
     from bench.run.sweep import SweepConfig, run_sweep
 
     sc = SweepConfig(workload=f"task:{task.name}", device=cfg.device, precision=cfg.precision,
-                     optimizer=_SWEEP_OPTIMIZER.get(cfg.optimizer, "sgd"), batch_sizes=list(cfg.batch_sizes),
+                     optimizer=TIMED_AS.get(cfg.optimizer, "sgd"), batch_sizes=list(cfg.batch_sizes),
                      budget_s=cfg.sweep_budget_s, min_time_s=cfg.sweep_min_time_s, find_largest=False,
                      seed=cfg.seeds[0])
-    return run_sweep(sc, workload=task.to_workload(), progress=None)
+    return run_sweep(sc, workload=task_workload(task), progress=None)

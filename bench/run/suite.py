@@ -13,8 +13,11 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Sequence
 
+from bench.core.devices import is_oom, resolve_device, synchronizer
 from bench.core.errors import BenchError
-from bench.records.sweep import STATUS_ERROR, STATUS_OOM, Measurement, Probe, json_safe
+from bench.core.io import json_safe
+from bench.core.vocabulary import PRECISIONS, STATUS_ERROR, STATUS_OOM, STEP_OPTIMIZERS
+from bench.records.sweep import Measurement, Probe
 from bench.run.sweep import DEFAULT_MAX_BATCH, SweepConfig
 
 SUITES = ("step_time", "memory", "largest_batch")
@@ -55,11 +58,11 @@ GPU_WORKLOADS: dict[str, tuple[dict[str, Any], tuple[int, ...], bool]] = {
     "transformer": ({"seq_len": 256, "d_model": 512, "n_layers": 6, "n_heads": 8, "vocab": 8192}, (8, 32, 128), False),
     "resnet50": ({}, (32, 64, 128, 256), True),
 }
-GPU_PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
+GPU_PRECISIONS = PRECISIONS
 # Memory: the options that change memory most (optimizer state, autocast) at one batch size each.
 MEMORY_CASES: dict[str, int] = {"resnet50": 64, "transformer": 32, "cnn": 256}
 MEMORY_PRECISIONS = ("fp32", "bf16")
-MEMORY_OPTIMIZERS = ("sgd", "adamw")
+MEMORY_OPTIMIZERS = STEP_OPTIMIZERS
 # Largest batch that fits: workloads whose limit a GPU reaches below DEFAULT_MAX_BATCH.
 LARGEST_BATCH_WORKLOADS = ("resnet50", "transformer")
 LARGEST_BATCH_PRECISIONS = ("fp32", "bf16")
@@ -379,18 +382,6 @@ def _skip_reason(case: SuiteCase, options: SuiteOptions, has_cuda: bool,
 # --------------------------------------------------------------------------- measuring one case
 
 
-def device_synchronizer(device) -> Synchronize | None:
-    """What makes the host wait for the device's queued work: torch.cuda.synchronize on CUDA, None on a CPU."""
-    import torch
-
-    kind = getattr(device, "type", str(device).split(":")[0])
-    if kind == "cuda":
-        return lambda: torch.cuda.synchronize(device)
-    if kind == "mps":
-        return torch.mps.synchronize
-    return None  # CPU steps run synchronously: the step has finished when it returns
-
-
 def _synchronizer_name(sync: Synchronize | None, device, injected: bool) -> str:
     if sync is None and injected:
         return "none (turned off by the caller)"
@@ -476,8 +467,8 @@ def benchmark_case(
     synchronise function (tests pass a fake one); `extra` is merged into extra_info.
     """
     from bench.measure.step import StepOptions, TrainStep, check_options
-    from bench.run.sweep import measure_point, resolve_device
     from bench.measure.workloads import load_workload
+    from bench.run.sweep import measure_point
 
     b = batch_size if batch_size is not None else case.batch_size
     if b is None:
@@ -491,7 +482,7 @@ def benchmark_case(
     workload = load_workload(case.workload, case.args)
 
     m = measure_point(workload, config, b, device)
-    sync = device_synchronizer(device) if synchronize is _AUTO else synchronize
+    sync = synchronizer(device) if synchronize is _AUTO else synchronize
     info = extra_info_for(case, config, m, settings, batch_size=b)
     info.update(extra or {})
     benchmark.extra_info.update(json_safe(info))
@@ -656,7 +647,6 @@ def benchmark_largest_batch(
     describes the smallest batch that failed, with status oom, or error when a probe failed otherwise).
     """
     from bench.measure.step import StepOptions, check_options
-    from bench.run.sweep import resolve_device
     from bench.measure.workloads import load_workload
 
     device = resolve_device(case.device)
@@ -704,7 +694,6 @@ def failed_case_record(
     measured the point but the test then raised before pytest-benchmark timed it, the exception's
     (oom for an out-of-memory error). `extra_info` is kept whole, as the benchmark would have carried it.
     """
-    from bench.run.sweep import is_oom
 
     if not isinstance(extra_info, dict) or extra_info.get("bench_schema") != EXTRA_INFO_SCHEMA:
         return None

@@ -9,7 +9,6 @@ measured and `resume=True` skips it.
 
 from __future__ import annotations
 
-import gc
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -17,10 +16,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from bench.core.devices import free_memory, is_oom, resolve_device
 from bench.core.errors import BenchError
-from bench.records.sweep import (STATUS_ERROR, STATUS_OK, STATUS_OOM, Case, Measurement, Probe, SweepResult,
-                      load_sweep, save_sweep)
+from bench.core.params import one_line
+from bench.core.vocabulary import STATUS_ERROR, STATUS_OK, STATUS_OOM
 from bench.measure.timing import CIStoppingRule, WarmupRule, measure, timer_for
+from bench.records.sweep import (
+    Case,
+    Measurement,
+    Probe,
+    SweepResult,
+    load_sweep,
+    save_sweep,
+)
 
 DEFAULT_MAX_BATCH = {"cpu": 1024, "cuda": 65536}
 PROBE_STEPS = 2  # steps per fit probe: the second step has optimizer state allocated too
@@ -115,31 +123,6 @@ class SweepConfig:
 # --------------------------------------------------------------------------- one point
 
 
-def is_oom(exc: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, or an allocator's out-of-memory RuntimeError (CPU, MPS)."""
-    import torch
-
-    if isinstance(exc, torch.cuda.OutOfMemoryError):
-        return True
-    msg = str(exc).lower()
-    # Near the memory limit cuBLAS/cuDNN fail to allocate their workspaces with their own messages.
-    markers = ("out of memory", "can't allocate memory", "alloc_failed", "cudnn_status_not_allocated")
-    return isinstance(exc, RuntimeError) and any(m in msg for m in markers)
-
-
-def _one_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
-def _free_device_memory(device) -> None:
-    import torch
-
-    gc.collect()
-    if getattr(device, "type", None) == "cuda":
-        torch.cuda.empty_cache()
-
-
 def _reset_peak_memory(device) -> None:
     import torch
 
@@ -225,14 +208,14 @@ def measure_point(workload, config: SweepConfig, batch_size: int, device) -> Mea
     except BenchError:
         raise  # a configuration problem, not a property of this point
     except Exception as e:  # noqa: BLE001 - every failure of the workload is a result
-        failure = (STATUS_OOM if is_oom(e) else STATUS_ERROR, _one_line(e))
+        failure = (STATUS_OOM if is_oom(e) else STATUS_ERROR, one_line(e))
     finally:
         if tel is not None:
             tel.close()
         if step is not None:
             step.release()
         del step
-        _free_device_memory(device)
+        free_memory(device)
     if failure:
         m.status, m.error = failure
         m.samples_s, m.block_medians_s = [], []
@@ -243,7 +226,12 @@ def _add_flops(m: Measurement, step, config: SweepConfig, device) -> None:
     """FLOPs of one step (counted once, outside the timed window), achieved TFLOP/s and MFU."""
     import torch
 
-    from bench.measure.telemetry import flop_fields, flops_per_step, matmul_precision_for, peak_tflops
+    from bench.measure.telemetry import (
+        flop_fields,
+        flops_per_step,
+        matmul_precision_for,
+        peak_tflops,
+    )
 
     flops, why = flops_per_step(step)
     if config.peak_tflops is not None:
@@ -279,12 +267,12 @@ def probe_fits(workload, config: SweepConfig, batch_size: int, device) -> Probe:
         raise
     except Exception as e:  # noqa: BLE001
         # A failure other than memory does not bound the search: the prefix says so.
-        outcome = Probe(batch_size, False, _one_line(e) if is_oom(e) else Probe.NOT_OOM_PREFIX + _one_line(e))
+        outcome = Probe(batch_size, False, one_line(e) if is_oom(e) else Probe.NOT_OOM_PREFIX + one_line(e))
     finally:
         if step is not None:
             step.release()
         del step
-        _free_device_memory(device)
+        free_memory(device)
     return outcome
 
 
@@ -337,22 +325,6 @@ def environment_info(device) -> dict:
     return env
 
 
-def resolve_device(name: str):
-    import torch
-
-    try:
-        device = torch.device(name)
-    except (RuntimeError, ValueError):
-        raise BenchError(f"unknown device {name!r} (try cpu or cuda)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BenchError(f"device {name!r} asked for, but CUDA is not available here (torch {torch.__version__})")
-    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise BenchError(f"device {name!r} does not exist: {torch.cuda.device_count()} CUDA device(s) visible")
-    if device.type not in ("cpu", "cuda", "mps"):
-        raise BenchError(f"device type {device.type!r} is not supported (cpu, cuda, mps)")
-    return device
-
-
 def _check_resumable(existing: SweepResult, config: SweepConfig, environment: dict, path: Path) -> None:
     new = config.to_dict()
     for k in IDENTITY_FIELDS:
@@ -384,8 +356,8 @@ def analyse(result: SweepResult, *, eps: float = 0.05, noise_target: float = 0.0
     Two passes: the first labels each point's regime (flat, transition, linear) from step times
     alone; the diagnosis combines that with telemetry; the second pass writes the verdict with it.
     """
-    from bench.analysis.steptime import analyse_step_times, summaries_from_measurements
     from bench.analysis.diagnosis import diagnose
+    from bench.analysis.steptime import analyse_step_times, summaries_from_measurements
 
     summaries = summaries_from_measurements(result.points)
     kw = dict(eps=eps, noise_target=noise_target, largest_batch_that_fits=result.largest_batch_that_fits)

@@ -6,8 +6,20 @@ Field meanings, units and null reasons: docs/telemetry.md. The fingerprint funct
 
 from __future__ import annotations
 
-from bench.measure.telemetry.flops import achieved_tflops, flop_fields, flops_per_step, mfu
-from bench.measure.telemetry.peaks import PeakLookup, PeakMeasurement, lookup_gpu, matmul_precision_for, measure_peak, peak_tflops
+from bench.measure.telemetry.flops import (
+    achieved_tflops,
+    flop_fields,
+    flops_per_step,
+    mfu,
+)
+from bench.measure.telemetry.peaks import (
+    PeakLookup,
+    PeakMeasurement,
+    lookup_gpu,
+    matmul_precision_for,
+    measure_peak,
+    peak_tflops,
+)
 from bench.measure.telemetry.sampler import SUMMARY_FIELDS, Telemetry
 
 __all__ = [

@@ -15,9 +15,10 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Any, Iterator, Mapping
 
+from bench.core.devices import resolve_device
 from bench.core.errors import BenchError
+from bench.core.vocabulary import PRECISIONS, TIMER_CUDA_EVENT, TIMER_HOST
 
-PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 _ALIASES = {
     "fp32": "fp32", "float32": "fp32", "float": "fp32", "32": "fp32",
     "tf32": "tf32",
@@ -188,7 +189,7 @@ class PeakMeasurement:
     device_name: str | None
     measured: str                       # "gpu" or "cpu": what was actually timed
     size: int
-    timer: str | None = None            # "cuda_events" or "perf_counter"
+    timer: str | None = None            # TIMER_CUDA_EVENT or TIMER_HOST
     repeats: int = 0
     matmuls_per_repeat: int = 0
     tflops_median: float | None = None
@@ -226,22 +227,6 @@ def _float32_matmul(precision: str) -> Iterator[None]:
         torch.set_float32_matmul_precision(before)
 
 
-def _resolve_device(device: Any):
-    import torch
-
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as e:
-        raise BenchError(f"not a device: {device!r} ({e})") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise BenchError(f"device {device} asked for, but torch sees no CUDA device")
-    if dev.type not in ("cuda", "cpu"):
-        raise BenchError(f"bench peak measures CUDA GPUs or the CPU, not {dev.type}")
-    return dev
-
-
 def measure_peak(device: Any = None, precisions: tuple[str, ...] | list[str] | None = None, size: int | None = None,
                  repeats: int = 5, min_repeat_s: float = 0.05, nvml: Any = None) -> list[PeakMeasurement]:
     """Time n x n x n matmuls per precision and return achieved TFLOP/s (2*n^3 FLOPs per matmul).
@@ -253,7 +238,7 @@ def measure_peak(device: Any = None, precisions: tuple[str, ...] | list[str] | N
     """
     import torch
 
-    dev = _resolve_device(device)
+    dev = resolve_device(device, allowed=("cuda", "cpu"))
     if size is None:
         size = DEFAULT_GPU_SIZE if dev.type == "cuda" else DEFAULT_CPU_SIZE
     if not isinstance(size, int) or isinstance(size, bool) or size < 1:
@@ -365,7 +350,7 @@ def _time_matmul(r: PeakMeasurement, dev, n: int, repeats: int, min_repeat_s: fl
         for k in ("tflops_median", "tflops_best", "seconds_per_matmul_median"):
             r.null_reasons[k] = reason
         return
-    r.timer = "cuda_events" if cuda else "perf_counter"
+    r.timer = TIMER_CUDA_EVENT if cuda else TIMER_HOST
     r.repeats, r.matmuls_per_repeat = repeats, inner
     r.samples_tflops = [flops / t / 1e12 for t in per_matmul]
     med = statistics.median(per_matmul)

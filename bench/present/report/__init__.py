@@ -6,7 +6,15 @@
 
 from __future__ import annotations
 
-from bench.present.report.build import ReportInputs, Source, build_report, embed_json, load_inputs, make_report, write_report
+from bench.present.report.build import (
+    ReportInputs,
+    Source,
+    build_report,
+    embed_json,
+    load_inputs,
+    make_report,
+    write_report,
+)
 
 __all__ = [
     "ReportInputs", "Source", "build_report", "embed_json", "load_inputs", "make_report", "write_report",

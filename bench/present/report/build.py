@@ -11,7 +11,6 @@ import math
 import os
 import re
 import statistics
-import tempfile
 from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -19,11 +18,18 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import bench.present.fmt as fmt
-from bench import __version__
-from bench.core.errors import BenchError, InvalidResultsFile
-from bench.analysis.regression import REGRESSION_RULE, BenchmarkHistory, benchmark_history, latest_run_per_machine, machine_key
-from bench.records.sweep import SWEEP_SCHEMA, SweepResult, check_output_file, json_safe, read_json
 import bench.present.report.figures as F
+from bench import __version__
+from bench.analysis.regression import (
+    REGRESSION_RULE,
+    BenchmarkHistory,
+    benchmark_history,
+    latest_run_per_machine,
+    machine_key,
+)
+from bench.core.errors import BenchError, InvalidResultsFile
+from bench.core.io import check_output_file, json_safe, read_json, write_text_atomic
+from bench.records.sweep import SWEEP_SCHEMA, SweepResult
 
 TTA_SCHEMA = "bench.tta"
 CURVES_SCHEMA = "bench.curves"
@@ -977,37 +983,14 @@ def check_output(path: Path, overwrite: bool) -> None:
 
 
 def write_report(html: str, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-    """Write `html` atomically (temporary file beside it, fsync, rename); refuse to replace an existing
-    file unless `overwrite`. Without it the final step is a hard link, which fails if the name exists,
-    so a file created meanwhile is not replaced either."""
+    """Write `html` atomically; refuse to replace an existing file unless `overwrite`, even one
+    created while the report was being built."""
     path = Path(path)
     check_output(path, overwrite)
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        return write_text_atomic(path, html, replace=overwrite)
     except OSError as e:
-        raise BenchError(f"cannot write {path}: {e.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(html)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        if overwrite:
-            os.replace(tmp, path)
-        else:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                raise BenchError(f"output {path} exists: pass --overwrite to replace it") from None
-            except OSError:  # no hard links on this filesystem: checked above, rename now
-                if path.exists():
-                    raise BenchError(f"output {path} exists: pass --overwrite to replace it") from None
-                os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+        raise BenchError(f"cannot write {path}: {e.strerror or e}") from None
 
 
 def make_report(paths: Iterable[str | os.PathLike], output: str | os.PathLike | None = None, *,

@@ -13,10 +13,11 @@ import math
 import torch
 
 from bench.analysis.noise_scale import NoiseScaleEstimate, estimate_noise_scale
+from bench.core.devices import resolve_device
 from bench.core.errors import BenchError
 from bench.measure.optim import make_optimizer, set_lr
-from bench.run.train.runner import autocast, resolve_device
 from bench.measure.tasks import Task
+from bench.run.train.runner import autocast
 
 
 def measure_noise_scale(task: Task, *, batch_small: int, batch_big: int, steps: int, lr: float,

@@ -17,14 +17,22 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
+from bench.core.devices import resolve_device
 from bench.core.errors import BenchError, InvalidResultsFile
-from bench.records.sweep import check_output_file, read_json
-from bench.records.curves import Curve, CurvePoint, CurvesFile, save_curves_file
-from bench.run.train.lr import LR_RULES, LRSchedule, lr_grid, scaled_lr, warmup_steps_from_epochs
+from bench.core.io import check_output_file, read_json
+from bench.core.vocabulary import TRAINING_PRECISIONS
 from bench.measure.optim import OPTIMIZERS, make_optimizer, set_lr
 from bench.measure.tasks import Task
+from bench.records.curves import Curve, CurvePoint, CurvesFile, save_curves_file
+from bench.run.train.lr import (
+    LR_RULES,
+    LRSchedule,
+    lr_grid,
+    scaled_lr,
+    warmup_steps_from_epochs,
+)
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = TRAINING_PRECISIONS
 DIVERGENCE_REFERENCE_STEPS = 10
 ProgressFn = Callable[[str, dict], None]
 
@@ -98,16 +106,6 @@ class RunConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-
-def resolve_device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError as e:
-        raise BenchError(f"bad device {name!r}: {e}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise BenchError(f"device {name!r} asked for, but CUDA is not available here")
-    return device
 
 
 def autocast(precision: str, device: torch.device):
