@@ -1,0 +1,153 @@
+"""The largest batch that fits, found in a handful of probes.
+
+Batch-size finders (Lightning's, for one) double the batch until it runs out of memory, then bisect:
+about 2·log2(B_max) trials. Peak memory is close to linear in the batch size, so this search fits
+peak = a + b·B to the points already measured, predicts the largest batch the device's capacity
+holds, probes there, and corrects from what each probe shows (a probe that fits reports its own
+peak). Every answer is bracketed by a batch seen to fit and the next batch seen to run out of
+memory, so a model that misfits costs probes, never a wrong answer: when a model-guided probe fails
+to halve the bracket twice in a row, the next probe bisects (as Brent's method safeguards the
+secant step).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Iterable, Protocol, Sequence
+
+MODEL_POINTS = 2  # a secant through the two largest batches: memory may bend at small batches
+
+
+class ProbeOutcome(Protocol):
+    batch_size: int
+    fits: bool
+    error: str | None
+    peak_bytes: float | None
+
+    @property
+    def failed_otherwise(self) -> bool: ...
+
+
+ProbeFn = Callable[[int], ProbeOutcome]
+
+
+@dataclass(frozen=True)
+class MemoryLine:
+    """peak_bytes ≈ intercept + slope · batch_size, fitted by least squares."""
+
+    intercept: float
+    slope: float
+    points: int
+
+    def largest_within(self, capacity_bytes: float) -> int:
+        """The largest batch whose predicted peak is within `capacity_bytes`."""
+        return int(math.floor((capacity_bytes - self.intercept) / self.slope))
+
+
+def fit_memory_line(points: Iterable[tuple[int, float]], max_points: int = MODEL_POINTS) -> MemoryLine | None:
+    """A line through the `max_points` largest batches with a known peak; None when fewer than two
+    distinct batches are known or memory does not grow with the batch."""
+    by_batch = {int(b): float(p) for b, p in points if p is not None and math.isfinite(p) and b > 0}
+    chosen = sorted(by_batch)[-max_points:]
+    if len(chosen) < 2:
+        return None
+    x = [float(b) for b in chosen]
+    y = [by_batch[b] for b in chosen]
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    sxx = sum((xi - mx) ** 2 for xi in x)
+    slope = sum((xi - mx) * (yi - my) for xi, yi in zip(x, y)) / sxx
+    if not slope > 0:
+        return None
+    return MemoryLine(intercept=my - slope * mx, slope=slope, points=len(chosen))
+
+
+@dataclass
+class LargestBatchSearch:
+    """What a search found: `largest` fits and `largest + 1` (= `smallest_oom`) does not, both seen;
+    `stopped` says why it ended early (a failure other than memory, or the limit)."""
+
+    largest: int | None
+    smallest_oom: int | None
+    probes: list = field(default_factory=list)
+    model_probes: int = 0
+    bisection_probes: int = 0
+    doubling_probes: int = 0
+    stopped: str | None = None
+    limited: bool = False
+
+    @property
+    def method(self) -> str:
+        parts = [f"{n} {what}" for n, what in ((self.doubling_probes, "doubling"), (self.model_probes, "memory-model"),
+                                               (self.bisection_probes, "bisection")) if n]
+        return f"{len(self.probes)} probe(s)" + (f" ({', '.join(parts)})" if parts else "")
+
+
+def search_largest_batch(probe: ProbeFn, *, lo: int = 0, hi: int | None = None,
+                         known_peaks: Sequence[tuple[int, float]] = (), capacity_bytes: float | None = None,
+                         start: int = 1, limit: int | None = None, use_model: bool = True) -> LargestBatchSearch:
+    """Find the largest batch that fits, given `lo` (largest seen to fit, 0 if none) and `hi` (smallest
+    seen to run out of memory, None if none yet).
+
+    `known_peaks` are (batch, peak bytes) of batches already measured to fit; `capacity_bytes` what the
+    device can hold. Without a capacity or two known peaks the search doubles from `start` (or from
+    `lo`) and bisects, as the usual finders do, until the probes themselves give the model its points.
+    `limit` caps the batch sizes tried (the result is then `limited` when everything up to it fits).
+    """
+    if hi is not None and hi <= lo:
+        raise ValueError(f"bracket needs lo < hi, got lo={lo}, hi={hi}")
+    peaks = {int(b): float(p) for b, p in known_peaks if p is not None}
+    out = LargestBatchSearch(largest=lo or None, smallest_oom=hi)
+    bisect_next = False
+    slow_steps = 0
+
+    while hi is None or hi - lo > 1:
+        ceiling = (hi - 1) if hi is not None else limit
+        if ceiling is not None and ceiling <= lo:  # everything up to the limit fits
+            out.limited = True
+            out.stopped = f"no out-of-memory up to batch {lo}, the limit: the largest lies beyond"
+            break
+        guess, kind = None, None
+        line = fit_memory_line(peaks.items()) if use_model and capacity_bytes else None
+        if line is not None and not bisect_next:
+            predicted = line.largest_within(capacity_bytes)
+            if lo in peaks:  # anchor at the largest batch seen to fit: its own peak corrects the offset
+                predicted = lo + int(math.floor((capacity_bytes - peaks[lo]) / line.slope))
+            # A prediction outside the bracket is contradicted by a probe already made: bisect instead.
+            # (Predicting `lo` itself is fine: the next batch up then confirms the boundary.)
+            if predicted >= lo and (hi is None or predicted < hi):
+                guess, kind = predicted, "model"
+        if guess is None:
+            if hi is not None:
+                guess, kind = (lo + hi) // 2, "bisection"
+            else:
+                guess, kind = (lo * 2 if lo else start), "doubling"
+        guess = max(guess, lo + 1)
+        if ceiling is not None:
+            guess = min(guess, ceiling)
+        width_before = (hi - lo) if hi is not None else None
+
+        p = probe(guess)
+        out.probes.append(p)
+        setattr(out, f"{kind}_probes", getattr(out, f"{kind}_probes") + 1)
+        if p.fits:
+            lo = guess
+            if p.peak_bytes is not None:
+                peaks[guess] = float(p.peak_bytes)
+        elif p.failed_otherwise:
+            out.stopped = f"search stopped: batch {guess} failed for another reason ({p.error})"
+            break
+        else:
+            hi = guess
+        # Safeguard: after two model steps in a row that did not halve a known bracket, bisect once.
+        if kind == "model" and width_before is not None and (hi - lo) * 2 > width_before:
+            slow_steps += 1
+        else:
+            slow_steps = 0
+        bisect_next = slow_steps >= 2
+        if bisect_next:
+            slow_steps = 0
+
+    out.largest = lo or None
+    out.smallest_oom = hi
+    return out
