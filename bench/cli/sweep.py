@@ -11,6 +11,7 @@ import bench.present.fmt as fmt
 from bench.core.errors import BenchError
 from bench.core.io import check_output_file
 from bench.core.params import parse_list
+from bench.measure.timing import MEASURE_DEFAULTS
 from bench.records.sweep import SweepResult
 
 DEFAULT_REPORTS_DIR = Path("reports")
@@ -41,12 +42,14 @@ def register(sub) -> None:
     b.add_argument("--no-largest-search", action="store_true",
                    help="after an out-of-memory point, do not bisect for the largest batch that fits")
     m = p.add_argument_group("measurement")
-    m.add_argument("--ci-target", type=float, default=0.01,
+    m.add_argument("--ci-target", type=float, default=MEASURE_DEFAULTS["ci_target"],
                    help="stop a point once the 95%% CI of the median is within ± this fraction (default: %(default)s)")
-    m.add_argument("--min-samples", type=int, default=10, help="(default: %(default)s)")
+    m.add_argument("--min-samples", type=int, default=MEASURE_DEFAULTS["min_samples"], help="(default: %(default)s)")
     m.add_argument("--min-time", type=float, default=None,
-                   help="seconds of measured steps per point, at least (default: 0.5, or the budget if smaller)")
-    m.add_argument("--budget", type=float, default=2.0, help="seconds of measuring per point, at most (default: %(default)s)")
+                   help=f"seconds of measured steps per point, at least (default: {MEASURE_DEFAULTS['min_time_s']:g}, "
+                        "or the budget if smaller)")
+    m.add_argument("--budget", type=float, default=MEASURE_DEFAULTS["budget_s"],
+                   help="seconds of measuring per point, at most (default: %(default)s)")
     m.add_argument("--eps", type=float, default=0.05,
                    help="'equal time' tolerance relative to the smallest batch (default: %(default)s)")
     m.add_argument("--no-telemetry", action="store_true", help="do not sample NVML during timed blocks")
@@ -83,8 +86,7 @@ def config_from_args(args: argparse.Namespace):
         device=auto_device(args.device), precision=args.precision, optimizer=args.optimizer,
         channels_last=args.channels_last, compile=args.compile,
         batch_sizes=parse_list(args.batch_sizes, int, "batch size", positive=True), min_batch=args.min_batch, max_batch=args.max_batch,
-        ci_target=args.ci_target, min_samples=args.min_samples,
-        min_time_s=args.min_time if args.min_time is not None else min(0.5, args.budget), budget_s=args.budget,
+        ci_target=args.ci_target, min_samples=args.min_samples, min_time_s=args.min_time, budget_s=args.budget,
         eps=args.eps, find_largest=not args.no_largest_search, peak_tflops=args.peak_tflops, seed=args.seed, telemetry=not args.no_telemetry,
     )
 
@@ -105,7 +107,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(output, resume=args.resume, overwrite=args.overwrite)
     console = Console() if sys.stdout.isatty() else Console(width=160)  # logs: no wrapping mid-table
     with SweepProgress(console, enabled=not args.quiet) as progress:
-        result = run_sweep(config, workload=workload, output=output, resume=args.resume, progress=progress)
+        result = run_sweep(config, workload=workload, output=output, resume=args.resume, overwrite=args.overwrite,
+                           progress=progress)
     console.print(sweep_table(result))
     for sentence in (result.analysis or {}).get("verdict", []):
         console.print(sentence, highlight=False)
