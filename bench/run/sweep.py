@@ -352,7 +352,8 @@ def _largest_fit_bounds(result: SweepResult) -> tuple[int, int] | None:
     return lo, hi
 
 
-def analyse(result: SweepResult, *, eps: float = 0.05, noise_target: float = 0.01) -> dict:
+def analyse(result: SweepResult, *, eps: float = SweepConfig.eps,
+            noise_target: float = MEASURE_DEFAULTS["ci_target"]) -> dict:
     """Step-time analysis of a sweep, with each ok point diagnosed from its telemetry and regime.
 
     Two passes: the first labels each point's regime (flat, transition, linear) from step times
