@@ -183,7 +183,8 @@ class SuiteSettings:
         return self.limits().effective_min_time_s
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "effective_min_time_s": self.effective_min_time_s}
+        # The minimum time in force (as SweepConfig records it), kept under its older name too.
+        return {**asdict(self), "min_time_s": self.effective_min_time_s, "effective_min_time_s": self.effective_min_time_s}
 
 
 @dataclass(frozen=True)
