@@ -18,7 +18,7 @@ import torch.utils.benchmark as tub
 from bench.core.devices import resolve_device
 from bench.core.io import write_json_atomic
 from bench.measure.step import StepOptions, TrainStep
-from bench.measure.timing import CIStoppingRule, measure, timer_for
+from bench.measure.timing import CIStoppingRule, MeasureLimits, measure, timer_for
 from bench.measure.workloads import load_workload
 
 
@@ -44,7 +44,8 @@ def main(argv=None) -> int:
             for method in (("harness", "torch") if r % 2 == 0 else ("torch", "harness")):
                 if method == "harness":
                     res = measure(step, timer=timer_for(device),
-                                  rule=CIStoppingRule(ci_target=0.01, min_samples=10, min_time_s=0.5, budget_s=3.0))
+                                  rule=CIStoppingRule(ci_target=0.01),
+                                  limits=MeasureLimits(min_samples=10, min_time_s=0.5, budget_s=3.0))
                     ours.append(statistics.median(res.samples_s))
                     # torch.utils.benchmark reports the median of per-block *means*: the like-for-like figure.
                     means, i = [], 0

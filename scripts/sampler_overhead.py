@@ -20,7 +20,7 @@ import numpy as np
 from bench.core.devices import resolve_device
 from bench.measure.step import StepOptions, TrainStep
 from bench.measure.telemetry.sampler import NvmlTelemetry, Telemetry
-from bench.measure.timing import CIStoppingRule, measure, timer_for
+from bench.measure.timing import CIStoppingRule, MeasureLimits, measure, timer_for
 from bench.measure.workloads import load_workload
 
 
@@ -52,13 +52,14 @@ def main(argv=None) -> int:
         tel, source = Telemetry.for_device(device, period_s=args.period), "pynvml"
     else:
         tel, source = fake_telemetry(args.period)
-    rule = CIStoppingRule(ci_target=0.005, min_samples=20, min_time_s=1.0, budget_s=3.0)
+    rule = CIStoppingRule(ci_target=0.005)
+    limits = MeasureLimits(min_samples=20, min_time_s=1.0, budget_s=3.0)
     timer = timer_for(device)
     off, on = [], []
     for r in range(args.rounds):
         # Alternate which goes first, so a drift within a round favours neither.
         for sampling in ((False, True) if r % 2 == 0 else (True, False)):
-            res = measure(step, timer=timer, rule=rule, around_block=tel.measuring if sampling else None)
+            res = measure(step, timer=timer, rule=rule, limits=limits, around_block=tel.measuring if sampling else None)
             (on if sampling else off).append(statistics.median(res.samples_s))
     summary = tel.summary(steps=1, batch_size=args.batch_size)
     tel.close()

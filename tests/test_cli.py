@@ -142,3 +142,16 @@ def test_a_small_budget_alone_lowers_the_default_minimum_time(capsys, tmp_path):
 def test_an_explicit_minimum_time_above_the_budget_is_an_error(capsys, tmp_path):
     code, _, err = run_cli(capsys, "sweep", "--min-time", "5", "--budget", "1", "-o", str(tmp_path / "o.json"))
     assert code == 2 and "exceeds the time budget" in err
+
+
+def test_the_sweep_command_takes_its_defaults_from_the_measuring_defaults():
+    from bench.cli import build_parser
+    from bench.cli.sweep import config_from_args
+    from bench.measure.timing import MEASURE_DEFAULTS
+
+    config = config_from_args(build_parser().parse_args(["sweep", "-d", "cpu"])).to_dict()
+    assert config["budget_s"] == MEASURE_DEFAULTS["budget_s"]
+    assert config["min_time_s"] == MEASURE_DEFAULTS["min_time_s"]
+    assert config["min_samples"] == MEASURE_DEFAULTS["min_samples"]
+    assert config["ci_target"] == MEASURE_DEFAULTS["ci_target"]
+    assert config["warmup_max_s"] == MEASURE_DEFAULTS["warmup_max_s"]

@@ -155,6 +155,20 @@ def test_rounds_stop_at_the_budget_for_slow_steps_but_never_below_the_minimum():
     assert plan.rounds == 5 and "minimum" in plan.reason
 
 
+def test_suite_settings_take_the_measuring_defaults_and_the_one_minimum_time_rule():
+    from bench.measure.timing import MEASURE_DEFAULTS
+
+    s = SuiteSettings()
+    assert (s.budget_s, s.effective_min_time_s, s.min_samples, s.ci_target) == (
+        MEASURE_DEFAULTS["budget_s"], MEASURE_DEFAULTS["min_time_s"], MEASURE_DEFAULTS["min_samples"],
+        MEASURE_DEFAULTS["ci_target"])
+    small = SuiteOptions.parse(budget="0.05").settings
+    assert small.effective_min_time_s == 0.05
+    assert SuiteCase("step_time", "mlp", "fp32", 4, "cpu").sweep_config(small, 4).to_dict()["min_time_s"] == 0.05
+    with pytest.raises(BenchError, match="minimum time 1 s exceeds the time budget 0.5 s"):
+        SuiteSettings(min_time_s=1.0, budget_s=0.5)
+
+
 def test_json_safe_turns_nan_and_numpy_into_plain_json():
     import numpy as np
 

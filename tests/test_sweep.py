@@ -285,3 +285,102 @@ def test_resume_refuses_other_measurement_settings(tmp_path):
     with pytest.raises(BenchError, match="budget_s"):
         run_sweep(SweepConfig(batch_sizes=[2, 4], **{**FAST, "budget_s": 0.1}), workload=tiny_workload(),
                   output=out, resume=True)
+
+
+# ---- limits and stopping rules from the library ---------------------------------------------------
+
+
+class FixedCount:
+    """A stopping rule written against the documented protocol (bench.measure.timing.StoppingRule), in
+    user code: exactly `count` samples per point."""
+
+    name = "fixed"
+
+    def __init__(self, count):
+        self.count = count
+
+    def should_stop(self, samples, elapsed_s, block_medians=None):
+        return "fixed_count" if len(samples) >= self.count else None
+
+    def max_more_samples(self, n_taken):
+        return self.count - n_taken
+
+    def to_dict(self):
+        return {"name": self.name, "count": self.count}
+
+
+class BudgetOnly:
+    """The least a rule must have: a name and should_stop. It never stops a point; the budget does."""
+
+    name = "budget_only"
+
+    def should_stop(self, samples, elapsed_s, block_medians=None):
+        return None
+
+
+def test_a_custom_fixed_count_rule_measures_every_point_of_a_sweep(tmp_path):
+    out = tmp_path / "sweep.json"
+    config = SweepConfig(batch_sizes=[2, 4], stopping_rule=FixedCount(7), **{**FAST, "budget_s": 60.0})
+    result = run_sweep(config, workload=tiny_workload(), output=out)
+    assert [(p.stop_reason, len(p.samples_s)) for p in result.points] == [("fixed_count", 7), ("fixed_count", 7)]
+    saved = load_sweep(out).config["stopping_rule"]
+    assert (saved["name"], saved["count"], saved["budget_s"]) == ("fixed", 7, 60.0)
+
+
+def test_a_custom_budget_only_rule_runs_each_point_to_its_budget():
+    result = run_sweep(SweepConfig(batch_sizes=[2], stopping_rule=BudgetOnly(), **FAST), workload=tiny_workload())
+    p = result.point(2)
+    assert p.stop_reason == "budget" and len(p.samples_s) >= 1
+    assert "time budget ran out before the 'budget_only' stopping rule was met" in p.warnings
+    assert result.config["stopping_rule"]["name"] == "budget_only"
+
+
+def test_a_rule_is_chosen_by_name_too():
+    assert SweepConfig(stopping_rule="count").rule().to_dict() == {"name": "count", "count": 20}
+    assert SweepConfig(ci_target=0.05).rule().to_dict() == {"name": "ci", "ci_target": 0.05}
+    with pytest.raises(BenchError, match="unknown stopping rule 'nope'"):
+        SweepConfig(stopping_rule="nope").validate()
+
+
+def test_resume_refuses_a_file_measured_with_another_rule(tmp_path):
+    out = tmp_path / "sweep.json"
+    fast = {**FAST, "budget_s": 60.0}
+    run_sweep(SweepConfig(batch_sizes=[2], stopping_rule=FixedCount(7), **fast), workload=tiny_workload(), output=out)
+    again = run_sweep(SweepConfig(batch_sizes=[2, 4], stopping_rule=FixedCount(7), **fast), workload=tiny_workload(),
+                      output=out, resume=True)
+    assert [p.batch_size for p in again.points] == [2, 4]
+    with pytest.raises(BenchError, match="stopping_rule.count=7, not 9"):
+        run_sweep(SweepConfig(batch_sizes=[2, 4], stopping_rule=FixedCount(9), **fast), workload=tiny_workload(),
+                  output=out, resume=True)
+
+
+def test_the_sweep_defaults_are_the_measuring_defaults():
+    from bench.measure.timing import MEASURE_DEFAULTS
+
+    c = SweepConfig()
+    assert (c.budget_s, c.min_samples, c.ci_target, c.warmup_max_s) == (
+        MEASURE_DEFAULTS["budget_s"], MEASURE_DEFAULTS["min_samples"], MEASURE_DEFAULTS["ci_target"],
+        MEASURE_DEFAULTS["warmup_max_s"])
+    assert c.to_dict()["min_time_s"] == MEASURE_DEFAULTS["min_time_s"]
+
+
+def test_a_small_budget_alone_works_from_the_library():
+    config = SweepConfig(budget_s=0.2)
+    config.validate()
+    assert config.to_dict()["min_time_s"] == 0.2 and config.to_dict()["stopping_rule"]["min_time_s"] == 0.2
+    result = run_sweep(SweepConfig(batch_sizes=[2], device="cpu", budget_s=0.05, warmup_max_s=0.05, telemetry=False),
+                       workload=tiny_workload())
+    assert result.point(2).ok and result.config["min_time_s"] == 0.05
+
+
+def test_an_explicit_minimum_time_above_the_budget_is_rejected_in_one_line():
+    with pytest.raises(BenchError, match=r"^minimum time 1 s exceeds the time budget 0.5 s: no point could stop on its rule$"):
+        SweepConfig(min_time_s=1.0, budget_s=0.5).validate()
+
+
+def test_telemetry_turned_off_leaves_every_telemetry_field_null_with_that_reason():
+    off = run_sweep(SweepConfig(batch_sizes=[2], **FAST), workload=tiny_workload()).point(2)
+    on = run_sweep(SweepConfig(batch_sizes=[2], **{**FAST, "telemetry": True}), workload=tiny_workload()).point(2)
+    assert set(off.telemetry) == set(on.telemetry)  # one null object: the same fields either way
+    assert off.telemetry["power_w_mean"] is None
+    assert off.null_reasons["power_w_mean"] == "telemetry turned off for this sweep"

@@ -305,3 +305,11 @@ def test_one_seed_claims_no_ties_and_warns_that_intervals_ignore_run_to_run_spre
     assert "run-to-run spread" in one.batch(64).null_reasons["time_to_target_interval"]
     two = analyse_tta(model_curves(seeds=(0, 1)), step_times(), 0.5, n_bootstrap=0)
     assert "best_time_ties" not in two.null_reasons and not any("one seed" in w for w in two.warnings)
+
+
+def test_the_studys_step_timing_takes_the_measuring_defaults():
+    from bench.measure.timing import MEASURE_DEFAULTS
+    from bench.run.study import StudyConfig
+
+    assert StudyConfig().sweep_budget_s == MEASURE_DEFAULTS["budget_s"]
+    assert StudyConfig().sweep_min_time_s is None  # the default minimum time, or the budget if smaller

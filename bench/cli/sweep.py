@@ -11,48 +11,56 @@ import bench.present.fmt as fmt
 from bench.core.errors import BenchError
 from bench.core.io import check_output_file
 from bench.core.params import parse_list
+from bench.core.vocabulary import PRECISIONS, STEP_OPTIMIZERS
+from bench.measure.timing import MEASURE_DEFAULTS
 from bench.records.sweep import SweepResult
 
 DEFAULT_REPORTS_DIR = Path("reports")
 
 
 def register(sub) -> None:
+    from bench.run.sweep import DEFAULT_MAX_BATCH, SweepConfig
+
+    d = SweepConfig()  # every default is the library's (measuring ones: MEASURE_DEFAULTS)
     p = sub.add_parser("sweep", help="measure training step time across batch sizes",
                        description="Measure a training step across batch sizes and say where 'equal time per "
                                    "step' stops holding. Defaults run on a CPU in well under a minute.")
     w = p.add_argument_group("what to measure")
-    w.add_argument("-w", "--workload", default="mlp",
+    w.add_argument("-w", "--workload", default=d.workload,
                    help="built-in (mlp, cnn, resnet50, transformer), torchvision:<name>, or package.module:function "
                         "(default: %(default)s)")
     w.add_argument("-a", "--workload-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="workload parameter, repeatable (e.g. -a seq_len=256)")
     w.add_argument("-d", "--device", default="auto", help="cpu, cuda, cuda:N, or auto (cuda if available; default)")
-    w.add_argument("-p", "--precision", default="fp32", choices=["fp32", "tf32", "bf16", "fp16"],
+    w.add_argument("-p", "--precision", default=d.precision, choices=PRECISIONS,
                    help="fp32, tf32, bf16 autocast, fp16 autocast with a gradient scaler (default: %(default)s)")
-    w.add_argument("--optimizer", default="sgd", choices=["sgd", "adamw"], help="(default: %(default)s)")
+    w.add_argument("--optimizer", default=d.optimizer, choices=STEP_OPTIMIZERS, help="(default: %(default)s)")
     w.add_argument("--channels-last", action="store_true", help="channels_last memory format (image workloads)")
     w.add_argument("--compile", action="store_true", help="torch.compile the model")
     b = p.add_argument_group("batch sizes")
     b.add_argument("-b", "--batch-sizes", metavar="LIST",
                    help="comma-separated batch sizes (default: powers of two from --min-batch to --max-batch)")
-    b.add_argument("--min-batch", type=int, default=1, help="(default: %(default)s)")
+    b.add_argument("--min-batch", type=int, default=d.min_batch, help="(default: %(default)s)")
     b.add_argument("--max-batch", type=int, default=None,
-                   help="largest power of two to try (default: 1024 on cpu, 65536 on cuda; OOM ends it sooner)")
+                   help="largest power of two to try (default: "
+                        + ", ".join(f"{v} on {k}" for k, v in DEFAULT_MAX_BATCH.items()) + "; OOM ends it sooner)")
     b.add_argument("--no-largest-search", action="store_true",
                    help="after an out-of-memory point, do not bisect for the largest batch that fits")
     m = p.add_argument_group("measurement")
-    m.add_argument("--ci-target", type=float, default=0.01,
+    m.add_argument("--ci-target", type=float, default=d.ci_target,
                    help="stop a point once the 95%% CI of the median is within ± this fraction (default: %(default)s)")
-    m.add_argument("--min-samples", type=int, default=10, help="(default: %(default)s)")
+    m.add_argument("--min-samples", type=int, default=d.min_samples, help="(default: %(default)s)")
     m.add_argument("--min-time", type=float, default=None,
-                   help="seconds of measured steps per point, at least (default: 0.5, or the budget if smaller)")
-    m.add_argument("--budget", type=float, default=2.0, help="seconds of measuring per point, at most (default: %(default)s)")
-    m.add_argument("--eps", type=float, default=0.05,
+                   help=f"seconds of measured steps per point, at least (default: {MEASURE_DEFAULTS['min_time_s']:g}, "
+                        "or the budget if smaller)")
+    m.add_argument("--budget", type=float, default=d.budget_s,
+                   help="seconds of measuring per point, at most (default: %(default)s)")
+    m.add_argument("--eps", type=float, default=d.eps,
                    help="'equal time' tolerance relative to the smallest batch (default: %(default)s)")
     m.add_argument("--no-telemetry", action="store_true", help="do not sample NVML during timed blocks")
     m.add_argument("--peak-tflops", type=float, default=None,
                    help="peak TFLOP/s for MFU instead of the data-sheet table (e.g. what `bench peak` measured)")
-    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--seed", type=int, default=d.seed)
     o = p.add_argument_group("output")
     o.add_argument("-o", "--output", help="results JSON (default: reports/sweep-<workload>-<device>-<precision>-<time>.json)")
     o.add_argument("--resume", action="store_true", help="continue the sweep in --output, skipping points it has")
@@ -83,8 +91,7 @@ def config_from_args(args: argparse.Namespace):
         device=auto_device(args.device), precision=args.precision, optimizer=args.optimizer,
         channels_last=args.channels_last, compile=args.compile,
         batch_sizes=parse_list(args.batch_sizes, int, "batch size", positive=True), min_batch=args.min_batch, max_batch=args.max_batch,
-        ci_target=args.ci_target, min_samples=args.min_samples,
-        min_time_s=args.min_time if args.min_time is not None else min(0.5, args.budget), budget_s=args.budget,
+        ci_target=args.ci_target, min_samples=args.min_samples, min_time_s=args.min_time, budget_s=args.budget,
         eps=args.eps, find_largest=not args.no_largest_search, peak_tflops=args.peak_tflops, seed=args.seed, telemetry=not args.no_telemetry,
     )
 
@@ -105,7 +112,8 @@ def run(args: argparse.Namespace) -> int:
     check_output_file(output, resume=args.resume, overwrite=args.overwrite)
     console = Console() if sys.stdout.isatty() else Console(width=160)  # logs: no wrapping mid-table
     with SweepProgress(console, enabled=not args.quiet) as progress:
-        result = run_sweep(config, workload=workload, output=output, resume=args.resume, progress=progress)
+        result = run_sweep(config, workload=workload, output=output, resume=args.resume, overwrite=args.overwrite,
+                           progress=progress)
     console.print(sweep_table(result))
     for sentence in (result.analysis or {}).get("verdict", []):
         console.print(sentence, highlight=False)

@@ -22,6 +22,7 @@ from bench.cli.train import (
     threads_from_args,
 )
 from bench.core.errors import BenchError
+from bench.measure.timing import MEASURE_DEFAULTS
 
 
 def register(sub) -> None:
@@ -46,7 +47,8 @@ def register(sub) -> None:
     n.add_argument("--noise-batch-big", type=int, help="big batch, a multiple of the small (default: 16x, capped)")
     n.add_argument("--noise-steps", type=int, help="steps to measure over (default: the steps batch-big needs)")
     n.add_argument("--no-step-time", action="store_true", help="do not time steps (no --sweep either: no TTA)")
-    n.add_argument("--sweep-budget", type=float, default=2.0, help="seconds of timing per batch size (default: %(default)s)")
+    n.add_argument("--sweep-budget", type=float, default=MEASURE_DEFAULTS["budget_s"],
+                   help="seconds of timing per batch size, at most (default: %(default)s)")
     n.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
     o = p.add_argument_group("output")
     o.add_argument("-o", "--output", help="results JSON (default: reports/tta-<task>-<time>.json)")
@@ -85,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from bench.analysis.tta import save_tta, tta_from_files
-    from bench.run.train.runner import prepare_output
+    from bench.core.io import check_output_file
 
     console = Console() if sys.stdout.isatty() else Console(width=160)
     if args.curves:
@@ -93,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
         output = Path(args.output) if args.output else _default_output(name)
         if args.resume:
             raise BenchError("--resume applies to end-to-end studies; from files the analysis is simply redone")
-        prepare_output(output, overwrite=args.overwrite)
+        check_output_file(output, overwrite=args.overwrite)
         hib = None if args.lower_is_better is None else not args.lower_is_better
         result = tta_from_files(args.curves, sweep_path=args.sweep, target=args.target, metric=args.metric,
                                 higher_is_better=hib, batch_sizes=parse_list(args.batch_sizes, int, "batch size"),

@@ -1,18 +1,21 @@
-"""Timing one training step: device-event and host timers, warm-up detection, adaptive stopping rules.
+"""Timing one training step: device-event and host timers, warm-up detection, limits and stopping rules.
 
 The timers return raw per-step seconds for a block of steps. On CUDA a pair of events brackets each
 step and the host synchronises once per block, never inside the timed window; on the CPU a host clock
-brackets each step. Stopping rules are small policy objects (after NVBench's stopping criteria): the
-loop in `measure` asks a rule after every block whether to stop, and records the reason it gives.
+brackets each step. `MeasureLimits` holds the per-point budget, the floors and the block sizing, with
+their defaults in one table (MEASURE_DEFAULTS); stopping rules are small pluggable objects (after
+NVBench's stopping criteria) that the loop in `measure` asks after every block whether to stop.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
-from typing import Callable, ContextManager, Protocol, Sequence
+from types import MappingProxyType
+from typing import Any, Callable, ContextManager, Mapping, Protocol, Sequence
 
 from bench.core.errors import BenchError
 from bench.core.vocabulary import (
@@ -29,7 +32,6 @@ from bench.core.vocabulary import (
 from bench.measure.stats import MIN_BLOCKS_FOR_CI, summarize
 
 Step = Callable[[], object]
-
 
 
 # --------------------------------------------------------------------------- timers
@@ -107,10 +109,134 @@ def timer_for(device) -> Timer:
     raise BenchError(f"no timer for device type {kind!r} (supported: cpu, cuda, mps)")
 
 
-# --------------------------------------------------------------------------- rules
+# --------------------------------------------------------------------------- limits and their defaults
+
+# The one table of measuring defaults. Timing, SweepConfig, `bench sweep`, the pytest suites and the TTA
+# study's step timing all read their defaults here (README, "How a point is measured").
+MEASURE_DEFAULTS: Mapping[str, float] = MappingProxyType({
+    "budget_s": 2.0,  # wall time spent measuring one point, at most
+    "min_time_s": 0.5,  # measured step time before a rule may stop a point (lowered to a smaller budget)
+    "min_samples": 10,  # samples before a rule may stop a point
+    "max_samples": 100_000,  # samples per point, at most
+    "ci_target": 0.01,  # the CI rule: stop once the 95% CI of the median is within ±1% of it
+    "warmup_max_s": 30.0,  # warm-up time, at most (after the first step)
+})
+
+BLOCKS_PER_MIN_TIME = MIN_BLOCKS_FOR_CI  # enough blocks within the minimum time for a CI across blocks
+MIN_BLOCK = 3
+MAX_BLOCK = 200
+
+
+def _positive_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+
+
+@dataclass(frozen=True)
+class MeasureLimits:
+    """How long one point may be measured, and how much must be measured before any rule may stop it.
+
+    The loop in `measure` applies these to every stopping rule: it stops a point when `budget_s` of
+    wall time or `max_samples` samples are spent, and asks the rule whether to stop only once
+    `min_samples` samples and the minimum time of measured steps are in (or once the rule says it
+    wants no more samples, as a fixed count does). Blocks of steps between host synchronisations
+    last about `block_target_s`.
+
+    `min_time_s=None` (the default) is MEASURE_DEFAULTS' minimum time, lowered to the budget when the
+    budget is smaller: a small budget alone asks for a quick measurement, not a contradiction. A
+    minimum time given explicitly above the budget is rejected, since no point could then stop on
+    its rule.
+    """
+
+    budget_s: float = MEASURE_DEFAULTS["budget_s"]
+    min_time_s: float | None = None
+    min_samples: int = MEASURE_DEFAULTS["min_samples"]
+    max_samples: int = MEASURE_DEFAULTS["max_samples"]
+    target_block_s: float | None = None  # None: the minimum time over BLOCKS_PER_MIN_TIME
+
+    def __post_init__(self):
+        if not _positive_number(self.budget_s):
+            raise BenchError(f"time budget must be a positive number of seconds, got {self.budget_s!r}")
+        if self.min_time_s is not None:
+            if not (isinstance(self.min_time_s, (int, float)) and math.isfinite(self.min_time_s) and self.min_time_s >= 0):
+                raise BenchError(f"minimum time must be a number of seconds >= 0, got {self.min_time_s!r}")
+            if self.min_time_s > self.budget_s:
+                raise BenchError(f"minimum time {self.min_time_s:g} s exceeds the time budget {self.budget_s:g} s: "
+                                 "no point could stop on its rule")
+        if not isinstance(self.min_samples, int) or self.min_samples < 1:
+            raise BenchError(f"minimum samples must be an integer >= 1, got {self.min_samples!r}")
+        if not isinstance(self.max_samples, int) or self.max_samples < self.min_samples:
+            raise BenchError(f"maximum samples must be an integer >= the minimum samples ({self.min_samples}), "
+                             f"got {self.max_samples!r}")
+        if self.target_block_s is not None and not _positive_number(self.target_block_s):
+            raise BenchError(f"block duration must be a positive number of seconds, got {self.target_block_s!r}")
+
+    @property
+    def effective_min_time_s(self) -> float:
+        """The minimum time in force: as given, or the default lowered to the budget."""
+        if self.min_time_s is not None:
+            return float(self.min_time_s)
+        return min(MEASURE_DEFAULTS["min_time_s"], self.budget_s)
+
+    @property
+    def block_target_s(self) -> float:
+        """How long one timed block should last: enough blocks within the minimum time for a CI across
+        blocks (with no minimum time, the default one, capped by the budget)."""
+        if self.target_block_s is not None:
+            return float(self.target_block_s)
+        basis = self.effective_min_time_s or min(MEASURE_DEFAULTS["min_time_s"], self.budget_s)
+        return basis / BLOCKS_PER_MIN_TIME
+
+    def floors_met(self, samples: Sequence[float]) -> bool:
+        """Enough samples and enough measured time for a rule to be asked."""
+        return len(samples) >= self.min_samples and sum(samples) >= self.effective_min_time_s
+
+    def stop_reason(self, rule: "StoppingRule", samples: Sequence[float], elapsed_s: float,
+                    block_medians: Sequence[float] | None = None) -> str | None:
+        """Why to stop measuring now, or None: the sample cap; else the rule, once the floors are met
+        (or once it wants no more samples); else the budget."""
+        n = len(samples)
+        if n >= self.max_samples:
+            return STOP_MAX_SAMPLES
+        if self.floors_met(samples) or rule_max_more_samples(rule, n) == 0:
+            reason = rule.should_stop(samples, elapsed_s, block_medians)
+            if reason:
+                return str(reason)
+        if elapsed_s >= self.budget_s:
+            return STOP_BUDGET
+        return None
+
+    def to_dict(self) -> dict:
+        """The limits as used (the minimum time in force, not None)."""
+        d = {"min_samples": self.min_samples, "min_time_s": self.effective_min_time_s, "budget_s": self.budget_s,
+             "max_samples": self.max_samples}
+        if self.target_block_s is not None:
+            d["target_block_s"] = self.target_block_s
+        return d
+
+
+# --------------------------------------------------------------------------- stopping rules
 
 
 class StoppingRule(Protocol):
+    """When a point has samples enough (after NVBench's stopping criteria): a small object the loop in
+    `measure` asks after every timed block. The budget, the floors and the sample cap are the loop's
+    (`MeasureLimits`), not the rule's: a rule only says when it is satisfied.
+
+    Required: `name` and `should_stop`. Optional, each with a default when a rule lacks it:
+
+    - `max_more_samples(n_taken) -> int | None`: at most how many more samples the rule wants after
+      `n_taken` (the loop sizes blocks by it; 0: it wants no more and is asked at once, even below
+      the floors). Default: None, no cap.
+    - `waiting_for(samples, block_medians) -> str | None`: what the rule still waited for, for the
+      warning when the budget runs out first ("time budget ran out before ..."); None: nothing (a
+      rule meant to run to the budget), no warning. Default: the rule's name.
+    - `to_dict() -> dict`: the rule's name and parameters, recorded with the results. Default:
+      `{"name": name}`.
+
+    A new rule goes in this module and in STOPPING_RULES (to be chosen by name); any object with
+    these members works where a rule is taken (`measure`, `SweepConfig(stopping_rule=...)`).
+    """
+
     name: str
 
     def should_stop(self, samples: Sequence[float], elapsed_s: float,
@@ -122,73 +248,95 @@ class StoppingRule(Protocol):
         of each block so far.
         """
 
-    def to_dict(self) -> dict: ...
+
+def check_stopping_rule(rule: Any) -> StoppingRule:
+    """`rule` if it has the protocol's required members, else a one-line BenchError."""
+    name = getattr(rule, "name", None)
+    if not isinstance(name, str) or not name or not callable(getattr(rule, "should_stop", None)):
+        raise BenchError(f"a stopping rule needs a `name` and a should_stop(samples, elapsed_s, block_medians) "
+                         f"method; got {type(rule).__name__}")
+    return rule
+
+
+def rule_max_more_samples(rule: StoppingRule, n_taken: int) -> int | None:
+    """At most how many more samples `rule` wants (None: no cap), by its optional `max_more_samples`."""
+    method = getattr(rule, "max_more_samples", None)
+    if method is None:
+        return None
+    wanted = method(n_taken)
+    return None if wanted is None else max(0, int(wanted))
+
+
+def rule_waiting_for(rule: StoppingRule, samples: Sequence[float],
+                     block_medians: Sequence[float] | None) -> str | None:
+    """What `rule` still waited for when the budget ran out, by its optional `waiting_for` (None: nothing)."""
+    method = getattr(rule, "waiting_for", None)
+    if method is None:
+        return f"the {rule.name!r} stopping rule was met"
+    what = method(samples, block_medians)
+    return None if what is None else str(what)
+
+
+def describe_rule(rule: StoppingRule) -> dict:
+    """The rule's name and parameters, by its optional `to_dict`."""
+    method = getattr(rule, "to_dict", None)
+    d = dict(method()) if method is not None else {}
+    return {"name": rule.name, **d}
 
 
 @dataclass(frozen=True)
 class CIStoppingRule:
-    """Stop once the 95% CI of the median is within ±`ci_target` (relative), after at least
-    `min_samples` samples and `min_time_s` of measured step time; or when `budget_s` of wall time
-    or `max_samples` is spent, whichever comes first.
+    """Stop once the 95% CI of the median is within ±`ci_target` (relative).
 
     When the caller passes block medians, the CI must also hold across blocks (see
     `stats.summarize`): at least MIN_BLOCKS_FOR_CI blocks, and the CI widened by theirs. Repeated
     blocks at different levels (the launch-bound case) then run to the budget instead of claiming
     a precision the data does not have."""
 
-    ci_target: float = 0.01
-    min_samples: int = 10
-    min_time_s: float = 0.5
-    budget_s: float = 5.0
-    max_samples: int = 100_000
+    ci_target: float = MEASURE_DEFAULTS["ci_target"]
     name: str = "ci"
 
     def __post_init__(self):
-        if not self.ci_target > 0:
-            raise BenchError(f"CI target must be > 0, got {self.ci_target}")
-        if self.min_samples < 1:
-            raise BenchError(f"minimum samples must be >= 1, got {self.min_samples}")
-        if not self.budget_s > 0:
-            raise BenchError(f"time budget must be > 0 seconds, got {self.budget_s}")
-        if self.min_time_s < 0:
-            raise BenchError(f"minimum time must be >= 0 seconds, got {self.min_time_s}")
-        if self.min_time_s > self.budget_s:
-            raise BenchError(f"minimum time {self.min_time_s} s exceeds the time budget {self.budget_s} s: "
-                             "no point could stop on its CI target")
+        if not _positive_number(self.ci_target):
+            raise BenchError(f"CI target must be a positive number, got {self.ci_target!r}")
 
     def should_stop(self, samples: Sequence[float], elapsed_s: float,
                     block_medians: Sequence[float] | None = None) -> str | None:
-        n = len(samples)
-        if n >= self.max_samples:
-            return STOP_MAX_SAMPLES
-        enough_blocks = block_medians is None or len(block_medians) >= MIN_BLOCKS_FOR_CI
-        if n >= self.min_samples and sum(samples) >= self.min_time_s and enough_blocks:
-            rel = summarize(samples, block_medians=block_medians).ci_rel_halfwidth
-            if rel is not None and rel <= self.ci_target:
-                return STOP_CI
-        if elapsed_s >= self.budget_s:
-            return STOP_BUDGET
-        return None
+        if block_medians is not None and len(block_medians) < MIN_BLOCKS_FOR_CI:
+            return None
+        rel = summarize(samples, block_medians=block_medians).ci_rel_halfwidth
+        return STOP_CI if rel is not None and rel <= self.ci_target else None
+
+    def waiting_for(self, samples: Sequence[float], block_medians: Sequence[float] | None) -> str:
+        rel = summarize(samples, block_medians=block_medians).ci_rel_halfwidth if samples else None
+        shown = "n/a" if rel is None else f"±{rel:.1%}"
+        return f"the 95% CI of the median reached ±{self.ci_target:.1%} (it is {shown})"
 
     def to_dict(self) -> dict:
-        return {"name": self.name, "ci_target": self.ci_target, "min_samples": self.min_samples,
-                "min_time_s": self.min_time_s, "budget_s": self.budget_s, "max_samples": self.max_samples}
+        return {"name": self.name, "ci_target": self.ci_target}
 
 
 @dataclass(frozen=True)
 class FixedCountRule:
-    """Take exactly `count` samples (for comparisons that need equal sample counts)."""
+    """Take exactly `count` samples (for comparisons that need equal sample counts), unless the
+    budget runs out first."""
 
     count: int = 20
     name: str = "count"
 
     def __post_init__(self):
-        if self.count < 1:
-            raise BenchError(f"sample count must be >= 1, got {self.count}")
+        if not isinstance(self.count, int) or self.count < 1:
+            raise BenchError(f"sample count must be an integer >= 1, got {self.count!r}")
 
     def should_stop(self, samples: Sequence[float], elapsed_s: float,
                     block_medians: Sequence[float] | None = None) -> str | None:
         return STOP_COUNT if len(samples) >= self.count else None
+
+    def max_more_samples(self, n_taken: int) -> int:
+        return max(0, self.count - n_taken)
+
+    def waiting_for(self, samples: Sequence[float], block_medians: Sequence[float] | None) -> str:
+        return f"{self.count} samples were taken (it took {len(samples)})"
 
     def to_dict(self) -> dict:
         return {"name": self.name, "count": self.count}
@@ -202,7 +350,10 @@ def make_stopping_rule(name: str, **params) -> StoppingRule:
         cls = STOPPING_RULES[name]
     except KeyError:
         raise BenchError(f"unknown stopping rule {name!r} (known: {', '.join(STOPPING_RULES)})") from None
-    return cls(**params)
+    try:
+        return cls(**params)
+    except TypeError as e:
+        raise BenchError(f"stopping rule {name!r}: {e}") from None
 
 
 @dataclass(frozen=True)
@@ -216,7 +367,11 @@ class WarmupRule:
     window: int = 3
     tolerance: float = 0.05
     max_steps: int = 200
-    max_time_s: float = 30.0
+    max_time_s: float = MEASURE_DEFAULTS["warmup_max_s"]
+
+    def __post_init__(self):
+        if not _positive_number(self.max_time_s):
+            raise BenchError(f"warm-up time limit must be a positive number of seconds, got {self.max_time_s!r}")
 
     def is_warm(self, samples: Sequence[float], elapsed_s: float) -> str | None:
         post = samples[self.min_steps:]
@@ -254,11 +409,6 @@ class TimingResult:
     warnings: list[str] = field(default_factory=list)
 
 
-BLOCKS_PER_MIN_TIME = MIN_BLOCKS_FOR_CI  # enough blocks within the minimum time for a CI across blocks
-MIN_BLOCK = 3
-MAX_BLOCK = 200
-
-
 def _block_size(median_s: float, target_block_s: float) -> int:
     if median_s <= 0:
         return MAX_BLOCK
@@ -269,17 +419,21 @@ def measure(
     step: Step,
     *,
     timer: Timer,
-    rule: StoppingRule,
+    rule: StoppingRule | None = None,
+    limits: MeasureLimits | None = None,
     warmup: WarmupRule | None = None,
     around_block: Callable[[], ContextManager] | None = None,
-    target_block_s: float | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> TimingResult:
-    """Warm `step` up, then time it in blocks until `rule` says stop.
+    """Warm `step` up, then time it in blocks until `limits` or `rule` say stop.
 
-    `around_block` (e.g. a telemetry sampler) is entered around each timed block, outside the
-    per-step timing. Warm-up samples are kept in the result but never mixed into the statistics.
+    `rule` defaults to CIStoppingRule(), `limits` to MeasureLimits(): the defaults of
+    MEASURE_DEFAULTS. `around_block` (e.g. a telemetry sampler) is entered around each timed block,
+    outside the per-step timing. Warm-up samples are kept in the result but never mixed into the
+    statistics.
     """
+    rule = check_stopping_rule(rule if rule is not None else CIStoppingRule())
+    limits = limits if limits is not None else MeasureLimits()
     warmup = warmup or WarmupRule()
     res = TimingResult(timer=timer.name)
     t_start = clock()
@@ -294,19 +448,17 @@ def measure(
     if res.warmup_reason != WARM_STABLE:
         res.warnings.append(f"warm-up ended by {res.warmup_reason} before step times stopped trending")
 
-    budget = getattr(rule, "budget_s", None)
-    min_time = getattr(rule, "min_time_s", 0.5) or 0.5
-    target_block_s = target_block_s or min_time / BLOCKS_PER_MIN_TIME
     typical = statistics.median(res.warmup_samples_s[-warmup.window:])
     t_measure = clock()
     while True:
-        n = _block_size(typical, target_block_s)
-        if budget is not None and typical > 0:
-            remaining = budget - (clock() - t_measure)
-            n = max(1, min(n, int(remaining / typical)))
-        count = getattr(rule, "count", None)
-        if count is not None:
-            n = max(1, min(n, count - len(res.samples_s)))
+        taken = len(res.samples_s)
+        n = _block_size(typical, limits.block_target_s)
+        if typical > 0:
+            n = min(n, int((limits.budget_s - (clock() - t_measure)) / typical))
+        wanted = rule_max_more_samples(rule, taken)
+        if wanted is not None:
+            n = min(n, wanted)
+        n = max(1, min(n, limits.max_samples - taken))
         with (around_block() if around_block else nullcontext()):
             block = timer.time_block(step, n)
         res.samples_s += block
@@ -314,17 +466,16 @@ def measure(
         if len(block) >= MIN_BLOCK:  # a block cut short by the budget says little about agreement
             res.block_medians_s.append(statistics.median(block))
         typical = statistics.median(res.samples_s[-min(len(res.samples_s), 3 * MAX_BLOCK):])
-        reason = rule.should_stop(res.samples_s, clock() - t_measure, res.block_medians_s)
+        reason = limits.stop_reason(rule, res.samples_s, clock() - t_measure, res.block_medians_s)
         if reason:
             res.stop_reason = reason
             break
     res.wall_time_s = clock() - t_start
-    min_samples = getattr(rule, "min_samples", None)
-    if min_samples and len(res.samples_s) < min_samples:
-        res.warnings.append(f"only {len(res.samples_s)} samples (fewer than the minimum {min_samples}) within the time budget")
+    if res.stop_reason in (STOP_BUDGET, STOP_MAX_SAMPLES) and len(res.samples_s) < limits.min_samples:
+        res.warnings.append(f"only {len(res.samples_s)} samples (fewer than the minimum {limits.min_samples}) "
+                            "within the time budget")
     if res.stop_reason == STOP_BUDGET:
-        rel = summarize(res.samples_s, block_medians=res.block_medians_s).ci_rel_halfwidth
-        target = getattr(rule, "ci_target", None)
-        shown = "n/a" if rel is None else f"±{rel:.1%}"
-        res.warnings.append(f"time budget ran out before the 95% CI of the median reached ±{target:.1%} (it is {shown})")
+        what = rule_waiting_for(rule, res.samples_s, res.block_medians_s)
+        if what:
+            res.warnings.append(f"time budget ran out before {what}")
     return res

@@ -28,15 +28,16 @@ from bench.core.vocabulary import TIMED_AS
 from bench.measure.tasks import Task, load_task
 from bench.measure.workloads import task_workload
 from bench.records.curves import Curve
+from bench.measure.timing import MEASURE_DEFAULTS
 from bench.records.sweep import load_sweep
+from bench.run.runner import Resumable
 from bench.run.train.lr import log_spaced_factors
 from bench.run.train.noise import measure_noise_scale
 from bench.run.train.runner import (
     GridSpec,
     RunConfig,
-    check_resumable,
     grid_identity,
-    prepare_output,
+    grid_resume_identity,
     run_specs,
 )
 
@@ -77,8 +78,8 @@ class StudyConfig:
     noise_steps: int | None = None  # default: the steps batch_big needed to reach the target
     sweep_path: str | None = None  # step times from this sweep file instead of measuring
     measure_step_time: bool = True
-    sweep_budget_s: float = 2.0
-    sweep_min_time_s: float = 0.3
+    sweep_budget_s: float = MEASURE_DEFAULTS["budget_s"]  # step timing per batch size, at most
+    sweep_min_time_s: float | None = None  # None: the default minimum time, or the budget if smaller
     n_bootstrap: int = 1000
 
     def resolved(self, task: Task) -> "StudyConfig":
@@ -162,27 +163,19 @@ def run_study(cfg: StudyConfig, *, output: str | os.PathLike | None = None, resu
     specs = grid.runs(task)
     rc.validate()
     identity = {**grid_identity(task, grid, rc), "study": cfg.to_dict()}
-    out = prepare_output(output, overwrite=overwrite, resume=resume) if output is not None else None
+    environment = _environment(cfg.device)
     if cfg.sweep_path is not None:
         sweep = load_sweep(cfg.sweep_path)  # fail before hours of training, not after
-    result = None
-    if out is not None and resume and out.exists():
-        result = load_tta(out)
-        check_resumable(result.config, identity, out)
-        result.finished = False
-    if result is None:
-        result = TTAResult(config=identity, task=task.info(), environment=_environment(cfg.device),
-                           created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    run = Resumable.open(
+        output, resume=resume, overwrite=overwrite,
+        create=lambda: TTAResult(config=identity, task=task.info(), environment=environment,
+                                 created=datetime.now(timezone.utc).isoformat(timespec="seconds")),
+        load=load_tta, save=save_tta, entries=lambda r: r.curves, key=lambda c: c.run_key,
+        identity=grid_resume_identity(identity, environment.get("hash")),
+        identity_of=lambda r: grid_resume_identity(r.config, (r.environment or {}).get("hash")))
+    result, save = run.result, run.save
 
-    def save() -> None:
-        if out is not None:
-            save_tta(result, out)
-
-    def on_curve(c: Curve) -> None:
-        result.curves.append(c)
-        save()
-
-    run_specs(task, specs, rc, done={c.run_key for c in result.curves}, on_curve=on_curve, progress=progress)
+    run_specs(task, specs, rc, done=run.done, on_curve=run.add, progress=progress)
 
     if cfg.noise_scale and result.noise_scale is None:
         small, big, lr, steps, why = _noise_settings(cfg, result.curves)
@@ -227,9 +220,7 @@ def run_study(cfg: StudyConfig, *, output: str | os.PathLike | None = None, resu
         result.analysis.warnings.append(
             f"the sweep timed workload {sweep.config.get('workload')!r}, not task {task.name!r}: "
             "its step times may not be those of this model")
-    result.finished = True
-    save()
-    return result
+    return run.finish()
 
 
 def measure_step_times(task: Task, cfg: StudyConfig, progress: ProgressFn | None = None):

@@ -17,6 +17,7 @@ from bench.core.devices import is_oom, resolve_device, synchronizer
 from bench.core.errors import BenchError
 from bench.core.io import json_safe
 from bench.core.vocabulary import PRECISIONS, STATUS_ERROR, STATUS_OOM, STEP_OPTIMIZERS
+from bench.measure.timing import MEASURE_DEFAULTS, MeasureLimits
 from bench.records.sweep import Measurement, Probe
 from bench.run.sweep import DEFAULT_MAX_BATCH, SweepConfig
 
@@ -114,7 +115,7 @@ class SuiteCase:
             workload=self.workload, workload_args=self.args, device=self.device, precision=self.precision,
             optimizer=self.optimizer, channels_last=self.channels_last, compile=self.compile,
             batch_sizes=[int(batch_size)], ci_target=settings.ci_target, min_samples=settings.min_samples,
-            min_time_s=settings.effective_min_time_s, budget_s=settings.budget_s,
+            min_time_s=settings.min_time_s, budget_s=settings.budget_s,
             warmup_max_s=settings.warmup_max_s, find_largest=False, telemetry=settings.telemetry,
         )
 
@@ -156,31 +157,34 @@ def parse_case_id(text: str) -> dict[str, Any] | None:
 
 @dataclass(frozen=True)
 class SuiteSettings:
-    """How hard each case is measured (the library's stopping rule, and pytest-benchmark's rounds)."""
+    """How hard each case is measured (the library's limits and stopping rule, and pytest-benchmark's
+    rounds). The measuring defaults are the library's (bench.measure.timing.MEASURE_DEFAULTS)."""
 
-    budget_s: float = 2.0  # at most this much measuring per case by the library, and again by pytest-benchmark
-    min_time_s: float = 0.5
-    ci_target: float = 0.01
-    min_samples: int = 10
-    warmup_max_s: float = 30.0
+    budget_s: float = MEASURE_DEFAULTS["budget_s"]  # per case by the library, and again by pytest-benchmark
+    min_time_s: float | None = None  # None: the default minimum time, or the budget if smaller
+    ci_target: float = MEASURE_DEFAULTS["ci_target"]
+    min_samples: int = MEASURE_DEFAULTS["min_samples"]
+    warmup_max_s: float = MEASURE_DEFAULTS["warmup_max_s"]
     telemetry: bool = True
     min_rounds: int = 5  # pytest-benchmark rounds, at least (its own default minimum)
     max_rounds: int = 10_000
     max_warmup_rounds: int = 200
 
     def __post_init__(self):
-        if not (isinstance(self.budget_s, (int, float)) and math.isfinite(self.budget_s) and self.budget_s > 0):
-            raise BenchError(f"time budget per case must be a positive number of seconds, got {self.budget_s!r}")
+        self.limits()  # one-line errors for a bad budget, minimum time or samples
         if self.min_rounds < 1 or self.max_rounds < self.min_rounds:
             raise BenchError(f"rounds must satisfy 1 <= min_rounds <= max_rounds, got {self.min_rounds}..{self.max_rounds}")
 
+    def limits(self) -> MeasureLimits:
+        return MeasureLimits(budget_s=self.budget_s, min_time_s=self.min_time_s, min_samples=self.min_samples)
+
     @property
     def effective_min_time_s(self) -> float:
-        # A budget below the minimum time would make every case stop on budget: the budget wins.
-        return min(self.min_time_s, self.budget_s)
+        return self.limits().effective_min_time_s
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "effective_min_time_s": self.effective_min_time_s}
+        # The minimum time in force (as SweepConfig records it), kept under its older name too.
+        return {**asdict(self), "min_time_s": self.effective_min_time_s, "effective_min_time_s": self.effective_min_time_s}
 
 
 @dataclass(frozen=True)
@@ -222,12 +226,9 @@ class SuiteOptions:
         settings = SuiteSettings()
         if budget is not None:
             try:
-                value = float(budget)
-            except ValueError:
-                raise BenchError(f"--bench-budget must be a number of seconds, got {budget!r}") from None
-            if not (math.isfinite(value) and value > 0):
-                raise BenchError(f"--bench-budget must be a positive number of seconds, got {budget!r}")
-            settings = replace(settings, budget_s=value)
+                settings = replace(settings, budget_s=float(budget))  # the limits check it
+            except (ValueError, BenchError):
+                raise BenchError(f"--bench-budget must be a positive number of seconds, got {budget!r}") from None
         threads = None if cpu_threads is None else _positive_int("--bench-cpu-threads", cpu_threads)
         return cls(workloads=wl, precisions=pr, batch_sizes=bs, device=device, subset=subset,
                    cpu_threads=threads, settings=settings)

@@ -9,18 +9,29 @@ measured and `resume=True` skips it.
 
 from __future__ import annotations
 
+import copy
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Any, Callable
 
 from bench.core.devices import free_memory, is_oom, resolve_device
 from bench.core.errors import BenchError
 from bench.core.params import one_line
 from bench.core.vocabulary import STATUS_ERROR, STATUS_OK, STATUS_OOM
-from bench.measure.timing import CIStoppingRule, WarmupRule, measure, timer_for
+from bench.measure.telemetry import Telemetry
+from bench.measure.timing import (
+    MEASURE_DEFAULTS,
+    MeasureLimits,
+    StoppingRule,
+    WarmupRule,
+    check_stopping_rule,
+    describe_rule,
+    make_stopping_rule,
+    measure,
+    timer_for,
+)
 from bench.records.sweep import (
     Case,
     Measurement,
@@ -29,6 +40,7 @@ from bench.records.sweep import (
     load_sweep,
     save_sweep,
 )
+from bench.run.runner import Identity, Resumable
 
 DEFAULT_MAX_BATCH = {"cpu": 1024, "cuda": 65536}
 PROBE_STEPS = 2  # steps per fit probe: the second step has optimizer state allocated too
@@ -37,7 +49,7 @@ PROBE_STEPS = 2  # steps per fit probe: the second step has optimizer state allo
 # point in one file was measured the same way. (The batch-size plan may grow.)
 IDENTITY_FIELDS = ("workload", "workload_args", "device", "precision", "optimizer", "channels_last", "compile", "seed",
                    "ci_target", "min_samples", "min_time_s", "budget_s", "warmup_max_s", "cudnn_benchmark",
-                   "telemetry", "telemetry_period_s")
+                   "telemetry", "telemetry_period_s", "stopping_rule")
 
 
 @dataclass
@@ -54,11 +66,16 @@ class SweepConfig:
     batch_sizes: list[int] | None = None  # None: powers of two from min_batch to max_batch
     min_batch: int = 1
     max_batch: int | None = None  # None: DEFAULT_MAX_BATCH for the device type
-    ci_target: float = 0.01
-    min_samples: int = 10
-    min_time_s: float = 0.5
-    budget_s: float = 3.0
-    warmup_max_s: float = 30.0
+    # When a point has samples enough: a name in bench.measure.timing.STOPPING_RULES ("ci": built with
+    # ci_target), or any object with the StoppingRule protocol (e.g. FixedCountRule(50)).
+    stopping_rule: str | StoppingRule = "ci"
+    ci_target: float = MEASURE_DEFAULTS["ci_target"]
+    # The limits of every point (MeasureLimits); defaults from MEASURE_DEFAULTS. min_time_s None: the
+    # default minimum time, lowered to the budget when the budget is smaller.
+    min_samples: int = MEASURE_DEFAULTS["min_samples"]
+    min_time_s: float | None = None
+    budget_s: float = MEASURE_DEFAULTS["budget_s"]
+    warmup_max_s: float = MEASURE_DEFAULTS["warmup_max_s"]
     eps: float = 0.05
     find_largest: bool = True
     seed: int = 0
@@ -79,9 +96,10 @@ class SweepConfig:
             raise BenchError(f"equal-time tolerance must be between 0 and 1, got {self.eps}")
         if self.peak_tflops is not None and not self.peak_tflops > 0:
             raise BenchError(f"peak TFLOP/s must be a positive number, got {self.peak_tflops}")
-        if not self.warmup_max_s > 0:
-            raise BenchError(f"warm-up time limit must be > 0 seconds, got {self.warmup_max_s}")
-        self.stopping_rule()  # validates its own fields
+        # Each builds and validates its own fields (one-line errors).
+        self.rule()
+        self.limits()
+        self.warmup_rule()
 
     def device_type(self) -> str:
         return self.device.split(":")[0]
@@ -103,9 +121,18 @@ class SweepConfig:
         return StepOptions(precision=self.precision, optimizer=self.optimizer, channels_last=self.channels_last,
                            compile=self.compile, cudnn_benchmark=self.cudnn_benchmark)
 
-    def stopping_rule(self) -> CIStoppingRule:
-        return CIStoppingRule(ci_target=self.ci_target, min_samples=self.min_samples,
-                              min_time_s=self.min_time_s, budget_s=self.budget_s)
+    def rule(self) -> StoppingRule:
+        """The stopping rule: `stopping_rule` if it is a rule object, else the registered rule by that name."""
+        if isinstance(self.stopping_rule, str):
+            params = {"ci_target": self.ci_target} if self.stopping_rule == "ci" else {}
+            return make_stopping_rule(self.stopping_rule, **params)
+        return check_stopping_rule(self.stopping_rule)
+
+    def limits(self) -> MeasureLimits:
+        return MeasureLimits(budget_s=self.budget_s, min_time_s=self.min_time_s, min_samples=self.min_samples)
+
+    def warmup_rule(self) -> WarmupRule:
+        return WarmupRule(max_time_s=self.warmup_max_s)
 
     def case(self, batch_size: int, workload_name: str | None = None) -> Case:
         return Case(workload=workload_name or self.workload, batch_size=batch_size, device=self.device,
@@ -113,10 +140,13 @@ class SweepConfig:
                     channels_last=self.channels_last, compile=self.compile)
 
     def to_dict(self) -> dict:
-        d = asdict(self)
+        """The settings as used: the minimum time in force, and the stopping rule with the limits it ran under."""
+        d = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "stopping_rule"}
+        limits = self.limits()
+        d["min_time_s"] = limits.effective_min_time_s
         d["planned_batch_sizes"] = self.planned_batch_sizes()
-        d["stopping_rule"] = self.stopping_rule().to_dict()
-        d["warmup_rule"] = WarmupRule(max_time_s=self.warmup_max_s).to_dict()
+        d["stopping_rule"] = {**describe_rule(self.rule()), **limits.to_dict()}
+        d["warmup_rule"] = self.warmup_rule().to_dict()
         return d
 
 
@@ -143,31 +173,10 @@ def _read_peak_memory(device, m: Measurement) -> None:
         m.null_reasons["peak_reserved_bytes"] = reason
 
 
-class _NoTelemetry:
-    """Stands in for bench.measure.telemetry.Telemetry when telemetry is off."""
-
-    def __init__(self, reason: str):
-        self.reason = reason
-
-    def measuring(self):
-        from contextlib import nullcontext
-
-        return nullcontext()
-
-    def summary(self, steps: int, batch_size: int) -> dict:
-        return {"null_reasons": {"telemetry": self.reason}}
-
-    def close(self) -> None:
-        pass
-
-
-def _telemetry(config: SweepConfig, device):
+def _telemetry(config: SweepConfig, device) -> Telemetry:
     if not config.telemetry:
-        return _NoTelemetry("telemetry turned off for this sweep")
-    try:
-        from bench.measure.telemetry import Telemetry
-    except ImportError as e:  # telemetry is optional: its absence must not stop a sweep
-        return _NoTelemetry(f"telemetry unavailable: {e}")
+        # The base Telemetry is the null object: nothing sampled, every field null with this reason.
+        return Telemetry("telemetry turned off for this sweep", config.telemetry_period_s)
     return Telemetry.for_device(device, period_s=config.telemetry_period_s)
 
 
@@ -187,8 +196,8 @@ def measure_point(workload, config: SweepConfig, batch_size: int, device) -> Mea
         step = TrainStep(workload, batch_size, device, options, seed=config.seed)
         _reset_peak_memory(device)
         tel = _telemetry(config, device)
-        timing = measure(step, timer=timer_for(device), rule=config.stopping_rule(),
-                         warmup=WarmupRule(max_time_s=config.warmup_max_s), around_block=tel.measuring)
+        timing = measure(step, timer=timer_for(device), rule=config.rule(), limits=config.limits(),
+                         warmup=config.warmup_rule(), around_block=tel.measuring)
         m.timer = timing.timer
         m.samples_s = timing.samples_s
         m.warmup_samples_s = timing.warmup_samples_s
@@ -325,16 +334,9 @@ def environment_info(device) -> dict:
     return env
 
 
-def _check_resumable(existing: SweepResult, config: SweepConfig, environment: dict, path: Path) -> None:
-    new = config.to_dict()
-    for k in IDENTITY_FIELDS:
-        if existing.config.get(k) != new.get(k):
-            raise BenchError(f"cannot resume {path}: it was measured with {k}={existing.config.get(k)!r}, "
-                             f"this sweep has {k}={new.get(k)!r}")
-    old_hash, new_hash = existing.environment.get("hash"), environment.get("hash")
-    if old_hash and new_hash and old_hash != new_hash:
-        raise BenchError(f"cannot resume {path}: it was measured on other hardware or software "
-                         f"(fingerprint {old_hash}, here {new_hash}); start a new file")
+def sweep_identity(config: dict, environment: dict) -> Identity:
+    """What a resumed sweep must match: the IDENTITY_FIELDS of its config, and the fingerprint hash."""
+    return Identity({k: config.get(k) for k in IDENTITY_FIELDS}, environment.get("hash"))
 
 
 def _largest_fit_bounds(result: SweepResult) -> tuple[int, int] | None:
@@ -350,7 +352,8 @@ def _largest_fit_bounds(result: SweepResult) -> tuple[int, int] | None:
     return lo, hi
 
 
-def analyse(result: SweepResult, *, eps: float = 0.05, noise_target: float = 0.01) -> dict:
+def analyse(result: SweepResult, *, eps: float = SweepConfig.eps,
+            noise_target: float = MEASURE_DEFAULTS["ci_target"]) -> dict:
     """Step-time analysis of a sweep, with each ok point diagnosed from its telemetry and regime.
 
     Two passes: the first labels each point's regime (flat, transition, linear) from step times
@@ -393,38 +396,34 @@ def run_sweep(
     workload=None,
     output: str | os.PathLike | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     progress: ProgressFn | None = None,
 ) -> SweepResult:
     """Measure every planned batch size, then search the largest batch that fits, then analyse.
 
     `workload` overrides `config.workload` with a ready Workload object (e.g. a training task's
-    model). With `output`, the results file is rewritten atomically after each point; with
-    `resume`, points already in that file are kept and not measured again.
+    model). With `output`, the results file is rewritten atomically after each point; an existing
+    file is kept unless `overwrite`; with `resume`, points already in that file (measured with the
+    same settings on the same machine) are kept and not measured again, and failed ones are retried.
     """
     workload, device = prepare(config, workload)
     notify = progress or (lambda event, info: None)
-    out = Path(output) if output is not None else None
-
-    result = None
-    environment = environment_info(device)
-    if out is not None and resume and out.exists():
-        result = load_sweep(out)
-        _check_resumable(result, config, environment, out)
-        result.finished = False
+    settings, environment = config.to_dict(), environment_info(device)
+    run = Resumable.open(
+        output, resume=resume, overwrite=overwrite,
+        create=lambda: SweepResult(config=settings, environment=environment,
+                                   created=datetime.now(timezone.utc).isoformat(timespec="seconds")),
+        load=load_sweep, save=save_sweep, entries=lambda r: r.points, key=lambda p: p.batch_size,
+        identity=sweep_identity(settings, environment),
+        identity_of=lambda r: sweep_identity(r.config, r.environment),
         # A failure other than memory may have been passing (a busy device, a driver hiccup): try again.
-        result.points = [p for p in result.points if p.status != STATUS_ERROR]
-    if result is None:
-        result = SweepResult(config=config.to_dict(), environment=environment,
-                             created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-
-    def save():
-        if out is not None:
-            save_sweep(result, out)
+        failed=lambda p: p.status == STATUS_ERROR)
+    result, save = run.result, run.save
 
     planned = config.planned_batch_sizes()
     notify("start", {"planned": planned, "done": [p.batch_size for p in result.points]})
     for b in planned:
-        if result.point(b) is not None:
+        if b in run.done:
             notify("skip", {"batch_size": b, "status": result.point(b).status})
             continue
         bounds = _largest_fit_bounds(result)
@@ -434,8 +433,7 @@ def run_sweep(
         notify("point", {"batch_size": b})
         t0 = time.perf_counter()
         m = measure_point(workload, config, b, device)
-        result.points.append(m)
-        save()
+        run.add(m)
         notify("done", {"batch_size": b, "measurement": m, "seconds": time.perf_counter() - t0})
 
     bounds = _largest_fit_bounds(result)
@@ -461,7 +459,6 @@ def run_sweep(
         result.largest_batch_reason = f"search turned off: batch {lo} fits and {hi} does not"
 
     result.analysis = analyse(result, eps=config.eps, noise_target=config.ci_target)
-    result.finished = True
-    save()
+    run.finish()
     notify("finish", {"result": result})
     return result

@@ -19,11 +19,12 @@ import torch
 
 from bench.core.devices import resolve_device
 from bench.core.errors import BenchError, InvalidResultsFile
-from bench.core.io import check_output_file, read_json
+from bench.core.io import read_json
 from bench.core.vocabulary import TRAINING_PRECISIONS
 from bench.measure.optim import OPTIMIZERS, make_optimizer, set_lr
 from bench.measure.tasks import Task
 from bench.records.curves import Curve, CurvePoint, CurvesFile, save_curves_file
+from bench.run.runner import Identity, Resumable
 from bench.run.train.lr import (
     LR_RULES,
     LRSchedule,
@@ -281,11 +282,6 @@ class GridSpec:
         return asdict(self)
 
 
-def prepare_output(path: str | os.PathLike, *, overwrite: bool = False, resume: bool = False) -> Path:
-    """Check that a results file may be written at `path` before any work starts."""
-    return check_output_file(path, resume=resume, overwrite=overwrite)
-
-
 def run_specs(task: Task, specs: Sequence[RunSpec], config: RunConfig, *, done: Iterable[str] = (),
               on_curve: Callable[[Curve], None] | None = None, progress: ProgressFn | None = None) -> list[Curve]:
     """Train every spec whose key is not in `done`, calling `on_curve` after each; return the new curves."""
@@ -307,29 +303,32 @@ def run_specs(task: Task, specs: Sequence[RunSpec], config: RunConfig, *, done: 
 
 
 def grid_identity(task: Task, grid: GridSpec, config: RunConfig) -> dict:
-    """Settings that must match for a results file to be resumed."""
+    """The settings of a grid as saved with its results (`config` of a curves or TTA file)."""
     return {"task": task.info(), "grid": grid.to_dict(), "run": config.to_dict()}
 
 
-def check_resumable(saved: dict, current: dict, path: Path) -> None:
-    """BenchError if a file made with other settings is resumed (its runs would not be comparable)."""
-    for section in ("task", "run"):
-        a, b = saved.get(section) or {}, current.get(section) or {}
-        for k in sorted(set(a) | set(b)):
-            if k in ("description",):
-                continue
-            if a.get(k) != b.get(k):
-                raise BenchError(f"{path} was made with {section} {k}={a.get(k)!r}, not {b.get(k)!r}; "
-                                 "resume with the same settings or write a new file")
-    sg, cg = saved.get("grid") or {}, current.get("grid") or {}
-    # Batch sizes, LR factors and seeds may grow on resume; everything that changes a run may not.
+# Grid settings that change a run: a resumed grid must match them. Batch sizes, LR factors and seeds
+# may grow on resume.
+GRID_IDENTITY_FIELDS = ("base_lr", "base_batch_size", "lr_rule", "optimizer", "momentum", "weight_decay", "precision",
+                        "trust_coefficient", "warmup_steps", "warmup_epochs", "warmup_start_factor", "max_lr")
+
+
+def grid_resume_identity(saved_config: dict, environment_hash: str | None = None) -> Identity:
+    """What a resumed grid (or study) must match, from a `grid_identity` dict: the task (but its
+    description), how each run goes, and GRID_IDENTITY_FIELDS (a field an older file lacks counts
+    as its default); and the fingerprint hash where the file records one."""
     defaults = {f.name: f.default for f in fields(GridSpec) if f.default is not MISSING}
-    for k in ("base_lr", "base_batch_size", "lr_rule", "optimizer", "momentum", "weight_decay", "precision",
-              "trust_coefficient", "warmup_steps", "warmup_epochs", "warmup_start_factor", "max_lr"):
-        was, now = sg.get(k, defaults.get(k)), cg.get(k, defaults.get(k))
-        if was != now:
-            raise BenchError(f"{path} was made with {k}={was!r}, not {now!r}; "
-                             "resume with the same settings or write a new file")
+    grid = saved_config.get("grid") or {}
+    task = {k: v for k, v in (saved_config.get("task") or {}).items() if k != "description"}
+    return Identity({"task": task, "run": dict(saved_config.get("run") or {}),
+                     "grid": {k: grid.get(k, defaults.get(k)) for k in GRID_IDENTITY_FIELDS}}, environment_hash)
+
+
+def _load_curves_file(path: Path) -> CurvesFile:
+    try:
+        return CurvesFile.from_dict(read_json(path))
+    except InvalidResultsFile as e:
+        raise InvalidResultsFile(f"{path}: {e}") from None
 
 
 def run_grid(task: Task, grid: GridSpec, config: RunConfig, *, output: str | os.PathLike | None = None,
@@ -338,27 +337,13 @@ def run_grid(task: Task, grid: GridSpec, config: RunConfig, *, output: str | os.
     specs = grid.runs(task)
     config.validate()
     identity = grid_identity(task, grid, config)
-    cf = None
-    out = prepare_output(output, overwrite=overwrite, resume=resume) if output is not None else None
-    if out is not None and resume and out.exists():
-        try:
-            cf = CurvesFile.from_dict(read_json(out))
-        except InvalidResultsFile as e:
-            raise InvalidResultsFile(f"{out}: {e}") from None
-        check_resumable(cf.config, identity, out)
-        cf.finished = False
-    if cf is None:
-        cf = CurvesFile(config=identity, task=task.info(),
-                        created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    cf.config = identity
+    run = Resumable.open(
+        output, resume=resume, overwrite=overwrite,
+        create=lambda: CurvesFile(config=identity, task=task.info(),
+                                  created=datetime.now(timezone.utc).isoformat(timespec="seconds")),
+        load=_load_curves_file, save=save_curves_file, entries=lambda cf: cf.curves, key=lambda c: c.run_key,
+        identity=grid_resume_identity(identity), identity_of=lambda cf: grid_resume_identity(cf.config))
+    run.result.config = identity  # the grid may have grown
 
-    def save(curve: Curve) -> None:
-        cf.curves.append(curve)
-        if out is not None:
-            save_curves_file(cf, out)
-
-    run_specs(task, specs, config, done={c.run_key for c in cf.curves}, on_curve=save, progress=progress)
-    cf.finished = True
-    if out is not None:
-        save_curves_file(cf, out)
-    return cf
+    run_specs(task, specs, config, done=run.done, on_curve=run.add, progress=progress)
+    return run.finish()
