@@ -72,3 +72,14 @@ def test_unchanged_software_marks_nothing():
 def test_runs_without_a_fingerprint_mark_a_python_or_kernel_change():
     (h,) = R.benchmark_history([run(0, 1.0), run(1, 1.0, python_version="3.13.1", release="6.11.0")])
     assert h.environment_changes == {1: "python_version 3.12.3 → 3.13.1; release 6.8.0 → 6.11.0"}
+
+
+def test_regression_needs_both_a_5_percent_slowdown_and_separate_iqrs():
+    def stats(med, q1, q3):
+        return R.RunStats(T0, "x", med, q1, q3)
+
+    assert R.is_regression(stats(1.0, 0.99, 1.01), stats(1.10, 1.09, 1.11))
+    assert not R.is_regression(stats(1.0, 0.99, 1.01), stats(1.04, 1.03, 1.05))  # apart, but under 5%
+    assert not R.is_regression(stats(1.0, 0.8, 1.2), stats(1.10, 0.9, 1.3))  # 10% slower, but IQRs overlap
+    assert not R.is_regression(stats(1.0, 0.99, 1.01), stats(0.8, 0.79, 0.81))  # faster
+    assert not R.is_regression(stats(1.0, None, None), stats(2.0, None, None))  # spread unknown: no claim

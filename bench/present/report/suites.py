@@ -1,0 +1,99 @@
+"""The benchmark-suites section of the report: the latest pytest-benchmark run per machine (a figure and a
+table of every benchmark, its machine_info), and the sweeps the adapter rebuilds from it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+import bench.present.fmt as fmt
+from bench.analysis.regression import latest_run_per_machine, machine_key
+from bench.core.errors import BenchError
+from bench.present.fmt import is_number
+from bench.present.report.common import cell, markup, num
+from bench.present.report.figures import trends as F
+from bench.present.report.inputs import Source
+from bench.records.sweep import SweepResult
+
+
+def suite_context(sources: Sequence[Source]) -> list[dict]:
+    """The latest pytest-benchmark run per machine: every benchmark's numbers and its machine_info."""
+    latest = latest_run_per_machine(sources)
+    out = []
+    for i, (key, src) in enumerate(sorted(latest.items())):
+        d = src.data
+        benches = [b for b in d.get("benchmarks") or [] if isinstance(b, dict)]
+        rows, names, med, q1, q3 = [], [], [], [], []
+        for b in benches:
+            st = b.get("stats") if isinstance(b.get("stats"), dict) else {}
+            name = str(b.get("fullname") or b.get("name") or "?")
+            names.append(name)
+            med.append(num(st.get("median")))
+            q1.append(num(st.get("q1")))
+            q3.append(num(st.get("q3")))
+            extra = b.get("extra_info") or {}
+            extra_brief = {k: v for k, v in extra.items() if k not in ("measurement", "config", "largest_batch")} \
+                if isinstance(extra, dict) else extra
+            extra_txt = json.dumps(extra_brief, default=str, ensure_ascii=False) if extra_brief else ""
+            rows.append([
+                cell(name, name),
+                cell(b.get("group"), b.get("group") or ""),
+                cell(fmt.duration(num(st.get("median"))), num(st.get("median"))),
+                cell(f"{fmt.duration(num(st.get('q1')))} – {fmt.duration(num(st.get('q3')))}"
+                     if is_number(st.get("q1")) else None, num(st.get("iqr"))),
+                cell(f"{fmt.duration(num(st.get('mean')))} ± {fmt.duration(num(st.get('stddev')))}"
+                     if is_number(st.get("mean")) else None, num(st.get("mean"))),
+                cell(fmt.duration(num(st.get("min"))), num(st.get("min"))),
+                cell(st.get("rounds"), num(st.get("rounds"))),
+                cell(fmt.quantity(st.get("ops")), num(st.get("ops"))),
+                cell(extra_txt[:160] + ("…" if len(extra_txt) > 160 else ""), extra_txt, title=extra_txt or None,
+                     cls="notes"),
+            ])
+        mi = d.get("machine_info") or {}
+        info_rows = [(k, v) for k, v in _flatten(mi).items() if not k.startswith("bench_fingerprint.null_reasons")
+                     and not k.startswith("bench_fingerprint.hashed_fields")]
+        ci = d.get("commit_info") or {}
+        out.append({
+            "id": f"suite-{i}",
+            "path": src.path,
+            "datetime": d.get("datetime"),
+            "version": d.get("version"),
+            "machine": machine_key(mi)[1],
+            "commit": ci.get("id"),
+            "n": len(benches),
+            "table": {"columns": ["benchmark", "group", "median", "IQR (q1–q3)", "mean ± sd", "min", "rounds", "ops/s",
+                                  "extra_info"], "rows": rows},
+            "svg": markup(F.suite_figure(names, med, q1, q3)),
+            "machine_info": info_rows,
+        })
+    return out
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+    elif isinstance(d, list):
+        out[prefix.rstrip(".")] = ", ".join(map(str, d))
+    else:
+        out[prefix.rstrip(".")] = "—" if d is None else str(d)
+    return out
+
+
+def suite_sweeps(sources: Sequence[Source]) -> list[SweepResult]:
+    """Curves over batch size from the latest pytest-benchmark run per machine (via bench.records.suite):
+    only groups with two or more batch sizes measured, since one point is no curve."""
+    try:
+        from bench.records.suite import sweeps_from_pytest_benchmark
+    except ImportError:  # pragma: no cover - the adapter ships with the package
+        return []
+    latest = latest_run_per_machine(sources)
+    out = []
+    for src in latest.values():
+        try:
+            sweeps = sweeps_from_pytest_benchmark(src.data, source=src.path)
+        except BenchError:
+            continue  # the suite table still shows the run; only its curves are missing
+        out += [s for s in sweeps if len({p.case.batch_size for p in s.ok_points()}) >= 2]
+    return out
