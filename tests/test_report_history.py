@@ -1,9 +1,11 @@
 """The nightly-trends section of the report: runs in time order per benchmark and machine, regressions and
-environment changes marked."""
+environment changes marked, judged and drawn on the library's step times where a run recorded them, and
+the page saying which numbers it shows."""
 
 from __future__ import annotations
 
 import math
+import re
 from datetime import timedelta
 
 import pytest
@@ -13,6 +15,10 @@ from bench.present.report import ReportInputs, Source, build_report
 from bench.present.report.inputs import KIND_PYTEST, read_source
 
 import report_inputs as R
+
+
+def trends_table(html: str) -> str:
+    return re.search(r'<table class="sortable" id="trends-table">(.*?)</table>', html, re.S).group(1)
 
 
 def test_history_orders_runs_by_their_datetime_and_marks_each_regression(tmp_path):
@@ -61,3 +67,49 @@ def test_long_history_is_decimated_for_drawing_but_embedded_whole():
     trends = R.section(html, "trends")
     assert "are drawn from the lowest and highest median" in trends
     assert len(R.source_data(html)["inputs"]) == 900
+
+
+def test_trends_and_regressions_use_the_librarys_step_times_where_a_run_recorded_them(tmp_path):
+    # pytest-benchmark's host-clock rounds see a 50% slowdown (its sync and Python loop got slower);
+    # the library's device-timed steps did not change: no regression, and the page shows the step times.
+    files = []
+    for i, (host, device) in enumerate(((2e-3, 1e-3), (2e-3, 1e-3), (3e-3, 1.002e-3))):
+        run = R.make_pytest_run(R.FIXED_TIME + timedelta(days=i), {"s.py::test_mlp[8]": host},
+                                library_medians={"s.py::test_mlp[8]": device})
+        files.append((f"r{i}.json", run))
+    html = R.build(tmp_path, *files)
+    trends = R.section(html, "trends")
+    assert "none regressed in the latest run" in R.section(html, "summary")
+    assert "<h3>Regressions" not in trends
+    assert ">1 ms<" in trends_table(html) and ">3 ms<" not in trends_table(html)
+    assert "bench · CUDA events" in trends_table(html)
+    assert "the library&#39;s step times" in trends and "CUDA events around each step" in trends
+    assert "step time (ms)" in trends  # the trend figure's axis names the number drawn
+    # and the other way round: the device-timed step got slower while the host rounds did not
+    slow = [R.make_pytest_run(R.FIXED_TIME + timedelta(days=i), {"s.py::test_mlp[8]": 2e-3},
+                              library_medians={"s.py::test_mlp[8]": device})
+            for i, device in enumerate((1e-3, 1e-3, 1.5e-3))]
+    (tmp_path / "slow").mkdir()
+    later = R.build(tmp_path / "slow", *((f"s{i}.json", r) for i, r in enumerate(slow)))
+    assert "1 regressed in the latest run" in R.section(later, "summary")
+    assert "1 ms → 1.5 ms (+50%" in R.section(later, "trends")
+
+
+def test_runs_without_bench_extra_info_are_judged_on_pytest_benchmarks_numbers_and_the_page_says_so(tmp_path):
+    files = [(f"r{i}.json", R.make_pytest_run(R.FIXED_TIME + timedelta(days=i), {"t.py::test_theirs": m}))
+             for i, m in enumerate((1e-3, 1.5e-3))]
+    trends = R.section(R.build(tmp_path, *files), "trends")
+    assert "No benchmark run here carries bench&#39;s extra_info" in trends
+    assert "pytest-benchmark&#39;s round statistics" in trends
+    assert "pytest-benchmark rounds" in trends and "time per call (ms)" in trends
+    assert trends.count('<li class="latest">') == 1
+
+
+def test_a_change_of_clock_between_runs_is_marked_and_not_called_a_regression(tmp_path):
+    files = [("r0.json", R.make_pytest_run(R.FIXED_TIME, {"s.py::test_mlp[8]": 1e-3})),
+             ("r1.json", R.make_pytest_run(R.FIXED_TIME + timedelta(days=1), {"s.py::test_mlp[8]": 3e-3},
+                                           library_medians={"s.py::test_mlp[8]": 2e-3}))]
+    trends = R.section(R.build(tmp_path, *files), "trends")
+    assert "<h3>Regressions" not in trends
+    assert "timing pytest-benchmark rounds → bench cuda_event" in trends
+    assert "not compared with it" in trends and "1 of the 2 benchmark runs carry no bench extra_info" in trends

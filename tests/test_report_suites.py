@@ -3,6 +3,8 @@ figure, and the step-time curves the adapter rebuilds from benchmarks at several
 
 from __future__ import annotations
 
+import re
+
 import report_inputs as R
 
 
@@ -17,3 +19,15 @@ def test_suite_json_alone_gives_a_table_and_batch_curves_through_the_adapter(tmp
     # test_mlp has three batch sizes: the adapter turns it into a curve over batch size.
     assert R.figures_in(R.section(html, "step-time"))["step-time"] == 1
     assert 'id="trends"' not in html
+
+
+def test_the_suite_figure_draws_the_librarys_step_times_and_the_table_shows_both(tmp_path):
+    run = R.make_pytest_run(R.FIXED_TIME, {"s.py::test_mlp[8]": 3e-3}, library_medians={"s.py::test_mlp[8]": 1e-3})
+    suites = R.section(R.build(tmp_path, ("run.json", run)), "suites")
+    row = re.search(r"<tbody>(.*?)</tbody>", suites, re.S).group(1)
+    assert ">1 ms<" in row and ">3 ms<" in row  # bench's step time, then pytest-benchmark's median
+    assert "step time (bench) (ms)" in suites  # the figure's axis says which number it draws
+    foreign = R.make_pytest_run(R.FIXED_TIME, {"t.py::test_theirs": 3e-3})
+    (tmp_path / "foreign").mkdir()
+    assert "time per call (pytest-benchmark) (ms)" in R.section(R.build(tmp_path / "foreign", ("f.json", foreign)),
+                                                                "suites")

@@ -7,30 +7,50 @@ import json
 from typing import Any, Sequence
 
 import bench.present.fmt as fmt
-from bench.analysis.regression import latest_run_per_machine, machine_key
+from bench.analysis.regression import (
+    SOURCE_LIBRARY,
+    SOURCE_PYTEST,
+    benchmark_stats,
+    latest_run_per_machine,
+    machine_key,
+)
 from bench.core.errors import BenchError
 from bench.present.fmt import is_number
-from bench.present.report.common import cell, markup, num
+from bench.present.report.common import TIMER_WORDS, cell, markup, num
 from bench.present.report.figures import trends as F
 from bench.present.report.inputs import Source
 from bench.records.sweep import SweepResult
 
 
+def _x_label(sources: set[str]) -> str:
+    if sources == {SOURCE_LIBRARY}:
+        return "step time (bench)"
+    if sources == {SOURCE_PYTEST}:
+        return "time per call (pytest-benchmark)"
+    return "bench step time, else pytest-benchmark time per call"
+
+
 def suite_context(sources: Sequence[Source]) -> list[dict]:
-    """The latest pytest-benchmark run per machine: every benchmark's numbers and its machine_info."""
+    """The latest pytest-benchmark run per machine: every benchmark's numbers and its machine_info. The
+    figure draws the library's step times where recorded (as the trends do), pytest-benchmark's medians
+    for benchmarks without bench extra_info; the table shows both."""
     latest = latest_run_per_machine(sources)
     out = []
     for i, (key, src) in enumerate(sorted(latest.items())):
         d = src.data
         benches = [b for b in d.get("benchmarks") or [] if isinstance(b, dict)]
-        rows, names, med, q1, q3 = [], [], [], [], []
+        rows, names, med, q1, q3, drawn_from = [], [], [], [], [], set()
         for b in benches:
             st = b.get("stats") if isinstance(b.get("stats"), dict) else {}
             name = str(b.get("fullname") or b.get("name") or "?")
+            drawn = benchmark_stats(b)  # the library's step times where recorded: what the trends use too
             names.append(name)
-            med.append(num(st.get("median")))
-            q1.append(num(st.get("q1")))
-            q3.append(num(st.get("q3")))
+            med.append(drawn.median_s if drawn else None)
+            q1.append(drawn.q1_s if drawn else None)
+            q3.append(drawn.q3_s if drawn else None)
+            if drawn:
+                drawn_from.add(drawn.source)
+            lib = drawn if drawn is not None and drawn.source == SOURCE_LIBRARY else None
             extra = b.get("extra_info") or {}
             extra_brief = {k: v for k, v in extra.items() if k not in ("measurement", "config", "largest_batch")} \
                 if isinstance(extra, dict) else extra
@@ -38,6 +58,8 @@ def suite_context(sources: Sequence[Source]) -> list[dict]:
             rows.append([
                 cell(name, name),
                 cell(b.get("group"), b.get("group") or ""),
+                cell(fmt.duration(lib.median_s) if lib else None, lib.median_s if lib else None,
+                     title=TIMER_WORDS.get(lib.timer) if lib else "no bench extra_info: pytest-benchmark's numbers only"),
                 cell(fmt.duration(num(st.get("median"))), num(st.get("median"))),
                 cell(f"{fmt.duration(num(st.get('q1')))} – {fmt.duration(num(st.get('q3')))}"
                      if is_number(st.get("q1")) else None, num(st.get("iqr"))),
@@ -61,9 +83,9 @@ def suite_context(sources: Sequence[Source]) -> list[dict]:
             "machine": machine_key(mi)[1],
             "commit": ci.get("id"),
             "n": len(benches),
-            "table": {"columns": ["benchmark", "group", "median", "IQR (q1–q3)", "mean ± sd", "min", "rounds", "ops/s",
-                                  "extra_info"], "rows": rows},
-            "svg": markup(F.suite_figure(names, med, q1, q3)),
+            "table": {"columns": ["benchmark", "group", "bench step time", "pytest-benchmark median", "IQR (q1–q3)",
+                                  "mean ± sd", "min", "rounds", "ops/s", "extra_info"], "rows": rows},
+            "svg": markup(F.suite_figure(names, med, q1, q3, x_label=_x_label(drawn_from))),
             "machine_info": info_rows,
         })
     return out

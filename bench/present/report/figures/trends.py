@@ -31,8 +31,8 @@ from bench.present.report.figures.common import (
 
 
 def suite_figure(names: Sequence[str], median_s: Sequence[float], q1_s: Sequence[float | None],
-                 q3_s: Sequence[float | None]) -> str | None:
-    """One row per benchmark: median with its interquartile range (log time axis)."""
+                 q3_s: Sequence[float | None], x_label: str = "time per call") -> str | None:
+    """One row per benchmark: median with its interquartile range (log time axis); `x_label` names the number."""
     rows = [(n, m, a, b) for n, m, a, b in zip(names, median_s, q1_s, q3_s) if ok(m) and m > 0]
     if not rows:
         return None
@@ -57,7 +57,7 @@ def suite_figure(names: Sequence[str], median_s: Sequence[float], q1_s: Sequence
             mid = math.sqrt(lo * hi)
             lo, hi = mid / 2.2, mid * 2.2
         ax.set_xlim(lo / 1.15, hi * 1.15)
-        ax.set_xlabel(f"time per call ({unit})")
+        ax.set_xlabel(f"{x_label} ({unit})")
         ax.set_ylim(-0.7, len(rows) - 0.3)
         ax.grid(axis="y", visible=False)
         ax.set_title("Latest run of each benchmark")
@@ -98,9 +98,10 @@ class TrendSeries:
     environment_changes: list[int] = field(default_factory=list)  # runs whose software differs from the previous
 
 
-def trend_figure(title: str, series: Sequence[TrendSeries], max_points: int = MAX_TREND_POINTS) -> tuple[str | None, bool]:
+def trend_figure(title: str, series: Sequence[TrendSeries], max_points: int = MAX_TREND_POINTS,
+                 y_label: str = "time per call") -> tuple[str | None, bool]:
     """Median per run over time with the interquartile band, regressions and environment changes
-    marked; returns (svg, decimated)."""
+    marked; returns (svg, decimated). `y_label` names the number drawn ("step time", "time per call")."""
     series = [s for s in series if s.median_s]
     if not series:
         return None, False
@@ -134,7 +135,7 @@ def trend_figure(title: str, series: Sequence[TrendSeries], max_points: int = MA
                            label=None if env_marked else "environment changed (software differs from the run before)")
                 env_marked = True
         ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: compact(v / scale)))
-        ax.set_ylabel(f"time per call ({unit})")
+        ax.set_ylabel(f"{y_label} ({unit})")
         ax.set_xlabel("run date (UTC)")
         import matplotlib.dates as mdates
 
