@@ -22,7 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.present.report import build as B  # noqa: E402
+from bench.present.report import build_report, load_inputs, write_report  # noqa: E402
+from bench.present.report.figures.common import MAX_TREND_POINTS  # noqa: E402
 
 
 def synthetic_run(i: int, when: datetime, n_benchmarks: int, rounds: int, rng: np.random.Generator,
@@ -74,13 +75,13 @@ def main(argv: list[str] | None = None) -> int:
         size_in = sum(p.stat().st_size for p in inputs.glob("*.json"))
 
         t0 = time.perf_counter()
-        loaded = B.load_inputs([inputs])
+        loaded = load_inputs([inputs])
         t_load = time.perf_counter() - t0
         t0 = time.perf_counter()
-        html = B.build_report(loaded)
+        html = build_report(loaded)
         t_build = time.perf_counter() - t0
         t0 = time.perf_counter()
-        out = B.write_report(html, root / "report.html", overwrite=True)
+        out = write_report(html, root / "report.html", overwrite=True)
         t_write = time.perf_counter() - t0
 
         print(f"inputs: {args.runs} pytest-benchmark files x {args.benchmarks} benchmarks "
@@ -89,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"build:  {t_build:.1f} s (figures, tables, embedded data)")
         print(f"write:  {t_write:.2f} s")
         print(f"total:  {t_load + t_build + t_write:.1f} s -> {out} ({out.stat().st_size / 2 ** 20:.1f} MiB)")
-        print(f"figures: {html.count('<svg')}; trend lines drawn with at most {B.F.MAX_TREND_POINTS} points each")
+        print(f"figures: {html.count('<svg')}; trend lines drawn with at most {MAX_TREND_POINTS} points each")
         if "stats.data" in html and "left out of the embedded data" in html:
             print("embedded: per-round times left out (over the embedding limit); every summary statistic kept")
     return 0

@@ -15,13 +15,15 @@ from bench.analysis.steptime import (
     PointSummary,
     analyse_step_times,
     analyse_sweep,
+    GROWTH_IRREGULAR,
+    GROWTH_LINEAR,
+    GROWTH_NONE,
+    StepTimeAnalysis,
     fit_hinge,
     fit_linear,
-    fmt_rate,
-    fmt_time,
     summaries_from_measurements,
 )
-from bench.core.errors import BenchError
+from bench.core.errors import BenchError, InvalidResultsFile
 from bench.records.sweep import Case, Measurement, SweepResult
 
 BATCHES = [2**i for i in range(11)]  # 1 .. 1024
@@ -66,9 +68,9 @@ def test_hinge_data_with_tight_cis_is_equal_time_up_to_64_and_beyond_at_128():
     assert a.equal_time_max_batch_possible == 64
     assert a.first_beyond_batch == 128
     assert a.equal_time_reaches_largest is False
-    verdicts = {p.batch_size: p.equal_time for p in a.points}
-    assert all(verdicts[b] == WITHIN for b in BATCHES if b <= 64)
-    assert all(verdicts[b] == BEYOND for b in BATCHES if b > 64)
+    calls = {p.batch_size: p.equal_time for p in a.points}
+    assert all(calls[b] == WITHIN for b in BATCHES if b <= 64)
+    assert all(calls[b] == BEYOND for b in BATCHES if b > 64)
 
 
 def test_hinge_data_regimes_are_flat_then_linear():
@@ -76,17 +78,6 @@ def test_hinge_data_regimes_are_flat_then_linear():
     regimes = {p.batch_size: p.regime for p in a.points}
     assert {regimes[b] for b in BATCHES if b <= 64} == {"flat"}
     assert {regimes[b] for b in BATCHES if b > 64} == {"linear"}
-
-
-def test_hinge_verdict_mentions_range_slope_knee_and_largest_batch():
-    a = analyse_step_times([point(b, hinge_curve(b)) for b in BATCHES], largest_batch_that_fits=1536)
-    first = a.verdict[0]
-    assert "within 5% of batch 1's (1 ms)" in first
-    assert "up to batch 64" in first
-    assert "+0.02 ms per sample" in first
-    assert "knee ≈ 64" in first
-    assert a.verdict[-1] == "The largest batch that fits is 1536."
-    assert 2 <= len(a.verdict) <= 4
 
 
 # ----------------------------------------------------------------------------- purely linear data
@@ -113,12 +104,11 @@ def test_linear_fit_recovers_parameters_from_noisy_points_within_their_standard_
     assert abs(lin.intercept_s - 1e-3) < 4 * lin.intercept_se_s
 
 
-def test_linear_verdict_reports_slope_and_a_over_b():
+def test_linear_data_is_equal_time_up_to_4_and_grows_about_linearly_from_8():
     a = analyse_step_times([point(b, linear_curve(b)) for b in BATCHES])
     assert a.equal_time_max_batch == 4  # t(8)/t(1) = 1.08/1.01 > 1.05
     assert a.first_beyond_batch == 8
-    assert "+0.01 ms per sample" in a.verdict[0]
-    assert "a/b ≈ 100" in a.verdict[0]
+    assert a.growth() == GROWTH_LINEAR
 
 
 def test_linear_fit_never_reports_a_negative_slope():
@@ -140,7 +130,6 @@ def test_all_flat_data_is_equal_time_everywhere_and_knee_is_beyond_the_range():
     assert "beyond" in a.null_reasons["knee_batch"]
     assert a.hinge_fit.knee_position == "beyond_range"
     assert {p.regime for p in a.points} == {"flat"}
-    assert "knee lies beyond batch 1024" in a.verdict[0]
 
 
 def test_all_beyond_says_step_time_already_grows_at_the_next_batch():
@@ -148,8 +137,6 @@ def test_all_beyond_says_step_time_already_grows_at_the_next_batch():
     assert a.equal_time_max_batch == 1
     assert a.first_beyond_batch == 2
     assert [p.equal_time for p in a.points] == [WITHIN, BEYOND, BEYOND, BEYOND]
-    assert "already exceeds batch 1's (1 ms) by more than 5% at batch 2" in a.verdict[0]
-    assert "+1 ms per sample" in a.verdict[0]
 
 
 # ---------------------------------------------------------------------------- CIs decide, not medians
@@ -166,7 +153,6 @@ def test_wide_ci_makes_a_borderline_point_undecided_not_within():
     assert a.equal_time_max_batch == 1
     assert a.equal_time_max_batch_possible == 2
     assert a.first_beyond_batch == 4
-    assert "cannot tell" in a.verdict[0]
 
 
 def test_same_borderline_point_with_tight_ci_is_within():
@@ -186,14 +172,13 @@ def test_ratio_interval_is_conservative_combination_of_both_cis():
     assert q.ratio_basis == "ci"
 
 
-def test_missing_ci_falls_back_to_medians_and_the_verdict_says_so():
+def test_missing_ci_falls_back_to_medians_and_the_point_is_listed():
     pts = [PointSummary(1, 1e-3, None, None), point(2, 1.01e-3), point(4, 1.5e-3)]
     a = analyse_step_times(pts)
     assert a.points_without_ci == [1]
     assert a.points[1].ratio_basis == "median_fallback"
     assert a.points[1].ratio_high == pytest.approx(1.01 * 1.002)
     assert a.points[0].throughput_low_samples_per_s is None
-    assert "batch 1 judged on medians" in a.verdict[0]
 
 
 def test_throughput_interval_comes_from_the_ci_bounds():
@@ -214,8 +199,6 @@ def test_peak_throughput_and_smallest_batch_reaching_95_percent():
     assert a.peak_at_largest_batch is True
     assert a.peak_throughput_samples_per_s == pytest.approx(1024 / (1e-3 * 65))
     assert a.throughput_saturation_batch == 256  # 256/17 is 95.6% of 1024/65; 128/9 is 90.3%
-    assert "Throughput peaks at 15,800 samples/s at batch 1024" in a.verdict[1]
-    assert "batch 256 already reaches 95% of it" in a.verdict[1]
 
 
 def test_saturation_fraction_is_a_parameter():
@@ -230,8 +213,6 @@ def test_points_whose_blocks_disagree_beyond_the_target_are_noisy():
     assert a.noisy_batches == [2, 4, 8]
     assert a.points[0].noisy is None  # no blocks to compare: unknown, not "quiet"
     assert a.points[4].noisy is False
-    noise = next(s for s in a.verdict if "Repeated timing blocks" in s)
-    assert "±1%" in noise and "batch 2, 4, 8 (launch-bound)" in noise
 
 
 def test_noise_target_is_a_parameter():
@@ -240,12 +221,10 @@ def test_noise_target_is_a_parameter():
     assert analyse_step_times(pts, noise_target=0.05).noisy_batches == []
 
 
-def test_diagnoses_are_carried_per_point_and_quoted_in_the_verdict():
+def test_diagnoses_are_carried_per_point():
     diag = {b: "launch-bound" if b <= 64 else "compute-bound" for b in BATCHES}
     a = analyse_step_times([point(b, hinge_curve(b)) for b in BATCHES], diagnoses=diag)
     assert a.points[0].diagnosis == "launch-bound" and a.points[-1].diagnosis == "compute-bound"
-    assert "where the step is launch-bound" in a.verdict[0]
-    assert "beyond (compute-bound)" in a.verdict[0]
 
 
 def test_non_monotone_noisy_data_is_analysed_without_crashing_and_flagged():
@@ -255,8 +234,6 @@ def test_non_monotone_noisy_data_is_analysed_without_crashing_and_flagged():
     assert a.linear_fit.slope_s_per_sample >= 0
     assert (2, 4) in a.faster_at_larger_batch and (128, 256) in a.faster_at_larger_batch
     assert a.noisy_batches == BATCHES
-    assert 2 <= len(a.verdict) <= 4
-    assert any("falls from batch 2 to 4" in s for s in a.verdict)
     strict_json(a)
 
 
@@ -278,15 +255,12 @@ def test_one_point_is_described_without_comparisons():
     a = analyse_step_times([point(8, 2e-3)])
     assert a.equal_time_max_batch is None and "only one batch size" in a.null_reasons["equal_time_max_batch"]
     assert a.peak_throughput_samples_per_s == pytest.approx(4000)
-    assert a.verdict[0].startswith("Only batch 8 was measured (2 ms per step, 4,000 samples/s)")
     strict_json(a)
 
 
 def test_no_points_gives_an_analysis_that_says_nothing_was_measured():
     a = analyse_step_times([], largest_batch_that_fits=4)
-    assert a.points == [] and a.reference_batch is None
-    assert "Nothing was measured" in a.verdict[0]
-    assert a.verdict[-1] == "The largest batch that fits is 4."
+    assert a.points == [] and a.reference_batch is None and a.largest_batch_that_fits == 4
     assert "no batch size" in a.null_reasons["equal_time_max_batch"]
     strict_json(a)
 
@@ -294,14 +268,14 @@ def test_no_points_gives_an_analysis_that_says_nothing_was_measured():
 # ------------------------------------------------------------------------------------ output form
 
 
-def test_to_dict_is_strict_json_with_per_point_verdicts():
+def test_to_dict_is_strict_json_with_per_point_calls_and_no_prose():
     a = analyse_step_times([point(b, hinge_curve(b)) for b in BATCHES], largest_batch_that_fits=1536)
     d = json.loads(strict_json(a))
     assert d["equal_time_max_batch"] == 64
     assert d["best_fit"] == "hinge"
     assert d["hinge_fit"]["knee_batch"] == pytest.approx(64, rel=0.03)
     assert [p["equal_time"] for p in d["points"]][:8] == ["within"] * 7 + ["beyond"]
-    assert d["verdict"] == a.verdict
+    assert "verdict" not in d and d["schema_version"] == 2  # sentences are made in bench.present.steptime
     assert d["parameters"] == {"eps": 0.05, "noise_target": 0.01, "saturation_fraction": 0.95}
 
 
@@ -315,15 +289,6 @@ def test_hinge_fit_alone_finds_an_interior_knee_between_measured_batches():
     bs = [1, 2, 4, 8, 16, 32, 64, 128, 256]
     h = fit_hinge(bs, [1e-3 + 1e-5 * max(0, b - 40) for b in bs])
     assert h.knee_batch == pytest.approx(40, rel=0.02)
-
-
-def test_numbers_are_formatted_with_units_and_three_significant_figures():
-    assert fmt_time(0.0012345) == "1.23 ms"
-    assert fmt_time(0.0009996) == "1 ms"
-    assert fmt_time(1.5e-4) == "150 µs"
-    assert fmt_time(2.5) == "2.5 s"
-    assert fmt_rate(51234.5) == "51,200"
-    assert fmt_rate(12.345) == "12.3"
 
 
 # ------------------------------------------------------------------------------------- bad input
@@ -386,7 +351,7 @@ def test_analyse_sweep_uses_ok_points_and_the_largest_batch_that_fits():
     a = analyse_sweep(sweep)
     assert a.n_points == len(BATCHES)
     assert a.equal_time_max_batch == 64
-    assert a.verdict[-1] == "The largest batch that fits is 1536."
+    assert a.largest_batch_that_fits == 1536
 
 
 def test_linear_knee_past_the_largest_batch_is_reported_as_beyond_the_range():
@@ -400,15 +365,42 @@ def test_linear_knee_past_the_largest_batch_is_reported_as_beyond_the_range():
     assert a.knee_beyond_range is True
 
 
-def test_verdict_says_when_no_point_has_a_ci():
-    a = analyse_step_times([PointSummary(b, linear_curve(b), None, None) for b in BATCHES])
-    assert "judged on medians: no point has a 95% CI" in a.verdict[0]
-    assert a.points_without_ci == BATCHES
+# ------------------------------------------------------------------------------------ reading back
 
 
-def test_undecided_next_point_with_some_points_lacking_a_ci_reads_as_a_sentence():
-    pts = [PointSummary(1, 1.0e-3, 0.99e-3, 1.01e-3), PointSummary(4, 1.04e-3, 0.98e-3, 1.10e-3),
-           PointSummary(64, 5e-3, None, None), PointSummary(256, 20e-3, None, None)]
-    first = analyse_step_times(pts).verdict[0]
-    assert first.startswith("At batch 4 the 95% CIs cannot tell whether step time stays within 5%")
-    assert "(batch 64, 256 judged on medians for lack of a CI)" in first
+def test_an_analysis_reads_back_from_its_dict_into_the_same_record():
+    diag = {b: "launch-bound" if b <= 64 else "compute-bound" for b in BATCHES}
+    pts = [point(b, hinge_curve(b), spread=0.02 if b == 4 else 0.001) for b in BATCHES]
+    pts[2] = PointSummary(4, hinge_curve(4), None, None, 0.02)
+    a = analyse_step_times(pts, largest_batch_that_fits=1536, diagnoses=diag)
+    d = json.loads(strict_json(a))
+    back = StepTimeAnalysis.from_dict(d)
+    assert back.to_dict() == d
+    assert back.points == a.points and back.hinge_fit == a.hinge_fit and back.linear_fit == a.linear_fit
+    assert back.noisy_batches == [4] and back.points_without_ci == [4]
+
+
+def test_a_version_1_analysis_with_its_verdict_sentences_still_reads():
+    d = analyse_step_times([point(b, linear_curve(b)) for b in BATCHES]).to_dict()
+    old = {**d, "schema_version": 1, "verdict": ["Step time stays within 5% of batch 1's (1.01 ms) up to batch 4."]}
+    assert StepTimeAnalysis.from_dict(old).to_dict() == d
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"schema": "something.else"}, "not a step-time analysis"),
+    ({"schema_version": 3}, "version 3"),
+    ({"parameters": None}, "malformed"),
+])
+def test_an_analysis_dict_that_cannot_be_read_is_a_one_line_error(change, message):
+    d = {**analyse_step_times([point(1, 1e-3), point(2, 1e-3)]).to_dict(), **change}
+    with pytest.raises(InvalidResultsFile, match=message):
+        StepTimeAnalysis.from_dict(d)
+
+
+def test_growth_past_the_equal_time_range_is_judged_on_the_best_fit():
+    assert analyse_step_times([point(b, linear_curve(b)) for b in BATCHES]).growth() == GROWTH_LINEAR
+    jagged = [1e-3, 1.5e-3, 1.1e-3, 2.5e-3, 1.3e-3, 4e-3]
+    assert analyse_step_times([point(b, t) for b, t in zip(BATCHES, jagged)]).growth() == GROWTH_IRREGULAR
+    falling = [2e-3, 1.8e-3, 1.5e-3, 1.2e-3]
+    assert analyse_step_times([point(b, t) for b, t in zip(BATCHES, falling)]).growth() == GROWTH_NONE
+    assert analyse_step_times([point(1, 1e-3), point(2, 2e-3)]).growth() is None  # no fit from two points

@@ -4,6 +4,9 @@ import numpy as np
 import pytest
 
 from bench.analysis.noise_scale import (
+    AGREE_BEYOND_10X,
+    AGREE_WITHIN_2X,
+    AGREE_WITHIN_10X,
     compare_with_critical_batch,
     estimate_noise_scale,
     unbiased_norm_estimates,
@@ -62,10 +65,12 @@ def test_noise_scale_needs_the_big_batch_to_be_a_multiple_of_the_small():
 
 
 def test_comparison_with_b_crit_says_how_far_apart_they_are():
-    assert compare_with_critical_batch(40.0, 100.0)["summary"] == \
-        "B_simple and B_crit differ by a factor of 2.5 (within an order of magnitude)"
-    assert compare_with_critical_batch(90.0, 100.0)["summary"] == "B_simple and B_crit agree within a factor of 2"
-    assert compare_with_critical_batch(None, 100.0)["ratio_b_simple_to_b_crit"] is None
+    c = compare_with_critical_batch(40.0, 100.0)
+    assert (c["agreement"], c["factor"], c["ratio_b_simple_to_b_crit"]) == (AGREE_WITHIN_10X, pytest.approx(2.5), 0.4)
+    assert compare_with_critical_batch(90.0, 100.0)["agreement"] == AGREE_WITHIN_2X
+    assert compare_with_critical_batch(5.0, 100.0)["agreement"] == AGREE_BEYOND_10X
+    missing = compare_with_critical_batch(None, 100.0)
+    assert missing["ratio_b_simple_to_b_crit"] is None and missing["agreement"] is None and missing["reason"]
 
 
 def test_finite_population_correction_is_exact_on_expected_norms_without_replacement():

@@ -6,7 +6,6 @@ Skipped only when no chromium is installed (`apt-get install chromium`); CI has 
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import shutil
@@ -17,20 +16,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.present.report import build as B
+import bench.present.report.page as report_page
+from bench.present.report import build_report, load_inputs, write_report
+
+import report_inputs as R
 
 CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium): "
                                                           "the browser check needs a real headless browser")
 
-# The input makers live in test_report.py; load it by path so this works in any pytest import mode.
-_spec = importlib.util.spec_from_file_location("_report_inputs", Path(__file__).with_name("test_report.py"))
-R = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(R)
-
 # A payload that would mark the page if a browser ever ran it.
 HOSTILE = "<img src=x onerror=\"document.documentElement.setAttribute('data-pwned','1')\"><script>document.documentElement.setAttribute('data-pwned','2')</script>"
 BROWSER_OWN = "not an origin"  # the initiator of chromium's own background requests (updates, sign-in)
+TEMPLATES = Path(report_page.__file__).parent / "templates"
 
 
 def run_chromium(url: str, tmp: Path, *, screenshot: Path | None = None) -> tuple[str, str, list[dict]]:
@@ -87,7 +85,7 @@ def full_report(tmp_path_factory) -> Path:
                                 extra={"note": HOSTILE})
         files.append(R.write(d / f"run{i}.json", run))
     out = d / "report.html"
-    B.write_report(B.build_report(B.load_inputs(files), generated=R.FIXED_TIME), out)
+    write_report(build_report(load_inputs(files), generated=R.FIXED_TIME), out)
     return out
 
 
@@ -144,7 +142,7 @@ def test_the_screenshot_is_not_blank(rendered):
 
 def test_the_checks_catch_a_page_that_errs_and_fetches(tmp_path):
     """The detectors above are not vacuous: a page with a script error and a remote image trips both."""
-    capture = (Path(B.__file__).parent / "templates" / "capture.js").read_text()
+    capture = (TEMPLATES / "capture.js").read_text()
     bad = tmp_path / "bad.html"
     bad.write_text(f"<!DOCTYPE html><html><head><script>{capture}</script></head><body><div id='page-errors' hidden>"
                    "</div><img src='http://127.0.0.1:9/x.png'><script>undefinedFunction();</script></body></html>")
@@ -156,7 +154,7 @@ def test_the_checks_catch_a_page_that_errs_and_fetches(tmp_path):
 
 def test_clicking_a_heading_sorts_numbers_as_numbers_with_missing_values_last(tmp_path):
     """The shipped table script, driven in the browser: one click ascending, two descending."""
-    templates = Path(B.__file__).parent / "templates"
+    templates = TEMPLATES
     rows = "".join(f'<tr><td data-v="{v}">{t}</td><td>{name}</td></tr>' if v is not None else
                    f"<tr><td>—</td><td>{name}</td></tr>"
                    for v, t, name in ((10, "10", "b"), (9.5e-05, "95 µs", "a"), (None, "—", "c"), (200, "200", "B")))

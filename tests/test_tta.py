@@ -94,6 +94,8 @@ def test_the_naive_equal_step_time_estimate_and_how_wrong_it_is():
     assert a.naive["naive_best_batch"] == 2048
     assert a.naive["penalty_rel"] == pytest.approx(big.time_to_target_s / a.best_time_s - 1)
     assert a.naive["penalty_rel"] > 0.5
+    assert a.naive["naive_best_is_fastest"] is False and a.naive["reference_batch"] == 8
+    assert "summary" not in a.naive and "assumption" not in a.naive  # sentences are made by bench.present.tta
 
 
 def test_energy_to_target_when_energy_per_step_is_known_else_null_with_reason():
@@ -115,7 +117,18 @@ def test_a_batch_without_step_time_has_null_time_with_the_sweeps_reason():
 
 def test_final_metric_comparison_needs_training_past_the_target():
     a = analyse_tta(model_curves(), step_times(), 0.5, n_bootstrap=0)
-    assert a.generalisation["summary"] is None and "stopped at the target" in a.generalisation["reason"]
+    assert a.generalisation["largest_batch_ends_worse"] is None and "stopped at the target" in a.generalisation["reason"]
+
+
+def test_final_metrics_of_the_smallest_and_largest_batch_are_compared_when_runs_went_past_the_target():
+    curves = model_curves(seeds=(0,))
+    for c in curves:
+        c.stop_reason = None
+        c.points.append(CurvePoint(c.points[-1].step * 2, c.points[-1].examples * 2,
+                                   eval_metric=0.6 if c.batch_size < 2048 else 0.55))
+    g = analyse_tta(curves, step_times(), 0.5, n_bootstrap=0).generalisation
+    assert (g["smallest_batch"], g["largest_batch"], g["largest_batch_ends_worse"], g["reason"]) == (8, 2048, True, None)
+    assert "summary" not in g  # the sentence is made by bench.present.tta
 
 
 def _sweep():

@@ -124,18 +124,23 @@ def estimate_noise_scale(sq_norm_small: Sequence[float], sq_norm_big: Sequence[f
     return est
 
 
+# How far apart B_simple and B_crit are (`compare_with_critical_batch`'s "agreement").
+AGREE_WITHIN_2X = "within_2x"
+AGREE_WITHIN_10X = "within_10x"
+AGREE_BEYOND_10X = "beyond_10x"
+
+
 def compare_with_critical_batch(b_simple: float | None, b_crit: float | None) -> dict:
     """How far apart the noise scale and the fitted critical batch are (McCandlish et al. find
-    B_crit ≈ B_simple within about an order of magnitude, B_simple usually the smaller)."""
+    B_crit ≈ B_simple within about an order of magnitude, B_simple usually the smaller): their ratio,
+    its log10, `factor` (the larger over the smaller) and `agreement` (AGREE_WITHIN_2X, AGREE_WITHIN_10X
+    or AGREE_BEYOND_10X); None values with a `reason` without both."""
     if b_simple is None or b_crit is None or not (b_simple > 0 and b_crit > 0):
-        return {"ratio_b_simple_to_b_crit": None, "log10_ratio": None,
+        return {"ratio_b_simple_to_b_crit": None, "log10_ratio": None, "factor": None, "agreement": None,
                 "reason": "needs both the noise scale and the fitted critical batch size"}
     r = b_simple / b_crit
     lr = math.log10(r)
-    if abs(lr) <= math.log10(2):
-        words = "agree within a factor of 2"
-    elif abs(lr) <= 1:
-        words = f"differ by a factor of {max(r, 1 / r):.1f} (within an order of magnitude)"
-    else:
-        words = f"differ by a factor of {max(r, 1 / r):.0f} (more than an order of magnitude)"
-    return {"ratio_b_simple_to_b_crit": r, "log10_ratio": lr, "reason": None, "summary": f"B_simple and B_crit {words}"}
+    agreement = (AGREE_WITHIN_2X if abs(lr) <= math.log10(2) else AGREE_WITHIN_10X if abs(lr) <= 1
+                 else AGREE_BEYOND_10X)
+    return {"ratio_b_simple_to_b_crit": r, "log10_ratio": lr, "factor": max(r, 1 / r), "agreement": agreement,
+            "reason": None}

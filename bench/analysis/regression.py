@@ -1,5 +1,9 @@
-"""Nightly regression verdicts over pytest-benchmark runs: one benchmark's history per machine, and
-the rule that marks a run as a regression against the run before it.
+"""Nightly regressions over pytest-benchmark runs: one benchmark's history per machine, and the rule
+that marks a run as a regression against the run before it.
+
+The numbers judged are the library's own step times where a benchmark carries bench's extra_info (the
+raw per-step samples of its Measurement, timed with CUDA events on a GPU), and pytest-benchmark's
+host-clock round statistics only for benchmarks without it (another project's tests).
 
 A machine is its hardware (GPU model and memory, compute capability, CPU model and count), not its
 software: a run after a torch, CUDA, driver or Python upgrade is compared with the run before it,
@@ -18,11 +22,15 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Iterable
 
+import numpy as np
+
+from bench.core.vocabulary import STATUS_OK
 from bench.measure.telemetry.fingerprint import (
     HARDWARE_FIELDS,
     SOFTWARE_ENV_FIELDS,
     hardware_hash,
 )
+from bench.records.suite import EXTRA_INFO_SCHEMA, HOST_TIMER
 
 # Nightly regression rule: slower by more than this fraction AND the interquartile ranges do not overlap.
 REGRESSION_MIN_REL = 0.05
@@ -36,6 +44,9 @@ REGRESSION_RULE = (f"A run is marked as a regression when its median is more tha
 # Software of a run without a bench fingerprint, from pytest-benchmark's own machine_info.
 PYTEST_SOFTWARE_FIELDS = ("python_implementation", "python_version", "python_compiler", "release")
 
+# Where a run's numbers come from (`RunStats.source`).
+SOURCE_LIBRARY = "bench"  # the library's per-step samples in the benchmark's extra_info
+SOURCE_PYTEST = "pytest-benchmark"  # pytest-benchmark's round statistics (no bench extra_info)
 
 
 def _num(v: Any) -> float | None:
@@ -50,7 +61,12 @@ def _ok(v: Any) -> bool:
 
 @dataclass
 class RunStats:
-    """One benchmark in one pytest-benchmark run (times in seconds)."""
+    """One benchmark in one pytest-benchmark run (times in seconds).
+
+    `source` says whose numbers these are: SOURCE_LIBRARY (the library's per-step samples from
+    extra_info; `rounds` is then their count) or SOURCE_PYTEST (pytest-benchmark's round statistics);
+    `timer` names the clock ("cuda_event", "host", or "pytest-benchmark host").
+    """
 
     time: datetime
     path: str
@@ -61,6 +77,43 @@ class RunStats:
     stddev_s: float | None = None
     rounds: int | None = None
     software: dict[str, Any] = field(default_factory=dict)  # software_environment() of the run
+    source: str = SOURCE_PYTEST
+    timer: str | None = HOST_TIMER
+
+
+@dataclass(frozen=True)
+class BenchmarkStats:
+    """The numbers of one benchmark entry that trends and regressions use, and where they come from."""
+
+    median_s: float
+    q1_s: float | None
+    q3_s: float | None
+    mean_s: float | None
+    stddev_s: float | None
+    n: int | None  # samples (library) or rounds (pytest-benchmark)
+    source: str
+    timer: str | None
+
+
+def benchmark_stats(bench: dict) -> BenchmarkStats | None:
+    """The library's step-time statistics of a pytest-benchmark entry when its extra_info holds bench's
+    Measurement with samples (median and quartiles of the raw per-step times), else pytest-benchmark's
+    own round statistics; None without a median."""
+    info = bench.get("extra_info")
+    m = info.get("measurement") if isinstance(info, dict) and info.get("bench_schema") == EXTRA_INFO_SCHEMA else None
+    if isinstance(m, dict) and m.get("status") == STATUS_OK:
+        samples = [float(v) for v in m.get("samples_s") or [] if _ok(v)]
+        if samples:
+            q1, med, q3 = (float(v) for v in np.percentile(samples, [25, 50, 75]))
+            return BenchmarkStats(med, q1, q3, float(np.mean(samples)),
+                                  float(np.std(samples, ddof=1)) if len(samples) > 1 else None, len(samples),
+                                  SOURCE_LIBRARY, m.get("timer"))
+    st = bench.get("stats") if isinstance(bench.get("stats"), dict) else {}
+    med = _num(st.get("median"))
+    if med is None:
+        return None
+    return BenchmarkStats(med, _num(st.get("q1")), _num(st.get("q3")), _num(st.get("mean")), _num(st.get("stddev")),
+                          st.get("rounds") if isinstance(st.get("rounds"), int) else None, SOURCE_PYTEST, HOST_TIMER)
 
 
 @dataclass
@@ -80,7 +133,10 @@ class BenchmarkHistory:
 
 
 def is_regression(prev: RunStats, cur: RunStats, min_rel: float = REGRESSION_MIN_REL) -> bool:
-    """REGRESSION_RULE: median up by more than `min_rel` and the interquartile ranges apart."""
+    """REGRESSION_RULE: median up by more than `min_rel` and the interquartile ranges apart. Runs timed
+    differently (library samples vs pytest-benchmark rounds, or another clock) are not compared."""
+    if (prev.source, prev.timer) != (cur.source, cur.timer):
+        return False
     if not (_ok(prev.median_s) and _ok(cur.median_s)) or prev.median_s <= 0:
         return False
     if cur.median_s <= prev.median_s * (1.0 + min_rel):
@@ -134,6 +190,18 @@ def environment_change(prev: dict[str, Any], cur: dict[str, Any]) -> str | None:
     return "; ".join(changed) or None
 
 
+def timing_change(prev: RunStats, cur: RunStats) -> str | None:
+    """'timing pytest-benchmark rounds → bench cuda_event' when two runs' numbers come from different
+    sources or clocks (such runs are not compared for regressions), else None."""
+    if (prev.source, prev.timer) == (cur.source, cur.timer):
+        return None
+    return f"timing {_timing(prev)} → {_timing(cur)}"
+
+
+def _timing(run: RunStats) -> str:
+    return f"{SOURCE_LIBRARY} {run.timer}" if run.source == SOURCE_LIBRARY else f"{SOURCE_PYTEST} rounds"
+
+
 def benchmark_history(sources: Iterable[Any]) -> list[BenchmarkHistory]:
     """Per benchmark fullname and machine, its runs in time order with REGRESSION_RULE applied."""
     runs: dict[tuple[str, str], list[RunStats]] = defaultdict(list)
@@ -147,15 +215,12 @@ def benchmark_history(sources: Iterable[Any]) -> list[BenchmarkHistory]:
         for b in src.data.get("benchmarks") or []:
             if not isinstance(b, dict):
                 continue
-            st = b.get("stats") if isinstance(b.get("stats"), dict) else {}
-            med = _num(st.get("median"))
-            if med is None:
+            st = benchmark_stats(b)
+            if st is None:
                 continue
             name = str(b.get("fullname") or b.get("name") or "?")
-            runs[(name, key)].append(RunStats(when, src.path, med, _num(st.get("q1")), _num(st.get("q3")),
-                                              _num(st.get("mean")), _num(st.get("stddev")),
-                                              st.get("rounds") if isinstance(st.get("rounds"), int) else None,
-                                              software))
+            runs[(name, key)].append(RunStats(when, src.path, st.median_s, st.q1_s, st.q3_s, st.mean_s, st.stddev_s,
+                                              st.n, software, st.source, st.timer))
     out = []
     for (name, key), rs in runs.items():
         rs.sort(key=lambda r: (r.time, r.path))
@@ -163,8 +228,9 @@ def benchmark_history(sources: Iterable[Any]) -> list[BenchmarkHistory]:
         h.regressions = [i for i in range(1, len(rs)) if is_regression(rs[i - 1], rs[i])]
         for i in range(1, len(rs)):
             change = environment_change(rs[i - 1].software, rs[i].software)
-            if change:
-                h.environment_changes[i] = change
+            timing = timing_change(rs[i - 1], rs[i])
+            if change or timing:
+                h.environment_changes[i] = "; ".join(c for c in (timing, change) if c)
         out.append(h)
     out.sort(key=lambda h: (not h.latest_regressed, -len(h.regressions), h.fullname, h.machine))
     return out

@@ -1,5 +1,6 @@
 """Step time against batch size: up to which batch a step takes the same time, where it bends, where
-throughput saturates, told in a few plain sentences. Pure functions over summaries; measures nothing.
+throughput saturates. Pure functions over summaries returning typed records; measures nothing and says
+nothing (the sentences are made from these records in `bench.present.steptime`).
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ import numpy as np
 from scipy import optimize
 from scipy import stats as _sps
 
-from bench.core.errors import BenchError
+from bench.core.errors import BenchError, InvalidResultsFile
 from bench.measure.stats import relative_spread
 
 if TYPE_CHECKING:
     from bench.records.sweep import Measurement, SweepResult
 
 SCHEMA = "bench.steptime"
-SCHEMA_VERSION = 1
+# 2: the stored analysis holds no prose (version 1 carried a `verdict` list, which readers ignore).
+SCHEMA_VERSION = 2
+READABLE_SCHEMA_VERSIONS = (1, 2)
 
 WITHIN = "within"
 BEYOND = "beyond"
@@ -39,12 +42,16 @@ MIN_POINTS_FOR_HINGE_CHOICE = 4
 HINGE_P_VALUE = 0.01
 # A straight line already within this relative RMS leaves nothing a knee could meaningfully explain.
 NEGLIGIBLE_REL_RESIDUAL = 2e-3
-# Above this relative RMS residual the growth is not called "about linear" in the verdict.
+# Above this relative RMS residual the growth past the equal-time range is irregular, not about linear.
 IRREGULAR_REL_RESIDUAL = 0.10
 # A point is "linear" once at least half its fitted step time scales with the batch (d ln t / d ln B >= 0.5).
 LINEAR_ELASTICITY = 0.5
 KNEE_GRID_POINTS = 512
-MAX_LISTED_BATCHES = 8
+
+# How step time grows past the equal-time range, judged on the best fit (`StepTimeAnalysis.growth`).
+GROWTH_NONE = "none"  # the fits find no positive slope
+GROWTH_IRREGULAR = "irregular"  # a slope, but the fit misses by more than IRREGULAR_REL_RESIDUAL RMS
+GROWTH_LINEAR = "linear"  # about linearly, as the fit says
 
 
 # --------------------------------------------------------------------------------------------- records
@@ -179,7 +186,7 @@ class HingeFit:
 
 @dataclass
 class StepTimeAnalysis:
-    """Everything `analyse_step_times` concludes, with `verdict` (plain sentences) to read first.
+    """Everything `analyse_step_times` concludes, as typed fields (`bench.present.steptime` says it in words).
 
     Values that could not be determined are None, and `null_reasons[name]` says why.
     """
@@ -211,11 +218,25 @@ class StepTimeAnalysis:
     faster_at_larger_batch: list[tuple[int, int]] = field(default_factory=list)
     largest_batch_that_fits: int | None = None
     null_reasons: dict[str, str] = field(default_factory=dict)
-    verdict: list[str] = field(default_factory=list)
 
     @property
     def n_points(self) -> int:
         return len(self.points)
+
+    @property
+    def largest_measured_batch(self) -> int | None:
+        return self.points[-1].batch_size if self.points else None
+
+    def growth(self) -> str | None:
+        """How step time grows past the equal-time range, on the best fit: GROWTH_NONE (no positive
+        slope), GROWTH_IRREGULAR (the fit's relative RMS residual is above IRREGULAR_REL_RESIDUAL) or
+        GROWTH_LINEAR; None without a fit."""
+        f = self.fit()
+        if f is None:
+            return None
+        if f.slope_s_per_sample <= 0:
+            return GROWTH_NONE
+        return GROWTH_IRREGULAR if f.rel_rms_residual > IRREGULAR_REL_RESIDUAL else GROWTH_LINEAR
 
     def fit(self) -> LinearFit | HingeFit | None:
         """The fit `best_fit` names (None without one)."""
@@ -234,7 +255,6 @@ class StepTimeAnalysis:
         return _clean({
             "schema": SCHEMA,
             "schema_version": SCHEMA_VERSION,
-            "verdict": list(self.verdict),
             "parameters": {"eps": self.eps, "noise_target": self.noise_target,
                            "saturation_fraction": self.saturation_fraction},
             "n_points": self.n_points,
@@ -263,6 +283,49 @@ class StepTimeAnalysis:
             "points": [p.to_dict() for p in self.points],
             "null_reasons": dict(self.null_reasons),
         })
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StepTimeAnalysis":
+        """The record back from `to_dict`'s form (a sweep file's `analysis`). Version 1 dicts load too:
+        their `verdict` sentences are ignored, since sentences are made from the fields. Raises
+        InvalidResultsFile for a dict of another schema, a newer version, or missing fields."""
+        if not isinstance(d, dict) or d.get("schema") != SCHEMA:
+            got = d.get("schema") if isinstance(d, dict) else type(d).__name__
+            raise InvalidResultsFile(f"not a step-time analysis (schema is {got!r}, expected {SCHEMA!r})")
+        if d.get("schema_version") not in READABLE_SCHEMA_VERSIONS:
+            raise InvalidResultsFile(f"{SCHEMA} schema version {d.get('schema_version')!r} is not one this tool "
+                                     f"reads ({', '.join(map(str, READABLE_SCHEMA_VERSIONS))})")
+        try:
+            params = d["parameters"]
+            lin, hinge = d.get("linear_fit"), d.get("hinge_fit")
+            return cls(
+                eps=float(params["eps"]), noise_target=float(params["noise_target"]),
+                saturation_fraction=float(params["saturation_fraction"]),
+                points=[_from_fields(StepTimePoint, p) for p in d.get("points") or []],
+                linear_fit=_from_fields(LinearFit, lin) if lin else None,
+                hinge_fit=_from_fields(HingeFit, hinge) if hinge else None,
+                points_without_ci=[int(b) for b in d.get("points_without_ci") or []],
+                noisy_batches=[int(b) for b in d.get("noisy_batches") or []],
+                faster_at_larger_batch=[(int(a), int(b)) for a, b in d.get("faster_at_larger_batch") or []],
+                null_reasons={str(k): str(v) for k, v in (d.get("null_reasons") or {}).items()},
+                **{name: d.get(name) for name in _PLAIN_FIELDS},
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise InvalidResultsFile(f"malformed {SCHEMA} analysis: {type(e).__name__}: {e}") from None
+
+
+# Fields of StepTimeAnalysis stored as plain JSON values under their own names.
+_PLAIN_FIELDS = (
+    "reference_batch", "reference_median_s", "equal_time_max_batch", "equal_time_max_batch_possible",
+    "first_beyond_batch", "equal_time_reaches_largest", "best_fit", "best_fit_reason", "saturation_batch_linear",
+    "knee_batch", "knee_source", "knee_beyond_range", "peak_throughput_samples_per_s", "peak_throughput_batch",
+    "peak_at_largest_batch", "throughput_saturation_batch", "largest_batch_that_fits",
+)
+
+
+def _from_fields(cls, d: dict):
+    """A frozen record from its to_dict form: its own fields only (`model` and the like are labels)."""
+    return cls(**{name: d[name] for name in cls.__dataclass_fields__ if name in d})
 
 
 # ------------------------------------------------------------------------------------------ inputs
@@ -321,7 +384,7 @@ def analyse_step_times(
     2. Equal-time range, judged with CIs rather than medians. Reference = the smallest batch. Each
        point's ratio t(B)/t(ref) gets the conservative interval [ci_low(B)/ci_high(ref),
        ci_high(B)/ci_low(ref)] (the median replaces a missing bound; such points are listed in
-       `points_without_ci` and the verdict says so). "within": upper end <= 1+eps; "beyond": lower end
+       `points_without_ci`). "within": upper end <= 1+eps; "beyond": lower end
        > 1+eps; else "undecided". `equal_time_max_batch` = largest B such that it and every smaller
        point are "within"; `equal_time_max_batch_possible` = largest B before the first "beyond" (the
        range could reach it if the undecided points turned out within); `first_beyond_batch`.
@@ -336,8 +399,7 @@ def analyse_step_times(
     6. Regime per point: "flat" if "within" with no "beyond" at or below it; otherwise, from the best
        fit, "linear" when past the knee with d ln t / d ln B >= 0.5 (at least half the step time
        scales with the batch; for the line that is B >= a/b), else "transition".
-       `diagnoses` (batch -> short phrase such as "launch-bound") are carried per point and quoted
-       in the verdict.
+       `diagnoses` (batch -> short phrase such as "launch-bound") are carried per point.
     7. `knee_batch`: None with `knee_beyond_range` when every point is within (the knee lies beyond
        the largest batch measured); else the hinge's knee when the hinge is the best fit, else a/b
        (`knee_beyond_range` also when the line has no slope or a/b exceeds the largest batch).
@@ -357,7 +419,6 @@ def analyse_step_times(
                      "first_beyond_batch", "linear_fit", "hinge_fit", "best_fit", "knee_batch",
                      "saturation_batch_linear", "peak_throughput_samples_per_s", "throughput_saturation_batch"):
             a.null_reasons[name] = reason
-        a.verdict = _verdict(a)
         return a
 
     ref = pts[0]
@@ -370,17 +431,17 @@ def analyse_step_times(
         if p is ref:
             r_lo = r_hi = 1.0
             basis = "reference"
-            verdict = WITHIN
+            equal_time = WITHIN
         else:
             r_lo, r_hi, basis = _ratio_interval(p, ref)
-            verdict = WITHIN if r_hi <= 1.0 + eps else BEYOND if r_lo > 1.0 + eps else UNDECIDED
+            equal_time = WITHIN if r_hi <= 1.0 + eps else BEYOND if r_lo > 1.0 + eps else UNDECIDED
         rows.append(dict(
             batch_size=p.batch_size, median_s=p.median_s, ci_low_s=p.ci_low_s, ci_high_s=p.ci_high_s,
             throughput_samples_per_s=p.batch_size / p.median_s,
             throughput_low_samples_per_s=p.batch_size / p.ci_high_s if p.ci_high_s else None,
             throughput_high_samples_per_s=p.batch_size / p.ci_low_s if p.ci_low_s else None,
             ratio_to_reference=p.median_s / ref.median_s, ratio_low=r_lo, ratio_high=r_hi,
-            ratio_basis=basis, equal_time=verdict, block_spread_rel=p.block_spread_rel,
+            ratio_basis=basis, equal_time=equal_time, block_spread_rel=p.block_spread_rel,
             noisy=None if p.block_spread_rel is None else p.block_spread_rel > noise_target,
             diagnosis=diagnoses.get(p.batch_size),
         ))
@@ -438,7 +499,6 @@ def analyse_step_times(
         if q_hi < p_lo:
             a.faster_at_larger_batch.append((p.batch_size, q.batch_size))
 
-    a.verdict = _verdict(a)
     return a
 
 
@@ -464,8 +524,8 @@ def _equal_time_range(a: StepTimeAnalysis, rows: list[dict]) -> None:
     first_beyond = next((i for i, r in enumerate(rows) if r["equal_time"] == BEYOND), None)
     if first_beyond is None:
         a.first_beyond_batch = None
-        a.null_reasons["first_beyond_batch"] = (f"no batch measured is clearly more than {_pct(a.eps)} "
-                                                "slower than the reference")
+        a.null_reasons["first_beyond_batch"] = (f"no batch measured is clearly slower than the reference by "
+                                                f"more than eps = {a.eps:g}")
         a.equal_time_max_batch_possible = rows[-1]["batch_size"]
     else:
         a.first_beyond_batch = rows[first_beyond]["batch_size"]
@@ -476,8 +536,8 @@ def _equal_time_range(a: StepTimeAnalysis, rows: list[dict]) -> None:
 def _knee(a: StepTimeAnalysis, largest_batch: int) -> None:
     if a.equal_time_reaches_largest:
         a.knee_beyond_range = True
-        a.null_reasons["knee_batch"] = (f"step time stays within {_pct(a.eps)} up to the largest batch measured: "
-                                        "the knee lies beyond it")
+        a.null_reasons["knee_batch"] = (f"step time stays within eps = {a.eps:g} of the reference up to the "
+                                        "largest batch measured: the knee lies beyond it")
         return
     if a.best_fit is None:
         a.null_reasons["knee_batch"] = a.null_reasons.get("best_fit", "no fit")
@@ -686,214 +746,3 @@ def _clean(o: Any) -> Any:
     if isinstance(o, (float, np.floating)):
         return float(o) if math.isfinite(o) else None
     return o
-
-
-# ------------------------------------------------------------------------------------- the verdict
-
-
-_TIME_UNITS = ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns"))
-
-
-def _time_unit(seconds: float) -> tuple[float, str]:
-    v = float(f"{abs(seconds):.3g}")
-    for scale, name in _TIME_UNITS:
-        if v >= scale:
-            return scale, name
-    return _TIME_UNITS[-1]
-
-
-def fmt_time(seconds: float) -> str:
-    """Seconds with 3 significant figures in a readable unit: 0.00123 -> '1.23 ms'."""
-    scale, unit = _time_unit(seconds)
-    return f"{float(f'{seconds:.3g}') / scale:.3g} {unit}"
-
-
-def _fmt_slope(s_per_sample: float, reference_s: float) -> str:
-    # Same unit as the step time the sentence quotes, unless that makes the number unreadably small.
-    scale, unit = _time_unit(reference_s)
-    if s_per_sample / scale < 1e-3:
-        scale, unit = _time_unit(s_per_sample)
-    return f"+{s_per_sample / scale:.3g} {unit} per sample"
-
-
-def fmt_rate(value: float) -> str:
-    """A rate with 3 significant figures and thousands separators: 51234.5 -> '51,200'."""
-    v = float(f"{value:.3g}")
-    return f"{int(round(v)):,}" if v >= 1000 else f"{v:g}"
-
-
-def _fmt_batchlike(value: float) -> str:
-    """A fitted batch size (knee, a/b) to 2 significant figures: 96.4 -> '96', 1536.2 -> '1500'."""
-    if value >= 10:
-        digits = int(math.floor(math.log10(value))) - 1
-        return str(int(round(value, -digits)))
-    return f"{value:.2g}"
-
-
-def _pct(fraction: float) -> str:
-    return f"{round(fraction * 100, 6):g}%"
-
-
-def _batch_list(batches: Sequence[int]) -> str:
-    b = [str(v) for v in batches]
-    if len(b) > MAX_LISTED_BATCHES:
-        return f"{', '.join(b[:3])}, …, {b[-1]} ({len(b)} points)"
-    return ", ".join(b)
-
-
-def _and_list(items: Sequence[str]) -> str:
-    if len(items) <= 2:
-        return " and ".join(items)
-    return ", ".join(items[:-1]) + " and " + items[-1]
-
-
-def _next_batch(points: Sequence[StepTimePoint], batch_size: int | None) -> int | None:
-    for p in points:
-        if batch_size is not None and p.batch_size > batch_size:
-            return p.batch_size
-    return None
-
-
-def _diag_phrase(points: Iterable[StepTimePoint]) -> str | None:
-    """The diagnoses of `points` in batch order, distinct, e.g. 'launch-bound, then compute-bound'."""
-    seen: list[str] = []
-    for p in points:
-        if p.diagnosis and p.diagnosis not in seen:
-            seen.append(p.diagnosis)
-    return ", then ".join(seen) if seen else None
-
-
-def _verdict(a: StepTimeAnalysis) -> list[str]:
-    out: list[str] = []
-    pts = a.points
-    fits_sentence = (f"The largest batch that fits is {a.largest_batch_that_fits}."
-                     if a.largest_batch_that_fits is not None else None)
-    if not pts:
-        out.append("Nothing was measured: no batch size has a successful step-time measurement, "
-                   "so there is nothing to analyse.")
-        if fits_sentence:
-            out.append(fits_sentence)
-        return out
-    if len(pts) == 1:
-        p = pts[0]
-        diag = f", {p.diagnosis}" if p.diagnosis else ""
-        out.append(f"Only batch {p.batch_size} was measured ({fmt_time(p.median_s)} per step, "
-                   f"{fmt_rate(p.throughput_samples_per_s)} samples/s{diag}): at least two batch sizes are "
-                   "needed to compare step times, and three to fit a curve.")
-        noise = _noise_sentence(a)
-        if noise:
-            out.append(noise)
-        if fits_sentence:
-            out.append(fits_sentence)
-        return out
-    out.append(_equal_time_sentence(a))
-    out.append(_throughput_sentence(a))
-    noise = _noise_sentence(a)
-    if noise:
-        out.append(noise)
-    if fits_sentence:
-        out.append(fits_sentence)
-    return out
-
-
-def _equal_time_sentence(a: StepTimeAnalysis) -> str:
-    pts = a.points
-    ref = pts[0]
-    eps = _pct(a.eps)
-    tref = f"batch {ref.batch_size}'s ({fmt_time(ref.median_s)})"
-    ci = "95% CIs"
-    median_note = ""
-    if len(a.points_without_ci) == len(pts):
-        ci = "judged on medians: no point has a 95% CI"
-    elif a.points_without_ci:
-        median_note = f"batch {_batch_list(a.points_without_ci)} judged on medians for lack of a CI"
-        ci += f"; {median_note}"
-    largest = pts[-1].batch_size
-    flat = [p for p in pts if a.equal_time_max_batch is not None and p.batch_size <= a.equal_time_max_batch]
-    flat_diag = _diag_phrase(flat)
-    flat_diag = f", where the step is {flat_diag}" if flat_diag else ""
-
-    if a.equal_time_reaches_largest:
-        return (f"Step time stays within {eps} of {tref} at every batch measured, up to {largest} "
-                f"({ci}){flat_diag}: the knee lies beyond batch {largest}.")
-
-    nxt = pts[1]
-    mentioned_beyond = False
-    if a.equal_time_max_batch == ref.batch_size:
-        if nxt.equal_time == BEYOND:
-            head = (f"Step time already exceeds {tref} by more than {eps} at batch {nxt.batch_size}, "
-                    f"the next batch measured ({ci})")
-            mentioned_beyond = True
-        else:
-            head = (f"At batch {nxt.batch_size} the 95% CIs cannot tell whether step time stays within {eps} "
-                    f"of {tref}" + (f" ({median_note})" if median_note else ""))
-            if a.equal_time_max_batch_possible is not None and a.equal_time_max_batch_possible > nxt.batch_size:
-                head += f"; it may stay so up to batch {a.equal_time_max_batch_possible}"
-    else:
-        head = f"Step time stays within {eps} of {tref} up to batch {a.equal_time_max_batch} ({ci}){flat_diag}"
-        if a.equal_time_max_batch_possible is not None and a.equal_time_max_batch_possible > a.equal_time_max_batch:
-            head += f", and possibly up to batch {a.equal_time_max_batch_possible} (the CIs are too wide to tell)"
-
-    if a.first_beyond_batch is None:
-        return head + f"; no batch measured is clearly more than {eps} slower."
-
-    beyond_pts = [p for p in pts if p.batch_size >= a.first_beyond_batch]
-    beyond_diag = _diag_phrase(beyond_pts)
-    where = f" ({beyond_diag})" if beyond_diag else ""
-    fit = a.fit()
-    if fit is None:
-        if mentioned_beyond:
-            return head + (f"{where}." if where else ".")
-        return head + f"; from batch {a.first_beyond_batch} on{where} it is more than {eps} slower."
-    if mentioned_beyond:
-        lead = f"{beyond_diag}, it grows" if beyond_diag else "it grows"
-    elif _next_batch(pts, a.equal_time_max_batch) == a.first_beyond_batch:
-        lead = f"beyond{where}, it grows"
-    else:
-        lead = f"from batch {a.first_beyond_batch} on{where}, it grows"
-    slope = fit.slope_s_per_sample
-    if slope <= 0:
-        return head + f"; {lead} without a steady trend (the fits find no positive slope)."
-    slope_txt = _fmt_slope(slope, ref.median_s)
-    if fit.rel_rms_residual > IRREGULAR_REL_RESIDUAL:
-        return head + (f"; {lead} irregularly (the best fit, {slope_txt}, leaves a "
-                       f"{fit.rel_rms_residual:.0%} RMS residual).")
-    return head + f"; {lead} about linearly, {slope_txt} ({_knee_text(a)})."
-
-
-def _knee_text(a: StepTimeAnalysis) -> str:
-    if a.best_fit == FIT_HINGE and a.knee_batch is not None:
-        return f"knee ≈ {_fmt_batchlike(a.knee_batch)}"
-    lin = a.linear_fit
-    fixed = f"fixed part {fmt_time(lin.intercept_s)}" if lin.intercept_s > 0 else "no fixed part resolved"
-    if lin.saturation_batch is not None:
-        return f"{fixed}, so a/b ≈ {_fmt_batchlike(lin.saturation_batch)}"
-    return fixed
-
-
-def _throughput_sentence(a: StepTimeAnalysis) -> str:
-    peak = (f"Throughput peaks at {fmt_rate(a.peak_throughput_samples_per_s)} samples/s "
-            f"at batch {a.peak_throughput_batch}")
-    if a.peak_at_largest_batch:
-        peak += ", the largest measured (it may rise further)"
-    frac = _pct(a.saturation_fraction)
-    if a.throughput_saturation_batch is not None and a.throughput_saturation_batch < a.peak_throughput_batch:
-        return peak + f"; batch {a.throughput_saturation_batch} already reaches {frac} of it."
-    return peak + f"; no smaller batch reaches {frac} of it."
-
-
-def _noise_sentence(a: StepTimeAnalysis) -> str | None:
-    mono = None
-    if a.faster_at_larger_batch:
-        pairs = _and_list([f"{s} to {b}" for s, b in a.faster_at_larger_batch])
-        mono = f"step time falls from batch {pairs} beyond the 95% CIs"
-    if a.noisy_batches:
-        noisy = [p for p in a.points if p.noisy]
-        diag = _diag_phrase(noisy)
-        diag = f" ({diag})" if diag else ""
-        s = (f"Repeated timing blocks disagree by more than ±{_pct(a.noise_target)} at batch "
-             f"{_batch_list(a.noisy_batches)}{diag}: those points are noisy")
-        return s + (f", and {mono}." if mono else ".")
-    if mono:
-        return mono[0].upper() + mono[1:] + ": the curve is not monotone, so read the fits with care."
-    return None

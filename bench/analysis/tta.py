@@ -17,7 +17,6 @@ from typing import Any, Sequence
 
 import numpy as np
 
-import bench.present.fmt as fmt
 from bench.analysis.noise_scale import NoiseScaleEstimate, compare_with_critical_batch
 from bench.analysis.scaling import (
     BatchSteps,
@@ -394,7 +393,6 @@ def _naive(a: TTAAnalysis) -> None:
     best = a.batch(a.best_time_batch)
     penalty = nb.time_to_target_s / best.time_to_target_s - 1.0
     a.naive = {
-        "assumption": f"every batch size takes batch {ref.batch_size}'s step time ({fmt.duration(ref_t)})",
         "reference_batch": ref.batch_size,
         "assumed_step_time_s": ref_t,
         "naive_best_batch": nb.batch_size,
@@ -402,11 +400,7 @@ def _naive(a: TTAAnalysis) -> None:
         "naive_best_true_time_s": nb.time_to_target_s,
         "penalty_rel": penalty,
         "largest_abs_rel_error": max(abs(b.naive_rel_error) for b in timed),
-        "summary": (f"it picks batch {nb.batch_size} and predicts {fmt.duration(nb.naive_time_to_target_s)} to target; "
-                    f"that batch really takes {fmt.duration(nb.time_to_target_s)}, "
-                    + ("which is also the fastest" if nb.batch_size == best.batch_size
-                       else f"{penalty:+.0%} vs the fastest, batch {best.batch_size} "
-                            f"({fmt.duration(best.time_to_target_s)})")),
+        "naive_best_is_fastest": nb.batch_size == best.batch_size,
     }
 
 
@@ -436,19 +430,18 @@ def _generalisation(a: TTAAnalysis, curves: Sequence[Curve]) -> None:
     rows = [(b.batch_size, b.final_eval_metric) for b in a.batches if b.final_eval_metric is not None]
     stopped_at_target = all((c.stop_reason or "").strip() == "target reached" for c in curves
                             if c.steps_to_target(a.target).reached)
-    g: dict[str, Any] = {"final_eval_metric_by_batch": {str(b): m for b, m in rows}}
+    # Compared: the smallest and the largest batch with a final metric, and whether the largest ends worse.
+    g: dict[str, Any] = {"final_eval_metric_by_batch": {str(b): m for b, m in rows}, "reason": None,
+                         "smallest_batch": None, "largest_batch": None, "largest_batch_ends_worse": None}
     if len(rows) < 2:
-        g["summary"] = None
         g["reason"] = "needs a final eval metric at 2 or more batch sizes"
     elif stopped_at_target and any(c.source == "bench train" for c in curves):
-        g["summary"] = None
         g["reason"] = ("runs stopped at the target, so their final metric is the target; train past it "
                        "(continue_after_target > 0) to compare how batch sizes generalise")
     else:
         (b0, m0), (b1, m1) = rows[0], rows[-1]
-        worse = (m1 < m0) if a.higher_is_better else (m1 > m0)
-        g["summary"] = (f"final {a.metric} {m0:.4g} at batch {b0} vs {m1:.4g} at batch {b1}: "
-                        + ("the largest batch ends worse" if worse and m1 != m0 else "the largest batch ends no worse"))
+        g["smallest_batch"], g["largest_batch"] = b0, b1
+        g["largest_batch_ends_worse"] = (m1 < m0) if a.higher_is_better else (m1 > m0)
     a.generalisation = g
 
 
@@ -581,61 +574,3 @@ def tta_from_files(curve_paths: Sequence[str | os.PathLike], *, sweep_path: str 
     result.finished = True
     return result
 
-
-def _ci(ci) -> str:
-    return f"[{ci[0]:.3g}, {ci[1]:.3g}]" if ci else "[—]"
-
-
-def tta_verdict(result: "TTAResult", *, warnings: bool = True) -> list[str]:
-    """Plain sentences on a finished study, read first by the CLI and the report: the target, the
-    scaling fit, the noise scale, the best batches, B*, the naive estimate, generalisation."""
-    a = result.analysis
-    if a is None:
-        return ["The study has no analysis yet (unfinished?)."]
-    better = "≥" if a.higher_is_better else "≤"
-    lines = [f"Target: {a.metric} {better} {a.target:.4g}."]
-    f = a.scaling_fit
-    if f and f.b_crit is not None:
-        lines.append(f"Critical batch size B_crit = {f.b_crit:.3g} {_ci(f.b_crit_ci)} ({f.confidence:.0%} bootstrap over "
-                     f"{f.bootstrap_method}); S_min = {f.s_min:.3g} steps {_ci(f.s_min_ci)}, "
-                     f"E_min = {f.e_min:.3g} examples {_ci(f.e_min_ci)}; fit residual {f.rel_rms_residual:.1%} rms.")
-    else:
-        lines.append(f"No scaling fit: {f.reason if f else 'no curves'}.")
-    ns = result.noise_scale
-    if ns is not None and ns.b_simple is not None:
-        cmp = a.noise_scale_vs_b_crit or {}
-        lines.append(f"Gradient noise scale B_simple = {ns.b_simple:.3g} {_ci(ns.b_simple_ci)} (batch {ns.batch_small} vs "
-                     f"{ns.batch_big}, {ns.n_steps} steps)" + (f"; {cmp['summary']}." if cmp.get("summary") else "."))
-    elif ns is not None:
-        lines.append(f"Gradient noise scale: not measured ({ns.null_reasons.get('b_simple')}).")
-    else:
-        lines.append(f"Gradient noise scale: {result.null_reasons.get('noise_scale', 'not measured')}.")
-    if a.best_time_batch is not None:
-        ties = (f" (indistinguishable within the intervals: {', '.join(map(str, a.best_time_ties))})" if a.best_time_ties
-                else " (with one seed, which batch sizes are indistinguishable from it cannot be told)"
-                if a.null_reasons.get("best_time_ties") else "")
-        lines.append(f"Fastest to target: batch {a.best_time_batch}, {fmt.duration(a.best_time_s)}{ties}.")
-    else:
-        lines.append(f"Fastest to target: — ({a.null_reasons.get('best_time_batch')}).")
-    if a.compute_optimal_batch is not None:
-        lines.append(f"Fewest examples to target (compute-optimal): batch {a.compute_optimal_batch}, "
-                     f"{a.compute_optimal_examples:.3g} examples.")
-    if a.pareto_time_examples:
-        lines.append(f"Time-vs-examples Pareto frontier: batch {', '.join(map(str, a.pareto_time_examples))}.")
-    if a.pareto_time_energy:
-        lines.append(f"Time-vs-energy Pareto frontier: batch {', '.join(map(str, a.pareto_time_energy))}.")
-    if a.b_star is not None:
-        rule = a.b_star_rule or "sqrt(B_crit·a/b)"
-        lines.append(f"From the fits, B* = {a.b_star:.3g} (predicted {fmt.duration(a.b_star_time_s)}), as {rule}.")
-    elif a.null_reasons.get("b_star"):
-        lines.append(f"B*: — ({a.null_reasons['b_star']}).")
-    if a.naive.get("summary"):
-        lines.append(f"Equal-step-time rule of thumb ({a.naive['assumption']}): {a.naive['summary']}.")
-    g = a.generalisation or {}
-    if g.get("summary"):
-        lines.append(f"Generalisation: {g['summary']}.")
-    elif g.get("reason"):
-        lines.append(f"Generalisation: not compared ({g['reason']}).")
-    if warnings:
-        lines += [f"Warning: {w}." for w in a.warnings]
-    return lines

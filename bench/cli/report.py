@@ -27,7 +27,7 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bench.present.report.build import DEFAULT_MAX_EMBED_BYTES, make_report
+    from bench.present.report.page import DEFAULT_MAX_EMBED_BYTES, make_report
 
     limit = DEFAULT_MAX_EMBED_BYTES
     if args.max_embed_mb is not None:

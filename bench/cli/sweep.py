@@ -13,7 +13,6 @@ from bench.core.io import check_output_file
 from bench.core.params import parse_list
 from bench.core.vocabulary import PRECISIONS, STEP_OPTIMIZERS
 from bench.measure.timing import MEASURE_DEFAULTS
-from bench.records.sweep import SweepResult
 
 DEFAULT_REPORTS_DIR = Path("reports")
 
@@ -100,6 +99,8 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from bench.cli.progress import SweepProgress
+    from bench.present.steptime import sweep_verdict
+    from bench.present.tables import sweep_table
     from bench.run.sweep import prepare, run_sweep
 
     if args.resume and not args.output:
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         result = run_sweep(config, workload=workload, output=output, resume=args.resume, overwrite=args.overwrite,
                            progress=progress)
     console.print(sweep_table(result))
-    for sentence in (result.analysis or {}).get("verdict", []):
+    for sentence in sweep_verdict(result):
         console.print(sentence, highlight=False)
     if result.largest_batch_reason:
         console.print(f"Largest batch that fits: {result.largest_batch_that_fits or '—'} "
@@ -123,43 +124,3 @@ def run(args: argparse.Namespace) -> int:
     console.print(f"Results: {output}", highlight=False)
     return 0
 
-
-def sweep_table(result: SweepResult):
-    """A rich Table of the points of one sweep: what a user reads first after the verdict."""
-    from rich.table import Table
-
-    per_point = {p.get("batch_size"): p for p in (result.analysis or {}).get("points", [])}
-    points = sorted(result.points, key=lambda p: p.batch_size)
-    optional = [c for c in fmt.TELEMETRY_COLUMNS if any(p.telemetry.get(c[1]) is not None for p in points)]
-    cfg = result.config
-    t = Table(title=f"{cfg.get('workload')} · {cfg.get('precision')} · {cfg.get('device')} · {cfg.get('optimizer')}",
-              title_justify="left")
-    for col, justify in (("batch", "right"), ("status", "left"), ("median step", "right"), ("95% CI", "right"),
-                         ("±", "right"), ("samples/s", "right"), ("n", "right"), ("stop", "left"),
-                         ("peak mem", "right"), *((c[0], "right") for c in optional),
-                         ("vs smallest", "left"), ("notes", "left")):
-        t.add_column(col, justify=justify)
-    for p in points:
-        s = p.stats
-        a = per_point.get(p.batch_size, {})
-        notes = []
-        if a.get("noisy"):
-            notes.append("noisy blocks")
-        diagnosis = (p.telemetry.get("diagnosis") or {}).get("label")
-        if diagnosis and diagnosis != "undetermined":
-            notes.append(diagnosis)
-        if p.telemetry.get("throttled"):
-            notes.append("throttled")
-        if p.error:
-            notes.append(p.error[:60])
-        extra = [show(p.telemetry[key]) if p.telemetry.get(key) is not None else "—" for _, key, show in optional]
-        t.add_row(
-            str(p.batch_size), p.status,
-            fmt.duration(s.median_s) if s else "—",
-            f"{fmt.duration(s.ci_low_s)} – {fmt.duration(s.ci_high_s)}" if s and s.ci_low_s is not None else "—",
-            fmt.percent(s.ci_rel_halfwidth) if s else "—",
-            fmt.rate(p.throughput, ""), str(s.n) if s else "—", p.stop_reason or "—",
-            fmt.nbytes(p.peak_allocated_bytes), *extra, a.get("equal_time", "—") if p.ok else "—",
-            "; ".join(notes),
-        )
-    return t

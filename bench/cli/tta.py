@@ -12,7 +12,6 @@ from datetime import datetime
 from pathlib import Path
 
 import bench.present.fmt as fmt
-from bench.analysis.tta import tta_verdict
 from bench.cli.train import (
     DEFAULT_REPORTS_DIR,
     add_run_arguments,
@@ -137,46 +136,10 @@ def _progress(console):
     return progress
 
 
-def _g(v, digits: int = 3) -> str:
-    return "—" if v is None else f"{v:.{digits}g}"
-
-
-def tta_table(result):
-    """One row per batch size: best LR, steps (seed range), the mean step time that TTA multiplies, time to
-    target, regime, naive error."""
-    from rich.table import Table
-
-    a = result.analysis
-    energy = any(b.energy_to_target_j is not None for b in a.batches)
-    t = Table(title=f"{result.task.get('name', '?')} · target {a.metric} {'≥' if a.higher_is_better else '≤'} {a.target:g}",
-              title_justify="left")
-    cols = [("batch", "right"), ("best lr", "right"), ("steps to target", "right"), ("seed range", "right"),
-            ("fit", "right"), ("mean step", "right"), ("time to target", "right"), ("95% range", "right")]
-    if energy:
-        cols.append(("energy", "right"))
-    cols += [("regime", "left"), ("naive error", "right"), (f"final {a.metric}", "right")]
-    for c, j in cols:
-        t.add_column(c, justify=j)
-    for b in a.batches:
-        best = " ★" if b.batch_size == a.best_time_batch else ""
-        row = [f"{b.batch_size}{best}", _g(b.best_lr),
-               _g(b.steps_to_target, 4) if b.steps_to_target is not None else "not reached",
-               f"{_g(b.steps_low, 4)}–{_g(b.steps_high, 4)}" if b.steps_low is not None else "—",
-               _g(b.fitted_steps),
-               fmt.duration(b.step_time_mean_s) if b.step_time_mean_s is not None
-               else f"{fmt.duration(b.step_time_s)} (median)" if b.step_time_s is not None else "—",
-               fmt.duration(b.time_to_target_s),
-               f"{fmt.duration(b.time_to_target_low_s)} – {fmt.duration(b.time_to_target_high_s)}"
-               if b.time_to_target_low_s is not None else "—"]
-        if energy:
-            row.append(f"{b.energy_to_target_j:.3g} J" if b.energy_to_target_j is not None else "—")
-        row += [b.regime or "—", f"{b.naive_rel_error:+.0%}" if b.naive_rel_error is not None else "—",
-                _g(b.final_eval_metric, 4)]
-        t.add_row(*row)
-    return t
-
-
 def print_tta(result, console) -> None:
+    from bench.present.tables import tta_table
+    from bench.present.tta import tta_verdict
+
     if result.analysis is None:
         console.print("No analysis yet (the study did not finish).")
         return

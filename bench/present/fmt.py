@@ -1,35 +1,95 @@
-"""Formatting numbers for people: durations, rates, byte counts, with units and sensible figures."""
+"""Formatting numbers for people: durations, rates, byte counts, percentages and lists of batch sizes,
+with units and sensible figures. The one set of formatters the sentences, tables and the report share."""
 
 from __future__ import annotations
 
 import math
+from typing import Sequence
+
+TIME_UNITS = ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns"))
+# Past this many, a list of batch sizes shows its first three, an ellipsis and the last.
+MAX_LISTED_BATCHES = 8
 
 
-def _finite(x) -> bool:
-    return x is not None and isinstance(x, (int, float)) and math.isfinite(x)
+def is_number(x) -> bool:
+    """A finite int or float (not a bool, not None): a value that was measured."""
+    return x is not None and isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _time_unit(seconds: float, digits: int = 3) -> tuple[float, str]:
+    # Round first, so 0.0009996 s is "1 ms", not "1e+03 µs".
+    v = float(f"{abs(seconds):.{digits}g}")
+    for scale, name in TIME_UNITS:
+        if v >= scale:
+            return scale, name
+    return TIME_UNITS[-1]
 
 
 def duration(seconds: float | None, digits: int = 3) -> str:
-    """1.23 ms, 456 µs, 2.50 s; '—' for a value that was not measured."""
-    if not _finite(seconds):
+    """Seconds with `digits` significant figures in a readable unit: 0.00123 -> '1.23 ms', 456e-6 ->
+    '456 µs', 2.5 -> '2.5 s'; '—' for a value that was not measured."""
+    if not is_number(seconds):
         return "—"
-    a = abs(seconds)
-    for scale, unit in ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns")):
-        if a >= scale or unit == "ns":
-            return f"{seconds / scale:.{digits}g} {unit}" if a >= 1e-12 else "0 s"
-    return f"{seconds:.3g} s"
+    if abs(seconds) < 1e-12:
+        return "0 s"
+    scale, unit = _time_unit(seconds, digits)
+    return f"{float(f'{seconds:.{digits}g}') / scale:.{digits}g} {unit}"
+
+
+def slope(s_per_sample: float, reference_s: float) -> str:
+    """A per-sample time in the unit of the step time it is quoted beside, unless that makes it
+    unreadably small: (1e-5, 0.002) -> '+0.01 ms per sample'."""
+    scale, unit = _time_unit(reference_s)
+    if s_per_sample / scale < 1e-3:
+        scale, unit = _time_unit(s_per_sample)
+    return f"+{s_per_sample / scale:.3g} {unit} per sample"
 
 
 def rate(per_s: float | None, unit: str = "samples/s") -> str:
-    if not _finite(per_s):
+    """A measured rate for a table: whole numbers from 100 up ('51,235 samples/s'), else 3 figures."""
+    if not is_number(per_s):
         return "—"
     if per_s >= 100:
         return f"{per_s:,.0f} {unit}"
     return f"{per_s:.3g} {unit}"
 
 
+def number(value: float) -> str:
+    """A value quoted in a sentence, 3 significant figures with thousands separators: 51234.5 ->
+    '51,200', 12.345 -> '12.3'."""
+    v = float(f"{value:.3g}")
+    return f"{int(round(v)):,}" if v >= 1000 else f"{v:g}"
+
+
+def quantity(v: float | None, digits: int = 3) -> str:
+    """A table value: whole with thousands separators from 1,000 up, else `digits` figures; '—' if missing."""
+    if not is_number(v):
+        return "—"
+    return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.{digits}g}"
+
+
+def compact(v: float) -> str:
+    """An axis tick or legend number: 3 figures, whole with separators from 1,000, e-notation past a million."""
+    if v == 0:
+        return "0"
+    a = abs(v)
+    if a >= 1e6 or a < 1e-3:
+        return f"{v:.3g}"
+    if a >= 1000:
+        return f"{v:,.0f}"
+    return f"{v:.3g}"
+
+
+def batch_estimate(value: float) -> str:
+    """A fitted batch size (a knee, a/b) to 2 significant figures: 96.4 -> '96', 1536.2 -> '1500'."""
+    if value >= 10:
+        digits = int(math.floor(math.log10(value))) - 1
+        return str(int(round(value, -digits)))
+    return f"{value:.2g}"
+
+
 def nbytes(n: float | None) -> str:
-    if not _finite(n):
+    if not is_number(n):
         return "—"
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
@@ -39,10 +99,38 @@ def nbytes(n: float | None) -> str:
 
 
 def percent(x: float | None, digits: int = 1) -> str:
-    """A fraction (0.013) as a percentage ('1.3%')."""
-    if not _finite(x):
+    """A measured fraction (0.013) as a percentage with fixed decimals ('1.3%')."""
+    if not is_number(x):
         return "—"
     return f"{100 * x:.{digits}f}%"
+
+
+def pct(fraction: float | None, missing: str = "?") -> str:
+    """A setting given as a fraction, as a percentage without needless digits: 0.05 -> '5%',
+    0.0333 -> '3.33%' (a tolerance, a CI target)."""
+    if not is_number(fraction):
+        return missing
+    return f"{round(float(fraction) * 100, 6):g}%"
+
+
+def batch_list(batches: Sequence[int], limit: int = MAX_LISTED_BATCHES, thousands: bool = False) -> str:
+    """'1, 2, 4'; past `limit` values '1, 2, 4, …, 1024 (11 points)'."""
+    b = [f"{v:,}" if thousands else str(v) for v in batches]
+    if len(b) > limit:
+        return f"{', '.join(b[:3])}, …, {b[-1]} ({len(b)} points)"
+    return ", ".join(b)
+
+
+def and_list(items: Sequence[str]) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    if len(items) <= 2:
+        return " and ".join(items)
+    return ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def plural(n: int, word: str, words: str | None = None) -> str:
+    """'1 run', '2 runs'."""
+    return f"{n} {word if n == 1 else (words or word + 's')}"
 
 
 def slug(text: str) -> str:

@@ -1,0 +1,46 @@
+"""Small pieces every report section uses: a sortable table cell, numbers read from results files, colours
+and trusted SVG markup."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from bench.core.vocabulary import TIMER_CUDA_EVENT, TIMER_HOST
+from bench.present.fmt import batch_list, is_number
+from bench.records.suite import HOST_TIMER
+
+# How each timer took its numbers, in words.
+TIMER_WORDS = {
+    TIMER_CUDA_EVENT: "CUDA events around each step, with one host synchronisation per block of steps",
+    TIMER_HOST: "the host clock (time.perf_counter) around each step",
+    HOST_TIMER: "pytest-benchmark's host-clock round times",
+}
+
+
+def cell(text: Any, v: Any = None, title: str | None = None, cls: str | None = None) -> dict:
+    """One table cell: shown text, the value to sort by (number or string), an optional tooltip."""
+    return {"text": "—" if text is None or text == "" else str(text), "v": v, "title": title, "cls": cls}
+
+
+def batches(values: Sequence[int]) -> str:
+    """Batch sizes as the page lists them: '1, 4, 1,024', or the first few and the last past ten."""
+    return batch_list(values, limit=10, thousands=True)
+
+
+def num(v: Any) -> float | None:
+    """`v` as a float when it is a finite number, else None."""
+    return float(v) if is_number(v) else None
+
+
+def hex_color(color) -> str:
+    from matplotlib.colors import to_hex
+
+    return to_hex(color)
+
+
+def markup(svg: str | None):
+    """An SVG string from the figures, marked safe for the template (None stays None)."""
+    from markupsafe import Markup
+
+    # SVG from figures.common.to_svg: matplotlib's XML writer escaped every string taken from results.
+    return Markup(svg) if svg else None

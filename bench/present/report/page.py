@@ -1,0 +1,236 @@
+"""Assembling the report: every section's context into the one template, the source data embedded
+inert, and the page written atomically. `make_report` is the whole path from files to page.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import bench.present.fmt as fmt
+from bench import __version__
+from bench.analysis.regression import benchmark_history
+from bench.core.errors import BenchError
+from bench.core.io import check_output_file, json_safe, write_text_atomic
+from bench.present.report.environment import environment_table
+from bench.present.report.figures.common import palette
+from bench.present.report.history import history_context
+from bench.present.report.inputs import (
+    KIND_CURVES,
+    KIND_PYTEST,
+    KIND_SWEEP,
+    KIND_TTA,
+    ReportInputs,
+    load_inputs,
+)
+from bench.present.report.suites import suite_context, suite_sweeps
+from bench.present.report.sweeps import (
+    legend_labels,
+    sweep_context,
+    sweep_figures,
+    sweep_label,
+    sweep_series,
+)
+from bench.present.report.tta import curves_context, tta_context
+from bench.records.sweep import SweepResult
+
+DEFAULT_REPORTS_DIR = Path("reports")
+# Above this the pytest-benchmark per-round times are left out of the embedded data (their summary
+# statistics stay); sweep and study files are always embedded whole.
+DEFAULT_MAX_EMBED_BYTES = 25 * 2 ** 20
+
+_TEMPLATES = Path(__file__).parent / "templates"
+
+
+def _dumps(data: Any) -> str:
+    """Compact strict JSON; NaN/inf become null (scrubbed only when present: the scrub is slow)."""
+    try:
+        return json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
+    except ValueError:
+        return json.dumps(json_safe(data), ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
+
+
+def embed_json(data: Any) -> str:
+    """JSON safe inside <script type="application/json">: no '<', '>' or '&' can close the element or
+    open a comment, and JSON.parse of the element's text gives `data` back."""
+    return _inert(_dumps(data))
+
+
+def _inert(text: str) -> str:
+    return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+
+
+def source_payload(inputs: ReportInputs, max_embed_bytes: int = DEFAULT_MAX_EMBED_BYTES) -> tuple[str, str | None]:
+    """Everything read, as JSON to embed in the page; pytest-benchmark per-round times are left out
+    (with a note, also inside the JSON) if the whole would exceed `max_embed_bytes`."""
+    payload = {"generator": {"name": "bench report", "version": __version__},
+               "inputs": [{"path": s.path, "kind": s.kind, "data": s.data} for s in inputs.sources],
+               "skipped": [{"path": p, "reason": r} for p, r in inputs.skipped]}
+    text = _dumps(payload)
+    size = len(text.encode("utf-8"))
+    if size <= max_embed_bytes:
+        return text, None
+    dropped = 0
+    for item in payload["inputs"]:
+        if item["kind"] != KIND_PYTEST:
+            continue
+        benches = []
+        for b in item["data"].get("benchmarks") or []:
+            if isinstance(b, dict) and isinstance(b.get("stats"), dict) and "data" in b["stats"]:
+                b = {**b, "stats": {k: v for k, v in b["stats"].items() if k != "data"}}
+                dropped += 1
+            benches.append(b)
+        item["data"] = {**item["data"], "benchmarks": benches}
+    if not dropped:
+        return text, None
+    note = (f"The inputs come to {size / 2 ** 20:.1f} MiB, over the {max_embed_bytes / 2 ** 20:.0f} MiB embedding limit: "
+            f"the per-round times (stats.data) of {dropped} pytest-benchmark entries are left out of the embedded "
+            "data; their summary statistics, and every sweep and study file, are embedded whole.")
+    payload["omitted"] = note
+    return _dumps(payload), note
+
+
+def _static(name: str):
+    from markupsafe import Markup
+
+    return Markup((_TEMPLATES / name).read_text(encoding="utf-8"))
+
+
+def _environment():
+    from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+    return Environment(loader=FileSystemLoader(str(_TEMPLATES)),
+                       autoescape=select_autoescape(enabled_extensions=("html", "htm", "xml"), default=True),
+                       undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+def default_title(inputs: ReportInputs) -> str:
+    sweeps = [s.record for s in inputs.of(KIND_SWEEP)]
+    kinds = {s.kind for s in inputs.sources}
+    if kinds == {KIND_SWEEP} and len(sweeps) == 1:
+        return f"Step time across batch sizes: {sweep_label(sweeps[0])}"
+    if kinds == {KIND_SWEEP}:
+        return f"Step time across batch sizes: {len(sweeps)} sweeps compared"
+    if kinds == {KIND_TTA}:
+        return "Time to accuracy across batch sizes"
+    if kinds == {KIND_PYTEST}:
+        n = len(inputs.of(KIND_PYTEST))
+        return "Nightly benchmark trends" if n > 1 else "Benchmark suite results"
+    return "Benchmark report"
+
+
+def build_report(inputs: ReportInputs, *, title: str | None = None, generated: datetime | None = None,
+                 max_embed_bytes: int = DEFAULT_MAX_EMBED_BYTES) -> str:
+    """The whole page as one HTML string: each section's context from its module, then the template."""
+    generated = generated or datetime.now(timezone.utc)
+    sweep_sources = inputs.of(KIND_SWEEP)
+    pytest_sources = inputs.of(KIND_PYTEST)
+    sweeps: list[tuple[str, SweepResult]] = [(s.path, s.record) for s in sweep_sources]
+    sweeps += [(r.config.get("source", {}).get("path", "?"), r) for r in suite_sweeps(pytest_sources)]
+
+    results = [r for _, r in sweeps]
+    labels = legend_labels(results) if results else []
+    colors = palette(len(results))
+    series = [sweep_series(r, lab, col) for r, lab, col in zip(results, labels, colors)]
+    sweep_ctx = [sweep_context(i, path, r, lab, col) for i, ((path, r), lab, col) in enumerate(zip(sweeps, labels, colors))]
+    sweep_figs = sweep_figures(results, series)
+
+    tta_ctx = [tta_context(s, i) for i, s in enumerate(inputs.of(KIND_TTA))]
+    curves_ctx = [curves_context(s, i) for i, s in enumerate(inputs.of(KIND_CURVES))]
+    suites = suite_context(pytest_sources) if pytest_sources else []
+    history = history_context(benchmark_history(pytest_sources), len(pytest_sources)) if len(pytest_sources) > 1 else None
+
+    env_cols = [(f"{c['label']}", r.environment) for c, r in zip(sweep_ctx, results)]
+    env_cols += [(t["label"], s.record.environment) for t, s in zip(tta_ctx, inputs.of(KIND_TTA))]
+    payload_json, embed_note = source_payload(inputs, max_embed_bytes)
+    warnings = page_warnings(inputs, results, sweep_ctx, tta_ctx, history)
+
+    nav = [(id_, name) for id_, name, on in (
+        ("summary", "Verdict", True), ("warnings", "Warnings", bool(warnings)), ("step-time", "Step time", bool(sweep_ctx)),
+        ("tta", "Time to accuracy", bool(tta_ctx or curves_ctx)), ("suites", "Suites", bool(suites)),
+        ("trends", "Nightly trends", bool(history)), ("environment", "Environment", True), ("data", "Data", True))
+        if on]
+    ctx = {
+        "title": title or default_title(inputs),
+        "generated": generated.strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "version": __version__,
+        "inputs": [{"path": s.path, "kind": s.kind} for s in inputs.sources],
+        "n_skipped": len(inputs.skipped),
+        "nav": nav,
+        "sweeps": sweep_ctx,
+        "sweep_figures": sweep_figs,
+        "ttas": tta_ctx,
+        "curves": curves_ctx,
+        "suites": suites,
+        "history": history,
+        "warnings": warnings,
+        "environment": environment_table(env_cols),
+        "embed_note": embed_note,
+        "source_json": _json_markup(_inert(payload_json)),
+        "css": _static("report.css"),
+        "js": _static("report.js"),
+        "capture_js": _static("capture.js"),
+    }
+    return _environment().get_template("report.html").render(**ctx)
+
+
+def page_warnings(inputs: ReportInputs, results: Sequence[SweepResult], sweep_ctx: Sequence[dict],
+                  tta_ctx: Sequence[dict], history: dict | None) -> list[dict]:
+    """Every section's warnings in one list at the top of the page, each linking to where it applies."""
+    warnings = []
+    for c in sweep_ctx:
+        warnings += [{"where": c["label"], "anchor": c["id"], "text": w} for w in c["warnings"]]
+    for t in tta_ctx:
+        warnings += [{"where": t["label"], "anchor": t["id"], "text": w} for w in t["warnings"]]
+    if history and history["latest_regressions"]:
+        warnings.append({"where": "nightly trends", "anchor": "trends",
+                         "text": f"{fmt.plural(history['latest_regressions'], 'benchmark')} regressed in the latest run."})
+    hashes = {(r.environment or {}).get("hash") for r in results if (r.environment or {}).get("hash")}
+    if len(hashes) > 1:
+        warnings.append({"where": "comparison", "anchor": "environment",
+                         "text": f"The sweeps ran on {len(hashes)} different hardware/software fingerprints: compare "
+                                 "them knowing that (the differing fields are highlighted under Environment)."})
+    for path, why in inputs.skipped:
+        warnings.append({"where": "inputs", "anchor": "data", "text": f"Skipped {path}: {why}"})
+    return warnings
+
+
+def _json_markup(text: str):
+    from markupsafe import Markup
+
+    return Markup(text)  # embed_json already made it inert inside <script>
+
+
+def default_output(now: datetime | None = None) -> Path:
+    now = now or datetime.now()
+    return DEFAULT_REPORTS_DIR / f"report-{now.strftime('%Y%m%dT%H%M%S')}.html"
+
+
+def check_output(path: Path, overwrite: bool) -> None:
+    check_output_file(path, resume=None, overwrite=overwrite)  # a report cannot be resumed
+
+
+def write_report(html: str, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+    """Write `html` atomically; refuse to replace an existing file unless `overwrite`, even one
+    created while the report was being built."""
+    path = Path(path)
+    check_output(path, overwrite)
+    try:
+        return write_text_atomic(path, html, replace=overwrite)
+    except OSError as e:
+        raise BenchError(f"cannot write {path}: {e.strerror or e}") from None
+
+
+def make_report(paths: Iterable[str | os.PathLike], output: str | os.PathLike | None = None, *,
+                title: str | None = None, overwrite: bool = False,
+                max_embed_bytes: int = DEFAULT_MAX_EMBED_BYTES) -> Path:
+    """Read `paths`, build the page, write it (default reports/report-<time>.html); returns its path."""
+    out = Path(output) if output is not None else default_output()
+    check_output(out, overwrite)  # fail before the work, not after
+    inputs = load_inputs(paths)
+    html = build_report(inputs, title=title, max_embed_bytes=max_embed_bytes)
+    return write_report(html, out, overwrite=overwrite)

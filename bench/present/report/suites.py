@@ -1,0 +1,121 @@
+"""The benchmark-suites section of the report: the latest pytest-benchmark run per machine (a figure and a
+table of every benchmark, its machine_info), and the sweeps the adapter rebuilds from it."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Sequence
+
+import bench.present.fmt as fmt
+from bench.analysis.regression import (
+    SOURCE_LIBRARY,
+    SOURCE_PYTEST,
+    benchmark_stats,
+    latest_run_per_machine,
+    machine_key,
+)
+from bench.core.errors import BenchError
+from bench.present.fmt import is_number
+from bench.present.report.common import TIMER_WORDS, cell, markup, num
+from bench.present.report.figures import trends as F
+from bench.present.report.inputs import Source
+from bench.records.sweep import SweepResult
+
+
+def _x_label(sources: set[str]) -> str:
+    if sources == {SOURCE_LIBRARY}:
+        return "step time (bench)"
+    if sources == {SOURCE_PYTEST}:
+        return "time per call (pytest-benchmark)"
+    return "bench step time, else pytest-benchmark time per call"
+
+
+def suite_context(sources: Sequence[Source]) -> list[dict]:
+    """The latest pytest-benchmark run per machine: every benchmark's numbers and its machine_info. The
+    figure draws the library's step times where recorded (as the trends do), pytest-benchmark's medians
+    for benchmarks without bench extra_info; the table shows both."""
+    latest = latest_run_per_machine(sources)
+    out = []
+    for i, (key, src) in enumerate(sorted(latest.items())):
+        d = src.data
+        benches = [b for b in d.get("benchmarks") or [] if isinstance(b, dict)]
+        rows, names, med, q1, q3, drawn_from = [], [], [], [], [], set()
+        for b in benches:
+            st = b.get("stats") if isinstance(b.get("stats"), dict) else {}
+            name = str(b.get("fullname") or b.get("name") or "?")
+            drawn = benchmark_stats(b)  # the library's step times where recorded: what the trends use too
+            names.append(name)
+            med.append(drawn.median_s if drawn else None)
+            q1.append(drawn.q1_s if drawn else None)
+            q3.append(drawn.q3_s if drawn else None)
+            if drawn:
+                drawn_from.add(drawn.source)
+            lib = drawn if drawn is not None and drawn.source == SOURCE_LIBRARY else None
+            extra = b.get("extra_info") or {}
+            extra_brief = {k: v for k, v in extra.items() if k not in ("measurement", "config", "largest_batch")} \
+                if isinstance(extra, dict) else extra
+            extra_txt = json.dumps(extra_brief, default=str, ensure_ascii=False) if extra_brief else ""
+            rows.append([
+                cell(name, name),
+                cell(b.get("group"), b.get("group") or ""),
+                cell(fmt.duration(lib.median_s) if lib else None, lib.median_s if lib else None,
+                     title=TIMER_WORDS.get(lib.timer) if lib else "no bench extra_info: pytest-benchmark's numbers only"),
+                cell(fmt.duration(num(st.get("median"))), num(st.get("median"))),
+                cell(f"{fmt.duration(num(st.get('q1')))} – {fmt.duration(num(st.get('q3')))}"
+                     if is_number(st.get("q1")) else None, num(st.get("iqr"))),
+                cell(f"{fmt.duration(num(st.get('mean')))} ± {fmt.duration(num(st.get('stddev')))}"
+                     if is_number(st.get("mean")) else None, num(st.get("mean"))),
+                cell(fmt.duration(num(st.get("min"))), num(st.get("min"))),
+                cell(st.get("rounds"), num(st.get("rounds"))),
+                cell(fmt.quantity(st.get("ops")), num(st.get("ops"))),
+                cell(extra_txt[:160] + ("…" if len(extra_txt) > 160 else ""), extra_txt, title=extra_txt or None,
+                     cls="notes"),
+            ])
+        mi = d.get("machine_info") or {}
+        info_rows = [(k, v) for k, v in _flatten(mi).items() if not k.startswith("bench_fingerprint.null_reasons")
+                     and not k.startswith("bench_fingerprint.hashed_fields")]
+        ci = d.get("commit_info") or {}
+        out.append({
+            "id": f"suite-{i}",
+            "path": src.path,
+            "datetime": d.get("datetime"),
+            "version": d.get("version"),
+            "machine": machine_key(mi)[1],
+            "commit": ci.get("id"),
+            "n": len(benches),
+            "table": {"columns": ["benchmark", "group", "bench step time", "pytest-benchmark median", "IQR (q1–q3)",
+                                  "mean ± sd", "min", "rounds", "ops/s", "extra_info"], "rows": rows},
+            "svg": markup(F.suite_figure(names, med, q1, q3, x_label=_x_label(drawn_from))),
+            "machine_info": info_rows,
+        })
+    return out
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, str]:
+    out: dict[str, str] = {}
+    if isinstance(d, dict):
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+    elif isinstance(d, list):
+        out[prefix.rstrip(".")] = ", ".join(map(str, d))
+    else:
+        out[prefix.rstrip(".")] = "—" if d is None else str(d)
+    return out
+
+
+def suite_sweeps(sources: Sequence[Source]) -> list[SweepResult]:
+    """Curves over batch size from the latest pytest-benchmark run per machine (via bench.records.suite):
+    only groups with two or more batch sizes measured, since one point is no curve."""
+    try:
+        from bench.records.suite import sweeps_from_pytest_benchmark
+    except ImportError:  # pragma: no cover - the adapter ships with the package
+        return []
+    latest = latest_run_per_machine(sources)
+    out = []
+    for src in latest.values():
+        try:
+            sweeps = sweeps_from_pytest_benchmark(src.data, source=src.path)
+        except BenchError:
+            continue  # the suite table still shows the run; only its curves are missing
+        out += [s for s in sweeps if len({p.case.batch_size for p in s.ok_points()}) >= 2]
+    return out

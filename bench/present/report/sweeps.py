@@ -1,0 +1,305 @@
+"""The step-time section of the report: one card per sweep (its verdict, how it was measured, warnings and
+the points table) and the figures all sweeps share. Sweeps come from sweep files and, through the
+pytest-benchmark adapter, from suite runs."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from typing import Sequence
+
+import bench.present.fmt as fmt
+from bench.analysis.steptime import BEYOND, WITHIN, StepTimeAnalysis
+from bench.core.errors import InvalidResultsFile
+from bench.core.vocabulary import (
+    STATUS_ERROR,
+    STATUS_OOM,
+    STOP_BUDGET,
+    STOP_CI,
+    STOP_COUNT,
+    STOP_MAX_SAMPLES,
+    TIMER_CUDA_EVENT,
+    TIMER_HOST,
+)
+from bench.present.fmt import is_number
+from bench.present.report.common import TIMER_WORDS, batches, cell, hex_color, markup, num
+from bench.present.report.environment import fingerprint_line
+from bench.present.report.figures import sweeps as F
+from bench.present.report.figures.sweeps import SweepSeries
+from bench.present.steptime import steptime_verdict, sweep_analysis
+from bench.records.sweep import SweepResult
+
+
+STOP_WORDS = {STOP_CI: "CI target reached", STOP_BUDGET: "time budget ran out", STOP_MAX_SAMPLES: "sample cap",
+              STOP_COUNT: "fixed count"}
+
+
+def read_analysis(result: SweepResult) -> tuple[StepTimeAnalysis | None, str | None]:
+    """The sweep's step-time analysis as a typed record, or None and why there is none."""
+    try:
+        a = sweep_analysis(result.analysis)
+    except InvalidResultsFile as e:
+        return None, f"the file's step-time analysis cannot be read ({e})"
+    if a is None:
+        return None, result.config.get("analysis_reason") or "the file has no step-time analysis"
+    return a, None
+
+
+def sweep_label(result: SweepResult) -> str:
+    c = result.config
+    parts = [str(c.get("workload", "?")), str(c.get("precision") or ""), device_name(result)]
+    opts = [str(c.get("optimizer") or "")] + [n for n in ("channels_last", "compile") if c.get(n)]
+    parts.append("+".join(o for o in opts if o))
+    if c.get("suite"):
+        parts.append(f"suite {c['suite']}")
+    return " · ".join(p for p in parts if p and p != "unknown")
+
+
+def device_name(result: SweepResult) -> str:
+    env = result.environment or {}
+    dev = str(result.config.get("device") or env.get("device") or "")
+    if dev in ("", "unknown"):
+        return ""
+    name = env.get("gpu_name") if dev.startswith("cuda") else env.get("cpu_model")
+    return f"{dev} ({name})" if name else dev
+
+
+def legend_labels(results: Sequence[SweepResult]) -> list[str]:
+    """Short labels naming only what differs between the sweeps (workload, precision, device, …)."""
+    if len(results) == 1:
+        return [sweep_label(results[0])]
+    fields = [
+        lambda r: str(r.config.get("workload")),
+        lambda r: str(r.config.get("precision")),
+        device_name,
+        lambda r: "+".join([str(r.config.get("optimizer"))] + [n for n in ("channels_last", "compile") if r.config.get(n)]),
+        lambda r: f"suite {r.config['suite']}" if r.config.get("suite") else "",
+    ]
+    differing = [f for f in fields if len({f(r) for r in results}) > 1]
+    labels = [" · ".join(x for x in (f(r) for f in differing) if x and x != "unknown") for r in results]
+    if len(set(labels)) < len(labels):  # same configuration measured twice: tell them apart by time
+        labels = [f"{lab} · {r.created or '#' + str(i + 1)}".lstrip(" ·") for i, (lab, r) in enumerate(zip(labels, results))]
+    return labels
+
+
+def sweep_series(result: SweepResult, label: str, color) -> SweepSeries:
+    analysis, _ = read_analysis(result)
+    per = {p.batch_size: p for p in analysis.points} if analysis is not None else {}
+    env = result.environment or {}
+    s = SweepSeries(label=label, color=color, analysis=analysis,
+                    largest_batch_that_fits=result.largest_batch_that_fits,
+                    memory_total_bytes=num(env.get("gpu_memory_total_bytes")),
+                    power_limit_w=num(env.get("gpu_power_limit_w")))
+    for m in result.ok_points():
+        st = m.stats
+        if st is None:
+            continue
+        b = m.case.batch_size
+        a = per.get(b)
+        s.batch.append(b)
+        s.median_s.append(st.median_s)
+        s.ci_low_s.append(st.ci_low_s)
+        s.ci_high_s.append(st.ci_high_s)
+        s.throughput.append(m.throughput)
+        s.throughput_low.append(a.throughput_low_samples_per_s if a is not None
+                                else b / st.ci_high_s if st.ci_high_s else None)
+        s.throughput_high.append(a.throughput_high_samples_per_s if a is not None
+                                 else b / st.ci_low_s if st.ci_low_s else None)
+        s.peak_allocated_bytes.append(m.peak_allocated_bytes)
+        s.peak_reserved_bytes.append(m.peak_reserved_bytes)
+        s.telemetry.append(m.telemetry or {})
+    s.failed = [(p.case.batch_size, p.status) for p in sorted(result.points, key=lambda p: p.batch_size) if not p.ok]
+    return s
+
+
+def method_sentences(result: SweepResult) -> list[str]:
+    """How the numbers of one sweep were measured, read from its config and points."""
+    c = result.config
+    out = []
+    timers = Counter(p.timer for p in result.points if p.timer)
+    if timers:
+        out.append("Timer: " + "; ".join(TIMER_WORDS.get(t, t) for t in timers) + ".")
+    wr = c.get("warmup_rule") or {}
+    if wr:
+        out.append(f"Warm-up (discarded): at least {wr.get('min_steps', '?')} steps, until step times stop trending "
+                   f"down (last {wr.get('window', '?')} within {fmt.pct(wr.get('tolerance'))}), at most "
+                   f"{wr.get('max_steps', '?')} steps or {wr.get('max_time_s', '?')} s.")
+    sr = c.get("stopping_rule") or {}
+    if sr:
+        out.append(f"Stopping rule: at least {sr.get('min_samples', '?')} samples and {sr.get('min_time_s', '?')} s of "
+                   f"timed steps; then stop once the 95% CI of the median is within ±{fmt.pct(sr.get('ci_target'))}, or "
+                   f"when the {sr.get('budget_s', '?')} s budget per point runs out"
+                   + (f" (at most {sr['max_samples']:,} samples)." if is_number(sr.get("max_samples")) else "."))
+    ns = [p.stats.n for p in result.points if p.ok and p.samples_s]
+    if ns:
+        stops = Counter(p.stop_reason for p in result.points if p.ok and p.stop_reason)
+        stop_txt = ", ".join(f"{STOP_WORDS.get(k, k)} ×{v}" for k, v in stops.most_common())
+        out.append(f"Samples per point: {min(ns)}–{max(ns)} (median {statistics.median(ns):g})"
+                   + (f"; stopped by: {stop_txt}." if stop_txt else "."))
+    analysis, _ = read_analysis(result)
+    eps = analysis.eps if analysis is not None else None
+    if is_number(eps):
+        out.append(f"“Equal time” means within {fmt.pct(eps)} of the smallest batch's step time, judged with the 95% "
+                   "CIs of both medians, not the medians alone.")
+    tel = [p.telemetry for p in result.points if p.telemetry]
+    if any(t.get("telemetry_source") for t in tel):
+        period = next((t.get("sample_period_s") for t in tel if t.get("sample_period_s")), None)
+        out.append("GPU telemetry: NVML" + (f" sampled every {period * 1000:g} ms" if is_number(period) else "")
+                   + " during the timed blocks (see docs/telemetry.md for what each field means).")
+    else:
+        reason = next((p.null_reasons.get("telemetry_source") or (p.telemetry or {}).get("null_reasons", {}).get("telemetry")
+                       for p in result.points if p.null_reasons.get("telemetry_source")
+                       or (p.telemetry or {}).get("null_reasons")), None)
+        if reason:
+            out.append(f"No GPU telemetry: {reason}.")
+    src = c.get("source") if isinstance(c.get("source"), dict) else None
+    if src:
+        out.append(f"Imported from {src.get('format')} {src.get('version') or ''} file {src.get('path')}.")
+    return out
+
+
+def method_brief(result: SweepResult) -> str:
+    """How one sweep measured, in one line (the full sentences are one click away)."""
+    parts = []
+    timers = sorted({p.timer for p in result.points if p.timer})
+    if timers:
+        parts.append(" and ".join({TIMER_CUDA_EVENT: "CUDA-event timer", TIMER_HOST: "host timer"}.get(t, t)
+                                  for t in timers))
+    sr = result.config.get("stopping_rule") or {}
+    if sr.get("ci_target") is not None:
+        parts.append(f"stop at a ±{fmt.pct(sr.get('ci_target'))} CI of the median or a {sr.get('budget_s', '?')} s budget")
+    ns = [p.stats.n for p in result.points if p.ok and p.samples_s]
+    if ns:
+        parts.append(f"{min(ns)}–{max(ns)} samples per point" if min(ns) != max(ns) else f"{ns[0]} samples per point")
+    return " · ".join(parts)
+
+
+def sweep_warnings(result: SweepResult) -> list[str]:
+    """What a reader must know before trusting the numbers of one sweep."""
+    a, why = read_analysis(result)
+    out = []
+    if not result.finished:
+        out.append("The sweep did not finish (interrupted, or still running): the points shown are those completed.")
+    if a is None:
+        out.append(f"No step-time analysis: {why}.")
+    budget = [p.batch_size for p in result.points if p.ok and p.stop_reason == STOP_BUDGET]
+    if budget:
+        target = (result.config.get("stopping_rule") or {}).get("ci_target", result.config.get("ci_target"))
+        out.append(f"Budget-limited: the time budget ran out before the 95% CI reached ±{fmt.pct(target)} at batch "
+                   f"{batches(budget)}; their CIs are wider than the target.")
+    if a is not None and a.noisy_batches:
+        out.append(f"Noisy: repeated timing blocks disagree by more than ±{fmt.pct(a.noise_target)} "
+                   f"at batch {batches(a.noisy_batches)}.")
+    if a is not None and a.points_without_ci:
+        out.append(f"No confidence interval (too few samples) at batch {batches(a.points_without_ci)}: "
+                   "those points are judged on their medians alone.")
+    throttled = [(p.batch_size, p.telemetry.get("throttle_reasons")) for p in result.points if (p.telemetry or {}).get("throttled")]
+    if throttled:
+        reasons = sorted({r for _, rs in throttled for r in (rs or [])})
+        out.append(f"Throttled: clocks were held down (power cap, thermal or hardware slowdown) at batch "
+                   f"{batches([b for b, _ in throttled])}" + (f" ({', '.join(reasons)})" if reasons else "")
+                   + ": those step times are slower than the card's boost clock allows.")
+    skipped = [(p.batch_size, p.skipped_steps) for p in result.points if is_number(p.skipped_steps) and p.skipped_steps > 0]
+    if skipped:
+        out.append("fp16 gradient scaler skipped steps: " + ", ".join(f"batch {b}: {n}" for b, n in skipped) + ".")
+    for p in sorted(result.points, key=lambda p: p.batch_size):
+        if p.status == STATUS_OOM:
+            out.append(f"Batch {p.batch_size:,}: out of memory" + (f" ({p.error})" if p.error else "") + ".")
+        elif p.status == STATUS_ERROR:
+            out.append(f"Batch {p.batch_size:,} failed: {p.error or 'no message'}")
+    return out
+
+
+def sweep_table(result: SweepResult) -> dict:
+    """Every point of one sweep as a sortable table: the raw numbers behind the figures."""
+    analysis, _ = read_analysis(result)
+    per = {p.batch_size: p for p in analysis.points} if analysis is not None else {}
+    points = sorted(result.points, key=lambda p: p.batch_size)
+    optional = [c for c in fmt.TELEMETRY_COLUMNS if any(is_number((p.telemetry or {}).get(c[1])) for p in points)]
+    cols = ["batch", "status", "median step", "95% CI", "± CI", "samples/s", "n", "stop", "peak memory",
+            *[c[0] for c in optional], "vs smallest", "regime", "diagnosis", "notes"]
+    rows = []
+    for p in points:
+        s = p.stats
+        a = per.get(p.batch_size)
+        t = p.telemetry or {}
+        diag = t.get("diagnosis") if isinstance(t.get("diagnosis"), dict) else {}
+        label = diag.get("label") or (a.diagnosis if a is not None else None)
+        notes = list(p.warnings)
+        if a is not None and a.noisy:
+            notes.append(f"repeated blocks disagree by ±{fmt.pct(a.block_spread_rel)}")
+        if t.get("throttled"):
+            notes.append("throttled: " + ", ".join(t.get("throttle_reasons") or []))
+        if p.error:
+            notes.append(p.error)
+        ci = s and s.ci_low_s is not None
+        rows.append([
+            cell(f"{p.batch_size:,}", p.batch_size),
+            cell(p.status, p.status, cls=None if p.ok else "bad"),
+            cell(fmt.duration(s.median_s) if s else None, s.median_s if s else None),
+            cell(f"{fmt.duration(s.ci_low_s)} – {fmt.duration(s.ci_high_s)}" if ci else None,
+                 s.ci_low_s if ci else None, title=None if ci else "too few samples for a 95% interval of the median"),
+            cell(fmt.percent(s.ci_rel_halfwidth) if s else None, s.ci_rel_halfwidth if s else None),
+            cell(fmt.rate(p.throughput, "") if p.throughput else None, p.throughput),
+            cell(s.n if s else None, s.n if s else None),
+            cell(p.stop_reason, p.stop_reason),
+            cell(fmt.nbytes(p.peak_allocated_bytes) if p.peak_allocated_bytes is not None else None,
+                 p.peak_allocated_bytes, title=p.null_reasons.get("peak_allocated_bytes")),
+            *[cell(show(t[key]) if is_number(t.get(key)) else None, num(t.get(key)),
+                   title=(t.get("null_reasons") or {}).get(key) or p.null_reasons.get(key)) for _, key, show in optional],
+            cell(a.equal_time if a is not None and p.ok else None, a.equal_time if a is not None else None,
+                 title=(f"t/t_ref = {a.ratio_to_reference:.3g} (interval {a.ratio_low:.3g}–{a.ratio_high:.3g})"
+                        if a is not None else None),
+                 cls={WITHIN: "good", BEYOND: "warn"}.get(a.equal_time) if a is not None else None),
+            cell(a.regime if a is not None else None, a.regime if a is not None else None,
+                 title=a.regime_reason if a is not None else None),
+            cell(label, label, title=diag.get("sentence")),
+            cell("; ".join(notes), None, cls="notes"),
+        ])
+    return {"columns": cols, "rows": rows}
+
+
+def largest_batch_line(result: SweepResult, analysis: StepTimeAnalysis | None) -> str | None:
+    """The largest batch that fits and how it was found; None when the verdict already says it."""
+    if analysis is not None and analysis.largest_batch_that_fits is not None and result.largest_batch_that_fits is not None:
+        return None
+    lbf = result.largest_batch_that_fits
+    return ((f"Largest batch that fits: {lbf:,}" if lbf is not None else "Largest batch that fits: —")
+            + (f" ({result.largest_batch_reason})." if result.largest_batch_reason else "."))
+
+
+def sweep_context(index: int, path: str, result: SweepResult, legend: str, color) -> dict:
+    """One sweep's card: verdict first, then its largest batch, method, warnings, fingerprint and table."""
+    a, _ = read_analysis(result)
+    return {
+        "id": f"sweep-{index}", "label": sweep_label(result), "legend": legend, "color": hex_color(color), "path": path,
+        "created": result.created, "verdict": steptime_verdict(a) if a is not None else [],
+        "largest": largest_batch_line(result, a), "method": method_sentences(result),
+        "method_brief": method_brief(result), "warnings": sweep_warnings(result),
+        "fingerprint": fingerprint_line(result.environment), "table": sweep_table(result),
+    }
+
+
+def sweep_figures(results: Sequence[SweepResult], series: Sequence[SweepSeries]) -> list[dict]:
+    """The four figures every sweep shares, each with why it is missing when it has nothing to draw."""
+    if not series:
+        return []
+    tel_missing = None
+    if not F.has_telemetry(series):
+        reasons = {p.null_reasons.get("kernel_active_pct_mean") for r in results for p in r.points
+                   if p.null_reasons.get("kernel_active_pct_mean")}
+        tel_missing = "not measured" + (f": {sorted(reasons)[0]}" if reasons else "")
+    mem_missing = None
+    if not any(is_number(v) for s in series for v in s.peak_allocated_bytes):
+        reasons = {p.null_reasons.get("peak_allocated_bytes") for r in results for p in r.points
+                   if p.null_reasons.get("peak_allocated_bytes")}
+        mem_missing = "not measured" + (f": {sorted(reasons)[0]}" if reasons else "")
+    return [
+        {"key": "step-time", "title": "Step time", "svg": markup(F.step_time_figure(series)),
+         "missing": "no successful point to draw"},
+        {"key": "throughput", "title": "Throughput", "svg": markup(F.throughput_figure(series)),
+         "missing": "no successful point to draw"},
+        {"key": "memory", "title": "Peak memory", "svg": markup(F.memory_figure(series)), "missing": mem_missing},
+        {"key": "telemetry", "title": "GPU activity and power", "svg": markup(F.telemetry_figure(series)),
+         "missing": tel_missing},
+    ]

@@ -1,0 +1,112 @@
+"""The time-to-accuracy section of the report: one card per study (verdict, method, convergence, steps to
+target and time to target figures, the per-batch table) and one per curves file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import bench.present.fmt as fmt
+from bench.present.fmt import is_number
+from bench.present.report.common import batches, cell, markup
+from bench.present.report.figures import tta as F
+from bench.present.report.inputs import Source
+from bench.present.tta import tta_verdict
+
+
+def tta_summary(result) -> list[str]:
+    """The study's verdict (its warnings are listed in the page's warnings section instead)."""
+    if result.analysis is None:
+        return ["The study has no analysis yet (unfinished?): only its curves are shown."
+                + (f" {result.null_reasons.get('analysis')}" if result.null_reasons.get("analysis") else "")]
+    return tta_verdict(result, warnings=False)
+
+
+def tta_table(a) -> dict:
+    """One row per batch size of a study's analysis: the numbers behind the figures."""
+    cols = ["batch", "best LR", "steps to target", "seed range", "examples", "regime", "step time", "time to target",
+            "interval", "naive estimate", "naive error", "energy to target", "notes"]
+    rows = []
+    best = a.best_time_batch
+    for b in a.batches:
+        notes = [f"{k}: {v}" for k, v in (b.null_reasons or {}).items() if k not in ("energy_per_step_j", "energy_to_target_j")]
+        if b.best_lr_at_grid_edge:
+            notes.append("best LR at the edge of the grid")
+        rows.append([
+            cell(f"{b.batch_size:,}", b.batch_size, cls="good" if b.batch_size == best else None),
+            cell(fmt.quantity(b.best_lr), b.best_lr),
+            cell(fmt.quantity(b.steps_to_target), b.steps_to_target),
+            cell(f"{fmt.quantity(b.steps_low)}–{fmt.quantity(b.steps_high)}" if is_number(b.steps_low) else None, b.steps_low),
+            cell(fmt.quantity(b.examples_to_target), b.examples_to_target),
+            cell(b.regime, b.regime),
+            cell(fmt.duration(b.step_time_s), b.step_time_s),  # "—" when not measured
+            cell(fmt.duration(b.time_to_target_s), b.time_to_target_s),
+            cell(f"{fmt.duration(b.time_to_target_low_s)} – {fmt.duration(b.time_to_target_high_s)}"
+                 if is_number(b.time_to_target_low_s) else None, b.time_to_target_low_s),
+            cell(fmt.duration(b.naive_time_to_target_s), b.naive_time_to_target_s),
+            cell(f"{b.naive_rel_error:+.0%}" if is_number(b.naive_rel_error) else None, b.naive_rel_error,
+                 title="naive / measured − 1"),
+            cell(f"{b.energy_to_target_j:.3g} J" if is_number(b.energy_to_target_j) else None, b.energy_to_target_j,
+                 title=(b.null_reasons or {}).get("energy_to_target_j")),
+            cell("; ".join(notes), None, cls="notes"),
+        ])
+    return {"columns": cols, "rows": rows}
+
+
+def tta_context(src: Source, index: int) -> dict:
+    """One study's card: verdict, warnings, method, its three figures and its table."""
+    r = src.record
+    a = r.analysis
+    task = (r.task or {}).get("name") or (r.config.get("study") or {}).get("task") or Path(src.path).stem
+    metric = a.metric if a else (r.curves[0].metric if r.curves else "metric")
+    target = a.target if a else (r.config.get("study") or {}).get("target")
+    best_lr = {b.batch_size: b.best_lr for b in a.batches} if a else None
+    figs = [
+        ("convergence", "Convergence curves", F.convergence_figure(r.curves, target, metric, best_lr),
+         "no curve has evaluations"),
+        ("steps", "Steps to target", F.steps_to_target_figure(a) if a else None,
+         "no batch size reached the target" if a else "no analysis"),
+        ("tta", "Time to accuracy", F.tta_figure(a) if a else None,
+         (a.null_reasons.get("best_time_batch") or "no time to target") if a else "no analysis"),
+    ]
+    warnings = list(a.warnings) if a else []
+    if not r.finished:
+        warnings.insert(0, "The study did not finish (interrupted, or still running).")
+    method = []
+    if r.step_time_source:
+        method.append(f"Step times: {r.step_time_source}.")
+    study = r.config.get("study") or {}
+    if study:
+        method.append(f"Learning rate tuned per batch size ({study.get('lr_rule') or 'task default'} rule, "
+                      f"{len(study.get('lr_factors') or [])} factors), {len(study.get('seeds') or [])} seed(s) each; "
+                      "steps to target = interpolated between the evaluations either side of the target, averaged over seeds at the best LR.")
+    if a and a.scaling_fit is not None and a.scaling_fit.bootstrap_method:
+        f = a.scaling_fit
+        method.append(f"B_crit interval: percentile bootstrap ({f.n_bootstrap_ok} of {f.n_bootstrap} resamples of "
+                      f"{f.bootstrap_method}).")
+    if a and a.scaling_fit is not None:
+        method.append("Regimes " + a.scaling_fit.regime_rule + ".")
+    return {
+        "id": f"tta-{index}",
+        "label": f"{task} · {metric} to {target:.4g}" if is_number(target) else str(task),
+        "path": src.path,
+        "summary": tta_summary(r),
+        "warnings": warnings,
+        "method": method,
+        "figures": [{"key": k, "title": t, "svg": markup(svg), "missing": None if svg else why} for k, t, svg, why in figs],
+        "table": tta_table(a) if a else None,
+        "pareto": a.pareto_time_examples if a else [],
+    }
+
+
+def curves_context(src: Source, index: int) -> dict:
+    """A curves file's card: how many runs at which batch sizes, and their convergence figure."""
+    cf = src.record
+    metric = cf.curves[0].metric if cf.curves else "metric"
+    target = (cf.config or {}).get("target") or next((c.target for c in cf.curves if c.target is not None), None)
+    svg = F.convergence_figure(cf.curves, target, metric)
+    sizes = sorted({c.batch_size for c in cf.curves})
+    return {"id": f"curves-{index}", "path": src.path,
+            "label": f"{(cf.task or {}).get('name') or Path(src.path).stem} · {fmt.plural(len(cf.curves), 'run')}",
+            "summary": [f"{fmt.plural(len(cf.curves), 'training run')} at batch {batches(sizes)}"
+                        + ("" if cf.finished else " (unfinished: more runs were planned)") + "."],
+            "svg": markup(svg)}

@@ -1,0 +1,129 @@
+"""The time-to-accuracy verdict: plain sentences made from a finished study's typed analysis (the target,
+the scaling fit, the noise scale, the best batches, B*, the naive estimate, generalisation), read first
+by the `bench tta` command and the report.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import bench.present.fmt as fmt
+from bench.analysis.noise_scale import (
+    AGREE_BEYOND_10X,
+    AGREE_WITHIN_2X,
+    compare_with_critical_batch,
+)
+
+
+def _ci(ci) -> str:
+    return f"[{ci[0]:.3g}, {ci[1]:.3g}]" if ci else "[—]"
+
+
+def tta_verdict(result, *, warnings: bool = True) -> list[str]:
+    """Plain sentences on a finished study (a TTAResult); with `warnings`, the analysis's warnings last."""
+    a = result.analysis
+    if a is None:
+        return ["The study has no analysis yet (unfinished?)."]
+    better = "≥" if a.higher_is_better else "≤"
+    lines = [f"Target: {a.metric} {better} {a.target:.4g}."]
+    f = a.scaling_fit
+    if f and f.b_crit is not None:
+        how = f"{f.confidence:.0%} bootstrap over {f.bootstrap_method}" if f.bootstrap_method else "no bootstrap interval"
+        lines.append(f"Critical batch size B_crit = {f.b_crit:.3g} {_ci(f.b_crit_ci)} ({how}); "
+                     f"S_min = {f.s_min:.3g} steps {_ci(f.s_min_ci)}, "
+                     f"E_min = {f.e_min:.3g} examples {_ci(f.e_min_ci)}; fit residual {f.rel_rms_residual:.1%} rms.")
+    else:
+        lines.append(f"No scaling fit: {f.reason if f else 'no curves'}.")
+    ns = result.noise_scale
+    if ns is not None and ns.b_simple is not None:
+        agree = noise_scale_agreement(a.noise_scale_vs_b_crit)
+        lines.append(f"Gradient noise scale B_simple = {ns.b_simple:.3g} {_ci(ns.b_simple_ci)} (batch {ns.batch_small} vs "
+                     f"{ns.batch_big}, {ns.n_steps} steps)" + (f"; {agree}." if agree else "."))
+    elif ns is not None:
+        lines.append(f"Gradient noise scale: not measured ({ns.null_reasons.get('b_simple')}).")
+    else:
+        lines.append(f"Gradient noise scale: {result.null_reasons.get('noise_scale', 'not measured')}.")
+    if a.best_time_batch is not None:
+        ties = (f" (indistinguishable within the intervals: {', '.join(map(str, a.best_time_ties))})" if a.best_time_ties
+                else " (with one seed, which batch sizes are indistinguishable from it cannot be told)"
+                if a.null_reasons.get("best_time_ties") else "")
+        lines.append(f"Fastest to target: batch {a.best_time_batch}, {fmt.duration(a.best_time_s)}{ties}.")
+    else:
+        lines.append(f"Fastest to target: — ({a.null_reasons.get('best_time_batch')}).")
+    if a.compute_optimal_batch is not None:
+        lines.append(f"Fewest examples to target (compute-optimal): batch {a.compute_optimal_batch}, "
+                     f"{a.compute_optimal_examples:.3g} examples.")
+    if a.pareto_time_examples:
+        lines.append(f"Time-vs-examples Pareto frontier: batch {', '.join(map(str, a.pareto_time_examples))}.")
+    if a.pareto_time_energy:
+        lines.append(f"Time-vs-energy Pareto frontier: batch {', '.join(map(str, a.pareto_time_energy))}.")
+    if a.b_star is not None:
+        rule = a.b_star_rule or "sqrt(B_crit·a/b)"
+        lines.append(f"From the fits, B* = {a.b_star:.3g} (predicted {fmt.duration(a.b_star_time_s)}), as {rule}.")
+    elif a.null_reasons.get("b_star"):
+        lines.append(f"B*: — ({a.null_reasons['b_star']}).")
+    naive = naive_sentence(a)
+    if naive:
+        lines.append(naive)
+    general = generalisation_sentence(a)
+    if general:
+        lines.append(general)
+    if warnings:
+        lines += [f"Warning: {w}." for w in a.warnings]
+    return lines
+
+
+def noise_scale_agreement(comparison: dict[str, Any] | None) -> str | None:
+    """'B_simple and B_crit agree within a factor of 2' and the like, from `compare_with_critical_batch`'s
+    record (files written before it had `agreement` carry the ratio, from which it is redone)."""
+    c = dict(comparison or {})
+    if c.get("agreement") is None and c.get("ratio_b_simple_to_b_crit"):
+        c = compare_with_critical_batch(float(c["ratio_b_simple_to_b_crit"]), 1.0)
+    agreement, factor = c.get("agreement"), c.get("factor")
+    if agreement is None:
+        return None
+    if agreement == AGREE_WITHIN_2X:
+        words = "agree within a factor of 2"
+    elif agreement == AGREE_BEYOND_10X:
+        words = f"differ by a factor of {factor:.0f} (more than an order of magnitude)"
+    else:
+        words = f"differ by a factor of {factor:.1f} (within an order of magnitude)"
+    return f"B_simple and B_crit {words}"
+
+
+def naive_sentence(a) -> str | None:
+    """What the equal-step-time rule of thumb picks and how far off it is; None without a naive estimate."""
+    n = a.naive or {}
+    if n.get("naive_best_batch") is None:
+        return None
+    fastest = n.get("naive_best_is_fastest")
+    if fastest is None:  # files written before the field: the same comparison
+        fastest = n["naive_best_batch"] == a.best_time_batch
+    summary = (f"it picks batch {n['naive_best_batch']} and predicts {fmt.duration(n['naive_best_predicted_time_s'])} "
+               f"to target; that batch really takes {fmt.duration(n['naive_best_true_time_s'])}, "
+               + ("which is also the fastest" if fastest
+                  else f"{n['penalty_rel']:+.0%} vs the fastest, batch {a.best_time_batch} "
+                       f"({fmt.duration(a.best_time_s)})"))
+    assumption = (f"every batch size takes batch {n['reference_batch']}'s step time "
+                  f"({fmt.duration(n['assumed_step_time_s'])})")
+    return f"Equal-step-time rule of thumb ({assumption}): {summary}."
+
+
+def generalisation_sentence(a) -> str | None:
+    """How the final metric of the smallest and the largest batch compare, or why they were not compared."""
+    g = a.generalisation or {}
+    if g.get("reason"):
+        return f"Generalisation: not compared ({g['reason']})."
+    by_batch = g.get("final_eval_metric_by_batch") or {}
+    b0, b1 = g.get("smallest_batch"), g.get("largest_batch")
+    worse = g.get("largest_batch_ends_worse")
+    if b0 is None and g.get("summary") and len(by_batch) >= 2:  # a file written before the typed fields
+        keys = sorted(by_batch, key=int)
+        b0, b1 = int(keys[0]), int(keys[-1])
+        m0, m1 = by_batch[keys[0]], by_batch[keys[-1]]
+        worse = (m1 < m0) if a.higher_is_better else (m1 > m0)
+    if b0 is None or b1 is None:
+        return None
+    m0, m1 = by_batch[str(b0)], by_batch[str(b1)]
+    return (f"Generalisation: final {a.metric} {m0:.4g} at batch {b0} vs {m1:.4g} at batch {b1}: "
+            + ("the largest batch ends worse." if worse else "the largest batch ends no worse."))

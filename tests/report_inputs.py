@@ -1,0 +1,161 @@
+"""Inputs for the report tests, built with the project's own records and analyses so the report reads what
+the tools really write: sweeps, time-to-accuracy studies and pytest-benchmark runs, and helpers to build a
+page and pick parts of it. conftest.py makes this importable as `report_inputs` in any import mode."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from bench.analysis.steptime import analyse_sweep
+from bench.present.report import build_report, load_inputs
+from bench.records.suite import EXTRA_INFO_SCHEMA
+from bench.records.sweep import Case, Measurement, SweepResult
+
+EVIL = "<script>alert(1)</script>\"q'"
+FIXED_TIME = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+
+
+def make_sweep(workload: str = "mlp", precision: str = "fp32", *, gpu: bool = True, batches=(1, 4, 16, 64, 256, 1024),
+               base_s: float = 0.010, slope_s: float = 4e-5, oom_from: int | None = 1024, error: str | None = None,
+               seed: int = 0, n: int = 30, finished: bool = True, analysed: bool = True) -> dict:
+    """A bench.run.sweep dict: flat then linear step time, GPU memory and telemetry, an OOM at the top."""
+    rng = np.random.default_rng(seed)
+    device = "cuda:0" if gpu else "cpu"
+    points = []
+    for b in batches:
+        case = Case(workload, b, device, precision)
+        if oom_from is not None and b >= oom_from:
+            points.append(Measurement(case, status="oom", error=error or "CUDA out of memory. Tried to allocate 2.00 GiB"))
+            continue
+        t = max(base_s, base_s * 0.6 + slope_s * b)
+        samples = (t * (1 + 0.004 * rng.standard_normal(n))).tolist()
+        m = Measurement(case, timer="cuda_event" if gpu else "host", samples_s=samples, block_medians_s=[t, t * 1.001],
+                        stop_reason="ci_target" if b != 4 else "budget", warmup_reason="stable")
+        if b == 4:
+            m.warnings.append("time budget ran out before the 95% CI of the median reached ±1.0% (it is ±1.4%)")
+        if gpu:
+            m.peak_allocated_bytes = int(3e8 + 2.5e6 * b)
+            m.peak_reserved_bytes = int(4e8 + 2.6e6 * b)
+            busy = min(99.0, 30 + 0.2 * b)
+            m.telemetry = {"telemetry_source": "nvml", "sample_period_s": 0.05, "kernel_active_pct_mean": busy,
+                           "sm_activity_pct_mean": busy * 0.7, "tensor_activity_pct_mean": busy * 0.4,
+                           "dram_bw_pct_mean": busy * 0.3, "power_w_energy_mean": 120 + 1.5 * b ** 0.8,
+                           "power_source": "energy_counter", "power_w_mean": 71.0,  # 1 s average: mostly idle
+                           "energy_per_sample_j": 0.5 / b + 0.002, "throttled": b >= 256,
+                           "throttle_reasons": ["sw_power_cap"] if b >= 256 else [],
+                           "diagnosis": {"label": "launch-bound" if b < 64 else "compute-bound",
+                                         "sentence": "rule-based reading of the telemetry"}}
+        else:
+            m.null_reasons["peak_allocated_bytes"] = "allocator peak statistics exist only on CUDA devices"
+            m.null_reasons["kernel_active_pct_mean"] = "device cpu is not a CUDA device"
+        points.append(m)
+    if error is not None:
+        points.append(Measurement(Case(workload, 3, device, precision), status="error", error=error))
+    env = {"device_type": "cuda" if gpu else "cpu", "device": device,
+           "gpu_name": "NVIDIA H100 80GB HBM3" if gpu else None, "gpu_memory_total_bytes": 85e9 if gpu else None,
+           "gpu_power_limit_w": 700.0 if gpu else None, "torch_version": "2.13.0", "python_version": "3.11.7",
+           "cpu_model": "AMD EPYC", "hash": f"{precision}{workload}"[:16].ljust(16, "0"),
+           "null_reasons": {} if gpu else {"gpu_name": "device is cpu, not a CUDA GPU"}}
+    config = {"workload": workload, "device": device, "precision": precision, "optimizer": "sgd", "eps": 0.05,
+              "ci_target": 0.01, "stopping_rule": {"name": "ci", "ci_target": 0.01, "min_samples": 10,
+                                                    "min_time_s": 0.5, "budget_s": 2.0, "max_samples": 100000},
+              "warmup_rule": {"min_steps": 2, "window": 3, "tolerance": 0.05, "max_steps": 200, "max_time_s": 30.0}}
+    r = SweepResult(config=config, environment=env, points=points, finished=finished,
+                    largest_batch_that_fits=(oom_from - 1) if oom_from and oom_from > 1 else None,
+                    largest_batch_reason="bisected between the last fit and the first OOM" if oom_from else None,
+                    created="2026-01-01T00:00:00+00:00")
+    if analysed:
+        r.analysis = analyse_sweep(r).to_dict()
+    return r.to_dict()
+
+
+def make_tta(task: str = "demo", n_bootstrap: int = 40) -> dict:
+    """A bench.tta dict: curves whose steps to target follow S(B) = 100(1 + 64/B), one batch misses."""
+    from bench.analysis.tta import StepTime, TTAResult, analyse_tta
+    from bench.records.curves import Curve, CurvePoint
+
+    curves = []
+    for b in (8, 32, 128, 512, 2048):
+        for lr in (0.05, 0.1):
+            for seed in (0, 1):
+                need = 100 * (1 + 64 / b) * (1.0 if lr == 0.1 else 1.3) * (1 + 0.05 * seed)
+                pts = []
+                for step in range(0, 1201, 20):
+                    acc = 0.9 * (1 - math.exp(-2.3 * step / need)) if b < 2048 else 0.5 * (1 - math.exp(-step / 300))
+                    pts.append(CurvePoint(step, step * b, step * 0.001, 1 - acc, acc))
+                curves.append(Curve(task, b, lr, seed, pts, metric="accuracy", higher_is_better=True))
+    times = [StepTime(b, 0.01 + 1e-5 * b, 0.0099 + 1e-5 * b, 0.0101 + 1e-5 * b) for b in (8, 32, 128, 512, 2048)]
+    analysis = analyse_tta(curves, times, 0.81, n_bootstrap=n_bootstrap)
+    result = TTAResult(config={"study": {"task": task, "target": 0.81, "lr_rule": "linear", "lr_factors": [0.5, 1],
+                                         "seeds": [0, 1]}},
+                       task={"name": task, "metric": "accuracy"}, curves=curves, step_times=times,
+                       step_time_source="sweep file demo.json", analysis=analysis,
+                       environment={"torch": "2.13.0", "python": "3.11.7", "device": "cpu"}, finished=True)
+    return result.to_dict()
+
+
+def make_pytest_run(when: datetime, medians: dict[str, float], *, spread: float = 0.01, extra=None,
+                    with_data: bool = True, library_medians: dict[str, float] | None = None) -> dict:
+    """A pytest-benchmark JSON dict (as `--benchmark-json` writes it) with one entry per name. Names in
+    `library_medians` also carry bench's extra_info: a Measurement whose per-step samples have that median
+    (what the suite helpers record, timed by the library, beside pytest-benchmark's own round times)."""
+    benches = []
+    for name, med in medians.items():
+        q1, q3 = med * (1 - spread), med * (1 + spread)
+        stats = {"min": med * 0.97, "max": med * 1.05, "mean": med, "stddev": med * spread, "rounds": 20,
+                 "median": med, "iqr": q3 - q1, "q1": q1, "q3": q3, "iqr_outliers": 0, "stddev_outliers": 1,
+                 "outliers": "1;0", "ld15iqr": q1, "hd15iqr": q3, "ops": 1 / med, "total": med * 20,
+                 "iterations": 1}
+        if with_data:
+            stats["data"] = [med * (1 + spread * math.sin(i)) for i in range(20)]
+        short = name.split("::")[-1]
+        params = {"batch_size": int(short.split("[")[1].rstrip("]"))} if "[" in short else None
+        info = dict(extra or {})
+        if library_medians and name in library_medians:
+            lib = library_medians[name]
+            m = Measurement(Case("mlp", (params or {}).get("batch_size", 1), "cuda:0", "fp32"), timer="cuda_event",
+                            samples_s=[lib * (1 + spread * math.sin(i)) for i in range(31)], stop_reason="ci_target")
+            info.update({"bench_schema": EXTRA_INFO_SCHEMA, "bench_schema_version": 1, "suite": "step",
+                         "step_time_median_s": m.stats.median_s, "measurement": m.to_dict()})
+        benches.append({"group": None, "name": short, "fullname": name, "params": params,
+                        "param": None, "extra_info": info, "options": {"timer": "perf_counter"},
+                        "stats": stats})
+    return {"machine_info": {"node": "runner-1", "processor": "x86_64", "machine": "x86_64",
+                             "python_version": "3.11.7", "system": "Linux", "cpu": {"brand_raw": "AMD EPYC"}},
+            "commit_info": {"id": "abc123", "dirty": False, "project": "bench", "branch": "main"},
+            "benchmarks": benches, "datetime": when.isoformat(), "version": "5.3.1"}
+
+
+def write(path: Path, data) -> Path:
+    path.write_text(json.dumps(data))
+    return path
+
+
+def build(tmp_path: Path, *named: tuple[str, object], **kw) -> str:
+    paths = [write(tmp_path / name, data) for name, data in named]
+    return build_report(load_inputs(paths), generated=FIXED_TIME, **kw)
+
+
+def section(html: str, section_id: str) -> str:
+    m = re.search(rf'<section id="{section_id}">(.*?)</section>', html, re.S)
+    assert m, f"no section {section_id}"
+    return m.group(1)
+
+
+def figures_in(html_part: str) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for m in re.finditer(r'<figure class="fig" data-fig="([^"]+)">\s*<svg', html_part):
+        found[m.group(1)] = found.get(m.group(1), 0) + 1
+    return found
+
+
+def source_data(html: str):
+    m = re.search(r'<script type="application/json" id="source-data">(.*?)</script>', html, re.S)
+    assert m
+    return json.loads(m.group(1))

@@ -1,0 +1,61 @@
+"""Numbers for people: units, significant figures, percentages and lists, one formatter per kind."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import bench.present.fmt as fmt
+
+
+@pytest.mark.parametrize("seconds, shown", [
+    (0.0012345, "1.23 ms"),
+    (0.0009996, "1 ms"),  # rounded before the unit is chosen: not "1e+03 µs"
+    (0.00099949, "999 µs"),
+    (1.5e-4, "150 µs"),
+    (2.5, "2.5 s"),
+    (456e-9, "456 ns"),
+    (0.0, "0 s"),
+    (None, "—"),
+    (math.nan, "—"),
+])
+def test_durations_have_three_significant_figures_in_a_readable_unit(seconds, shown):
+    assert fmt.duration(seconds) == shown
+
+
+def test_duration_digits_and_sign():
+    assert fmt.duration(0.0123456, digits=2) == "12 ms"
+    assert fmt.duration(-0.0015) == "-1.5 ms"
+
+
+def test_a_slope_is_quoted_in_the_unit_of_its_step_time_unless_that_is_unreadable():
+    assert fmt.slope(1e-5, 2e-3) == "+0.01 ms per sample"
+    assert fmt.slope(1e-9, 2e-3) == "+1 ns per sample"
+
+
+def test_numbers_in_sentences_and_tables():
+    assert fmt.number(51234.5) == "51,200"
+    assert fmt.number(12.345) == "12.3"
+    assert fmt.rate(51234.5) == "51,234 samples/s" and fmt.rate(12.345, "") == "12.3 "
+    assert fmt.quantity(51234.5) == "51,234" and fmt.quantity(0.012345) == "0.0123" and fmt.quantity(None) == "—"
+    assert fmt.compact(2_500_000) == "2.5e+06" and fmt.compact(1536) == "1,536" and fmt.compact(0) == "0"
+    assert fmt.batch_estimate(96.4) == "96" and fmt.batch_estimate(1536.2) == "1500" and fmt.batch_estimate(3.14) == "3.1"
+
+
+def test_percentages_measured_and_set():
+    assert fmt.percent(0.013) == "1.3%" and fmt.percent(None) == "—"
+    assert fmt.pct(0.05) == "5%" and fmt.pct(0.0333) == "3.33%" and fmt.pct(None) == "?"
+
+
+def test_lists_of_batch_sizes_and_words():
+    assert fmt.batch_list([1, 2, 4]) == "1, 2, 4"
+    assert fmt.batch_list([2 ** i for i in range(11)]) == "1, 2, 4, …, 1024 (11 points)"
+    assert fmt.batch_list([1024, 4096], thousands=True) == "1,024, 4,096"
+    assert fmt.and_list(["a"]) == "a" and fmt.and_list(["a", "b", "c"]) == "a, b and c"
+    assert fmt.plural(1, "run") == "1 run" and fmt.plural(2, "batch", "batches") == "2 batches"
+
+
+def test_only_finite_numbers_count_as_measured():
+    assert fmt.is_number(1) and fmt.is_number(0.5)
+    assert not any(fmt.is_number(v) for v in (None, True, math.inf, math.nan, "1"))

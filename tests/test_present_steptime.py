@@ -1,0 +1,163 @@
+"""The step-time verdict: the sentences `bench sweep` and the report print, made from the typed analysis on
+synthetic curves with known answers (never more certain than the analysis)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.analysis.steptime import PointSummary, StepTimeAnalysis, analyse_step_times
+from bench.present.steptime import (
+    noise_sentence,
+    steptime_verdict,
+    sweep_analysis,
+    sweep_verdict,
+    throughput_sentence,
+)
+from bench.records.sweep import SweepResult
+
+BATCHES = [2**i for i in range(11)]  # 1 .. 1024
+OLD_SWEEP = Path(__file__).parent / "data" / "sweep-v1-with-verdict.json"
+
+
+def point(batch: int, t_s: float, rel_ci: float = 0.002, spread: float | None = 0.001) -> PointSummary:
+    return PointSummary(batch, t_s, t_s * (1 - rel_ci), t_s * (1 + rel_ci), spread)
+
+
+def hinge_curve(batch: int) -> float:
+    """1 ms up to batch 64, then +0.02 ms per sample."""
+    return 1e-3 if batch <= 64 else 1e-3 + 2e-5 * (batch - 64)
+
+
+def linear_curve(batch: int) -> float:
+    """1 ms fixed + 0.01 ms per sample: a/b = 100."""
+    return 1e-3 + 1e-5 * batch
+
+
+def verdict(points, **kw) -> list[str]:
+    return steptime_verdict(analyse_step_times(points, **kw))
+
+
+def test_hinge_verdict_mentions_range_slope_knee_and_largest_batch():
+    v = verdict([point(b, hinge_curve(b)) for b in BATCHES], largest_batch_that_fits=1536)
+    first = v[0]
+    assert "within 5% of batch 1's (1 ms)" in first
+    assert "up to batch 64" in first
+    assert "+0.02 ms per sample" in first
+    assert "knee ≈ 64" in first
+    assert v[-1] == "The largest batch that fits is 1536."
+    assert 2 <= len(v) <= 4
+
+
+def test_linear_verdict_reports_slope_and_a_over_b():
+    first = verdict([point(b, linear_curve(b)) for b in BATCHES])[0]
+    assert "+0.01 ms per sample" in first and "a/b ≈ 100" in first and "about linearly" in first
+
+
+def test_all_flat_says_the_knee_lies_beyond_the_largest_batch():
+    first = verdict([point(b, 1e-3) for b in BATCHES])[0]
+    assert first == ("Step time stays within 5% of batch 1's (1 ms) at every batch measured, up to 1024 (95% CIs): "
+                     "the knee lies beyond batch 1024.")
+
+
+def test_all_beyond_says_step_time_already_grows_at_the_next_batch():
+    first = verdict([point(b, b * 1e-3) for b in [1, 2, 4, 8]])[0]
+    assert "already exceeds batch 1's (1 ms) by more than 5% at batch 2" in first
+    assert "+1 ms per sample" in first
+
+
+def test_a_borderline_point_with_a_wide_ci_is_said_to_be_undecided():
+    pts = [point(1, 1e-3, rel_ci=0.01), point(2, 1.04e-3, rel_ci=0.04), point(4, 1.3e-3)]
+    first = verdict(pts)[0]
+    assert first.startswith("At batch 2 the 95% CIs cannot tell whether step time stays within 5%")
+
+
+def test_points_without_a_ci_are_said_to_be_judged_on_medians():
+    pts = [PointSummary(1, 1e-3, None, None), point(2, 1.01e-3), point(4, 1.5e-3)]
+    assert "batch 1 judged on medians" in verdict(pts)[0]
+    none = verdict([PointSummary(b, linear_curve(b), None, None) for b in BATCHES])
+    assert "judged on medians: no point has a 95% CI" in none[0]
+
+
+def test_undecided_next_point_with_some_points_lacking_a_ci_reads_as_a_sentence():
+    pts = [PointSummary(1, 1.0e-3, 0.99e-3, 1.01e-3), PointSummary(4, 1.04e-3, 0.98e-3, 1.10e-3),
+           PointSummary(64, 5e-3, None, None), PointSummary(256, 20e-3, None, None)]
+    first = verdict(pts)[0]
+    assert first.startswith("At batch 4 the 95% CIs cannot tell whether step time stays within 5%")
+    assert "(batch 64, 256 judged on medians for lack of a CI)" in first
+
+
+def test_throughput_sentence_names_the_peak_and_the_batch_that_reaches_95_percent():
+    a = analyse_step_times([point(b, 1e-3 * (1 + b / 16)) for b in BATCHES])
+    assert throughput_sentence(a) == ("Throughput peaks at 15,800 samples/s at batch 1024, the largest measured "
+                                      "(it may rise further); batch 256 already reaches 95% of it.")
+
+
+def test_noisy_points_are_named_with_their_diagnosis():
+    pts = [point(b, 1e-3, spread=0.2 if b in (2, 4, 8) else 0.002) for b in BATCHES]
+    pts[0] = PointSummary(1, 1e-3, 0.998e-3, 1.002e-3, None)
+    a = analyse_step_times(pts, diagnoses={2: "launch-bound", 4: "launch-bound", 8: "launch-bound"})
+    noise = noise_sentence(a)
+    assert noise == ("Repeated timing blocks disagree by more than ±1% at batch 2, 4, 8 (launch-bound): "
+                     "those points are noisy.")
+    assert noise in steptime_verdict(a)
+    assert noise_sentence(analyse_step_times([point(b, 1e-3) for b in (1, 2, 4)])) is None
+
+
+def test_diagnoses_are_quoted_where_they_apply():
+    diag = {b: "launch-bound" if b <= 64 else "compute-bound" for b in BATCHES}
+    first = verdict([point(b, hinge_curve(b)) for b in BATCHES], diagnoses=diag)[0]
+    assert "where the step is launch-bound" in first and "beyond (compute-bound)" in first
+
+
+def test_a_non_monotone_curve_is_flagged():
+    times = [1e-3, 1.3e-3, 0.8e-3, 1.2e-3, 1.0e-3, 1.1e-3, 2e-3, 4e-3, 3e-3, 8e-3, 16e-3]
+    v = verdict([PointSummary(b, t, t * 0.9, t * 1.1, 0.25) for b, t in zip(BATCHES, times)])
+    assert 2 <= len(v) <= 4
+    assert any("falls from batch 2 to 4" in s for s in v)
+
+
+def test_many_batches_are_listed_short():
+    pts = [point(b, 1e-3, spread=0.2) for b in BATCHES]
+    assert "at batch 1, 2, 4, …, 1024 (11 points)" in noise_sentence(analyse_step_times(pts))
+
+
+def test_one_point_and_no_points_are_described_without_comparisons():
+    one = verdict([point(8, 2e-3)])
+    assert one[0].startswith("Only batch 8 was measured (2 ms per step, 4,000 samples/s)")
+    none = verdict([], largest_batch_that_fits=4)
+    assert none == ["Nothing was measured: no batch size has a successful step-time measurement, so there is "
+                    "nothing to analyse.", "The largest batch that fits is 4."]
+
+
+def test_the_largest_batch_sentence_can_be_left_to_the_caller():
+    a = analyse_step_times([point(b, hinge_curve(b)) for b in BATCHES], largest_batch_that_fits=1536)
+    assert steptime_verdict(a, largest_batch=False) == steptime_verdict(a)[:-1]
+
+
+def test_a_stored_analysis_gives_the_same_sentences_as_the_record_it_came_from():
+    a = analyse_step_times([point(b, hinge_curve(b)) for b in BATCHES], largest_batch_that_fits=1536,
+                           diagnoses={1: "launch-bound"})
+    stored = json.loads(json.dumps(a.to_dict()))
+    assert steptime_verdict(sweep_analysis(stored)) == steptime_verdict(a)
+    assert sweep_analysis(None) is None and sweep_analysis(a) is a
+
+
+def test_a_sweep_file_written_with_its_verdict_inside_gives_the_same_sentences():
+    """`bench sweep -b 1,8,64 --budget 0.3` as written before the analysis held no prose."""
+    stored = json.loads(OLD_SWEEP.read_text())
+    assert sweep_verdict(SweepResult.from_dict(stored)) == stored["analysis"]["verdict"]
+    assert sweep_verdict(SweepResult(config={})) == []
+
+
+@pytest.mark.parametrize("eps, said", [(0.05, "5%"), (0.0333, "3.33%"), (0.1, "10%")])
+def test_the_tolerance_is_quoted_as_set(eps, said):
+    assert f"within {said} of batch 1's" in verdict([point(b, 1e-3) for b in (1, 2, 4)], eps=eps)[0]
+
+
+def test_sentences_are_made_from_the_fields_not_read_back_from_other_sentences():
+    a = StepTimeAnalysis.from_dict(analyse_step_times([point(b, 1e-3) for b in (1, 2, 4)]).to_dict())
+    a.largest_batch_that_fits = 7
+    assert steptime_verdict(a)[-1] == "The largest batch that fits is 7."

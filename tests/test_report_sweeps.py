@@ -1,0 +1,142 @@
+"""The step-time section of the report: each sweep's verdict (made from its typed analysis), method,
+warnings and points table, and the figures the sweeps share."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from bench.analysis.steptime import StepTimeAnalysis
+from bench.present.report.sweeps import largest_batch_line, read_analysis, sweep_warnings
+from bench.present.steptime import steptime_verdict
+from bench.records.sweep import SweepResult
+
+import report_inputs as R
+
+OLD_SWEEP = Path(__file__).parent / "data" / "sweep-v1-with-verdict.json"
+
+
+@pytest.fixture(scope="module")
+def gpu_report(tmp_path_factory) -> str:
+    return R.build(tmp_path_factory.mktemp("gpu"), ("sweep.json", R.make_sweep()))
+
+
+def test_one_sweep_puts_the_verdict_first_then_figures_and_the_points_table(gpu_report):
+    html = gpu_report
+    verdict = R.section(html, "summary")
+    assert "Step time stays within 5%" in verdict or "Step time" in verdict
+    assert "The largest batch that fits is 1023." in verdict and "Largest batch that fits:" not in verdict
+    assert "NVIDIA H100 80GB HBM3" in verdict  # the fingerprint sits beside the verdict
+    assert "stop at a ±1% CI of the median" in verdict  # and how it was measured
+    assert html.index('id="summary"') < html.index('id="step-time"')
+    figs = R.figures_in(R.section(html, "step-time"))
+    assert figs == {"step-time": 1, "throughput": 1, "memory": 1, "telemetry": 1}
+    table = re.search(r'<table class="sortable" id="sweep-0-table">(.*?)</table>', html, re.S).group(1)
+    assert table.count("<tr>") == 1 + 6  # heading + every point, the OOM one included
+    assert ">oom<" in table and "launch-bound" in table and "compute-bound" in table
+
+
+def test_sweep_figures_are_labelled_with_units_and_mark_knee_equal_time_and_oom(gpu_report):
+    step = re.search(r'data-fig="step-time">(.*?)</figure>', gpu_report, re.S).group(1)
+    assert "step time (ms)" in step and "batch size (samples per step)" in step
+    assert "knee ≈" in step and "equal time (within 5% of batch 1)" in step
+    assert "OOM from 1,024" in step and "flat guide" in step and "linear guide" in step
+    memory = re.search(r'data-fig="memory">(.*?)</figure>', gpu_report, re.S).group(1)
+    assert "peak memory (MiB)" in memory or "peak memory (GiB)" in memory
+    assert "largest batch that fits: 1,023" in memory and "card memory" in memory
+    tel = re.search(r'data-fig="telemetry">(.*?)</figure>', gpu_report, re.S).group(1)
+    assert "power (W)" in tel and "SM activity (GPM)" in tel and "clocks held down (throttled)" in tel
+
+
+def test_power_column_shows_energy_over_timed_time_not_nvmls_one_second_average(gpu_report):
+    table = re.search(r'<table class="sortable" id="sweep-0-table">(.*?)</table>', gpu_report, re.S).group(1)
+    assert f">{120 + 1.5:.0f} W<" in table  # batch 1: energy / time
+    assert ">71 W<" not in table  # the raw 1 s trailing average stays in the data, not the column
+
+
+def test_warnings_name_budget_limited_throttled_and_failed_points(gpu_report):
+    w = R.section(gpu_report, "warnings")
+    assert "Budget-limited" in w and "batch 4" in w
+    assert "Throttled" in w and "sw_power_cap" in w
+    assert "Batch 1,024: out of memory" in w
+
+
+def test_two_sweeps_share_each_figure_with_a_legend_naming_only_what_differs(tmp_path):
+    html = R.build(tmp_path, ("a.json", R.make_sweep(precision="fp32")),
+                 ("b.json", R.make_sweep(precision="bf16", base_s=0.006, slope_s=2e-5, seed=1)))
+    figs = R.figures_in(R.section(html, "step-time"))
+    assert figs["step-time"] == 1 and figs["throughput"] == 1
+    step = re.search(r'data-fig="step-time">(.*?)</figure>', html, re.S).group(1)
+    assert "fp32: median, 95% CI" in step and "bf16: median, 95% CI" in step
+    assert "mlp" not in re.sub(r"<[^>]+>", "", step).replace("samples per step", "")  # same workload: not in legend
+    assert html.count('<article class="card" id="sweep-') == 2
+    assert "different hardware/software fingerprints" in R.section(html, "warnings")
+    assert 'class="differs"' in R.section(html, "environment")
+
+
+def test_cpu_sweep_without_memory_or_telemetry_says_why_those_figures_are_missing(tmp_path):
+    html = R.build(tmp_path, ("cpu.json", R.make_sweep(gpu=False, oom_from=None)))
+    figs = R.figures_in(R.section(html, "step-time"))
+    assert set(figs) == {"step-time", "throughput"}
+    assert "Not drawn: Peak memory (not measured: allocator peak statistics exist only on CUDA devices)" in html
+    assert "Not drawn: GPU activity and power (not measured: device cpu is not a CUDA device)" in html
+
+
+def test_unfinished_sweep_without_analysis_still_gives_a_report(tmp_path):
+    html = R.build(tmp_path, ("part.json", R.make_sweep(finished=False, analysed=False, batches=(1, 4))))
+    assert "The sweep did not finish" in html and "No step-time analysis" in html
+    assert R.figures_in(R.section(html, "step-time"))["step-time"] == 1
+
+
+def test_sweep_where_every_point_failed_still_gives_a_report(tmp_path):
+    html = R.build(tmp_path, ("oom.json", R.make_sweep(batches=(64, 128), oom_from=1)))
+    assert "Not drawn: Step time (no successful point to draw)" in html
+    assert "Batch 64: out of memory" in html
+
+
+def test_a_sweep_written_with_its_verdict_inside_shows_the_same_sentences_made_from_its_fields(tmp_path):
+    """A sweep file from before the analysis held no prose (bench.steptime version 1, with `verdict`)."""
+    stored = json.loads(OLD_SWEEP.read_text())
+    assert stored["analysis"]["schema_version"] == 1 and stored["analysis"]["verdict"]
+    result = SweepResult.from_dict(stored)
+    a, why = read_analysis(result)
+    assert why is None and steptime_verdict(a) == stored["analysis"]["verdict"]
+    summary = R.section(R.build(tmp_path, ("old.json", stored)), "summary")
+    for sentence in stored["analysis"]["verdict"]:
+        assert sentence.replace("'", "&#39;") in summary
+
+
+def test_the_largest_batch_is_said_once_whether_or_not_the_verdict_says_it():
+    """The verdict names the largest batch when the analysis knows it; otherwise the card's own line does,
+    with how it was found. Decided on the analysis's field, not by reading the sentences."""
+    found = SweepResult.from_dict(R.make_sweep())
+    a, _ = read_analysis(found)
+    assert "The largest batch that fits is 1023." in steptime_verdict(a)
+    assert largest_batch_line(found, a) is None
+    beyond = SweepResult.from_dict(R.make_sweep(oom_from=None, batches=(1, 4, 16)))
+    beyond.largest_batch_reason = "no out-of-memory up to batch 16, the largest tried"
+    b, _ = read_analysis(beyond)
+    assert not any("largest batch" in s.lower() for s in steptime_verdict(b))
+    assert largest_batch_line(beyond, b) == ("Largest batch that fits: — (no out-of-memory up to batch 16, "
+                                             "the largest tried).")
+
+
+def test_an_analysis_that_cannot_be_read_is_a_warning_not_a_crash(tmp_path):
+    data = R.make_sweep(batches=(1, 4, 16), oom_from=None)
+    data["analysis"]["schema_version"] = 99
+    result = SweepResult.from_dict(data)
+    assert read_analysis(result)[0] is None
+    assert any("No step-time analysis" in w and "version 99" in w for w in sweep_warnings(result))
+    html = R.build(tmp_path, ("future.json", data))
+    assert "No verdict: the sweep has no step-time analysis." in html
+    assert R.figures_in(R.section(html, "step-time"))["step-time"] == 1
+
+
+def test_the_stored_analysis_reads_back_into_the_same_record():
+    data = R.make_sweep()
+    assert "verdict" not in data["analysis"] and data["analysis"]["schema_version"] == 2
+    a = StepTimeAnalysis.from_dict(data["analysis"])
+    assert a.to_dict() == data["analysis"]

@@ -1,0 +1,56 @@
+"""The time-to-accuracy section of the report: each study's verdict (made by bench.present.tta), figures
+and table, and the convergence curves of a curves file."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from bench.analysis.tta import TTAResult
+from bench.present.report.tta import tta_summary
+from bench.records.curves import CurvesFile
+
+import report_inputs as R
+
+OLD_TTA = Path(__file__).parent / "data" / "tta-v1-with-summaries.json"
+
+
+@pytest.fixture(scope="module")
+def tta_report(tmp_path_factory) -> str:
+    return R.build(tmp_path_factory.mktemp("tta"), ("tta.json", R.make_tta()))
+
+
+def test_tta_alone_draws_convergence_steps_to_target_and_time_to_accuracy(tta_report):
+    tta = R.section(tta_report, "tta")
+    assert R.figures_in(tta) == {"convergence": 1, "steps": 1, "tta": 1}
+    assert "B_crit ≈" in tta and "S(B) = S_min·(1 + B_crit/B)" in tta
+    assert "naive: every batch at batch 8" in tta and "fastest measured: batch" in tta and "B* = √(B_crit·a/b)" in tta
+    assert "did not reach the target" in tta  # batch 2048 never got there
+    summary = R.section(tta_report, "summary")
+    assert "Fastest to target: batch" in summary and "Critical batch size B_crit =" in summary
+    assert "Equal-step-time rule of thumb" in summary
+    assert 'id="step-time"' not in tta_report
+
+
+def test_curves_file_alone_draws_the_convergence_curves(tmp_path):
+    curves = TTAResult.from_dict(R.make_tta()).curves
+    cf = CurvesFile(curves=curves, config={"target": 0.81}, task={"name": "demo"}, finished=True)
+    html = R.build(tmp_path, ("c.json", cf.to_dict()))
+    assert R.figures_in(R.section(html, "tta")) == {"convergence": 1}
+
+
+def test_a_study_written_with_prose_summaries_inside_shows_the_sentences_it_always_did(tmp_path):
+    """A bench.tta file from before its analysis held no prose (its `naive` and `generalisation` carried
+    summaries): the page's verdict is made from the typed fields, and reads as `bench tta` printed it then."""
+    stored = json.loads(OLD_TTA.read_text())
+    assert stored["analysis"]["naive"]["summary"] and stored["analysis"]["generalisation"]["summary"]
+    summary = tta_summary(TTAResult.from_dict(stored))
+    assert ("Equal-step-time rule of thumb (every batch size takes batch 8's step time (789 µs)): it picks batch 64 "
+            "and predicts 58.1 ms to target; that batch really takes 66.7 ms, which is also the fastest.") in summary
+    assert ("Generalisation: final accuracy 0.9556 at batch 8 vs 0.9611 at batch 64: the largest batch ends "
+            "no worse.") in summary
+    assert not any(s.startswith("Warning:") for s in summary)  # the page lists warnings in their own section
+    html = R.build(tmp_path, ("old.json", stored))
+    assert "Fastest to target: batch 64, 66.7 ms" in R.section(html, "summary")
