@@ -81,7 +81,7 @@ def test_sweep_prints_a_table_and_verdict_and_writes_json(capsys, tmp_path):
     assert code == 0, err
     assert "median step" in stdout and "Results:" in stdout
     data = json.loads(out.read_text())
-    assert data["schema"] == "bench.run.sweep" and len(data["points"]) == 2
+    assert data["schema"] == "bench.sweep" and len(data["points"]) == 2
     for sentence in data["analysis"]["verdict"]:
         assert sentence.split()[0] in stdout
 

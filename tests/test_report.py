@@ -83,8 +83,9 @@ def make_sweep(workload: str = "mlp", precision: str = "fp32", *, gpu: bool = Tr
 
 def make_tta(task: str = "demo", n_bootstrap: int = 40) -> dict:
     """A bench.tta dict: curves whose steps to target follow S(B) = 100(1 + 64/B), one batch misses."""
-    from bench.analysis.tta import StepTime, TTAResult, analyse_tta
+    from bench.analysis.tta import analyse_tta
     from bench.records.curves import Curve, CurvePoint
+    from bench.records.tta import StepTime, TTAResult
 
     curves = []
     for b in (8, 32, 128, 512, 2048):
@@ -398,8 +399,8 @@ def test_tta_alone_draws_convergence_steps_to_target_and_time_to_accuracy(tta_re
 
 
 def test_curves_file_alone_draws_the_convergence_curves(tmp_path):
-    from bench.analysis.tta import TTAResult
     from bench.records.curves import CurvesFile
+    from bench.records.tta import TTAResult
 
     curves = TTAResult.from_dict(make_tta()).curves
     cf = CurvesFile(curves=curves, config={"target": 0.81}, task={"name": "demo"}, finished=True)

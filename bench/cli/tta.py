@@ -84,7 +84,8 @@ def study_config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from bench.analysis.tta import save_tta, tta_from_files
+    from bench.analysis.tta import tta_from_files
+    from bench.records.tta import save_tta
     from bench.run.train.runner import prepare_output
 
     console = Console() if sys.stdout.isatty() else Console(width=160)

@@ -23,6 +23,7 @@ from bench.core.io import check_output_file, read_json
 from bench.core.vocabulary import TRAINING_PRECISIONS
 from bench.measure.optim import OPTIMIZERS, make_optimizer, set_lr
 from bench.measure.tasks import Task
+from bench.measure.telemetry.fingerprint import fingerprint
 from bench.records.curves import Curve, CurvePoint, CurvesFile, save_curves_file
 from bench.run.train.lr import (
     LR_RULES,
@@ -348,7 +349,7 @@ def run_grid(task: Task, grid: GridSpec, config: RunConfig, *, output: str | os.
         check_resumable(cf.config, identity, out)
         cf.finished = False
     if cf is None:
-        cf = CurvesFile(config=identity, task=task.info(),
+        cf = CurvesFile(config=identity, task=task.info(), environment=fingerprint(config.device),
                         created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     cf.config = identity
 
