@@ -1,6 +1,7 @@
 """pytest plugin for the suites in suites/: `--bench-*` options, case parametrisation, the fingerprint in
 pytest-benchmark's machine_info, and the cases pytest-benchmark leaves out of its JSON (out of memory,
-failed) under `bench_failed_cases`. Thin: what is measured and how lives in bench.run.suite.
+failed) under `bench_failed_cases`. Thin: what is measured and how lives in bench.run.suite, what is
+written (extra_info, failed-case records) in bench.records.suite.
 
 Load it from a conftest.py by importing its hooks into the conftest's namespace:
 
@@ -15,14 +16,8 @@ from __future__ import annotations
 import pytest
 
 from bench.core.errors import BenchError
-from bench.run.suite import (
-    FAILED_CASES_KEY,
-    SuiteOptions,
-    SuiteSettings,
-    failed_case_record,
-    select_cases,
-    suite_fingerprint,
-)
+from bench.records.suite import FAILED_CASES_KEY, failed_case_record
+from bench.run.suite import SuiteOptions, SuiteSettings, select_cases, suite_fingerprint
 
 __all__ = [
     "pytest_addoption",
@@ -139,7 +134,7 @@ def pytest_benchmark_update_machine_info(config, machine_info) -> None:
 
 
 def record_failed_case(config, record: dict) -> None:
-    """Keep one `bench.run.suite.failed_case_record` for this run's JSON."""
+    """Keep one `bench.records.suite.failed_case_record` for this run's JSON."""
     config.stash.setdefault(_FAILED_KEY, []).append(record)
 
 

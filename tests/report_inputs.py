@@ -77,8 +77,9 @@ def make_sweep(workload: str = "mlp", precision: str = "fp32", *, gpu: bool = Tr
 
 def make_tta(task: str = "demo", n_bootstrap: int = 40) -> dict:
     """A bench.tta dict: curves whose steps to target follow S(B) = 100(1 + 64/B), one batch misses."""
-    from bench.analysis.tta import StepTime, TTAResult, analyse_tta
+    from bench.analysis.tta import analyse_tta
     from bench.records.curves import Curve, CurvePoint
+    from bench.records.tta import StepTime, TTAResult
 
     curves = []
     for b in (8, 32, 128, 512, 2048):

@@ -10,15 +10,15 @@ from bench.analysis.steptime import (
     BEYOND,
     FIT_HINGE,
     FIT_LINEAR,
-    UNDECIDED,
-    WITHIN,
-    PointSummary,
-    analyse_step_times,
-    analyse_sweep,
     GROWTH_IRREGULAR,
     GROWTH_LINEAR,
     GROWTH_NONE,
+    UNDECIDED,
+    WITHIN,
+    PointSummary,
     StepTimeAnalysis,
+    analyse_step_times,
+    analyse_sweep,
     fit_hinge,
     fit_linear,
     summaries_from_measurements,
@@ -352,6 +352,33 @@ def test_analyse_sweep_uses_ok_points_and_the_largest_batch_that_fits():
     assert a.n_points == len(BATCHES)
     assert a.equal_time_max_batch == 64
     assert a.largest_batch_that_fits == 1536
+
+
+def test_analyse_sweep_diagnoses_each_ok_point_and_quotes_the_diagnoses():
+    sweep = SweepResult(config={"eps": 0.05, "ci_target": 0.01},
+                        points=[measurement(b, t_s=hinge_curve(b), blocks=()) for b in BATCHES])
+    a = analyse_sweep(sweep)
+    labels = [p.telemetry["diagnosis"]["label"] for p in sweep.points]
+    assert all(labels) and [p.diagnosis for p in a.points] == labels
+    assert all(p.diagnosis is None for p in analyse_sweep(sweep, diagnose=False).points)
+
+
+def test_analyse_sweep_takes_its_tolerances_from_the_sweeps_config():
+    sweep = SweepResult(config={"eps": 0.5, "ci_target": 0.2},
+                        points=[measurement(b, t_s=hinge_curve(b), blocks=()) for b in BATCHES])
+    a = analyse_sweep(sweep)
+    assert (a.eps, a.noise_target) == (0.5, 0.2)
+    assert analyse_sweep(sweep, eps=0.05).eps == 0.05
+
+
+def test_add_analysis_keeps_the_reason_when_the_points_cannot_be_analysed():
+    from bench.analysis.steptime import add_analysis
+
+    twice = SweepResult(config={}, points=[measurement(4), measurement(4), measurement(8)])
+    assert add_analysis(twice).analysis is None
+    assert "batch size 4 appears more than once" in twice.config["analysis_reason"]
+    once = add_analysis(SweepResult(config={}, points=[measurement(4), measurement(8)]))
+    assert once.analysis["n_points"] == 2 and "analysis_reason" not in once.config
 
 
 def test_linear_knee_past_the_largest_batch_is_reported_as_beyond_the_range():

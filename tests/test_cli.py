@@ -6,13 +6,12 @@ import subprocess
 import sys
 
 import pytest
+import report_inputs as R
 
 from bench.analysis.steptime import StepTimeAnalysis
 from bench.cli import main
 from bench.core.errors import BenchError
 from bench.present.steptime import steptime_verdict
-
-import report_inputs as R
 
 TINY = ["-a", "in_features=16", "-a", "hidden=16", "-a", "depth=1", "--min-samples", "6", "--min-time", "0.005",
         "--budget", "0.05", "-q"]
@@ -87,7 +86,7 @@ def test_sweep_prints_a_table_and_verdict_and_writes_json(capsys, tmp_path):
     assert code == 0, err
     assert "median step" in stdout and "Results:" in stdout
     data = json.loads(out.read_text())
-    assert data["schema"] == "bench.run.sweep" and len(data["points"]) == 2
+    assert data["schema"] == "bench.sweep" and len(data["points"]) == 2
     assert "verdict" not in data["analysis"]  # the file holds the typed analysis; sentences are made from it
     verdict = steptime_verdict(StepTimeAnalysis.from_dict(data["analysis"]))
     assert verdict and all(" ".join(sentence.split()) in " ".join(stdout.split()) for sentence in verdict)

@@ -10,7 +10,13 @@ import sys
 import pytest
 
 import bench.measure.telemetry.fingerprint as fp_module
-from bench.measure.telemetry.fingerprint import GPU_FIELDS, comparable, fingerprint
+from bench.measure.telemetry.fingerprint import (
+    GPU_FIELDS,
+    LEGACY_KEYS,
+    canonical_fingerprint,
+    comparable,
+    fingerprint,
+)
 from bench.testing.fake_pynvml import FakeDevice, make_fake_nvml
 
 
@@ -70,6 +76,38 @@ def test_project_commit_is_recorded_but_not_hashed(monkeypatch):
     b = fingerprint("cpu")
     assert a["git_commit"] == "1" * 40 and b["git_dirty"] is True
     assert a["hash"] == b["hash"]
+
+
+# ------------------------------------------------------------------------------ older key names
+
+
+def test_old_environment_key_names_map_to_the_fingerprint_names():
+    study = {"python": "3.11.7", "torch": "2.13.0+cpu", "platform": "Linux-6.1-x86_64", "cpu": "x86_64",
+             "device": "cuda:0", "torch_threads": 4, "gpu": "NVIDIA H100 80GB HBM3"}
+    env = canonical_fingerprint(study)
+    assert {k: env[k] for k in ("python_version", "torch_version", "cpu_model", "gpu_name")} == {
+        "python_version": "3.11.7", "torch_version": "2.13.0+cpu", "cpu_model": "x86_64",
+        "gpu_name": "NVIDIA H100 80GB HBM3"}
+    assert not set(LEGACY_KEYS) & set(env)
+    assert (env["platform"], env["torch_threads"]) == ("Linux-6.1-x86_64", 4)  # other keys are kept
+    assert env["device_type"] == "cuda"
+    assert env["hash"] is None and "no fingerprint hash" in env["null_reasons"]["hash"]
+    sweep_fallback = {"torch": "2.11.0", "python": "3.11.7", "cuda": "12.4", "device_type": "cuda",
+                      "device_name": "NVIDIA A100-SXM4-40GB"}
+    env = canonical_fingerprint(sweep_fallback)
+    assert (env["cuda_runtime_version"], env["gpu_name"], env["torch_version"]) == ("12.4", "NVIDIA A100-SXM4-40GB", "2.11.0")
+
+
+def test_a_fingerprint_with_todays_names_reads_unchanged(fixed_git):
+    fp = json.loads(json.dumps(fingerprint("cpu")))
+    assert canonical_fingerprint(fp) == fp
+    assert canonical_fingerprint({}) == {} and canonical_fingerprint(None) == {}
+
+
+def test_a_canonical_key_wins_over_an_old_one_and_null_reasons_follow_the_rename():
+    env = canonical_fingerprint({"torch": "old", "torch_version": "new", "cpu": None,
+                                 "null_reasons": {"cpu": "unknown CPU"}})
+    assert env["torch_version"] == "new" and env["null_reasons"]["cpu_model"] == "unknown CPU"
 
 
 def test_model_hash_ignores_which_card_of_the_same_model(fixed_git):

@@ -18,21 +18,19 @@ import torch._dynamo  # noqa: F401
 
 from bench.core.errors import BenchError
 from bench.core.io import json_safe
-from bench.records.suite import load_results
+from bench.records.loader import load_sweeps
+from bench.records.suite import FAILED_CASES_KEY, failed_case_record
 from bench.records.sweep import Case, Measurement, Probe
 from bench.run.suite import (
     CPU_BATCH_SIZES,
     CPU_PRECISIONS,
     CPU_WORKLOADS,
-    FAILED_CASES_KEY,
     SuiteCase,
     SuiteOptions,
     SuiteSettings,
     benchmark_largest_batch,
     catalogue,
-    failed_case_record,
     find_largest_batch,
-    parse_case_id,
     plan_rounds,
     select_cases,
 )
@@ -78,15 +76,6 @@ def test_case_ids_name_workload_precision_batch_size_and_device():
     assert len(ids) == len(set(ids))
     assert [s.case.id for s in select("largest_batch", has_cuda=True)][0].endswith("-bsmax-cuda-channels_last")
     assert any(s.case.id.endswith("-adamw") for s in select("memory", has_cuda=True))
-
-
-def test_parse_case_id_inverts_the_id_and_rejects_other_names():
-    case = SuiteCase("memory", "resnet50", "bf16", 64, "cuda", optimizer="adamw", channels_last=True)
-    fields = parse_case_id(f"test_peak_memory[{case.id}]")
-    assert fields == {"workload": "resnet50", "precision": "bf16", "batch_size": 64, "device": "cuda",
-                      "optimizer": "adamw", "channels_last": True, "compile": False}
-    assert parse_case_id("test_sort[100-items]") is None
-    assert parse_case_id("test_plain") is None
 
 
 def test_device_cpu_skips_gpu_cases_even_where_cuda_exists_and_cuda_skips_the_cpu_subset():
@@ -200,7 +189,7 @@ def test_largest_batch_doubles_then_bisects_to_the_exact_limit():
 def test_largest_batch_reports_a_limit_it_never_reached_and_stops_on_other_failures():
     probe, _ = fake_probe(capacity=10**9)
     found = find_largest_batch(None, None, "cuda", start=4, limit=64, probe=probe)
-    assert found.batch_size == 64 and found.limited and "lies beyond" in found.reason
+    assert found.batch_size is None and found.limited and found.largest_ran == 64 and "lies beyond" in found.reason
     probe, _ = fake_probe(capacity=10**9, fail_at=16)
     found = find_largest_batch(None, None, "cuda", start=1, limit=64, probe=probe)
     assert found.batch_size == 8 and found.reason.startswith("search stopped: batch 16 failed for another reason")
@@ -362,7 +351,7 @@ def test_pytest_benchmark_compare_accepts_the_failed_cases_and_our_adapter_reads
     proc = pytest_benchmark_compare(out, cwd=pytester.path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "test_fits" in proc.stdout
-    (sweep,) = load_results(out)
+    (sweep,) = load_sweeps(out)
     assert [(p.batch_size, p.status) for p in sweep.points] == [(8, "ok"), (9, "oom")]
     assert sweep.points[1].error.startswith("OutOfMemoryError") and sweep.ok_points() == sweep.points[:1]
     assert sweep.config["source"]["failed_cases"] == ["test_inner.py::test_oom"]
@@ -383,7 +372,7 @@ def test_a_run_in_which_every_case_failed_still_writes_the_json_with_them(pytest
     (saved,) = storage.rglob("0001_*.json")
     assert [f["case_id"] for f in json.loads(saved.read_text())[FAILED_CASES_KEY]] == ["test_inner:oom_mlp-fp32-bs16-cpu"]
     assert pytest_benchmark_compare(pytester.path / "out.json", cwd=pytester.path).returncode == 0
-    (sweep,) = load_results(pytester.path / "out.json")
+    (sweep,) = load_sweeps(pytester.path / "out.json")
     assert [(p.batch_size, p.status) for p in sweep.points] == [(16, "oom")]
 
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 from rich.console import Console
 
 from bench.analysis.steptime import analyse_sweep
-from bench.analysis.tta import StepTime, TTAResult, analyse_tta
+from bench.analysis.tta import analyse_tta
 from bench.present.tables import sweep_table, tta_table
 from bench.records.curves import Curve, CurvePoint
 from bench.records.sweep import Case, Measurement, SweepResult
+from bench.records.tta import StepTime, TTAResult
 
 
 def render(table) -> str:

@@ -8,9 +8,15 @@ from pathlib import Path
 
 from bench.analysis.noise_scale import compare_with_critical_batch
 from bench.analysis.scaling import steps_model
-from bench.analysis.tta import StepTime, TTAResult, analyse_tta
-from bench.present.tta import generalisation_sentence, naive_sentence, noise_scale_agreement, tta_verdict
+from bench.analysis.tta import analyse_tta
+from bench.present.tta import (
+    generalisation_sentence,
+    naive_sentence,
+    noise_scale_agreement,
+    tta_verdict,
+)
 from bench.records.curves import Curve, CurvePoint
+from bench.records.tta import StepTime, TTAResult
 
 OLD_TTA = Path(__file__).parent / "data" / "tta-v1-with-summaries.json"
 SIZES = [8, 16, 32, 64, 128, 256, 512, 1024, 2048]

@@ -15,11 +15,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import report_inputs as R
 
 import bench.present.report.page as report_page
 from bench.present.report import build_report, load_inputs, write_report
-
-import report_inputs as R
 
 CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium): "

@@ -7,9 +7,9 @@ import math
 import re
 from datetime import timedelta
 
-from bench.present.report.figures.trends import decimate
-
 import report_inputs as R
+
+from bench.present.report.figures.trends import decimate
 
 
 def test_names_with_dollar_signs_or_a_leading_underscore_are_drawn_as_plain_text(tmp_path):

@@ -9,12 +9,12 @@ import re
 from datetime import timedelta
 
 import pytest
+import report_inputs as R
 
 import bench.analysis.regression as regression
-from bench.present.report import ReportInputs, Source, build_report
-from bench.present.report.inputs import KIND_PYTEST, read_source
-
-import report_inputs as R
+from bench.present.report import ReportInputs, build_report
+from bench.present.report.inputs import read_source
+from bench.records.loader import read
 
 
 def trends_table(html: str) -> str:
@@ -62,7 +62,7 @@ def test_long_history_is_decimated_for_drawing_but_embedded_whole():
     for i in range(900):
         data = R.make_pytest_run(R.FIXED_TIME + timedelta(hours=i), {"s.py::test_a": 1e-3 * (1 + 0.01 * math.sin(i))},
                                  with_data=False)
-        sources.append(Source(f"run{i}.json", KIND_PYTEST, data))
+        sources.append(read(data, f"run{i}.json"))
     html = build_report(ReportInputs(sources), generated=R.FIXED_TIME)
     trends = R.section(html, "trends")
     assert "are drawn from the lowest and highest median" in trends

@@ -7,12 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+import report_inputs as R
 
 from bench.core.errors import BenchError
 from bench.present.report import build_report, load_inputs
-from bench.present.report.inputs import KIND_CURVES, KIND_PYTEST, KIND_SWEEP, KIND_TTA, classify
-
-import report_inputs as R
+from bench.records.loader import KIND_CURVES, KIND_PYTEST, KIND_SWEEP, KIND_TTA, sniff
 
 
 def test_bad_inputs_are_one_line_bench_errors(tmp_path):
@@ -21,8 +20,8 @@ def test_bad_inputs_are_one_line_bench_errors(tmp_path):
     R.write(tmp_path / "list.json", [1, 2])
     (tmp_path / "empty").mkdir()
     cases = {tmp_path / "missing.json": "no such file", tmp_path / "bad.json": "not valid JSON",
-             tmp_path / "other.json": "unknown results format (schema 'something.else')",
-             tmp_path / "list.json": "unknown results format (a JSON list)", tmp_path / "empty": "holds no *.json"}
+             tmp_path / "other.json": "not a results file bench reads (schema 'something.else')",
+             tmp_path / "list.json": "not a results file bench reads (a JSON array)", tmp_path / "empty": "holds no *.json"}
     for path, words in cases.items():
         with pytest.raises(BenchError) as e:
             load_inputs([path])
@@ -61,8 +60,8 @@ def test_folders_are_read_recursively_and_stray_json_inside_is_skipped_and_liste
 
 
 def test_each_kind_of_results_file_is_told_by_its_content():
-    assert classify(R.make_sweep(batches=(1, 4), oom_from=None)) == KIND_SWEEP
-    assert classify(R.make_tta(n_bootstrap=0)) == KIND_TTA
-    assert classify({"schema": "bench.curves"}) == KIND_CURVES
-    assert classify(R.make_pytest_run(R.FIXED_TIME, {"t.py::test_a": 1e-3})) == KIND_PYTEST
-    assert classify({"benchmarks": []}) is None and classify([1]) is None
+    assert sniff(R.make_sweep(batches=(1, 4), oom_from=None)) == KIND_SWEEP
+    assert sniff(R.make_tta(n_bootstrap=0)) == KIND_TTA
+    assert sniff({"schema": "bench.curves"}) == KIND_CURVES
+    assert sniff(R.make_pytest_run(R.FIXED_TIME, {"t.py::test_a": 1e-3})) == KIND_PYTEST
+    assert sniff({"benchmarks": []}) is None and sniff([1]) is None

@@ -8,12 +8,11 @@ import re
 from datetime import timedelta
 
 import pytest
+import report_inputs as R
 
 import bench.present.report.page as page
 from bench.core.errors import BenchError
 from bench.present.report import build_report, embed_json, load_inputs, write_report
-
-import report_inputs as R
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,16 @@ import re
 from pathlib import Path
 
 import pytest
+import report_inputs as R
 
 from bench.analysis.steptime import StepTimeAnalysis
-from bench.present.report.sweeps import largest_batch_line, read_analysis, sweep_warnings
+from bench.present.report.sweeps import (
+    largest_batch_line,
+    read_analysis,
+    sweep_warnings,
+)
 from bench.present.steptime import steptime_verdict
 from bench.records.sweep import SweepResult
-
-import report_inputs as R
 
 OLD_SWEEP = Path(__file__).parent / "data" / "sweep-v1-with-verdict.json"
 

@@ -7,12 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+import report_inputs as R
 
-from bench.analysis.tta import TTAResult
 from bench.present.report.tta import tta_summary
 from bench.records.curves import CurvesFile
-
-import report_inputs as R
+from bench.records.tta import TTAResult
 
 OLD_TTA = Path(__file__).parent / "data" / "tta-v1-with-summaries.json"
 

@@ -12,10 +12,10 @@ from bench.analysis.scaling import (
     measured_scaling_exponents,
     regime,
     steps_by_batch,
-    steps_model,
 )
 from bench.core.errors import BenchError
 from bench.records.curves import Curve, CurvePoint
+from bench.records.tta import steps_model
 
 S_MIN, B_CRIT = 100.0, 256.0
 SIZES = [16, 32, 64, 128, 256, 512, 1024, 2048, 4096]

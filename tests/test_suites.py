@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.records.suite import load_results
+from bench.records.loader import load_sweeps
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow  # two pytest runs and one pytest-benchmark compare: ~15 s on a loaded 2-core CPU
@@ -97,7 +97,7 @@ def test_pytest_benchmark_compare_reads_the_file(first_run):
 
 def test_our_adapter_reads_the_file_back(first_run):
     tmp, _ = first_run
-    sweeps = load_results(tmp / "out.json")
+    sweeps = load_sweeps(tmp / "out.json")
     assert sorted((s.config["precision"], [p.batch_size for p in s.points]) for s in sweeps) == [
         ("bf16", [1, 4]), ("fp32", [1, 4])]
     assert all(p.ok and p.samples_s for s in sweeps for p in s.points)

@@ -10,8 +10,8 @@ from bench.records.curves import (
     CurvePoint,
     CurvesFile,
     check_batch_sizes_present,
-    load_curves,
 )
+from bench.records.loader import load_curves
 
 
 def _curve(metrics, higher=True, every=10, stop=None):

@@ -96,6 +96,7 @@ def test_grid_results_are_saved_after_every_run(tmp_path):
     assert sizes == [1, 2, 3, 4]
     saved = CurvesFile.from_dict(json.loads(out.read_text()))
     assert saved.finished and len(saved.curves) == 4 == len(cf.curves)
+    assert saved.environment["hash"] and saved.environment["device_type"] == "cpu"  # the fingerprint of the trainer
 
 
 def test_resume_skips_completed_runs(tmp_path):

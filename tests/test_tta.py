@@ -7,21 +7,17 @@ import math
 import pytest
 from scipy import optimize
 
-from bench.analysis.scaling import steps_model
 from bench.analysis.tta import (
-    StepTime,
-    TTAResult,
     analyse_tta,
     b_star,
-    load_tta,
     pareto_frontier,
-    save_tta,
     step_times_from_sweep,
     tta_from_files,
 )
-from bench.core.errors import BenchError, InvalidResultsFile
+from bench.core.errors import BenchError
 from bench.records.curves import Curve, CurvePoint
 from bench.records.sweep import Case, Measurement, SweepResult, save_sweep
+from bench.records.tta import StepTime, load_tta, steps_model
 
 S_MIN, B_CRIT, A_S, B_S = 50.0, 200.0, 2e-3, 1e-5  # t(B) = 2 ms + 10 µs per example
 SIZES = [8, 16, 32, 64, 128, 256, 512, 1024, 2048]
@@ -150,28 +146,6 @@ def test_step_times_come_from_the_sweeps_ok_points_and_failed_points_give_reason
     assert missing == {4096: "sweep point oom: out of memory"}
 
 
-def test_results_round_trip_through_the_versioned_schema(tmp_path):
-    curves = model_curves()
-    r = TTAResult(config={"target": 0.5}, curves=curves, step_times=step_times(),
-                  analysis=analyse_tta(curves, step_times(), 0.5, n_bootstrap=20), finished=True)
-    p = save_tta(r, tmp_path / "tta.json")
-    data = json.loads(p.read_text())
-    assert (data["schema"], data["schema_version"]) == ("bench.tta", 1)
-    back = load_tta(p)
-    assert back.to_dict() == json.loads(json.dumps(r.to_dict()))
-    assert back.analysis.scaling_fit.b_crit == pytest.approx(r.analysis.scaling_fit.b_crit)
-
-
-def test_loader_rejects_other_schemas_and_newer_versions(tmp_path):
-    p = tmp_path / "x.json"
-    p.write_text(json.dumps({"schema": "bench.run.sweep", "schema_version": 1}))
-    with pytest.raises(InvalidResultsFile, match="not a time-to-accuracy file"):
-        load_tta(p)
-    p.write_text(json.dumps({"schema": "bench.tta", "schema_version": 99}))
-    with pytest.raises(InvalidResultsFile, match="newer than this tool reads"):
-        load_tta(p)
-
-
 def test_tta_from_a_csv_of_curves_and_a_sweep_file(tmp_path):
     csv = tmp_path / "runs.csv"
     rows = ["batch_size,step,metric,seed"]
@@ -208,6 +182,14 @@ def test_end_to_end_study_trains_measures_noise_and_step_time_and_saves(tmp_path
     assert [s.batch_size for s in r.step_times] == [2, 8, 32] and "bench.run.sweep" in r.step_time_source
     assert all(b.time_to_target_s is not None for b in r.analysis.batches)
     assert load_tta(out).analysis.best_time_batch == r.analysis.best_time_batch
+    # The study's file carries the same fingerprint, key for key, as a sweep here: no row of a report's
+    # environment table can differ between them.
+    import torch
+
+    from bench.run.sweep import environment_info
+
+    assert load_tta(out).environment == json.loads(json.dumps(environment_info(torch.device("cpu"))))
+    assert r.environment["hash"]
 
 
 def test_study_resume_skips_runs_already_saved(tmp_path):

@@ -18,14 +18,16 @@ out about 1/(1 − B_simple/N) times too large.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import numpy as np
 
 from bench.core.errors import BenchError
+from bench.measure.stats import CONFIDENCE
+from bench.records.tta import NoiseScaleEstimate
 
-CONFIDENCE = 0.95
+# How the per-step estimates are combined: numerator and denominator averaged separately, then divided.
+AVERAGING = "mean over steps"
 
 
 def unbiased_norm_estimates(sq_small: float, sq_big: float, batch_small: int, batch_big: int,
@@ -41,33 +43,6 @@ def unbiased_norm_estimates(sq_small: float, sq_big: float, batch_small: int, ba
     if train_size is not None:
         g2, trace = g2 + trace / train_size, trace * (train_size - 1) / train_size
     return float(g2), float(trace)
-
-
-@dataclass
-class NoiseScaleEstimate:
-    """B_simple with a block-bootstrap interval over steps, plus the raw per-step squared norms."""
-
-    b_simple: float | None
-    gradient_sq_norm: float | None
-    trace_sigma: float | None
-    batch_small: int
-    batch_big: int
-    n_steps: int
-    b_simple_ci: list[float] | None = None
-    confidence: float = CONFIDENCE
-    averaging: str = "mean over steps"
-    sq_norm_small: list[float] = field(default_factory=list)  # per step: mean over micro-batches of |g_small|²
-    sq_norm_big: list[float] = field(default_factory=list)  # per step: |g_big|²
-    train_size: int | None = None  # N of the finite-population correction; None: none applied (infinite data)
-    context: dict = field(default_factory=dict)  # how it was measured (task, lr, optimizer, steps, ...)
-    null_reasons: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "NoiseScaleEstimate":
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 def _ratio(sq_small: np.ndarray, sq_big: np.ndarray, bs: int, bb: int,
@@ -92,7 +67,8 @@ def estimate_noise_scale(sq_norm_small: Sequence[float], sq_norm_big: Sequence[f
     g2, tr, b = _ratio(s, g, batch_small, batch_big, train_size)
     est = NoiseScaleEstimate(b, g2, tr, int(batch_small), int(batch_big), int(s.size),
                              sq_norm_small=s.tolist(), sq_norm_big=g.tolist(), context=dict(context or {}),
-                             confidence=confidence, train_size=None if train_size is None else int(train_size))
+                             confidence=confidence, averaging=AVERAGING,
+                             train_size=None if train_size is None else int(train_size))
     if b is None:
         est.null_reasons["b_simple"] = (
             f"estimated |G|^2 = {g2:.3g} and tr(Sigma) = {tr:.3g}: the true gradient is lost in the noise "

@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from dataclasses import asdict, dataclass, field
 from typing import Sequence
 
 import numpy as np
 from scipy import optimize
 
 from bench.core.errors import BenchError
+from bench.measure.stats import CONFIDENCE
 from bench.records.curves import Curve
+from bench.records.tta import BatchSteps, LRCell, ScalingFit, steps_model
 
-CONFIDENCE = 0.95
 # Regime boundaries, from the model's local slope d log S / d log B = −B_crit/(B + B_crit):
 # perfect scaling while the slope is steeper than −0.8 (B <= B_crit/4), maximal data parallelism once it
 # is flatter than −0.2 (B >= 4·B_crit), diminishing returns in between.
@@ -32,58 +32,6 @@ REGIME_RULE = (f"from the fitted B_crit: perfect scaling if B <= B_crit/{REGIME_
 
 def _lr_key(lr: float | None) -> str:
     return "none" if lr is None else f"{lr:.6g}"
-
-
-@dataclass
-class LRCell:
-    """Runs at one batch size and one learning rate, one per seed."""
-
-    lr: float | None
-    lr_factor: float | None
-    seeds: list[int | None]
-    steps_per_seed: list[float | None]  # interpolated between evaluations (bench.records.curves)
-    steps_to_target: float | None  # mean over seeds; None unless every seed reached the target
-    reason: str | None = None
-    first_eval_steps: list[int | None] = field(default_factory=list)  # raw: first evaluation at or past it
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass
-class BatchSteps:
-    """Steps to target at one batch size, at the learning rate that needed the fewest (mean over seeds)."""
-
-    batch_size: int
-    best_lr: float | None
-    steps_to_target: float | None
-    steps_per_seed: list[float | None] = field(default_factory=list)
-    seeds: list[int | None] = field(default_factory=list)
-    steps_low: float | None = None  # smallest over seeds at the best LR
-    steps_high: float | None = None  # largest over seeds at the best LR
-    examples_to_target: float | None = None
-    reason: str | None = None
-    best_lr_at_grid_edge: bool | None = None
-    lr_cells: list[LRCell] = field(default_factory=list)
-    final_eval_metric: float | None = None  # mean over the best LR's seeds of each run's last evaluation
-    best_eval_metric: float | None = None
-    n_runs: int = 0
-
-    @property
-    def reached(self) -> bool:
-        return self.steps_to_target is not None
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["lr_cells"] = [c.to_dict() for c in self.lr_cells]
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "BatchSteps":
-        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d and k != "lr_cells"}
-        b = cls(**known)
-        b.lr_cells = [LRCell(**c) for c in d.get("lr_cells") or []]
-        return b
 
 
 def _cell_from_steps(lr, factor, seeds, steps, budget: int, first_eval_steps=()) -> LRCell:
@@ -169,11 +117,6 @@ def steps_by_batch(curves: Sequence[Curve], target: float) -> list[BatchSteps]:
 # The fit
 
 
-def steps_model(batch_size, s_min: float, b_crit: float):
-    """S(B) = S_min·(1 + B_crit/B)."""
-    return s_min * (1.0 + b_crit / np.asarray(batch_size, dtype=float))
-
-
 def fit_steps_model(batch_sizes: Sequence[float], steps: Sequence[float]) -> tuple[float, float]:
     """Least-squares fit of log S = log S_min + log(1 + B_crit/B); returns (S_min, B_crit).
 
@@ -210,41 +153,6 @@ def regime(batch_size: float, b_crit: float | None) -> str | None:
     return DIMINISHING
 
 
-@dataclass
-class ScalingFit:
-    """S_min, B_crit and E_min = S_min·B_crit with percentile-bootstrap intervals."""
-
-    s_min: float | None
-    b_crit: float | None
-    e_min: float | None
-    s_min_ci: list[float] | None = None
-    b_crit_ci: list[float] | None = None
-    e_min_ci: list[float] | None = None
-    confidence: float = CONFIDENCE
-    n_bootstrap: int = 0
-    n_bootstrap_ok: int = 0
-    bootstrap_method: str | None = None
-    bootstrap_seed: int = 0
-    batch_sizes: list[int] = field(default_factory=list)
-    rel_rms_residual: float | None = None
-    b_crit_position: str | None = None  # "inside", "below" or "beyond" the batch sizes that reached the target
-    regimes: dict[str, str | None] = field(default_factory=dict)
-    regime_rule: str = REGIME_RULE
-    reason: str | None = None  # why there is no fit
-
-    def predict_steps(self, batch_size: float) -> float | None:
-        if self.s_min is None or self.b_crit is None:
-            return None
-        return float(steps_model(batch_size, self.s_min, self.b_crit))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "ScalingFit":
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
-
-
 def _percentile_ci(values: Sequence[float], confidence: float) -> list[float] | None:
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
     if v.size < 2:
@@ -267,7 +175,7 @@ def fit_scaling(batches: Sequence[BatchSteps], *, n_bootstrap: int = 1000, seed:
     sizes = [b.batch_size for b in batches] if all_batch_sizes is None else list(all_batch_sizes)
     if len(reached) < 3:
         return ScalingFit(None, None, None, batch_sizes=[b.batch_size for b in reached],
-                          regimes={str(b): None for b in sizes},
+                          regimes={str(b): None for b in sizes}, confidence=confidence, regime_rule=REGIME_RULE,
                           reason=f"needs steps to target at 3 or more batch sizes; {len(reached)} reached the target")
     bsz = np.array([b.batch_size for b in reached], dtype=float)
     st = np.array([b.steps_to_target for b in reached], dtype=float)
@@ -275,7 +183,7 @@ def fit_scaling(batches: Sequence[BatchSteps], *, n_bootstrap: int = 1000, seed:
     pred = steps_model(bsz, s_min, b_crit)
     rel_rms = float(np.sqrt(np.mean((st / pred - 1.0) ** 2)))
     fit = ScalingFit(s_min, b_crit, s_min * b_crit, batch_sizes=[int(b) for b in bsz], rel_rms_residual=rel_rms,
-                     n_bootstrap=n_bootstrap, bootstrap_seed=seed, confidence=confidence)
+                     n_bootstrap=n_bootstrap, bootstrap_seed=seed, confidence=confidence, regime_rule=REGIME_RULE)
     fit.b_crit_position = "below" if b_crit < bsz.min() else "beyond" if b_crit > bsz.max() else "inside"
     fit.regimes = {str(b): regime(b, b_crit) for b in sizes}
     if n_bootstrap > 0:

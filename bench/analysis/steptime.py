@@ -360,10 +360,49 @@ def summaries_from_measurements(points: Iterable["Measurement"]) -> list[PointSu
     return sorted(out, key=lambda p: p.batch_size)
 
 
-def analyse_sweep(result: "SweepResult", **kwargs: Any) -> StepTimeAnalysis:
-    """`analyse_step_times` over a sweep's ok points, with its largest batch that fits."""
-    kwargs.setdefault("largest_batch_that_fits", result.largest_batch_that_fits)
-    return analyse_step_times(summaries_from_measurements(result.points), **kwargs)
+def analyse_sweep(result: "SweepResult", *, eps: float | None = None, noise_target: float | None = None,
+                  diagnose: bool = True, **kwargs: Any) -> StepTimeAnalysis:
+    """The step-time analysis of a sweep (from a sweep file or a pytest-benchmark run alike): the one
+    entry point, so the same points always give the same analysis.
+
+    `eps` and `noise_target` default to the sweep's own settings (`config["eps"]`, `config["ci_target"]`),
+    the largest batch that fits to the sweep's. With `diagnose` each ok point is diagnosed from its
+    telemetry and its regime, in two passes: the first labels each point's regime (flat, transition,
+    linear) from step times alone, the diagnosis combines it with the telemetry (stored in the point's
+    `telemetry["diagnosis"]`), and the second pass writes the verdict with it. BenchError when the
+    points cannot be analysed (of several configurations, or repeating a batch size).
+    """
+    from bench.analysis.diagnosis import diagnose as diagnose_point
+
+    config = result.config or {}
+    kw = dict(eps=float(eps if eps is not None else config.get("eps", 0.05)),
+              noise_target=float(noise_target if noise_target is not None else config.get("ci_target", 0.01)),
+              largest_batch_that_fits=result.largest_batch_that_fits)
+    kw.update(kwargs)
+    summaries = summaries_from_measurements(result.points)
+    if not diagnose:
+        return analyse_step_times(summaries, **kw)
+    regimes = {p.batch_size: p.regime for p in analyse_step_times(summaries, **kw).points}
+    diagnoses = {}
+    for p in result.ok_points():
+        d = diagnose_point({**p.telemetry, "null_reasons": p.null_reasons}, regimes.get(p.batch_size),
+                           mfu=p.telemetry.get("mfu"), device_type=p.case.device.split(":")[0])
+        p.telemetry["diagnosis"] = d.to_dict()
+        diagnoses[p.batch_size] = d.label
+    return analyse_step_times(summaries, diagnoses=diagnoses, **kw)
+
+
+def add_analysis(result: "SweepResult", **kwargs: Any) -> "SweepResult":
+    """`result` with `analysis` set to `analyse_sweep(result, **kwargs)` as a dict, or to None with the
+    reason in `config["analysis_reason"]` when its points cannot be analysed (e.g. a pytest-benchmark
+    run that saved one benchmark twice)."""
+    try:
+        result.analysis = analyse_sweep(result, **kwargs).to_dict()
+        result.config.pop("analysis_reason", None)
+    except (BenchError, ValueError) as e:
+        result.analysis = None
+        result.config["analysis_reason"] = f"step-time analysis failed: {e}"
+    return result
 
 
 # ---------------------------------------------------------------------------------------- analysis

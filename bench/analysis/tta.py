@@ -4,81 +4,34 @@ TTA(B) = S(B)·t(B), t the mean step time. Reports the batch that minimises time
 examples (compute), the time-vs-compute Pareto frontier, B* from the fits S(B) = S_min(1 + B_crit/B) and
 t(B) (the sweep's line a + b·B, or its hinge), and what the "equal step time for every batch" rule of
 thumb would have chosen.
-Pure functions and the bench.tta results schema; nothing here measures.
+Pure functions; nothing here measures. The records they fill (and the bench.tta file) are in
+bench.records.tta.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from bench.analysis.noise_scale import NoiseScaleEstimate, compare_with_critical_batch
+from bench.analysis.noise_scale import compare_with_critical_batch
 from bench.analysis.scaling import (
-    BatchSteps,
-    ScalingFit,
     fit_scaling,
     measured_scaling_exponents,
     steps_by_batch,
 )
-from bench.core.errors import BenchError, InvalidResultsFile
-from bench.core.io import read_json, write_json_atomic
+from bench.core.errors import BenchError
 from bench.records.curves import Curve
-
-TTA_SCHEMA = "bench.tta"
-TTA_SCHEMA_VERSION = 1
-
-
-@dataclass
-class StepTime:
-    """Measured time of one training step at one batch size (median with its 95% CI, and mean; seconds).
-
-    The median describes the shape of t(B) (fits, B*); the mean is what a sum over steps, the time to
-    target, multiplies: E[sum of S step times] = S·E[t].
-    """
-
-    batch_size: int
-    median_s: float
-    ci_low_s: float | None = None
-    ci_high_s: float | None = None
-    energy_per_step_j: float | None = None
-    null_reasons: dict[str, str] = field(default_factory=dict)
-    mean_s: float | None = None
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "StepTime":
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
-
-
-@dataclass
-class StepTimeFit:
-    """The step-time model B* is computed from, and where it came from.
-
-    model "linear": t(B) = a + b·B (a in seconds, b in seconds per example).
-    model "hinge": t(B) = plateau_s up to knee_batch K, then plateau_s + b·(B − K), i.e. a + b·B beyond
-    the knee with a = plateau_s − b·K (so `a_s` is that line's intercept, not the plateau).
-    """
-
-    a_s: float
-    b_s_per_example: float
-    source: str
-    model: str = "linear"
-    knee_batch: float | None = None
-    plateau_s: float | None = None
-
-    def predict_s(self, batch_size: float) -> float:
-        t = self.a_s + self.b_s_per_example * float(batch_size)
-        return max(self.plateau_s, t) if self.model == "hinge" and self.plateau_s is not None else t
-
-    def to_dict(self) -> dict:
-        return asdict(self)
+from bench.records.tta import (
+    BatchTTA,
+    NoiseScaleEstimate,
+    StepTime,
+    StepTimeFit,
+    TTAAnalysis,
+    TTAResult,
+)
 
 
 def step_times_from_sweep(result) -> tuple[list[StepTime], dict[int, str]]:
@@ -137,96 +90,6 @@ def step_time_fit_from_sweep(result) -> StepTimeFit | None:
             and isinstance(lf.get("slope_s_per_sample"), (int, float)):
         return StepTimeFit(float(lf["intercept_s"]), float(lf["slope_s_per_sample"]), "the sweep's linear fit")
     return fit_step_time_linear(step_times_from_sweep(result)[0])
-
-
-@dataclass
-class BatchTTA:
-    """One batch size: steps (at its best LR, over seeds) x step time = time to target."""
-
-    batch_size: int
-    best_lr: float | None
-    steps_to_target: float | None
-    steps_low: float | None
-    steps_high: float | None
-    steps_per_seed: list[float | None]
-    examples_to_target: float | None
-    fitted_steps: float | None = None
-    step_time_s: float | None = None  # median
-    step_time_ci_low_s: float | None = None
-    step_time_ci_high_s: float | None = None
-    step_time_mean_s: float | None = None
-    time_to_target_basis: str | None = None  # which step time TTA multiplies: "mean", or "median" without one
-    time_to_target_s: float | None = None
-    time_to_target_low_s: float | None = None
-    time_to_target_high_s: float | None = None
-    energy_per_step_j: float | None = None
-    energy_to_target_j: float | None = None
-    naive_time_to_target_s: float | None = None
-    naive_rel_error: float | None = None  # naive/true − 1: −0.5 means the rule of thumb halves the time
-    regime: str | None = None
-    measured_scaling_exponent: float | None = None
-    final_eval_metric: float | None = None
-    best_eval_metric: float | None = None
-    best_lr_at_grid_edge: bool | None = None
-    null_reasons: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "BatchTTA":
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
-
-
-@dataclass
-class TTAAnalysis:
-    """Everything derived from curves + step times; batch sizes sorted ascending."""
-
-    target: float
-    metric: str
-    higher_is_better: bool
-    batches: list[BatchTTA] = field(default_factory=list)
-    lr_selection: list[BatchSteps] = field(default_factory=list)
-    scaling_fit: ScalingFit | None = None
-    step_time_fit: StepTimeFit | None = None
-    best_time_batch: int | None = None
-    best_time_s: float | None = None
-    best_time_ties: list[int] = field(default_factory=list)  # batches whose interval overlaps the best's
-    compute_optimal_batch: int | None = None
-    compute_optimal_examples: float | None = None
-    pareto_time_examples: list[int] = field(default_factory=list)
-    pareto_time_energy: list[int] | None = None
-    min_energy_batch: int | None = None
-    b_star: float | None = None
-    b_star_time_s: float | None = None
-    b_star_rule: str | None = None  # the formula used and the step-time fit it came from
-    naive: dict[str, Any] = field(default_factory=dict)
-    generalisation: dict[str, Any] = field(default_factory=dict)
-    noise_scale_vs_b_crit: dict[str, Any] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
-    null_reasons: dict[str, str] = field(default_factory=dict)
-
-    def batch(self, batch_size: int) -> BatchTTA | None:
-        return next((b for b in self.batches if b.batch_size == batch_size), None)
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["batches"] = [b.to_dict() for b in self.batches]
-        d["lr_selection"] = [b.to_dict() for b in self.lr_selection]
-        d["scaling_fit"] = self.scaling_fit.to_dict() if self.scaling_fit else None
-        d["step_time_fit"] = self.step_time_fit.to_dict() if self.step_time_fit else None
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TTAAnalysis":
-        plain = {k: d[k] for k in cls.__dataclass_fields__
-                 if k in d and k not in ("batches", "lr_selection", "scaling_fit", "step_time_fit")}
-        a = cls(**plain)
-        a.batches = [BatchTTA.from_dict(b) for b in d.get("batches") or []]
-        a.lr_selection = [BatchSteps.from_dict(b) for b in d.get("lr_selection") or []]
-        a.scaling_fit = ScalingFit.from_dict(d["scaling_fit"]) if d.get("scaling_fit") else None
-        a.step_time_fit = StepTimeFit(**d["step_time_fit"]) if d.get("step_time_fit") else None
-        return a
 
 
 def pareto_frontier(points: Sequence[tuple[int, float, float]]) -> list[int]:
@@ -445,93 +308,14 @@ def _generalisation(a: TTAAnalysis, curves: Sequence[Curve]) -> None:
     a.generalisation = g
 
 
-# ---------------------------------------------------------------------------------------------
-# The bench.tta results file
-
-
-@dataclass
-class TTAResult:
-    """A time-to-accuracy study: its settings, every curve, step times, noise scale, and the analysis.
-
-    Rewritten after every completed run while `finished` is False; `analysis` is filled at the end.
-    """
-
-    config: dict[str, Any] = field(default_factory=dict)
-    task: dict[str, Any] = field(default_factory=dict)
-    curves: list[Curve] = field(default_factory=list)
-    step_times: list[StepTime] = field(default_factory=list)
-    step_time_source: str | None = None
-    step_time_missing: dict[str, str] = field(default_factory=dict)
-    noise_scale: NoiseScaleEstimate | None = None
-    analysis: TTAAnalysis | None = None
-    environment: dict[str, Any] = field(default_factory=dict)
-    created: str | None = None
-    finished: bool = False
-    null_reasons: dict[str, str] = field(default_factory=dict)
-
-    def to_dict(self) -> dict:
-        from bench import __version__
-
-        return {
-            "schema": TTA_SCHEMA,
-            "schema_version": TTA_SCHEMA_VERSION,
-            "tool": {"name": "bench", "version": __version__},
-            "created": self.created,
-            "finished": self.finished,
-            "config": self.config,
-            "task": self.task,
-            "environment": self.environment,
-            "step_time_source": self.step_time_source,
-            "step_times": [s.to_dict() for s in self.step_times],
-            "step_time_missing": dict(self.step_time_missing),
-            "noise_scale": self.noise_scale.to_dict() if self.noise_scale else None,
-            "analysis": self.analysis.to_dict() if self.analysis else None,
-            "null_reasons": dict(self.null_reasons),
-            "curves": [c.to_dict() for c in self.curves],
-        }
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TTAResult":
-        if not isinstance(d, dict) or d.get("schema") != TTA_SCHEMA:
-            got = d.get("schema") if isinstance(d, dict) else None
-            raise InvalidResultsFile(f"not a time-to-accuracy file (schema is {got!r}, expected {TTA_SCHEMA!r})")
-        v = d.get("schema_version")
-        if not isinstance(v, int) or v > TTA_SCHEMA_VERSION:
-            raise InvalidResultsFile(f"bench.tta schema version {v!r} is newer than this tool reads ({TTA_SCHEMA_VERSION})")
-        try:
-            return cls(
-                config=dict(d.get("config") or {}), task=dict(d.get("task") or {}),
-                curves=[Curve.from_dict(c) for c in d.get("curves") or []],
-                step_times=[StepTime.from_dict(s) for s in d.get("step_times") or []],
-                step_time_source=d.get("step_time_source"),
-                step_time_missing={str(k): v for k, v in (d.get("step_time_missing") or {}).items()},
-                noise_scale=NoiseScaleEstimate.from_dict(d["noise_scale"]) if d.get("noise_scale") else None,
-                analysis=TTAAnalysis.from_dict(d["analysis"]) if d.get("analysis") else None,
-                environment=dict(d.get("environment") or {}), created=d.get("created"),
-                finished=bool(d.get("finished")), null_reasons=dict(d.get("null_reasons") or {}),
-            )
-        except (KeyError, TypeError, ValueError) as e:
-            raise InvalidResultsFile(f"malformed bench.tta file: {type(e).__name__}: {e}") from None
-
-
-def save_tta(result: TTAResult, path: str | os.PathLike) -> Path:
-    return write_json_atomic(path, result.to_dict())
-
-
-def load_tta(path: str | os.PathLike) -> TTAResult:
-    try:
-        return TTAResult.from_dict(read_json(path))
-    except InvalidResultsFile as e:
-        raise InvalidResultsFile(f"{path}: {e}") from None
-
-
 def tta_from_files(curve_paths: Sequence[str | os.PathLike], *, sweep_path: str | os.PathLike | None = None,
                    target: float | None = None, metric: str | None = None, higher_is_better: bool | None = None,
                    batch_sizes: Sequence[int] | None = None, n_bootstrap: int = 1000) -> TTAResult:
     """A TTAResult from curves files (bench.curves, bench.tta, CSV or JSON rows) and an optional sweep file."""
     from datetime import datetime, timezone
 
-    from bench.records.curves import check_batch_sizes_present, load_curves
+    from bench.records.curves import check_batch_sizes_present
+    from bench.records.loader import load_curves
     from bench.records.sweep import load_sweep
 
     if not curve_paths:
@@ -565,6 +349,8 @@ def tta_from_files(curve_paths: Sequence[str | os.PathLike], *, sweep_path: str 
         fit = step_time_fit_from_sweep(sweep)
     else:
         result.null_reasons["step_times"] = "no sweep file given: steps to target only, no time to target"
+        result.null_reasons["environment"] = ("no sweep file given: nothing was measured on a known machine "
+                                              "(the fingerprint is the sweep's)")
     result.analysis = analyse_tta(curves, result.step_times, target, step_time_fit=fit, step_time_missing=missing,
                                   n_bootstrap=n_bootstrap)
     if sweep_path is not None and curves[0].task not in str(sweep.config.get("workload")):

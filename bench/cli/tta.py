@@ -85,8 +85,9 @@ def study_config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from bench.analysis.tta import save_tta, tta_from_files
+    from bench.analysis.tta import tta_from_files
     from bench.core.io import check_output_file
+    from bench.records.tta import save_tta
 
     console = Console() if sys.stdout.isatty() else Console(width=160)
     if args.curves:

@@ -1,4 +1,5 @@
-"""Training curves (one run each), steps-to-target read off them, and curves imported from users' files.
+"""Training curves (one run each), steps-to-target read off them, the bench.curves file, and curves
+imported from other tools' files (CSV or JSON rows; `bench.records.loader.load_curves` picks the reader).
 
 Steps to target is interpolated linearly between the last evaluation before the target and the first
 at or past it (the raw first-crossing step is kept beside it); a run that never gets there has no steps
@@ -16,9 +17,11 @@ from typing import Any, Iterable, Sequence
 
 from bench.core.errors import BenchError, InvalidResultsFile
 from bench.core.io import read_json, write_json_atomic
+from bench.records.envelope import Schema, header, read_header
 
-CURVES_SCHEMA = "bench.curves"
-CURVES_SCHEMA_VERSION = 1
+CURVES = Schema("bench.curves", 1, "curves file")
+CURVES_SCHEMA = CURVES.name
+CURVES_SCHEMA_VERSION = CURVES.version
 
 # Metric names whose smaller values are better, used when a file does not say.
 _LOWER_IS_BETTER_HINTS = ("loss", "error", "perplexity", "ppl", "risk", "mse", "mae")
@@ -180,16 +183,11 @@ class CurvesFile:
     task: dict[str, Any] = field(default_factory=dict)
     created: str | None = None
     finished: bool = False
+    environment: dict[str, Any] = field(default_factory=dict)  # the fingerprint of the machine that trained
 
     def to_dict(self) -> dict:
-        from bench import __version__
-
         return {
-            "schema": CURVES_SCHEMA,
-            "schema_version": CURVES_SCHEMA_VERSION,
-            "tool": {"name": "bench", "version": __version__},
-            "created": self.created,
-            "finished": self.finished,
+            **header(CURVES, created=self.created, finished=self.finished, environment=self.environment),
             "config": self.config,
             "task": self.task,
             "curves": [c.to_dict() for c in self.curves],
@@ -197,18 +195,22 @@ class CurvesFile:
 
     @classmethod
     def from_dict(cls, d: dict) -> "CurvesFile":
-        if not isinstance(d, dict) or d.get("schema") != CURVES_SCHEMA:
-            got = d.get("schema") if isinstance(d, dict) else None
-            raise InvalidResultsFile(f"not a curves file (schema is {got!r}, expected {CURVES_SCHEMA!r})")
-        v = d.get("schema_version")
-        if not isinstance(v, int) or v > CURVES_SCHEMA_VERSION:
-            raise InvalidResultsFile(f"curves schema version {v!r} is newer than this tool reads ({CURVES_SCHEMA_VERSION})")
+        head, d = read_header(d, CURVES)
         return cls(curves=[Curve.from_dict(c) for c in d.get("curves") or []], config=dict(d.get("config") or {}),
-                   task=dict(d.get("task") or {}), created=d.get("created"), finished=bool(d.get("finished")))
+                   task=dict(d.get("task") or {}), created=head.created, finished=head.finished,
+                   environment=head.environment)
 
 
 def save_curves_file(cf: CurvesFile, path: str | os.PathLike) -> Path:
     return write_json_atomic(path, cf.to_dict())
+
+
+def load_curves_file(path: str | os.PathLike) -> CurvesFile:
+    """A bench.curves file; one-line InvalidResultsFile naming the path for anything else."""
+    try:
+        return CurvesFile.from_dict(read_json(path))
+    except InvalidResultsFile as e:
+        raise InvalidResultsFile(f"{path}: {e}") from None
 
 
 # ---------------------------------------------------------------------------------------------
@@ -217,34 +219,19 @@ def save_curves_file(cf: CurvesFile, path: str | os.PathLike) -> Path:
 REQUIRED_COLUMNS = ("batch_size", "metric")
 
 
-def load_curves(path: str | os.PathLike, *, task: str | None = None, metric: str | None = None,
-                higher_is_better: bool | None = None) -> list[Curve]:
-    """Curves from a file: a bench.curves or bench.tta JSON file, a CSV, or JSON rows / runs.
+def curves_from_foreign(p: Path, data: Any = None, *, task: str | None = None, metric: str | None = None,
+                        higher_is_better: bool | None = None) -> list[Curve]:
+    """Curves from another tool's file: the CSV at `p` (`data` None), or its parsed JSON `data` (a list
+    of rows, an object with `rows`, or an object with `curves`, one run each with its points).
 
     Rows need batch_size, step or examples, and metric; seed and lr are optional and, with the batch
     size, tell runs apart. Bad input raises a one-line BenchError naming the file and the row.
     """
-    p = Path(path)
-    if p.is_dir() or p.name.startswith("events.out.tfevents"):
-        raise BenchError(f"{p}: TensorBoard event files are not supported; export the scalars to CSV "
-                         "with columns batch_size, step, metric (and seed, lr)")
-    if not p.exists():
-        raise BenchError(f"{p}: no such file")
     name = metric or "metric"
     hib = guess_higher_is_better(name) if higher_is_better is None else higher_is_better
     task = task or p.stem
-    if p.suffix.lower() == ".csv":
+    if data is None:
         return curves_from_rows(_read_csv(p), source=str(p), task=task, metric=name, higher_is_better=hib)
-    data = read_json(p)
-    if isinstance(data, dict) and data.get("schema") in (CURVES_SCHEMA, "bench.tta"):
-        try:
-            if data["schema"] == CURVES_SCHEMA:
-                return CurvesFile.from_dict(data).curves
-            from bench.analysis.tta import TTAResult
-
-            return TTAResult.from_dict(data).curves
-        except InvalidResultsFile as e:
-            raise InvalidResultsFile(f"{p}: {e}") from None
     if isinstance(data, dict) and isinstance(data.get("curves"), list):
         rows = _rows_from_runs(data["curves"], source=str(p))
         name = metric or data.get("metric") or name

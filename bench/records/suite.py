@@ -1,9 +1,12 @@
-"""Read results written by other tools into our records: pytest-benchmark JSON -> SweepResult(s).
+"""The suites' records inside pytest-benchmark's JSON, and that JSON read back into sweeps.
 
-`load_results(path)` is the one entry point for report, history and regression tools: it accepts a
-`bench.run.sweep` file or a pytest-benchmark JSON file (from `--benchmark-json`, `--benchmark-save` or
-`--benchmark-autosave`) and returns SweepResults either way. The suites' out-of-memory and failed cases,
-which pytest-benchmark leaves out of `benchmarks`, come back from `bench_failed_cases` as oom/error points.
+Writing: `extra_info` is our record of one suite case in a benchmark's `extra_info` (the library's
+Measurement, flat headline numbers, config and settings); `failed_case_record` is the entry under
+FAILED_CASES_KEY for a case pytest-benchmark left out (out of memory, failed). Reading:
+`PytestBenchmarkRun` is a pytest-benchmark file as read (ours or another project's), and its
+`sweeps()` rebuild one SweepResult per suite and case-without-batch-size, failed cases included as
+oom/error points. Nothing here analyses: `bench.analysis.steptime.analyse_sweep` does, for whoever
+needs it. Case ids are `bench.records.sweep.case_id`.
 """
 
 from __future__ import annotations
@@ -11,18 +14,30 @@ from __future__ import annotations
 import json
 import os
 from collections import OrderedDict
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Mapping
 
-from bench.core.errors import BenchError, InvalidResultsFile
-from bench.core.io import read_json
+from bench.core.devices import is_oom
+from bench.core.errors import InvalidResultsFile
+from bench.core.io import json_safe, read_json
 from bench.core.vocabulary import STATUS_ERROR, STATUS_OOM
-from bench.records.sweep import SWEEP_SCHEMA, Case, Measurement, Probe, SweepResult
-from bench.run.suite import (
-    EXTRA_INFO_SCHEMA,
-    EXTRA_INFO_VERSION,
-    FAILED_CASES_KEY,
+from bench.measure.telemetry.fingerprint import canonical_fingerprint
+from bench.records.envelope import Schema
+from bench.records.sweep import (
+    Case,
+    LargestBatch,
+    Measurement,
+    SweepResult,
     parse_case_id,
 )
+
+# Marks the extra_info written here, so readers know its layout (its keys: bench_schema, bench_schema_version).
+EXTRA_INFO = Schema("bench.pytest", 1, "bench extra_info")
+EXTRA_INFO_SCHEMA = EXTRA_INFO.name
+EXTRA_INFO_VERSION = EXTRA_INFO.version
+# The top-level key of pytest-benchmark's JSON under which the plugin lists the cases pytest-benchmark
+# itself leaves out (it writes only benchmarks it timed): out-of-memory and failed cases are results too.
+FAILED_CASES_KEY = "bench_failed_cases"
 
 PYTEST_BENCHMARK_FORMAT = "pytest-benchmark"
 HOST_TIMER = "pytest-benchmark host"
@@ -30,72 +45,237 @@ _FALLBACK_REASON = ("not in this pytest-benchmark file: the benchmark carries no
                     "samples are pytest-benchmark's host-clock round times")
 
 
+# --------------------------------------------------------------------------- writing
+
+
+def extra_info(m: Measurement, *, case: Case, suite: str, workload_args: Mapping[str, Any],
+               config: Mapping[str, Any], settings: Mapping[str, Any],
+               torch_num_threads: int | None) -> dict[str, Any]:
+    """Our record of one suite case for pytest-benchmark's extra_info: the Measurement (raw samples
+    kept, warm-up samples counted, not listed), a few flat headline numbers, the config and the settings.
+
+    `case` is the suite case at its batch size (its id is `case_id`, and `key` the point's own).
+    """
+    s = m.stats
+    measurement = m.to_dict()
+    measurement["warmup_steps"] = len(measurement.pop("warmup_samples_s", []) or [])
+    null_reasons: dict[str, str] = {}
+    if s is None:
+        why = m.error or "no samples"
+        for k in ("step_time_median_s", "step_time_ci_low_s", "step_time_ci_high_s", "throughput_samples_per_s"):
+            null_reasons[k] = f"not measured: {m.status}: {why}"
+    elif s.ci_low_s is None:
+        null_reasons["step_time_ci_low_s"] = null_reasons["step_time_ci_high_s"] = (
+            f"{s.n} samples are too few for a 95% CI of the median")
+    for k in ("peak_allocated_bytes", "peak_reserved_bytes"):
+        if getattr(m, k) is None and k in m.null_reasons:
+            null_reasons[k] = m.null_reasons[k]
+    return {
+        "bench_schema": EXTRA_INFO.name,
+        "bench_schema_version": EXTRA_INFO.version,
+        "suite": suite,
+        "case_id": case.key,
+        "key": m.case.key,
+        "workload": case.workload,
+        "workload_args": dict(workload_args),
+        "precision": case.precision,
+        "batch_size": case.batch_size,
+        "device": case.device,
+        "optimizer": case.optimizer,
+        "channels_last": case.channels_last,
+        "compile": case.compile,
+        "status": m.status,
+        "error": m.error,
+        "timer": m.timer,
+        "step_time_median_s": s.median_s if s else None,
+        "step_time_ci_low_s": s.ci_low_s if s else None,
+        "step_time_ci_high_s": s.ci_high_s if s else None,
+        "step_time_ci_rel_halfwidth": s.ci_rel_halfwidth if s else None,
+        "throughput_samples_per_s": m.throughput,
+        "peak_allocated_bytes": m.peak_allocated_bytes,
+        "peak_reserved_bytes": m.peak_reserved_bytes,
+        "torch_num_threads": torch_num_threads,
+        "warnings": list(m.warnings),
+        "null_reasons": null_reasons,
+        "settings": dict(settings),
+        "config": dict(config),
+        "measurement": measurement,
+    }
+
+
+def is_ours(info: Any) -> bool:
+    """Is `info` an extra_info written by `extra_info` (any version)?"""
+    return isinstance(info, dict) and info.get("bench_schema") == EXTRA_INFO.name
+
+
+def failed_case_record(
+    extra_info: dict[str, Any],
+    *,
+    name: str,
+    fullname: str,
+    group: str | None = None,
+    param: str | None = None,
+    test_outcome: str | None = None,
+    exception: BaseException | None = None,
+) -> dict[str, Any] | None:
+    """The entry under FAILED_CASES_KEY for a suite case pytest-benchmark did not time, or None when
+    `extra_info` is not ours (another project's benchmark).
+
+    `status`/`error` are the case's outcome: the library's when it failed (oom, error); when the library
+    measured the point but the test then raised before pytest-benchmark timed it, the exception's
+    (oom for an out-of-memory error). `extra_info` is kept whole, as the benchmark would have carried it.
+    """
+    if not is_ours(extra_info):
+        return None
+    status, error = extra_info.get("status"), extra_info.get("error")
+    if status not in (STATUS_OOM, STATUS_ERROR):
+        if exception is not None:
+            lines = str(exception).strip().splitlines()
+            status = STATUS_OOM if is_oom(exception) else STATUS_ERROR
+            error = f"{type(exception).__name__}: {lines[0] if lines else ''}".rstrip(": ")
+        else:
+            status, error = STATUS_ERROR, "the test ended before pytest-benchmark timed the case"
+    return json_safe({
+        "name": name,
+        "fullname": fullname,
+        "group": group,
+        "param": param,
+        "suite": extra_info.get("suite"),
+        "case_id": extra_info.get("case_id"),
+        "status": status,
+        "error": error,
+        "test_outcome": test_outcome,
+        "extra_info": extra_info,
+    })
+
+
+# --------------------------------------------------------------------------- reading
+
+
 def is_pytest_benchmark(data: Any) -> bool:
-    """Does `data` look like pytest-benchmark's JSON (machine_info, commit_info, a list of benchmarks)?"""
-    return (isinstance(data, dict) and isinstance(data.get("benchmarks"), list)
-            and isinstance(data.get("machine_info"), dict) and "commit_info" in data)
+    """Does `data` look like pytest-benchmark's JSON (a machine_info object and a list of benchmarks)?"""
+    return isinstance(data, dict) and isinstance(data.get("benchmarks"), list) and isinstance(data.get("machine_info"), dict)
 
 
-def load_results(path: str | os.PathLike) -> list[SweepResult]:
-    """SweepResults from a `bench.run.sweep` file or a pytest-benchmark JSON file; BenchError otherwise."""
-    data = read_json(path)
-    if isinstance(data, dict) and data.get("schema") == SWEEP_SCHEMA:
-        try:
-            return [SweepResult.from_dict(data)]
-        except InvalidResultsFile as e:
-            raise InvalidResultsFile(f"{path}: {e}") from None
-    if is_pytest_benchmark(data):
-        return sweeps_from_pytest_benchmark(data, source=str(path))
-    what = f"an object with keys {', '.join(sorted(map(str, data))[:6])}" if isinstance(data, dict) else type(data).__name__
-    raise InvalidResultsFile(f"{path}: neither a bench sweep results file (schema {SWEEP_SCHEMA!r}) nor a "
-                             f"pytest-benchmark JSON file (it holds {what})")
+def measurement_from_extra_info(info: dict) -> Measurement:
+    """The library's Measurement inside one of our extra_info records (InvalidResultsFile if unreadable)."""
+    EXTRA_INFO.check_version(info.get("bench_schema_version"), "bench_schema_version")
+    if not isinstance(info.get("measurement"), dict):
+        raise InvalidResultsFile("bench extra_info has no measurement")
+    return Measurement.from_dict(info["measurement"])
 
 
-def load_pytest_benchmark(path: str | os.PathLike) -> list[SweepResult]:
-    """One SweepResult per suite and case-without-batch-size in a pytest-benchmark JSON file."""
-    data = read_json(path)
-    if not is_pytest_benchmark(data):
-        raise InvalidResultsFile(f"{path}: not a pytest-benchmark JSON file (expected machine_info, commit_info "
-                                 "and a list of benchmarks)")
-    return sweeps_from_pytest_benchmark(data, source=str(path))
+@dataclass
+class PytestBenchmarkRun:
+    """One pytest-benchmark JSON file as read (`--benchmark-json`, `--benchmark-save`/`-autosave`): its own
+    keys, the failed cases our plugin added, and our fingerprint with the commit from commit_info."""
 
+    data: dict
+    source: str | None = None
 
-def sweeps_from_pytest_benchmark(data: dict, source: str | None = None) -> list[SweepResult]:
-    """The parsed form of `load_pytest_benchmark`: group benchmarks, and the failed cases pytest-benchmark
-    leaves out of them (FAILED_CASES_KEY), into sweeps and rebuild their points."""
-    where = source or "pytest-benchmark data"
-    groups: OrderedDict[str, dict[str, Any]] = OrderedDict()
-    failed = data.get(FAILED_CASES_KEY) or []
-    if not isinstance(failed, list):
-        raise InvalidResultsFile(f"{where}: {FAILED_CASES_KEY} is not a list")
-    entries = [("benchmark", i, b, _measurement) for i, b in enumerate(data.get("benchmarks") or [])]
-    entries += [("failed case", i, f, _failed_measurement) for i, f in enumerate(failed)]
-    for what, i, bench, read in entries:
-        if not isinstance(bench, dict):
-            raise InvalidResultsFile(f"{where}: {what} #{i} is not an object")
-        try:
-            m, info, suite = read(bench)
-        except (KeyError, TypeError, ValueError, InvalidResultsFile) as e:
-            name = bench.get("fullname") or bench.get("name") or f"#{i}"
-            raise InvalidResultsFile(f"{where}: {what} {name}: {type(e).__name__}: {e}") from None
-        args = info.get("workload_args") or {}
-        key = f"{suite}|{m.case.group_key}|{json.dumps(args, sort_keys=True, default=str)}"
-        g = groups.setdefault(key, {"suite": suite, "points": [], "names": [], "failed_names": [], "infos": []})
-        g["points"].append(m)
-        g["names" if what == "benchmark" else "failed_names"].append(bench.get("fullname") or bench.get("name"))
-        g["infos"].append(info)
-    environment = _environment(data)
-    return [_sweep(g, environment, data, source) for g in groups.values()]
+    @classmethod
+    def from_dict(cls, data: Any, source: str | None = None) -> "PytestBenchmarkRun":
+        if not is_pytest_benchmark(data):
+            raise InvalidResultsFile("not a pytest-benchmark JSON file (expected machine_info and a list of benchmarks)")
+        return cls(data, source)
+
+    @property
+    def benchmarks(self) -> list:
+        return list(self.data.get("benchmarks") or [])
+
+    @property
+    def machine_info(self) -> dict:
+        return dict(self.data.get("machine_info") or {})
+
+    @property
+    def commit_info(self) -> dict:
+        ci = self.data.get("commit_info")
+        return dict(ci) if isinstance(ci, dict) else {}
+
+    @property
+    def datetime(self) -> str | None:
+        return self.data.get("datetime")
+
+    @property
+    def failed_cases(self) -> list:
+        failed = self.data.get(FAILED_CASES_KEY) or []
+        if not isinstance(failed, list):
+            raise InvalidResultsFile(f"{self._where}: {FAILED_CASES_KEY} is not a list")
+        return failed
+
+    @property
+    def _where(self) -> str:
+        return self.source or "pytest-benchmark data"
+
+    @property
+    def environment(self) -> dict[str, Any]:
+        """Our fingerprint from machine_info (canonical key names) plus git_commit/git_dirty from commit_info."""
+        fp = self.machine_info.get("bench_fingerprint")
+        env: dict[str, Any] = canonical_fingerprint(fp) if isinstance(fp, dict) else {}
+        null = dict(env.get("null_reasons") or {})
+        if not env:
+            env["pytest_benchmark_machine_info"] = self.machine_info
+            null["hash"] = "no bench fingerprint in machine_info (the run did not load bench.pytest_plugin)"
+            env["hash"] = None
+        commit = self.commit_info
+        env["git_commit"] = commit.get("id")
+        env["git_dirty"] = commit.get("dirty")
+        if env["git_commit"] is None:
+            null["git_commit"] = f"pytest-benchmark commit_info has no commit id ({commit.get('error') or 'not a repository?'})"
+        env["null_reasons"] = null
+        return env
+
+    def sweeps(self) -> list[SweepResult]:
+        """One SweepResult per suite and case-without-batch-size: benchmarks and the failed cases
+        pytest-benchmark leaves out of them (FAILED_CASES_KEY), their points rebuilt, not analysed."""
+        groups: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        entries = [("benchmark", i, b, _measurement) for i, b in enumerate(self.benchmarks)]
+        entries += [("failed case", i, f, _failed_measurement) for i, f in enumerate(self.failed_cases)]
+        for what, i, bench, read in entries:
+            if not isinstance(bench, dict):
+                raise InvalidResultsFile(f"{self._where}: {what} #{i} is not an object")
+            try:
+                m, info, suite = read(bench)
+            except (KeyError, TypeError, ValueError, InvalidResultsFile) as e:
+                name = bench.get("fullname") or bench.get("name") or f"#{i}"
+                raise InvalidResultsFile(f"{self._where}: {what} {name}: {type(e).__name__}: {e}") from None
+            args = info.get("workload_args") or {}
+            key = f"{suite}|{m.case.group_key}|{json.dumps(args, sort_keys=True, default=str)}"
+            g = groups.setdefault(key, {"suite": suite, "points": [], "names": [], "failed_names": [], "infos": []})
+            g["points"].append(m)
+            g["names" if what == "benchmark" else "failed_names"].append(bench.get("fullname") or bench.get("name"))
+            g["infos"].append(info)
+        environment = self.environment
+        return [self._sweep(g, environment) for g in groups.values()]
+
+    def _sweep(self, group: dict, environment: dict) -> SweepResult:
+        points: list[Measurement] = sorted(group["points"], key=lambda p: p.case.batch_size)
+        infos = [i for i in group["infos"] if i]
+        first = points[0].case
+        config: dict[str, Any] = dict(infos[0].get("config") or {}) if infos else {}
+        if not config:
+            config = {"workload": first.workload, "workload_args": {}, "device": first.device,
+                      "precision": first.precision, "optimizer": first.optimizer,
+                      "channels_last": first.channels_last, "compile": first.compile}
+        config["batch_sizes"] = [p.case.batch_size for p in points]
+        config["planned_batch_sizes"] = list(config["batch_sizes"])
+        config["suite"] = group["suite"]
+        config["source"] = {"format": PYTEST_BENCHMARK_FORMAT, "version": self.data.get("version"), "path": self.source,
+                            "benchmarks": group["names"], "failed_cases": group["failed_names"]}
+        result = SweepResult(config=config, environment=dict(environment), points=points,
+                             created=self.datetime, finished=True)
+        searches = [i["largest_batch"] for i in infos if isinstance(i.get("largest_batch"), dict)]
+        if searches:
+            result.set_largest_batch(LargestBatch.from_dict(searches[-1]))
+        else:
+            result.largest_batch_reason = "not searched: these points come from a pytest-benchmark run"
+        return result
 
 
 def _measurement(bench: dict) -> tuple[Measurement, dict, str]:
     info = bench.get("extra_info") or {}
-    if info.get("bench_schema") == EXTRA_INFO_SCHEMA and isinstance(info.get("measurement"), dict):
-        version = info.get("bench_schema_version")
-        if not isinstance(version, int) or version > EXTRA_INFO_VERSION:
-            raise InvalidResultsFile(f"extra_info version {version!r} is newer than this tool reads ({EXTRA_INFO_VERSION})")
-        m = Measurement.from_dict(info["measurement"])
-        return m, info, str(info.get("suite") or "pytest")
+    if is_ours(info) and isinstance(info.get("measurement"), dict):
+        return measurement_from_extra_info(info), info, str(info.get("suite") or "pytest")
     return _fallback_measurement(bench), {}, "pytest"
 
 
@@ -105,7 +285,7 @@ def _failed_measurement(record: dict) -> tuple[Measurement, dict, str]:
     if status not in (STATUS_OOM, STATUS_ERROR):
         raise InvalidResultsFile(f"status {status!r} is not a failure (expected {STATUS_OOM!r} or {STATUS_ERROR!r})")
     info = record.get("extra_info") or {}
-    if info.get("bench_schema") != EXTRA_INFO_SCHEMA or not isinstance(info.get("measurement"), dict):
+    if not is_ours(info) or not isinstance(info.get("measurement"), dict):
         # Only the name is left to say what ran: a suite case id gives workload, precision, batch and device.
         fields = parse_case_id(str(record.get("case_id") or record.get("name") or ""))
         if fields is None or fields.get("batch_size") is None:
@@ -155,63 +335,16 @@ def _fallback_measurement(bench: dict) -> Measurement:
     return m
 
 
-def _environment(data: dict) -> dict[str, Any]:
-    machine = data.get("machine_info") or {}
-    fp = machine.get("bench_fingerprint")
-    env: dict[str, Any] = dict(fp) if isinstance(fp, dict) else {}
-    null = dict(env.get("null_reasons") or {})
-    if not env:
-        env["pytest_benchmark_machine_info"] = machine
-        null["hash"] = "no bench fingerprint in machine_info (the run did not load bench.pytest_plugin)"
-        env["hash"] = None
-    commit = data.get("commit_info") or {}
-    env["git_commit"] = commit.get("id")
-    env["git_dirty"] = commit.get("dirty")
-    if env["git_commit"] is None:
-        null["git_commit"] = f"pytest-benchmark commit_info has no commit id ({commit.get('error') or 'not a repository?'})"
-    env["null_reasons"] = null
-    return env
-
-
-def _sweep(group: dict, environment: dict, data: dict, source: str | None) -> SweepResult:
-    from bench.analysis.steptime import analyse_step_times, summaries_from_measurements
-
-    points: list[Measurement] = sorted(group["points"], key=lambda p: p.case.batch_size)
-    infos = [i for i in group["infos"] if i]
-    first = points[0].case
-    config: dict[str, Any] = dict(infos[0].get("config") or {}) if infos else {}
-    if not config:
-        config = {"workload": first.workload, "workload_args": {}, "device": first.device,
-                  "precision": first.precision, "optimizer": first.optimizer,
-                  "channels_last": first.channels_last, "compile": first.compile}
-    config["batch_sizes"] = [p.case.batch_size for p in points]
-    config["planned_batch_sizes"] = list(config["batch_sizes"])
-    config["suite"] = group["suite"]
-    config["source"] = {"format": PYTEST_BENCHMARK_FORMAT, "version": data.get("version"), "path": source,
-                        "benchmarks": group["names"], "failed_cases": group["failed_names"]}
-    result = SweepResult(config=config, environment=dict(environment), points=points,
-                         created=data.get("datetime"), finished=True)
-
-    searches = [i["largest_batch"] for i in infos if isinstance(i.get("largest_batch"), dict)]
-    if searches:
-        s = searches[-1]
-        result.largest_batch_that_fits = None if s.get("limited") else s.get("batch_size")
-        result.largest_batch_reason = s.get("reason")
-        result.probes = [Probe(int(p["batch_size"]), bool(p["fits"]), p.get("error")) for p in s.get("probes") or []]
-    else:
-        result.largest_batch_reason = "not searched: these points come from a pytest-benchmark run"
-
-    if len({p.case.batch_size for p in points}) != len(points):
-        # Repeated batch sizes (e.g. one benchmark saved twice) have no single curve to analyse.
-        result.analysis = None
-        config["analysis_reason"] = "two or more points share a batch size"
-        return result
+def sweeps_from_pytest_benchmark(data: dict, source: str | None = None) -> list[SweepResult]:
+    """`PytestBenchmarkRun.from_dict(data, source).sweeps()`: the sweeps of parsed pytest-benchmark JSON."""
     try:
-        analysis = analyse_step_times(summaries_from_measurements(points), eps=float(config.get("eps", 0.05)),
-                                      noise_target=float(config.get("ci_target", 0.01)),
-                                      largest_batch_that_fits=result.largest_batch_that_fits)
-        result.analysis = analysis.to_dict()
-    except (BenchError, ValueError) as e:
-        result.analysis = None
-        config["analysis_reason"] = f"step-time analysis failed: {e}"
-    return result
+        return PytestBenchmarkRun.from_dict(data, source).sweeps()
+    except InvalidResultsFile as e:
+        if source and not str(e).startswith(source):
+            raise InvalidResultsFile(f"{source}: {e}") from None
+        raise
+
+
+def load_pytest_benchmark(path: str | os.PathLike) -> list[SweepResult]:
+    """One SweepResult per suite and case-without-batch-size in a pytest-benchmark JSON file."""
+    return sweeps_from_pytest_benchmark(read_json(path), source=str(path))

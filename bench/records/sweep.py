@@ -1,4 +1,5 @@
-"""The record types (Case, Measurement, SweepResult), their versioned JSON form, and atomic writes.
+"""The record types of a sweep (Case, Measurement, Probe, LargestBatch, SweepResult) and their
+versioned JSON form (the `bench.sweep` file).
 
 Everything downstream (tables, reports, history, regression checks) reads these records; nothing
 downstream re-measures. The JSON layout is documented in docs/schema.md.
@@ -7,18 +8,74 @@ downstream re-measures. The JSON layout is documented in docs/schema.md.
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
 from bench.core.errors import InvalidResultsFile
 from bench.core.io import read_json, write_json_atomic
-from bench.core.vocabulary import STATUS_OK, STATUSES
+from bench.core.vocabulary import OPTIMIZERS, PRECISIONS, STATUS_OK, STATUSES
 from bench.measure.stats import SampleStats, summarize
+from bench.records.envelope import Schema, header, read_header
 
-SWEEP_SCHEMA = "bench.run.sweep"
-SCHEMA_VERSION = 1
+# "bench.run.sweep" is the name a development build wrote for a while (a module path rewritten by
+# mistake); it is read as this kind, never written.
+SWEEP = Schema("bench.sweep", 1, "sweep results file", aliases=("bench.run.sweep",))
+SWEEP_SCHEMA = SWEEP.name
+SCHEMA_VERSION = SWEEP.version
 
+
+# --------------------------------------------------------------------------- case ids
+
+DEFAULT_OPTIMIZER = "sgd"
+_BATCH = re.compile(r"^bs(\d+|max)$")
+_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?)$")
+
+
+def _id_parts(workload: str, precision: str, device: str, optimizer: str, channels_last: bool,
+              compile: bool) -> tuple[list[str], list[str]]:
+    opts = [optimizer] if optimizer != DEFAULT_OPTIMIZER else []
+    opts += ["channels_last"] if channels_last else []
+    opts += ["compile"] if compile else []
+    return [workload, precision], [device, *opts]
+
+
+def case_id(workload: str, precision: str, batch_size: int | None, device: str, optimizer: str = DEFAULT_OPTIMIZER,
+            channels_last: bool = False, compile: bool = False) -> str:
+    """The one id of a case, e.g. `mlp-fp32-bs64-cpu`, options other than the defaults appended
+    (`-adamw`, `-channels_last`, `-compile`); a batch size still to be found by search is `bsmax`.
+    Sweep points (`Case.key`), suite cases, pytest ids and pytest-benchmark names all use it."""
+    head, tail = _id_parts(workload, precision, device, optimizer, channels_last, compile)
+    return "-".join([*head, f"bs{batch_size}" if batch_size is not None else "bsmax", *tail])
+
+
+def parse_case_id(text: str) -> dict[str, Any] | None:
+    """The fields of a case id (see `case_id`), or None for anything else.
+
+    Accepts a bare id or a pytest name such as `test_step_time[mlp-fp32-bs64-cpu]`. The workload may
+    itself contain dashes: the id is anchored on its precision, batch and device.
+    """
+    if "[" in text and text.endswith("]"):
+        text = text[text.index("[") + 1:-1]
+    parts = text.split("-")
+    for i in range(1, len(parts) - 2):
+        if parts[i] in PRECISIONS and _BATCH.match(parts[i + 1]) and _DEVICE.match(parts[i + 2]):
+            break
+    else:
+        return None
+    size = parts[i + 1][2:]
+    out: dict[str, Any] = {"workload": "-".join(parts[:i]), "precision": parts[i],
+                           "batch_size": int(size) if size.isdigit() else None, "device": parts[i + 2],
+                           "optimizer": DEFAULT_OPTIMIZER, "channels_last": False, "compile": False}
+    for extra in parts[i + 3:]:
+        if extra in OPTIMIZERS:
+            out["optimizer"] = extra
+        elif extra in ("channels_last", "compile"):
+            out[extra] = True
+        else:
+            return None
+    return out
 
 
 @dataclass(frozen=True)
@@ -29,23 +86,22 @@ class Case:
     batch_size: int
     device: str = "cpu"
     precision: str = "fp32"
-    optimizer: str = "sgd"
+    optimizer: str = DEFAULT_OPTIMIZER
     channels_last: bool = False
     compile: bool = False
 
     @property
     def key(self) -> str:
-        opts = [self.optimizer]
-        if self.channels_last:
-            opts.append("channels_last")
-        if self.compile:
-            opts.append("compile")
-        return f"{self.workload}/{self.precision}/{self.device}/{'+'.join(opts)}/bs{self.batch_size}"
+        """The case id (`case_id`): stable, and the same string a suite gives this case."""
+        return case_id(self.workload, self.precision, self.batch_size, self.device, self.optimizer,
+                       self.channels_last, self.compile)
 
     @property
     def group_key(self) -> str:
-        """The key without the batch size: points of one sweep share it."""
-        return self.key.rsplit("/bs", 1)[0]
+        """The id without the batch size: points of one sweep share it."""
+        head, tail = _id_parts(self.workload, self.precision, self.device, self.optimizer, self.channels_last,
+                               self.compile)
+        return "-".join([*head, *tail])
 
     def with_batch_size(self, batch_size: int) -> "Case":
         return replace(self, batch_size=int(batch_size))
@@ -175,6 +231,46 @@ class Probe:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, d: dict) -> "Probe":
+        return cls(int(d["batch_size"]), bool(d["fits"]), d.get("error"))
+
+
+@dataclass
+class LargestBatch:
+    """The largest batch that fits, the probes tried on the way, and how the search ended: one record
+    for sweeps (`largest_batch` of a sweep file) and the largest-batch suite (its extra_info).
+
+    `batch_size` is the largest batch known to fit below one that did not; None when even the
+    smallest failed, or when nothing failed up to the limit (`limited`: the largest lies beyond it).
+    A search stopped by a failure other than memory keeps the largest that fitted before it.
+    """
+
+    batch_size: int | None
+    reason: str | None = None
+    probes: list[Probe] = field(default_factory=list)
+    limited: bool = False
+
+    @property
+    def largest_ran(self) -> int | None:
+        """The largest probe that ran: with `limited`, how far the search got."""
+        fits = [p.batch_size for p in self.probes if p.fits]
+        return max(fits) if fits else self.batch_size
+
+    def to_dict(self) -> dict:
+        return {"batch_size": self.batch_size, "reason": self.reason, "limited": self.limited,
+                "probes": [p.to_dict() for p in self.probes]}
+
+    @classmethod
+    def from_dict(cls, d: dict | None) -> "LargestBatch":
+        """From a sweep's `largest_batch` or a suite's; files written before `limited` existed give False,
+        and a limited search saved with the largest batch that ran reads as limited with no batch size."""
+        d = d if isinstance(d, dict) else {}
+        limited = bool(d.get("limited", False))
+        size = d.get("batch_size")
+        return cls(None if limited or size is None else int(size), d.get("reason"),
+                   [Probe.from_dict(p) for p in d.get("probes") or []], limited)
+
 
 @dataclass
 class SweepResult:
@@ -186,6 +282,7 @@ class SweepResult:
     probes: list[Probe] = field(default_factory=list)
     largest_batch_that_fits: int | None = None
     largest_batch_reason: str | None = None
+    largest_batch_limited: bool = False  # no out-of-memory up to the largest batch tried
     analysis: dict[str, Any] | None = None
     created: str | None = None
     finished: bool = False
@@ -199,46 +296,38 @@ class SweepResult:
     def ok_points(self) -> list[Measurement]:
         return sorted((p for p in self.points if p.ok), key=lambda p: p.case.batch_size)
 
-    def to_dict(self) -> dict:
-        from bench import __version__
+    @property
+    def largest_batch(self) -> LargestBatch:
+        return LargestBatch(self.largest_batch_that_fits, self.largest_batch_reason, list(self.probes),
+                            self.largest_batch_limited)
 
+    def set_largest_batch(self, found: LargestBatch) -> None:
+        self.largest_batch_that_fits, self.largest_batch_reason = found.batch_size, found.reason
+        self.probes, self.largest_batch_limited = list(found.probes), found.limited
+
+    def to_dict(self) -> dict:
         return {
-            "schema": SWEEP_SCHEMA,
-            "schema_version": SCHEMA_VERSION,
-            "tool": {"name": "bench", "version": __version__},
-            "created": self.created,
-            "finished": self.finished,
+            **header(SWEEP, created=self.created, finished=self.finished, environment=self.environment),
             "config": self.config,
-            "environment": self.environment,
             "points": [p.to_dict() for p in sorted(self.points, key=lambda p: p.case.batch_size)],
-            "largest_batch": {
-                "batch_size": self.largest_batch_that_fits,
-                "reason": self.largest_batch_reason,
-                "probes": [p.to_dict() for p in self.probes],
-            },
+            "largest_batch": self.largest_batch.to_dict(),
             "analysis": self.analysis,
         }
 
     @classmethod
     def from_dict(cls, d: dict) -> "SweepResult":
-        if not isinstance(d, dict) or d.get("schema") != SWEEP_SCHEMA:
-            raise InvalidResultsFile(f"not a sweep results file (schema is {d.get('schema') if isinstance(d, dict) else None!r}, expected {SWEEP_SCHEMA!r})")
-        version = d.get("schema_version")
-        if not isinstance(version, int) or version > SCHEMA_VERSION:
-            raise InvalidResultsFile(f"sweep schema version {version!r} is newer than this tool reads ({SCHEMA_VERSION})")
-        lb = d.get("largest_batch") or {}
+        head, d = read_header(d, SWEEP)
         try:
-            return cls(
+            result = cls(
                 config=dict(d.get("config") or {}),
-                environment=dict(d.get("environment") or {}),
+                environment=head.environment,
                 points=[Measurement.from_dict(p) for p in d.get("points") or []],
-                probes=[Probe(int(p["batch_size"]), bool(p["fits"]), p.get("error")) for p in lb.get("probes") or []],
-                largest_batch_that_fits=lb.get("batch_size"),
-                largest_batch_reason=lb.get("reason"),
                 analysis=d.get("analysis"),
-                created=d.get("created"),
-                finished=bool(d.get("finished", False)),
+                created=head.created,
+                finished=head.finished,
             )
+            result.set_largest_batch(LargestBatch.from_dict(d.get("largest_batch")))
+            return result
         except (KeyError, TypeError, ValueError) as e:
             raise InvalidResultsFile(f"malformed sweep results: {type(e).__name__}: {e}") from None
 
@@ -279,6 +368,7 @@ def save_sweep(result: SweepResult, path: str | os.PathLike) -> Path:
 
 
 def load_sweep(path: str | os.PathLike) -> SweepResult:
+    """A `bench.sweep` file (any version this tool reads); one-line InvalidResultsFile naming the path."""
     data = read_json(path)
     try:
         return SweepResult.from_dict(data)

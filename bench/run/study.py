@@ -7,7 +7,6 @@ The results file (bench.tta) is rewritten after every completed run; `resume=Tru
 from __future__ import annotations
 
 import os
-import platform
 import time
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -16,20 +15,19 @@ from typing import Any, Callable
 import torch
 
 from bench.analysis.tta import (
-    TTAResult,
     analyse_tta,
-    load_tta,
-    save_tta,
     step_time_fit_from_sweep,
     step_times_from_sweep,
 )
 from bench.core.errors import BenchError
 from bench.core.vocabulary import TIMED_AS
 from bench.measure.tasks import Task, load_task
+from bench.measure.telemetry.fingerprint import fingerprint
+from bench.measure.timing import MEASURE_DEFAULTS
 from bench.measure.workloads import task_workload
 from bench.records.curves import Curve
-from bench.measure.timing import MEASURE_DEFAULTS
 from bench.records.sweep import load_sweep
+from bench.records.tta import TTAResult, load_tta, save_tta
 from bench.run.runner import Resumable
 from bench.run.train.lr import log_spaced_factors
 from bench.run.train.noise import measure_noise_scale
@@ -116,14 +114,6 @@ class StudyConfig:
         return asdict(self)
 
 
-def _environment(device: str) -> dict:
-    env = {"python": platform.python_version(), "torch": torch.__version__, "platform": platform.platform(),
-           "cpu": platform.processor() or platform.machine(), "device": device, "torch_threads": torch.get_num_threads()}
-    if device.startswith("cuda") and torch.cuda.is_available():
-        env["gpu"] = torch.cuda.get_device_name(torch.device(device))
-    return env
-
-
 def _noise_settings(cfg: StudyConfig, curves: list[Curve]) -> tuple[int, int, float, int, str]:
     small = cfg.noise_batch_small or cfg.batch_sizes[0]
     big = cfg.noise_batch_big or min(16 * small, max(cfg.batch_sizes))
@@ -163,7 +153,7 @@ def run_study(cfg: StudyConfig, *, output: str | os.PathLike | None = None, resu
     specs = grid.runs(task)
     rc.validate()
     identity = {**grid_identity(task, grid, rc), "study": cfg.to_dict()}
-    environment = _environment(cfg.device)
+    environment = fingerprint(cfg.device)
     if cfg.sweep_path is not None:
         sweep = load_sweep(cfg.sweep_path)  # fail before hours of training, not after
     run = Resumable.open(

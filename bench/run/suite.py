@@ -13,28 +13,21 @@ import time
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Sequence
 
-from bench.core.devices import is_oom, resolve_device, synchronizer
+from bench.core.devices import resolve_device, synchronizer
 from bench.core.errors import BenchError
 from bench.core.io import json_safe
 from bench.core.vocabulary import PRECISIONS, STATUS_ERROR, STATUS_OOM, STEP_OPTIMIZERS
+from bench.measure.telemetry.fingerprint import PROVENANCE_FIELDS, fingerprint
 from bench.measure.timing import MEASURE_DEFAULTS, MeasureLimits
-from bench.records.sweep import Measurement, Probe
+from bench.records.suite import extra_info
+from bench.records.sweep import Case, LargestBatch, Measurement, Probe, case_id
 from bench.run.sweep import DEFAULT_MAX_BATCH, SweepConfig
 
 SUITES = ("step_time", "memory", "largest_batch")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 SUBSETS = ("cpu", "full")
 
-# Marks the extra_info written here, so readers (bench.records.suite) know its layout.
-EXTRA_INFO_SCHEMA = "bench.pytest"
-EXTRA_INFO_VERSION = 1
 HOST_SYNC_METHOD = "host clock around a synchronised step"
-# The top-level key of pytest-benchmark's JSON under which the plugin lists the cases pytest-benchmark
-# itself leaves out (it writes only benchmarks it timed): out-of-memory and failed cases are results too.
-FAILED_CASES_KEY = "bench_failed_cases"
-# The fingerprint fields that change with every commit: commit_info already holds them, and keeping
-# them out of machine_info spares every nightly compare a "machine_info is different" warning.
-PROVENANCE_FIELDS = ("git_commit", "git_dirty")
 
 Synchronize = Callable[[], object]
 _AUTO: Any = object()  # "derive the synchronise function from the device"
@@ -95,16 +88,14 @@ class SuiteCase:
         return self.device == "cuda"
 
     def id_for(self, batch_size: int | None = None) -> str:
-        """e.g. `mlp-fp32-bs64-cpu`; options other than the defaults are appended (`-adamw`)."""
+        """The case id (`bench.records.sweep.case_id`), e.g. `mlp-fp32-bs64-cpu`, `...-bsmax-cuda` before a search."""
         b = batch_size if batch_size is not None else self.batch_size
-        parts = [self.workload, self.precision, f"bs{b}" if b is not None else "bsmax", self.device]
-        if self.optimizer != "sgd":
-            parts.append(self.optimizer)
-        if self.channels_last:
-            parts.append("channels_last")
-        if self.compile:
-            parts.append("compile")
-        return "-".join(parts)
+        return case_id(self.workload, self.precision, b, self.device, self.optimizer, self.channels_last, self.compile)
+
+    def case_at(self, batch_size: int) -> Case:
+        """The record identity of this case at `batch_size` (its `key` is `id_for(batch_size)`)."""
+        return Case(workload=self.workload, batch_size=int(batch_size), device=self.device, precision=self.precision,
+                    optimizer=self.optimizer, channels_last=self.channels_last, compile=self.compile)
 
     @property
     def id(self) -> str:
@@ -124,32 +115,6 @@ class SuiteCase:
         d["workload_args"] = self.args
         d["id"] = self.id
         return d
-
-
-def parse_case_id(text: str) -> dict[str, Any] | None:
-    """The fields of a case id (`mlp-fp32-bs64-cpu[-adamw][-channels_last][-compile]`), or None.
-
-    Accepts a bare id or a pytest name such as `test_step_time[mlp-fp32-bs64-cpu]`.
-    """
-    if "[" in text and text.endswith("]"):
-        text = text[text.index("[") + 1:-1]
-    parts = text.split("-")
-    if len(parts) < 4 or parts[1] not in KNOWN_PRECISIONS or not parts[2].startswith("bs"):
-        return None
-    size = parts[2][2:]
-    if not (size.isdigit() or size == "max") or parts[3] not in ("cpu", "cuda"):
-        return None
-    out: dict[str, Any] = {"workload": parts[0], "precision": parts[1],
-                           "batch_size": int(size) if size.isdigit() else None, "device": parts[3],
-                           "optimizer": "sgd", "channels_last": False, "compile": False}
-    for extra in parts[4:]:
-        if extra in ("sgd", "adamw"):
-            out["optimizer"] = extra
-        elif extra in ("channels_last", "compile"):
-            out[extra] = True
-        else:
-            return None
-    return out
 
 
 # --------------------------------------------------------------------------- settings and options
@@ -484,7 +449,7 @@ def benchmark_case(
 
     m = measure_point(workload, config, b, device)
     sync = synchronizer(device) if synchronize is _AUTO else synchronize
-    info = extra_info_for(case, config, m, settings, batch_size=b)
+    info = _extra_info(case, config, m, settings, batch_size=b)
     info.update(extra or {})
     benchmark.extra_info.update(json_safe(info))
     if not m.ok:
@@ -523,74 +488,16 @@ def host_timing_info(m: Measurement, host_samples_s: Sequence[float] | None, pla
     return out
 
 
-def extra_info_for(case: SuiteCase, config: SweepConfig, m: Measurement, settings: SuiteSettings,
-                   *, batch_size: int) -> dict[str, Any]:
-    """Our record of one case for pytest-benchmark's extra_info: the Measurement (raw samples kept,
-    warm-up samples counted, not listed), a few flat headline numbers, the config and the settings."""
+def _extra_info(case: SuiteCase, config: SweepConfig, m: Measurement, settings: SuiteSettings,
+                *, batch_size: int) -> dict[str, Any]:
+    """`bench.records.suite.extra_info` for `case` at `batch_size`, with this process's torch threads."""
     import torch
 
-    s = m.stats
-    measurement = m.to_dict()
-    measurement["warmup_steps"] = len(measurement.pop("warmup_samples_s", []) or [])
-    null_reasons: dict[str, str] = {}
-    if s is None:
-        why = m.error or "no samples"
-        for k in ("step_time_median_s", "step_time_ci_low_s", "step_time_ci_high_s", "throughput_samples_per_s"):
-            null_reasons[k] = f"not measured: {m.status}: {why}"
-    elif s.ci_low_s is None:
-        null_reasons["step_time_ci_low_s"] = null_reasons["step_time_ci_high_s"] = (
-            f"{s.n} samples are too few for a 95% CI of the median")
-    for k in ("peak_allocated_bytes", "peak_reserved_bytes"):
-        if getattr(m, k) is None and k in m.null_reasons:
-            null_reasons[k] = m.null_reasons[k]
-    return {
-        "bench_schema": EXTRA_INFO_SCHEMA,
-        "bench_schema_version": EXTRA_INFO_VERSION,
-        "suite": case.suite,
-        "case_id": case.id_for(batch_size),
-        "key": m.case.key,
-        "workload": case.workload,
-        "workload_args": case.args,
-        "precision": case.precision,
-        "batch_size": batch_size,
-        "device": case.device,
-        "optimizer": case.optimizer,
-        "channels_last": case.channels_last,
-        "compile": case.compile,
-        "status": m.status,
-        "error": m.error,
-        "timer": m.timer,
-        "step_time_median_s": s.median_s if s else None,
-        "step_time_ci_low_s": s.ci_low_s if s else None,
-        "step_time_ci_high_s": s.ci_high_s if s else None,
-        "step_time_ci_rel_halfwidth": s.ci_rel_halfwidth if s else None,
-        "throughput_samples_per_s": m.throughput,
-        "peak_allocated_bytes": m.peak_allocated_bytes,
-        "peak_reserved_bytes": m.peak_reserved_bytes,
-        "torch_num_threads": torch.get_num_threads(),
-        "warnings": list(m.warnings),
-        "null_reasons": null_reasons,
-        "settings": settings.to_dict(),
-        "config": config.to_dict(),
-        "measurement": measurement,
-    }
+    return extra_info(m, case=case.case_at(batch_size), suite=case.suite, workload_args=case.args,
+                      config=config.to_dict(), settings=settings.to_dict(), torch_num_threads=torch.get_num_threads())
 
 
 # --------------------------------------------------------------------------- largest batch
-
-
-@dataclass
-class LargestBatch:
-    """Outcome of the search: the largest batch that ran, the probes tried, and how the search ended."""
-
-    batch_size: int | None
-    reason: str
-    probes: list[Probe] = field(default_factory=list)
-    limited: bool = False  # True: no out-of-memory up to the limit; the true largest lies beyond
-
-    def to_dict(self) -> dict:
-        return {"batch_size": self.batch_size, "reason": self.reason, "limited": self.limited,
-                "probes": [p.to_dict() for p in self.probes]}
 
 
 ProbeFn = Callable[[Any, SweepConfig, int, Any], Probe]
@@ -600,8 +507,9 @@ def find_largest_batch(workload, config: SweepConfig, device, *, start: int = 1,
                        probe: ProbeFn | None = None) -> LargestBatch:
     """Double the batch from `start` until a probe runs out of memory, then bisect to the largest that fits.
 
-    A failure other than out-of-memory ends the search (the reason says so). `probe` defaults to
-    `bench.run.sweep.probe_fits`; tests pass a fake one.
+    A failure other than out-of-memory ends the search (the reason says so). With no out-of-memory up
+    to `limit` the record is `limited`, without a batch size (`largest_ran` says how far it got).
+    `probe` defaults to `bench.run.sweep.probe_fits`; tests pass a fake one.
     """
     from bench.run.sweep import bisect_largest_batch, probe_fits
 
@@ -623,7 +531,7 @@ def find_largest_batch(workload, config: SweepConfig, device, *, start: int = 1,
             hi = b
             break
     if hi is None:
-        return LargestBatch(lo, f"no out-of-memory up to batch {lo}, the limit: the largest lies beyond", probes, limited=True)
+        return LargestBatch(None, f"no out-of-memory up to batch {lo}, the limit: the largest lies beyond", probes, limited=True)
     lo, hi, stopped = bisect_largest_batch(workload, config, device, lo, hi, probe=probe, on_probe=probes.append)
     if stopped:
         return LargestBatch(lo or None, stopped, probes)
@@ -658,7 +566,8 @@ def benchmark_largest_batch(
     t0 = time.perf_counter()
     found = find_largest_batch(workload, config, device, start=start, limit=limit, probe=probe)
     search = {**found.to_dict(), "search_wall_time_s": time.perf_counter() - t0}
-    if found.batch_size is None:
+    size = found.largest_ran if found.limited else found.batch_size
+    if size is None:
         # No batch fits: the record is the smallest batch that failed, so the report shows the boundary.
         failed = [p for p in found.probes if not p.fits]
         first = min(failed, key=lambda p: p.batch_size) if failed else None
@@ -666,58 +575,13 @@ def benchmark_largest_batch(
         at = case.sweep_config(settings, b)
         status = STATUS_OOM if first is None or first.out_of_memory else STATUS_ERROR
         m = Measurement(case=at.case(b, workload.name), status=status, error=found.reason)
-        info = extra_info_for(case, at, m, settings, batch_size=b)
+        info = _extra_info(case, at, m, settings, batch_size=b)
         info["largest_batch"] = search
         benchmark.extra_info.update(json_safe(info))
         return found, None
-    m = benchmark_case(benchmark, case, settings, batch_size=found.batch_size, synchronize=synchronize,
+    m = benchmark_case(benchmark, case, settings, batch_size=size, synchronize=synchronize,
                        extra={"largest_batch": search})
     return found, m
-
-
-# --------------------------------------------------------------------------- cases pytest-benchmark leaves out
-
-
-def failed_case_record(
-    extra_info: dict[str, Any],
-    *,
-    name: str,
-    fullname: str,
-    group: str | None = None,
-    param: str | None = None,
-    test_outcome: str | None = None,
-    exception: BaseException | None = None,
-) -> dict[str, Any] | None:
-    """The entry under FAILED_CASES_KEY for a suite case pytest-benchmark did not time, or None when
-    `extra_info` is not ours (another project's benchmark).
-
-    `status`/`error` are the case's outcome: the library's when it failed (oom, error); when the library
-    measured the point but the test then raised before pytest-benchmark timed it, the exception's
-    (oom for an out-of-memory error). `extra_info` is kept whole, as the benchmark would have carried it.
-    """
-
-    if not isinstance(extra_info, dict) or extra_info.get("bench_schema") != EXTRA_INFO_SCHEMA:
-        return None
-    status, error = extra_info.get("status"), extra_info.get("error")
-    if status not in (STATUS_OOM, STATUS_ERROR):
-        if exception is not None:
-            lines = str(exception).strip().splitlines()
-            status = STATUS_OOM if is_oom(exception) else STATUS_ERROR
-            error = f"{type(exception).__name__}: {lines[0] if lines else ''}".rstrip(": ")
-        else:
-            status, error = STATUS_ERROR, "the test ended before pytest-benchmark timed the case"
-    return json_safe({
-        "name": name,
-        "fullname": fullname,
-        "group": group,
-        "param": param,
-        "suite": extra_info.get("suite"),
-        "case_id": extra_info.get("case_id"),
-        "status": status,
-        "error": error,
-        "test_outcome": test_outcome,
-        "extra_info": extra_info,
-    })
 
 
 # --------------------------------------------------------------------------- fingerprint and JSON
@@ -726,11 +590,7 @@ def failed_case_record(
 def suite_fingerprint(device) -> dict[str, Any]:
     """The hardware/software fingerprint for pytest-benchmark's machine_info, without the git commit
     (pytest-benchmark's commit_info holds it, and it changes with every run a compare looks at)."""
-    import torch
-
-    from bench.run.sweep import environment_info
-
-    fp = dict(environment_info(torch.device(device)))
+    fp = dict(fingerprint(device))
     for k in PROVENANCE_FIELDS:
         fp.pop(k, None)
     if isinstance(fp.get("null_reasons"), dict):

@@ -21,6 +21,7 @@ from bench.core.errors import BenchError
 from bench.core.params import one_line
 from bench.core.vocabulary import STATUS_ERROR, STATUS_OK, STATUS_OOM
 from bench.measure.telemetry import Telemetry
+from bench.measure.telemetry.fingerprint import fingerprint
 from bench.measure.timing import (
     MEASURE_DEFAULTS,
     MeasureLimits,
@@ -317,21 +318,8 @@ ProgressFn = Callable[[str, dict], None]
 
 
 def environment_info(device) -> dict:
-    try:
-        from bench.measure.telemetry.fingerprint import fingerprint
-    except ImportError:
-        fingerprint = None
-    if fingerprint is not None:
-        return fingerprint(device)
-    import platform
-
-    import torch
-
-    env = {"torch": torch.__version__, "python": platform.python_version(), "platform": platform.platform(),
-           "cuda": torch.version.cuda, "device_type": device.type}
-    if device.type == "cuda":
-        env["device_name"] = torch.cuda.get_device_name(device)
-    return env
+    """The fingerprint of `device` (bench.measure.telemetry.fingerprint) for the results file."""
+    return fingerprint(device)
 
 
 def sweep_identity(config: dict, environment: dict) -> Identity:
@@ -350,28 +338,6 @@ def _largest_fit_bounds(result: SweepResult) -> tuple[int, int] | None:
     hi = min(ooms)
     lo = max([b for b in fits if b < hi], default=0)
     return lo, hi
-
-
-def analyse(result: SweepResult, *, eps: float = SweepConfig.eps,
-            noise_target: float = MEASURE_DEFAULTS["ci_target"]) -> dict:
-    """Step-time analysis of a sweep, with each ok point diagnosed from its telemetry and regime.
-
-    Two passes: the first labels each point's regime (flat, transition, linear) from step times
-    alone; the diagnosis combines that with telemetry; the second pass writes the verdict with it.
-    """
-    from bench.analysis.diagnosis import diagnose
-    from bench.analysis.steptime import analyse_step_times, summaries_from_measurements
-
-    summaries = summaries_from_measurements(result.points)
-    kw = dict(eps=eps, noise_target=noise_target, largest_batch_that_fits=result.largest_batch_that_fits)
-    regimes = {p.batch_size: p.regime for p in analyse_step_times(summaries, **kw).points}
-    diagnoses = {}
-    for p in result.ok_points():
-        d = diagnose({**p.telemetry, "null_reasons": p.null_reasons}, regimes.get(p.batch_size),
-                     mfu=p.telemetry.get("mfu"), device_type=p.case.device.split(":")[0])
-        p.telemetry["diagnosis"] = d.to_dict()
-        diagnoses[p.batch_size] = d.label
-    return analyse_step_times(summaries, diagnoses=diagnoses, **kw).to_dict()
 
 
 def prepare(config: SweepConfig, workload=None):
@@ -440,6 +406,7 @@ def run_sweep(
     if bounds is None:
         ok = [p.batch_size for p in result.points if p.ok]
         result.largest_batch_that_fits = None
+        result.largest_batch_limited = bool(ok)
         result.largest_batch_reason = (f"no out-of-memory up to batch {max(ok)}, the largest tried: the limit lies beyond"
                                        if ok else "no batch size ran")
     elif config.find_largest:
@@ -458,7 +425,9 @@ def run_sweep(
         result.largest_batch_that_fits = lo if lo > 0 else None
         result.largest_batch_reason = f"search turned off: batch {lo} fits and {hi} does not"
 
-    result.analysis = analyse(result, eps=config.eps, noise_target=config.ci_target)
+    from bench.analysis.steptime import analyse_sweep
+
+    result.analysis = analyse_sweep(result, eps=config.eps, noise_target=config.ci_target).to_dict()
     run.finish()
     notify("finish", {"result": result})
     return result

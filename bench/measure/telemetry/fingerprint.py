@@ -1,7 +1,10 @@
-"""Stable identity of the hardware and software a result was measured on, and its hash.
+"""Stable identity of the hardware and software a result was measured on, and its hash: the one
+fingerprint record (one set of key names) of sweeps, suites (machine_info), curves and TTA files.
 
 Two results are comparable when their `hash` matches. Volatile readings (temperature, current
-clocks, memory in use) are not part of the fingerprint: they belong to each measurement.
+clocks, memory in use) are not part of the fingerprint: they belong to each measurement. Files
+written before the names were unified used others (`torch`, `python`, `cpu`, ...):
+`canonical_fingerprint` maps them when a file is read.
 """
 
 from __future__ import annotations
@@ -249,6 +252,46 @@ def fingerprint(device: Any = "cpu", *, nvml: Any = None, repo_dir: str | os.Pat
     fp["hashed_fields"] = list(STABLE_FIELDS)
     fp["null_reasons"] = {k: v for k, v in null.items() if fp.get(k) is None}
     return fp
+
+
+# Names older files used for the same facts (the sweep's fallback environment, the study's environment).
+# Their other keys (`platform`, the study's `torch_threads`, a setting rather than the machine's
+# identity) are kept as they are.
+LEGACY_KEYS = {
+    "torch": "torch_version",
+    "python": "python_version",
+    "cpu": "cpu_model",
+    "gpu": "gpu_name",
+    "device_name": "gpu_name",
+    "cuda": "cuda_runtime_version",
+}
+NO_HASH_REASON = "written by a bench version that recorded no fingerprint hash for this kind of file"
+
+
+def canonical_fingerprint(env: dict[str, Any] | None) -> dict[str, Any]:
+    """A copy of a recorded fingerprint with today's key names (LEGACY_KEYS mapped, `null_reasons`
+    too; a canonical key already present wins). An old environment without a `hash` gets `hash` None
+    with the reason, so nothing reads it as comparable to a fingerprinted one. Other keys are kept."""
+    if not isinstance(env, dict) or not env:
+        return {}
+    legacy = [k for k in env if k in LEGACY_KEYS]
+    out = {k: v for k, v in env.items() if k not in LEGACY_KEYS}
+    for k in legacy:
+        out.setdefault(LEGACY_KEYS[k], env[k])
+    null = env.get("null_reasons")
+    if isinstance(null, dict):
+        mapped = {k: v for k, v in null.items() if k not in LEGACY_KEYS}
+        for k, v in null.items():
+            if k in LEGACY_KEYS:
+                mapped.setdefault(LEGACY_KEYS[k], v)
+        out["null_reasons"] = mapped
+    if legacy:
+        if isinstance(out.get("device"), str) and "device_type" not in out:
+            out["device_type"] = out["device"].split(":")[0]
+        if "hash" not in out:
+            out["hash"] = None
+            out.setdefault("null_reasons", {})["hash"] = NO_HASH_REASON
+    return out
 
 
 def comparable(a: dict[str, Any], b: dict[str, Any]) -> tuple[bool, list[str]]:

@@ -10,7 +10,12 @@ One module per job: `inputs` (finding and reading the files), one per section (`
 from __future__ import annotations
 
 from bench.present.report.inputs import ReportInputs, Source, load_inputs
-from bench.present.report.page import build_report, embed_json, make_report, write_report
+from bench.present.report.page import (
+    build_report,
+    embed_json,
+    make_report,
+    write_report,
+)
 
 __all__ = [
     "ReportInputs", "Source", "build_report", "embed_json", "load_inputs", "make_report", "write_report",

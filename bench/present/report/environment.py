@@ -9,7 +9,6 @@ from typing import Any, Sequence
 import bench.present.fmt as fmt
 from bench.present.fmt import is_number
 
-
 FINGERPRINT_ORDER = (
     "device", "gpu_name", "gpu_compute_capability", "gpu_memory_total_bytes", "gpu_power_limit_w",
     "gpu_max_sm_clock_mhz", "gpu_max_memory_clock_mhz", "gpu_ecc_enabled", "gpu_mig_enabled", "gpu_persistence_mode",

@@ -1,7 +1,7 @@
-"""The report's inputs: find the results files among the paths given, tell which kind each is, and read it.
-
-Kinds: sweep files (`bench.run.sweep`), time-to-accuracy studies (`bench.tta`), training curves
-(`bench.curves`) and pytest-benchmark JSON (one run, or many forming a nightly history).
+"""The report's inputs: find the results files among the paths given and read each through the one
+loader (bench.records.loader), which tells its kind: sweep files (`bench.sweep`), time-to-accuracy
+studies (`bench.tta`), training curves (`bench.curves`) and pytest-benchmark JSON (one run, or many
+forming a nightly history).
 """
 
 from __future__ import annotations
@@ -15,21 +15,10 @@ from typing import Any, Iterable
 
 from bench.core.errors import BenchError, InvalidResultsFile
 from bench.core.io import read_json
-from bench.records.sweep import SWEEP_SCHEMA, SweepResult
+from bench.records.loader import ResultsFile, read
 
-TTA_SCHEMA = "bench.tta"
-CURVES_SCHEMA = "bench.curves"
-KIND_SWEEP, KIND_TTA, KIND_CURVES, KIND_PYTEST = "sweep", "tta", "curves", "pytest-benchmark"
-
-
-@dataclass
-class Source:
-    """One input file as read: its kind, the parsed record(s) and the raw JSON (for embedding)."""
-
-    path: str
-    kind: str
-    data: dict
-    record: Any = None  # SweepResult, TTAResult or CurvesFile; None for pytest-benchmark files
+# One input file as read: its path, kind, the parsed JSON (for embedding) and its typed record.
+Source = ResultsFile
 
 
 @dataclass
@@ -68,21 +57,6 @@ def find_input_files(paths: Iterable[str | os.PathLike]) -> list[tuple[Path, boo
     return out
 
 
-def classify(data: Any) -> str | None:
-    """Which kind of results `data` (parsed JSON) holds, or None."""
-    if isinstance(data, dict):
-        schema = data.get("schema")
-        if schema == SWEEP_SCHEMA:
-            return KIND_SWEEP
-        if schema == TTA_SCHEMA:
-            return KIND_TTA
-        if schema == CURVES_SCHEMA:
-            return KIND_CURVES
-        if isinstance(data.get("benchmarks"), list) and isinstance(data.get("machine_info"), dict):
-            return KIND_PYTEST
-    return None
-
-
 # A \ud800-\udfff escape in the raw JSON: the only way a lone surrogate gets into the parsed strings.
 _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
@@ -107,27 +81,7 @@ def read_source(path: Path) -> Source:
     except UnicodeDecodeError as e:
         raise InvalidResultsFile(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     _reject_lone_surrogates(path, data)
-    kind = classify(data)
-    try:
-        if kind == KIND_SWEEP:
-            return Source(str(path), kind, data, SweepResult.from_dict(data))
-        if kind == KIND_TTA:
-            from bench.analysis.tta import TTAResult
-
-            return Source(str(path), kind, data, TTAResult.from_dict(data))
-        if kind == KIND_CURVES:
-            from bench.records.curves import CurvesFile
-
-            return Source(str(path), kind, data, CurvesFile.from_dict(data))
-        if kind == KIND_PYTEST:
-            return Source(str(path), kind, data, None)
-    except InvalidResultsFile as e:
-        raise InvalidResultsFile(f"{path}: {e}") from None
-    schema = data.get("schema") if isinstance(data, dict) else None
-    what = f"schema {schema!r}" if schema is not None else (
-        "an object without a 'schema' key" if isinstance(data, dict) else f"a JSON {type(data).__name__}")
-    raise InvalidResultsFile(f"{path}: unknown results format ({what}); expected a bench.run.sweep, bench.tta or "
-                             "bench.curves file, or pytest-benchmark JSON")
+    return read(data, path)
 
 
 def load_inputs(paths: Iterable[str | os.PathLike]) -> ReportInputs:

@@ -18,14 +18,7 @@ from bench.core.io import check_output_file, json_safe, write_text_atomic
 from bench.present.report.environment import environment_table
 from bench.present.report.figures.common import palette
 from bench.present.report.history import history_context
-from bench.present.report.inputs import (
-    KIND_CURVES,
-    KIND_PYTEST,
-    KIND_SWEEP,
-    KIND_TTA,
-    ReportInputs,
-    load_inputs,
-)
+from bench.present.report.inputs import ReportInputs, load_inputs
 from bench.present.report.suites import suite_context, suite_sweeps
 from bench.present.report.sweeps import (
     legend_labels,
@@ -35,6 +28,7 @@ from bench.present.report.sweeps import (
     sweep_series,
 )
 from bench.present.report.tta import curves_context, tta_context
+from bench.records.loader import KIND_CURVES, KIND_PYTEST, KIND_SWEEP, KIND_TTA
 from bench.records.sweep import SweepResult
 
 DEFAULT_REPORTS_DIR = Path("reports")

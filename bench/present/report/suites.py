@@ -14,6 +14,7 @@ from bench.analysis.regression import (
     latest_run_per_machine,
     machine_key,
 )
+from bench.analysis.steptime import add_analysis
 from bench.core.errors import BenchError
 from bench.present.fmt import is_number
 from bench.present.report.common import TIMER_WORDS, cell, markup, num
@@ -104,18 +105,18 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, str]:
 
 
 def suite_sweeps(sources: Sequence[Source]) -> list[SweepResult]:
-    """Curves over batch size from the latest pytest-benchmark run per machine (via bench.records.suite):
-    only groups with two or more batch sizes measured, since one point is no curve."""
-    try:
-        from bench.records.suite import sweeps_from_pytest_benchmark
-    except ImportError:  # pragma: no cover - the adapter ships with the package
-        return []
+    """Curves over batch size from the latest pytest-benchmark run per machine, each analysed as a sweep
+    is (bench.analysis.steptime.add_analysis): only groups with two or more batch sizes measured, since
+    one point is no curve."""
     latest = latest_run_per_machine(sources)
     out = []
     for src in latest.values():
         try:
-            sweeps = sweeps_from_pytest_benchmark(src.data, source=src.path)
+            sweeps = src.record.sweeps()
         except BenchError:
             continue  # the suite table still shows the run; only its curves are missing
-        out += [s for s in sweeps if len({p.case.batch_size for p in s.ok_points()}) >= 2]
+        for s in sweeps:
+            if len({p.case.batch_size for p in s.ok_points()}) >= 2:
+                add_analysis(s)
+                out.append(s)
     return out

@@ -22,13 +22,19 @@ from bench.core.vocabulary import (
     TIMER_HOST,
 )
 from bench.present.fmt import is_number
-from bench.present.report.common import TIMER_WORDS, batches, cell, hex_color, markup, num
+from bench.present.report.common import (
+    TIMER_WORDS,
+    batches,
+    cell,
+    hex_color,
+    markup,
+    num,
+)
 from bench.present.report.environment import fingerprint_line
 from bench.present.report.figures import sweeps as F
 from bench.present.report.figures.sweeps import SweepSeries
 from bench.present.steptime import steptime_verdict, sweep_analysis
 from bench.records.sweep import SweepResult
-
 
 STOP_WORDS = {STOP_CI: "CI target reached", STOP_BUDGET: "time budget ran out", STOP_MAX_SAMPLES: "sample cap",
               STOP_COUNT: "fixed count"}

@@ -12,11 +12,12 @@ import math
 
 import torch
 
-from bench.analysis.noise_scale import NoiseScaleEstimate, estimate_noise_scale
+from bench.analysis.noise_scale import estimate_noise_scale
 from bench.core.devices import resolve_device
 from bench.core.errors import BenchError
 from bench.measure.optim import make_optimizer, set_lr
 from bench.measure.tasks import Task
+from bench.records.tta import NoiseScaleEstimate
 from bench.run.train.runner import autocast
 
 

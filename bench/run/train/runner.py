@@ -12,18 +12,23 @@ import os
 import time
 from dataclasses import MISSING, asdict, dataclass, field, fields
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import torch
 
 from bench.core.devices import resolve_device
-from bench.core.errors import BenchError, InvalidResultsFile
-from bench.core.io import read_json
+from bench.core.errors import BenchError
 from bench.core.vocabulary import TRAINING_PRECISIONS
 from bench.measure.optim import OPTIMIZERS, make_optimizer, set_lr
 from bench.measure.tasks import Task
-from bench.records.curves import Curve, CurvePoint, CurvesFile, save_curves_file
+from bench.measure.telemetry.fingerprint import fingerprint
+from bench.records.curves import (
+    Curve,
+    CurvePoint,
+    CurvesFile,
+    load_curves_file,
+    save_curves_file,
+)
 from bench.run.runner import Identity, Resumable
 from bench.run.train.lr import (
     LR_RULES,
@@ -324,13 +329,6 @@ def grid_resume_identity(saved_config: dict, environment_hash: str | None = None
                      "grid": {k: grid.get(k, defaults.get(k)) for k in GRID_IDENTITY_FIELDS}}, environment_hash)
 
 
-def _load_curves_file(path: Path) -> CurvesFile:
-    try:
-        return CurvesFile.from_dict(read_json(path))
-    except InvalidResultsFile as e:
-        raise InvalidResultsFile(f"{path}: {e}") from None
-
-
 def run_grid(task: Task, grid: GridSpec, config: RunConfig, *, output: str | os.PathLike | None = None,
              resume: bool = False, overwrite: bool = False, progress: ProgressFn | None = None) -> CurvesFile:
     """Run the grid; with `output`, rewrite a bench.curves file after every run (resume skips done runs)."""
@@ -339,9 +337,9 @@ def run_grid(task: Task, grid: GridSpec, config: RunConfig, *, output: str | os.
     identity = grid_identity(task, grid, config)
     run = Resumable.open(
         output, resume=resume, overwrite=overwrite,
-        create=lambda: CurvesFile(config=identity, task=task.info(),
+        create=lambda: CurvesFile(config=identity, task=task.info(), environment=fingerprint(config.device),
                                   created=datetime.now(timezone.utc).isoformat(timespec="seconds")),
-        load=_load_curves_file, save=save_curves_file, entries=lambda cf: cf.curves, key=lambda c: c.run_key,
+        load=load_curves_file, save=save_curves_file, entries=lambda cf: cf.curves, key=lambda c: c.run_key,
         identity=grid_resume_identity(identity), identity_of=lambda cf: grid_resume_identity(cf.config))
     run.result.config = identity  # the grid may have grown
 

@@ -22,12 +22,11 @@ from bench.present.report.figures.common import (
     new_figure,
     ok,
     palette,
-    style,
     short,
+    style,
     time_unit,
     to_svg,
 )
-
 
 
 def suite_figure(names: Sequence[str], median_s: Sequence[float], q1_s: Sequence[float | None],

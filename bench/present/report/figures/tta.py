@@ -20,12 +20,11 @@ from bench.present.report.figures.common import (
     new_figure,
     ok,
     palette,
-    style,
     sequential,
+    style,
     time_unit,
     to_svg,
 )
-
 
 
 def convergence_figure(curves: Sequence[Any], target: float | None, metric: str,

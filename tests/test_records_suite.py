@@ -1,29 +1,37 @@
-"""Reading pytest-benchmark JSON back into SweepResults, and sniffing which kind of results file a path holds."""
+"""The suites' records in pytest-benchmark JSON (extra_info, failed cases) and reading that JSON back
+into SweepResults: ours with the library's samples, other projects' from pytest-benchmark's own."""
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
+from bench.analysis.steptime import analyse_sweep
 from bench.core.errors import BenchError
 from bench.core.io import json_safe
+from bench.records.loader import load_sweeps
 from bench.records.suite import (
+    FAILED_CASES_KEY,
     HOST_TIMER,
+    PytestBenchmarkRun,
+    extra_info,
+    failed_case_record,
     load_pytest_benchmark,
-    load_results,
     sweeps_from_pytest_benchmark,
 )
 from bench.records.sweep import Measurement, SweepResult, save_sweep
-from bench.run.suite import (
-    FAILED_CASES_KEY,
-    SuiteCase,
-    SuiteSettings,
-    extra_info_for,
-    failed_case_record,
-)
+from bench.run.suite import SuiteCase, SuiteSettings
 
 SETTINGS = SuiteSettings(budget_s=0.5)
+DATA = Path(__file__).parent / "data"
+
+
+def info_for(case: SuiteCase, m: Measurement, batch_size: int) -> dict:
+    return extra_info(m, case=case.case_at(batch_size), suite=case.suite, workload_args=case.args,
+                      config=case.sweep_config(SETTINGS, batch_size).to_dict(), settings=SETTINGS.to_dict(),
+                      torch_num_threads=1)
 
 
 def our_benchmark(batch_size: int, samples: list[float], suite: str = "step_time", extra: dict | None = None) -> dict:
@@ -31,7 +39,7 @@ def our_benchmark(batch_size: int, samples: list[float], suite: str = "step_time
     case = SuiteCase(suite, "mlp", "fp32", batch_size, "cpu", (("hidden", 16),))
     m = Measurement(case=case.sweep_config(SETTINGS, batch_size).case(batch_size, "mlp"), timer="host",
                     samples_s=samples, warmup_samples_s=[samples[0]] * 6, stop_reason="ci_target")
-    info = json_safe(extra_info_for(case, case.sweep_config(SETTINGS, batch_size), m, SETTINGS, batch_size=batch_size))
+    info = json_safe(info_for(case, m, batch_size))
     info.update(extra or {})
     host = [s * 1.05 for s in samples]
     return {"group": None, "name": f"test_{suite}[{case.id}]", "fullname": f"suites/test_{suite}.py::test_{suite}[{case.id}]",
@@ -46,7 +54,7 @@ def failed_case(batch_size: int, status: str = "oom", error: str = "OutOfMemoryE
     case = SuiteCase(suite, "mlp", "fp32", batch_size, "cpu", (("hidden", 16),))
     config = case.sweep_config(SETTINGS, batch_size)
     m = Measurement(case=config.case(batch_size, "mlp"), status=status, error=error)
-    info = json_safe({**extra_info_for(case, config, m, SETTINGS, batch_size=batch_size), **(extra or {})})
+    info = json_safe({**info_for(case, m, batch_size), **(extra or {})})
     name = f"test_{suite}[{case.id}]"
     return failed_case_record(info, name=name, fullname=f"suites/test_{suite}.py::{name}", param=case.id,
                               test_outcome="failed", exception=AssertionError(f"{case.id}: {status}: {error}"))
@@ -81,7 +89,8 @@ def test_points_of_one_case_become_one_sweep_with_the_library_samples(tmp_path):
     assert sweep.config["workload_args"] == {"hidden": 16} and sweep.config["batch_sizes"] == [4, 16]
     assert sweep.config["source"]["format"] == "pytest-benchmark" and sweep.config["suite"] == "step_time"
     assert sweep.environment["hash"] == "abc123" and sweep.environment["git_commit"] == "deadbeef"
-    assert sweep.analysis is not None and sweep.analysis["reference_batch"] == 4
+    assert sweep.analysis is None  # reading analyses nothing: bench.analysis.steptime.analyse_sweep does
+    assert analyse_sweep(sweep).reference_batch == 4
 
 
 def test_different_suites_and_cases_stay_in_separate_sweeps(tmp_path):
@@ -118,7 +127,7 @@ def test_summary_only_stats_become_an_error_point_that_says_why(tmp_path):
     del bench["stats"]["data"]
     (sweep,) = load_pytest_benchmark(write(tmp_path, pb_file([bench])))
     assert sweep.points[0].status == "error" and "--benchmark-save-data" in sweep.points[0].error
-    assert sweep.analysis is not None and sweep.ok_points() == []
+    assert sweep.ok_points() == [] and analyse_sweep(sweep).points == []
 
 
 def test_the_largest_batch_search_comes_back_with_its_probes(tmp_path):
@@ -142,7 +151,7 @@ def test_failed_cases_come_back_as_oom_and_error_points_in_the_sweep_of_their_ca
     assert step_time.config["source"]["failed_cases"] == ["suites/test_step_time.py::test_step_time[mlp-fp32-bs64-cpu]",
                                                           "suites/test_step_time.py::test_step_time[mlp-fp32-bs32-cpu]"]
     # The analysis runs over the points that were measured; the failed ones do not break it.
-    assert step_time.analysis is not None and [p["batch_size"] for p in step_time.analysis["points"]] == [4, 16]
+    assert [p.batch_size for p in analyse_sweep(step_time).points] == [4, 16]
     assert [(p.batch_size, p.status) for p in memory.points] == [(64, "oom")]
 
 
@@ -187,25 +196,26 @@ def test_sweeps_from_pytest_benchmark_round_trip_through_our_schema():
     assert again.environment["hash"] == "abc123"
 
 
-def test_load_results_sniffs_either_kind_of_file(tmp_path):
+def test_load_sweeps_reads_either_kind_of_file(tmp_path):
     sweep = SweepResult(config={"workload": "mlp"}, points=[Measurement.from_dict(
         our_benchmark(4, SAMPLES_A)["extra_info"]["measurement"])], finished=True)
     ours = save_sweep(sweep, tmp_path / "sweep.json")
     theirs = write(tmp_path, pb_file([our_benchmark(4, SAMPLES_A)]))
-    assert [r.points[0].samples_s for r in load_results(ours)] == [SAMPLES_A]
-    assert [r.points[0].samples_s for r in load_results(theirs)] == [SAMPLES_A]
+    assert [r.points[0].samples_s for r in load_sweeps(ours)] == [SAMPLES_A]
+    assert [r.points[0].samples_s for r in load_sweeps(theirs)] == [SAMPLES_A]
 
 
 @pytest.mark.parametrize("content, message", [
-    ('{"schema": "something.else", "rows": []}', "neither a bench sweep results file"),
-    ("[1, 2, 3]", "neither a bench sweep results file"),
+    ('{"schema": "something.else", "rows": []}', "(schema 'something.else'); expected a bench.sweep file or pytest-benchmark JSON"),
+    ("[1, 2, 3]", "(a JSON array); expected a bench.sweep file or pytest-benchmark JSON"),
+    ('{"schema": "bench.tta", "schema_version": 1}', "(schema 'bench.tta'); expected a bench.sweep file or"),
     ("{not json", "not valid JSON"),
 ])
-def test_load_results_rejects_other_files_in_one_line(tmp_path, content, message):
+def test_load_sweeps_rejects_other_files_in_one_line(tmp_path, content, message):
     path = tmp_path / "x.json"
     path.write_text(content)
     with pytest.raises(BenchError) as e:
-        load_results(path)
+        load_sweeps(path)
     assert message in str(e.value) and "\n" not in str(e.value)
 
 
@@ -217,4 +227,36 @@ def test_malformed_benchmarks_and_missing_files_are_bench_errors(tmp_path):
     with pytest.raises(BenchError, match="not a pytest-benchmark JSON file"):
         load_pytest_benchmark(write(tmp_path, {"benchmarks": []}, "b.json"))
     with pytest.raises(BenchError, match="no such file"):
-        load_results(tmp_path / "missing.json")
+        load_sweeps(tmp_path / "missing.json")
+
+
+def test_a_newer_extra_info_version_is_a_one_line_error(tmp_path):
+    bench = our_benchmark(4, SAMPLES_A)
+    bench["extra_info"]["bench_schema_version"] = 99
+    with pytest.raises(BenchError) as e:
+        load_pytest_benchmark(write(tmp_path, pb_file([bench])))
+    assert "bench_schema_version 99 is newer than this tool reads (1)" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_extra_info_names_the_case_by_the_one_case_id():
+    case = SuiteCase("memory", "resnet50", "bf16", 64, "cuda", optimizer="adamw", channels_last=True)
+    m = Measurement(case=case.sweep_config(SETTINGS, 64).case(64, "resnet50"), status="oom", error="OOM")
+    info = info_for(case, m, 64)
+    assert info["case_id"] == info["key"] == case.id == "resnet50-bf16-bs64-cuda-adamw-channels_last"
+    assert info["bench_schema"] == "bench.pytest" and info["null_reasons"]["step_time_median_s"].startswith("not measured: oom")
+
+
+def test_the_run_record_exposes_pytest_benchmarks_keys_and_our_fingerprint(tmp_path):
+    run = PytestBenchmarkRun.from_dict(pb_file([our_benchmark(4, SAMPLES_A)]), source="run.json")
+    assert len(run.benchmarks) == 1 and run.datetime == "2026-01-01T00:00:00+00:00" and run.failed_cases == []
+    assert run.environment["hash"] == "abc123" and run.environment["git_commit"] == "deadbeef"
+
+
+def test_a_committed_pytest_benchmark_file_of_the_suites_still_loads():
+    # Written by the suites before the records were moved (bench 0.1.0, pytest-benchmark 5.3.1).
+    run = PytestBenchmarkRun.from_dict(json.loads((DATA / "pytest-benchmark-v1.json").read_text()))
+    (sweep,) = run.sweeps()
+    assert [p.batch_size for p in sweep.points] == [4, 16, 64] and all(p.ok and p.samples_s for p in sweep.points)
+    assert sweep.points[0].case.key == "mlp-fp32-bs4-cpu" and sweep.config["suite"] == "step_time"
+    assert sweep.environment["hash"] and sweep.environment["torch_version"]
+    assert analyse_sweep(sweep).reference_batch == 4

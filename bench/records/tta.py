@@ -1,0 +1,374 @@
+"""The records of a time-to-accuracy study and their versioned JSON form (the `bench.tta` file): step
+times, the step-time and scaling fits, steps to target per batch size, the noise scale, the per-batch
+time to target and the whole analysis. Only the schema: the computations live in bench.analysis
+(scaling, noise_scale, tta).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.core.errors import InvalidResultsFile
+from bench.core.io import read_json, write_json_atomic
+from bench.measure.stats import CONFIDENCE
+from bench.records.curves import Curve
+from bench.records.envelope import Schema, header, read_header
+
+TTA = Schema("bench.tta", 1, "time-to-accuracy file")
+TTA_SCHEMA = TTA.name
+TTA_SCHEMA_VERSION = TTA.version
+
+
+# ---------------------------------------------------------------------------------------------
+# Step time
+
+
+@dataclass
+class StepTime:
+    """Measured time of one training step at one batch size (median with its 95% CI, and mean; seconds).
+
+    The median describes the shape of t(B) (fits, B*); the mean is what a sum over steps, the time to
+    target, multiplies: E[sum of S step times] = S·E[t].
+    """
+
+    batch_size: int
+    median_s: float
+    ci_low_s: float | None = None
+    ci_high_s: float | None = None
+    energy_per_step_j: float | None = None
+    null_reasons: dict[str, str] = field(default_factory=dict)
+    mean_s: float | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StepTime":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+@dataclass
+class StepTimeFit:
+    """The step-time model B* is computed from, and where it came from.
+
+    model "linear": t(B) = a + b·B (a in seconds, b in seconds per example).
+    model "hinge": t(B) = plateau_s up to knee_batch K, then plateau_s + b·(B − K), i.e. a + b·B beyond
+    the knee with a = plateau_s − b·K (so `a_s` is that line's intercept, not the plateau).
+    """
+
+    a_s: float
+    b_s_per_example: float
+    source: str
+    model: str = "linear"
+    knee_batch: float | None = None
+    plateau_s: float | None = None
+
+    def predict_s(self, batch_size: float) -> float:
+        t = self.a_s + self.b_s_per_example * float(batch_size)
+        return max(self.plateau_s, t) if self.model == "hinge" and self.plateau_s is not None else t
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StepTimeFit":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+# ---------------------------------------------------------------------------------------------
+# Steps to target and the scaling fit S(B) = S_min·(1 + B_crit/B)
+
+
+@dataclass
+class LRCell:
+    """Runs at one batch size and one learning rate, one per seed."""
+
+    lr: float | None
+    lr_factor: float | None
+    seeds: list[int | None]
+    steps_per_seed: list[float | None]  # interpolated between evaluations (bench.records.curves)
+    steps_to_target: float | None  # mean over seeds; None unless every seed reached the target
+    reason: str | None = None
+    first_eval_steps: list[int | None] = field(default_factory=list)  # raw: first evaluation at or past it
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LRCell":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+@dataclass
+class BatchSteps:
+    """Steps to target at one batch size, at the learning rate that needed the fewest (mean over seeds)."""
+
+    batch_size: int
+    best_lr: float | None
+    steps_to_target: float | None
+    steps_per_seed: list[float | None] = field(default_factory=list)
+    seeds: list[int | None] = field(default_factory=list)
+    steps_low: float | None = None  # smallest over seeds at the best LR
+    steps_high: float | None = None  # largest over seeds at the best LR
+    examples_to_target: float | None = None
+    reason: str | None = None
+    best_lr_at_grid_edge: bool | None = None
+    lr_cells: list[LRCell] = field(default_factory=list)
+    final_eval_metric: float | None = None  # mean over the best LR's seeds of each run's last evaluation
+    best_eval_metric: float | None = None
+    n_runs: int = 0
+
+    @property
+    def reached(self) -> bool:
+        return self.steps_to_target is not None
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["lr_cells"] = [c.to_dict() for c in self.lr_cells]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BatchSteps":
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d and k != "lr_cells"}
+        b = cls(**known)
+        b.lr_cells = [LRCell.from_dict(c) for c in d.get("lr_cells") or []]
+        return b
+
+
+def steps_model(batch_size, s_min: float, b_crit: float):
+    """S(B) = S_min·(1 + B_crit/B)."""
+    return s_min * (1.0 + b_crit / np.asarray(batch_size, dtype=float))
+
+
+@dataclass
+class ScalingFit:
+    """S_min, B_crit and E_min = S_min·B_crit with percentile-bootstrap intervals."""
+
+    s_min: float | None
+    b_crit: float | None
+    e_min: float | None
+    s_min_ci: list[float] | None = None
+    b_crit_ci: list[float] | None = None
+    e_min_ci: list[float] | None = None
+    confidence: float = CONFIDENCE
+    n_bootstrap: int = 0
+    n_bootstrap_ok: int = 0
+    bootstrap_method: str | None = None
+    bootstrap_seed: int = 0
+    batch_sizes: list[int] = field(default_factory=list)
+    rel_rms_residual: float | None = None
+    b_crit_position: str | None = None  # "inside", "below" or "beyond" the batch sizes that reached the target
+    regimes: dict[str, str | None] = field(default_factory=dict)
+    regime_rule: str | None = None  # how `regimes` were decided (bench.analysis.scaling.REGIME_RULE)
+    reason: str | None = None  # why there is no fit
+
+    def predict_steps(self, batch_size: float) -> float | None:
+        if self.s_min is None or self.b_crit is None:
+            return None
+        return float(steps_model(batch_size, self.s_min, self.b_crit))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ScalingFit":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+# ---------------------------------------------------------------------------------------------
+# Gradient noise scale
+
+
+@dataclass
+class NoiseScaleEstimate:
+    """B_simple with a block-bootstrap interval over steps, plus the raw per-step squared norms."""
+
+    b_simple: float | None
+    gradient_sq_norm: float | None
+    trace_sigma: float | None
+    batch_small: int
+    batch_big: int
+    n_steps: int
+    b_simple_ci: list[float] | None = None
+    confidence: float = CONFIDENCE
+    averaging: str | None = None  # how per-step estimates were combined before dividing
+    sq_norm_small: list[float] = field(default_factory=list)  # per step: mean over micro-batches of |g_small|²
+    sq_norm_big: list[float] = field(default_factory=list)  # per step: |g_big|²
+    train_size: int | None = None  # N of the finite-population correction; None: none applied (infinite data)
+    context: dict = field(default_factory=dict)  # how it was measured (task, lr, optimizer, steps, ...)
+    null_reasons: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "NoiseScaleEstimate":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+# ---------------------------------------------------------------------------------------------
+# Time to target
+
+
+@dataclass
+class BatchTTA:
+    """One batch size: steps (at its best LR, over seeds) x step time = time to target."""
+
+    batch_size: int
+    best_lr: float | None
+    steps_to_target: float | None
+    steps_low: float | None
+    steps_high: float | None
+    steps_per_seed: list[float | None]
+    examples_to_target: float | None
+    fitted_steps: float | None = None
+    step_time_s: float | None = None  # median
+    step_time_ci_low_s: float | None = None
+    step_time_ci_high_s: float | None = None
+    step_time_mean_s: float | None = None
+    time_to_target_basis: str | None = None  # which step time TTA multiplies: "mean", or "median" without one
+    time_to_target_s: float | None = None
+    time_to_target_low_s: float | None = None
+    time_to_target_high_s: float | None = None
+    energy_per_step_j: float | None = None
+    energy_to_target_j: float | None = None
+    naive_time_to_target_s: float | None = None
+    naive_rel_error: float | None = None  # naive/true − 1: −0.5 means the rule of thumb halves the time
+    regime: str | None = None
+    measured_scaling_exponent: float | None = None
+    final_eval_metric: float | None = None
+    best_eval_metric: float | None = None
+    best_lr_at_grid_edge: bool | None = None
+    null_reasons: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "BatchTTA":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+@dataclass
+class TTAAnalysis:
+    """Everything derived from curves + step times; batch sizes sorted ascending."""
+
+    target: float
+    metric: str
+    higher_is_better: bool
+    batches: list[BatchTTA] = field(default_factory=list)
+    lr_selection: list[BatchSteps] = field(default_factory=list)
+    scaling_fit: ScalingFit | None = None
+    step_time_fit: StepTimeFit | None = None
+    best_time_batch: int | None = None
+    best_time_s: float | None = None
+    best_time_ties: list[int] = field(default_factory=list)  # batches whose interval overlaps the best's
+    compute_optimal_batch: int | None = None
+    compute_optimal_examples: float | None = None
+    pareto_time_examples: list[int] = field(default_factory=list)
+    pareto_time_energy: list[int] | None = None
+    min_energy_batch: int | None = None
+    b_star: float | None = None
+    b_star_time_s: float | None = None
+    b_star_rule: str | None = None  # the formula used and the step-time fit it came from
+    naive: dict[str, Any] = field(default_factory=dict)
+    generalisation: dict[str, Any] = field(default_factory=dict)
+    noise_scale_vs_b_crit: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    null_reasons: dict[str, str] = field(default_factory=dict)
+
+    def batch(self, batch_size: int) -> BatchTTA | None:
+        return next((b for b in self.batches if b.batch_size == batch_size), None)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["batches"] = [b.to_dict() for b in self.batches]
+        d["lr_selection"] = [b.to_dict() for b in self.lr_selection]
+        d["scaling_fit"] = self.scaling_fit.to_dict() if self.scaling_fit else None
+        d["step_time_fit"] = self.step_time_fit.to_dict() if self.step_time_fit else None
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TTAAnalysis":
+        plain = {k: d[k] for k in cls.__dataclass_fields__
+                 if k in d and k not in ("batches", "lr_selection", "scaling_fit", "step_time_fit")}
+        a = cls(**plain)
+        a.batches = [BatchTTA.from_dict(b) for b in d.get("batches") or []]
+        a.lr_selection = [BatchSteps.from_dict(b) for b in d.get("lr_selection") or []]
+        a.scaling_fit = ScalingFit.from_dict(d["scaling_fit"]) if d.get("scaling_fit") else None
+        a.step_time_fit = StepTimeFit.from_dict(d["step_time_fit"]) if d.get("step_time_fit") else None
+        return a
+
+
+# ---------------------------------------------------------------------------------------------
+# The bench.tta results file
+
+
+@dataclass
+class TTAResult:
+    """A time-to-accuracy study: its settings, every curve, step times, noise scale, and the analysis.
+
+    Rewritten after every completed run while `finished` is False; `analysis` is filled at the end.
+    """
+
+    config: dict[str, Any] = field(default_factory=dict)
+    task: dict[str, Any] = field(default_factory=dict)
+    curves: list[Curve] = field(default_factory=list)
+    step_times: list[StepTime] = field(default_factory=list)
+    step_time_source: str | None = None
+    step_time_missing: dict[str, str] = field(default_factory=dict)
+    noise_scale: NoiseScaleEstimate | None = None
+    analysis: TTAAnalysis | None = None
+    environment: dict[str, Any] = field(default_factory=dict)
+    created: str | None = None
+    finished: bool = False
+    null_reasons: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return {
+            **header(TTA, created=self.created, finished=self.finished, environment=self.environment),
+            "config": self.config,
+            "task": self.task,
+            "step_time_source": self.step_time_source,
+            "step_times": [s.to_dict() for s in self.step_times],
+            "step_time_missing": dict(self.step_time_missing),
+            "noise_scale": self.noise_scale.to_dict() if self.noise_scale else None,
+            "analysis": self.analysis.to_dict() if self.analysis else None,
+            "null_reasons": dict(self.null_reasons),
+            "curves": [c.to_dict() for c in self.curves],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TTAResult":
+        head, d = read_header(d, TTA)
+        try:
+            return cls(
+                config=dict(d.get("config") or {}), task=dict(d.get("task") or {}),
+                curves=[Curve.from_dict(c) for c in d.get("curves") or []],
+                step_times=[StepTime.from_dict(s) for s in d.get("step_times") or []],
+                step_time_source=d.get("step_time_source"),
+                step_time_missing={str(k): v for k, v in (d.get("step_time_missing") or {}).items()},
+                noise_scale=NoiseScaleEstimate.from_dict(d["noise_scale"]) if d.get("noise_scale") else None,
+                analysis=TTAAnalysis.from_dict(d["analysis"]) if d.get("analysis") else None,
+                environment=head.environment, created=head.created, finished=head.finished,
+                null_reasons=dict(d.get("null_reasons") or {}),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise InvalidResultsFile(f"malformed bench.tta file: {type(e).__name__}: {e}") from None
+
+
+def save_tta(result: TTAResult, path: str | os.PathLike) -> Path:
+    return write_json_atomic(path, result.to_dict())
+
+
+def load_tta(path: str | os.PathLike) -> TTAResult:
+    """A `bench.tta` file (any version this tool reads); one-line InvalidResultsFile naming the path."""
+    try:
+        return TTAResult.from_dict(read_json(path))
+    except InvalidResultsFile as e:
+        raise InvalidResultsFile(f"{path}: {e}") from None
