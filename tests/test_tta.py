@@ -192,6 +192,24 @@ def test_end_to_end_study_trains_measures_noise_and_step_time_and_saves(tmp_path
     assert r.environment["hash"]
 
 
+def test_a_report_over_two_sweeps_and_a_study_from_this_machine_marks_no_environment_row_different(tmp_path):
+    from bench.present.report import load_inputs
+    from bench.present.report.environment import environment_table
+    from bench.run.study import run_study
+    from bench.run.sweep import SweepConfig, run_sweep
+
+    files = [tmp_path / "a.json", tmp_path / "b.json", tmp_path / "tta.json"]
+    for path, workload in zip(files[:2], ("mlp", "cnn")):
+        run_sweep(SweepConfig(workload=workload, workload_args={"image_size": "8", "width": "4"} if workload == "cnn"
+                              else {"in_features": "8", "hidden": "8"}, batch_sizes=[2, 4], budget_s=0.05,
+                              device="cpu", telemetry=False), output=path)
+    run_study(_study(batch_sizes=[2, 8]), output=files[2])
+    inputs = load_inputs(files)
+    table = environment_table([(s.path, s.environment) for s in inputs.sources])
+    assert len(table["columns"]) == 3 and len(table["rows"]) > 5
+    assert [r["key"] for r in table["rows"] if r["differs"]] == []
+
+
 def test_study_resume_skips_runs_already_saved(tmp_path):
     from bench.run.study import run_study
 
