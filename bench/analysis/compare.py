@@ -85,7 +85,7 @@ class CompareSettings:
 
 
 def _fraction(value: Any, what: str, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < float(value) < 10):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (0 < float(value) < math.inf):
         raise BenchError(f"{where}: {what} must be a positive fraction such as 0.05 (5%), got {value!r}")
     return float(value)
 
@@ -202,6 +202,10 @@ def unreliable_reason(r: ResultRecord, noise_target: float) -> str | None:
 # --------------------------------------------------------------------------- the two sides
 
 
+class NoBaseline(BenchError):
+    """`--against` found no earlier run to compare with (e.g. a machine's first night)."""
+
+
 @dataclass
 class Side:
     """One run as compare sees it: where it came from and its results by (benchmark, metric)."""
@@ -270,7 +274,7 @@ def baseline_for(candidate: Side, against: str, *, db: str | None = None) -> Sid
             found = query.earlier_runs(store, candidate.hardware_key, before=candidate.time, exclude=exclude,
                                        limit=1, skip_regressed=against == "last-good")
             if not found:
-                raise BenchError(f"--against {against}: no earlier run on {candidate.hardware_label} in "
+                raise NoBaseline(f"--against {against}: no earlier run on {candidate.hardware_label} in "
                                  f"{store.where}")
             return side_from_run(store, found[0].id)
         if against.startswith("window:") and against[7:].isdigit() and int(against[7:]) >= MIN_WINDOW_NIGHTS:
@@ -278,7 +282,7 @@ def baseline_for(candidate: Side, against: str, *, db: str | None = None) -> Sid
             found = query.earlier_runs(store, candidate.hardware_key, before=candidate.time, exclude=exclude,
                                        limit=n, skip_regressed=True)
             if len(found) < MIN_WINDOW_NIGHTS:
-                raise BenchError(f"--against {against}: only {len(found)} earlier run(s) on "
+                raise NoBaseline(f"--against {against}: only {len(found)} earlier run(s) on "
                                  f"{candidate.hardware_label} in {store.where}, need at least {MIN_WINDOW_NIGHTS}")
             return [side_from_run(store, r.id) for r in found]
     raise BenchError(f"--against {against!r}: expected last, last-good, window:N (N >= {MIN_WINDOW_NIGHTS}) or a run id")

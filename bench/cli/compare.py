@@ -30,6 +30,9 @@ def register(sub) -> None:
     p.add_argument("--cross-hardware", action="store_true", help="compare runs from different hardware anyway")
     p.add_argument("--record", action="store_true",
                    help="store the verdict (ok/regressed) on the candidate's run, for --against last-good")
+    p.add_argument("--no-baseline-ok", action="store_true",
+                   help="with --against: exit 0 with a note when the store has no earlier run to compare with "
+                        "(a machine's first night)")
     p.add_argument("--json", action="store_true", help="the comparison as JSON on standard output")
     p.add_argument("--hide-unchanged", action="store_true", help="leave unchanged benchmarks out of the table")
     p.set_defaults(func=run)
@@ -38,7 +41,7 @@ def register(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from dataclasses import replace
 
-    from bench.analysis.compare import baseline_for, compare, exit_status, load_settings, load_side
+    from bench.analysis.compare import NoBaseline, baseline_for, compare, exit_status, load_settings, load_side
     from bench.present.nightly import comparison_lines
 
     if args.against is None and len(args.runs) != 2:
@@ -49,11 +52,17 @@ def run(args: argparse.Namespace) -> int:
     for name in ("threshold", "noise_target"):
         v = getattr(args, name)
         if v is not None:
-            if not (0 < v < 10):
+            if not (0 < v < float("inf")):
                 raise BenchError(f"--{name.replace('_', '-')} must be a positive fraction such as 0.05, got {v}")
             settings = replace(settings, **{name: v})
     candidate = load_side(args.runs[-1], db=args.db)
-    baseline = baseline_for(candidate, args.against, db=args.db) if args.against else load_side(args.runs[0], db=args.db)
+    try:
+        baseline = baseline_for(candidate, args.against, db=args.db) if args.against else load_side(args.runs[0], db=args.db)
+    except NoBaseline as e:
+        if not args.no_baseline_ok:
+            raise
+        print(f"bench compare: nothing to compare with: {e}")
+        return 0
     result = compare(baseline, candidate, settings, cross_hardware=args.cross_hardware)
     if args.record:
         _record(candidate, result, args.db)

@@ -139,7 +139,7 @@ class Store:
             for i in range(0, len(hashes), 500):
                 chunk = hashes[i:i + 500]
                 existing.update(conn.execute(select(runs.c.content_hash, runs.c.id)
-                                             .where(runs.c.content_hash.in_(chunk))).tuples().all())
+                                             .where(runs.c.content_hash.in_(chunk))).all())
             for i, rec in enumerate(records):
                 if rec.content_hash in existing:
                     out.append(IngestOutcome(rec.path, "duplicate", existing[rec.content_hash], len(rec.results)))
@@ -172,7 +172,8 @@ def _result_row(run_id: int, r) -> dict:
     }
 
 
-def _engine(url: str) -> Engine:
+def make_engine(url: str) -> Engine:
+    """An engine for the store at `url`, set up for it (SQLite: WAL, busy timeout, BEGIN IMMEDIATE for writers)."""
     try:
         parsed = make_url(url)
     except ArgumentError:
@@ -213,7 +214,7 @@ def open_store(db: str | os.PathLike | None = None, *, create: bool = False) -> 
     `create=False` (reading): a store that does not exist is a BenchError saying so, not a new empty file.
     """
     url = resolve_url(db)
-    engine = _engine(url)
+    engine = make_engine(url)
     store = Store(engine, url)
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
