@@ -40,9 +40,9 @@ def result(median: float, *, spread: float = 0.005, n: int = 200, seed: int = 0,
            **kw) -> ResultRecord:
     rng = np.random.default_rng(seed)
     x = median * np.exp(rng.normal(0, spread, n))
-    from bench.history.sources import _from_samples
+    from bench.history.sources import from_samples
 
-    return _from_samples(ResultRecord(NAME, metric, **kw), x.tolist())
+    return from_samples(ResultRecord(NAME, metric, **kw), x.tolist())
 
 
 @pytest.mark.parametrize("ratio, expected", [

@@ -182,7 +182,7 @@ def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
-def _from_samples(r: ResultRecord, samples: list[float], block_medians: list[float] | None = None) -> ResultRecord:
+def from_samples(r: ResultRecord, samples: list[float], block_medians: list[float] | None = None) -> ResultRecord:
     x = [float(v) for v in samples if v is not None and math.isfinite(v)]
     if not x:
         return r
@@ -201,7 +201,7 @@ def _throughput(time_result: ResultRecord) -> ResultRecord | None:
     r = ResultRecord(time_result.benchmark, THROUGHPUT, timer=time_result.timer, batch_size=b,
                      noise_target=time_result.noise_target, throttled=time_result.throttled,
                      throttled_fraction=time_result.throttled_fraction, warnings=list(time_result.warnings))
-    return _from_samples(r, [b / t for t in time_result.samples if t > 0])
+    return from_samples(r, [b / t for t in time_result.samples if t > 0])
 
 
 def _from_measurement(name: str, m: Measurement, noise_target: float | None) -> list[ResultRecord]:
@@ -211,7 +211,7 @@ def _from_measurement(name: str, m: Measurement, noise_target: float | None) -> 
                      throttled=throttled, throttled_fraction=_num(tel.get("throttled_sample_fraction")),
                      batch_size=m.case.batch_size, warnings=list(m.warnings))
     if m.ok and m.samples_s:
-        _from_samples(r, m.samples_s, m.block_medians_s)
+        from_samples(r, m.samples_s, m.block_medians_s)
     out = [r]
     t = _throughput(r)
     if t is not None:
@@ -277,7 +277,7 @@ def _foreign(name: str, bench: dict) -> ResultRecord:
         r.warnings.append(f"each sample is the mean of {iterations} iterations of one pytest-benchmark round")
     data = stats.get("data")
     if isinstance(data, list) and data:
-        return _from_samples(r, [float(v) for v in data])
+        return from_samples(r, [float(v) for v in data])
     r.median = _num(stats.get("median"))
     if r.median is None:
         raise InvalidResultsFile("stats has neither raw data nor a median")
@@ -314,9 +314,9 @@ def _tta_results(p: Path, data: dict) -> list[ResultRecord]:
         steps = ResultRecord(bench, STEPS_TO_TARGET, batch_size=b["batch_size"])
         tta = ResultRecord(bench, TIME_TO_TARGET, batch_size=b["batch_size"])
         if per_seed:
-            _from_samples(steps, per_seed)
+            from_samples(steps, per_seed)
             if step_t:
-                _from_samples(tta, [s * step_t for s in per_seed])
+                from_samples(tta, [s * step_t for s in per_seed])
         if steps.median is None and _num(b.get("steps_to_target")) is not None:
             steps.median, steps.n = float(b["steps_to_target"]), 1
         if tta.median is None and _num(b.get("time_to_target_s")) is not None:
