@@ -228,3 +228,13 @@ def test_files_from_other_tools_and_formats_are_read(tmp_path):
     assert {(r.benchmark, r.metric) for r in run.results} == {("sweep:mlp/fp32/cpu/sgd/bs8", "step_time"),
                                                               ("sweep:mlp/fp32/cpu/sgd/bs8", "throughput")}
     assert run.results[0].noise_target == 0.02
+
+
+def test_the_history_modules_import_only_downward_and_in_no_circle():
+    from test_layers import graph, import_cycles, upward_imports
+
+    mine = ("bench.history", "bench.analysis.compare", "bench.analysis.changepoints", "bench.analysis.trends",
+            "bench.present.nightly", "bench.cli.history", "bench.cli.compare")
+    edges = graph()
+    assert [u for u in upward_imports(edges) if u.startswith(mine)] == []
+    assert [c for c in import_cycles(edges) if any(m.startswith(mine) for m in c)] == []
