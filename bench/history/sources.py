@@ -23,7 +23,7 @@ from bench.core.errors import InvalidResultsFile
 from bench.core.io import read_json
 from bench.core.vocabulary import STATUS_OK, STATUSES
 from bench.history.identity import hardware_identity, software_identity
-from bench.measure.stats import summarize
+from bench.measure.stats import SampleStats, summarize
 from bench.records.suite import EXTRA_INFO_SCHEMA, FAILED_CASES_KEY, is_pytest_benchmark
 from bench.records.sweep import SWEEP_SCHEMA, Measurement, SweepResult
 
@@ -182,36 +182,48 @@ def _num(v: Any) -> float | None:
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
-def from_samples(r: ResultRecord, samples: list[float], block_medians: list[float] | None = None) -> ResultRecord:
+def from_samples(r: ResultRecord, samples: list[float], block_medians: list[float] | None = None,
+                 stats: dict | None = None) -> ResultRecord:
+    """Fill `r` from raw samples: their median with its 95% CI (bench.measure.stats.summarize, or `stats`,
+    the summary the library wrote beside the same samples), quartiles, mean and spread."""
     x = [float(v) for v in samples if v is not None and math.isfinite(v)]
     if not x:
         return r
-    s = summarize(x, block_medians=block_medians)
+    written = isinstance(stats, dict) and stats.get("n") == len(x) and _num(stats.get("median_s")) is not None
+    s = SampleStats.from_dict(stats) if written else summarize(x, block_medians=block_medians)
     q1, q3 = (float(v) for v in np.percentile(x, [25, 75]))
     r.samples, r.n, r.median, r.ci_low, r.ci_high = x, s.n, s.median_s, s.ci_low_s, s.ci_high_s
     r.q1, r.q3, r.mean, r.stddev, r.ci_rel_halfwidth = q1, q3, s.mean_s, s.stdev_s, s.ci_rel_halfwidth
     return r
 
 
-def _throughput(time_result: ResultRecord) -> ResultRecord | None:
-    """Samples per second from a step time's samples (B / t for each step)."""
-    b = time_result.batch_size
-    if not b or not time_result.samples or time_result.status != STATUS_OK:
+def _throughput(t: ResultRecord) -> ResultRecord | None:
+    """Samples per second, B / t for each step; its median, CI and quartiles are B over the step time's
+    (a decreasing map turns order statistics into order statistics, so the CI is exact)."""
+    b = t.batch_size
+    if not b or not t.samples or t.status != STATUS_OK or not all(v > 0 for v in t.samples):
         return None
-    r = ResultRecord(time_result.benchmark, THROUGHPUT, timer=time_result.timer, batch_size=b,
-                     noise_target=time_result.noise_target, throttled=time_result.throttled,
-                     throttled_fraction=time_result.throttled_fraction, warnings=list(time_result.warnings))
-    return from_samples(r, [b / t for t in time_result.samples if t > 0])
+    inv = lambda v: None if v is None or v <= 0 else b / v  # noqa: E731
+    x = np.asarray([b / v for v in t.samples])
+    r = ResultRecord(t.benchmark, THROUGHPUT, timer=t.timer, batch_size=b, noise_target=t.noise_target,
+                     throttled=t.throttled, throttled_fraction=t.throttled_fraction, warnings=list(t.warnings),
+                     samples=x.tolist(), n=t.n, median=inv(t.median), ci_low=inv(t.ci_high), ci_high=inv(t.ci_low),
+                     q1=inv(t.q3), q3=inv(t.q1), mean=float(x.mean()),
+                     stddev=float(x.std(ddof=1)) if x.size > 1 else None)
+    if r.ci_low is not None and r.ci_high is not None and r.median:
+        r.ci_rel_halfwidth = (r.ci_high - r.ci_low) / 2.0 / r.median
+    return r
 
 
-def _from_measurement(name: str, m: Measurement, noise_target: float | None) -> list[ResultRecord]:
+def _from_measurement(name: str, m: Measurement, noise_target: float | None,
+                      stats: dict | None = None) -> list[ResultRecord]:
     tel = m.telemetry or {}
     throttled = tel.get("throttled") if isinstance(tel.get("throttled"), bool) else None
     r = ResultRecord(name, STEP_TIME, status=m.status, error=m.error, timer=m.timer, noise_target=noise_target,
                      throttled=throttled, throttled_fraction=_num(tel.get("throttled_sample_fraction")),
                      batch_size=m.case.batch_size, warnings=list(m.warnings))
     if m.ok and m.samples_s:
-        from_samples(r, m.samples_s, m.block_medians_s)
+        from_samples(r, m.samples_s, m.block_medians_s, stats)
     out = [r]
     t = _throughput(r)
     if t is not None:
@@ -240,7 +252,7 @@ def _pytest_results(p: Path, data: dict) -> list[ResultRecord]:
                 if is_failed:
                     status = bench.get("status") if bench.get("status") in STATUSES else m.status
                     m.status, m.error = status, bench.get("error") or m.error
-                results = _from_measurement(name, m, _num(config.get("ci_target")))
+                results = _from_measurement(name, m, _num(config.get("ci_target")), info["measurement"].get("stats"))
                 if _num(info.get("peak_allocated_bytes")) is not None and info.get("suite") == "memory":
                     results.append(ResultRecord(name, PEAK_MEMORY, batch_size=m.case.batch_size,
                                                 n=1, median=float(info["peak_allocated_bytes"])))
