@@ -16,7 +16,7 @@ Rules compared, each on the same histories:
   compare last    bench compare --against last (raw samples, 5% threshold, night vs night before)
   compare window  bench compare --against window:7 (the night vs the 7 nights before)
 
-    python scripts/changepoint_quality.py                 # the README's table (about 10 minutes on 2 cores)
+    python scripts/changepoint_quality.py                 # the README's table (about 15 minutes on 2 busy cores)
     python scripts/changepoint_quality.py --trials 20     # quicker, rougher
 """
 
