@@ -25,10 +25,10 @@ from typing import Any, Iterable
 import numpy as np
 
 from bench.core.vocabulary import STATUS_OK
-from bench.measure.telemetry.fingerprint import (
-    HARDWARE_FIELDS,
-    SOFTWARE_ENV_FIELDS,
-    hardware_hash,
+from bench.history.identity import (
+    PYTEST_SOFTWARE_FIELDS,
+    hardware_identity,
+    software_identity,
 )
 from bench.records.suite import EXTRA_INFO_SCHEMA, HOST_TIMER
 
@@ -41,8 +41,9 @@ REGRESSION_RULE = (f"A run is marked as a regression when its median is more tha
                    "same hardware form one history whatever their software: a run whose software (torch, CUDA, "
                    "cuDNN, driver, Python, OS) differs from the previous run's is marked \"environment changed\" "
                    "and still compared.")
-# Software of a run without a bench fingerprint, from pytest-benchmark's own machine_info.
-PYTEST_SOFTWARE_FIELDS = ("python_implementation", "python_version", "python_compiler", "release")
+__all__ = ["REGRESSION_MIN_REL", "REGRESSION_RULE", "PYTEST_SOFTWARE_FIELDS", "RunStats", "BenchmarkHistory",
+           "is_regression", "run_time", "machine_key", "software_environment", "environment_change",
+           "benchmark_history", "latest_run_per_machine"]
 
 # Where a run's numbers come from (`RunStats.source`).
 SOURCE_LIBRARY = "bench"  # the library's per-step samples in the benchmark's extra_info
@@ -161,27 +162,13 @@ def machine_key(machine_info: dict) -> tuple[str, str]:
     """(key, label) of the machine a pytest-benchmark run came from: the hardware hash of its bench
     fingerprint when the plugin recorded one (same model of card and CPU, whatever the software), else
     CPU and OS, never the host name (CI runners get a new one each night)."""
-    fp = machine_info.get("bench_fingerprint")
-    if isinstance(fp, dict) and (fp.get("model_hash") or fp.get("hash")):
-        name = fp.get("gpu_name") or fp.get("cpu_model") or fp.get("device") or "machine"
-        if any(fp.get(k) is not None for k in HARDWARE_FIELDS):
-            key = hardware_hash(fp)
-        else:  # a fingerprint that names no hardware: only its whole hash can tell machines apart
-            key = str(fp.get("model_hash") or fp.get("hash"))
-        return key, f"{name} [{key[:8]}]"
-    cpu = machine_info.get("cpu") if isinstance(machine_info.get("cpu"), dict) else {}
-    name = str(cpu.get("brand_raw") or machine_info.get("processor") or machine_info.get("machine") or "machine")
-    key = f"{name}|{machine_info.get('system')}|{machine_info.get('machine')}"
-    return key, name
+    return hardware_identity(None, machine_info)  # one home for the rule: bench.history.identity
 
 
 def software_environment(machine_info: dict) -> dict[str, Any]:
     """The software a run used (the fingerprint's SOFTWARE_ENV_FIELDS, else pytest-benchmark's
     Python and OS release): what `environment_changes` compares between consecutive runs."""
-    fp = machine_info.get("bench_fingerprint")
-    if isinstance(fp, dict) and (fp.get("model_hash") or fp.get("hash")):
-        return {k: fp.get(k) for k in SOFTWARE_ENV_FIELDS}
-    return {k: machine_info.get(k) for k in PYTEST_SOFTWARE_FIELDS}
+    return software_identity(None, machine_info)[1]
 
 
 def environment_change(prev: dict[str, Any], cur: dict[str, Any]) -> str | None:

@@ -15,6 +15,8 @@ COMMAND_MODULES = [
     "bench.cli.train",
     "bench.cli.tta",
     "bench.cli.report",
+    "bench.cli.history",
+    "bench.cli.compare",
 ]
 
 

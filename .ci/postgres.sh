@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL server (Debian's `postgresql` package) for the history store's tests.
+#   url=$(bash .ci/postgres.sh start DIR)   # a cluster in DIR on a free port of 127.0.0.1; prints its URL
+#   bash .ci/postgres.sh stop DIR
+# Trust authentication on the loopback address only: for tests, never for data anyone keeps.
+set -euo pipefail
+action="${1:?usage: postgres.sh start|stop DIR}"
+dir="${2:?usage: postgres.sh start|stop DIR}"
+as_server=()
+if [ "$(id -u)" = 0 ]; then
+  as_server=(runuser -u postgres --)
+fi
+bin_dir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
+
+if [ "$action" = stop ]; then
+  "${as_server[@]}" "$(bin_dir)/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
+  exit 0
+fi
+if [ -z "$(bin_dir)" ]; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null) >&2
+  else
+    echo "PostgreSQL is not installed (apt-get install postgresql)" >&2
+    exit 1
+  fi
+fi
+bin="$(bin_dir)"
+port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+mkdir -p "$dir"
+if [ "$(id -u)" = 0 ]; then
+  chown postgres: "$dir"
+fi
+"${as_server[@]}" "$bin/initdb" -D "$dir/data" -U postgres --auth=trust -E UTF8 >/dev/null
+"${as_server[@]}" "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w \
+  -o "-p $port -k $dir -c listen_addresses=127.0.0.1" start >/dev/null
+echo "PostgreSQL ${bin%/bin} on 127.0.0.1:$port, data in $dir/data" >&2
+echo "postgresql+psycopg://postgres@127.0.0.1:$port/postgres"

@@ -1,0 +1,108 @@
+"""Where a benchmark's nightly history stepped: change points in a series of nightly medians.
+
+Search: PELT with a linear-kernel (least-squares) cost from `ruptures` (its C implementation), on the
+log of the medians scaled by a robust estimate of the night-to-night noise (the MAD of successive
+differences, which a step does not inflate), after damping one-night outliers (a residual from the
+5-night rolling median beyond 3 noise units is clipped), with a BIC-like penalty. Check: each step
+found must change the median by at least `min_change` and separate the nights on either side with a
+Mann-Whitney U test at `alpha`; the weakest failing step is merged away until all pass.
+
+Nights that cannot be trusted (throttled, noisier than the target, failed) are left out by the caller
+(bench.analysis.trends), so they can never become a step. Detection quality on simulated histories:
+scripts/changepoint_quality.py and the README.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+from scipy import stats as sps
+
+DEFAULT_MIN_CHANGE = 0.02
+DEFAULT_ALPHA = 0.001
+DEFAULT_MIN_SIZE = 3          # nights on each side of a step, at least
+PENALTY_PER_LOG_N = 3.0       # penalty = PENALTY_PER_LOG_N * ln(n), in units of the noise variance
+OUTLIER_CLIP = 3.0            # noise units from the rolling median
+ROLLING = 5
+
+
+@dataclass(frozen=True)
+class Step:
+    """A change point: `index` is the first value after the change (in the series given)."""
+
+    index: int
+    before: float        # median of the values since the previous step
+    after: float         # median of the values up to the next step
+    change: float        # after / before - 1
+    p_value: float       # Mann-Whitney U, the two sides
+    n_before: int
+    n_after: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def noise_scale(log_values: np.ndarray) -> float:
+    """Robust night-to-night standard deviation of log values: 1.4826 MAD of successive differences / sqrt 2."""
+    d = np.diff(log_values)
+    if d.size == 0:
+        return 0.0
+    return float(1.4826 * np.median(np.abs(d - np.median(d))) / math.sqrt(2.0))
+
+
+def _damped(y: np.ndarray, sigma: float) -> np.ndarray:
+    half = ROLLING // 2
+    padded = np.concatenate([np.full(half, y[0]), y, np.full(half, y[-1])])
+    windows = np.lib.stride_tricks.sliding_window_view(padded, ROLLING)
+    med = np.median(windows, axis=1)
+    return med + np.clip(y - med, -OUTLIER_CLIP * sigma, OUTLIER_CLIP * sigma)
+
+
+def _segments_check(x: np.ndarray, bounds: list[int]) -> list[tuple[float, float, float]]:
+    """(p value, change, |change|) for each inner boundary between its neighbouring segments."""
+    edges = [0, *bounds, len(x)]
+    out = []
+    for j in range(1, len(edges) - 1):
+        left, right = x[edges[j - 1]:edges[j]], x[edges[j]:edges[j + 1]]
+        p = float(sps.mannwhitneyu(left, right, alternative="two-sided").pvalue)
+        change = float(np.median(right) / np.median(left)) - 1.0
+        out.append((p, change, abs(change)))
+    return out
+
+
+def detect_steps(values: Sequence[float], *, min_change: float = DEFAULT_MIN_CHANGE, alpha: float = DEFAULT_ALPHA,
+                 min_size: int = DEFAULT_MIN_SIZE, penalty: float | None = None) -> list[Step]:
+    """Change points in positive `values` (e.g. nightly medians, oldest first), each checked as above."""
+    import ruptures as rpt
+
+    x = np.asarray(values, dtype=float)
+    if x.ndim != 1 or np.any(~np.isfinite(x)) or np.any(x <= 0):
+        raise ValueError("detect_steps needs a 1-D series of positive finite values")
+    n = x.size
+    if n < 2 * min_size:
+        return []
+    y = np.log(x)
+    sigma = noise_scale(y)
+    if sigma <= 0:
+        sigma = max(float(np.std(y)), 1e-12)  # mostly identical values: any real step stands out
+    z = _damped(y, sigma) / sigma
+    pen = penalty if penalty is not None else PENALTY_PER_LOG_N * math.log(n)
+    ends = rpt.KernelCPD(kernel="linear", min_size=min_size).fit(z.reshape(-1, 1)).predict(pen=pen)
+    bounds = [int(e) for e in ends if 0 < e < n]
+    while bounds:
+        checks = _segments_check(x, bounds)
+        failing = [j for j, (p, _, mag) in enumerate(checks) if p >= alpha or mag < min_change]
+        if not failing:
+            break
+        worst = max(failing, key=lambda j: (checks[j][0], -checks[j][2]))
+        del bounds[worst]
+    edges = [0, *bounds, n]
+    steps = []
+    for j, (p, change, _) in enumerate(_segments_check(x, bounds) if bounds else []):
+        left, right = x[edges[j]:edges[j + 1]], x[edges[j + 1]:edges[j + 2]]
+        steps.append(Step(index=edges[j + 1], before=float(np.median(left)), after=float(np.median(right)),
+                          change=change, p_value=p, n_before=int(left.size), n_after=int(right.size)))
+    return steps

@@ -1,0 +1,244 @@
+"""Open a history store (SQLite file or PostgreSQL), migrate it, and ingest results files in one transaction.
+
+Where: `--db` (a path, or a SQLAlchemy URL such as `postgresql+psycopg://user@host/db`), else the
+environment variable BENCH_DB, else `reports/history.sqlite`. SQLite runs in WAL mode and writers take
+the write lock when their transaction begins (`BEGIN IMMEDIATE`), so several processes ingesting at
+once queue instead of failing; PostgreSQL serialises what needs it on its own.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+from sqlalchemy import create_engine, event, select
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
+
+from bench.core.errors import BenchError
+from bench.core.io import json_safe
+from bench.history.schema import SCHEMA_VERSION, migrate, results, runs, stored_version
+from bench.history.sources import RunRecord, read_results_file
+
+DEFAULT_DB = os.path.join("reports", "history.sqlite")
+DB_ENV = "BENCH_DB"
+SQLITE_BUSY_TIMEOUT_MS = 120_000
+
+# progress(done, total, path, what): what is "read", "stored" or "duplicate"
+Progress = Callable[[int, int, str, str], None]
+
+
+def resolve_url(db: str | os.PathLike | None = None) -> str:
+    """The store's SQLAlchemy URL: `db`, else $BENCH_DB, else reports/history.sqlite; a plain path is a SQLite file."""
+    value = os.fspath(db) if db is not None else (os.environ.get(DB_ENV) or DEFAULT_DB)
+    if "://" in value:
+        return value
+    return f"sqlite:///{Path(value).expanduser().resolve()}"
+
+
+def describe_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return url
+
+
+@dataclass
+class IngestOutcome:
+    path: str
+    status: str          # "stored" or "duplicate" (the same content is already in the store)
+    run_id: int
+    n_results: int
+
+
+def samples_to_bytes(samples: Sequence[float] | None) -> bytes | None:
+    return None if not samples else np.asarray(samples, dtype="<f8").tobytes()
+
+
+def samples_from_bytes(blob: bytes | None) -> list[float] | None:
+    return None if blob is None else np.frombuffer(blob, dtype="<f8").tolist()
+
+
+class Store:
+    """An open history store. Use `open_store`; close it (or use it as a context manager) when done."""
+
+    def __init__(self, engine: Engine, url: str):
+        self.engine = engine
+        self.url = url
+
+    @property
+    def where(self) -> str:
+        return describe_url(self.url)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            with conn.begin():
+                yield conn
+
+    @contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A transaction that holds the write lock from its start (SQLite) and commits or rolls back whole."""
+        with self.engine.connect() as conn:
+            conn.execution_options(bench_write=True)
+            with conn.begin():
+                yield conn
+
+    # ----------------------------------------------------------------------- ingest
+
+    def ingest(self, paths: Sequence[str | os.PathLike], *, progress: Progress | None = None) -> list[IngestOutcome]:
+        """Store every file in one transaction: all of them or, on any bad file or failure, none.
+
+        Every file is read and checked before anything is written, so a corrupt or foreign file leaves
+        the store unchanged (InvalidResultsFile, one line). A file whose content is already stored (by
+        any process, at any time) is a "duplicate" and stored once.
+        """
+        records: list[RunRecord] = []
+        total = len(paths)
+        for i, p in enumerate(paths):
+            records.append(read_results_file(p))
+            if progress:
+                progress(i + 1, total, os.fspath(p), "read")
+        return self.ingest_records(records, progress=progress)
+
+    def ingest_records(self, records: Sequence[RunRecord], *, progress: Progress | None = None) -> list[IngestOutcome]:
+        """`ingest` for files already read with `read_results_file`."""
+        for attempt in range(5):
+            try:
+                return self._ingest_once(records, progress)
+            except IntegrityError:
+                # Another process stored one of these files between our check and our insert: its
+                # transaction won; ours rolled back whole. Try again, now seeing that file as stored.
+                if attempt == 4:
+                    raise
+        raise AssertionError("unreachable")
+
+    def _ingest_once(self, records: Sequence[RunRecord], progress: Progress | None) -> list[IngestOutcome]:
+        out: list[IngestOutcome] = []
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        with self.write() as conn:
+            hashes = list({r.content_hash for r in records})
+            existing: dict[str, int] = {}
+            for i in range(0, len(hashes), 500):
+                chunk = hashes[i:i + 500]
+                existing.update(conn.execute(select(runs.c.content_hash, runs.c.id)
+                                             .where(runs.c.content_hash.in_(chunk))).all())
+            for i, rec in enumerate(records):
+                if rec.content_hash in existing:
+                    out.append(IngestOutcome(rec.path, "duplicate", existing[rec.content_hash], len(rec.results)))
+                else:
+                    run_id = conn.execute(runs.insert().values(
+                        content_hash=rec.content_hash, kind=rec.kind, path=rec.path, size_bytes=rec.size_bytes,
+                        ingested_at=now, run_time=rec.time, time_text=rec.time_text, commit_id=rec.commit,
+                        dirty=rec.dirty, hardware_key=rec.hardware_key, hardware_label=rec.hardware_label,
+                        fingerprint_hash=rec.fingerprint_hash, software_hash=rec.software_hash,
+                        fingerprint=json.dumps(json_safe(rec.fingerprint), sort_keys=True),
+                    )).inserted_primary_key[0]
+                    rows = [_result_row(run_id, r) for r in rec.results]
+                    if rows:
+                        conn.execute(results.insert(), rows)
+                    existing[rec.content_hash] = run_id
+                    out.append(IngestOutcome(rec.path, "stored", run_id, len(rec.results)))
+                if progress:
+                    progress(i + 1, len(records), rec.path, out[-1].status)
+        return out
+
+
+def _result_row(run_id: int, r) -> dict:
+    return {
+        "run_id": run_id, "benchmark": r.benchmark, "metric": r.metric, "unit": r.unit, "better": r.better,
+        "status": r.status, "error": r.error, "timer": r.timer, "n": r.n, "median": r.median,
+        "ci_low": r.ci_low, "ci_high": r.ci_high, "q1": r.q1, "q3": r.q3, "mean": r.mean, "stddev": r.stddev,
+        "ci_rel_halfwidth": r.ci_rel_halfwidth, "noise_target": r.noise_target, "throttled": r.throttled,
+        "throttled_fraction": r.throttled_fraction, "batch_size": r.batch_size,
+        "samples": samples_to_bytes(r.samples), "warnings": json.dumps(r.warnings) if r.warnings else None,
+    }
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for the store at `url`, set up for it (SQLite: WAL, busy timeout, BEGIN IMMEDIATE for writers)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise BenchError(f"--db {url!r} is neither a file path nor a database URL") from None
+    if parsed.get_backend_name() == "sqlite":
+        database = parsed.database
+        if not database or database == ":memory:":
+            raise BenchError("the history store must be a file or a server: an in-memory SQLite store would vanish")
+        engine = create_engine(url)
+
+        @event.listens_for(engine, "connect")
+        def _connect(dbapi_conn, _record):
+            dbapi_conn.isolation_level = None  # SQLAlchemy, not the sqlite3 module, issues BEGIN (below)
+            cur = dbapi_conn.cursor()
+            cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
+            cur.execute("PRAGMA journal_mode = WAL")
+            cur.execute("PRAGMA foreign_keys = ON")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _begin(conn):
+            write = conn.get_execution_options().get("bench_write")
+            conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+        return engine
+    if parsed.get_backend_name() == "postgresql":
+        try:
+            return create_engine(url, pool_pre_ping=True)
+        except ImportError as e:
+            raise BenchError(f"PostgreSQL needs the psycopg driver (pip install 'psycopg[binary]'): {e}") from None
+    raise BenchError(f"--db {describe_url(url)}: the history store runs on SQLite or PostgreSQL "
+                     f"(postgresql+psycopg://...), not {parsed.get_backend_name()}")
+
+
+def open_store(db: str | os.PathLike | None = None, *, create: bool = False) -> Store:
+    """Open the store at `db` (see resolve_url) and bring its schema up to date.
+
+    `create=False` (reading): a store that does not exist is a BenchError saying so, not a new empty file.
+    """
+    url = resolve_url(db)
+    engine = make_engine(url)
+    store = Store(engine, url)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        path = Path(parsed.database)
+        if not path.exists():
+            if not create:
+                store.close()
+                raise BenchError(f"no history store at {path}: ingest results first (bench history ingest FILE...)")
+            path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if not create:
+            with store.read() as conn:
+                version = stored_version(conn)
+            if version is None:
+                raise BenchError(f"{store.where} holds no history store: ingest results first "
+                                 "(bench history ingest FILE...)")
+            if version == SCHEMA_VERSION:
+                return store
+        with store.write() as conn:
+            migrate(conn)
+    except (OperationalError, DBAPIError) as e:
+        store.close()
+        msg = str(getattr(e, "orig", e)).strip().splitlines()
+        raise BenchError(f"cannot open the history store {store.where}: {msg[0] if msg else type(e).__name__}") from None
+    except BenchError:
+        store.close()
+        raise
+    return store

@@ -1,0 +1,125 @@
+"""Change points in nightly histories (bench.analysis.changepoints), the store's `changes` and the
+trend summaries a report embeds (bench.analysis.trends), and `bench history changes|list|trends`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from history_helpers import db_url, write_night  # noqa: F401 - db_url is a fixture
+
+from bench.analysis.changepoints import detect_steps
+from bench.analysis.trends import FLAG_THROTTLED, history_changes, trend_summaries
+from bench.cli import main
+from bench.history.store import open_store
+
+
+def noisy(n: int, sigma: float, seed: int, *, step_at: int | None = None, step: float = 0.05) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    v = np.exp(rng.normal(0, sigma, n))
+    if step_at is not None:
+        v[step_at:] *= 1 + step
+    return v
+
+
+def test_pure_noise_has_no_change_point():
+    assert all(detect_steps(noisy(80, 0.03, seed)) == [] for seed in range(5))
+
+
+def test_a_5_percent_step_on_1_percent_noise_is_found_where_it_happened():
+    [s] = detect_steps(noisy(60, 0.01, 7, step_at=37))
+    assert abs(s.index - 37) <= 1
+    assert s.change == pytest.approx(0.05, abs=0.015) and s.p_value < 0.001
+    assert s.after / s.before - 1 == pytest.approx(s.change)
+
+
+def test_one_night_outliers_are_not_steps():
+    v = noisy(60, 0.01, 3)
+    v[[10, 30, 31, 50]] *= 1.25
+    assert detect_steps(v) == []
+
+
+def test_a_step_down_and_a_step_back_up_are_both_found():
+    v = noisy(90, 0.01, 4)
+    v[30:60] *= 0.9
+    steps = detect_steps(v)
+    assert len(steps) == 2 and abs(steps[0].index - 30) <= 1 and abs(steps[1].index - 60) <= 1
+    assert steps[0].change < -0.08 and steps[1].change > 0.08
+
+
+def test_short_or_invalid_series():
+    assert detect_steps([1.0, 2.0, 1.0]) == []
+    with pytest.raises(ValueError):
+        detect_steps([1.0, -1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+
+
+BENCH = "mlp-fp32-bs32-cuda"
+FULL = f"suites/test_step_time.py::test_step_time[{BENCH}]"
+
+
+def _history(folder, nights=30, step_at=18, throttled=(5, 12, 24)):
+    """Nightly files: 1% noise between nights, a 10% slowdown from `step_at`, 40% slower throttled nights."""
+    rng = np.random.default_rng(11)
+    files = []
+    for i in range(nights):
+        level = 0.010 * float(np.exp(rng.normal(0, 0.01))) * (1.10 if i >= step_at else 1.0)
+        thr = i in throttled
+        files.append(write_night(folder, i, {BENCH: level * (1.4 if thr else 1.0), "cnn-fp32-bs32-cuda": 0.02},
+                                 throttled=[BENCH] if thr else ()))
+    return files
+
+
+def test_changes_over_the_store_name_the_night_and_the_commit_range_and_skip_throttled_nights(db_url, tmp_path):
+    files = _history(tmp_path)
+    with open_store(db_url, create=True) as store:
+        store.ingest(files)
+        changes = history_changes(store)
+    [c] = changes
+    first_after = json.loads(files[18].read_text())
+    last_before = json.loads(files[17].read_text())
+    assert (c.benchmark, c.metric, c.kind) == (FULL, "step_time", "regression")
+    assert c.at == first_after["datetime"] and c.last_before == last_before["datetime"]
+    assert (c.commit_before, c.commit_after) == (last_before["commit_info"]["id"], first_after["commit_info"]["id"])
+    assert c.change == pytest.approx(0.10, abs=0.02) and c.before == pytest.approx(0.010, rel=0.02)
+    assert c.nights_before == 18 - 2 and c.nights_after == 12 - 1  # throttled nights left out
+
+
+def test_bench_history_changes_json_has_the_documented_fields(tmp_path, capsys):
+    db = tmp_path / "h.sqlite"
+    files = _history(tmp_path)
+    assert main(["history", "ingest", "--db", str(db), *map(str, files)]) == 0
+    capsys.readouterr()
+    assert main(["history", "changes", "--db", str(db), "--json"]) == 0
+    [c] = json.loads(capsys.readouterr().out)
+    assert {"benchmark", "at", "change", "before", "after", "commit_before", "commit_after", "hardware"} <= set(c)
+    assert main(["history", "changes", "--db", str(db), "--benchmark", "cnn"]) == 0
+    assert capsys.readouterr().out.startswith("No change points")
+    assert main(["history", "list", "--db", str(db), "--json"]) == 0
+    runs = json.loads(capsys.readouterr().out)
+    assert len(runs) == 30 and runs[0]["time"] == json.loads(files[0].read_text())["datetime"]
+
+
+def test_trend_summaries_are_compact_and_mark_unreliable_nights_and_changes(tmp_path, capsys):
+    db = tmp_path / "h.sqlite"
+    files = _history(tmp_path)
+    with open_store(db, create=True) as store:
+        store.ingest(files)
+        t = trend_summaries(store)
+    [machine] = t["machines"]
+    assert len(machine["runs"]["id"]) == 30 and len(machine["commits"]) == 30
+    series = {b["benchmark"]: b for b in t["benchmarks"]}
+    s = series[FULL]
+    assert s["run"] is None  # the benchmark ran every night: no per-night run index needed
+    assert [i for i, f in enumerate(s["flags"]) if f] == [5, 12, 24]
+    assert all(s["flags"][i] == FLAG_THROTTLED for i in (5, 12, 24))
+    [change] = s["changes"]
+    assert change["run"] == 18 and change["kind"] == "regression"
+    assert all(lo <= m <= hi for lo, m, hi in zip(s["low"], s["median"], s["high"]))
+    assert series["suites/test_step_time.py::test_step_time[cnn-fp32-bs32-cuda]"]["changes"] == []
+    # no raw samples: tens of bytes per benchmark-night
+    size = len(json.dumps(t, separators=(",", ":")))
+    assert size < 2 * 30 * 120 + 5000
+    out = tmp_path / "trends.json"
+    assert main(["history", "trends", "--db", str(db), "-o", str(out)]) == 0
+    assert json.loads(out.read_text())["format"] == "bench.trends"

@@ -1,0 +1,292 @@
+"""`bench compare` and bench.analysis.compare: verdicts per benchmark and metric, the rules behind them,
+and the exit status (0 nothing regressed, 1 a regression, 2 bad input)."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from history_helpers import write_night
+
+from bench.analysis.compare import (
+    IMPROVEMENT,
+    REGRESSION,
+    RULE_SAMPLES,
+    RULE_SINGLE,
+    RULE_SUMMARY,
+    RULE_WINDOW,
+    UNCHANGED,
+    UNRELIABLE,
+    CompareSettings,
+    compare_results,
+    compare_window,
+    load_settings,
+)
+from bench.cli import main
+from bench.history.simulate import fake_fingerprint
+from bench.history.sources import STEP_TIME, THROUGHPUT, TIME, ResultRecord
+
+REPO = Path(__file__).resolve().parents[1]
+NAME = "suites/test_step_time.py::test_step_time[mlp-fp32-bs32-cuda]"
+
+
+def result(median: float, *, spread: float = 0.005, n: int = 200, seed: int = 0, metric: str = STEP_TIME,
+           **kw) -> ResultRecord:
+    rng = np.random.default_rng(seed)
+    x = median * np.exp(rng.normal(0, spread, n))
+    from bench.history.sources import from_samples
+
+    return from_samples(ResultRecord(NAME, metric, **kw), x.tolist())
+
+
+@pytest.mark.parametrize("ratio, expected", [
+    (1.00, UNCHANGED),
+    (1.20, REGRESSION),     # 20% slower: beyond the 5% threshold and significant
+    (0.80, IMPROVEMENT),
+    (1.03, UNCHANGED),      # significant on 200 samples, but below the threshold
+])
+def test_a_latency_change_counts_only_beyond_the_threshold_and_significant(ratio, expected):
+    v = compare_results(result(0.01, seed=1), result(0.01 * ratio, seed=2), threshold=0.05, noise_target=0.025)
+    assert v.verdict == expected and v.rule == RULE_SAMPLES
+    assert v.change_low <= v.change <= v.change_high
+    assert v.change == pytest.approx(ratio - 1, abs=0.01)
+    if expected != UNCHANGED:
+        assert v.p_value < 0.05 and (v.change_low > 0 or v.change_high < 0)
+
+
+def test_for_throughput_higher_is_better():
+    v = compare_results(result(1000, metric=THROUGHPUT, seed=1), result(800, metric=THROUGHPUT, seed=2), 0.05, 0.025)
+    assert (v.verdict, v.better) == (REGRESSION, "higher")
+
+
+def test_a_throttled_result_is_unreliable_never_a_regression():
+    slow = result(0.02, seed=2, throttled=True, throttled_fraction=0.8)
+    v = compare_results(result(0.01, seed=1), slow, 0.05, 0.025)
+    assert v.verdict == UNRELIABLE and "throttled" in v.reason
+    assert v.change == pytest.approx(1.0, abs=0.02)  # the change is still shown
+    # a throttle bit in a few samples only (below THROTTLE_MIN_FRACTION) does not make it unreliable
+    assert compare_results(result(0.01, seed=1), result(0.02, seed=2, throttled=True, throttled_fraction=0.02),
+                           0.05, 0.025).verdict == REGRESSION
+
+
+def test_a_result_noisier_than_the_target_is_unreliable():
+    noisy = result(0.02, spread=0.3, n=30, seed=2)
+    v = compare_results(result(0.01, seed=1), noisy, 0.05, 0.025)
+    assert v.verdict == UNRELIABLE and v.reason.startswith("candidate: noisy")
+
+
+def test_summary_statistics_only_use_the_summary_rule():
+    base = ResultRecord(NAME, TIME, median=0.010, q1=0.0099, q3=0.0101, n=100)
+    cand = ResultRecord(NAME, TIME, median=0.012, q1=0.0119, q3=0.0121, n=100)
+    v = compare_results(base, cand, 0.05, 0.025)
+    assert (v.verdict, v.rule) == (REGRESSION, RULE_SUMMARY)
+    assert v.change_low < 0.2 < v.change_high
+    without_spread = ResultRecord(NAME, TIME, median=0.012, n=100)
+    assert compare_results(base, without_spread, 0.05, 0.025).verdict == UNRELIABLE
+
+
+def test_single_deterministic_values_compare_by_the_change_itself():
+    from bench.history.sources import PEAK_MEMORY
+
+    v = compare_results(ResultRecord(NAME, PEAK_MEMORY, n=1, median=1e9), ResultRecord(NAME, PEAK_MEMORY, n=1, median=1.1e9),
+                        0.05, 0.025)
+    assert (v.verdict, v.rule, v.change) == (REGRESSION, RULE_SINGLE, pytest.approx(0.1))
+
+
+def test_a_window_judges_the_candidate_against_night_to_night_noise():
+    rng = np.random.default_rng(3)
+    nights = [result(0.01 * float(np.exp(rng.normal(0, 0.03))), seed=i) for i in range(10)]  # 3% between nights
+    assert compare_window(nights, result(0.0106, seed=99), 0.05, 0.025).verdict == UNCHANGED
+    v = compare_window(nights, result(0.0125, seed=99), 0.05, 0.025)
+    assert (v.verdict, v.rule, v.baseline_n) == (REGRESSION, RULE_WINDOW, 10)
+    thr = [result(0.02, seed=i, throttled=True) for i in range(10)]
+    assert "reliable night" in compare_window(thr, result(0.0125, seed=99), 0.05, 0.025).reason
+
+
+def test_per_benchmark_thresholds_come_from_pyproject_exact_names_before_patterns(tmp_path):
+    (tmp_path / "pyproject.toml").write_text(
+        '[tool.bench.compare]\nthreshold = 0.04\n'
+        '[tool.bench.compare.benchmarks]\n'
+        f'"{NAME}" = 0.10\n'
+        '"*resnet50*" = {{ threshold = 0.02, noise_target = 0.02 }}\n'.replace("{{", "{").replace("}}", "}"))
+    s = load_settings(directory=tmp_path)
+    assert s.for_benchmark(NAME) == (0.10, 0.05)                      # exact name, brackets and all
+    assert s.for_benchmark("x::test[resnet50-bf16]") == (0.02, 0.02)  # glob
+    assert s.for_benchmark("other") == (0.04, 0.02)                   # noise target: half the threshold
+    assert load_settings(directory=tmp_path / "nowhere") == CompareSettings()
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[compare]\nthreshhold = 0.1\n")
+    with pytest.raises(Exception, match="unknown compare setting"):
+        load_settings(bad)
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def _cli(capsys, *args) -> tuple[int, str, str]:
+    code = main(list(map(str, args)))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_compare_exit_status_is_0_unchanged_1_regression_2_bad_input(tmp_path, capsys):
+    base = write_night(tmp_path, 1, {"mlp-fp32-bs32-cuda": 0.010})
+    same = write_night(tmp_path, 2, {"mlp-fp32-bs32-cuda": 0.010})
+    slow = write_night(tmp_path, 3, {"mlp-fp32-bs32-cuda": 0.013})
+    code, out, _ = _cli(capsys, "compare", base, same)
+    assert code == 0 and out.startswith("No regression")
+    code, out, _ = _cli(capsys, "compare", base, slow, "--json")
+    data = json.loads(out)
+    assert code == 1 and data["counts"]["regression"] == 2  # step time and throughput
+    v = next(x for x in data["verdicts"] if x["metric"] == "step_time")
+    assert v["verdict"] == "regression" and 0.25 < v["change"] < 0.35 and v["change_low"] > 0.2
+    assert data["baseline"]["path"] == str(base) and data["candidate"]["path"] == str(slow)
+    assert _cli(capsys, "compare", base, slow, "--threshold", "0.5")[0] == 0
+    (tmp_path / "broken.json").write_text("{")
+    code, _, err = _cli(capsys, "compare", base, tmp_path / "broken.json")
+    assert code == 2 and err.startswith("bench compare: error:") and len(err.strip().splitlines()) == 1
+
+
+def test_throttled_candidate_is_unreliable_and_exits_0(tmp_path, capsys):
+    base = write_night(tmp_path, 1, {"mlp-fp32-bs32-cuda": 0.010})
+    slow = write_night(tmp_path, 2, {"mlp-fp32-bs32-cuda": 0.020}, throttled=["mlp-fp32-bs32-cuda"])
+    code, out, _ = _cli(capsys, "compare", base, slow, "--json")
+    assert code == 0 and {v["verdict"] for v in json.loads(out)["verdicts"]} == {"unreliable"}
+
+
+def test_different_hardware_is_refused_unless_cross_hardware(tmp_path, capsys):
+    h100 = write_night(tmp_path, 1, {"mlp-fp32-bs32-cuda": 0.010})
+    a100 = write_night(tmp_path, 2, {"mlp-fp32-bs32-cuda": 0.020}, fingerprint=fake_fingerprint("NVIDIA A100-SXM4-80GB"))
+    code, _, err = _cli(capsys, "compare", h100, a100)
+    assert code == 2 and "different hardware" in err and "--cross-hardware" in err
+    code, out, _ = _cli(capsys, "compare", h100, a100, "--cross-hardware")
+    assert code == 1 and "different hardware (--cross-hardware)" in out
+    # a software upgrade on the same hardware is compared, and said
+    newer = write_night(tmp_path, 3, {"mlp-fp32-bs32-cuda": 0.010}, fingerprint=fake_fingerprint(torch_version="2.14.0"))
+    code, out, _ = _cli(capsys, "compare", h100, newer)
+    assert code == 0 and "the software (driver, CUDA, torch, Python, OS) differs" in out
+
+
+def test_against_last_and_last_good_take_the_baseline_from_the_store(tmp_path, capsys):
+    db = tmp_path / "h.sqlite"
+    n1 = write_night(tmp_path, 1, {"mlp-fp32-bs32-cuda": 0.010})
+    n2 = write_night(tmp_path, 2, {"mlp-fp32-bs32-cuda": 0.013})  # regressed
+    n3 = write_night(tmp_path, 3, {"mlp-fp32-bs32-cuda": 0.013})  # still slow
+    assert _cli(capsys, "history", "ingest", n1, n2, n3, "--db", db)[0] == 0
+    assert _cli(capsys, "compare", n2, "--against", "last", "--db", db, "--record")[0] == 1
+    code, out, _ = _cli(capsys, "compare", n3, "--against", "last", "--db", db, "--json")
+    assert code == 0 and json.loads(out)["baseline"]["run_id"] == 2  # against the slow night: unchanged
+    code, out, _ = _cli(capsys, "compare", n3, "--against", "last-good", "--db", db, "--json")
+    assert code == 1 and json.loads(out)["baseline"]["run_id"] == 1  # skips the night recorded as regressed
+    assert _cli(capsys, "compare", "run:1", "run:3", "--db", db)[0] == 1
+    code, _, err = _cli(capsys, "compare", n1, "--against", "last", "--db", db)
+    assert code == 2 and "no earlier run" in err
+    code, _, err = _cli(capsys, "compare", n3, "--against", "window:7", "--db", db)
+    assert code == 2 and "need at least 3" in err
+    assert _cli(capsys, "compare", n1, n2, n3)[0] == 2
+
+
+# --------------------------------------------------------------------------- real files
+
+def _run_pytest(args: list[str], cwd: Path, env: dict | None = None) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args], cwd=cwd,
+                          env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})}, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def _scaled(data: dict, factor: float, *, throttle: bool = False) -> dict:
+    """The same run with every step `factor` times as long (device samples and host rounds)."""
+    out = copy.deepcopy(data)
+    for b in out["benchmarks"]:
+        b["stats"]["data"] = [v * factor for v in b["stats"]["data"]]
+        for k in ("min", "max", "mean", "median", "q1", "q3", "iqr", "stddev"):
+            b["stats"][k] *= factor
+        m = b["extra_info"]["measurement"]
+        m["samples_s"] = [v * factor for v in m["samples_s"]]
+        m["block_medians_s"] = [v * factor for v in m.get("block_medians_s") or []]
+        if throttle:
+            m["telemetry"] = {**(m.get("telemetry") or {}), "throttled": True, "throttled_sample_fraction": 0.5}
+    return out
+
+
+@pytest.mark.slow
+def test_compare_on_real_suite_files_from_this_repository(tmp_path, capsys):
+    """`pytest suites/ --benchmark-json` with tiny settings, then the same run made slower, faster, and
+    slower with its clocks held down, by a factor beyond the spread of its own samples (so the expected
+    verdict does not depend on how loaded this machine was)."""
+    a = tmp_path / "a.json"
+    _run_pytest(["suites/", "--bench-subset", "cpu", "--bench-workloads", "mlp", "--bench-precisions", "fp32",
+                 "--bench-batch-sizes", "4,16", "--bench-budget", "0.5", "--benchmark-json", str(a)], cwd=REPO)
+    data = json.loads(a.read_text())
+    assert len(data["benchmarks"]) == 2
+    measurements = [b["extra_info"]["measurement"] for b in data["benchmarks"]]
+    assert min(len(m["samples_s"]) for m in measurements) >= 5
+    spread = max(max(m["samples_s"]) / min(m["samples_s"]) for m in measurements) * 1.01
+    files = {}
+    for name, factor, throttle in (("slow", spread, False), ("fast", 1 / spread, False), ("throttled", spread, True)):
+        files[name] = tmp_path / f"{name}.json"
+        files[name].write_text(json.dumps(_scaled(data, factor, throttle=throttle)))
+
+    # the default noise target (half the 5% threshold) against this CPU's own CI widths
+    code, out, _ = _cli(capsys, "compare", a, a, "--json")
+    verdicts = json.loads(out)["verdicts"]
+    assert code == 0 and len(verdicts) == 4  # 2 benchmarks x (step time, throughput)
+    for v in verdicts:
+        assert v["verdict"] in ("unchanged", "unreliable") and v["change"] == 0
+        if v["metric"] == "step_time":
+            m = measurements[[b["fullname"] for b in data["benchmarks"]].index(v["benchmark"])]
+            assert (v["verdict"] == "unreliable") == (m["stats"]["ci_rel_halfwidth"] > 0.025)
+    # with a noise target these runs meet, the verdicts follow the change
+    widest = max(m["stats"]["ci_rel_halfwidth"] for m in measurements)
+    loose = ["--noise-target", str(4 * widest + 1)]  # throughput's CI is about as wide as the step time's
+    for name, verdict, status in (("slow", "regression", 1), ("fast", "improvement", 0), ("throttled", "unreliable", 0)):
+        code, out, _ = _cli(capsys, "compare", a, files[name], "--json", *loose)
+        assert (code, {v["verdict"] for v in json.loads(out)["verdicts"]}) == (status, {verdict}), out
+    code, out, _ = _cli(capsys, "compare", a, a, "--json", *loose)
+    assert code == 0 and {v["verdict"] for v in json.loads(out)["verdicts"]} == {"unchanged"}
+
+
+FOREIGN_SUITE = '''
+import os
+import time
+
+
+def test_sleep(benchmark):
+    benchmark.pedantic(time.sleep, args=(float(os.environ["FOREIGN_SLEEP_S"]),), rounds=40, iterations=1)
+
+
+def test_sum(benchmark):
+    benchmark(sum, range(1000))
+'''
+
+
+@pytest.mark.slow
+def test_compare_works_on_another_projects_plain_pytest_benchmark_files(tmp_path, capsys):
+    suite = tmp_path / "foreign"
+    suite.mkdir()
+    (suite / "test_foreign.py").write_text(FOREIGN_SUITE)
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    _run_pytest(["test_foreign.py", "--benchmark-json", str(a)], cwd=suite, env={"FOREIGN_SLEEP_S": "0.002"})
+    _run_pytest(["test_foreign.py", "--benchmark-json", str(b)], cwd=suite, env={"FOREIGN_SLEEP_S": "0.020"})
+    sleep = "test_foreign.py::test_sleep"
+    code, out, _ = _cli(capsys, "compare", a, b, "--json", "--noise-target", "0.5")
+    v = {x["benchmark"]: x for x in json.loads(out)["verdicts"]}
+    assert v[sleep]["verdict"] == "regression" and v[sleep]["rule"] == "samples" and code == 1
+    assert v[sleep]["metric"] == "time" and v[sleep]["change"] > 2
+    code, out, _ = _cli(capsys, "compare", a, a, "--json", "--noise-target", "0.5")
+    assert code == 0 and {x["verdict"] for x in json.loads(out)["verdicts"]} == {"unchanged"}
+    # saved without raw rounds: the summary rule, and the output says so
+    summary = json.loads(b.read_text())
+    for bench in summary["benchmarks"]:
+        del bench["stats"]["data"]
+    s = tmp_path / "summary.json"
+    s.write_text(json.dumps(summary))
+    code, out, _ = _cli(capsys, "compare", a, s, "--noise-target", "0.5")
+    assert code == 1 and "rule 'summary': summary statistics only" in out
