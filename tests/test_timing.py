@@ -309,7 +309,7 @@ def test_a_30pct_excess_decaying_over_1000_steps_is_warmed_out_or_the_point_says
 @pytest.mark.parametrize("step_s", [0.001, 0.002, 0.005])
 @pytest.mark.parametrize("kind", ["linear", "exp"])
 def test_with_budget_enough_the_decaying_excess_is_warmed_out_to_within_the_ci_target(step_s, kind):
-    res = run_stream(decaying(step_s, kind), limits=MeasureLimits(budget_s=10.0))
+    res = run_stream(decaying(step_s, kind), limits=MeasureLimits(budget_s=20.0))
     assert res.warmup_reason == WARM_STABLE
     assert statistics.median(res.samples_s) / step_s - 1 <= CIStoppingRule().ci_target
 
@@ -377,7 +377,7 @@ def test_warm_up_and_timed_steps_together_stay_within_the_budget():
 
 def test_warm_up_gets_a_share_of_a_small_budget():
     limits = MeasureLimits(budget_s=0.3)  # the minimum time is lowered to the whole budget
-    assert limits.warmup_cap_s() == pytest.approx(0.075)
+    assert limits.warmup_cap_s() == pytest.approx(0.075)  # a quarter: the minimum time would take all of it
     res = run_stream(itertools.repeat(0.001), limits=limits)
     assert sum(res.warmup_samples_s[1:]) >= 0.07
 

@@ -209,7 +209,9 @@ MEASURE_DEFAULTS: Mapping[str, float] = MappingProxyType({
 BLOCKS_PER_MIN_TIME = MIN_BLOCKS_FOR_CI  # enough blocks within the minimum time for a CI across blocks
 MIN_BLOCK = 3  # a block cut short (by the budget or a count) below this and below its planned size is not a block median
 MAX_BLOCK = 200
-# Warm-up may spend the budget less the minimum measuring time, and at least this share of it.
+# Warm-up may spend half the budget, less if the minimum measuring time and samples need more, but at
+# least a quarter of it.
+WARMUP_BUDGET_SHARE = 0.5
 WARMUP_MIN_BUDGET_SHARE = 0.25
 WARMUP_BLOCKS_PER_MIN_TIME = 4  # warm-up blocks last at least a quarter of the warm-up's minimum time
 WARMUP_LAG_OF_MIN_TIME = 1.0  # the blocks compared are at least this many minimum times apart
@@ -278,11 +280,12 @@ class MeasureLimits:
         basis = self.effective_min_time_s or min(MEASURE_DEFAULTS["min_time_s"], self.budget_s)
         return basis / BLOCKS_PER_MIN_TIME
 
-    def warmup_cap_s(self, max_time_s: float = MEASURE_DEFAULTS["warmup_max_s"]) -> float:
-        """How much of the budget warm-up may spend: the budget less the minimum measuring time (at
-        least WARMUP_MIN_BUDGET_SHARE of it), and never more than `max_time_s`."""
-        share = max(self.budget_s - self.effective_min_time_s, WARMUP_MIN_BUDGET_SHARE * self.budget_s)
-        return min(float(max_time_s), share)
+    def warmup_cap_s(self, step_s: float = 0.0) -> float:
+        """How much of the budget warm-up may spend: half of it, less when the minimum measuring time
+        (or `min_samples` steps of `step_s`) needs more of it, but at least a quarter of it."""
+        reserve = max(self.effective_min_time_s, self.min_samples * step_s)
+        share = min(WARMUP_BUDGET_SHARE * self.budget_s, self.budget_s - reserve)
+        return max(share, WARMUP_MIN_BUDGET_SHARE * self.budget_s)
 
     def floors_met(self, samples: Sequence[float]) -> bool:
         """Enough samples and enough measured time for a rule to be asked."""
@@ -470,8 +473,8 @@ class WarmupRule:
 
     Caps (then the reason says warm-up was cut short, and the point carries a warning):
     `max_steps` steps, `max_time_s` of wall time after the first step, and the point's budget
-    (`MeasureLimits.warmup_cap_s`: what the budget leaves after the minimum measuring time). The
-    minimum time is lowered to the cap when the cap is smaller.
+    (`MeasureLimits.warmup_cap_s`: half of it, less when the measuring floors need more). The minimum
+    time is lowered to that cap when the cap is smaller.
     """
 
     min_time_s: float = MEASURE_DEFAULTS["warmup_min_s"]
@@ -494,19 +497,18 @@ class WarmupRule:
 
     def in_force(self, limits: MeasureLimits | None = None, rule: StoppingRule | None = None) -> "WarmupRule":
         """This rule with every value as a point under `limits` and `rule` uses it: the tolerance (the
-        rule's CI target, or the default one), the time cap (`limits.warmup_cap_s`), the minimum time
-        (lowered to the cap) and the block duration."""
+        rule's CI target, or the default one), the minimum time (lowered to the budget's cap,
+        `limits.warmup_cap_s`) and the block duration."""
         limits = limits if limits is not None else MeasureLimits()
         tolerance = self.tolerance
         if tolerance is None:
             target = getattr(rule, "ci_target", None)
             tolerance = float(target) if _positive_number(target) else MEASURE_DEFAULTS["ci_target"]
-        cap = limits.warmup_cap_s(self.max_time_s)
-        min_time = min(float(self.min_time_s), cap)
+        min_time = min(float(self.min_time_s), limits.warmup_cap_s(), float(self.max_time_s))
         block_s = self.block_s if self.block_s is not None else max(
             limits.block_target_s, min_time / WARMUP_BLOCKS_PER_MIN_TIME)
-        return WarmupRule(min_time_s=min_time, tolerance=tolerance, max_steps=self.max_steps, max_time_s=cap,
-                          block_s=block_s)
+        return WarmupRule(min_time_s=min_time, tolerance=tolerance, max_steps=self.max_steps,
+                          max_time_s=self.max_time_s, block_s=block_s)
 
     def is_warm(self, block_medians: Sequence[float], block_starts_s: Sequence[float], step_time_s: float,
                 steps: int, elapsed_s: float | None = None) -> str | None:
@@ -610,34 +612,45 @@ def _block_size(median_s: float, target_block_s: float) -> int:
     return max(1, min(MAX_BLOCK, int(round(target_block_s / median_s))))
 
 
-def _warm_up(step: Step, timer: Timer, warm: WarmupRule, res: TimingResult, clock: Callable[[], float],
-             t_budget: float, check_step: CheckStep | None, budget_capped: bool) -> None:
-    """The warm-up after the first step, in blocks, until `warm` says it is over (see WarmupRule)."""
+def _warm_up(step: Step, timer: Timer, warm: WarmupRule, limits: MeasureLimits, res: TimingResult,
+             clock: Callable[[], float], t_budget: float, check_step: CheckStep | None) -> None:
+    """The warm-up after the first step, in blocks, until `warm` says it is over or the budget's
+    share for warm-up is spent (see WarmupRule)."""
     medians = res.warmup_block_medians_s
     starts: list[float] = []
+    wall_per_step = 0.0  # a block's wall time per step: the step plus the loop and timer around it
     if check_step is not None:
         found: list[str] = []
+        t0 = clock()
         block = timer.time_block(lambda: found.extend(check_step(step)), 1)
+        wall_per_step = clock() - t0
         starts.append(0.0)
         res.warmup_samples_s += block
         medians.append(statistics.median(block))
         res.host_syncs = found
     typical = res.warmup_samples_s[-1]
     while True:
-        reason = warm.is_warm(medians, starts, sum(res.warmup_samples_s[1:]), len(res.warmup_samples_s),
-                              clock() - t_budget)
+        elapsed = clock() - t_budget
+        reason = warm.is_warm(medians, starts, sum(res.warmup_samples_s[1:]), len(res.warmup_samples_s), elapsed)
+        per_step = max(typical, wall_per_step)
+        cap = min(limits.warmup_cap_s(per_step), warm.max_time_s)
+        if reason is None and medians and elapsed >= cap:
+            reason = WARM_BUDGET if cap < warm.max_time_s else WARM_MAX_TIME
         if reason:
-            res.warmup_reason = WARM_BUDGET if reason == WARM_MAX_TIME and budget_capped else reason
+            res.warmup_reason = reason
             return
         n = _block_size(typical, warm.block_s)
-        if typical > 0:  # do not run far past the cap
-            n = max(1, min(n, int((warm.max_time_s - (clock() - t_budget)) / typical)))
+        if per_step > 0:  # do not run far past the cap
+            n = max(1, min(n, int((cap - elapsed) / per_step)))
         n = max(1, min(n, warm.max_steps - len(res.warmup_samples_s)))
         starts.append(sum(res.warmup_samples_s[1:]))
+        t0 = clock()
         block = timer.time_block(step, n)
+        wall_per_step = (clock() - t0) / len(block)
         res.warmup_samples_s += block
-        typical = statistics.median(block)
-        medians.append(typical)
+        medians.append(statistics.median(block))
+        # Sized by the recent steps (at least 3), so that one slow step does not shrink the next block.
+        typical = statistics.median(res.warmup_samples_s[1:][-max(3, len(block)):])
 
 
 def measure(
@@ -665,20 +678,19 @@ def measure(
     """
     rule = check_stopping_rule(rule if rule is not None else CIStoppingRule())
     limits = limits if limits is not None else MeasureLimits()
-    warmup = warmup or WarmupRule()
-    warm = warmup.in_force(limits, rule)
+    warm = (warmup or WarmupRule()).in_force(limits, rule)
     res = TimingResult(timer=timer.name)
     t_start = clock()
     res.warmup_samples_s += timer.time_block(step, 1)
     t_budget = clock()  # the budget counts from here: the first step is bounded by nothing
-    _warm_up(step, timer, warm, res, clock, t_budget, check_step, budget_capped=warm.max_time_s < warmup.max_time_s)
+    _warm_up(step, timer, warm, limits, res, clock, t_budget, check_step)
     res.warmup_wall_time_s = clock() - t_start
     if res.host_syncs:
         res.warnings.append("the step makes the host wait for the device (found by one warm-up step under "
                             "torch.cuda.set_sync_debug_mode('warn')): " + "; ".join(res.host_syncs)
                             + ": every timed step includes that wait")
     if res.warmup_reason != WARM_STABLE:
-        cap = {WARM_BUDGET: f"its share of the {limits.budget_s:g} s budget ({warm.max_time_s:.3g} s)",
+        cap = {WARM_BUDGET: f"its share of the {limits.budget_s:g} s budget",
                WARM_MAX_TIME: f"its time limit ({warm.max_time_s:g} s)",
                WARM_MAX_STEPS: f"its step limit ({warm.max_steps})"}.get(res.warmup_reason, res.warmup_reason)
         res.warnings.append(f"warm-up ended by {cap} after {len(res.warmup_samples_s)} steps, before consecutive "
@@ -687,7 +699,7 @@ def measure(
     if after_warmup is not None:
         after_warmup()
 
-    typical = res.warmup_block_medians_s[-1]  # warm-up always ends after at least one block
+    typical = statistics.median(res.warmup_samples_s[1:][-max(3, MIN_BLOCK):])  # warm-up ran at least one more step
     t_measure = clock()
     while True:
         taken = len(res.samples_s)
