@@ -15,6 +15,7 @@ from bench.core.errors import InvalidResultsFile
 from bench.core.io import read_json, write_json_atomic
 from bench.core.vocabulary import STATUS_OK, STATUSES
 from bench.measure.stats import SampleStats, summarize
+from bench.measure.timing import BlockShortfall
 
 SWEEP_SCHEMA = "bench.run.sweep"
 SCHEMA_VERSION = 1
@@ -64,8 +65,11 @@ class Measurement:
     """One sweep point: raw step times (seconds) and everything derived from or measured beside them.
 
     `samples_s` are the timed steps after warm-up; `block_medians_s` are the medians of the blocks
-    between host synchronisations, used to see whether repeated blocks agree. A value that could not
-    be measured is None and `null_reasons[name]` says why.
+    between host synchronisations, used to see whether repeated blocks agree (`block_sizes`: the steps
+    in each timed block, in order). Peak memory is over the timed steps (the statistics are reset
+    after warm-up); the warm-up's own peaks (cuDNN autotuning workspaces, compilation, allocator
+    growth) are kept apart. `block_shortfall` is set when fewer blocks than a CI across blocks needs
+    fitted the budget. A value that could not be measured is None and `null_reasons[name]` says why.
     """
 
     case: Case
@@ -84,6 +88,11 @@ class Measurement:
     telemetry: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     null_reasons: dict[str, str] = field(default_factory=dict)
+    warmup_peak_allocated_bytes: int | None = None
+    warmup_peak_reserved_bytes: int | None = None
+    num_alloc_retries: int | None = None
+    block_sizes: list[int] = field(default_factory=list)
+    block_shortfall: BlockShortfall | None = None
 
     @property
     def ok(self) -> bool:
@@ -125,6 +134,11 @@ class Measurement:
             "samples_s": list(self.samples_s),
             "warmup_samples_s": list(self.warmup_samples_s),
             "block_medians_s": list(self.block_medians_s),
+            "warmup_peak_allocated_bytes": self.warmup_peak_allocated_bytes,
+            "warmup_peak_reserved_bytes": self.warmup_peak_reserved_bytes,
+            "num_alloc_retries": self.num_alloc_retries,
+            "block_sizes": list(self.block_sizes),
+            "block_shortfall": self.block_shortfall.to_dict() if self.block_shortfall else None,
         }
         return d
 
@@ -150,18 +164,39 @@ class Measurement:
             telemetry=dict(d.get("telemetry") or {}),
             warnings=list(d.get("warnings") or []),
             null_reasons=dict(d.get("null_reasons") or {}),
+            warmup_peak_allocated_bytes=d.get("warmup_peak_allocated_bytes"),
+            warmup_peak_reserved_bytes=d.get("warmup_peak_reserved_bytes"),
+            num_alloc_retries=d.get("num_alloc_retries"),
+            block_sizes=[int(v) for v in d.get("block_sizes") or []],
+            block_shortfall=BlockShortfall.from_dict(d.get("block_shortfall")),
         )
 
 
 @dataclass
 class Probe:
-    """One try in the search for the largest batch that fits: did a few steps run at this size?"""
+    """One try in the search for the largest batch that fits: did a few steps run at this size?
+
+    `peak_reserved_bytes`: the allocator's peak over the probe (its statistics reset first; None off
+    CUDA or when it failed); `kind`: how the search chose this batch (`doubling`, `model` for the
+    memory-model prediction, `bisection`; None in files from before it was recorded).
+    """
 
     batch_size: int
     fits: bool
     error: str | None = None
+    peak_reserved_bytes: int | None = None
+    kind: str | None = None
 
     NOT_OOM_PREFIX = "not out of memory: "
+
+    @property
+    def peak_bytes(self) -> int | None:
+        """The peak the largest-batch search's memory model fits (bench.run.largest)."""
+        return self.peak_reserved_bytes
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Probe":
+        return cls(int(d["batch_size"]), bool(d["fits"]), d.get("error"), d.get("peak_reserved_bytes"), d.get("kind"))
 
     @property
     def out_of_memory(self) -> bool:
@@ -232,7 +267,7 @@ class SweepResult:
                 config=dict(d.get("config") or {}),
                 environment=dict(d.get("environment") or {}),
                 points=[Measurement.from_dict(p) for p in d.get("points") or []],
-                probes=[Probe(int(p["batch_size"]), bool(p["fits"]), p.get("error")) for p in lb.get("probes") or []],
+                probes=[Probe.from_dict(p) for p in lb.get("probes") or []],
                 largest_batch_that_fits=lb.get("batch_size"),
                 largest_batch_reason=lb.get("reason"),
                 analysis=d.get("analysis"),
