@@ -19,7 +19,7 @@ from bench.core.io import json_safe
 from bench.core.vocabulary import PRECISIONS, STATUS_ERROR, STATUS_OOM, STEP_OPTIMIZERS
 from bench.measure.timing import MEASURE_DEFAULTS, MeasureLimits
 from bench.records.sweep import Measurement, Probe
-from bench.run.sweep import DEFAULT_MAX_BATCH, SweepConfig
+from bench.run.sweep import DEFAULT_MAX_BATCH, FROM_DEVICE, SweepConfig
 
 SUITES = ("step_time", "memory", "largest_batch")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -581,55 +581,79 @@ def extra_info_for(case: SuiteCase, config: SweepConfig, m: Measurement, setting
 
 @dataclass
 class LargestBatch:
-    """Outcome of the search: the largest batch that ran, the probes tried, and how the search ended."""
+    """Outcome of the search: the largest batch that ran, the probes tried, and how the search ended.
+
+    `method` counts every probe by how the search chose it (doubling, memory-model, bisection);
+    `confirmed` says whether a full measurement (`measure_point`) confirmed the answer (None: nothing
+    to confirm, or confirmation turned off); `confirmations` lists the full measurements made to
+    confirm it (batch size, status, error), backing off on out-of-memory.
+    """
 
     batch_size: int | None
     reason: str
     probes: list[Probe] = field(default_factory=list)
     limited: bool = False  # True: no out-of-memory up to the limit; the true largest lies beyond
+    method: str = ""
+    confirmed: bool | None = None
+    confirmations: list[dict] = field(default_factory=list)
+
+    @property
+    def probe_counts(self) -> dict[str, int]:
+        from bench.run.largest import PROBE_KINDS
+
+        kinds = [p.kind for p in self.probes]
+        return {k: kinds.count(k) for k in PROBE_KINDS}
 
     def to_dict(self) -> dict:
         return {"batch_size": self.batch_size, "reason": self.reason, "limited": self.limited,
-                "probes": [p.to_dict() for p in self.probes]}
+                "method": self.method, "probe_counts": self.probe_counts, "confirmed": self.confirmed,
+                "confirmations": list(self.confirmations), "probes": [p.to_dict() for p in self.probes]}
 
 
 ProbeFn = Callable[[Any, SweepConfig, int, Any], Probe]
+MeasureFn = Callable[[Any, SweepConfig, int, Any], Measurement]
 
 
 def find_largest_batch(workload, config: SweepConfig, device, *, start: int = 1, limit: int | None = None,
-                       probe: ProbeFn | None = None) -> LargestBatch:
-    """Double the batch from `start` until a probe runs out of memory, then bisect to the largest that fits.
+                       probe: ProbeFn | None = None, measure: MeasureFn | None = None, confirm: bool = True,
+                       capacity_bytes: Any = FROM_DEVICE) -> LargestBatch:
+    """The largest batch that fits: double from `start` until a probe runs out of memory, then let
+    the memory model (peak = a + b·batch, fitted to the probes' peaks, against the device's capacity)
+    predict the boundary, with bisection as the safeguard (`bench.run.largest`); then confirm the
+    answer with a full measurement, backing off on out-of-memory.
 
     A failure other than out-of-memory ends the search (the reason says so). `probe` defaults to
-    `bench.run.sweep.probe_fits`; tests pass a fake one.
+    `bench.run.sweep.probe_fits` and `measure` to `measure_point`; tests pass fake ones.
+    `capacity_bytes` defaults to what the device's allocator could reserve (None off CUDA: doubling
+    and bisection alone).
     """
-    from bench.run.sweep import bisect_largest_batch, probe_fits
+    from bench.run.sweep import confirm_largest_batch, search_largest
 
-    probe = probe or probe_fits
     kind = getattr(device, "type", str(device).split(":")[0])
     limit = limit or DEFAULT_MAX_BATCH.get(kind, 1024)
     if start < 1 or limit < start:
         raise BenchError(f"largest-batch search needs 1 <= start <= limit, got start={start}, limit={limit}")
-    probes: list[Probe] = []
-    lo, hi, b = 0, None, start
-    while b <= limit:
-        p = probe(workload, config, b, device)
-        probes.append(p)
-        if p.fits:
-            lo, b = b, b * 2
-        elif p.failed_otherwise:
-            return LargestBatch(lo or None, f"search stopped: batch {b} failed for another reason ({p.error})", probes)
-        else:
-            hi = b
-            break
-    if hi is None:
-        return LargestBatch(lo, f"no out-of-memory up to batch {lo}, the limit: the largest lies beyond", probes, limited=True)
-    lo, hi, stopped = bisect_largest_batch(workload, config, device, lo, hi, probe=probe, on_probe=probes.append)
-    if stopped:
-        return LargestBatch(lo or None, stopped, probes)
-    if lo == 0:
-        return LargestBatch(None, f"even batch {hi} runs out of memory", probes)
-    return LargestBatch(lo, f"batch {hi} runs out of memory; found in {len(probes)} probe(s)", probes)
+    search = search_largest(workload, config, device, start=start, limit=limit, probe=probe,
+                            capacity_bytes=capacity_bytes)
+    probes = list(search.probes)
+    method = search.method
+    if search.largest is None:
+        if search.stopped:
+            return LargestBatch(None, search.stopped, probes, method=method)
+        return LargestBatch(None, f"even batch {search.smallest_oom} runs out of memory", probes, method=method)
+    if search.stopped:
+        head = search.stopped
+    else:
+        head = f"batch {search.smallest_oom} runs out of memory; found in {method}"
+    if not confirm:
+        return LargestBatch(search.largest, head, probes, limited=search.limited, method=method)
+    checked = confirm_largest_batch(workload, config, device, search.largest, measure=measure)
+    confirmations = [{"batch_size": m.batch_size, "status": m.status, "error": m.error} for m in checked.measured]
+    if checked.backed_off:
+        head = f"batch {checked.smallest_oom} runs out of memory in a full measurement; probes found {search.largest} in {method}"
+    return LargestBatch(checked.batch_size, f"{head}; {checked.note}", probes,
+                        limited=search.limited and not checked.backed_off, method=method,
+                        confirmed=checked.batch_size is not None, confirmations=confirmations)
 
 
 def benchmark_largest_batch(
@@ -639,6 +663,7 @@ def benchmark_largest_batch(
     *,
     synchronize: Synchronize | None = _AUTO,
     probe: ProbeFn | None = None,
+    measure: MeasureFn | None = None,
     start: int = 1,
     limit: int | None = None,
 ) -> tuple[LargestBatch, Measurement | None]:
@@ -656,7 +681,7 @@ def benchmark_largest_batch(
     workload = load_workload(case.workload, case.args)
     config = case.sweep_config(settings, start)
     t0 = time.perf_counter()
-    found = find_largest_batch(workload, config, device, start=start, limit=limit, probe=probe)
+    found = find_largest_batch(workload, config, device, start=start, limit=limit, probe=probe, measure=measure)
     search = {**found.to_dict(), "search_wall_time_s": time.perf_counter() - t0}
     if found.batch_size is None:
         # No batch fits: the record is the smallest batch that failed, so the report shows the boundary.

@@ -343,14 +343,14 @@ def bisect_largest_batch(workload, config: SweepConfig, device, lo: int, hi: int
     return lo, hi, None
 
 
-_AUTO: Any = object()  # "read it from the device"
+FROM_DEVICE: Any = object()  # a default meaning "read it from the device"
 ProbeFn = Callable[[Any, SweepConfig, int, Any], Probe]
 MeasureFn = Callable[[Any, SweepConfig, int, Any], Measurement]
 
 
 def search_largest(workload, config: SweepConfig, device, *, lo: int = 0, hi: int | None = None,
                    known_peaks=(), start: int = 1, limit: int | None = None, probe: ProbeFn | None = None,
-                   capacity_bytes: Any = _AUTO,
+                   capacity_bytes: Any = FROM_DEVICE,
                    on_probe: Callable[[Probe, str], None] | None = None,
                    before_probe: Callable[[int, str, int, int | None], None] | None = None) -> LargestBatchSearch:
     """The largest batch that fits, by `bench.run.largest.search_largest_batch` with real probes
@@ -360,7 +360,7 @@ def search_largest(workload, config: SweepConfig, device, *, lo: int = 0, hi: in
     holds, from torch.cuda.mem_get_info); without one (off CUDA) the search doubles and bisects.
     """
     probe = probe or probe_fits
-    if capacity_bytes is _AUTO:
+    if capacity_bytes is FROM_DEVICE:
         capacity_bytes = allocator_memory(device).capacity_bytes()
 
     def run(b: int) -> Probe:
