@@ -679,3 +679,98 @@ def test_threads_are_set_for_the_run_recorded_and_put_back():
     assert torch.get_num_threads() == before
     with pytest.raises(BenchError, match="threads must be a positive integer"):
         SweepConfig(threads=0).validate()
+
+
+# ---- on a GPU: the real-card side of issue 10's items 1, 2, 9 and 10 ----------------------------------
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_real_out_of_memory_in_a_convolution_is_recognised():
+    from bench.core.devices import is_oom
+
+    free, _ = torch.cuda.mem_get_info()
+    side = int((free / (16 * 64 * 4)) ** 0.5)  # a 64-channel fp32 input using a sixteenth of free memory
+    x = torch.empty((1, 64, side, side), device="cuda")
+    conv = nn.Conv2d(64, 4096, 3, padding=1).cuda()  # its output needs 64x the input: more than the device holds
+    with pytest.raises(Exception) as e:
+        conv(x)
+    assert is_oom(e.value), repr(e.value)
+    del x, conv
+    torch.cuda.empty_cache()
+
+
+class BigWarmUp(nn.Module):
+    """Holds 1 GiB more during its first two steps only, as cuDNN's autotuning workspaces do."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 2)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls <= 2:
+            hold = torch.empty(1 << 30, dtype=torch.uint8, device=x.device)
+            return self.lin(x) + hold[:1].float() * 0
+        return self.lin(x)
+
+
+def _tiny_batch(b, d):
+    return torch.randn(b, 4, device=d), torch.randint(0, 2, (b,), device=d)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_real_peak_memory_excludes_warm_up_and_counts_allocator_retries():
+    wl = Workload(name="big-warm-up", build_model=BigWarmUp, make_batch=_tiny_batch, loss_fn=nn.functional.cross_entropy)
+    p = run_sweep(SweepConfig(device="cuda", batch_sizes=[8], min_samples=6, min_time_s=0.05, budget_s=0.5),
+                  workload=wl).point(8)
+    assert p.ok and p.warmup_peak_allocated_bytes >= 1 << 30
+    assert p.peak_allocated_bytes < 1 << 28
+    assert p.num_alloc_retries == 0
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_real_host_sync_in_a_loss_is_found_and_a_clean_step_has_none():
+    def loss_with_item(out, y):
+        loss = nn.functional.cross_entropy(out, y)
+        loss.item()  # a host sync in every step
+        return loss
+
+    syncing = Workload(name="item", build_model=lambda: MemoryLimited(None), make_batch=_tiny_batch,
+                       loss_fn=loss_with_item)
+    clean = Workload(name="clean", build_model=lambda: MemoryLimited(None), make_batch=_tiny_batch,
+                     loss_fn=nn.functional.cross_entropy)
+    cfg = dict(device="cuda", batch_sizes=[8], min_samples=6, min_time_s=0.05, budget_s=0.5)
+    assert any("makes the host wait for the device" in w for w in run_sweep(SweepConfig(**cfg), workload=syncing).point(8).warnings)
+    assert not any("host wait" in w for w in run_sweep(SweepConfig(**cfg), workload=clean).point(8).warnings)
+
+
+class MiBPerSample(nn.Module):
+    """Holds 64 MiB of activations per sample: peak memory linear in the batch, OOM at a known size."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 2)
+
+    def forward(self, x):
+        hold = torch.empty(x.shape[0] << 26, dtype=torch.uint8, device=x.device)
+        return self.lin(x) + hold[:1].float() * 0
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_real_largest_batch_is_found_by_the_memory_model_and_confirmed_by_a_full_measurement():
+    wl = Workload(name="mib", build_model=MiBPerSample, make_batch=_tiny_batch, loss_fn=nn.functional.cross_entropy)
+    free, _ = torch.cuda.mem_get_info()
+    sizes = [2 ** k for k in range(4, 20) if 2 ** (k - 1) << 26 <= 2 * free]
+    result = run_sweep(SweepConfig(device="cuda", batch_sizes=sizes, min_samples=6, min_time_s=0.02, budget_s=0.2,
+                                   telemetry=False), workload=wl)
+    largest = result.largest_batch_that_fits
+    assert largest is not None and result.point(largest).ok  # measured in full
+    assert (largest << 26) <= free and ((largest + 2) << 26) > free - (1 << 30)
+    fits = [p for p in result.probes if p.fits]
+    assert fits and all(p.peak_reserved_bytes >= p.batch_size << 26 for p in fits)
+    assert "model" in [p.kind for p in result.probes] and len(result.probes) <= 6, result.largest_batch_reason

@@ -524,3 +524,30 @@ def test_after_warmup_runs_once_between_warm_up_and_the_first_timed_step():
     res = measure(lambda: None, timer=timer, clock=timer.clock, after_warmup=lambda: seen.append(timer.calls),
                   limits=MeasureLimits(budget_s=1.0))
     assert seen == [len(res.warmup_samples_s)]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_real_cuda_events_are_made_once_per_point_and_never_during_timed_steps(monkeypatch):
+    import torch
+
+    from bench.measure.timing import MAX_BLOCK, CudaEventTimer
+
+    made_at = []
+    steps = []
+    real_event = torch.cuda.Event
+
+    def counting_event(*a, **kw):
+        made_at.append(len(steps))
+        return real_event(*a, **kw)
+
+    monkeypatch.setattr(torch.cuda, "Event", counting_event)
+    a = torch.randn(512, 512, device="cuda")
+
+    def step():
+        steps.append(1)
+        a @ a
+
+    res = measure(step, timer=CudaEventTimer(torch.device("cuda")), limits=MeasureLimits(budget_s=0.5))
+    assert len(made_at) == 2 * MAX_BLOCK and set(made_at) == {0}  # all made before the first step
+    assert len(res.block_sizes) >= 6 and all(s > 0 for s in res.samples_s)

@@ -34,7 +34,7 @@ STOP_MAX_SAMPLES = "max_samples"
 STOP_COUNT = "count"  # a fixed number of samples was asked for
 
 # Why warm-up ended.
-WARM_STABLE = "stable"  # after the minimum time, consecutive block medians stopped falling by more than the CI target
+WARM_STABLE = "stable"  # after the minimum time, block medians that far apart no longer fall by more than the CI target
 WARM_MAX_STEPS = "max_steps"
 WARM_MAX_TIME = "max_time"
 WARM_BUDGET = "budget"  # the point's time budget left no more time for warm-up

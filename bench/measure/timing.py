@@ -693,13 +693,13 @@ def measure(
         cap = {WARM_BUDGET: f"its share of the {limits.budget_s:g} s budget",
                WARM_MAX_TIME: f"its time limit ({warm.max_time_s:g} s)",
                WARM_MAX_STEPS: f"its step limit ({warm.max_steps})"}.get(res.warmup_reason, res.warmup_reason)
-        res.warnings.append(f"warm-up ended by {cap} after {len(res.warmup_samples_s)} steps, before consecutive "
-                            f"block medians stopped falling by more than {warm.tolerance:.1%}: the timed steps may "
-                            "still be warming up")
+        res.warnings.append(f"warm-up ended by {cap} after {len(res.warmup_samples_s)} steps, before its block "
+                            f"medians stopped falling by more than {warm.tolerance:.1%} over {warm.lag_s:.2g} s: the "
+                            "timed steps may still be warming up")
     if after_warmup is not None:
         after_warmup()
 
-    typical = statistics.median(res.warmup_samples_s[1:][-max(3, MIN_BLOCK):])  # warm-up ran at least one more step
+    typical = statistics.median(res.warmup_samples_s[1:][-3:])  # warm-up ran at least one step after the first
     t_measure = clock()
     while True:
         taken = len(res.samples_s)
