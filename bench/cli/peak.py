@@ -46,10 +46,11 @@ def format_table(results) -> str:
         spread = f"±{r.tflops_spread:.1%}" if r.tflops_spread is not None else "-"
         lines.append(f"{r.precision:<10}{f(r.tflops_median):>16}{spread:>9}{f(r.tflops_best):>14}{f(r.table_tflops):>11}"
                      f"{f(r.fraction_of_table):>10}  {note}")
-    if results and any(r.repeats for r in results):
-        r = next(r for r in results if r.repeats)
-        lines.append(f"{r.repeats} repeats of {r.matmuls_per_repeat} matmul(s) of {r.size}x{r.size} per precision, after "
-                     f"{r.warmup_s:.2g} s of warm-up; spread: half the range of the repeats relative to their median.")
+    timed = [r for r in results if r.repeats]
+    if timed:
+        lines.append(f"{timed[0].repeats} timed repeats of {timed[0].size}x{timed[0].size} matmuls per precision, each "
+                     f"after at least {min(r.warmup_s for r in timed):.2g} s of warm-up; spread: half the range of the "
+                     "repeats relative to their median.")
     return "\n".join(lines)
 
 
