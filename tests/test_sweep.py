@@ -774,3 +774,13 @@ def test_real_largest_batch_is_found_by_the_memory_model_and_confirmed_by_a_full
     fits = [p for p in result.probes if p.fits]
     assert fits and all(p.peak_reserved_bytes >= p.batch_size << 26 for p in fits)
     assert "model" in [p.kind for p in result.probes] and len(result.probes) <= 6, result.largest_batch_reason
+
+
+def test_resume_refuses_a_file_whose_points_were_warmed_up_another_way(tmp_path):
+    out = tmp_path / "sweep.json"
+    run_sweep(SweepConfig(batch_sizes=[2], **FAST), workload=tiny_workload(), output=out)
+    data = json.loads(out.read_text())
+    data["config"]["warmup_rule"] = {"min_steps": 2, "window": 3, "tolerance": 0.05, "max_steps": 200, "max_time_s": 30.0}
+    out.write_text(json.dumps(data))
+    with pytest.raises(BenchError, match="warmup_rule"):
+        run_sweep(SweepConfig(batch_sizes=[2, 4], **FAST), workload=tiny_workload(), output=out, resume=True)

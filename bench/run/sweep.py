@@ -55,7 +55,7 @@ PROBE_STEPS = 2  # steps per fit probe: the second step has optimizer state allo
 # point in one file was measured the same way. (The batch-size plan may grow.)
 IDENTITY_FIELDS = ("workload", "workload_args", "device", "precision", "optimizer", "channels_last", "compile", "seed",
                    "ci_target", "min_samples", "min_time_s", "budget_s", "warmup_max_s", "cudnn_benchmark",
-                   "telemetry", "telemetry_period_s", "stopping_rule", "threads")
+                   "telemetry", "telemetry_period_s", "stopping_rule", "threads", "warmup_rule")
 
 
 @dataclass
