@@ -650,7 +650,8 @@ def find_largest_batch(workload, config: SweepConfig, device, *, start: int = 1,
     checked = confirm_largest_batch(workload, config, device, search.largest, measure=measure)
     confirmations = [{"batch_size": m.batch_size, "status": m.status, "error": m.error} for m in checked.measured]
     if checked.backed_off:
-        head = f"batch {checked.smallest_oom} runs out of memory in a full measurement; probes found {search.largest} in {method}"
+        head = (f"batch {checked.smallest_oom} runs out of memory in a full measurement; probes found "
+                f"{search.largest} in {method}")
     return LargestBatch(checked.batch_size, f"{head}; {checked.note}", probes,
                         limited=search.limited and not checked.backed_off, method=method,
                         confirmed=checked.batch_size is not None, confirmations=confirmations)

@@ -548,12 +548,13 @@ def _energy(done: list[Block], samples: list[Sample], steps: int | None, batch_s
                                       "sampled power x block duration, summed over blocks")
                 break
             pooled = [v for vals in per_block for v in vals]
+            empty = sum(1 for v in per_block if not v)
             if pooled:
                 # One sampler per point: a block shorter than the period may hold no sample.
                 energy_j = sum(pooled) / len(pooled) * sum(b.duration_s for b in done)
                 out["energy_source"] = "integrated_power"
                 out["energy_note"] = (f"energy counter unavailable ({counter_why}); integrated as mean {label} "
-                                      f"sampled power over the timed blocks x their total duration ({sum(1 for v in per_block if not v)} "
+                                      f"sampled power over the timed blocks x their total duration ({empty} "
                                       "block(s) shorter than the sampling period held no sample)")
                 break
         else:
