@@ -1,12 +1,16 @@
-"""Step-time cost of the telemetry sampler: the same compute-bound step timed with the sampler on and off.
+"""Step-time cost of the telemetry sampler: the same step timed with the sampler on and off, per batch size.
 
-Rounds alternate off/on so drift on a noisy machine hits both alike; the figure is the median of the
-per-round ratios (on/off) with a bootstrap 95% interval. On CUDA it samples the real GPU through
-pynvml; elsewhere it runs the real sampler thread against the fake NVML module of the tests (its
-Python work per tick holds the GIL, so it is a pessimistic stand-in for real NVML calls, which
-release it). Usage:
+"On" is how a sweep point runs it: one sampler thread for the whole point, started before warm-up,
+with the timed blocks marked within it. Rounds alternate off/on (the order flipping each round) so
+drift on a noisy machine hits both alike; the figure per batch size is the median of the per-round
+ratios (on/off) with a bootstrap 95% interval. The default batch sizes, MLP 1-64, are where a step is
+launch-bound on a GPU, the regime most sensitive to a thread taking the GIL; add a large batch for a
+compute-bound one. On CUDA it samples the real GPU through pynvml; elsewhere it runs the real sampler
+thread against the fake NVML module of the tests, a CPU stand-in (its Python work per tick holds the
+GIL, so it is pessimistic against real NVML calls, which release it). Usage:
 
-    python scripts/sampler_overhead.py [--device cpu] [--workload mlp] [--batch-size 512] [--rounds 12]
+    python scripts/sampler_overhead.py [--device cpu] [--workload mlp] [-a hidden=64]
+                                       [--batch-sizes 1,2,4,8,16,32,64] [--rounds 8] [--threads 1] [--json out.json]
 """
 
 from __future__ import annotations
@@ -18,10 +22,11 @@ import sys
 import numpy as np
 
 from bench.core.devices import resolve_device
+from bench.core.params import parse_list
 from bench.measure.step import StepOptions, TrainStep
 from bench.measure.telemetry.sampler import NvmlTelemetry, Telemetry
 from bench.measure.timing import CIStoppingRule, MeasureLimits, measure, timer_for
-from bench.measure.workloads import load_workload
+from bench.measure.workloads import load_workload, parse_workload_args
 
 
 def fake_telemetry(period_s: float):
@@ -29,60 +34,82 @@ def fake_telemetry(period_s: float):
 
     nvml = make_fake_nvml()
     nvml.nvmlInit()
-    return NvmlTelemetry(nvml, nvml.nvmlDeviceGetHandleByIndex(0), period_s), "fake pynvml (bench/testing/fake_pynvml.py)"
+    return (NvmlTelemetry(nvml, nvml.nvmlDeviceGetHandleByIndex(0), period_s),
+            "fake pynvml (bench/testing/fake_pynvml.py): a CPU stand-in")
+
+
+def ratio_ci(on: list[float], off: list[float], seed: int = 0) -> tuple[float, float, float]:
+    """Median of the per-round on/off ratios and a bootstrap 95% interval of it."""
+    ratios = np.array(on) / np.array(off)
+    rng = np.random.default_rng(seed)
+    boot = [np.median(rng.choice(ratios, ratios.size)) for _ in range(2000)]
+    lo, hi = np.percentile(boot, [2.5, 97.5])
+    return float(np.median(ratios)), float(lo), float(hi)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--workload", default="mlp")
-    ap.add_argument("--batch-size", type=int, default=512)
-    ap.add_argument("--rounds", type=int, default=12)
+    ap.add_argument("-a", "--workload-arg", action="append", default=[], metavar="KEY=VALUE",
+                    help="workload parameter, repeatable (e.g. -a hidden=64 for sub-millisecond CPU steps)")
+    ap.add_argument("--batch-sizes", default="1,2,4,8,16,32,64",
+                    help="comma-separated (default: 1-64, launch-bound on a GPU; add e.g. 512 for a compute-bound one)")
+    ap.add_argument("--batch-size", type=int, default=None, help="one batch size (as --batch-sizes N)")
+    ap.add_argument("--rounds", type=int, default=8)
+    ap.add_argument("--budget", type=float, default=1.0, help="seconds per measurement (default: 1)")
     ap.add_argument("--period", type=float, default=0.05, help="sampling period, seconds")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     ap.add_argument("--json", help="write the raw rounds here")
     args = ap.parse_args(argv)
-    if args.threads:
-        import torch
+    import torch
 
+    if args.threads:
         torch.set_num_threads(args.threads)
+    sizes = [args.batch_size] if args.batch_size else parse_list(args.batch_sizes, int, "batch size", positive=True)
     device = resolve_device(args.device)
-    step = TrainStep(load_workload(args.workload), args.batch_size, device, StepOptions())
     if device.type == "cuda":
         tel, source = Telemetry.for_device(device, period_s=args.period), "pynvml"
     else:
         tel, source = fake_telemetry(args.period)
     rule = CIStoppingRule(ci_target=0.005)
-    limits = MeasureLimits(min_samples=20, min_time_s=1.0, budget_s=3.0)
-    timer = timer_for(device)
-    off, on = [], []
-    for r in range(args.rounds):
-        # Alternate which goes first, so a drift within a round favours neither.
-        for sampling in ((False, True) if r % 2 == 0 else (True, False)):
-            res = measure(step, timer=timer, rule=rule, limits=limits, around_block=tel.measuring if sampling else None)
-            (on if sampling else off).append(statistics.median(res.samples_s))
-    summary = tel.summary(steps=1, batch_size=args.batch_size)
+    limits = MeasureLimits(min_samples=20, min_time_s=min(0.3, args.budget), budget_s=args.budget)
+    workload = load_workload(args.workload, parse_workload_args(args.workload_arg))
+    print(f"sampler: {source}, period {args.period * 1e3:.0f} ms, on {device} ({torch.get_num_threads()} torch "
+          f"thread(s)), {workload.description or args.workload}, {args.rounds} rounds per batch size, "
+          f"{args.budget:g} s per measurement")
+    print(f"{'batch':>6} {'off median':>12} {'on median':>12} {'on/off':>8}   95% CI")
+    rows = []
+    for b in sizes:
+        step = TrainStep(workload, b, device, StepOptions())
+        timer = timer_for(device)
+        off, on = [], []
+        for r in range(args.rounds):
+            # Alternate which goes first, so a drift within a round favours neither.
+            for sampling in ((False, True) if r % 2 == 0 else (True, False)):
+                if sampling:
+                    with tel.sampling():
+                        res = measure(step, timer=timer, rule=rule, limits=limits, around_block=tel.measuring)
+                    tel.reset()
+                else:
+                    res = measure(step, timer=timer, rule=rule, limits=limits)
+                (on if sampling else off).append(statistics.median(res.samples_s))
+        step.release()
+        med, lo, hi = ratio_ci(on, off)
+        rows.append({"batch_size": b, "off_medians_s": off, "on_medians_s": on, "ratio_median": med,
+                     "ratio_ci95": [lo, hi]})
+        print(f"{b:>6} {statistics.median(off) * 1e3:>9.3f} ms {statistics.median(on) * 1e3:>9.3f} ms "
+              f"{(med - 1) * 100:>+7.2f}%   {(lo - 1) * 100:+.2f}% .. {(hi - 1) * 100:+.2f}%", flush=True)
     tel.close()
-    step.release()
-    ratios = np.array(on) / np.array(off)
-    rng = np.random.default_rng(0)
-    boot = [np.median(rng.choice(ratios, ratios.size)) for _ in range(2000)]
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    med = float(np.median(ratios))
-    print(f"sampler ({source}, period {args.period * 1e3:.0f} ms, {summary.get('n_samples')} samples over all "
-          f"rounds) on {device}, {args.workload} batch {args.batch_size}: step time off {statistics.median(off) * 1e3:.3f} ms, "
-          f"on {statistics.median(on) * 1e3:.3f} ms; on/off = {med:.4f} ({(med - 1) * 100:+.2f}%), "
-          f"95% CI {(lo - 1) * 100:+.2f}% .. {(hi - 1) * 100:+.2f}% over {args.rounds} rounds")
     if args.json:
-        import torch
-
         from bench.core.io import write_json_atomic
 
         write_json_atomic(args.json, {"device": str(device), "source": source, "period_s": args.period,
-                                      "torch_threads": torch.get_num_threads(),
-                                      "workload": args.workload, "batch_size": args.batch_size,
-                                      "off_medians_s": off, "on_medians_s": on, "ratio_median": med,
-                                      "ratio_ci95": [float(lo), float(hi)]})
+                                      "torch_threads": torch.get_num_threads(), "workload": args.workload,
+                                      "workload_args": parse_workload_args(args.workload_arg),
+                                      "rounds": args.rounds, "budget_s": args.budget,
+                                      "sampler": "one thread per point, started before warm-up",
+                                      "batch_sizes": rows})
     return 0
 
 

@@ -1,4 +1,4 @@
-"""The largest batch that fits in GPU memory (doubling, then bisection on out-of-memory), and the step time there."""
+"""The largest batch that fits in GPU memory (doubling, then a memory model with bisection as its safeguard, confirmed by a full measurement), and the step time there."""
 
 from bench.run.suite import benchmark_largest_batch
 

@@ -32,6 +32,7 @@ def run_cli(capsys, *argv):
     (["sweep", "-w", "no_such_pkg_xyz.mod:fn"], "no_such_pkg_xyz"),
     (["sweep", "-d", "cuda:7"], "cuda"),
     (["sweep", "-a", "bogus"], "bogus"),
+    (["sweep", "--threads", "0"], "threads must be a positive integer"),
 ])
 def test_bad_input_is_one_line_and_exit_2(capsys, tmp_path, argv, message):
     code, out, err = run_cli(capsys, *argv, "-o", str(tmp_path / "out.json"))
@@ -140,6 +141,13 @@ def test_the_sweep_command_takes_its_defaults_from_the_measuring_defaults():
     assert config["min_samples"] == MEASURE_DEFAULTS["min_samples"]
     assert config["ci_target"] == MEASURE_DEFAULTS["ci_target"]
     assert config["warmup_max_s"] == MEASURE_DEFAULTS["warmup_max_s"]
+
+
+def test_threads_are_set_for_the_sweep_and_recorded(capsys, tmp_path):
+    out = tmp_path / "o.json"
+    code, _, err = run_cli(capsys, "sweep", "-b", "2", "--threads", "1", *TINY, "-o", str(out))
+    assert code == 0, err
+    assert json.loads(out.read_text())["config"]["threads"] == 1
 
 
 # ------------------------------------------------------------------------------------ bench report

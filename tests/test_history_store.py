@@ -225,8 +225,8 @@ def test_files_from_other_tools_and_formats_are_read(tmp_path):
     s.write_text(json.dumps(sweep.to_dict()))
     run = read_results_file(s)
     assert run.kind == "bench.sweep" and run.time_text == "2026-02-01T00:00:00"
-    assert {(r.benchmark, r.metric) for r in run.results} == {("sweep:mlp/fp32/cpu/sgd/bs8", "step_time"),
-                                                              ("sweep:mlp/fp32/cpu/sgd/bs8", "throughput")}
+    assert {(r.benchmark, r.metric) for r in run.results} == {("sweep:mlp-fp32-bs8-cpu", "step_time"),
+                                                              ("sweep:mlp-fp32-bs8-cpu", "throughput")}
     assert run.results[0].noise_target == 0.02
 
 

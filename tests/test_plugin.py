@@ -166,33 +166,92 @@ def test_json_safe_turns_nan_and_numpy_into_plain_json():
     json.dumps(out, allow_nan=False)
 
 
-def fake_probe(capacity: int, fail_at: int | None = None):
+def fake_probe(capacity: int, fail_at: int | None = None, memory=None):
+    """Probes of a workload that runs out of memory above `capacity`; with `memory(batch)`, a probe
+    that fits reports that peak, as probe_fits does on CUDA."""
     calls = []
 
     def probe(workload, config, batch_size, device):
         calls.append(batch_size)
         if fail_at is not None and batch_size >= fail_at:
             return Probe(batch_size, False, "not out of memory: ValueError: bad shape")
-        return Probe(batch_size, batch_size <= capacity, None if batch_size <= capacity else "OutOfMemoryError")
+        fits = batch_size <= capacity
+        return Probe(batch_size, fits, None if fits else "OutOfMemoryError",
+                     peak_reserved_bytes=memory(batch_size) if fits and memory else None)
 
     return probe, calls
 
 
+def fake_measure(fits_up_to: int):
+    """Full measurements (measure_point) of a workload that runs out of memory above `fits_up_to`."""
+    calls = []
+
+    def measure(workload, config, batch_size, device):
+        calls.append(batch_size)
+        case = Case("fake", batch_size)
+        if batch_size > fits_up_to:
+            return Measurement(case, status="oom", error="OutOfMemoryError: CUDA out of memory")
+        return Measurement(case, samples_s=[0.01] * 10)
+
+    return measure, calls
+
+
 def test_largest_batch_doubles_then_bisects_to_the_exact_limit():
     probe, calls = fake_probe(capacity=300)
-    found = find_largest_batch(None, None, "cuda", start=1, limit=65536, probe=probe)
+    measure, measured = fake_measure(300)
+    found = find_largest_batch(None, None, "cuda", start=1, limit=65536, probe=probe, measure=measure,
+                               capacity_bytes=None)
     assert found.batch_size == 300 and not found.limited
     assert calls[:10] == [1, 2, 4, 8, 16, 32, 64, 128, 256, 512]
     assert len(found.probes) == len(calls) and "batch 301 runs out of memory" in found.reason
+    assert found.confirmed and measured == [300]
 
 
 def test_largest_batch_reports_a_limit_it_never_reached_and_stops_on_other_failures():
     probe, _ = fake_probe(capacity=10**9)
-    found = find_largest_batch(None, None, "cuda", start=4, limit=64, probe=probe)
+    measure, _ = fake_measure(10**9)
+    found = find_largest_batch(None, None, "cuda", start=4, limit=64, probe=probe, measure=measure)
     assert found.batch_size is None and found.limited and found.largest_ran == 64 and "lies beyond" in found.reason
     probe, _ = fake_probe(capacity=10**9, fail_at=16)
-    found = find_largest_batch(None, None, "cuda", start=1, limit=64, probe=probe)
+    found = find_largest_batch(None, None, "cuda", start=1, limit=64, probe=probe, measure=measure)
     assert found.batch_size == 8 and found.reason.startswith("search stopped: batch 16 failed for another reason")
+
+
+def test_the_probe_count_includes_the_doubling_phase():
+    probe, calls = fake_probe(capacity=300)
+    measure, _ = fake_measure(300)
+    found = find_largest_batch(None, None, "cuda", start=1, limit=65536, probe=probe, measure=measure,
+                               capacity_bytes=None)
+    n = len(calls)
+    assert found.probe_counts == {"doubling": 10, "model": 0, "bisection": n - 10}
+    assert f"found in {n} probe(s) (10 doubling, {n - 10} bisection)" in found.reason
+    assert found.to_dict()["probe_counts"]["doubling"] == 10
+
+
+def test_with_probe_peaks_and_the_capacity_the_memory_model_needs_fewer_probes_than_bisection():
+    memory = lambda b: 2_000_000_000 + 30_000_000 * b  # noqa: E731
+    capacity = 80 * 2**30  # the largest batch that fits: 2796
+    truth = (capacity - 2_000_000_000) // 30_000_000
+    probe, calls = fake_probe(capacity=truth, memory=memory)
+    measure, _ = fake_measure(truth)
+    found = find_largest_batch(None, None, "cuda", start=1, limit=65536, probe=probe, measure=measure,
+                               capacity_bytes=capacity)
+    plain_probe, plain_calls = fake_probe(capacity=truth)
+    plain = find_largest_batch(None, None, "cuda", start=1, limit=65536, probe=plain_probe, measure=measure,
+                               capacity_bytes=None)
+    assert found.batch_size == plain.batch_size == truth
+    assert found.probe_counts["model"] >= 1 and len(calls) <= len(plain_calls) - 6
+
+
+def test_the_answer_is_confirmed_by_a_full_measurement_that_backs_off_on_out_of_memory():
+    probe, _ = fake_probe(capacity=300)
+    measure, measured = fake_measure(290)  # a full measurement needs more than a 2-step probe
+    found = find_largest_batch(None, None, "cuda", start=1, limit=65536, probe=probe, measure=measure,
+                               capacity_bytes=None)
+    assert found.batch_size == 290 and found.confirmed
+    assert measured[:4] == [300, 299, 297, 293] and 290 in measured
+    assert [c["status"] for c in found.confirmations if c["batch_size"] == 291] == ["oom"]
+    assert found.reason.startswith("batch 291 runs out of memory in a full measurement")
 
 
 # --------------------------------------------------------------------------- inside pytest-benchmark

@@ -52,10 +52,13 @@ def test_out_of_memory_ends_growth_and_bisection_finds_the_exact_boundary(tmp_pa
     result = run_sweep(SweepConfig(batch_sizes=[1, 2, 4, 8, 16, 32, 64, 128], **FAST),
                        workload=tiny_workload(limit=37), output=out)
     statuses = {p.batch_size: p.status for p in result.points}
-    assert statuses == {1: "ok", 2: "ok", 4: "ok", 8: "ok", 16: "ok", 32: "ok", 64: "oom"}  # 128 never tried
+    # 128 never tried; 37, the answer of the probes, confirmed by a full measurement
+    assert statuses == {1: "ok", 2: "ok", 4: "ok", 8: "ok", 16: "ok", 32: "ok", 64: "oom", 37: "ok"}
     assert result.largest_batch_that_fits == 37
     assert [p.batch_size for p in result.probes] == [48, 40, 36, 38, 37]
-    assert "5 probe" in result.largest_batch_reason
+    assert [p.kind for p in result.probes] == ["bisection"] * 5  # no capacity known on the CPU: no memory model
+    assert "5 probe(s) (5 bisection)" in result.largest_batch_reason
+    assert "confirmed by a full measurement at batch 37" in result.largest_batch_reason
     assert result.point(64).error.startswith("OutOfMemoryError")
     assert load_sweep(out).largest_batch_that_fits == 37
 
@@ -117,10 +120,10 @@ def test_results_round_trip_through_json_and_dataframe(tmp_path):
     result = run_sweep(SweepConfig(batch_sizes=[1, 2, 4], **FAST), workload=tiny_workload(limit=3), output=out)
     loaded = load_sweep(out)
     assert loaded.to_dict() == json.loads(out.read_text())
-    assert [p.samples_s for p in loaded.points] == [p.samples_s for p in result.points]
+    assert [p.samples_s for p in loaded.points] == [p.samples_s for p in result.points]  # in batch-size order
     df = loaded.to_dataframe()
-    assert list(df["batch_size"]) == [1, 2, 4]
-    assert list(df["status"]) == ["ok", "ok", "oom"]
+    assert list(df["batch_size"]) == [1, 2, 3, 4]  # 3: the largest batch that fits, measured to confirm it
+    assert list(df["status"]) == ["ok", "ok", "ok", "oom"]
     ok = df[df.status == "ok"]
     assert (ok["median_s"] > 0).all()
     assert (ok["throughput_samples_per_s"] == ok["batch_size"] / ok["median_s"]).all()
@@ -136,8 +139,9 @@ def test_memory_on_cpu_is_null_with_a_reason():
 
 
 def test_builtin_mlp_sweep_measures_positive_step_times():
+    # The budget counts warm-up: room enough for the minimum samples past a stray slow step on a busy machine.
     result = run_sweep(SweepConfig(workload="mlp", workload_args={"in_features": 32, "hidden": 32, "depth": 1},
-                                   batch_sizes=[1, 4], **FAST))
+                                   batch_sizes=[1, 4], **{**FAST, "budget_s": 0.2}))
     assert [p.status for p in result.points] == ["ok", "ok"]
     assert all(p.stats.median_s > 0 and p.stats.n >= 6 for p in result.points)
     assert result.analysis is not None and result.analysis["reference_batch"] == 1 and "verdict" not in result.analysis
@@ -384,3 +388,399 @@ def test_telemetry_turned_off_leaves_every_telemetry_field_null_with_that_reason
     assert set(off.telemetry) == set(on.telemetry)  # one null object: the same fields either way
     assert off.telemetry["power_w_mean"] is None
     assert off.null_reasons["power_w_mean"] == "telemetry turned off for this sweep"
+
+
+# ---- out-of-memory as CUDA libraries report it (issue 10, item 1) ------------------------------------
+
+
+@pytest.mark.parametrize("message", [
+    "cuDNN error: CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED",  # cuDNN 9, a convolution at the limit
+    "cuDNN error: CUDNN_STATUS_INTERNAL_ERROR_HOST_ALLOCATION_FAILED",
+    "cuDNN Frontend error: [cudnn_frontend] Error: CUDNN_STATUS_ALLOC_FAILED",
+    "cuFFT error: CUFFT_ALLOC_FAILED",
+    "CUDA error: out of memory (cudaErrorMemoryAllocation)",
+])
+def test_cuda_library_allocation_failures_count_as_out_of_memory(message):
+    from bench.core.devices import is_oom
+
+    assert is_oom(RuntimeError(message))
+
+
+def test_an_accelerator_error_carrying_cuda_memory_allocation_is_out_of_memory_and_others_are_not():
+    from bench.core.devices import is_oom
+
+    oom = torch.AcceleratorError("CUDA error: the launch ran out of resources")
+    oom.error_code = 2  # cudaErrorMemoryAllocation, as torch sets it
+    assert is_oom(oom)
+    illegal = torch.AcceleratorError("CUDA error: an illegal memory access was encountered")
+    illegal.error_code = 700
+    assert not is_oom(illegal)
+    assert not is_oom(RuntimeError("cuDNN error: CUDNN_STATUS_BAD_PARAM"))
+
+
+def test_a_cudnn9_allocation_failure_bounds_the_search_instead_of_ending_it():
+    cudnn_oom = RuntimeError("cuDNN error: CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED")
+
+    class CudnnLimited(MemoryLimited):
+        def forward(self, x):
+            if x.shape[0] > 37:
+                raise cudnn_oom
+            return self.lin(x)
+
+    wl = Workload(name="conv-at-the-limit", build_model=lambda: CudnnLimited(None),
+                  make_batch=lambda b, d: (torch.randn(b, 4, device=d), torch.randint(0, 2, (b,), device=d)),
+                  loss_fn=nn.functional.cross_entropy)
+    result = run_sweep(SweepConfig(batch_sizes=[8, 16, 32, 64, 128], **FAST), workload=wl)
+    assert result.point(64).status == "oom" and result.point(128) is None  # larger sizes not tried
+    assert result.largest_batch_that_fits == 37
+    assert all(p.out_of_memory or p.fits for p in result.probes)
+
+
+# ---- memory: peaks after warm-up, allocator retries, the largest batch (issue 10, items 2 and 10) ------
+
+
+class FakeAllocator:
+    """The caching allocator as bench.measure.memory reports it, driven by a fake workload: each step
+    at batch B needs memory(B) units (plus `warmup_extra` in a step's first two calls, as cuDNN's
+    autotuning workspaces do, and `later_extra` from its third call on, as a long run's fragmentation
+    does); more than `capacity` is out of memory."""
+
+    available = True
+    reason = None
+
+    def __init__(self, memory, capacity, warmup_extra=0, later_extra=0, retry_after_call=None):
+        self.memory, self.capacity = memory, capacity
+        self.warmup_extra, self.later_extra, self.retry_after_call = warmup_extra, later_extra, retry_after_call
+        self.calls = self.peak = self.retries = 0
+
+    def new_step(self):
+        self.calls = 0
+
+    def run(self, b):
+        self.calls += 1
+        need = self.memory(b) + (self.warmup_extra if self.calls <= 2 else self.later_extra)
+        if need > self.capacity:
+            raise torch.cuda.OutOfMemoryError(f"CUDA out of memory. Tried to allocate {need} units")
+        self.peak = max(self.peak, need)
+        if self.retry_after_call is not None and self.calls > self.retry_after_call and self.calls % 5 == 0:
+            self.retries += 1
+
+    def reset_peaks(self):
+        self.peak = 0
+
+    def peaks(self):
+        return self.peak, self.peak
+
+    def alloc_retries(self):
+        return self.retries
+
+    def capacity_bytes(self):
+        return self.capacity
+
+
+def allocator_workload(fake):
+    class Model(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(4, 2)
+            fake.new_step()
+
+        def forward(self, x):
+            fake.run(x.shape[0])
+            return self.lin(x)
+
+    return Workload(name="fake-memory", build_model=Model,
+                    make_batch=lambda b, d: (torch.randn(b, 4, device=d), torch.randint(0, 2, (b,), device=d)),
+                    loss_fn=nn.functional.cross_entropy)
+
+
+@pytest.fixture
+def fake_allocator(monkeypatch):
+    import bench.run.sweep as sweep_module
+
+    def install(fake):
+        monkeypatch.setattr(sweep_module, "allocator_memory", lambda device: fake)
+        return fake
+
+    return install
+
+
+def test_peak_memory_is_of_the_timed_steps_and_the_warm_up_peak_is_kept_apart(fake_allocator):
+    fake = fake_allocator(FakeAllocator(lambda b: 100 * b, capacity=10**9, warmup_extra=5000))
+    p = run_sweep(SweepConfig(batch_sizes=[4], **FAST), workload=allocator_workload(fake)).point(4)
+    assert p.peak_allocated_bytes == p.peak_reserved_bytes == 400  # the autotuning workspace is not in it
+    assert p.warmup_peak_allocated_bytes == p.warmup_peak_reserved_bytes == 5400
+    assert "peak_allocated_bytes" not in p.null_reasons
+
+
+def test_allocator_retries_are_counted_over_the_timed_steps_and_warned_about(fake_allocator):
+    quiet = fake_allocator(FakeAllocator(lambda b: b, capacity=10**9))
+    p = run_sweep(SweepConfig(batch_sizes=[4], **FAST), workload=allocator_workload(quiet)).point(4)
+    assert p.num_alloc_retries == 0 and not any("retried" in w for w in p.warnings)
+    retrying = fake_allocator(FakeAllocator(lambda b: b, capacity=10**9, retry_after_call=0))
+    p = run_sweep(SweepConfig(batch_sizes=[4], **FAST), workload=allocator_workload(retrying)).point(4)
+    assert 0 < p.num_alloc_retries < retrying.retries  # the warm-up's retries are not counted
+    assert any("retried" in w and "allocation(s) during the timed steps" in w for w in p.warnings)
+
+
+def test_memory_fields_are_null_with_a_reason_on_the_cpu():
+    p = run_sweep(SweepConfig(batch_sizes=[2], **FAST), workload=tiny_workload()).point(2)
+    for k in ("peak_allocated_bytes", "warmup_peak_reserved_bytes", "num_alloc_retries"):
+        assert getattr(p, k) is None and "only on CUDA" in p.null_reasons[k]
+
+
+SWEEP = [8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096]
+
+
+def test_the_memory_model_finds_the_exact_largest_batch_in_a_few_probes_and_a_full_measurement_confirms_it(
+        tmp_path, fake_allocator):
+    fake = fake_allocator(FakeAllocator(lambda b: 1_500 + 40 * b, capacity=80_000))  # truth: 1962
+    out = tmp_path / "sweep.json"
+    result = run_sweep(SweepConfig(batch_sizes=SWEEP, **FAST), workload=allocator_workload(fake), output=out)
+    assert result.largest_batch_that_fits == 1962
+    assert 1 <= len(result.probes) <= 4 and "model" in [p.kind for p in result.probes]
+    assert all(p.peak_reserved_bytes == 1_500 + 40 * p.batch_size for p in result.probes if p.fits)
+    assert result.point(1962).ok  # the answer, measured in full
+    reason = result.largest_batch_reason
+    assert "after the sweep's 9 measured point(s)" in reason and "memory-model" in reason
+    assert "confirmed by a full measurement at batch 1962" in reason
+    saved = load_sweep(out)
+    assert [(p.kind, p.peak_reserved_bytes) for p in saved.probes] == [(p.kind, p.peak_reserved_bytes)
+                                                                       for p in result.probes]
+
+
+def test_a_batch_that_passes_its_short_probe_but_not_a_full_measurement_is_backed_off_from(fake_allocator):
+    # Steps after the second need 20 units more: a 2-step probe fits up to 180, a full measurement to 176.
+    fake = fake_allocator(FakeAllocator(lambda b: 100 + 5 * b, capacity=1000, later_extra=20))
+    result = run_sweep(SweepConfig(batch_sizes=[8, 16, 32, 64, 128, 256], **FAST), workload=allocator_workload(fake))
+    assert result.largest_batch_that_fits == 176
+    assert result.point(180).status == "oom" and result.point(176).ok and result.point(177).status == "oom"
+    assert "ran out of memory in a full measurement" in result.largest_batch_reason
+    assert result.largest_batch_reason.startswith("batch 177 runs out of memory in a full measurement")
+
+
+def test_turning_the_search_off_still_reports_the_bracket(fake_allocator):
+    fake = fake_allocator(FakeAllocator(lambda b: 1_500 + 40 * b, capacity=80_000))
+    result = run_sweep(SweepConfig(batch_sizes=SWEEP, find_largest=False, **FAST), workload=allocator_workload(fake))
+    assert result.probes == [] and result.largest_batch_that_fits == 1024
+    assert result.largest_batch_reason == "search turned off: batch 1024 fits and 2048 does not"
+
+
+# ---- honest counts (issue 10, item 11) -----------------------------------------------------------------
+
+
+def test_skipped_steps_count_only_the_timed_steps(monkeypatch):
+    import bench.measure.step as step_module
+    from bench.measure.step import ScaleDropCounter, TrainStep
+
+    class ScalerSettling(TrainStep):
+        """fp16's GradScaler skips its first steps while the loss scale settles: here, the first three."""
+
+        def _build(self, seed):
+            super()._build(seed)
+            self.calls = 0
+            self._scale_drops = ScaleDropCounter(2.0 ** 16, "cpu")
+
+        def _step(self):
+            super()._step()
+            self.calls += 1
+            self._scale_drops.observe(torch.tensor(2.0 ** (16 - min(self.calls, 3))))
+
+    monkeypatch.setattr(step_module, "TrainStep", ScalerSettling)
+    p = run_sweep(SweepConfig(batch_sizes=[4], **FAST), workload=tiny_workload()).point(4)
+    assert p.skipped_steps == 0
+
+
+# ---- one sampler per point, host syncs, threads (issue 10, items 8, 9; 15) -----------------------------
+
+
+def test_a_point_runs_one_sampler_thread_started_before_warm_up(monkeypatch):
+    import threading
+
+    import bench.measure.telemetry.sampler as sampler
+    import bench.run.sweep as sweep_module
+    from bench.testing.fake_pynvml import make_fake_nvml
+
+    made = []
+
+    class Counted(sampler._SamplerThread):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            made.append(self)
+
+    monkeypatch.setattr(sampler, "_SamplerThread", Counted)
+    nvml = make_fake_nvml()
+    nvml.nvmlInit()
+    monkeypatch.setattr(sweep_module, "_telemetry",
+                        lambda config, device: sampler.NvmlTelemetry(nvml, nvml.nvmlDeviceGetHandleByIndex(0), 0.005))
+    running_at_first_step = []
+
+    class Watched(MemoryLimited):
+        def forward(self, x):
+            if not running_at_first_step:
+                running_at_first_step.append(any(t.name == "bench-telemetry-sampler" for t in threading.enumerate()))
+            return super().forward(x)
+
+    wl = Workload(name="watched", build_model=lambda: Watched(None),
+                  make_batch=lambda b, d: (torch.randn(b, 4, device=d), torch.randint(0, 2, (b,), device=d)),
+                  loss_fn=nn.functional.cross_entropy)
+    p = run_sweep(SweepConfig(batch_sizes=[4], **{**FAST, "telemetry": True}), workload=wl).point(4)
+    assert len(p.block_sizes) > 1 and len(made) == 1
+    assert running_at_first_step == [True]
+    assert p.telemetry["n_blocks"] == len(p.block_sizes)
+
+
+def test_a_host_sync_in_the_step_becomes_a_warning_on_the_point(monkeypatch):
+    import warnings
+    from functools import partial
+
+    import bench.run.sweep as sweep_module
+    from bench.measure.timing import find_host_syncs
+
+    class DebugMode:  # torch.cuda's sync-debug switch, as find_host_syncs uses it
+        mode = 0
+
+        def get_sync_debug_mode(self):
+            return self.mode
+
+        def set_sync_debug_mode(self, mode):
+            self.mode = {"default": 0, "warn": 1}.get(mode, mode)
+
+    cuda = DebugMode()
+    monkeypatch.setattr(sweep_module, "sync_check_for", lambda device: partial(find_host_syncs, cuda=cuda))
+
+    class ItemCalling(MemoryLimited):
+        def forward(self, x):
+            if cuda.mode == 1:
+                warnings.warn("called a synchronizing CUDA operation")  # what loss.item() does in "warn" mode
+            return super().forward(x)
+
+    wl = Workload(name="item", build_model=lambda: ItemCalling(None),
+                  make_batch=lambda b, d: (torch.randn(b, 4, device=d), torch.randint(0, 2, (b,), device=d)),
+                  loss_fn=nn.functional.cross_entropy)
+    p = run_sweep(SweepConfig(batch_sizes=[4], **FAST), workload=wl).point(4)
+    assert any("makes the host wait for the device" in w and "tests/test_sweep.py:" in w for w in p.warnings)
+
+
+def test_threads_are_set_for_the_run_recorded_and_put_back():
+    seen = []
+
+    class Counting(MemoryLimited):
+        def forward(self, x):
+            seen.append(torch.get_num_threads())
+            return super().forward(x)
+
+    wl = Workload(name="threads", build_model=lambda: Counting(None),
+                  make_batch=lambda b, d: (torch.randn(b, 4, device=d), torch.randint(0, 2, (b,), device=d)),
+                  loss_fn=nn.functional.cross_entropy)
+    before = torch.get_num_threads()
+    result = run_sweep(SweepConfig(batch_sizes=[2], threads=2, **FAST), workload=wl)
+    assert set(seen) == {2} and result.config["threads"] == 2
+    assert torch.get_num_threads() == before
+    with pytest.raises(BenchError, match="threads must be a positive integer"):
+        SweepConfig(threads=0).validate()
+
+
+# ---- on a GPU: the real-card side of issue 10's items 1, 2, 9 and 10 ----------------------------------
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_real_out_of_memory_in_a_convolution_is_recognised():
+    from bench.core.devices import is_oom
+
+    free, _ = torch.cuda.mem_get_info()
+    side = int((free / (16 * 64 * 4)) ** 0.5)  # a 64-channel fp32 input using a sixteenth of free memory
+    x = torch.empty((1, 64, side, side), device="cuda")
+    conv = nn.Conv2d(64, 4096, 3, padding=1).cuda()  # its output needs 64x the input: more than the device holds
+    with pytest.raises(Exception) as e:
+        conv(x)
+    assert is_oom(e.value), repr(e.value)
+    del x, conv
+    torch.cuda.empty_cache()
+
+
+class BigWarmUp(nn.Module):
+    """Holds 1 GiB more during its first two steps only, as cuDNN's autotuning workspaces do."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 2)
+        self.calls = 0
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls <= 2:
+            hold = torch.empty(1 << 30, dtype=torch.uint8, device=x.device)
+            return self.lin(x) + hold[:1].float() * 0
+        return self.lin(x)
+
+
+def _tiny_batch(b, d):
+    return torch.randn(b, 4, device=d), torch.randint(0, 2, (b,), device=d)
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_real_peak_memory_excludes_warm_up_and_counts_allocator_retries():
+    wl = Workload(name="big-warm-up", build_model=BigWarmUp, make_batch=_tiny_batch, loss_fn=nn.functional.cross_entropy)
+    p = run_sweep(SweepConfig(device="cuda", batch_sizes=[8], min_samples=6, min_time_s=0.05, budget_s=0.5),
+                  workload=wl).point(8)
+    assert p.ok and p.warmup_peak_allocated_bytes >= 1 << 30
+    assert p.peak_allocated_bytes < 1 << 28
+    assert p.num_alloc_retries == 0
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_real_host_sync_in_a_loss_is_found_and_a_clean_step_has_none():
+    def loss_with_item(out, y):
+        loss = nn.functional.cross_entropy(out, y)
+        loss.item()  # a host sync in every step
+        return loss
+
+    syncing = Workload(name="item", build_model=lambda: MemoryLimited(None), make_batch=_tiny_batch,
+                       loss_fn=loss_with_item)
+    clean = Workload(name="clean", build_model=lambda: MemoryLimited(None), make_batch=_tiny_batch,
+                     loss_fn=nn.functional.cross_entropy)
+    cfg = dict(device="cuda", batch_sizes=[8], min_samples=6, min_time_s=0.05, budget_s=0.5)
+    assert any("makes the host wait for the device" in w for w in run_sweep(SweepConfig(**cfg), workload=syncing).point(8).warnings)
+    assert not any("host wait" in w for w in run_sweep(SweepConfig(**cfg), workload=clean).point(8).warnings)
+
+
+class MiBPerSample(nn.Module):
+    """Holds 64 MiB of activations per sample: peak memory linear in the batch, OOM at a known size."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 2)
+
+    def forward(self, x):
+        hold = torch.empty(x.shape[0] << 26, dtype=torch.uint8, device=x.device)
+        return self.lin(x) + hold[:1].float() * 0
+
+
+@pytest.mark.gpu
+@needs_cuda
+def test_real_largest_batch_is_found_by_the_memory_model_and_confirmed_by_a_full_measurement():
+    wl = Workload(name="mib", build_model=MiBPerSample, make_batch=_tiny_batch, loss_fn=nn.functional.cross_entropy)
+    free, _ = torch.cuda.mem_get_info()
+    sizes = [2 ** k for k in range(4, 20) if 2 ** (k - 1) << 26 <= 2 * free]
+    result = run_sweep(SweepConfig(device="cuda", batch_sizes=sizes, min_samples=6, min_time_s=0.02, budget_s=0.2,
+                                   telemetry=False), workload=wl)
+    largest = result.largest_batch_that_fits
+    assert largest is not None and result.point(largest).ok  # measured in full
+    assert (largest << 26) <= free and ((largest + 2) << 26) > free - (1 << 30)
+    fits = [p for p in result.probes if p.fits]
+    assert fits and all(p.peak_reserved_bytes >= p.batch_size << 26 for p in fits)
+    assert "model" in [p.kind for p in result.probes] and len(result.probes) <= 6, result.largest_batch_reason
+
+
+def test_resume_refuses_a_file_whose_points_were_warmed_up_another_way(tmp_path):
+    out = tmp_path / "sweep.json"
+    run_sweep(SweepConfig(batch_sizes=[2], **FAST), workload=tiny_workload(), output=out)
+    data = json.loads(out.read_text())
+    data["config"]["warmup_rule"] = {"min_steps": 2, "window": 3, "tolerance": 0.05, "max_steps": 200, "max_time_s": 30.0}
+    out.write_text(json.dumps(data))
+    with pytest.raises(BenchError, match="warmup_rule"):
+        run_sweep(SweepConfig(batch_sizes=[2, 4], **FAST), workload=tiny_workload(), output=out, resume=True)

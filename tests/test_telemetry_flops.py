@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 
 import pytest
 import torch
@@ -168,7 +169,7 @@ def test_fp32_matmuls_count_against_the_tf32_peak_when_torch_allows_tf32():
 # --- bench peak ----------------------------------------------------------------------------------
 
 def test_measure_peak_on_cpu_returns_a_positive_rate_and_says_it_measured_the_cpu():
-    (r,) = measure_peak("cpu", precisions=["fp32"], size=32, repeats=3, min_repeat_s=0.002)
+    (r,) = measure_peak("cpu", precisions=["fp32"], size=32, repeats=3, min_repeat_s=0.002, warmup_s=0.01)
     assert r.measured == "cpu" and "CPU" in r.note
     assert r.tflops_median > 0 and r.tflops_best >= r.tflops_median
     assert len(r.samples_tflops) == 3 and r.timer == "host"
@@ -177,11 +178,12 @@ def test_measure_peak_on_cpu_returns_a_positive_rate_and_says_it_measured_the_cp
 
 
 def test_measure_peak_skips_tf32_on_cpu_with_a_reason():
-    (r,) = measure_peak("cpu", precisions=["tf32"], size=16, repeats=1, min_repeat_s=0.001)
+    (r,) = measure_peak("cpu", precisions=["tf32"], size=16, repeats=1, min_repeat_s=0.001, warmup_s=0.01)
     assert r.tflops_median is None and "TF32" in r.null_reasons["tflops_median"]
 
 
-@pytest.mark.parametrize("kwargs", [dict(size=0), dict(repeats=0), dict(precisions=["fp8"])])
+@pytest.mark.parametrize("kwargs", [dict(size=0), dict(repeats=0), dict(precisions=["fp8"]),
+                                    dict(warmup_s=float("nan")), dict(warmup_s=float("inf")), dict(min_repeat_s=-1)])
 def test_measure_peak_rejects_bad_input(kwargs):
     with pytest.raises(BenchError):
         measure_peak("cpu", **kwargs)
@@ -190,12 +192,25 @@ def test_measure_peak_rejects_bad_input(kwargs):
 def test_bench_peak_command_prints_a_table_and_writes_json(tmp_path, capsys):
     out = tmp_path / "peak.json"
     args = argparse.Namespace(device="cpu", precisions=["fp32"], size=16, repeats=2, min_repeat_s=0.001,
-                              json_path=str(out))
+                              warmup_s=0.01, json_path=str(out))
     assert peak_command.run(args) == 0
     printed = capsys.readouterr().out
-    assert "Measured the CPU" in printed and "fp32" in printed
+    assert "Measured the CPU" in printed and "fp32" in printed and "spread" in printed
     data = json.loads(out.read_text())
     assert data["peak"][0]["tflops_median"] > 0
+
+
+def test_bench_peak_warms_up_for_its_warm_up_time_measures_longer_and_reports_the_spread():
+    from bench.measure.telemetry.peaks import PEAK_DEFAULTS
+
+    assert PEAK_DEFAULTS["warmup_s"] >= 1.0  # sustained clocks, not burst ones
+    assert PEAK_DEFAULTS["repeats"] * PEAK_DEFAULTS["min_repeat_s"] >= 2.0  # was 5 x 0.05 s
+    (r,) = measure_peak("cpu", precisions=["fp32"], size=32, repeats=4, min_repeat_s=0.005, warmup_s=0.1)
+    assert r.warmup_s >= 0.1
+    assert r.tflops_worst <= r.tflops_median <= r.tflops_best
+    assert r.tflops_spread == pytest.approx((r.tflops_best - r.tflops_worst) / 2 / statistics.median(r.samples_tflops))
+    (one,) = measure_peak("cpu", precisions=["fp32"], size=16, repeats=1, min_repeat_s=0.001, warmup_s=0.0)
+    assert one.tflops_spread is None and "one repeat" in one.null_reasons["tflops_spread"]
 
 
 @pytest.mark.gpu

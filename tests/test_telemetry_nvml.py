@@ -98,7 +98,7 @@ def test_blocks_accumulate_across_several_measuring_windows():
     s = measure(make_fake_nvml(), blocks=3, block_s=0.01)
     assert s["n_blocks"] == 3
     assert s["measured_time_s"] >= 0.03
-    assert s["n_samples"] >= 6  # at least one sample at the start and one at the end of each block
+    assert s["n_samples"] >= 1  # one sampler for the point, ticking every 5 ms through the blocks
 
 
 def test_first_block_starts_the_clock_and_samples_fall_inside_blocks():
@@ -140,6 +140,64 @@ def test_device_index_follows_cuda_visible_devices(monkeypatch):
     fake = make_fake_nvml(devices=[FakeDevice(power_mw=100_000), FakeDevice(power_mw=250_000, uuid="GPU-b")])
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
     assert measure(fake)["power_w_mean"] == pytest.approx(250.0)
+
+
+# --- one sampler per point (issue 10, item 8) ------------------------------------------------------
+
+@pytest.fixture
+def counted_threads(monkeypatch):
+    import bench.measure.telemetry.sampler as sampler
+
+    made = []
+
+    class Counted(sampler._SamplerThread):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            made.append(self)
+
+    monkeypatch.setattr(sampler, "_SamplerThread", Counted)
+    return made
+
+
+def test_one_sampler_thread_runs_through_a_point_however_many_blocks(counted_threads):
+    tel = Telemetry.for_device("cuda:0", period_s=PERIOD_S, nvml=make_fake_nvml())
+    with tel.sampling():
+        time.sleep(0.02)  # warm-up
+        for _ in range(5):
+            with tel.measuring():
+                time.sleep(0.01)
+    s = tel.summary(steps=5, batch_size=1)
+    tel.close()
+    assert len(counted_threads) == 1 and s["n_blocks"] == 5
+
+
+def test_what_is_sampled_in_warm_up_or_between_blocks_is_left_out():
+    tel = Telemetry.for_device("cuda:0", period_s=PERIOD_S, nvml=make_fake_nvml())
+    with tel.sampling():
+        time.sleep(0.03)  # warm-up
+        with tel.measuring():
+            time.sleep(0.02)
+        time.sleep(0.03)  # e.g. the FLOP-count step
+        with tel.measuring():
+            time.sleep(0.02)
+    s = tel.summary()
+    tel.close()
+    for block in tel.blocks:
+        assert all(block.start_s <= smp.t_s <= block.end_s for smp in block.samples)
+    assert s["n_samples"] == sum(len(b.samples) for b in tel.blocks) < len(tel._samples)
+
+
+def test_gpm_intervals_that_begin_in_warm_up_are_left_out():
+    tel = Telemetry.for_device("cuda:0", period_s=PERIOD_S, nvml=make_fake_nvml())
+    with tel.sampling():
+        time.sleep(GPM_PERIOD_S + 0.05)  # warm-up: a GPM interval closes in it
+        with tel.measuring():
+            time.sleep(2 * GPM_PERIOD_S + 0.05)
+    s = tel.summary()
+    tel.close()
+    start = tel.blocks[0].start_s
+    assert s["n_gpm_intervals"] >= 1
+    assert all(t - dt >= start for t, dt in zip(s["gpm_series"]["t_s"], s["gpm_series"]["dt_s"]))
 
 
 # --- graceful absence ----------------------------------------------------------------------------

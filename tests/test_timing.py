@@ -1,4 +1,5 @@
 import itertools
+import statistics
 
 import numpy as np
 import pytest
@@ -9,7 +10,9 @@ from bench.core.vocabulary import (
     STOP_CI,
     STOP_COUNT,
     STOP_MAX_SAMPLES,
+    WARM_BUDGET,
     WARM_MAX_STEPS,
+    WARM_MAX_TIME,
     WARM_STABLE,
 )
 from bench.measure.timing import (
@@ -89,6 +92,7 @@ def test_the_defaults_live_in_one_table():
     assert limits.max_samples == MEASURE_DEFAULTS["max_samples"]
     assert CIStoppingRule().ci_target == MEASURE_DEFAULTS["ci_target"] == 0.01
     assert WarmupRule().max_time_s == MEASURE_DEFAULTS["warmup_max_s"]
+    assert WarmupRule().min_time_s == MEASURE_DEFAULTS["warmup_min_s"] == 0.5
 
 
 def test_a_small_budget_alone_lowers_the_default_minimum_time_to_it():
@@ -122,30 +126,6 @@ def test_blocks_are_sized_for_enough_blocks_within_the_minimum_time():
 def test_unknown_rule_name_is_rejected():
     with pytest.raises(BenchError, match="unknown stopping rule"):
         make_stopping_rule("nope")
-
-
-def test_warmup_waits_until_times_stop_trending_down():
-    rule = WarmupRule(min_steps=2, window=3, tolerance=0.05, max_steps=100)
-    decaying = [1.0 * 0.7 ** i + 0.1 for i in range(40)]
-    warm_at = None
-    for i in range(1, len(decaying) + 1):
-        if rule.is_warm(decaying[:i], 0.0):
-            warm_at = i
-            break
-    assert warm_at is not None
-    # once warm, the last window is within 5% of the previous one
-    assert decaying[warm_at - 1] > 0.1 and warm_at > 8
-
-
-def test_warmup_of_a_flat_stream_ends_at_the_minimum():
-    rule = WarmupRule(min_steps=2, window=3)
-    assert rule.is_warm([1.0] * 8, 0.0) == WARM_STABLE
-    assert rule.is_warm([1.0] * 7, 0.0) is None
-
-
-def test_warmup_is_capped():
-    rule = WarmupRule(max_steps=10)
-    assert rule.is_warm([10.0 * 0.5 ** i for i in range(10)], 0.0) == WARM_MAX_STEPS
 
 
 class ScriptedTimer:
@@ -289,3 +269,285 @@ def test_an_object_that_is_not_a_rule_is_rejected_in_one_line(rule):
     timer = ScriptedTimer(itertools.repeat(0.01))
     with pytest.raises(BenchError, match="a stopping rule needs a `name` and a should_stop"):
         measure(lambda: None, timer=timer, clock=timer.clock, rule=rule)
+
+
+# --------------------------------------------------------------------------- warm-up (issue 10, item 3)
+
+
+def decaying(step_s, kind, excess=0.3, over_steps=1000, noise=0.0, seed=0):
+    """Step times `excess` above `step_s` at first, decaying over `over_steps` steps (linearly, or
+    exponentially to e^-5 of it), times optional relative noise."""
+    rng = np.random.default_rng(seed)
+    for i in itertools.count():
+        e = excess * max(0.0, 1 - i / over_steps) if kind == "linear" else excess * np.exp(-5 * i / over_steps)
+        yield step_s * (1 + e) * (1 + noise * rng.standard_normal())
+
+
+def run_stream(stream, **kw):
+    timer = ScriptedTimer(stream)
+    return measure(lambda: None, timer=timer, clock=timer.clock, **kw)
+
+
+def test_warm_up_lasts_its_minimum_time_however_short_the_steps():
+    # Nine steps of 0.3 ms are shorter than a GPU clock ramp: warm-up runs 0.5 s of steps, at least.
+    res = run_stream(itertools.repeat(0.0003))
+    assert sum(res.warmup_samples_s[1:]) >= MEASURE_DEFAULTS["warmup_min_s"]
+    assert res.warmup_reason == WARM_STABLE
+
+
+@pytest.mark.parametrize("step_s", [0.0003, 0.001, 0.002, 0.005])
+@pytest.mark.parametrize("kind", ["linear", "exp"])
+def test_a_30pct_excess_decaying_over_1000_steps_is_warmed_out_or_the_point_says_warm_up_was_cut(step_s, kind):
+    res = run_stream(decaying(step_s, kind))  # the default 2 s budget
+    bias = statistics.median(res.samples_s) / step_s - 1
+    if res.warmup_reason == WARM_STABLE:
+        assert bias <= CIStoppingRule().ci_target, (res.warmup_reason, bias)
+    else:
+        assert any(w.startswith("warm-up ended by its share of the 2 s budget") for w in res.warnings)
+
+
+@pytest.mark.parametrize("step_s", [0.001, 0.002, 0.005])
+@pytest.mark.parametrize("kind", ["linear", "exp"])
+def test_with_budget_enough_the_decaying_excess_is_warmed_out_to_within_the_ci_target(step_s, kind):
+    res = run_stream(decaying(step_s, kind), limits=MeasureLimits(budget_s=20.0))
+    assert res.warmup_reason == WARM_STABLE
+    assert statistics.median(res.samples_s) / step_s - 1 <= CIStoppingRule().ci_target
+
+
+@pytest.mark.parametrize("noise", [0.05, 0.2])
+def test_noise_without_a_trend_does_not_hold_warm_up_to_its_cap(noise):
+    res = run_stream(decaying(0.001, "exp", excess=0.0, noise=noise, seed=4))
+    assert res.warmup_reason == WARM_STABLE
+    assert sum(res.warmup_samples_s[1:]) < 2 * MEASURE_DEFAULTS["warmup_min_s"]
+
+
+def test_warm_up_compares_blocks_a_minimum_time_apart_not_neighbours():
+    rule = WarmupRule(min_time_s=0.5, tolerance=0.01)
+    # Blocks of 0.1 s falling 0.5% each: neighbours agree, blocks 0.5 s apart do not.
+    starts = [0.1 * i for i in range(8)]
+    medians = [1.0 * 0.995 ** i for i in range(8)]
+    assert rule.is_warm(medians, starts, 0.8, 500) is None
+    assert rule.is_warm([1.0] * 8, starts, 0.8, 500) == WARM_STABLE
+    assert rule.is_warm([1.0] * 3, starts[:3], 0.3, 500) is None  # the minimum time is not over
+
+
+def test_warm_up_is_capped_by_its_steps_and_its_time():
+    assert WarmupRule(max_steps=10).is_warm([1.0, 0.5], [0.0, 1.0], 1.5, 10) == WARM_MAX_STEPS
+    assert WarmupRule(max_time_s=1.0).is_warm([1.0, 0.5], [0.0, 1.0], 1.5, 3) == WARM_MAX_TIME
+    res = run_stream(decaying(0.001, "linear", excess=10.0, over_steps=10**6), warmup=WarmupRule(max_steps=40))
+    assert res.warmup_reason == WARM_MAX_STEPS and len(res.warmup_samples_s) == 40
+    assert any("its step limit (40)" in w for w in res.warnings)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(min_time_s=-1), "warm-up minimum time"),
+    (dict(tolerance=0), "warm-up tolerance"),
+    (dict(max_steps=1), "warm-up step limit"),
+    (dict(max_time_s=0), "warm-up time limit"),
+])
+def test_bad_warm_up_settings_are_rejected_in_one_line(kwargs, message):
+    with pytest.raises(BenchError, match=message):
+        WarmupRule(**kwargs)
+
+
+def test_the_warm_up_tolerance_is_the_stopping_rules_ci_target():
+    assert WarmupRule().in_force(MeasureLimits(), CIStoppingRule(ci_target=0.03)).tolerance == 0.03
+    assert WarmupRule().in_force(MeasureLimits(), FixedCountRule(5)).tolerance == MEASURE_DEFAULTS["ci_target"]
+    assert WarmupRule(tolerance=0.1).in_force(MeasureLimits(), CIStoppingRule()).tolerance == 0.1
+
+
+# --------------------------------------------------------------------------- the budget counts warm-up (issue 13, item 5)
+
+
+def test_a_3_s_step_with_a_1_s_budget_takes_three_steps_not_thirty_seconds():
+    res = run_stream(itertools.repeat(3.0), limits=MeasureLimits(budget_s=1.0))
+    # The first step (bounded by nothing), one more warm-up step (over the budget's share), one timed step.
+    assert len(res.warmup_samples_s) == 2 and len(res.samples_s) == 1
+    assert res.wall_time_s == pytest.approx(9.0)
+    assert res.warmup_reason == WARM_BUDGET and res.stop_reason == STOP_BUDGET
+
+
+def test_warm_up_and_timed_steps_together_stay_within_the_budget():
+    res = run_stream(decaying(0.002, "linear"))  # warm-up would like longer than the budget allows
+    assert res.warmup_reason == WARM_BUDGET
+    first = res.warmup_samples_s[0]
+    assert res.wall_time_s - first <= MeasureLimits().budget_s + 0.002 * 2
+    assert sum(res.samples_s) >= MeasureLimits().effective_min_time_s - 0.01  # warm-up left the measuring its minimum
+
+
+def test_warm_up_gets_a_share_of_a_small_budget():
+    limits = MeasureLimits(budget_s=0.3)  # the minimum time is lowered to the whole budget
+    assert limits.warmup_cap_s() == pytest.approx(0.075)  # a quarter: the minimum time would take all of it
+    res = run_stream(itertools.repeat(0.001), limits=limits)
+    assert sum(res.warmup_samples_s[1:]) >= 0.07
+
+
+# --------------------------------------------------------------------------- one-step blocks (issue 10, item 4)
+
+
+def test_slow_steps_are_timed_in_one_step_blocks_and_get_a_ci_across_blocks():
+    res = run_stream(decaying(0.15, "exp", excess=0.0, noise=0.002, seed=1))
+    assert set(res.block_sizes) == {1}
+    assert len(res.block_medians_s) >= 6
+    from bench.measure.stats import summarize
+
+    assert summarize(res.samples_s, block_medians=res.block_medians_s).ci_basis == "samples+blocks"
+    assert res.block_shortfall is None
+
+
+def test_when_six_blocks_do_not_fit_the_budget_the_point_says_so_with_numbers():
+    res = run_stream(itertools.repeat(0.4))
+    short = res.block_shortfall
+    assert short is not None and short.blocks < short.needed == 6
+    assert short.budget_s == 2.0 and short.step_s == 0.4 and short.budget_needed_s > 2.0
+    assert short.message in res.warnings and "6 are needed for a CI across blocks" in short.message
+    from bench.measure.timing import BlockShortfall
+
+    assert BlockShortfall.from_dict(short.to_dict()) == short
+
+
+# --------------------------------------------------------------------------- CUDA events from a pool (issue 10, item 7)
+
+
+class FakeCuda:
+    """torch.cuda's event and sync-debug surface on a fake clock. As in torch, an Event makes its CUDA
+    event lazily, on its first record()."""
+
+    def __init__(self, step_s=0.001):
+        self.now = 0.0
+        self.step_s = step_s
+        self.events = 0  # Event objects made
+        self.cuda_events = 0  # CUDA events made (first record of each)
+        self.records = 0
+        self.mode = 0
+        self.made_during_steps = []  # cuda_events when each step ran
+
+    def Event(self, enable_timing=False):  # noqa: N802 - torch's name
+        fake = self
+
+        class Event:
+            def __init__(self):
+                fake.events += 1
+                self.t = None
+
+            def record(self):
+                if self.t is None:
+                    fake.cuda_events += 1
+                fake.records += 1
+                self.t = fake.now
+
+            def synchronize(self):
+                pass
+
+            def elapsed_time(self, end):
+                return (end.t - self.t) * 1e3
+
+        return Event()
+
+    def device(self, device):
+        from contextlib import nullcontext
+
+        return nullcontext()
+
+    def step(self):
+        self.made_during_steps.append(self.cuda_events)
+        self.now += self.step_s
+
+    def get_sync_debug_mode(self):
+        return self.mode
+
+    def set_sync_debug_mode(self, mode):
+        self.mode = {"default": 0, "warn": 1, "error": 2}.get(mode, mode)
+
+
+def test_cuda_events_come_from_one_pool_made_and_recorded_before_the_first_timed_step():
+    from bench.measure.timing import MAX_BLOCK, CudaEventTimer
+
+    cuda = FakeCuda()
+    timer = CudaEventTimer(cuda=cuda)
+    res = measure(cuda.step, timer=timer, clock=lambda: cuda.now, limits=MeasureLimits(budget_s=1.0))
+    assert len(res.block_sizes) >= 6
+    assert cuda.events == cuda.cuda_events == 2 * MAX_BLOCK  # one pool, every event made once
+    assert set(cuda.made_during_steps) == {2 * MAX_BLOCK}  # all of them before the point's first step
+    assert all(s == pytest.approx(0.001) for s in res.samples_s)
+
+
+# --------------------------------------------------------------------------- hidden host syncs (issue 10, item 9)
+
+
+def syncing_step(cuda, syncs_per_step=2):
+    import warnings
+
+    def step():
+        cuda.step()
+        for _ in range(syncs_per_step):
+            if cuda.mode == 1:
+                warnings.warn("called a synchronizing CUDA operation")  # as torch warns in "warn" mode
+
+    return step
+
+
+def test_find_host_syncs_names_the_line_and_puts_the_debug_mode_back():
+    from bench.measure.timing import find_host_syncs
+
+    cuda = FakeCuda()
+    found = find_host_syncs(syncing_step(cuda), cuda=cuda)
+    assert len(found) == 1 and found[0].startswith("tests/test_timing.py:") and "(2x in one step)" in found[0]
+    assert cuda.mode == 0
+    assert find_host_syncs(cuda.step, cuda=cuda) == []
+
+    def failing():
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError):
+        find_host_syncs(failing, cuda=cuda)
+    assert cuda.mode == 0
+
+
+def test_a_step_that_syncs_the_host_gets_a_warning_from_one_warm_up_step():
+    from functools import partial
+
+    from bench.measure.timing import CudaEventTimer, find_host_syncs
+
+    cuda = FakeCuda()
+    res = measure(syncing_step(cuda), timer=CudaEventTimer(cuda=cuda), clock=lambda: cuda.now,
+                  check_step=partial(find_host_syncs, cuda=cuda), limits=MeasureLimits(budget_s=1.0))
+    assert res.host_syncs and any("makes the host wait for the device" in w for w in res.warnings)
+    quiet = measure(cuda.step, timer=CudaEventTimer(cuda=cuda), clock=lambda: cuda.now,
+                    check_step=partial(find_host_syncs, cuda=cuda), limits=MeasureLimits(budget_s=1.0))
+    assert quiet.host_syncs == [] and not any("host wait" in w for w in quiet.warnings)
+
+
+def test_after_warmup_runs_once_between_warm_up_and_the_first_timed_step():
+    timer = ScriptedTimer(itertools.repeat(0.01))
+    seen = []
+    res = measure(lambda: None, timer=timer, clock=timer.clock, after_warmup=lambda: seen.append(timer.calls),
+                  limits=MeasureLimits(budget_s=1.0))
+    assert seen == [len(res.warmup_samples_s)]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not __import__("torch").cuda.is_available(), reason="needs a CUDA device")
+def test_real_cuda_events_are_made_once_per_point_and_never_during_timed_steps(monkeypatch):
+    import torch
+
+    from bench.measure.timing import MAX_BLOCK, CudaEventTimer
+
+    made_at = []
+    steps = []
+    real_event = torch.cuda.Event
+
+    def counting_event(*a, **kw):
+        made_at.append(len(steps))
+        return real_event(*a, **kw)
+
+    monkeypatch.setattr(torch.cuda, "Event", counting_event)
+    a = torch.randn(512, 512, device="cuda")
+
+    def step():
+        steps.append(1)
+        a @ a
+
+    res = measure(step, timer=CudaEventTimer(torch.device("cuda")), limits=MeasureLimits(budget_s=0.5))
+    assert len(made_at) == 2 * MAX_BLOCK and set(made_at) == {0}  # all made before the first step
+    assert len(res.block_sizes) >= 6 and all(s > 0 for s in res.samples_s)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bench.core.errors import BenchError
-from bench.measure.telemetry.peaks import PRECISIONS, measure_peak
+from bench.measure.telemetry.peaks import PEAK_DEFAULTS, PRECISIONS, measure_peak
 
 
 def register(subparsers) -> None:
@@ -17,9 +17,12 @@ def register(subparsers) -> None:
     p.add_argument("--precision", action="append", choices=PRECISIONS, dest="precisions",
                    help="precision to measure; repeat for several (default: all the device supports)")
     p.add_argument("--size", type=int, default=None, help="matrix size n (default: 8192 on a GPU, 1024 on a CPU)")
-    p.add_argument("--repeats", type=int, default=5, help="timed repeats per precision (default: 5)")
-    p.add_argument("--min-repeat-s", type=float, default=0.05,
-                   help="each repeat runs back-to-back matmuls for at least this long (default: 0.05)")
+    p.add_argument("--warmup", type=float, default=PEAK_DEFAULTS["warmup_s"], dest="warmup_s", metavar="S",
+                   help="seconds of matmuls run and discarded first, so clocks are up (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=PEAK_DEFAULTS["repeats"],
+                   help="timed repeats per precision (default: %(default)s)")
+    p.add_argument("--min-repeat-s", type=float, default=PEAK_DEFAULTS["min_repeat_s"],
+                   help="each repeat runs back-to-back matmuls for at least this long (default: %(default)s)")
     p.add_argument("--json", dest="json_path", default=None, help="also write the results to this JSON file")
     p.set_defaults(func=run)
 
@@ -31,7 +34,8 @@ def format_table(results) -> str:
         lines.append(f"Measured the CPU ({results[0].device_name or 'unknown model'}), not a GPU.")
     elif results:
         lines.append(f"Device: {results[0].device_name} ({results[0].device})")
-    lines.append(f"{'precision':<10}{'median TFLOP/s':>16}{'best TFLOP/s':>14}{'datasheet':>11}{'fraction':>10}  note")
+    lines.append(f"{'precision':<10}{'median TFLOP/s':>16}{'spread':>9}{'best TFLOP/s':>14}{'datasheet':>11}"
+                 f"{'fraction':>10}  note")
     for r in results:
         def f(v, fmt="{:.4g}"):
             return fmt.format(v) if v is not None else "-"
@@ -39,16 +43,25 @@ def format_table(results) -> str:
         if r.telemetry and r.telemetry.get("throttled"):
             note = f"throttled ({', '.join(r.telemetry.get('throttle_reasons') or [])}); SM clock median " \
                    f"{f(r.telemetry.get('sm_clock_mhz_median'), '{:.0f}')} MHz"
-        lines.append(f"{r.precision:<10}{f(r.tflops_median):>16}{f(r.tflops_best):>14}{f(r.table_tflops):>11}"
+        spread = f"±{r.tflops_spread:.1%}" if r.tflops_spread is not None else "-"
+        lines.append(f"{r.precision:<10}{f(r.tflops_median):>16}{spread:>9}{f(r.tflops_best):>14}{f(r.table_tflops):>11}"
                      f"{f(r.fraction_of_table):>10}  {note}")
+    timed = [r for r in results if r.repeats]
+    if timed:
+        lines.append(f"{timed[0].repeats} timed repeats of {timed[0].size}x{timed[0].size} matmuls per precision, each "
+                     f"after at least {min(r.warmup_s for r in timed):.2g} s of warm-up; spread: half the range of the "
+                     "repeats relative to their median.")
     return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.min_repeat_s is not None and args.min_repeat_s <= 0:
         raise BenchError(f"--min-repeat-s must be positive, got {args.min_repeat_s}")
+    warmup_s = getattr(args, "warmup_s", PEAK_DEFAULTS["warmup_s"])
+    if not warmup_s >= 0:
+        raise BenchError(f"--warmup must be a number of seconds >= 0, got {warmup_s}")
     results = measure_peak(device=args.device, precisions=args.precisions, size=args.size, repeats=args.repeats,
-                           min_repeat_s=args.min_repeat_s)
+                           min_repeat_s=args.min_repeat_s, warmup_s=warmup_s)
     print(format_table(results))
     if args.json_path:
         from bench.core.io import write_json_atomic

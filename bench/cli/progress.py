@@ -52,4 +52,13 @@ class SweepProgress:
             p.advance(self._task)
         elif event == "probe":
             p.update(self._task, description=f"largest-batch search: trying {info['batch_size']} "
-                                             f"(fits {info['low']}, OOM {info['high']})")
+                                             f"(fits {info['low']}, OOM {info['high'] or '?'})")
+        elif event == "confirm":
+            p.update(self._task, description=f"largest-batch search: confirming batch {info['batch_size']} "
+                                             "with a full measurement")
+        elif event == "confirmed":
+            m = info["measurement"]
+            s = m.stats
+            shown = fmt.duration(s.median_s) if s else (m.error or m.status)
+            p.console.print(f"  batch {m.batch_size:>6}: {m.status:<5} {shown} (confirming the largest batch)",
+                            highlight=False)

@@ -44,7 +44,7 @@ def register(sub) -> None:
                    help="largest power of two to try (default: "
                         + ", ".join(f"{v} on {k}" for k, v in DEFAULT_MAX_BATCH.items()) + "; OOM ends it sooner)")
     b.add_argument("--no-largest-search", action="store_true",
-                   help="after an out-of-memory point, do not bisect for the largest batch that fits")
+                   help="after an out-of-memory point, do not search for the largest batch that fits (nor confirm it)")
     m = p.add_argument_group("measurement")
     m.add_argument("--ci-target", type=float, default=d.ci_target,
                    help="stop a point once the 95%% CI of the median is within ± this fraction (default: %(default)s)")
@@ -59,6 +59,8 @@ def register(sub) -> None:
     m.add_argument("--no-telemetry", action="store_true", help="do not sample NVML during timed blocks")
     m.add_argument("--peak-tflops", type=float, default=None,
                    help="peak TFLOP/s for MFU instead of the data-sheet table (e.g. what `bench peak` measured)")
+    m.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch.set_num_threads(N) for the run, recorded in the results (default: torch's own choice)")
     m.add_argument("--seed", type=int, default=d.seed)
     o = p.add_argument_group("output")
     o.add_argument("-o", "--output", help="results JSON (default: reports/sweep-<workload>-<device>-<precision>-<time>.json)")
@@ -92,6 +94,7 @@ def config_from_args(args: argparse.Namespace):
         batch_sizes=parse_list(args.batch_sizes, int, "batch size", positive=True), min_batch=args.min_batch, max_batch=args.max_batch,
         ci_target=args.ci_target, min_samples=args.min_samples, min_time_s=args.min_time, budget_s=args.budget,
         eps=args.eps, find_largest=not args.no_largest_search, peak_tflops=args.peak_tflops, seed=args.seed, telemetry=not args.no_telemetry,
+        threads=args.threads,
     )
 
 

@@ -61,13 +61,26 @@ def free_memory(device: Any) -> None:
         torch.cuda.empty_cache()
 
 
+# Lower-cased pieces of the messages that mean "a device or host allocation failed". cuBLAS, cuDNN,
+# cuFFT, cuSOLVER and cuSPARSE report a failed workspace allocation near the memory limit with their
+# own statuses: CUBLAS_STATUS_ALLOC_FAILED, cuDNN 8's CUDNN_STATUS_ALLOC_FAILED / NOT_ALLOCATED, cuDNN
+# 9's CUDNN_STATUS_INTERNAL_ERROR_DEVICE_ALLOCATION_FAILED (and _HOST_ALLOCATION_FAILED), CUFFT_ALLOC_FAILED.
+OOM_MARKERS = ("out of memory", "can't allocate memory", "alloc_failed", "allocation_failed",
+               "cudnn_status_not_allocated", "cudaerrormemoryallocation", "hiperroroutofmemory")
+CUDA_ERROR_MEMORY_ALLOCATION = 2  # cudaErrorMemoryAllocation (and hipErrorOutOfMemory): AcceleratorError.error_code
+
+
 def is_oom(exc: BaseException) -> bool:
-    """CUDA's OutOfMemoryError, or an allocator's out-of-memory RuntimeError (CPU, MPS)."""
+    """An allocation failure, not any other error: CUDA's OutOfMemoryError; a torch.AcceleratorError
+    carrying cudaErrorMemoryAllocation; or a RuntimeError whose message is an allocator's or a CUDA
+    library's out-of-memory status (OOM_MARKERS)."""
     import torch
 
     if isinstance(exc, torch.cuda.OutOfMemoryError):
         return True
+    accelerator_error = getattr(torch, "AcceleratorError", None)
+    if accelerator_error is not None and isinstance(exc, accelerator_error):
+        if getattr(exc, "error_code", None) == CUDA_ERROR_MEMORY_ALLOCATION:
+            return True
     msg = str(exc).lower()
-    # Near the memory limit cuBLAS/cuDNN fail to allocate their workspaces with their own messages.
-    markers = ("out of memory", "can't allocate memory", "alloc_failed", "cudnn_status_not_allocated")
-    return isinstance(exc, RuntimeError) and any(m in msg for m in markers)
+    return isinstance(exc, RuntimeError) and any(m in msg for m in OOM_MARKERS)

@@ -34,6 +34,13 @@ STOP_MAX_SAMPLES = "max_samples"
 STOP_COUNT = "count"  # a fixed number of samples was asked for
 
 # Why warm-up ended.
-WARM_STABLE = "stable"  # step times stopped trending down
+WARM_STABLE = "stable"  # after the minimum time, block medians that far apart no longer fall by more than the CI target
 WARM_MAX_STEPS = "max_steps"
 WARM_MAX_TIME = "max_time"
+WARM_BUDGET = "budget"  # the point's time budget left no more time for warm-up
+
+# How the largest-batch search chose a probe (bench.run.largest).
+PROBE_DOUBLING = "doubling"
+PROBE_MODEL = "model"  # the memory model's predicted boundary
+PROBE_BISECTION = "bisection"
+PROBE_KINDS = (PROBE_DOUBLING, PROBE_MODEL, PROBE_BISECTION)

@@ -14,6 +14,7 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from bench.core.devices import is_oom
 from bench.core.errors import BenchError
 from bench.core.vocabulary import PRECISIONS, STEP_OPTIMIZERS
 from bench.measure.optim import implementation, make_optimizer
@@ -147,6 +148,10 @@ class ScaleDropCounter:
         self._previous = torch.full((), float(initial_scale), dtype=torch.float32, device=device)
         self._drops = torch.zeros((), dtype=torch.int64, device=device)
 
+    def reset(self) -> None:
+        """Count from zero again (no sync: the counter stays on the device)."""
+        self._drops.zero_()
+
     def observe(self, scale: torch.Tensor) -> None:
         scale = scale.reshape(())
         self._drops += scale < self._previous
@@ -251,10 +256,11 @@ class TrainStep:
         """One training step: zero grads, forward (autocast), loss, backward, optimizer step."""
         try:
             self._step()
-        except torch.OutOfMemoryError as e:
-            # The traceback's frames hold activations and the autograd graph; clearing them lets
-            # release() free that memory even while the caller still holds the exception.
-            traceback.clear_frames(e.__traceback__)
+        except Exception as e:
+            if is_oom(e):
+                # The traceback's frames hold activations and the autograd graph; clearing them lets
+                # release() free that memory even while the caller still holds the exception.
+                traceback.clear_frames(e.__traceback__)
             raise
 
     def _step(self) -> None:
@@ -281,10 +287,17 @@ class TrainStep:
 
     @property
     def skipped_steps(self) -> int | None:
-        """fp16: steps the GradScaler skipped so far (syncs); None for other precisions."""
+        """fp16: steps the GradScaler skipped since the last `reset_skipped_steps` (syncs); None for
+        other precisions."""
         if self._scale_drops is None:
             return None
         return self._scale_drops.count
+
+    def reset_skipped_steps(self) -> None:
+        """Count skipped steps from now on (e.g. after warm-up, whose first fp16 steps are typically
+        skipped while the loss scale settles); no host sync."""
+        if self._scale_drops is not None:
+            self._scale_drops.reset()
 
     def last_loss(self) -> float | None:
         """The loss of the latest step (syncs: for tests and diagnostics, never in timed code)."""

@@ -3,8 +3,9 @@
 The timers return raw per-step seconds for a block of steps. On CUDA a pair of events brackets each
 step and the host synchronises once per block, never inside the timed window; on the CPU a host clock
 brackets each step. `MeasureLimits` holds the per-point budget, the floors and the block sizing, with
-their defaults in one table (MEASURE_DEFAULTS); stopping rules are small pluggable objects (after
-NVBench's stopping criteria) that the loop in `measure` asks after every block whether to stop.
+their defaults in one table (MEASURE_DEFAULTS); `WarmupRule` says when warm-up is over; stopping rules
+are small pluggable objects (after NVBench's stopping criteria) that the loop in `measure` asks after
+every block whether to stop.
 """
 
 from __future__ import annotations
@@ -12,8 +13,11 @@ from __future__ import annotations
 import math
 import statistics
 import time
+import warnings
+from collections import Counter
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import PurePath
 from types import MappingProxyType
 from typing import Any, Callable, ContextManager, Mapping, Protocol, Sequence
 
@@ -25,6 +29,7 @@ from bench.core.vocabulary import (
     STOP_MAX_SAMPLES,
     TIMER_CUDA_EVENT,
     TIMER_HOST,
+    WARM_BUDGET,
     WARM_MAX_STEPS,
     WARM_MAX_TIME,
     WARM_STABLE,
@@ -71,28 +76,106 @@ class HostTimer:
 
 
 class CudaEventTimer:
-    """A pair of CUDA events around each step; one host synchronisation at the end of the block."""
+    """A pair of CUDA events around each step; one host synchronisation at the end of the block.
+
+    `torch.cuda.Event` creates its CUDA event lazily, on its first `record()`: fresh events per block
+    would create (and later destroy) 2n CUDA events inside the step windows. So the timer keeps one
+    pool of events, made and recorded once before its first block (during warm-up, since a point's
+    first block is warm-up) and reused by every block after. `cuda` is the torch.cuda namespace
+    (tests pass a fake one).
+    """
 
     name = TIMER_CUDA_EVENT
 
-    def __init__(self, device=None):
-        import torch
+    def __init__(self, device=None, *, cuda: Any = None, pool_size: int | None = None):
+        if cuda is None:
+            import torch
 
-        self._torch = torch
+            cuda = torch.cuda
+        self._cuda = cuda
         self._device = device
+        self._pool_size = pool_size or MAX_BLOCK
+        self._starts: list = []
+        self._ends: list = []
+
+    @property
+    def pool_size(self) -> int:
+        """Pairs of events made so far."""
+        return len(self._starts)
+
+    def _grow_pool(self, n: int) -> None:
+        """At least `n` pairs of events, each already recorded once (so its CUDA event exists)."""
+        if n <= len(self._starts):
+            return
+        more = max(n, self._pool_size) - len(self._starts)
+        starts = [self._cuda.Event(enable_timing=True) for _ in range(more)]
+        ends = [self._cuda.Event(enable_timing=True) for _ in range(more)]
+        for e in (*starts, *ends):
+            e.record()
+        ends[-1].synchronize()
+        self._starts += starts
+        self._ends += ends
 
     def time_block(self, step: Step, n: int) -> list[float]:
-        torch = self._torch
-        with torch.cuda.device(self._device):
-            # Events are made before the timed window so creating them costs the step nothing.
-            starts = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
-            ends = [torch.cuda.Event(enable_timing=True) for _ in range(n)]
+        with self._cuda.device(self._device):
+            # Outside the timed window: a no-op once the pool holds n pairs (MAX_BLOCK by default).
+            self._grow_pool(n)
+            starts, ends = self._starts, self._ends
             for i in range(n):
                 starts[i].record()
                 step()
                 ends[i].record()
-            ends[-1].synchronize()
-            return [s.elapsed_time(e) / 1e3 for s, e in zip(starts, ends)]
+            ends[n - 1].synchronize()
+            return [starts[i].elapsed_time(ends[i]) / 1e3 for i in range(n)]
+
+
+# --------------------------------------------------------------------------- hidden host synchronisation
+
+SYNC_WARNING = "synchronizing CUDA operation"  # what torch warns under set_sync_debug_mode("warn")
+CheckStep = Callable[[Step], list]
+
+
+def _where(filename: str, lineno: int) -> str:
+    parts = PurePath(filename).parts
+    return f"{'/'.join(parts[-2:])}:{lineno}"
+
+
+def find_host_syncs(step: Step, cuda: Any = None) -> list[str]:
+    """Run `step` once under `torch.cuda.set_sync_debug_mode("warn")`; one line per place in Python
+    code that made the host wait for the device (e.g. `.item()`, a GradScaler without a fused
+    optimizer), with how often it did in the step. Empty: no synchronising operation torch knows of.
+
+    The previous debug mode is put back even if the step raises; warnings other than torch's sync
+    warning are passed on. `cuda` is the torch.cuda namespace (tests pass a fake one).
+    """
+    if cuda is None:
+        import torch
+
+        cuda = torch.cuda
+    before = cuda.get_sync_debug_mode()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        cuda.set_sync_debug_mode("warn")
+        try:
+            step()
+        finally:
+            cuda.set_sync_debug_mode(before)
+    places: Counter = Counter()
+    others = []
+    for w in caught:
+        if SYNC_WARNING in str(w.message):
+            places[_where(w.filename, w.lineno)] += 1
+        else:
+            others.append(w)
+    for w in others:
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return [f"{where} ({k}x in one step)" for where, k in places.items()]
+
+
+def sync_check_for(device) -> CheckStep | None:
+    """The host-sync check for a device: `find_host_syncs` on CUDA; None elsewhere (nothing to find)."""
+    kind = getattr(device, "type", None) or str(device).split(":")[0]
+    return find_host_syncs if kind == "cuda" else None
 
 
 def timer_for(device) -> Timer:
@@ -119,12 +202,19 @@ MEASURE_DEFAULTS: Mapping[str, float] = MappingProxyType({
     "min_samples": 10,  # samples before a rule may stop a point
     "max_samples": 100_000,  # samples per point, at most
     "ci_target": 0.01,  # the CI rule: stop once the 95% CI of the median is within ±1% of it
+    "warmup_min_s": 0.5,  # warm-up step time, at least (after the first step; lowered to a small budget's share)
     "warmup_max_s": 30.0,  # warm-up time, at most (after the first step)
 })
 
 BLOCKS_PER_MIN_TIME = MIN_BLOCKS_FOR_CI  # enough blocks within the minimum time for a CI across blocks
-MIN_BLOCK = 3
+MIN_BLOCK = 3  # a block cut short (by the budget or a count) below this and below its planned size is not a block median
 MAX_BLOCK = 200
+# Warm-up may spend half the budget, less if the minimum measuring time and samples need more, but at
+# least a quarter of it.
+WARMUP_BUDGET_SHARE = 0.5
+WARMUP_MIN_BUDGET_SHARE = 0.25
+WARMUP_BLOCKS_PER_MIN_TIME = 4  # warm-up blocks last at least a quarter of the warm-up's minimum time
+WARMUP_LAG_OF_MIN_TIME = 1.0  # the blocks compared are at least this many minimum times apart
 
 
 def _positive_number(value: Any) -> bool:
@@ -139,7 +229,11 @@ class MeasureLimits:
     wall time or `max_samples` samples are spent, and asks the rule whether to stop only once
     `min_samples` samples and the minimum time of measured steps are in (or once the rule says it
     wants no more samples, as a fixed count does). Blocks of steps between host synchronisations
-    last about `block_target_s`.
+    last about `block_target_s` (one step, when a step is longer).
+
+    The budget is the point's: it counts from the end of the point's first step (which compiles,
+    autotunes and allocates, and which no budget could bound), so warm-up spends it too (see
+    `warmup_cap_s`), and at least one timed step runs whatever is left.
 
     `min_time_s=None` (the default) is MEASURE_DEFAULTS' minimum time, lowered to the budget when the
     budget is smaller: a small budget alone asks for a quick measurement, not a contradiction. A
@@ -186,22 +280,32 @@ class MeasureLimits:
         basis = self.effective_min_time_s or min(MEASURE_DEFAULTS["min_time_s"], self.budget_s)
         return basis / BLOCKS_PER_MIN_TIME
 
+    def warmup_cap_s(self, step_s: float = 0.0) -> float:
+        """How much of the budget warm-up may spend: half of it, less when the minimum measuring time
+        (or `min_samples` steps of `step_s`) needs more of it, but at least a quarter of it."""
+        reserve = max(self.effective_min_time_s, self.min_samples * step_s)
+        share = min(WARMUP_BUDGET_SHARE * self.budget_s, self.budget_s - reserve)
+        return max(share, WARMUP_MIN_BUDGET_SHARE * self.budget_s)
+
     def floors_met(self, samples: Sequence[float]) -> bool:
         """Enough samples and enough measured time for a rule to be asked."""
         return len(samples) >= self.min_samples and sum(samples) >= self.effective_min_time_s
 
     def stop_reason(self, rule: "StoppingRule", samples: Sequence[float], elapsed_s: float,
-                    block_medians: Sequence[float] | None = None) -> str | None:
+                    block_medians: Sequence[float] | None = None, *, spent_s: float | None = None) -> str | None:
         """Why to stop measuring now, or None: the sample cap; else the rule, once the floors are met
-        (or once it wants no more samples); else the budget."""
+        (or once it wants no more samples); else the budget. `elapsed_s` is the time spent measuring
+        (what the rule is told); `spent_s` what counts against the budget (default `elapsed_s`; in
+        `measure`, warm-up after the first step too)."""
         n = len(samples)
+        spent_s = elapsed_s if spent_s is None else spent_s
         if n >= self.max_samples:
             return STOP_MAX_SAMPLES
         if self.floors_met(samples) or rule_max_more_samples(rule, n) == 0:
             reason = rule.should_stop(samples, elapsed_s, block_medians)
             if reason:
                 return str(reason)
-        if elapsed_s >= self.budget_s:
+        if spent_s >= self.budget_s:
             return STOP_BUDGET
         return None
 
@@ -358,61 +462,195 @@ def make_stopping_rule(name: str, **params) -> StoppingRule:
 
 @dataclass(frozen=True)
 class WarmupRule:
-    """Warm-up ends when step times stop trending down: after `min_steps` discarded steps, the
-    median of the last `window` steps is no more than `tolerance` below the median of the window
-    before it. Caps: `max_steps`, and `max_time_s` of step time after the first step (then the
-    reason says warm-up was cut short)."""
+    """When warm-up is over.
 
-    min_steps: int = 2
-    window: int = 3
-    tolerance: float = 0.05
-    max_steps: int = 200
+    The point's first step (compilation, cuDNN autotuning, lazy allocation) is always warm-up and
+    counts toward no limit. After it, steps run in blocks of about `block_s`, and warm-up ends once
+    `min_time_s` of step time has passed and the median of the last block is no more than
+    `tolerance` below the median of the block before (None: the stopping rule's CI target): the
+    times no longer fall by more than the precision the point is measured to. Noise that makes a
+    block slower does not hold warm-up up; a trend down does.
+
+    Caps (then the reason says warm-up was cut short, and the point carries a warning):
+    `max_steps` steps, `max_time_s` of wall time after the first step, and the point's budget
+    (`MeasureLimits.warmup_cap_s`: half of it, less when the measuring floors need more). The minimum
+    time is lowered to that cap when the cap is smaller.
+    """
+
+    min_time_s: float = MEASURE_DEFAULTS["warmup_min_s"]
+    tolerance: float | None = None
+    max_steps: int = 100_000
     max_time_s: float = MEASURE_DEFAULTS["warmup_max_s"]
+    block_s: float | None = None  # None: the limits' block target, at least min_time_s / WARMUP_BLOCKS_PER_MIN_TIME
 
     def __post_init__(self):
         if not _positive_number(self.max_time_s):
             raise BenchError(f"warm-up time limit must be a positive number of seconds, got {self.max_time_s!r}")
+        if not (isinstance(self.min_time_s, (int, float)) and math.isfinite(self.min_time_s) and self.min_time_s >= 0):
+            raise BenchError(f"warm-up minimum time must be a number of seconds >= 0, got {self.min_time_s!r}")
+        if self.tolerance is not None and not _positive_number(self.tolerance):
+            raise BenchError(f"warm-up tolerance must be a positive number, got {self.tolerance!r}")
+        if not isinstance(self.max_steps, int) or self.max_steps < 2:
+            raise BenchError(f"warm-up step limit must be an integer >= 2, got {self.max_steps!r}")
+        if self.block_s is not None and not _positive_number(self.block_s):
+            raise BenchError(f"warm-up block duration must be a positive number of seconds, got {self.block_s!r}")
 
-    def is_warm(self, samples: Sequence[float], elapsed_s: float) -> str | None:
-        post = samples[self.min_steps:]
-        if len(post) >= 2 * self.window:
-            last = statistics.median(post[-self.window:])
-            prev = statistics.median(post[-2 * self.window:-self.window])
-            if last >= prev * (1.0 - self.tolerance):
+    def in_force(self, limits: MeasureLimits | None = None, rule: StoppingRule | None = None) -> "WarmupRule":
+        """This rule with every value as a point under `limits` and `rule` uses it: the tolerance (the
+        rule's CI target, or the default one), the minimum time (lowered to the budget's cap,
+        `limits.warmup_cap_s`) and the block duration."""
+        limits = limits if limits is not None else MeasureLimits()
+        tolerance = self.tolerance
+        if tolerance is None:
+            target = getattr(rule, "ci_target", None)
+            tolerance = float(target) if _positive_number(target) else MEASURE_DEFAULTS["ci_target"]
+        min_time = min(float(self.min_time_s), limits.warmup_cap_s(), float(self.max_time_s))
+        block_s = self.block_s if self.block_s is not None else max(
+            limits.block_target_s, min_time / WARMUP_BLOCKS_PER_MIN_TIME)
+        return WarmupRule(min_time_s=min_time, tolerance=tolerance, max_steps=self.max_steps,
+                          max_time_s=self.max_time_s, block_s=block_s)
+
+    def is_warm(self, block_medians: Sequence[float], block_starts_s: Sequence[float], step_time_s: float,
+                steps: int, elapsed_s: float | None = None) -> str | None:
+        """Why warm-up is over, or None.
+
+        `block_medians[i]` is the median of warm-up block i after the first step and `block_starts_s[i]`
+        the step time (after the first step) at which it began; `step_time_s` the step time so far;
+        `steps` the warm-up steps so far, the first included; `elapsed_s` the wall time after the first
+        step (default `step_time_s`). Stable: the last block's median is no more than the tolerance
+        below that of the latest block that ended at least `lag_s` before the last one began.
+        """
+        elapsed_s = step_time_s if elapsed_s is None else elapsed_s
+        tolerance = self.tolerance if self.tolerance is not None else MEASURE_DEFAULTS["ci_target"]
+        if step_time_s >= self.min_time_s and len(block_medians) >= 2:
+            last_start = block_starts_s[-1]
+            ends = list(block_starts_s[1:])
+            earlier = [i for i, end in enumerate(ends) if end <= last_start - self.lag_s]
+            if earlier and block_medians[-1] >= block_medians[earlier[-1]] * (1.0 - tolerance):
                 return WARM_STABLE
-        if len(samples) >= self.max_steps:
+        if steps >= self.max_steps:
             return WARM_MAX_STEPS
-        if elapsed_s >= self.max_time_s:
+        if block_medians and elapsed_s >= self.max_time_s:
             return WARM_MAX_TIME
         return None
 
+    @property
+    def lag_s(self) -> float:
+        """How far apart (in step time) the two blocks whose medians must agree are, at least."""
+        return self.min_time_s * WARMUP_LAG_OF_MIN_TIME
+
     def to_dict(self) -> dict:
-        return {"min_steps": self.min_steps, "window": self.window, "tolerance": self.tolerance,
-                "max_steps": self.max_steps, "max_time_s": self.max_time_s}
+        return {"min_time_s": self.min_time_s, "tolerance": self.tolerance, "max_steps": self.max_steps,
+                "max_time_s": self.max_time_s, "block_s": self.block_s}
 
 
 # --------------------------------------------------------------------------- the loop
 
 
+@dataclass(frozen=True)
+class BlockShortfall:
+    """Fewer timed blocks than a CI across blocks needs (MIN_BLOCKS_FOR_CI) fitted a point's budget.
+
+    Without that CI the point's 95% CI rests on the pooled samples alone, which drift makes too
+    narrow (or, with fewer than 6 samples, there is none). `budget_needed_s` is about the budget
+    that would have fitted `needed` blocks at this step time, warm-up included.
+    """
+
+    blocks: int
+    needed: int
+    budget_s: float
+    step_s: float
+    budget_needed_s: float
+    samples: int
+
+    @property
+    def message(self) -> str:
+        ci = ("its 95% CI rests on the pooled samples alone" if self.samples >= MIN_BLOCKS_FOR_CI
+              else f"{self.samples} sample(s) are too few for any 95% CI")
+        return (f"only {self.blocks} timed block(s) of {self.step_s:.3g} s steps fitted the {self.budget_s:g} s budget "
+                f"({self.needed} are needed for a CI across blocks, which drift cannot make too narrow): {ci}; "
+                f"a budget of about {self.budget_needed_s:.2g} s would fit {self.needed}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any] | None) -> "BlockShortfall | None":
+        if not d:
+            return None
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+
+
 @dataclass
 class TimingResult:
-    """Raw output of `measure`: every timed step, the warm-up that was discarded, and why it stopped."""
+    """Raw output of `measure`: every timed step, the warm-up that was discarded, and why it stopped.
+
+    `host_syncs` lists the places a warm-up step under the sync debug mode found the host waiting for
+    the device (None: not checked, e.g. on the CPU); `block_shortfall` is set when fewer blocks than a
+    CI across blocks needs fitted the budget.
+    """
 
     timer: str
     samples_s: list[float] = field(default_factory=list)
     warmup_samples_s: list[float] = field(default_factory=list)
     warmup_reason: str | None = None
+    warmup_block_medians_s: list[float] = field(default_factory=list)
     block_medians_s: list[float] = field(default_factory=list)
     block_sizes: list[int] = field(default_factory=list)
     stop_reason: str | None = None
     wall_time_s: float = 0.0
+    warmup_wall_time_s: float = 0.0
+    host_syncs: list[str] | None = None
+    block_shortfall: BlockShortfall | None = None
     warnings: list[str] = field(default_factory=list)
 
 
 def _block_size(median_s: float, target_block_s: float) -> int:
+    """Steps per block: about `target_block_s` of steps; one step when a step is longer."""
     if median_s <= 0:
         return MAX_BLOCK
-    return max(MIN_BLOCK, min(MAX_BLOCK, int(round(target_block_s / median_s))))
+    return max(1, min(MAX_BLOCK, int(round(target_block_s / median_s))))
+
+
+def _warm_up(step: Step, timer: Timer, warm: WarmupRule, limits: MeasureLimits, res: TimingResult,
+             clock: Callable[[], float], t_budget: float, check_step: CheckStep | None) -> None:
+    """The warm-up after the first step, in blocks, until `warm` says it is over or the budget's
+    share for warm-up is spent (see WarmupRule)."""
+    medians = res.warmup_block_medians_s
+    starts: list[float] = []
+    wall_per_step = 0.0  # a block's wall time per step: the step plus the loop and timer around it
+    if check_step is not None:
+        found: list[str] = []
+        t0 = clock()
+        block = timer.time_block(lambda: found.extend(check_step(step)), 1)
+        wall_per_step = clock() - t0
+        starts.append(0.0)
+        res.warmup_samples_s += block
+        medians.append(statistics.median(block))
+        res.host_syncs = found
+    typical = res.warmup_samples_s[-1]
+    while True:
+        elapsed = clock() - t_budget
+        reason = warm.is_warm(medians, starts, sum(res.warmup_samples_s[1:]), len(res.warmup_samples_s), elapsed)
+        per_step = max(typical, wall_per_step)
+        cap = min(limits.warmup_cap_s(per_step), warm.max_time_s)
+        if reason is None and medians and elapsed >= cap:
+            reason = WARM_BUDGET if cap < warm.max_time_s else WARM_MAX_TIME
+        if reason:
+            res.warmup_reason = reason
+            return
+        n = _block_size(typical, warm.block_s)
+        if per_step > 0:  # do not run far past the cap
+            n = max(1, min(n, int((cap - elapsed) / per_step)))
+        n = max(1, min(n, warm.max_steps - len(res.warmup_samples_s)))
+        starts.append(sum(res.warmup_samples_s[1:]))
+        t0 = clock()
+        block = timer.time_block(step, n)
+        wall_per_step = (clock() - t0) / len(block)
+        res.warmup_samples_s += block
+        medians.append(statistics.median(block))
+        # Sized by the recent steps (at least 3), so that one slow step does not shrink the next block.
+        typical = statistics.median(res.warmup_samples_s[1:][-max(3, len(block)):])
 
 
 def measure(
@@ -423,38 +661,52 @@ def measure(
     limits: MeasureLimits | None = None,
     warmup: WarmupRule | None = None,
     around_block: Callable[[], ContextManager] | None = None,
+    after_warmup: Callable[[], object] | None = None,
+    check_step: CheckStep | None = None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> TimingResult:
     """Warm `step` up, then time it in blocks until `limits` or `rule` say stop.
 
-    `rule` defaults to CIStoppingRule(), `limits` to MeasureLimits(): the defaults of
-    MEASURE_DEFAULTS. `around_block` (e.g. a telemetry sampler) is entered around each timed block,
-    outside the per-step timing. Warm-up samples are kept in the result but never mixed into the
-    statistics.
+    `rule` defaults to CIStoppingRule(), `limits` to MeasureLimits(), `warmup` to WarmupRule(): the
+    defaults of MEASURE_DEFAULTS. The budget counts from the end of the first step, warm-up
+    included; at least one timed step runs. `around_block` (e.g. a telemetry sampler's block marker)
+    is entered around each timed block, outside the per-step timing. `after_warmup` runs once between
+    warm-up and the first timed block (e.g. to reset peak-memory statistics). `check_step(step)`,
+    if given, runs the second warm-up step and returns the host synchronisations it found
+    (`find_host_syncs`); they become a warning. Warm-up samples are kept in the result but never
+    mixed into the statistics.
     """
     rule = check_stopping_rule(rule if rule is not None else CIStoppingRule())
     limits = limits if limits is not None else MeasureLimits()
-    warmup = warmup or WarmupRule()
+    warm = (warmup or WarmupRule()).in_force(limits, rule)
     res = TimingResult(timer=timer.name)
     t_start = clock()
-    while True:
-        res.warmup_samples_s += timer.time_block(step, warmup.window)
-        # The time cap counts from the second step: a first step that compiles or autotunes for
-        # longer than the cap must not end warm-up before the times could settle.
-        reason = warmup.is_warm(res.warmup_samples_s, sum(res.warmup_samples_s[1:]))
-        if reason:
-            res.warmup_reason = reason
-            break
+    res.warmup_samples_s += timer.time_block(step, 1)
+    t_budget = clock()  # the budget counts from here: the first step is bounded by nothing
+    _warm_up(step, timer, warm, limits, res, clock, t_budget, check_step)
+    res.warmup_wall_time_s = clock() - t_start
+    if res.host_syncs:
+        res.warnings.append("the step makes the host wait for the device (found by one warm-up step under "
+                            "torch.cuda.set_sync_debug_mode('warn')): " + "; ".join(res.host_syncs)
+                            + ": every timed step includes that wait")
     if res.warmup_reason != WARM_STABLE:
-        res.warnings.append(f"warm-up ended by {res.warmup_reason} before step times stopped trending")
+        cap = {WARM_BUDGET: f"its share of the {limits.budget_s:g} s budget",
+               WARM_MAX_TIME: f"its time limit ({warm.max_time_s:g} s)",
+               WARM_MAX_STEPS: f"its step limit ({warm.max_steps})"}.get(res.warmup_reason, res.warmup_reason)
+        res.warnings.append(f"warm-up ended by {cap} after {len(res.warmup_samples_s)} steps, before its block "
+                            f"medians stopped falling by more than {warm.tolerance:.1%} over {warm.lag_s:.2g} s: the "
+                            "timed steps may still be warming up")
+    if after_warmup is not None:
+        after_warmup()
 
-    typical = statistics.median(res.warmup_samples_s[-warmup.window:])
+    typical = statistics.median(res.warmup_samples_s[1:][-3:])  # warm-up ran at least one step after the first
     t_measure = clock()
     while True:
         taken = len(res.samples_s)
-        n = _block_size(typical, limits.block_target_s)
+        planned = _block_size(typical, limits.block_target_s)
+        n = planned
         if typical > 0:
-            n = min(n, int((limits.budget_s - (clock() - t_measure)) / typical))
+            n = min(n, int((limits.budget_s - (clock() - t_budget)) / typical))
         wanted = rule_max_more_samples(rule, taken)
         if wanted is not None:
             n = min(n, wanted)
@@ -463,10 +715,14 @@ def measure(
             block = timer.time_block(step, n)
         res.samples_s += block
         res.block_sizes.append(len(block))
-        if len(block) >= MIN_BLOCK:  # a block cut short by the budget says little about agreement
+        # A block cut short (by the budget or a count) says little about agreement, unless its
+        # planned size was that small anyway (a slow step: one-step blocks).
+        if len(block) >= min(MIN_BLOCK, planned):
             res.block_medians_s.append(statistics.median(block))
         typical = statistics.median(res.samples_s[-min(len(res.samples_s), 3 * MAX_BLOCK):])
-        reason = limits.stop_reason(rule, res.samples_s, clock() - t_measure, res.block_medians_s)
+        now = clock()
+        reason = limits.stop_reason(rule, res.samples_s, now - t_measure, res.block_medians_s,
+                                    spent_s=now - t_budget)
         if reason:
             res.stop_reason = reason
             break
@@ -478,4 +734,11 @@ def measure(
         what = rule_waiting_for(rule, res.samples_s, res.block_medians_s)
         if what:
             res.warnings.append(f"time budget ran out before {what}")
+        if len(res.block_medians_s) < MIN_BLOCKS_FOR_CI:
+            step_s = statistics.median(res.samples_s)
+            needed_s = (t_measure - t_budget) + MIN_BLOCKS_FOR_CI * max(step_s, limits.block_target_s)
+            res.block_shortfall = BlockShortfall(blocks=len(res.block_medians_s), needed=MIN_BLOCKS_FOR_CI,
+                                                 budget_s=limits.budget_s, step_s=step_s,
+                                                 budget_needed_s=needed_s, samples=len(res.samples_s))
+            res.warnings.append(res.block_shortfall.message)
     return res

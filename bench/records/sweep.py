@@ -15,8 +15,9 @@ from typing import Any, Iterable
 
 from bench.core.errors import InvalidResultsFile
 from bench.core.io import read_json, write_json_atomic
-from bench.core.vocabulary import OPTIMIZERS, PRECISIONS, STATUS_OK, STATUSES
+from bench.core.vocabulary import OPTIMIZERS, PRECISIONS, PROBE_KINDS, STATUS_OK, STATUSES
 from bench.measure.stats import SampleStats, summarize
+from bench.measure.timing import BlockShortfall
 from bench.records.envelope import Schema, header, read_header
 
 # "bench.run.sweep" is the name a development build wrote for a while (a module path rewritten by
@@ -120,8 +121,11 @@ class Measurement:
     """One sweep point: raw step times (seconds) and everything derived from or measured beside them.
 
     `samples_s` are the timed steps after warm-up; `block_medians_s` are the medians of the blocks
-    between host synchronisations, used to see whether repeated blocks agree. A value that could not
-    be measured is None and `null_reasons[name]` says why.
+    between host synchronisations, used to see whether repeated blocks agree (`block_sizes`: the steps
+    in each timed block, in order). Peak memory is over the timed steps (the statistics are reset
+    after warm-up); the warm-up's own peaks (cuDNN autotuning workspaces, compilation, allocator
+    growth) are kept apart. `block_shortfall` is set when fewer blocks than a CI across blocks needs
+    fitted the budget. A value that could not be measured is None and `null_reasons[name]` says why.
     """
 
     case: Case
@@ -140,6 +144,11 @@ class Measurement:
     telemetry: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     null_reasons: dict[str, str] = field(default_factory=dict)
+    warmup_peak_allocated_bytes: int | None = None
+    warmup_peak_reserved_bytes: int | None = None
+    num_alloc_retries: int | None = None
+    block_sizes: list[int] = field(default_factory=list)
+    block_shortfall: BlockShortfall | None = None
 
     @property
     def ok(self) -> bool:
@@ -181,6 +190,11 @@ class Measurement:
             "samples_s": list(self.samples_s),
             "warmup_samples_s": list(self.warmup_samples_s),
             "block_medians_s": list(self.block_medians_s),
+            "warmup_peak_allocated_bytes": self.warmup_peak_allocated_bytes,
+            "warmup_peak_reserved_bytes": self.warmup_peak_reserved_bytes,
+            "num_alloc_retries": self.num_alloc_retries,
+            "block_sizes": list(self.block_sizes),
+            "block_shortfall": self.block_shortfall.to_dict() if self.block_shortfall else None,
         }
         return d
 
@@ -206,18 +220,39 @@ class Measurement:
             telemetry=dict(d.get("telemetry") or {}),
             warnings=list(d.get("warnings") or []),
             null_reasons=dict(d.get("null_reasons") or {}),
+            warmup_peak_allocated_bytes=d.get("warmup_peak_allocated_bytes"),
+            warmup_peak_reserved_bytes=d.get("warmup_peak_reserved_bytes"),
+            num_alloc_retries=d.get("num_alloc_retries"),
+            block_sizes=[int(v) for v in d.get("block_sizes") or []],
+            block_shortfall=BlockShortfall.from_dict(d.get("block_shortfall")),
         )
 
 
 @dataclass
 class Probe:
-    """One try in the search for the largest batch that fits: did a few steps run at this size?"""
+    """One try in the search for the largest batch that fits: did a few steps run at this size?
+
+    `peak_reserved_bytes`: the allocator's peak over the probe (its statistics reset first; None off
+    CUDA or when it failed); `kind`: how the search chose this batch (`doubling`, `model` for the
+    memory-model prediction, `bisection`; None in files from before it was recorded).
+    """
 
     batch_size: int
     fits: bool
     error: str | None = None
+    peak_reserved_bytes: int | None = None
+    kind: str | None = None
 
     NOT_OOM_PREFIX = "not out of memory: "
+
+    @property
+    def peak_bytes(self) -> int | None:
+        """The peak the largest-batch search's memory model fits (bench.run.largest)."""
+        return self.peak_reserved_bytes
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Probe":
+        return cls(int(d["batch_size"]), bool(d["fits"]), d.get("error"), d.get("peak_reserved_bytes"), d.get("kind"))
 
     @property
     def out_of_memory(self) -> bool:
@@ -230,10 +265,6 @@ class Probe:
 
     def to_dict(self) -> dict:
         return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Probe":
-        return cls(int(d["batch_size"]), bool(d["fits"]), d.get("error"))
 
 
 @dataclass
@@ -250,6 +281,14 @@ class LargestBatch:
     reason: str | None = None
     probes: list[Probe] = field(default_factory=list)
     limited: bool = False
+    method: str = ""  # every probe counted by how the search chose it, e.g. "3 probe(s) (2 doubling, 1 memory-model)"
+    confirmed: bool | None = None  # a full measurement confirmed the answer (None: not tried)
+    confirmations: list[dict] = field(default_factory=list)  # those measurements: batch_size, status, error
+
+    @property
+    def probe_counts(self) -> dict[str, int]:
+        kinds = [p.kind for p in self.probes]
+        return {k: kinds.count(k) for k in PROBE_KINDS}
 
     @property
     def largest_ran(self) -> int | None:
@@ -259,7 +298,8 @@ class LargestBatch:
 
     def to_dict(self) -> dict:
         return {"batch_size": self.batch_size, "reason": self.reason, "limited": self.limited,
-                "probes": [p.to_dict() for p in self.probes]}
+                "method": self.method, "probe_counts": self.probe_counts, "confirmed": self.confirmed,
+                "confirmations": list(self.confirmations), "probes": [p.to_dict() for p in self.probes]}
 
     @classmethod
     def from_dict(cls, d: dict | None) -> "LargestBatch":
@@ -269,7 +309,8 @@ class LargestBatch:
         limited = bool(d.get("limited", False))
         size = d.get("batch_size")
         return cls(None if limited or size is None else int(size), d.get("reason"),
-                   [Probe.from_dict(p) for p in d.get("probes") or []], limited)
+                   [Probe.from_dict(p) for p in d.get("probes") or []], limited, str(d.get("method") or ""),
+                   d.get("confirmed"), list(d.get("confirmations") or []))
 
 
 @dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from bench.core.vocabulary import PROBE_KINDS
 from typing import Callable, Iterable, Protocol, Sequence
 
 MODEL_POINTS = 2  # a secant through the two largest batches: memory may bend at small batches
@@ -70,6 +71,7 @@ class LargestBatchSearch:
     largest: int | None
     smallest_oom: int | None
     probes: list = field(default_factory=list)
+    kinds: list = field(default_factory=list)  # how each probe's batch was chosen: doubling, model, bisection
     model_probes: int = 0
     bisection_probes: int = 0
     doubling_probes: int = 0
@@ -78,14 +80,31 @@ class LargestBatchSearch:
 
     @property
     def method(self) -> str:
-        parts = [f"{n} {what}" for n, what in ((self.doubling_probes, "doubling"), (self.model_probes, "memory-model"),
-                                               (self.bisection_probes, "bisection")) if n]
-        return f"{len(self.probes)} probe(s)" + (f" ({', '.join(parts)})" if parts else "")
+        return describe_probes(self.kinds)
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Probes of each kind (every kind present, zeros included)."""
+        return {k: self.kinds.count(k) for k in PROBE_KINDS}
+
+
+_KIND_WORDS = {"doubling": "doubling", "model": "memory-model", "bisection": "bisection"}
+
+
+def describe_probes(kinds: Sequence[str | None]) -> str:
+    """e.g. "5 probe(s) (2 doubling, 3 memory-model)": every probe counted, by how it was chosen."""
+    parts = [f"{kinds.count(k)} {_KIND_WORDS[k]}" for k in PROBE_KINDS if kinds.count(k)]
+    unknown = sum(1 for k in kinds if k not in PROBE_KINDS)
+    if unknown:
+        parts.append(f"{unknown} of unrecorded kind")
+    return f"{len(kinds)} probe(s)" + (f" ({', '.join(parts)})" if parts else "")
 
 
 def search_largest_batch(probe: ProbeFn, *, lo: int = 0, hi: int | None = None,
                          known_peaks: Sequence[tuple[int, float]] = (), capacity_bytes: float | None = None,
-                         start: int = 1, limit: int | None = None, use_model: bool = True) -> LargestBatchSearch:
+                         start: int = 1, limit: int | None = None, use_model: bool = True,
+                         before_probe: Callable[[int, str, int, int | None], None] | None = None,
+                         on_probe: Callable[[ProbeOutcome, str], None] | None = None) -> LargestBatchSearch:
     """Find the largest batch that fits, given `lo` (largest seen to fit, 0 if none) and `hi` (smallest
     seen to run out of memory, None if none yet).
 
@@ -93,6 +112,8 @@ def search_largest_batch(probe: ProbeFn, *, lo: int = 0, hi: int | None = None,
     device can hold. Without a capacity or two known peaks the search doubles from `start` (or from
     `lo`) and bisects, as the usual finders do, until the probes themselves give the model its points.
     `limit` caps the batch sizes tried (the result is then `limited` when everything up to it fits).
+    `before_probe(batch, kind, lo, hi)` and `on_probe(outcome, kind)` are told of each probe (e.g. to
+    show progress, or to record each probe as it completes).
     """
     if hi is not None and hi <= lo:
         raise ValueError(f"bracket needs lo < hi, got lo={lo}, hi={hi}")
@@ -127,9 +148,14 @@ def search_largest_batch(probe: ProbeFn, *, lo: int = 0, hi: int | None = None,
             guess = min(guess, ceiling)
         width_before = (hi - lo) if hi is not None else None
 
+        if before_probe is not None:
+            before_probe(guess, kind, lo, hi)
         p = probe(guess)
         out.probes.append(p)
+        out.kinds.append(kind)
         setattr(out, f"{kind}_probes", getattr(out, f"{kind}_probes") + 1)
+        if on_probe is not None:
+            on_probe(p, kind)
         if p.fits:
             lo = guess
             if p.peak_bytes is not None:

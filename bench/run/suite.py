@@ -21,7 +21,7 @@ from bench.measure.telemetry.fingerprint import PROVENANCE_FIELDS, fingerprint
 from bench.measure.timing import MEASURE_DEFAULTS, MeasureLimits
 from bench.records.suite import extra_info
 from bench.records.sweep import Case, LargestBatch, Measurement, Probe, case_id
-from bench.run.sweep import DEFAULT_MAX_BATCH, SweepConfig
+from bench.run.sweep import DEFAULT_MAX_BATCH, FROM_DEVICE, SweepConfig
 
 SUITES = ("step_time", "memory", "largest_batch")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -501,43 +501,52 @@ def _extra_info(case: SuiteCase, config: SweepConfig, m: Measurement, settings: 
 
 
 ProbeFn = Callable[[Any, SweepConfig, int, Any], Probe]
+MeasureFn = Callable[[Any, SweepConfig, int, Any], Measurement]
 
 
 def find_largest_batch(workload, config: SweepConfig, device, *, start: int = 1, limit: int | None = None,
-                       probe: ProbeFn | None = None) -> LargestBatch:
-    """Double the batch from `start` until a probe runs out of memory, then bisect to the largest that fits.
+                       probe: ProbeFn | None = None, measure: MeasureFn | None = None, confirm: bool = True,
+                       capacity_bytes: Any = FROM_DEVICE) -> LargestBatch:
+    """The largest batch that fits: double from `start` until a probe runs out of memory, then let
+    the memory model (peak = a + b·batch, fitted to the probes' peaks, against the device's capacity)
+    predict the boundary, with bisection as the safeguard (`bench.run.largest`); then confirm the
+    answer with a full measurement, backing off on out-of-memory.
 
     A failure other than out-of-memory ends the search (the reason says so). With no out-of-memory up
     to `limit` the record is `limited`, without a batch size (`largest_ran` says how far it got).
-    `probe` defaults to `bench.run.sweep.probe_fits`; tests pass a fake one.
+    `probe` defaults to `bench.run.sweep.probe_fits` and `measure` to `measure_point`; tests pass fake
+    ones. `capacity_bytes` defaults to what the device's allocator could reserve (None off CUDA:
+    doubling and bisection alone).
     """
-    from bench.run.sweep import bisect_largest_batch, probe_fits
+    from bench.run.sweep import confirm_largest_batch, search_largest
 
-    probe = probe or probe_fits
     kind = getattr(device, "type", str(device).split(":")[0])
     limit = limit or DEFAULT_MAX_BATCH.get(kind, 1024)
     if start < 1 or limit < start:
         raise BenchError(f"largest-batch search needs 1 <= start <= limit, got start={start}, limit={limit}")
-    probes: list[Probe] = []
-    lo, hi, b = 0, None, start
-    while b <= limit:
-        p = probe(workload, config, b, device)
-        probes.append(p)
-        if p.fits:
-            lo, b = b, b * 2
-        elif p.failed_otherwise:
-            return LargestBatch(lo or None, f"search stopped: batch {b} failed for another reason ({p.error})", probes)
-        else:
-            hi = b
-            break
-    if hi is None:
-        return LargestBatch(None, f"no out-of-memory up to batch {lo}, the limit: the largest lies beyond", probes, limited=True)
-    lo, hi, stopped = bisect_largest_batch(workload, config, device, lo, hi, probe=probe, on_probe=probes.append)
-    if stopped:
-        return LargestBatch(lo or None, stopped, probes)
-    if lo == 0:
-        return LargestBatch(None, f"even batch {hi} runs out of memory", probes)
-    return LargestBatch(lo, f"batch {hi} runs out of memory; found in {len(probes)} probe(s)", probes)
+    search = search_largest(workload, config, device, start=start, limit=limit, probe=probe,
+                            capacity_bytes=capacity_bytes)
+    probes = list(search.probes)
+    method = search.method
+    if search.largest is None:
+        if search.stopped:
+            return LargestBatch(None, search.stopped, probes, method=method)
+        return LargestBatch(None, f"even batch {search.smallest_oom} runs out of memory", probes, method=method)
+    if search.stopped:
+        head = search.stopped
+    else:
+        head = f"batch {search.smallest_oom} runs out of memory; found in {method}"
+    if search.limited:
+        return LargestBatch(None, head, probes, limited=True, method=method)
+    if not confirm:
+        return LargestBatch(search.largest, head, probes, method=method)
+    checked = confirm_largest_batch(workload, config, device, search.largest, measure=measure)
+    confirmations = [{"batch_size": m.batch_size, "status": m.status, "error": m.error} for m in checked.measured]
+    if checked.backed_off:
+        head = (f"batch {checked.smallest_oom} runs out of memory in a full measurement; probes found "
+                f"{search.largest} in {method}")
+    return LargestBatch(checked.batch_size, f"{head}; {checked.note}", probes, method=method,
+                        confirmed=checked.batch_size is not None, confirmations=confirmations)
 
 
 def benchmark_largest_batch(
@@ -547,6 +556,7 @@ def benchmark_largest_batch(
     *,
     synchronize: Synchronize | None = _AUTO,
     probe: ProbeFn | None = None,
+    measure: MeasureFn | None = None,
     start: int = 1,
     limit: int | None = None,
 ) -> tuple[LargestBatch, Measurement | None]:
@@ -564,7 +574,7 @@ def benchmark_largest_batch(
     workload = load_workload(case.workload, case.args)
     config = case.sweep_config(settings, start)
     t0 = time.perf_counter()
-    found = find_largest_batch(workload, config, device, start=start, limit=limit, probe=probe)
+    found = find_largest_batch(workload, config, device, start=start, limit=limit, probe=probe, measure=measure)
     search = {**found.to_dict(), "search_wall_time_s": time.perf_counter() - t0}
     size = found.largest_ran if found.limited else found.batch_size
     if size is None:

@@ -1,10 +1,12 @@
 """Sweep one workload over batch sizes: measure each point, survive OOM and errors, find the largest batch.
 
-Out-of-memory is a result, not a crash: the point is recorded as `oom`, larger sizes are not tried,
-and a bisection between the last batch that fit and the first that did not finds the largest batch
-that fits. Any other failure at one point is recorded with its message and the sweep goes on. The
-results file is rewritten atomically after every point, so an interrupted sweep keeps what it
-measured and `resume=True` skips it.
+Out-of-memory is a result, not a crash: the point is recorded as `oom` and larger sizes are not
+tried. Between the last batch that fit and the first that did not, the largest batch that fits is
+found by probes (a memory model fitted to the measured peaks predicts it; bisection is the
+safeguard: bench.run.largest), then confirmed by a full measurement, backing off on out-of-memory.
+Any other failure at one point is recorded with its message and the sweep goes on. The results file
+is rewritten atomically after every point, so an interrupted sweep keeps what it measured and
+`resume=True` skips it.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ from __future__ import annotations
 import copy
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from bench.core.devices import free_memory, is_oom, resolve_device
 from bench.core.errors import BenchError
 from bench.core.params import one_line
 from bench.core.vocabulary import STATUS_ERROR, STATUS_OK, STATUS_OOM
+from bench.measure.memory import AllocatorMemory, allocator_memory
 from bench.measure.telemetry import Telemetry
 from bench.measure.telemetry.fingerprint import fingerprint
 from bench.measure.timing import (
@@ -31,6 +35,7 @@ from bench.measure.timing import (
     describe_rule,
     make_stopping_rule,
     measure,
+    sync_check_for,
     timer_for,
 )
 from bench.records.sweep import (
@@ -41,6 +46,7 @@ from bench.records.sweep import (
     load_sweep,
     save_sweep,
 )
+from bench.run.largest import LargestBatchSearch, describe_probes, search_largest_batch
 from bench.run.runner import Identity, Resumable
 
 DEFAULT_MAX_BATCH = {"cpu": 1024, "cuda": 65536}
@@ -50,7 +56,7 @@ PROBE_STEPS = 2  # steps per fit probe: the second step has optimizer state allo
 # point in one file was measured the same way. (The batch-size plan may grow.)
 IDENTITY_FIELDS = ("workload", "workload_args", "device", "precision", "optimizer", "channels_last", "compile", "seed",
                    "ci_target", "min_samples", "min_time_s", "budget_s", "warmup_max_s", "cudnn_benchmark",
-                   "telemetry", "telemetry_period_s", "stopping_rule")
+                   "telemetry", "telemetry_period_s", "stopping_rule", "threads", "warmup_rule")
 
 
 @dataclass
@@ -84,6 +90,7 @@ class SweepConfig:
     cudnn_benchmark: bool = True  # let cuDNN autotune convolutions on CUDA (warm-up absorbs the tuning)
     telemetry: bool = True
     telemetry_period_s: float = 0.05
+    threads: int | None = None  # torch.set_num_threads for the run (None: torch's own choice)
 
     def validate(self) -> None:
         for b in self.batch_sizes or []:
@@ -97,6 +104,9 @@ class SweepConfig:
             raise BenchError(f"equal-time tolerance must be between 0 and 1, got {self.eps}")
         if self.peak_tflops is not None and not self.peak_tflops > 0:
             raise BenchError(f"peak TFLOP/s must be a positive number, got {self.peak_tflops}")
+        if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool)
+                                         or self.threads < 1):
+            raise BenchError(f"threads must be a positive integer, got {self.threads!r}")
         # Each builds and validates its own fields (one-line errors).
         self.rule()
         self.limits()
@@ -147,31 +157,23 @@ class SweepConfig:
         d["min_time_s"] = limits.effective_min_time_s
         d["planned_batch_sizes"] = self.planned_batch_sizes()
         d["stopping_rule"] = {**describe_rule(self.rule()), **limits.to_dict()}
-        d["warmup_rule"] = self.warmup_rule().to_dict()
+        d["warmup_rule"] = self.warmup_rule().in_force(limits, self.rule()).to_dict()
         return d
 
 
 # --------------------------------------------------------------------------- one point
 
 
-def _reset_peak_memory(device) -> None:
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-        torch.cuda.reset_peak_memory_stats(device)
+MEMORY_FIELDS = ("peak_allocated_bytes", "peak_reserved_bytes", "warmup_peak_allocated_bytes",
+                 "warmup_peak_reserved_bytes", "num_alloc_retries")
 
 
-def _read_peak_memory(device, m: Measurement) -> None:
-    import torch
-
-    if device.type == "cuda":
-        m.peak_allocated_bytes = int(torch.cuda.max_memory_allocated(device))
-        m.peak_reserved_bytes = int(torch.cuda.max_memory_reserved(device))
-    else:
-        reason = f"allocator peak statistics exist only on CUDA devices (this point ran on {device.type})"
-        m.null_reasons["peak_allocated_bytes"] = reason
-        m.null_reasons["peak_reserved_bytes"] = reason
+def _memory_nulls(m: Measurement, mem: AllocatorMemory) -> None:
+    if not mem.available:
+        for k in MEMORY_FIELDS:
+            m.null_reasons[k] = mem.reason
+    elif m.num_alloc_retries is None:
+        m.null_reasons["num_alloc_retries"] = "the allocator's memory_stats() did not report num_alloc_retries"
 
 
 def _telemetry(config: SweepConfig, device) -> Telemetry:
@@ -184,7 +186,11 @@ def _telemetry(config: SweepConfig, device) -> Telemetry:
 def measure_point(workload, config: SweepConfig, batch_size: int, device) -> Measurement:
     """Build a fresh training step at `batch_size`, warm it up, time it, and record the outcome.
 
-    Never raises for a failure of the workload itself: OOM and other exceptions become the point's status.
+    One telemetry sampler runs from before warm-up to the end of the timing (the timed blocks are
+    marked within it). Peak memory statistics are reset after warm-up, so the point's peaks are those
+    of its timed steps and the warm-up's are kept apart; allocator retries and skipped fp16 steps are
+    counted over the timed steps only. Never raises for a failure of the workload itself: OOM and
+    other exceptions become the point's status.
     """
     from bench.measure.step import TrainStep
 
@@ -195,22 +201,44 @@ def measure_point(workload, config: SweepConfig, batch_size: int, device) -> Mea
     try:
         options = config.step_options()
         step = TrainStep(workload, batch_size, device, options, seed=config.seed)
-        _reset_peak_memory(device)
+        mem = allocator_memory(device)
+        mem.reset_peaks()  # the warm-up's peaks: this point's own (model and batch included)
         tel = _telemetry(config, device)
-        timing = measure(step, timer=timer_for(device), rule=config.rule(), limits=config.limits(),
-                         warmup=config.warmup_rule(), around_block=tel.measuring)
+        retries_at_start: list[int | None] = [None]
+
+        def after_warmup() -> None:
+            m.warmup_peak_allocated_bytes, m.warmup_peak_reserved_bytes = mem.peaks()
+            mem.reset_peaks()
+            retries_at_start[0] = mem.alloc_retries()
+            step.reset_skipped_steps()  # noqa: F821 - the enclosing scope binds it (and dels it at the end)
+
+        with tel.sampling():
+            timing = measure(step, timer=timer_for(device), rule=config.rule(), limits=config.limits(),
+                             warmup=config.warmup_rule(), around_block=tel.measuring, after_warmup=after_warmup,
+                             check_step=sync_check_for(device))
+        m.peak_allocated_bytes, m.peak_reserved_bytes = mem.peaks()
+        retries = mem.alloc_retries()
+        if retries is not None and retries_at_start[0] is not None:
+            m.num_alloc_retries = retries - retries_at_start[0]
+            if m.num_alloc_retries > 0:
+                m.warnings.append(f"the caching allocator retried {m.num_alloc_retries} allocation(s) during the timed "
+                                  "steps (it freed its cache and called cudaMalloc again): memory pressure, and "
+                                  "step times include those stalls")
+        _memory_nulls(m, mem)
+        # Over the timed steps only: reset after warm-up, read before the FLOP-count step runs.
+        m.skipped_steps = step.skipped_steps
+        if m.skipped_steps is None:
+            m.null_reasons["skipped_steps"] = "only fp16 with a gradient scaler skips steps"
         m.timer = timing.timer
         m.samples_s = timing.samples_s
         m.warmup_samples_s = timing.warmup_samples_s
         m.warmup_reason = timing.warmup_reason
         m.block_medians_s = timing.block_medians_s
+        m.block_sizes = timing.block_sizes
+        m.block_shortfall = timing.block_shortfall
         m.stop_reason = timing.stop_reason
         m.wall_time_s = timing.wall_time_s
-        m.warnings += timing.warnings
-        _read_peak_memory(device, m)
-        m.skipped_steps = step.skipped_steps
-        if m.skipped_steps is None:
-            m.null_reasons["skipped_steps"] = "only fp16 with a gradient scaler skips steps"
+        m.warnings = timing.warnings + m.warnings
         summary = tel.summary(steps=len(timing.samples_s), batch_size=batch_size)
         m.null_reasons.update(summary.pop("null_reasons", {}) or {})
         m.telemetry = summary
@@ -228,7 +256,7 @@ def measure_point(workload, config: SweepConfig, batch_size: int, device) -> Mea
         free_memory(device)
     if failure:
         m.status, m.error = failure
-        m.samples_s, m.block_medians_s = [], []
+        m.samples_s, m.block_medians_s, m.block_sizes, m.block_shortfall = [], [], [], None
     return m
 
 
@@ -258,7 +286,10 @@ def _add_flops(m: Measurement, step, config: SweepConfig, device) -> None:
 
 
 def probe_fits(workload, config: SweepConfig, batch_size: int, device) -> Probe:
-    """Does a training step at `batch_size` run (PROBE_STEPS steps) without running out of memory?"""
+    """Does a training step at `batch_size` run (PROBE_STEPS steps) without running out of memory?
+
+    The allocator's peak statistics are reset before the step is built, so a probe that fits reports
+    its peak reserved bytes (on CUDA), which the largest-batch search's memory model fits."""
     import torch
 
     from bench.measure.step import TrainStep
@@ -266,13 +297,15 @@ def probe_fits(workload, config: SweepConfig, batch_size: int, device) -> Probe:
     step = None
     outcome: Probe
     try:
+        mem = allocator_memory(device)
+        mem.reset_peaks()
         options = config.step_options()
         step = TrainStep(workload, batch_size, device, options, seed=config.seed)
         for _ in range(PROBE_STEPS):
             step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        outcome = Probe(batch_size, True)
+        outcome = Probe(batch_size, True, peak_reserved_bytes=mem.peaks()[1])
     except BenchError:
         raise
     except Exception as e:  # noqa: BLE001
@@ -309,6 +342,141 @@ def bisect_largest_batch(workload, config: SweepConfig, device, lo: int, hi: int
         else:
             hi = mid
     return lo, hi, None
+
+
+FROM_DEVICE: Any = object()  # a default meaning "read it from the device"
+ProbeFn = Callable[[Any, SweepConfig, int, Any], Probe]
+MeasureFn = Callable[[Any, SweepConfig, int, Any], Measurement]
+
+
+def search_largest(workload, config: SweepConfig, device, *, lo: int = 0, hi: int | None = None,
+                   known_peaks=(), start: int = 1, limit: int | None = None, probe: ProbeFn | None = None,
+                   capacity_bytes: Any = FROM_DEVICE,
+                   on_probe: Callable[[Probe, str], None] | None = None,
+                   before_probe: Callable[[int, str, int, int | None], None] | None = None) -> LargestBatchSearch:
+    """The largest batch that fits, by `bench.run.largest.search_largest_batch` with real probes
+    (`probe_fits`, or `probe`): each probe gets its `kind`, and the ones that fit report their peak.
+
+    The device's capacity defaults to what its allocator could reserve now (free memory plus what it
+    holds, from torch.cuda.mem_get_info); without one (off CUDA) the search doubles and bisects.
+    """
+    probe = probe or probe_fits
+    if capacity_bytes is FROM_DEVICE:
+        capacity_bytes = allocator_memory(device).capacity_bytes()
+
+    def run(b: int) -> Probe:
+        return probe(workload, config, b, device)
+
+    def told(p: Probe, kind: str) -> None:
+        p.kind = kind
+        if on_probe is not None:
+            on_probe(p, kind)
+
+    return search_largest_batch(run, lo=lo, hi=hi, known_peaks=known_peaks, capacity_bytes=capacity_bytes,
+                                start=start, limit=limit, before_probe=before_probe, on_probe=told)
+
+
+@dataclass
+class Confirmation:
+    """The largest batch a full measurement confirmed (None: none above the floor), the smallest a
+    full measurement found out of memory (None: none), the full measurements made on the way (in
+    order), and how it went, in words."""
+
+    batch_size: int | None
+    smallest_oom: int | None = None
+    measured: list[Measurement] = field(default_factory=list)
+    note: str = ""
+
+    @property
+    def backed_off(self) -> bool:
+        return self.smallest_oom is not None
+
+
+def confirm_largest_batch(workload, config: SweepConfig, device, candidate: int, *, floor: int = 0,
+                          measured_ok=(), measure: MeasureFn | None = None,
+                          on_measured: Callable[[Measurement], None] | None = None) -> Confirmation:
+    """Confirm that `candidate` (which passed a short probe) fits a full measurement: warm-up, the
+    timed steps and the FLOP-count step, on an allocator that has run as long as a measured point's.
+
+    On out-of-memory back off (1, then 2, 4, ... batches below) until a full measurement fits or the
+    `floor` (a batch already measured in full) is reached, then bisect with full measurements up to
+    the smallest batch that ran out of memory in one. Batches in `measured_ok` count as measured in
+    full without measuring again. `measure` defaults to `measure_point`; tests pass a fake.
+    """
+    measure = measure or measure_point
+    known_ok = set(measured_ok)
+    made: list[Measurement] = []
+
+    def run(b: int) -> Measurement | None:
+        if b in known_ok:
+            return None  # measured in full already
+        m = measure(workload, config, b, device)
+        made.append(m)
+        if on_measured is not None:
+            on_measured(m)
+        return m
+
+    def failed_otherwise(m: Measurement, fits: int) -> Confirmation:
+        return Confirmation(fits or None, None, made,
+                            f"batch {m.batch_size} passed its probe but its full measurement failed for another "
+                            f"reason ({m.error}); the largest measured in full is {fits or 'none'}")
+
+    b, back, oom = candidate, 1, None
+    while b > floor:
+        m = run(b)
+        if m is None or m.ok:
+            break
+        if m.status != STATUS_OOM:
+            return failed_otherwise(m, floor)
+        oom = b
+        b, back = max(floor, b - back), back * 2
+    if oom is None:
+        note = (f"batch {b} was measured in full" if b in known_ok else f"confirmed by a full measurement at batch {b}")
+        return Confirmation(b, None, made, note)
+    lo = max(b, floor)
+    while oom - lo > 1:  # between a full measurement that fit (or the floor) and one that did not
+        mid = (lo + oom) // 2
+        m = run(mid)
+        if m is None or m.ok:
+            lo = mid
+        elif m.status == STATUS_OOM:
+            oom = mid
+        else:
+            return failed_otherwise(m, lo)
+    if not lo:
+        return Confirmation(None, oom, made, f"batch {candidate} passed its probe but even batch {oom} ran out of "
+                                             "memory in a full measurement")
+    return Confirmation(lo, oom, made, f"batch {candidate} passed its probe but ran out of memory in a full "
+                                       f"measurement; backing off and bisecting with full measurements found batch "
+                                       f"{lo} (batch {oom} runs out of memory in one)")
+
+
+def _known_peaks(result: SweepResult) -> list[tuple[int, int]]:
+    """(batch, peak reserved bytes) of what ran: measured points (their warm-up peak too, which holds
+    autotuning workspaces a probe also needs) and probes that fit."""
+    out = []
+    for p in result.points:
+        vals = [v for v in (p.peak_reserved_bytes, p.warmup_peak_reserved_bytes) if v is not None]
+        if p.ok and vals:
+            out.append((p.batch_size, max(vals)))
+    out += [(p.batch_size, p.peak_reserved_bytes) for p in result.probes if p.fits and p.peak_reserved_bytes is not None]
+    return out
+
+
+@contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """torch.set_num_threads(n) for the block, the previous count put back after (None: unchanged)."""
+    if n is None:
+        yield
+        return
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -356,6 +524,44 @@ def prepare(config: SweepConfig, workload=None):
     return workload, device
 
 
+def _find_and_confirm_largest(workload, config: SweepConfig, device, result: SweepResult, run: Resumable,
+                              bounds: tuple[int, int], notify: ProgressFn) -> None:
+    """Search between `bounds` (largest known to fit, smallest known not to), confirm the answer with a
+    full measurement (backing off on out-of-memory), and say in the reason how it was found."""
+    lo, hi = bounds
+
+    def record(probe: Probe, kind: str) -> None:
+        result.probes.append(probe)
+        run.save()
+
+    search = search_largest(workload, config, device, lo=lo, hi=hi, known_peaks=_known_peaks(result),
+                            on_probe=record,
+                            before_probe=lambda b, kind, lo, hi: notify("probe", {"batch_size": b, "kind": kind,
+                                                                                   "low": lo, "high": hi}))
+    measured_ok = {p.batch_size for p in result.points if p.ok}
+    n_points = len(result.points)
+    found = f"after the sweep's {n_points} measured point(s), {describe_probes([p.kind for p in result.probes])}"
+    if search.largest is None:
+        result.largest_batch_that_fits = None
+        result.largest_batch_reason = search.stopped or f"even batch {search.smallest_oom} runs out of memory ({found})"
+        return
+    floor = max((b for b in measured_ok if b <= search.largest), default=0)
+
+    def measured(m: Measurement) -> None:
+        run.add(m)
+        notify("confirmed", {"batch_size": m.batch_size, "measurement": m})
+
+    notify("confirm", {"batch_size": search.largest})
+    confirmed = confirm_largest_batch(workload, config, device, search.largest, floor=floor, measured_ok=measured_ok,
+                                      on_measured=measured)
+    result.points.sort(key=lambda p: p.batch_size)  # as the file lists them
+    result.largest_batch_that_fits = confirmed.batch_size
+    head = search.stopped or f"batch {search.smallest_oom} runs out of memory"
+    if confirmed.backed_off:
+        head = f"batch {confirmed.smallest_oom} runs out of memory in a full measurement"
+    result.largest_batch_reason = f"{head}; found {found}; {confirmed.note}"
+
+
 def run_sweep(
     config: SweepConfig,
     *,
@@ -373,6 +579,13 @@ def run_sweep(
     same settings on the same machine) are kept and not measured again, and failed ones are retried.
     """
     workload, device = prepare(config, workload)
+    with torch_threads(config.threads):
+        return _run_sweep(config, workload, device, output=output, resume=resume, overwrite=overwrite,
+                          progress=progress)
+
+
+def _run_sweep(config: SweepConfig, workload, device, *, output, resume: bool, overwrite: bool,
+               progress: ProgressFn | None) -> SweepResult:
     notify = progress or (lambda event, info: None)
     settings, environment = config.to_dict(), environment_info(device)
     run = Resumable.open(
@@ -384,7 +597,7 @@ def run_sweep(
         identity_of=lambda r: sweep_identity(r.config, r.environment),
         # A failure other than memory may have been passing (a busy device, a driver hiccup): try again.
         failed=lambda p: p.status == STATUS_ERROR)
-    result, save = run.result, run.save
+    result = run.result
 
     planned = config.planned_batch_sizes()
     notify("start", {"planned": planned, "done": [p.batch_size for p in result.points]})
@@ -410,16 +623,7 @@ def run_sweep(
         result.largest_batch_reason = (f"no out-of-memory up to batch {max(ok)}, the largest tried: the limit lies beyond"
                                        if ok else "no batch size ran")
     elif config.find_largest:
-        def record(probe: Probe) -> None:
-            result.probes.append(probe)
-            save()
-
-        lo, hi, stopped = bisect_largest_batch(workload, config, device, *bounds, on_probe=record,
-                                               before_probe=lambda b, lo, hi: notify("probe", {"batch_size": b, "low": lo, "high": hi}))
-        result.largest_batch_that_fits = lo if lo > 0 else None
-        result.largest_batch_reason = stopped or (
-            f"batch {hi} runs out of memory; found by bisection in {len(result.probes)} probe(s)"
-            if lo > 0 else f"even batch {hi} runs out of memory")
+        _find_and_confirm_largest(workload, config, device, result, run, bounds, notify)
     else:
         lo, hi = bounds
         result.largest_batch_that_fits = lo if lo > 0 else None

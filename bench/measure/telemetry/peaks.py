@@ -18,6 +18,7 @@ from typing import Any, Iterator, Mapping
 from bench.core.devices import resolve_device
 from bench.core.errors import BenchError
 from bench.core.vocabulary import PRECISIONS, TIMER_CUDA_EVENT, TIMER_HOST
+from bench.measure.stats import relative_spread
 
 _ALIASES = {
     "fp32": "fp32", "float32": "fp32", "float": "fp32", "32": "fp32",
@@ -194,7 +195,10 @@ class PeakMeasurement:
     matmuls_per_repeat: int = 0
     tflops_median: float | None = None
     tflops_best: float | None = None
+    tflops_worst: float | None = None
+    tflops_spread: float | None = None  # half the range of the repeats relative to their median
     seconds_per_matmul_median: float | None = None
+    warmup_s: float | None = None  # seconds of matmuls run (and discarded) before the timed repeats
     samples_tflops: list[float] = field(default_factory=list)
     table_tflops: float | None = None
     table_source: str | None = None
@@ -210,6 +214,10 @@ class PeakMeasurement:
 _DTYPES = {"fp32": "float32", "tf32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 DEFAULT_GPU_SIZE = 8192
 DEFAULT_CPU_SIZE = 1024
+# Sustained, not burst: a GPU's clocks ramp up over hundreds of milliseconds and a long run meets its
+# power cap, so warm up for a second and time ten repeats of 0.2 s (2 s of matmuls per precision).
+PEAK_DEFAULTS = {"warmup_s": 1.0, "repeats": 10, "min_repeat_s": 0.2}
+_MEASURED_FIELDS = ("tflops_median", "tflops_best", "tflops_worst", "tflops_spread", "seconds_per_matmul_median")
 _TELEMETRY_KEYS = ("sm_clock_mhz_median", "sm_clock_mhz_min", "power_w_energy_mean", "power_source", "power_w_mean",
                    "power_instant_w_max", "n_gpm_intervals", "tensor_activity_pct_mean", "throttle_reasons",
                    "throttled", "throttled_sample_fraction")
@@ -228,13 +236,16 @@ def _float32_matmul(precision: str) -> Iterator[None]:
 
 
 def measure_peak(device: Any = None, precisions: tuple[str, ...] | list[str] | None = None, size: int | None = None,
-                 repeats: int = 5, min_repeat_s: float = 0.05, nvml: Any = None) -> list[PeakMeasurement]:
+                 repeats: int = PEAK_DEFAULTS["repeats"], min_repeat_s: float = PEAK_DEFAULTS["min_repeat_s"],
+                 nvml: Any = None, warmup_s: float = PEAK_DEFAULTS["warmup_s"]) -> list[PeakMeasurement]:
     """Time n x n x n matmuls per precision and return achieved TFLOP/s (2*n^3 FLOPs per matmul).
 
     device None -> CUDA if torch sees it, else the CPU (and every result says it measured the CPU).
-    Each repeat runs enough back-to-back matmuls to last about `min_repeat_s`; the median over
-    `repeats` is the result, the best repeat is kept too. On a GPU a long run reaches the power cap,
-    so the telemetry fields (SM clock, throttle reasons) say at what clock it was measured.
+    First `warmup_s` seconds of back-to-back matmuls are run and discarded (clocks ramp up, the
+    library picks its kernel); then each of `repeats` repeats runs enough matmuls to last about
+    `min_repeat_s`. The median over the repeats is the result; the best and worst repeats and their
+    spread (half the range relative to the median) are kept. On a GPU a long run reaches the power
+    cap, so the telemetry fields (SM clock, throttle reasons) say at what clock it was measured.
     """
     import torch
 
@@ -245,6 +256,9 @@ def measure_peak(device: Any = None, precisions: tuple[str, ...] | list[str] | N
         raise BenchError(f"matmul size must be a positive integer, got {size!r}")
     if not isinstance(repeats, int) or repeats < 1:
         raise BenchError(f"repeats must be a positive integer, got {repeats!r}")
+    for name, value in (("warm-up time", warmup_s), ("repeat time", min_repeat_s)):
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value) and value >= 0):
+            raise BenchError(f"{name} must be a number of seconds >= 0, got {value!r}")
     if precisions is None:
         precisions = PRECISIONS if dev.type == "cuda" else ("fp32", "bf16")
     wanted = []
@@ -282,11 +296,11 @@ def measure_peak(device: Any = None, precisions: tuple[str, ...] | list[str] | N
         elif p == "bf16" and dev.type == "cuda" and not torch.cuda.is_bf16_supported():
             skip = "this GPU has no native bf16"
         if skip:
-            for k in ("tflops_median", "tflops_best", "seconds_per_matmul_median", "fraction_of_table"):
+            for k in (*_MEASURED_FIELDS, "fraction_of_table"):
                 r.null_reasons[k] = skip
             results.append(r)
             continue
-        _time_matmul(r, dev, size, repeats, min_repeat_s, nvml)
+        _time_matmul(r, dev, size, repeats, min_repeat_s, nvml, warmup_s)
         if r.tflops_median is not None and r.table_tflops:
             r.fraction_of_table = r.tflops_median / r.table_tflops
         else:
@@ -295,7 +309,8 @@ def measure_peak(device: Any = None, precisions: tuple[str, ...] | list[str] | N
     return results
 
 
-def _time_matmul(r: PeakMeasurement, dev, n: int, repeats: int, min_repeat_s: float, nvml: Any) -> None:
+def _time_matmul(r: PeakMeasurement, dev, n: int, repeats: int, min_repeat_s: float, nvml: Any,
+                 warmup_s: float) -> None:
     import torch
 
     dtype = getattr(torch, _DTYPES[r.precision])
@@ -322,8 +337,15 @@ def _time_matmul(r: PeakMeasurement, dev, n: int, repeats: int, min_repeat_s: fl
                     torch.matmul(a, b, out=c)
                 return time.perf_counter() - t0
 
-            run(2)  # warm-up: library selection, clocks up
+            warm = run(2)  # library selection
             one = max(run(1), 1e-9)
+            warm += one
+            while warm < warmup_s:  # clocks up: at least warmup_s of matmuls, in chunks of about 0.1 s
+                count = max(1, math.ceil(min(0.1, warmup_s - warm) / one))
+                t = run(count)
+                warm += t
+                one = max(t / count, 1e-9)
+            r.warmup_s = warm
             inner = max(1, math.ceil(min_repeat_s / one))
             telemetry = None
             if cuda:
@@ -347,7 +369,7 @@ def _time_matmul(r: PeakMeasurement, dev, n: int, repeats: int, min_repeat_s: fl
                     telemetry.close()
     except (RuntimeError, MemoryError) as e:  # OOM or an unsupported dtype kernel on this device
         reason = f"matmul failed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
-        for k in ("tflops_median", "tflops_best", "seconds_per_matmul_median"):
+        for k in _MEASURED_FIELDS:
             r.null_reasons[k] = reason
         return
     r.timer = TIMER_CUDA_EVENT if cuda else TIMER_HOST
@@ -357,3 +379,7 @@ def _time_matmul(r: PeakMeasurement, dev, n: int, repeats: int, min_repeat_s: fl
     r.seconds_per_matmul_median = med
     r.tflops_median = flops / med / 1e12
     r.tflops_best = max(r.samples_tflops)
+    r.tflops_worst = min(r.samples_tflops)
+    r.tflops_spread = relative_spread(r.samples_tflops)
+    if r.tflops_spread is None:
+        r.null_reasons["tflops_spread"] = "one repeat: no spread (use more repeats)"

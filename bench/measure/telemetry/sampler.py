@@ -1,7 +1,11 @@
-"""Background NVML/GPM sampling around timed blocks, summarised per sweep point (`Telemetry`).
+"""Background NVML/GPM sampling through a sweep point, summarised over its timed blocks (`Telemetry`).
 
-The sampler runs in its own thread and makes NVML calls only (no CUDA calls), so the timed steps
-in the main thread are not synchronised or slowed by it. See docs/telemetry.md for every field.
+One sampler thread per point, started before warm-up (`sampling()`) and stopped after the last
+timed block; the blocks are marked within it (`measuring()`), and only what was sampled inside them
+is summarised. A thread per block would put its start-up ticks (several NVML calls, each taking the
+GIL) on the first steps after every host sync, where a launch-bound step is most sensitive. The
+sampler makes NVML calls only (no CUDA calls), so the timed steps in the main thread are never
+synchronised by it. See docs/telemetry.md for every field.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ DEFAULT_PERIOD_S = 0.05
 # A GPM sample is taken only when at least this long has passed since the previous one: twice NVML's
 # documented minimum (GPM_MIN_INTERVAL_S, 0.1 s), so each interval spans several internal refreshes.
 # The GPM interval runs on across the consecutive timed blocks of one point (timed blocks last about
-# 0.1 s each) and a last sample closes it when the point is summarised, if GPM_MIN_INTERVAL_S has passed.
+# 0.1 s each); intervals that begin before the first timed block (in warm-up) are not used, and a last
+# sample closes the interval when the point is summarised, if GPM_MIN_INTERVAL_S has passed.
 GPM_PERIOD_S = 0.2
 # Raw series kept in the summary are thinned to at most this many points (statistics use all).
 MAX_SERIES_POINTS = 400
@@ -114,17 +119,17 @@ class Block:
 
 
 class _SamplerThread(threading.Thread):
-    """Samples every `period_s` from start until stopped, plus once at start and once at stop.
+    """Samples every `period_s` from start until stopped, handing each Sample to `sink`.
 
-    `gpm_tick(block)` is offered every tick; it takes a GPM sample only when GPM_PERIOD_S has passed.
+    `gpm_tick()` is offered every tick; it takes a GPM sample only when GPM_PERIOD_S has passed.
     """
 
-    def __init__(self, device: NvmlDevice, gpm_tick: Callable[[Block], None] | None, block: Block,
+    def __init__(self, device: NvmlDevice, sink: Callable[[Sample], None], gpm_tick: Callable[[], None] | None,
                  period_s: float, clock_zero: float, reasons: dict[str, str]):
         super().__init__(name="bench-telemetry-sampler", daemon=True)
         self.device = device
+        self.sink = sink
         self.gpm_tick = gpm_tick
-        self.block = block
         self.period_s = period_s
         self.clock_zero = clock_zero
         self.reasons = reasons
@@ -135,13 +140,12 @@ class _SamplerThread(threading.Thread):
             self._tick()
             if self.stop_event.wait(self.period_s):
                 break
-        self._tick()
 
     def _tick(self) -> None:
         try:
-            self.block.samples.append(self._read())
+            self.sink(self._read())
             if self.gpm_tick is not None:
-                self.gpm_tick(self.block)
+                self.gpm_tick()
         except Exception as e:  # a sampler must never take the run down
             self.reasons.setdefault("sampler", f"sampler error: {type(e).__name__}: {e}")
 
@@ -208,6 +212,10 @@ class Telemetry:
             shutdown_nvml(module)
             return cls(f"NVML telemetry could not start: {type(e).__name__}: {e}", period_s)
 
+    def sampling(self) -> contextlib.AbstractContextManager:
+        """Context manager around a whole point (enter before warm-up): one sampler for all its blocks."""
+        return contextlib.nullcontext()
+
     def measuring(self) -> contextlib.AbstractContextManager:
         """Context manager around one timed block (enter before the first step, leave after the sync)."""
         return contextlib.nullcontext()
@@ -238,7 +246,13 @@ class Telemetry:
 
 
 class NvmlTelemetry(Telemetry):
-    """Telemetry from NVML (and GPM where supported) for one CUDA device."""
+    """Telemetry from NVML (and GPM where supported) for one CUDA device.
+
+    `sampling()` runs one sampler thread for a whole point; `measuring()` marks a timed block within
+    it (and starts the thread, if `sampling()` did not, to run until the point is summarised).
+    Samples and GPM intervals are kept for the point and given to the blocks whose span they fall in
+    when the point is summarised: what was sampled in warm-up or between blocks is left out.
+    """
 
     available = True
 
@@ -249,43 +263,111 @@ class NvmlTelemetry(Telemetry):
         self.gpm = GpmReader(nvml, handle)
         self.blocks: list[Block] = []
         self.reasons: dict[str, str] = {}
+        self.threads_started = 0
+        self._samples: list[Sample] = []
+        self._gpm: list[GpmInterval] = []
+        self._thread: _SamplerThread | None = None
         self._clock_zero: float | None = None
         self._gpm_last_s: float | None = None  # time of the last GPM sample, on the blocks' clock
+        self._closing_gpm: GpmInterval | None = None  # the interval closed when the point is summarised
         self._closed = False
         self._active = False
 
     def reset(self) -> None:
+        self.stop()
         self.blocks = []
         self.reasons = {}
+        self._samples = []
+        self._gpm = []
+        self._closing_gpm = None
         self._clock_zero = None
         self._gpm_last_s = None
         self.gpm.reset()
 
-    def _take_gpm(self, block: Block, min_gap_s: float = GPM_PERIOD_S) -> None:
-        """Take a GPM sample if `min_gap_s` has passed since the previous one (or there is none), and
-        keep the interval it closes in `block`. Called by the sampler thread, or after it stopped."""
-        if not self.gpm.supported:
+    # ---- the sampler thread
+
+    def start(self) -> None:
+        """Start the point's sampler thread (once; a no-op while it runs)."""
+        if self._closed:
+            raise RuntimeError("Telemetry.start() after close()")
+        if self._thread is not None:
             return
+        if self._clock_zero is None:
+            self._clock_zero = time.perf_counter()
+        self._thread = _SamplerThread(self.device, self._samples.append, self._take_gpm if self.gpm.supported else None,
+                                      self.period_s, self._clock_zero, self.reasons)
+        self.threads_started += 1
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the sampler thread, if it runs."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.stop_event.set()
+            thread.join()
+
+    @contextlib.contextmanager
+    def sampling(self) -> Iterator[None]:
+        self.start()
+        try:
+            yield
+        finally:
+            self.stop()
+
+    def _take_gpm(self, min_gap_s: float = GPM_PERIOD_S) -> GpmInterval | None:
+        """Take a GPM sample if `min_gap_s` has passed since the previous one (or there is none), and
+        keep the interval it closes. Called by the sampler thread, or after it stopped."""
+        if not self.gpm.supported:
+            return None
         t = time.perf_counter() - self._clock_zero
         last = self._gpm_last_s if self.gpm.has_sample else None
         if last is not None and t - last < min_gap_s:
-            return
+            return None
         metrics = self.gpm.take()
         self._gpm_last_s = t if self.gpm.has_sample else None
         if metrics is not None and last is not None:
-            block.gpm.append(GpmInterval(t_s=t, dt_s=t - last, **metrics))
+            interval = GpmInterval(t_s=t, dt_s=t - last, **metrics)
+            self._gpm.append(interval)
+            return interval
+        return None
 
     def _finish_gpm(self) -> None:
         """Close the point's last GPM interval, if measured time has passed since its last sample and
         NVML's minimum interval allows; else that time is left out of the GPM means."""
-        if self._active or not self.blocks or self._gpm_last_s is None or not self.gpm.supported:
+        if self._active or self._thread is not None or not self.blocks or self._gpm_last_s is None \
+                or not self.gpm.supported:
             return
         last = self.blocks[-1]
         if last.end_s is not None and last.end_s > self._gpm_last_s:
             try:
-                self._take_gpm(last, GPM_MIN_INTERVAL_S)
+                interval = self._take_gpm(GPM_MIN_INTERVAL_S)
             except Exception as e:  # a sampler must never take the run down
                 self.reasons.setdefault("sampler", f"sampler error: {type(e).__name__}: {e}")
+                return
+            if interval is not None:
+                self._closing_gpm = interval
+
+    def _assign(self) -> None:
+        """Give each block the samples taken within its span, and the GPM intervals that lie within
+        the timed span (from the first block's start) to the block they end in (or the block before a
+        gap); the interval closed at the end of the point goes to the last block."""
+        done = [b for b in self.blocks if b.end_s is not None]
+        for b in done:
+            b.samples = [smp for smp in self._samples if b.start_s <= smp.t_s <= b.end_s]
+            b.gpm = []
+        if not done:
+            return
+        first, last = done[0], done[-1]
+        for g in self._gpm:
+            if g is self._closing_gpm:
+                last.gpm.append(g)
+                continue
+            if g.t_s - g.dt_s < first.start_s or g.t_s > last.end_s:
+                continue
+            owner = [b for b in done if b.start_s <= g.t_s][-1]
+            owner.gpm.append(g)
+
+    # ---- the blocks
 
     @contextlib.contextmanager
     def measuring(self) -> Iterator[None]:
@@ -302,15 +384,11 @@ class NvmlTelemetry(Telemetry):
             block.energy_start_mj = self.device.energy_mj()
         except FieldUnavailable as e:
             self.reasons["energy_counter"] = str(e)
-        thread = _SamplerThread(self.device, self._take_gpm if self.gpm.supported else None, block,
-                                self.period_s, self._clock_zero, self.reasons)
-        thread.start()
+        self.start()  # no-op under sampling(); else one thread from the first block to the summary
         try:
             yield
         finally:
-            # The block's steps are over (the caller synchronised): stop, collect, read the counter.
-            thread.stop_event.set()
-            thread.join()
+            # The block's steps are over (the caller synchronised): mark its end, read the counter.
             block.end_s = time.perf_counter() - self._clock_zero
             if block.energy_start_mj is not None:
                 try:
@@ -321,7 +399,9 @@ class NvmlTelemetry(Telemetry):
             self._active = False
 
     def summary(self, steps: int | None = None, batch_size: int | None = None) -> dict[str, Any]:
+        self.stop()  # the point is over
         self._finish_gpm()
+        self._assign()
         reasons = dict(self.reasons)
         if self.gpm.reason:
             for name in GPM_FIELDS:
@@ -334,7 +414,9 @@ class NvmlTelemetry(Telemetry):
     def close(self) -> None:
         if self._closed:
             return
+        self.stop()
         self._finish_gpm()
+        self._assign()
         self._closed = True
         self.gpm.close()
         shutdown_nvml(self.nvml)
@@ -464,6 +546,16 @@ def _energy(done: list[Block], samples: list[Sample], steps: int | None, batch_s
                 out["energy_source"] = "integrated_power"
                 out["energy_note"] = (f"energy counter unavailable ({counter_why}); integrated as mean {label} "
                                       "sampled power x block duration, summed over blocks")
+                break
+            pooled = [v for vals in per_block for v in vals]
+            empty = sum(1 for v in per_block if not v)
+            if pooled:
+                # One sampler per point: a block shorter than the period may hold no sample.
+                energy_j = sum(pooled) / len(pooled) * sum(b.duration_s for b in done)
+                out["energy_source"] = "integrated_power"
+                out["energy_note"] = (f"energy counter unavailable ({counter_why}); integrated as mean {label} "
+                                      f"sampled power over the timed blocks x their total duration ({empty} "
+                                      "block(s) shorter than the sampling period held no sample)")
                 break
         else:
             null["energy_j"] = (f"energy counter unavailable ({counter_why}) and no power samples in every block "
