@@ -143,3 +143,25 @@ def test_the_stored_analysis_reads_back_into_the_same_record():
     assert "verdict" not in data["analysis"] and data["analysis"]["schema_version"] == 2
     a = StepTimeAnalysis.from_dict(data["analysis"])
     assert a.to_dict() == data["analysis"]
+
+
+def test_the_method_says_how_warm_up_ended_under_todays_rule_and_under_the_old_step_count_rule():
+    from bench.present.report.sweeps import warmup_sentence
+    from bench.run.sweep import SweepConfig
+
+    today = warmup_sentence(SweepConfig().to_dict()["warmup_rule"])
+    assert "500 ms of steps" in today and "1% below" in today and "?" not in today
+    old = warmup_sentence({"min_steps": 2, "window": 3, "tolerance": 0.05, "max_steps": 200, "max_time_s": 30.0})
+    assert "at least 2 steps" in old and "last 3 within 5%" in old
+
+
+@pytest.mark.parametrize("rule, words", [
+    ({"name": "ci", "ci_target": 0.01}, "within ±1%"),
+    ({"name": "count", "count": 7}, "after exactly 7 samples"),
+    ({"name": "budget-only", "patience": 3}, "the rule 'budget-only' (patience=3) says so"),
+])
+def test_the_method_names_the_stopping_rule_the_sweep_used(rule, words):
+    from bench.present.report.sweeps import stopping_sentence
+
+    text = stopping_sentence({**rule, "min_samples": 10, "min_time_s": 0.5, "budget_s": 2.0, "max_samples": 100000})
+    assert words in text and "2 s budget per point" in text and "?" not in text

@@ -118,6 +118,40 @@ def sweep_series(result: SweepResult, label: str, color) -> SweepSeries:
     return s
 
 
+def warmup_sentence(wr: dict) -> str:
+    """How warm-up ended, from a sweep config's `warmup_rule` (today's keys, or the step-count rule
+    files written before the warm-up became time-based carry)."""
+    if "min_time_s" in wr:
+        return (f"Warm-up (discarded): the first step, then at least {fmt.duration(wr.get('min_time_s'))} of steps "
+                f"until a block's median is no more than {fmt.pct(wr.get('tolerance'))} below one "
+                f"{fmt.duration(wr.get('min_time_s'))} earlier; at most {fmt.duration(wr.get('max_time_s'))} or half "
+                "the point's budget.")
+    return (f"Warm-up (discarded): at least {wr.get('min_steps', '?')} steps, until step times stop trending down "
+            f"(last {wr.get('window', '?')} within {fmt.pct(wr.get('tolerance'))}), at most "
+            f"{wr.get('max_steps', '?')} steps or {wr.get('max_time_s', '?')} s.")
+
+
+def stopping_sentence(sr: dict) -> str:
+    """When sampling stopped, from a sweep config's `stopping_rule` (the rule's name, its parameters
+    and the measuring limits)."""
+    floors = (f"at least {sr['min_samples']} samples and {fmt.duration(sr.get('min_time_s'))} of timed steps; then "
+              if is_number(sr.get("min_samples")) and is_number(sr.get("min_time_s")) else "")
+    budget = (f"the {fmt.duration(sr['budget_s'])} budget per point (warm-up included) runs out"
+              if is_number(sr.get("budget_s")) else "its budget runs out")
+    cap = f" (at most {sr['max_samples']:,} samples)" if is_number(sr.get("max_samples")) else ""
+    name = sr.get("name")
+    if name == "ci" and is_number(sr.get("ci_target")):
+        rule = f"stop once the 95% CI of the median is within ±{fmt.pct(sr['ci_target'])}, or when {budget}"
+    elif name == "count" and is_number(sr.get("count")):
+        rule = f"stop after exactly {sr['count']} samples, or when {budget}"
+    else:
+        params = ", ".join(f"{k}={v}" for k, v in sr.items() if k not in
+                           ("name", "min_samples", "min_time_s", "budget_s", "max_samples"))
+        rule = f"stop when the rule {name!r}" + (f" ({params})" if params else "") + f" says so, or when {budget}"
+        floors = ""
+    return f"Stopping rule: {floors}{rule}{cap}."
+
+
 def method_sentences(result: SweepResult) -> list[str]:
     """How the numbers of one sweep were measured, read from its config and points."""
     c = result.config
@@ -127,15 +161,10 @@ def method_sentences(result: SweepResult) -> list[str]:
         out.append("Timer: " + "; ".join(TIMER_WORDS.get(t, t) for t in timers) + ".")
     wr = c.get("warmup_rule") or {}
     if wr:
-        out.append(f"Warm-up (discarded): at least {wr.get('min_steps', '?')} steps, until step times stop trending "
-                   f"down (last {wr.get('window', '?')} within {fmt.pct(wr.get('tolerance'))}), at most "
-                   f"{wr.get('max_steps', '?')} steps or {wr.get('max_time_s', '?')} s.")
+        out.append(warmup_sentence(wr))
     sr = c.get("stopping_rule") or {}
     if sr:
-        out.append(f"Stopping rule: at least {sr.get('min_samples', '?')} samples and {sr.get('min_time_s', '?')} s of "
-                   f"timed steps; then stop once the 95% CI of the median is within ±{fmt.pct(sr.get('ci_target'))}, or "
-                   f"when the {sr.get('budget_s', '?')} s budget per point runs out"
-                   + (f" (at most {sr['max_samples']:,} samples)." if is_number(sr.get("max_samples")) else "."))
+        out.append(stopping_sentence(sr))
     ns = [p.stats.n for p in result.points if p.ok and p.samples_s]
     if ns:
         stops = Counter(p.stop_reason for p in result.points if p.ok and p.stop_reason)
