@@ -719,3 +719,60 @@ def test_a_pytest_benchmark_file_with_a_bad_extra_info_measurement_is_one_line(t
     p.write_text(json.dumps(bad))
     with pytest.raises(InvalidResultsFile, match=r"samples_s: expected an array or null, got the string 'x'"):
         load(p).sweeps()
+
+
+# --------------------------------------------------------------------------- the first hour
+
+
+USER_WORKLOAD = """
+import torch
+from torch import nn
+
+def make():
+    model = nn.Linear(8, 2)
+    return model, lambda b, device: (torch.randn(b, 8, device=device), torch.randint(0, 2, (b,), device=device)), \\
+        nn.functional.cross_entropy
+"""
+
+
+def test_a_user_workload_is_found_in_the_current_folder_without_pythonpath(tmp_path):
+    script = Path(sys.executable).parent / "bench"
+    if not script.exists():
+        pytest.skip("the bench console script is not installed next to this Python")
+    pkg = tmp_path / "mypkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "models.py").write_text(textwrap.dedent(USER_WORKLOAD))
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    # The console script's sys.path[0] is its own folder, not the current one: bench adds the latter.
+    r = subprocess.run([str(script), "sweep", "-w", "mypkg.models:make", "-b", "2", *QUICK[6:], "-o", "s.json"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert [p.status for p in load(tmp_path / "s.json").record.points] == ["ok"]
+
+
+def test_a_sweep_that_could_take_long_says_so_before_it_starts():
+    from bench.cli.progress import long_run_warning
+
+    assert long_run_warning(11, 2.0, 30.0) is None  # the default CPU sweep: at most about 6 min
+    note = long_run_warning(40, 2.0, 30.0)
+    assert note.startswith("40 batch sizes planned, each measured for up to 2 s after up to 30 s of warm-up: "
+                           "this sweep may take up to 21 min")
+
+
+def test_the_progress_bar_shows_the_time_left():
+    from rich.console import Console
+    from rich.progress import TimeRemainingColumn
+
+    from bench.cli.progress import SweepProgress
+
+    with SweepProgress(Console(file=open(os.devnull, "w")), enabled=True) as progress:
+        assert any(isinstance(c, TimeRemainingColumn) for c in progress._progress.columns)
+
+
+def test_bench_help_speaks_to_users(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    assert "bench sweep" in out and "exit status" in out
+    assert "module" not in out.lower()  # nothing about how the code is laid out
