@@ -13,6 +13,7 @@ record is saved elsewhere if anywhere will take it, and the run stops with one l
 
 from __future__ import annotations
 
+import errno
 import os
 import tempfile
 from dataclasses import dataclass, field
@@ -184,8 +185,9 @@ class Resumable(Generic[R]):
                     tried.append(str(again))
             self.close()
             if rescued is not None:
-                tail = (f"the {n} completed item(s) are saved in {rescued} instead; free space, move it to "
-                        f"{self.path} and run the same command with --resume to continue")
+                first = "free space, then move it" if e.errno == errno.ENOSPC else "once that folder can be written, move it"
+                tail = (f"the {n} completed item(s) are saved in {rescued} instead; {first} to {self.path} "
+                        "and run the same command with --resume to continue")
             else:
                 tail = (f"nowhere else would take the {n} completed item(s) either ({'; '.join(tried) or 'no other folder'}); "
                         f"{self.path} keeps its last complete version")
