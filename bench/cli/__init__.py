@@ -1,10 +1,16 @@
-"""The `bench` command: a thin shell over the library. Each subcommand lives in its own module."""
+"""bench: how long is a training step at each batch size, where does "equal time per step" stop, and
+which batch size reaches a target accuracy soonest on this machine?
 
-from __future__ import annotations
+Start with `bench sweep` (a minute on a CPU); `bench COMMAND --help` lists each command's options.
+Results go to reports/ as JSON; `bench report reports/` turns them into one HTML page.
+"""
 
 import argparse
 import importlib
+import os
+import signal
 import sys
+from pathlib import Path
 
 from bench.core.errors import BenchError
 
@@ -19,6 +25,33 @@ COMMAND_MODULES = [
     "bench.cli.compare",
 ]
 
+EPILOG = """\
+first steps:
+  bench sweep                       the built-in MLP over batch sizes 1..1024 (about a minute on a CPU)
+  bench sweep -w cnn -b 2,8,32      another model, chosen batch sizes
+  bench tta                         time to accuracy on a small built-in task (a few minutes on a CPU)
+  bench report reports/             every results file in reports/ -> one HTML page
+
+exit status: 0 done; 1 ran, but nothing was measured (or, with --fail-on-error, some point or run
+failed); 2 bad input or a file that cannot be read or written (one line on stderr says which);
+130 interrupted (what was completed is kept in the results file).
+"""
+
+
+def interrupted_while_loading(signum, frame):  # pragma: no cover - exercised in a child process
+    """SIGINT handler while the modules load: one line and exit 130, wherever the import was."""
+    os.write(2, b"bench: interrupted while starting; nothing was run\n")
+    os._exit(130)
+
+
+def install_startup_interrupt_handler():
+    """Ctrl-C while the modules load (torch takes seconds) must end in one line, not a traceback from
+    deep inside an import: called first thing by `main` and by `python -m bench`. Returns the handler
+    it replaced (None if it left a non-default one alone)."""
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        return signal.signal(signal.SIGINT, interrupted_while_loading)
+    return None
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse that reports bad arguments in one line (exit 2) instead of usage + error."""
@@ -28,7 +61,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="bench", description=__doc__)
+    parser = _Parser(prog="bench", description=__doc__, epilog=EPILOG,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     from bench import __version__
 
     parser.add_argument("--version", action="version", version=f"bench {__version__}")
@@ -38,19 +72,50 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _interrupted_message(args: argparse.Namespace) -> str:
+    """What an interrupted command leaves behind, in words: only claim "saved" where a file is."""
+    out = getattr(args, "results_path", None)
+    if out is not None and Path(out).exists():
+        hint = " (run the same command with --resume to continue)" if hasattr(args, "resume") else ""
+        return f"interrupted; what was completed is saved in {out}{hint}"
+    return "interrupted; nothing was saved"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+    previous = install_startup_interrupt_handler()
     try:
-        return int(args.func(args) or 0)
-    except BenchError as e:
-        print(f"bench {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return _main(argv)
+    finally:
+        if previous is not None or signal.getsignal(signal.SIGINT) is interrupted_while_loading:
+            signal.signal(signal.SIGINT, previous or signal.default_int_handler)
+
+
+def _main(argv: list[str] | None) -> int:
+    command = "bench"
+    try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        command = f"bench {args.command}" if getattr(args, "command", None) else "bench"
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        if signal.getsignal(signal.SIGINT) is interrupted_while_loading:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, Ctrl-C saves what it can
+        try:
+            return int(args.func(args) or 0)
+        except BenchError as e:
+            print(f"{command}: error: {e}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print(f"{command}: {_interrupted_message(args)}", file=sys.stderr)
+            return 130
+        except SystemExit as e:
+            # Only code bench runs (a user's workload or task) calls sys.exit inside a command.
+            print(f"{command}: error: the code it ran called sys.exit({e.code!r}); bench stopped there",
+                  file=sys.stderr)
+            return 2
     except KeyboardInterrupt:
-        print(f"bench {args.command}: interrupted; completed points are already saved", file=sys.stderr)
+        print(f"{command}: interrupted while starting; nothing was run", file=sys.stderr)
         return 130
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bench.core.errors import BenchError
+from bench.core.params import nonnegative_float, positive_float, positive_int
 from bench.measure.telemetry.peaks import PEAK_DEFAULTS, PRECISIONS, measure_peak
 
 
@@ -16,14 +16,15 @@ def register(subparsers) -> None:
     p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda if available, else cpu)")
     p.add_argument("--precision", action="append", choices=PRECISIONS, dest="precisions",
                    help="precision to measure; repeat for several (default: all the device supports)")
-    p.add_argument("--size", type=int, default=None, help="matrix size n (default: 8192 on a GPU, 1024 on a CPU)")
-    p.add_argument("--warmup", type=float, default=PEAK_DEFAULTS["warmup_s"], dest="warmup_s", metavar="S",
+    p.add_argument("--size", type=positive_int, default=None, help="matrix size n (default: 8192 on a GPU, 1024 on a CPU)")
+    p.add_argument("--warmup", type=nonnegative_float, default=PEAK_DEFAULTS["warmup_s"], dest="warmup_s", metavar="S",
                    help="seconds of matmuls run and discarded first, so clocks are up (default: %(default)s)")
-    p.add_argument("--repeats", type=int, default=PEAK_DEFAULTS["repeats"],
+    p.add_argument("--repeats", type=positive_int, default=PEAK_DEFAULTS["repeats"],
                    help="timed repeats per precision (default: %(default)s)")
-    p.add_argument("--min-repeat-s", type=float, default=PEAK_DEFAULTS["min_repeat_s"],
+    p.add_argument("--min-repeat-s", type=positive_float, default=PEAK_DEFAULTS["min_repeat_s"],
                    help="each repeat runs back-to-back matmuls for at least this long (default: %(default)s)")
     p.add_argument("--json", dest="json_path", default=None, help="also write the results to this JSON file")
+    p.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
     p.set_defaults(func=run)
 
 
@@ -55,18 +56,20 @@ def format_table(results) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.min_repeat_s is not None and args.min_repeat_s <= 0:
-        raise BenchError(f"--min-repeat-s must be positive, got {args.min_repeat_s}")
     warmup_s = getattr(args, "warmup_s", PEAK_DEFAULTS["warmup_s"])
-    if not warmup_s >= 0:
-        raise BenchError(f"--warmup must be a number of seconds >= 0, got {warmup_s}")
+    if args.json_path:
+        from bench.core.io import check_output_file
+
+        check_output_file(args.json_path, resume=None, overwrite=getattr(args, "overwrite", False))  # before measuring, not after
+        args.results_path = args.json_path
     results = measure_peak(device=args.device, precisions=args.precisions, size=args.size, repeats=args.repeats,
                            min_repeat_s=args.min_repeat_s, warmup_s=warmup_s)
     print(format_table(results))
     if args.json_path:
         from bench.core.io import write_json_atomic
 
-        write_json_atomic(args.json_path, {"peak": [r.to_dict() for r in results]})
+        # Without --overwrite, never replace a file, even one that appeared while measuring.
+        write_json_atomic(args.json_path, {"peak": [r.to_dict() for r in results]}, replace=getattr(args, "overwrite", False))
         print(f"wrote {args.json_path}")
     return 0
 

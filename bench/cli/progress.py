@@ -1,8 +1,35 @@
-"""A rich progress bar fed by the sweep's progress events (the library itself prints nothing)."""
+"""A rich progress bar fed by the sweep's progress events (the library itself prints nothing), with an
+estimate of the time left, and a note before a sweep that may clearly take long."""
 
 from __future__ import annotations
 
 import bench.present.fmt as fmt
+
+# A sweep that may take longer than this gets a note before it starts.
+LONG_RUN_S = 15 * 60
+
+
+def long_run_warning(points: int, budget_s: float, warmup_max_s: float, threshold_s: float = LONG_RUN_S) -> str | None:
+    """A note for a sweep whose points could together take longer than `threshold_s`: each point
+    measures for at most `budget_s` after a warm-up of at most `warmup_max_s` (the per-point limits),
+    so `points` x (budget + warm-up cap) bounds the whole; None when the bound is short."""
+    per_point = budget_s + warmup_max_s
+    bound = points * per_point
+    if bound <= threshold_s:
+        return None
+    return (f"{points} batch sizes planned, each measured for up to {_long(budget_s)} after up to "
+            f"{_long(warmup_max_s)} of warm-up: this sweep may take up to {_long(bound)} "
+            "(the progress bar shows the time left as points complete; fewer batch sizes (-b) or a smaller "
+            "--budget make it shorter)")
+
+
+def _long(seconds: float) -> str:
+    """A duration for people: '45 s', '21 min', '2.5 h'."""
+    if seconds < 120:
+        return f"{seconds:.3g} s"
+    if seconds < 2 * 3600:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 class SweepProgress:
@@ -22,10 +49,14 @@ class SweepProgress:
                 Progress,
                 TextColumn,
                 TimeElapsedColumn,
+                TimeRemainingColumn,
             )
 
+            # Time left: rich's estimate from the points done so far (each point takes about its budget
+            # plus warm-up, so the pace of the first points predicts the rest).
             self._progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                      TimeElapsedColumn(), console=self.console, transient=True)
+                                      TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+                                      console=self.console, transient=True)
             self._progress.__enter__()
         return self
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import math
+import sys
 from pathlib import Path
 
-from bench.core.errors import BenchError
+from bench.core.params import positive_float
 
 
 def register(sub) -> None:
@@ -20,21 +20,26 @@ def register(sub) -> None:
     p.add_argument("-o", "--output", help="HTML file to write (default: reports/report-<time>.html)")
     p.add_argument("--title", help="page title (default: from the inputs)")
     p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
-    p.add_argument("--max-embed-mb", type=float, default=None, metavar="MB",
+    p.add_argument("--max-embed-mb", type=positive_float, default=None, metavar="MB",
                    help="above this size the per-round times of pytest-benchmark files are left out of the "
                         "embedded data (summaries stay; default 25)")
+    p.add_argument("--fail-on-error", action="store_true",
+                   help="exit 1 if any file in a folder was skipped as unreadable or not a results file "
+                        "(each is named on stderr either way)")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from bench.present.report.page import DEFAULT_MAX_EMBED_BYTES, make_report
 
-    limit = DEFAULT_MAX_EMBED_BYTES
-    if args.max_embed_mb is not None:
-        if not (math.isfinite(args.max_embed_mb) and args.max_embed_mb > 0):
-            raise BenchError(f"--max-embed-mb must be a finite positive number of MiB, got {args.max_embed_mb}")
-        limit = int(args.max_embed_mb * 2 ** 20)
+    limit = DEFAULT_MAX_EMBED_BYTES if args.max_embed_mb is None else int(args.max_embed_mb * 2 ** 20)
+    skipped: list[str] = []
+
+    def skip(path: str, reason: str) -> None:
+        skipped.append(path)
+        print(f"bench report: skipped {path}: {reason}", file=sys.stderr)
+
     out = make_report(args.inputs, Path(args.output) if args.output else None, title=args.title,
-                      overwrite=args.overwrite, max_embed_bytes=limit)
+                      overwrite=args.overwrite, max_embed_bytes=limit, on_skipped=skip)
     print(f"Report: {out}")
-    return 0
+    return 1 if skipped and args.fail_on_error else 0

@@ -10,7 +10,13 @@ from pathlib import Path
 import bench.present.fmt as fmt
 from bench.core.errors import BenchError
 from bench.core.io import check_output_file
-from bench.core.params import parse_list
+from bench.core.params import (
+    fraction,
+    nonnegative_float,
+    parse_list,
+    positive_float,
+    positive_int,
+)
 from bench.core.vocabulary import PRECISIONS, STEP_OPTIMIZERS
 from bench.measure.timing import MEASURE_DEFAULTS
 
@@ -39,25 +45,25 @@ def register(sub) -> None:
     b = p.add_argument_group("batch sizes")
     b.add_argument("-b", "--batch-sizes", metavar="LIST",
                    help="comma-separated batch sizes (default: powers of two from --min-batch to --max-batch)")
-    b.add_argument("--min-batch", type=int, default=d.min_batch, help="(default: %(default)s)")
-    b.add_argument("--max-batch", type=int, default=None,
+    b.add_argument("--min-batch", type=positive_int, default=d.min_batch, help="(default: %(default)s)")
+    b.add_argument("--max-batch", type=positive_int, default=None,
                    help="largest power of two to try (default: "
                         + ", ".join(f"{v} on {k}" for k, v in DEFAULT_MAX_BATCH.items()) + "; OOM ends it sooner)")
     b.add_argument("--no-largest-search", action="store_true",
                    help="after an out-of-memory point, do not search for the largest batch that fits (nor confirm it)")
     m = p.add_argument_group("measurement")
-    m.add_argument("--ci-target", type=float, default=d.ci_target,
+    m.add_argument("--ci-target", type=fraction, default=d.ci_target,
                    help="stop a point once the 95%% CI of the median is within ± this fraction (default: %(default)s)")
-    m.add_argument("--min-samples", type=int, default=d.min_samples, help="(default: %(default)s)")
-    m.add_argument("--min-time", type=float, default=None,
+    m.add_argument("--min-samples", type=positive_int, default=d.min_samples, help="(default: %(default)s)")
+    m.add_argument("--min-time", type=nonnegative_float, default=None,
                    help=f"seconds of measured steps per point, at least (default: {MEASURE_DEFAULTS['min_time_s']:g}, "
                         "or the budget if smaller)")
-    m.add_argument("--budget", type=float, default=d.budget_s,
+    m.add_argument("--budget", type=positive_float, default=d.budget_s,
                    help="seconds of measuring per point, at most (default: %(default)s)")
-    m.add_argument("--eps", type=float, default=d.eps,
+    m.add_argument("--eps", type=fraction, default=d.eps,
                    help="'equal time' tolerance relative to the smallest batch (default: %(default)s)")
     m.add_argument("--no-telemetry", action="store_true", help="do not sample NVML during timed blocks")
-    m.add_argument("--peak-tflops", type=float, default=None,
+    m.add_argument("--peak-tflops", type=positive_float, default=None,
                    help="peak TFLOP/s for MFU instead of the data-sheet table (e.g. what `bench peak` measured)")
     m.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch.set_num_threads(N) for the run, recorded in the results (default: torch's own choice)")
@@ -67,6 +73,9 @@ def register(sub) -> None:
     o.add_argument("--resume", action="store_true", help="continue the sweep in --output, skipping points it has")
     o.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     o.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    o.add_argument("--fail-on-error", action="store_true",
+                   help="exit 1 if any point failed with an error (out of memory is a result, not a failure); "
+                        "without it, exit 1 only when no point was measured at all")
     p.set_defaults(func=run)
 
 
@@ -101,7 +110,7 @@ def config_from_args(args: argparse.Namespace):
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from bench.cli.progress import SweepProgress
+    from bench.cli.progress import SweepProgress, long_run_warning
     from bench.present.steptime import sweep_verdict
     from bench.present.tables import sweep_table
     from bench.run.sweep import prepare, run_sweep
@@ -114,7 +123,11 @@ def run(args: argparse.Namespace) -> int:
     workload, _ = prepare(config)  # bad input fails here, before any progress bar or file
     output = Path(args.output) if args.output else default_output(config.workload, config.device, config.precision)
     check_output_file(output, resume=args.resume, overwrite=args.overwrite)
+    args.results_path = output  # for the message if interrupted
     console = Console() if sys.stdout.isatty() else Console(width=160)  # logs: no wrapping mid-table
+    warning = long_run_warning(len(config.planned_batch_sizes()), config.budget_s, config.warmup_max_s)
+    if warning:
+        print(f"bench sweep: note: {warning}", file=sys.stderr)
     with SweepProgress(console, enabled=not args.quiet) as progress:
         result = run_sweep(config, workload=workload, output=output, resume=args.resume, overwrite=args.overwrite,
                            progress=progress)
@@ -125,5 +138,25 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"Largest batch that fits: {result.largest_batch_that_fits or '—'} "
                       f"({result.largest_batch_reason}).", highlight=False)
     console.print(f"Results: {output}", highlight=False)
+    return failure_status("bench sweep", result.points, args.fail_on_error)
+
+
+def failure_status(command: str, points, fail_on_error: bool) -> int:
+    """Exit status of a sweep that ran: 1 (and one line on stderr) when no point was measured, or with
+    `fail_on_error` when any point failed with an error; else 0. Out of memory is a result."""
+    from bench.core.vocabulary import STATUS_ERROR
+
+    points = list(points)
+    errors = [p for p in points if p.status == STATUS_ERROR]
+    if points and not any(p.ok for p in points):
+        first = points[0]
+        print(f"{command}: nothing was measured: all {len(points)} point(s) failed "
+              f"(batch {first.batch_size}: {first.status}: {first.error or 'no message'})", file=sys.stderr)
+        return 1
+    if fail_on_error and errors:
+        first = errors[0]
+        print(f"{command}: {len(errors)} point(s) failed (batch {first.batch_size}: {first.error}); "
+              "the others are in the results file", file=sys.stderr)
+        return 1
     return 0
 

@@ -9,7 +9,15 @@ from pathlib import Path
 
 import bench.present.fmt as fmt
 from bench.core.errors import BenchError
-from bench.core.params import parse_key_values, parse_list
+from bench.core.params import (
+    finite_float,
+    nonnegative_float,
+    nonnegative_int,
+    parse_key_values,
+    parse_list,
+    positive_float,
+    positive_int,
+)
 
 DEFAULT_REPORTS_DIR = Path("reports")
 
@@ -24,34 +32,34 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("-a", "--task-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="task parameter, repeatable (e.g. -a hidden=128)")
     g.add_argument("-b", "--batch-sizes", metavar="LIST", help="comma-separated batch sizes")
-    g.add_argument("--lr", type=float, help="base learning rate, tuned at --base-batch")
-    g.add_argument("--base-batch", type=int, help="batch size the base learning rate belongs to")
+    g.add_argument("--lr", type=positive_float, help="base learning rate, tuned at --base-batch")
+    g.add_argument("--base-batch", type=positive_int, help="batch size the base learning rate belongs to")
     g.add_argument("--lr-rule", choices=["constant", "linear", "sqrt"], help="how the LR follows the batch size")
     g.add_argument("--lr-factors", metavar="LIST",
                    help="LR grid at each batch size, as multiples of the rule's value (e.g. 0.5,1,2)")
-    g.add_argument("--lr-points", type=int, help="log-spaced LR grid of this many points (ratio --lr-ratio)")
-    g.add_argument("--lr-ratio", type=float, default=2.0, help="ratio between LR grid points (default: %(default)s)")
-    g.add_argument("--max-lr", type=float,
+    g.add_argument("--lr-points", type=positive_int, help="log-spaced LR grid of this many points (ratio --lr-ratio)")
+    g.add_argument("--lr-ratio", type=positive_float, default=2.0, help="ratio between LR grid points (default: %(default)s)")
+    g.add_argument("--max-lr", type=positive_float,
                    help="largest LR tried at any batch size; the grid's centre is capped to keep under it "
                         "(default: the task's; nqm: 95%% of the SGD stability limit 2/h_max)")
     g.add_argument("--seeds", metavar="LIST", help="comma-separated seeds")
     g.add_argument("--optimizer", choices=["sgd", "adamw", "lars", "lamb"])
-    g.add_argument("--momentum", type=float, help="SGD/LARS momentum")
-    g.add_argument("--weight-decay", type=float, default=0.0, help="(default: %(default)s)")
-    g.add_argument("--trust-coefficient", type=float, default=0.001,
+    g.add_argument("--momentum", type=nonnegative_float, help="SGD/LARS momentum")
+    g.add_argument("--weight-decay", type=nonnegative_float, default=0.0, help="(default: %(default)s)")
+    g.add_argument("--trust-coefficient", type=positive_float, default=0.001,
                    help="LARS trust coefficient η (default: %(default)s, as in the paper)")
-    g.add_argument("--warmup-steps", type=int, default=0, help="linear warm-up length in steps")
-    g.add_argument("--warmup-epochs", type=float, default=0.0, help="linear warm-up length in epochs")
+    g.add_argument("--warmup-steps", type=nonnegative_int, default=0, help="linear warm-up length in steps")
+    g.add_argument("--warmup-epochs", type=nonnegative_float, default=0.0, help="linear warm-up length in epochs")
     g.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 = autocast (default: fp32)")
     g.add_argument("-d", "--device", default="cpu", help="cpu, cuda, cuda:N (default: %(default)s)")
-    g.add_argument("--threads", type=int, default=None,
+    g.add_argument("--threads", type=positive_int, default=None,
                    help="torch CPU threads (default: 1 on cpu, where tiny models run fastest single-threaded)")
     s = p.add_argument_group("stopping")
-    s.add_argument("--target", type=float, help="metric value to reach (default: the task's)")
-    s.add_argument("--max-steps", type=int, help="step budget per run")
-    s.add_argument("--max-time", type=float, help="wall-time budget per run, seconds")
-    s.add_argument("--eval-every", type=int, help="evaluate every N steps")
-    s.add_argument("--continue-after-target", type=float, default=None,
+    s.add_argument("--target", type=finite_float, help="metric value to reach (default: the task's)")
+    s.add_argument("--max-steps", type=positive_int, help="step budget per run")
+    s.add_argument("--max-time", type=positive_float, help="wall-time budget per run, seconds")
+    s.add_argument("--eval-every", type=positive_int, help="evaluate every N steps")
+    s.add_argument("--continue-after-target", type=nonnegative_float, default=None,
                    help="after reaching the target, train on for this fraction of the steps it took "
                         "(0 = stop at the target; default: 0 for train, 1 for tta)")
 
@@ -62,8 +70,8 @@ def lr_factors_from_args(args) -> list[float] | None:
     if args.lr_factors and args.lr_points:
         raise BenchError("give --lr-factors or --lr-points, not both")
     if args.lr_factors:
-        return parse_list(args.lr_factors, float, "LR factor")
-    if args.lr_points:
+        return parse_list(args.lr_factors, float, "LR factor", positive=True)
+    if args.lr_points is not None:
         return log_spaced_factors(args.lr_points, args.lr_ratio)
     return None
 
@@ -86,7 +94,26 @@ def register(sub) -> None:
     o.add_argument("--resume", action="store_true", help="continue --output, skipping the runs it has")
     o.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     o.add_argument("-q", "--quiet", action="store_true", help="no per-run lines")
+    o.add_argument("--fail-on-error", action="store_true",
+                   help="exit 1 if any run failed (it is recorded in the file); without it, exit 1 only "
+                        "when every run failed")
     p.set_defaults(func=run)
+
+
+def runs_failure_status(command: str, curves, fail_on_error: bool) -> int:
+    """Exit status of a grid that ran: 1 (one line on stderr) when every run failed, or with
+    `fail_on_error` when any did; else 0."""
+    curves = list(curves)
+    failed = [c for c in curves if c.failed]
+    if curves and len(failed) == len(curves):
+        print(f"{command}: every run failed ({len(failed)}; batch {failed[0].batch_size}: {failed[0].error})",
+              file=sys.stderr)
+        return 1
+    if fail_on_error and failed:
+        print(f"{command}: {len(failed)} of {len(curves)} runs failed (batch {failed[0].batch_size}: "
+              f"{failed[0].error}); they are recorded in the results file", file=sys.stderr)
+        return 1
+    return 0
 
 
 def run(args: argparse.Namespace) -> int:
@@ -98,14 +125,12 @@ def run(args: argparse.Namespace) -> int:
 
     threads = threads_from_args(args)
     if threads is not None:
-        if threads < 1:
-            raise BenchError(f"--threads must be >= 1, got {threads}")
         torch.set_num_threads(threads)
     task = load_task(args.task, parse_task_args(args.task_arg))
     d = task.defaults
     factors = lr_factors_from_args(args) or [1.0]
     grid = GridSpec(
-        batch_sizes=parse_list(args.batch_sizes, int, "batch size") or list(d.get("batch_sizes") or [32]),
+        batch_sizes=parse_list(args.batch_sizes, int, "batch size", positive=True) or list(d.get("batch_sizes") or [32]),
         base_lr=args.lr if args.lr is not None else d.get("base_lr", 0.1),
         base_batch_size=args.base_batch or d.get("base_batch_size", 32),
         lr_rule=args.lr_rule or d.get("lr_rule", "linear"), lr_factors=factors,
@@ -116,11 +141,13 @@ def run(args: argparse.Namespace) -> int:
         precision=args.precision, trust_coefficient=args.trust_coefficient,
         max_lr=args.max_lr if args.max_lr is not None else d.get("max_lr"))
     target = args.target if args.target is not None else task.default_target
-    config = RunConfig(target=target, max_steps=args.max_steps or d.get("max_steps", 1000),
-                       eval_every=args.eval_every or d.get("eval_every", 10), max_time_s=args.max_time,
-                       continue_after_target=args.continue_after_target or 0.0, device=args.device)
+    config = RunConfig(target=target, max_steps=args.max_steps if args.max_steps is not None else d.get("max_steps", 1000),
+                       eval_every=args.eval_every if args.eval_every is not None else d.get("eval_every", 10),
+                       max_time_s=args.max_time, continue_after_target=args.continue_after_target or 0.0,
+                       device=args.device)
     output = Path(args.output) if args.output else (
         DEFAULT_REPORTS_DIR / f"curves-{fmt.slug(task.name)}-{datetime.now().strftime('%Y%m%dT%H%M%S')}.json")
+    args.results_path = output  # for the message if interrupted
     console = Console() if sys.stdout.isatty() else Console(width=160)
 
     def progress(event: str, info: dict) -> None:
@@ -130,15 +157,16 @@ def run(args: argparse.Namespace) -> int:
             console.print(f"resuming: {info['skipped']} of {info['planned']} runs already done", highlight=False)
         elif event == "done":
             c = info["curve"]
-            st = c.steps_to_target(target) if target is not None else None
-            reached = f"{st.steps:.4g} steps" if st and st.reached else (st.reason if st else "no target")
+            st = c.steps_to_target(target) if target is not None and not c.failed else None
+            reached = ("failed" if c.failed else f"{st.steps:.4g} steps" if st and st.reached
+                       else (st.reason if st else "no target"))
             console.print(f"batch {c.batch_size:>6}  lr {c.lr:<10.4g} seed {c.seed:<3} {reached:<32} "
                           f"{c.stop_reason}  ({info['seconds']:.1f} s)", highlight=False)
 
     cf = run_grid(task, grid, config, output=output, resume=args.resume, overwrite=args.overwrite, progress=progress)
     console.print(curves_table(cf.curves, target))
     console.print(f"Curves: {output}", highlight=False)
-    return 0
+    return runs_failure_status("bench train", cf.curves, args.fail_on_error)
 
 
 def curves_table(curves, target: float | None):

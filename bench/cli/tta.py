@@ -21,6 +21,7 @@ from bench.cli.train import (
     threads_from_args,
 )
 from bench.core.errors import BenchError
+from bench.core.params import nonnegative_int, positive_float, positive_int
 from bench.measure.timing import MEASURE_DEFAULTS
 
 
@@ -42,13 +43,13 @@ def register(sub) -> None:
     add_run_arguments(p)
     n = p.add_argument_group("noise scale and step time (end to end)")
     n.add_argument("--no-noise-scale", action="store_true", help="do not measure the gradient noise scale")
-    n.add_argument("--noise-batch-small", type=int, help="small batch of the noise scale (default: smallest batch)")
-    n.add_argument("--noise-batch-big", type=int, help="big batch, a multiple of the small (default: 16x, capped)")
-    n.add_argument("--noise-steps", type=int, help="steps to measure over (default: the steps batch-big needs)")
+    n.add_argument("--noise-batch-small", type=positive_int, help="small batch of the noise scale (default: smallest batch)")
+    n.add_argument("--noise-batch-big", type=positive_int, help="big batch, a multiple of the small (default: 16x, capped)")
+    n.add_argument("--noise-steps", type=positive_int, help="steps to measure over (default: the steps batch-big needs)")
     n.add_argument("--no-step-time", action="store_true", help="do not time steps (no --sweep either: no TTA)")
-    n.add_argument("--sweep-budget", type=float, default=MEASURE_DEFAULTS["budget_s"],
+    n.add_argument("--sweep-budget", type=positive_float, default=MEASURE_DEFAULTS["budget_s"],
                    help="seconds of timing per batch size, at most (default: %(default)s)")
-    n.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
+    n.add_argument("--bootstrap", type=nonnegative_int, default=1000, help="bootstrap resamples (default: %(default)s)")
     o = p.add_argument_group("output")
     o.add_argument("-o", "--output", help="results JSON (default: reports/tta-<task>-<time>.json)")
     o.add_argument("--resume", action="store_true", help="continue --output, skipping the runs it has")
@@ -96,18 +97,24 @@ def run(args: argparse.Namespace) -> int:
         if args.resume:
             raise BenchError("--resume applies to end-to-end studies; from files the analysis is simply redone")
         check_output_file(output, overwrite=args.overwrite)
+        args.results_path = output
         hib = None if args.lower_is_better is None else not args.lower_is_better
         result = tta_from_files(args.curves, sweep_path=args.sweep, target=args.target, metric=args.metric,
                                 higher_is_better=hib, batch_sizes=parse_list(args.batch_sizes, int, "batch size"),
                                 n_bootstrap=args.bootstrap)
         save_tta(result, output)
     else:
+        from bench.cli.train import runs_failure_status
         from bench.run.study import run_study
 
         cfg = study_config_from_args(args)
         output = Path(args.output) if args.output else _default_output(cfg.task)
+        args.results_path = output
         result = run_study(cfg, output=output, resume=args.resume, overwrite=args.overwrite,
                            progress=None if args.quiet else _progress(console))
+        print_tta(result, console)
+        console.print(f"Results: {output}", highlight=False)
+        return runs_failure_status("bench tta", result.curves, getattr(args, "fail_on_error", False))
     print_tta(result, console)
     console.print(f"Results: {output}", highlight=False)
     return 0
@@ -125,7 +132,7 @@ def _progress(console):
         elif event == "done":
             c = info["curve"]
             st = c.steps_to_target(c.target) if c.target is not None else None
-            got = f"{st.steps:.4g} steps" if st and st.reached else "not reached"
+            got = "failed" if c.failed else f"{st.steps:.4g} steps" if st and st.reached else "not reached"
             console.print(f"  batch {c.batch_size:>5}  lr {c.lr:<9.3g} seed {c.seed}: {got:<12} ({info['seconds']:.1f} s)",
                           highlight=False)
         elif event == "noise":

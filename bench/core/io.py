@@ -1,19 +1,49 @@
-"""Files on disk: strict-JSON conversion, atomic writes, output checks, and reading JSON with one-line errors.
+"""Files on disk: strict-JSON conversion, atomic writes, output checks and locks, and reading JSON with
+one-line errors.
 
 Every results file and report goes through `write_text_atomic`: a reader never sees a half-written
-file and an interrupted write leaves the old one intact.
+file, an interrupted write leaves the old one intact, and a failed write (a full disk) is one line
+naming the path and the cause (`OutputWriteError`). A long run holds `output_lock` on its results
+file, so a second writer is refused instead of silently replacing the first one's points.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import re
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
 from bench.core.errors import BenchError, InvalidResultsFile
+
+# Deeper than any file bench reads (ours nest about 8 levels, pytest-benchmark's about 6): anything
+# deeper is refused at load, before code that walks it recursively can overflow the stack.
+MAX_JSON_DEPTH = 64
+# A temporary file left by a writer that died: `.NAME.PID-RANDOM.tmp` (older writers: `.NAME.RANDOM.tmp`).
+_ORPHAN_AGE_S = 600.0
+
+
+class OutputWriteError(BenchError):
+    """A results file or report could not be written (a full disk, a lost mount): the path and the cause."""
+
+    def __init__(self, path: str | os.PathLike, cause: OSError):
+        self.path = Path(path)
+        self.cause = cause
+        self.errno = cause.errno
+        super().__init__(f"cannot write {self.path}: {describe_os_error(cause)}")
+
+
+def describe_os_error(e: OSError) -> str:
+    """An OSError in words, without the Python exception around it: 'no space left on device (ENOSPC)'."""
+    name = errno.errorcode.get(e.errno or 0)
+    text = (e.strerror or str(e) or type(e).__name__).rstrip(".")
+    text = text[:1].lower() + text[1:]
+    return f"{text} ({name})" if name else text
 
 
 def json_safe(obj: Any) -> Any:
@@ -47,15 +77,62 @@ def _fsync_dir(folder: Path) -> None:
         os.close(fd)
 
 
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):
+        return True  # someone else's process (or not a pid we can ask about): assume alive
+    return True
+
+
+def remove_orphaned_temporaries(path: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files an interrupted write to `path` left beside it; returns those removed.
+
+    A temporary file is an orphan when the process named in it is gone (on this machine), or, for one
+    without a process id or of a process still running (another machine's, on a shared folder), when
+    it is older than ten minutes: no write takes that long, so no live writer can still need it.
+    """
+    path = Path(path)
+    pattern = re.compile(r"^\." + re.escape(path.name) + r"\.(?:(\d+)-)?[A-Za-z0-9_]+\.tmp$")
+    removed: list[Path] = []
+    try:
+        candidates = list(path.parent.iterdir())
+    except OSError:
+        return removed
+    now = time.time()
+    for q in candidates:
+        m = pattern.match(q.name)
+        if not m:
+            continue
+        try:
+            old = now - q.stat().st_mtime > _ORPHAN_AGE_S
+            dead = m.group(1) is not None and int(m.group(1)) != os.getpid() and not _pid_alive(int(m.group(1)))
+            if dead or old:
+                q.unlink()
+                removed.append(q)
+        except OSError:
+            continue  # gone meanwhile, or not ours to delete: leave it
+    return removed
+
+
 def write_text_atomic(path: str | os.PathLike, text: str, *, replace: bool = True) -> Path:
     """Write `text` to a temporary file beside `path`, fsync it, then rename it over `path`.
 
     With `replace=False` an existing file is never replaced, even one created meanwhile: the final
-    step is a hard link, which fails if the name exists (BenchError).
+    step is a hard link, which fails if the name exists (BenchError). A write that fails (no space
+    left, a read-only or lost file system) raises OutputWriteError, one line naming the path and the
+    cause; `path` itself is then as it was. Temporary files orphaned by earlier interrupted writes to
+    `path` are removed first.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        remove_orphaned_temporaries(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
+    except OSError as e:
+        raise OutputWriteError(path, e) from None
     try:
         # mkstemp makes the file private (0600); results are shared artefacts, so use the umask.
         umask = os.umask(0)
@@ -77,16 +154,22 @@ def write_text_atomic(path: str | os.PathLike, text: str, *, replace: bool = Tru
                     raise BenchError(f"output {path} exists: pass --overwrite to replace it") from None
                 os.replace(tmp, path)
         _fsync_dir(path.parent)  # make the rename itself durable
+    except OSError as e:
+        raise OutputWriteError(path, e) from None
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        try:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        except OSError:
+            pass  # the next write to this path removes it
     return path
 
 
-def write_json_atomic(path: str | os.PathLike, data: Any) -> Path:
-    """`data` as strict JSON (see `json_safe`), written atomically to `path`."""
+def write_json_atomic(path: str | os.PathLike, data: Any, *, replace: bool = True) -> Path:
+    """`data` as strict JSON (see `json_safe`), written atomically to `path` (see `write_text_atomic`
+    for `replace`)."""
     text = json.dumps(json_safe(data), indent=1, allow_nan=False)
-    return write_text_atomic(path, text + "\n")
+    return write_text_atomic(path, text + "\n", replace=replace)
 
 
 def check_output_file(path: str | os.PathLike, *, resume: bool | None = False, overwrite: bool = False) -> Path:
@@ -113,16 +196,103 @@ def check_output_file(path: str | os.PathLike, *, resume: bool | None = False, o
         with tempfile.TemporaryFile(dir=p.parent):
             pass
     except OSError as e:
-        raise BenchError(f"cannot write {p}: {existing} is not writable ({e.strerror or e})") from None
+        if e.errno in (errno.EACCES, errno.EPERM):
+            why = f"{existing} is not writable"
+        elif e.errno == errno.EROFS:
+            why = f"{existing} is on a read-only file system"
+        elif e.errno == errno.ENOSPC:
+            why = f"no space left in {existing}"
+        else:
+            why = f"{existing} does not accept new files"
+        raise BenchError(f"cannot write {p}: {why}: {describe_os_error(e)}") from None
     return p
 
 
+class OutputLock:
+    """An exclusive lock on a results file for as long as a run writes it (`acquire`, `release`, or
+    `with`): a second bench process writing the same file is refused in one line instead of each
+    silently replacing the other's points.
+
+    The lock is `.NAME.lock` beside the file (an advisory lock through `filelock`, which the OS
+    drops when the process dies, so a killed run never leaves the file locked). The lock file
+    itself stays; it is empty and harmless.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        from filelock import FileLock
+
+        self.path = Path(path)
+        self.lock_path = self.path.with_name(f".{self.path.name}.lock")
+        self._lock = FileLock(str(self.lock_path), timeout=0, thread_local=False)
+
+    def acquire(self) -> "OutputLock":
+        from filelock import Timeout
+
+        try:
+            self.lock_path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock.acquire()
+        except Timeout:
+            raise BenchError(f"output {self.path} is being written by another bench process right now; "
+                             "wait for it to finish, or write to another file") from None
+        except OSError as e:
+            raise BenchError(f"cannot lock {self.path} for writing: {describe_os_error(e)}") from None
+        return self
+
+    def release(self) -> None:
+        if self._lock.is_locked:
+            self._lock.release(force=True)
+
+    @property
+    def held(self) -> bool:
+        return self._lock.is_locked
+
+    def __enter__(self) -> "OutputLock":
+        return self.acquire()
+
+    def __exit__(self, *exc) -> bool:
+        self.release()
+        return False
+
+
+def json_depth_exceeds(data: Any, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Does parsed JSON nest arrays/objects more than `limit` levels deep? (Walked without recursion.)"""
+    stack = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            children = value.values()
+        elif isinstance(value, list):
+            children = value
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((c, depth + 1) for c in children if isinstance(c, (dict, list)))
+    return False
+
+
+class _NotJSON(ValueError):
+    pass
+
+
+def _not_json(token: str):
+    raise _NotJSON(token)
+
+
 def read_json(path: str | os.PathLike) -> Any:
-    """Parse a UTF-8 JSON file; anything unreadable is a one-line InvalidResultsFile naming the path."""
+    """Parse a UTF-8 strict-JSON file; anything unreadable (including `NaN`/`Infinity`, which Python's
+    json would accept, and JSON nested deeper than MAX_JSON_DEPTH) is a one-line InvalidResultsFile
+    naming the path."""
     path = Path(path)
     try:
         with open(path, encoding="utf-8") as f:
-            return json.load(f)
+            data = json.load(f, parse_constant=_not_json)
+    except _NotJSON as e:
+        raise InvalidResultsFile(f"{path}: holds {e.args[0]}, which is not a JSON number (bench writes a value "
+                                 "that could not be measured as null)") from None
+    except RecursionError:
+        raise InvalidResultsFile(f"{path}: JSON nested too deeply to read (results files nest a few levels, "
+                                 f"at most {MAX_JSON_DEPTH})") from None
     except FileNotFoundError:
         raise InvalidResultsFile(f"{path}: no such file") from None
     except IsADirectoryError:
@@ -132,4 +302,8 @@ def read_json(path: str | os.PathLike) -> Any:
     except UnicodeDecodeError:
         raise InvalidResultsFile(f"{path}: not UTF-8 text, so not a JSON results file") from None
     except OSError as e:
-        raise InvalidResultsFile(f"{path}: cannot read ({e.strerror})") from None
+        raise InvalidResultsFile(f"{path}: cannot read ({describe_os_error(e)})") from None
+    if json_depth_exceeds(data):
+        raise InvalidResultsFile(f"{path}: JSON nested more than {MAX_JSON_DEPTH} levels deep; results files "
+                                 "nest a few levels, so this is not one")
+    return data

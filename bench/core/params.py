@@ -4,9 +4,12 @@ string values to a factory's typed keyword arguments. One set of rules for workl
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import inspect
 import math
+import os
+import sys
 from typing import Any, Callable, Mapping
 
 from bench.core.errors import BenchError
@@ -32,6 +35,8 @@ def parse_list(text: str | None, kind=int, what: str = "batch size", *, positive
             value = kind(part)
         except ValueError:
             raise BenchError(f"{what} {part!r} is not {'an integer' if kind is int else 'a number'}") from None
+        if isinstance(value, float) and not math.isfinite(value):
+            raise BenchError(f"{what} must be a finite number, got {part!r}")
         if positive and value <= 0:
             raise BenchError(f"{what} must be a positive {'integer' if kind is int else 'number'}, got {value}")
         out.append(value)
@@ -54,14 +59,26 @@ def parse_key_values(items: list[str], what: str) -> dict[str, str]:
     return params
 
 
+def _current_folder_on_path() -> None:
+    """Put the current folder first on sys.path (as `python -m`, pytest and uvicorn do), so that
+    `mypkg.models:fn` imports from where the command runs without setting PYTHONPATH."""
+    cwd = os.getcwd()
+    if not any(p in ("", ".", cwd) for p in sys.path):
+        sys.path.insert(0, cwd)
+
+
 def resolve_callable(spec: str, what: str) -> Callable:
     """The callable named by "package.module:function" (dotted attributes allowed), or a one-line
-    BenchError that says what is wrong; `what` ("workload", "task") names it in the message."""
+    BenchError that says what is wrong; `what` ("workload", "task") names it in the message.
+    The module is looked for in the current folder first, then on the usual path."""
     module_name, _, attr_path = spec.partition(":")
     if not module_name or not attr_path:
         raise BenchError(f"{what} {spec!r} is not of the form package.module:function")
+    _current_folder_on_path()
     try:
         module = importlib.import_module(module_name)
+    except SystemExit as e:
+        raise BenchError(f"{what} module {module_name!r} called sys.exit({e.code!r}) while being imported") from None
     except Exception as e:  # any failure at import time is the user's module failing to import
         raise BenchError(f"{what} module {module_name!r} could not be imported: {one_line(e)}") from e
     target: Any = module
@@ -163,5 +180,74 @@ def call_factory(what: str, factory: Callable, kwargs: Mapping[str, Any]) -> Any
         return factory(**kwargs)
     except BenchError:
         raise
+    except SystemExit as e:
+        raise BenchError(f"{what} called sys.exit({e.code!r})") from None
     except Exception as e:
         raise BenchError(f"{what} raised {one_line(e)}") from e
+
+
+# --------------------------------------------------------------------------- flag types
+# argparse `type=` callables: a value no command could use is refused while the flags are parsed,
+# in one line naming the flag, before any work starts.
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """A finite number (no nan, no inf)."""
+    return _number(text)
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    value = _number(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def nonnegative_float(text: str) -> float:
+    """A finite number >= 0."""
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
+    return value
+
+
+def fraction(text: str) -> float:
+    """A finite number strictly between 0 and 1."""
+    value = _number(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, got {text!r}")
+    return value
+
+
+def _whole(text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+
+
+def positive_int(text: str) -> int:
+    """A whole number >= 1."""
+    value = _whole(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """A whole number >= 0."""
+    value = _whole(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 0, got {text!r}")
+    return value

@@ -9,6 +9,7 @@ at or past it (the raw first-crossing step is kept beside it); a run that never 
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -18,8 +19,9 @@ from typing import Any, Iterable, Sequence
 from bench.core.errors import BenchError, InvalidResultsFile
 from bench.core.io import read_json, write_json_atomic
 from bench.records.envelope import Schema, header, read_header
+from bench.records.validation import dataclass_schema, envelope_schema
 
-CURVES = Schema("bench.curves", 1, "curves file")
+CURVES = Schema("bench.curves", 1, "curves file", json_schema=lambda: curves_json_schema())
 CURVES_SCHEMA = CURVES.name
 CURVES_SCHEMA_VERSION = CURVES.version
 
@@ -100,6 +102,13 @@ class Curve:
     stop_reason: str | None = None
     source: str = "bench train"
     run_key: str | None = None
+    # A run that raised (out of memory, a task's own exception): its message. The run is kept, with
+    # the evaluations it made, and a resumed grid runs it again.
+    error: str | None = None
+
+    @property
+    def failed(self) -> bool:
+        return self.error is not None
 
     def reached(self, value: float, target: float) -> bool:
         return value >= target if self.higher_is_better else value <= target
@@ -124,7 +133,9 @@ class Curve:
                                      wall, first_eval_step=p.step, method=INTERPOLATED)
         last = self.points[-1].step if self.points else 0
         reason = f"not reached within {last} steps"
-        if not evals:
+        if self.error is not None:
+            reason += f" (the run failed: {self.error})"
+        elif not evals:
             reason += " (no evaluations)"
         elif self.stop_reason and self.stop_reason.startswith("diverged"):
             reason += f" ({self.stop_reason})"
@@ -161,6 +172,22 @@ class Curve:
             return c
         except (KeyError, TypeError, ValueError) as e:
             raise InvalidResultsFile(f"malformed curve: {type(e).__name__}: {e}") from None
+
+
+@functools.cache
+def curve_json_schema() -> dict:
+    """The JSON Schema of one curve (a Curve's dict form), in bench.curves and bench.tta files."""
+    point = dataclass_schema(CurvePoint, {"step": {"minimum": 0}, "examples": {"minimum": 0}})
+    return dataclass_schema(Curve, {"batch_size": {"minimum": 1},
+                                    "points": {"type": ["array", "null"], "items": point}},
+                            required=["task", "batch_size"])
+
+
+@functools.cache
+def curves_json_schema() -> dict:
+    """The JSON Schema of a bench.curves file (the current version), checked at every load."""
+    return envelope_schema({"config": {"type": ["object", "null"]}, "task": {"type": ["object", "null"]},
+                            "curves": {"type": ["array", "null"], "items": curve_json_schema()}})
 
 
 def _opt_float(v: Any) -> float | None:

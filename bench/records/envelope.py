@@ -14,6 +14,9 @@ from typing import Any, Callable, Mapping
 
 from bench.core.errors import InvalidResultsFile
 from bench.measure.telemetry.fingerprint import canonical_fingerprint
+from bench.records.validation import json_type, validate
+
+__all__ = ["Schema", "Header", "header", "check_schema", "read_header", "json_type", "TOOL_NAME"]
 
 TOOL_NAME = "bench"
 
@@ -34,6 +37,9 @@ class Schema:
     title: str  # what it is, in words, for messages: "sweep results file"
     aliases: tuple[str, ...] = ()
     migrations: Mapping[int, Migration] = field(default_factory=dict)
+    # The JSON Schema of the current version (bench.records.validation), made on first use: every file
+    # of this kind is checked against it at load, so a record's from_dict reads only well-typed data.
+    json_schema: Callable[[], dict] | None = None
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -75,14 +81,6 @@ class Header:
     environment: dict[str, Any]
 
 
-def json_type(v: Any) -> str:
-    """What a parsed JSON value is, in JSON's words (for messages)."""
-    if v is None:
-        return "null"
-    return {bool: "boolean", str: "string", int: "number", float: "number", list: "array",
-            dict: "object"}.get(type(v), type(v).__name__)
-
-
 def header(schema: Schema, *, created: str | None, finished: bool, environment: Mapping[str, Any] | None) -> dict:
     """The envelope's keys, in order, for a file of `schema` written now (the record adds its body)."""
     from bench import __version__
@@ -110,11 +108,15 @@ def check_schema(data: Any, schema: Schema) -> int:
 
 def read_header(data: Any, schema: Schema) -> tuple[Header, dict]:
     """(the envelope, the body at the current version) of a `schema` file; one-line InvalidResultsFile
-    for another kind of file, a missing, non-integer or newer version."""
+    for another kind of file, a missing, non-integer or newer version, or a body that does not match
+    the kind's JSON Schema (a wrong type, a missing field, a NaN)."""
     version = check_schema(data, schema)
+    body = schema.upgrade(dict(data), version)
+    if schema.json_schema is not None:
+        validate(body, schema.json_schema(), schema.title)
     tool = data.get("tool") if isinstance(data.get("tool"), dict) else {}
     env = data.get("environment") if isinstance(data.get("environment"), dict) else {}
     head = Header(schema=str(data["schema"]), schema_version=version, tool=dict(tool),
                   created=data.get("created"), finished=bool(data.get("finished", False)),
                   environment=canonical_fingerprint(env))
-    return head, schema.upgrade(dict(data), version)
+    return head, body

@@ -134,7 +134,10 @@ def load_curves(path: str | os.PathLike, *, task: str | None = None, metric: str
     (see `bench.records.curves.curves_from_foreign`; `task`, `metric` and `higher_is_better` describe
     those). Bad input raises a one-line BenchError naming the file (and the row)."""
     p = Path(path)
-    if p.is_dir() or p.name.startswith("events.out.tfevents"):
+    if p.is_dir():
+        raise BenchError(f"{p}: is a folder; give curves files (bench.curves or bench.tta JSON, or CSV/JSON rows "
+                         "with batch_size, step or examples, metric)")
+    if p.name.startswith("events.out.tfevents"):
         raise BenchError(f"{p}: TensorBoard event files are not supported; export the scalars to CSV "
                          "with columns batch_size, step, metric (and seed, lr)")
     if not p.exists():

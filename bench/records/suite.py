@@ -11,6 +11,7 @@ needs it. Case ids are `bench.records.sweep.case_id`.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 from collections import OrderedDict
@@ -28,8 +29,10 @@ from bench.records.sweep import (
     LargestBatch,
     Measurement,
     SweepResult,
+    measurement_json_schema,
     parse_case_id,
 )
+from bench.records.validation import validate
 
 # Marks the extra_info written here, so readers know its layout (its keys: bench_schema, bench_schema_version).
 EXTRA_INFO = Schema("bench.pytest", 1, "bench extra_info")
@@ -162,7 +165,25 @@ def measurement_from_extra_info(info: dict) -> Measurement:
     EXTRA_INFO.check_version(info.get("bench_schema_version"), "bench_schema_version")
     if not isinstance(info.get("measurement"), dict):
         raise InvalidResultsFile("bench extra_info has no measurement")
+    validate(info["measurement"], measurement_json_schema(), "bench extra_info measurement")
     return Measurement.from_dict(info["measurement"])
+
+
+@functools.cache
+def pytest_benchmark_json_schema() -> dict:
+    """What bench reads of pytest-benchmark's JSON, checked at load: the keys it uses, with their types
+    (our extra_info's measurement is checked when a benchmark is read, against the sweep point's schema)."""
+    stats = {"type": "object", "properties": {"data": {"type": ["array", "null"], "items": {"type": "number", "minimum": 0}},
+                                              "iterations": {"type": ["integer", "null"]}}}
+    bench = {"type": "object", "properties": {
+        "name": {"type": ["string", "null"]}, "fullname": {"type": ["string", "null"]},
+        "group": {"type": ["string", "null"]}, "params": {"type": ["object", "null"]},
+        "stats": stats, "extra_info": {"type": ["object", "null"]}}}
+    return {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object", "properties": {
+        "machine_info": {"type": "object"}, "commit_info": {"type": ["object", "null"]},
+        "benchmarks": {"type": "array", "items": bench}, "datetime": {"type": ["string", "null"]},
+        FAILED_CASES_KEY: {"type": ["array", "null"], "items": {"type": "object"}}},
+        "required": ["machine_info", "benchmarks"]}
 
 
 @dataclass
@@ -177,6 +198,7 @@ class PytestBenchmarkRun:
     def from_dict(cls, data: Any, source: str | None = None) -> "PytestBenchmarkRun":
         if not is_pytest_benchmark(data):
             raise InvalidResultsFile("not a pytest-benchmark JSON file (expected machine_info and a list of benchmarks)")
+        validate(data, pytest_benchmark_json_schema(), "pytest-benchmark JSON file")
         return cls(data, source)
 
     @property
@@ -238,7 +260,8 @@ class PytestBenchmarkRun:
                 m, info, suite = read(bench)
             except (KeyError, TypeError, ValueError, InvalidResultsFile) as e:
                 name = bench.get("fullname") or bench.get("name") or f"#{i}"
-                raise InvalidResultsFile(f"{self._where}: {what} {name}: {type(e).__name__}: {e}") from None
+                why = str(e) if isinstance(e, InvalidResultsFile) else f"{type(e).__name__}: {e}"
+                raise InvalidResultsFile(f"{self._where}: {what} {name}: {why}") from None
             args = info.get("workload_args") or {}
             key = f"{suite}|{m.case.group_key}|{json.dumps(args, sort_keys=True, default=str)}"
             g = groups.setdefault(key, {"suite": suite, "points": [], "names": [], "failed_names": [], "infos": []})

@@ -7,6 +7,7 @@ downstream re-measures. The JSON layout is documented in docs/schema.md.
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from dataclasses import asdict, dataclass, field, replace
@@ -15,14 +16,22 @@ from typing import Any, Iterable
 
 from bench.core.errors import InvalidResultsFile
 from bench.core.io import read_json, write_json_atomic
-from bench.core.vocabulary import OPTIMIZERS, PRECISIONS, PROBE_KINDS, STATUS_OK, STATUSES
+from bench.core.vocabulary import (
+    OPTIMIZERS,
+    PRECISIONS,
+    PROBE_KINDS,
+    STATUS_OK,
+    STATUSES,
+)
 from bench.measure.stats import SampleStats, summarize
 from bench.measure.timing import BlockShortfall
 from bench.records.envelope import Schema, header, read_header
+from bench.records.validation import dataclass_schema, envelope_schema, nullable
 
 # "bench.run.sweep" is the name a development build wrote for a while (a module path rewritten by
 # mistake); it is read as this kind, never written.
-SWEEP = Schema("bench.sweep", 1, "sweep results file", aliases=("bench.run.sweep",))
+SWEEP = Schema("bench.sweep", 1, "sweep results file", aliases=("bench.run.sweep",),
+               json_schema=lambda: sweep_json_schema())
 SWEEP_SCHEMA = SWEEP.name
 SCHEMA_VERSION = SWEEP.version
 
@@ -374,6 +383,49 @@ class SweepResult:
 
     def to_dataframe(self):
         return points_dataframe(self.points)
+
+
+# --------------------------------------------------------------------------- the JSON Schema
+
+
+_SECONDS = {"type": "array", "items": {"type": "number", "minimum": 0}}
+
+
+@functools.cache
+def measurement_json_schema() -> dict:
+    """The JSON Schema of one point (a Measurement's dict form), also inside the suites' extra_info."""
+    case = dataclass_schema(Case, {"batch_size": {"minimum": 1}})
+    nonneg_int = {"type": ["integer", "null"], "minimum": 0}
+    return dataclass_schema(Measurement, {
+        "case": case,
+        "status": {"enum": list(STATUSES)},
+        "samples_s": {**_SECONDS, "type": ["array", "null"]},
+        "warmup_samples_s": {**_SECONDS, "type": ["array", "null"]},
+        "block_medians_s": {**_SECONDS, "type": ["array", "null"]},
+        "wall_time_s": {"type": ["number", "null"], "minimum": 0},
+        "peak_allocated_bytes": nonneg_int, "peak_reserved_bytes": nonneg_int, "skipped_steps": nonneg_int,
+        "telemetry": {"type": ["object", "null"]},
+        "warnings": {"type": ["array", "null"], "items": {"type": "string"}},
+        "null_reasons": {"type": ["object", "null"]},
+    }, required=["case", "status"])
+
+
+@functools.cache
+def sweep_json_schema() -> dict:
+    """The JSON Schema of a bench.sweep file (the current version), checked at every load."""
+    probe = dataclass_schema(Probe, {"batch_size": {"minimum": 1}})
+    largest = {"type": "object", "properties": {
+        "batch_size": {"type": ["integer", "null"], "minimum": 1},
+        "reason": {"type": ["string", "null"]},
+        "limited": {"type": "boolean"},
+        "probes": {"type": ["array", "null"], "items": probe},
+    }}
+    return envelope_schema({
+        "config": {"type": ["object", "null"]},
+        "points": {"type": ["array", "null"], "items": measurement_json_schema()},
+        "largest_batch": nullable(largest),
+        "analysis": {"type": ["object", "null"]},
+    })
 
 
 def points_dataframe(points: Iterable[Measurement]):

@@ -6,6 +6,7 @@ time to target and the whole analysis. Only the schema: the computations live in
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -16,10 +17,11 @@ import numpy as np
 from bench.core.errors import InvalidResultsFile
 from bench.core.io import read_json, write_json_atomic
 from bench.measure.stats import CONFIDENCE
-from bench.records.curves import Curve
+from bench.records.curves import Curve, curve_json_schema
 from bench.records.envelope import Schema, header, read_header
+from bench.records.validation import dataclass_schema, envelope_schema, nullable
 
-TTA = Schema("bench.tta", 1, "time-to-accuracy file")
+TTA = Schema("bench.tta", 1, "time-to-accuracy file", json_schema=lambda: tta_json_schema())
 TTA_SCHEMA = TTA.name
 TTA_SCHEMA_VERSION = TTA.version
 
@@ -360,6 +362,33 @@ class TTAResult:
             )
         except (KeyError, TypeError, ValueError) as e:
             raise InvalidResultsFile(f"malformed bench.tta file: {type(e).__name__}: {e}") from None
+
+
+@functools.cache
+def tta_json_schema() -> dict:
+    """The JSON Schema of a bench.tta file (the current version), checked at every load: every record
+    of the study and of its analysis, typed from the dataclasses above."""
+    batch = {"minimum": 1}
+    steps = dataclass_schema(BatchSteps, {"batch_size": batch, "lr_cells": {"type": "array",
+                                                                            "items": dataclass_schema(LRCell)}})
+    analysis = dataclass_schema(TTAAnalysis, {
+        "batches": {"type": "array", "items": dataclass_schema(BatchTTA, {"batch_size": batch})},
+        "lr_selection": {"type": "array", "items": steps},
+        "scaling_fit": nullable(dataclass_schema(ScalingFit)),
+        "step_time_fit": nullable(dataclass_schema(StepTimeFit)),
+    })
+    return envelope_schema({
+        "config": {"type": ["object", "null"]},
+        "task": {"type": ["object", "null"]},
+        "step_time_source": {"type": ["string", "null"]},
+        "step_times": {"type": ["array", "null"], "items": dataclass_schema(StepTime, {
+            "batch_size": batch, "median_s": {"minimum": 0}})},
+        "step_time_missing": {"type": ["object", "null"]},
+        "noise_scale": nullable(dataclass_schema(NoiseScaleEstimate)),
+        "analysis": nullable(analysis),
+        "null_reasons": {"type": ["object", "null"]},
+        "curves": {"type": ["array", "null"], "items": curve_json_schema()},
+    })
 
 
 def save_tta(result: TTAResult, path: str | os.PathLike) -> Path:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from bench.core.vocabulary import PROBE_KINDS
 from typing import Callable, Iterable, Protocol, Sequence
+
+from bench.core.vocabulary import PROBE_KINDS
 
 MODEL_POINTS = 2  # a secant through the two largest batches: memory may bend at small batches
 

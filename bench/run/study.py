@@ -19,6 +19,7 @@ from bench.analysis.tta import (
     step_time_fit_from_sweep,
     step_times_from_sweep,
 )
+from bench.core.devices import resolve_device
 from bench.core.errors import BenchError
 from bench.core.vocabulary import TIMED_AS
 from bench.measure.tasks import Task, load_task
@@ -28,6 +29,7 @@ from bench.measure.workloads import task_workload
 from bench.records.curves import Curve
 from bench.records.sweep import load_sweep
 from bench.records.tta import TTAResult, load_tta, save_tta
+from bench.run.bounds import check_task_fits
 from bench.run.runner import Resumable
 from bench.run.train.lr import log_spaced_factors
 from bench.run.train.noise import measure_noise_scale
@@ -113,6 +115,30 @@ class StudyConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    def validate(self) -> None:
+        """One-line BenchError for the study's own settings (the grid and the runs check theirs), so a
+        bad setting fails before hours of training rather than after them."""
+        for name in ("noise_batch_small", "noise_batch_big", "noise_steps"):
+            v = getattr(self, name)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise BenchError(f"{name.replace('_', ' ')} must be a whole number >= 1, got {v!r}")
+        if not isinstance(self.n_bootstrap, int) or isinstance(self.n_bootstrap, bool) or self.n_bootstrap < 0:
+            raise BenchError(f"bootstrap resamples must be a whole number >= 0, got {self.n_bootstrap!r}")
+        if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
+            raise BenchError(f"threads must be >= 1, got {self.threads}")
+        if self.measure_step_time and self.sweep_path is None:
+            self.sweep_config(seed=self.seeds[0] if self.seeds else 0).validate()
+
+    def sweep_config(self, *, seed: int, workload: str = "task", batch_sizes: list[int] | None = None):
+        """The settings the study times steps with (bench.run.sweep.SweepConfig)."""
+        from bench.run.sweep import SweepConfig
+
+        return SweepConfig(workload=workload, device=self.device, precision=self.precision,
+                           optimizer=TIMED_AS.get(self.optimizer or "sgd", "sgd"),
+                           batch_sizes=list(batch_sizes or self.batch_sizes or [1]),
+                           budget_s=self.sweep_budget_s, min_time_s=self.sweep_min_time_s, find_largest=False,
+                           seed=seed)
+
 
 def _noise_settings(cfg: StudyConfig, curves: list[Curve]) -> tuple[int, int, float, int, str]:
     small = cfg.noise_batch_small or cfg.batch_sizes[0]
@@ -143,15 +169,16 @@ def run_study(cfg: StudyConfig, *, output: str | os.PathLike | None = None, resu
               overwrite: bool = False, progress: ProgressFn | None = None, task: Task | None = None) -> TTAResult:
     """Run (or resume) the whole study and return its result, analysis included."""
     notify = progress or (lambda event, info: None)
+    cfg.validate()
     if cfg.threads is not None:
-        if cfg.threads < 1:
-            raise BenchError(f"threads must be >= 1, got {cfg.threads}")
         torch.set_num_threads(cfg.threads)
     task = task or load_task(cfg.task, cfg.task_params)
     cfg = cfg.resolved(task)
+    cfg.validate()  # again, with the task's defaults filled in
     grid, rc = cfg.grid(), cfg.run_config()
     specs = grid.runs(task)
     rc.validate()
+    check_task_fits(task, resolve_device(cfg.device), cfg.batch_sizes)
     identity = {**grid_identity(task, grid, rc), "study": cfg.to_dict()}
     environment = fingerprint(cfg.device)
     if cfg.sweep_path is not None:
@@ -162,7 +189,8 @@ def run_study(cfg: StudyConfig, *, output: str | os.PathLike | None = None, resu
                                  created=datetime.now(timezone.utc).isoformat(timespec="seconds")),
         load=load_tta, save=save_tta, entries=lambda r: r.curves, key=lambda c: c.run_key,
         identity=grid_resume_identity(identity, environment.get("hash")),
-        identity_of=lambda r: grid_resume_identity(r.config, (r.environment or {}).get("hash")))
+        identity_of=lambda r: grid_resume_identity(r.config, (r.environment or {}).get("hash")),
+        failed=lambda c: c.failed)
     result, save = run.result, run.save
 
     run_specs(task, specs, rc, done=run.done, on_curve=run.add, progress=progress)
@@ -215,10 +243,7 @@ def run_study(cfg: StudyConfig, *, output: str | os.PathLike | None = None, resu
 
 def measure_step_times(task: Task, cfg: StudyConfig, progress: ProgressFn | None = None):
     """Time a training step of the task's own model at each batch size with the sweep library."""
-    from bench.run.sweep import SweepConfig, run_sweep
+    from bench.run.sweep import run_sweep
 
-    sc = SweepConfig(workload=f"task:{task.name}", device=cfg.device, precision=cfg.precision,
-                     optimizer=TIMED_AS.get(cfg.optimizer, "sgd"), batch_sizes=list(cfg.batch_sizes),
-                     budget_s=cfg.sweep_budget_s, min_time_s=cfg.sweep_min_time_s, find_largest=False,
-                     seed=cfg.seeds[0])
+    sc = cfg.sweep_config(seed=cfg.seeds[0], workload=f"task:{task.name}", batch_sizes=list(cfg.batch_sizes))
     return run_sweep(sc, workload=task_workload(task), progress=None)

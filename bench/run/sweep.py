@@ -46,6 +46,7 @@ from bench.records.sweep import (
     load_sweep,
     save_sweep,
 )
+from bench.run.bounds import check_workload_fits
 from bench.run.largest import LargestBatchSearch, describe_probes, search_largest_batch
 from bench.run.runner import Identity, Resumable
 
@@ -102,7 +103,7 @@ class SweepConfig:
             raise BenchError(f"maximum batch size {self.max_batch} is below the minimum {self.min_batch}")
         if not 0 < self.eps < 1:
             raise BenchError(f"equal-time tolerance must be between 0 and 1, got {self.eps}")
-        if self.peak_tflops is not None and not self.peak_tflops > 0:
+        if self.peak_tflops is not None and not 0 < self.peak_tflops < float("inf"):
             raise BenchError(f"peak TFLOP/s must be a positive number, got {self.peak_tflops}")
         if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool)
                                          or self.threads < 1):
@@ -521,6 +522,7 @@ def prepare(config: SweepConfig, workload=None):
     if workload is None:
         workload = load_workload(config.workload, config.workload_args)
     check_options(config.step_options(), device)
+    check_workload_fits(workload, device, config.batch_sizes or ([config.max_batch] if config.max_batch else []))
     return workload, device
 
 

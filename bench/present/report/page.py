@@ -8,7 +8,7 @@ import json
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import bench.present.fmt as fmt
 from bench import __version__
@@ -221,10 +221,14 @@ def write_report(html: str, path: str | os.PathLike, *, overwrite: bool = False)
 
 def make_report(paths: Iterable[str | os.PathLike], output: str | os.PathLike | None = None, *,
                 title: str | None = None, overwrite: bool = False,
-                max_embed_bytes: int = DEFAULT_MAX_EMBED_BYTES) -> Path:
-    """Read `paths`, build the page, write it (default reports/report-<time>.html); returns its path."""
+                max_embed_bytes: int = DEFAULT_MAX_EMBED_BYTES,
+                on_skipped: Callable[[str, str], None] | None = None) -> Path:
+    """Read `paths`, build the page, write it (default reports/report-<time>.html); returns its path.
+    `on_skipped(path, reason)` hears of each file in a folder that was skipped (also listed on the page)."""
     out = Path(output) if output is not None else default_output()
     check_output(out, overwrite)  # fail before the work, not after
     inputs = load_inputs(paths)
+    for path, reason in inputs.skipped if on_skipped else ():
+        on_skipped(path, reason)
     html = build_report(inputs, title=title, max_embed_bytes=max_embed_bytes)
     return write_report(html, out, overwrite=overwrite)

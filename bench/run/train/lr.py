@@ -45,16 +45,16 @@ def log_spaced_factors(points: int, ratio: float = 2.0) -> list[float]:
     """`points` factors spaced by `ratio` and centred on 1: 3 points, ratio 2 -> [0.5, 1, 2]."""
     if points < 1:
         raise BenchError(f"the LR grid needs at least one point, got {points}")
-    if not ratio > 1:
-        raise BenchError(f"LR grid ratio must be > 1, got {ratio}")
+    if not (ratio > 1 and math.isfinite(ratio)):
+        raise BenchError(f"LR grid ratio must be a finite number > 1, got {ratio}")
     mid = (points - 1) / 2.0
     return [float(ratio ** (i - mid)) for i in range(points)]
 
 
 def warmup_steps_from_epochs(epochs: float, train_size: int | None, batch_size: int) -> int:
     """Warm-up length in steps for `epochs` passes over `train_size` examples at `batch_size`."""
-    if epochs < 0:
-        raise BenchError(f"warm-up epochs must be >= 0, got {epochs}")
+    if not (epochs >= 0 and math.isfinite(epochs)):
+        raise BenchError(f"warm-up epochs must be a finite number >= 0, got {epochs}")
     if epochs == 0:
         return 0
     if not train_size:

@@ -16,8 +16,9 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from bench.core.devices import resolve_device
+from bench.core.devices import is_oom, resolve_device
 from bench.core.errors import BenchError
+from bench.core.params import one_line
 from bench.core.vocabulary import TRAINING_PRECISIONS
 from bench.measure.optim import OPTIMIZERS, make_optimizer, set_lr
 from bench.measure.tasks import Task
@@ -29,6 +30,7 @@ from bench.records.curves import (
     load_curves_file,
     save_curves_file,
 )
+from bench.run.bounds import check_task_fits
 from bench.run.runner import Identity, Resumable
 from bench.run.train.lr import (
     LR_RULES,
@@ -97,21 +99,29 @@ class RunConfig:
     device: str = "cpu"
 
     def validate(self) -> None:
-        if self.max_steps < 1:
-            raise BenchError(f"max steps must be >= 1, got {self.max_steps}")
-        if self.eval_every < 1:
-            raise BenchError(f"evaluation interval must be >= 1 step, got {self.eval_every}")
-        if self.max_time_s is not None and not self.max_time_s > 0:
-            raise BenchError(f"time budget must be > 0 seconds, got {self.max_time_s}")
+        if not _whole(self.max_steps) or self.max_steps < 1:
+            raise BenchError(f"max steps must be a whole number >= 1, got {self.max_steps!r}")
+        if not _whole(self.eval_every) or self.eval_every < 1:
+            raise BenchError(f"evaluation interval must be a whole number >= 1 of steps, got {self.eval_every!r}")
+        if self.max_time_s is not None and not (self.max_time_s > 0 and math.isfinite(self.max_time_s)):
+            raise BenchError(f"time budget must be a finite number > 0 of seconds, got {self.max_time_s}")
         if not self.divergence_factor > 1:
             raise BenchError(f"divergence factor must be > 1, got {self.divergence_factor}")
-        if self.continue_after_target < 0:
-            raise BenchError(f"continue-after-target fraction must be >= 0, got {self.continue_after_target}")
+        if not (self.continue_after_target >= 0 and math.isfinite(self.continue_after_target)):
+            raise BenchError(f"continue-after-target fraction must be a finite number >= 0, got {self.continue_after_target}")
         if self.target is not None and not math.isfinite(self.target):
             raise BenchError(f"target must be a finite number, got {self.target}")
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def _whole(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _finite(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def autocast(precision: str, device: torch.device):
@@ -248,13 +258,33 @@ class GridSpec:
     max_lr: float | None = None
 
     def validate(self) -> None:
+        """One-line BenchError for any setting no run could use (checked before any run starts)."""
         if not self.batch_sizes:
             raise BenchError("no batch sizes given")
+        if not (_finite(self.base_lr) and self.base_lr > 0):
+            raise BenchError(f"base learning rate must be a finite number > 0, got {self.base_lr!r}")
+        if not _whole(self.base_batch_size) or self.base_batch_size < 1:
+            raise BenchError(f"base batch size must be a whole number >= 1, got {self.base_batch_size!r}")
+        if not (_finite(self.momentum) and self.momentum >= 0):
+            raise BenchError(f"momentum must be a finite number >= 0, got {self.momentum!r}")
+        if not (_finite(self.weight_decay) and self.weight_decay >= 0):
+            raise BenchError(f"weight decay must be a finite number >= 0, got {self.weight_decay!r}")
+        if not (_finite(self.trust_coefficient) and self.trust_coefficient > 0):
+            raise BenchError(f"trust coefficient must be a finite number > 0, got {self.trust_coefficient!r}")
+        if not _finite(self.warmup_epochs) or not _whole(self.warmup_steps):
+            raise BenchError(f"warm-up length must be a finite number, got {self.warmup_epochs!r} epochs, "
+                             f"{self.warmup_steps!r} steps")
+        if not (_finite(self.warmup_start_factor) and 0 <= self.warmup_start_factor <= 1):
+            raise BenchError(f"warm-up start factor must be between 0 and 1, got {self.warmup_start_factor!r}")
         if self.max_lr is not None and not (self.max_lr > 0 and math.isfinite(self.max_lr)):
             raise BenchError(f"LR cap must be a positive number, got {self.max_lr!r}")
         for b in self.batch_sizes:
             if not isinstance(b, int) or isinstance(b, bool) or b < 1:
                 raise BenchError(f"batch sizes must be positive integers, got {b!r}")
+        if self.optimizer not in OPTIMIZERS:
+            raise BenchError(f"unknown optimizer {self.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+        if self.precision not in PRECISIONS:
+            raise BenchError(f"unknown precision {self.precision!r} for training runs; choose one of {', '.join(PRECISIONS)}")
         if self.lr_rule not in LR_RULES:
             raise BenchError(f"unknown LR rule {self.lr_rule!r}; choose one of {', '.join(LR_RULES)}")
         if not self.seeds:
@@ -287,9 +317,25 @@ class GridSpec:
         return asdict(self)
 
 
+def failed_curve(task: Task, spec: RunSpec, config: RunConfig, error: BaseException) -> Curve:
+    """The record of a run that raised: its identity, no evaluations, and the error in one line
+    (out-of-memory errors say so), so the grid goes on and a resumed grid runs it again."""
+    message = one_line(error)
+    if is_oom(error) and "out of memory" not in message.lower():
+        message = f"out of memory: {message}"
+    return Curve(task=task.name, batch_size=spec.batch_size, lr=spec.lr, seed=spec.seed, metric=task.metric,
+                 higher_is_better=task.higher_is_better, lr_rule=spec.lr_rule, base_lr=spec.base_lr,
+                 base_batch_size=spec.base_batch_size, lr_factor=spec.lr_factor, optimizer=spec.optimizer,
+                 warmup_steps=spec.warmup_steps, precision=spec.precision, target=config.target,
+                 stop_reason=f"failed: {message}", run_key=spec.key, error=message)
+
+
 def run_specs(task: Task, specs: Sequence[RunSpec], config: RunConfig, *, done: Iterable[str] = (),
               on_curve: Callable[[Curve], None] | None = None, progress: ProgressFn | None = None) -> list[Curve]:
-    """Train every spec whose key is not in `done`, calling `on_curve` after each; return the new curves."""
+    """Train every spec whose key is not in `done`, calling `on_curve` after each; return the new curves.
+
+    A run that raises (out of memory, the task's own exception) is recorded as a failed curve
+    (`Curve.error`) and the grid goes on; a BenchError (a setting no run can use) stops it."""
     notify = progress or (lambda event, info: None)
     done = set(done)
     new = []
@@ -298,7 +344,12 @@ def run_specs(task: Task, specs: Sequence[RunSpec], config: RunConfig, *, done: 
     for i, spec in enumerate(todo):
         notify("run", {"spec": spec, "index": i, "total": len(todo)})
         t0 = time.perf_counter()
-        curve = train_run(task, spec, config)
+        try:
+            curve = train_run(task, spec, config)
+        except BenchError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a failure at one batch size is a result, as in a sweep
+            curve = failed_curve(task, spec, config, e)
         new.append(curve)
         if on_curve is not None:
             on_curve(curve)
@@ -334,13 +385,15 @@ def run_grid(task: Task, grid: GridSpec, config: RunConfig, *, output: str | os.
     """Run the grid; with `output`, rewrite a bench.curves file after every run (resume skips done runs)."""
     specs = grid.runs(task)
     config.validate()
+    check_task_fits(task, resolve_device(config.device), grid.batch_sizes)
     identity = grid_identity(task, grid, config)
     run = Resumable.open(
         output, resume=resume, overwrite=overwrite,
         create=lambda: CurvesFile(config=identity, task=task.info(), environment=fingerprint(config.device),
                                   created=datetime.now(timezone.utc).isoformat(timespec="seconds")),
         load=load_curves_file, save=save_curves_file, entries=lambda cf: cf.curves, key=lambda c: c.run_key,
-        identity=grid_resume_identity(identity), identity_of=lambda cf: grid_resume_identity(cf.config))
+        identity=grid_resume_identity(identity), identity_of=lambda cf: grid_resume_identity(cf.config),
+        failed=lambda c: c.failed)
     run.result.config = identity  # the grid may have grown
 
     run_specs(task, specs, config, done=run.done, on_curve=run.add, progress=progress)
