@@ -19,6 +19,46 @@ def _ci(ci) -> str:
     return f"[{ci[0]:.3g}, {ci[1]:.3g}]" if ci else "[—]"
 
 
+def interval_method(f) -> str:
+    """How a scaling fit's intervals were made, in words: '95% profile likelihood', '95% percentile
+    bootstrap over batch sizes', or 'no interval' (files from before `interval_method` say 'bootstrap')."""
+    method = getattr(f, "interval_method", None)
+    if method is None and f.bootstrap_method:
+        return f"{f.confidence:.0%} bootstrap over {f.bootstrap_method}"
+    if method is None:
+        return "no interval"
+    if f.bootstrap_method and "bootstrap" in method:
+        return f"{f.confidence:.0%} {method} over {f.bootstrap_method}"
+    return f"{f.confidence:.0%} {method}"
+
+
+def _value_ci(value: float, ci, reason: str | None, unit: str = "") -> str:
+    """'199 [198, 200]' or, where the interval is null, the value and why there is none."""
+    shown = f"{value:.3g}{unit}"
+    if ci:
+        return f"{shown} {_ci(ci)}"
+    return f"{shown} (no interval: {reason})" if reason else f"{shown} [—]"
+
+
+def scaling_sentence(f) -> str:
+    """The fitted S_min, B_crit and E_min with their intervals, or why each interval is missing."""
+    if f is None or f.b_crit is None:
+        return f"No scaling fit: {f.reason if f else 'no curves'}."
+    nr = getattr(f, "null_reasons", None) or {}
+    if f.b_crit_ci:
+        head = f"Critical batch size B_crit = {f.b_crit:.3g} {_ci(f.b_crit_ci)} ({interval_method(f)})"
+    elif nr.get("b_crit_ci"):
+        head = f"Critical batch size B_crit ≈ {f.b_crit:.3g}, no interval ({interval_method(f)}: {nr['b_crit_ci']})"
+    else:
+        head = f"Critical batch size B_crit = {f.b_crit:.3g} [—] ({interval_method(f)})"
+    same = nr.get("s_min_ci") and nr.get("s_min_ci") == nr.get("b_crit_ci")
+    s_min = f"{f.s_min:.3g} steps {_ci(f.s_min_ci)}" if f.s_min_ci or same or not nr.get("s_min_ci") \
+        else _value_ci(f.s_min, None, nr.get("s_min_ci"), " steps")
+    e_min = f"{f.e_min:.3g} examples {_ci(f.e_min_ci)}" if f.e_min_ci or not nr.get("e_min_ci") or \
+        nr.get("e_min_ci") == nr.get("b_crit_ci") else _value_ci(f.e_min, None, nr.get("e_min_ci"), " examples")
+    return f"{head}; S_min = {s_min}, E_min = {e_min}; fit residual {f.rel_rms_residual:.1%} rms."
+
+
 def tta_verdict(result, *, warnings: bool = True) -> list[str]:
     """Plain sentences on a finished study (a TTAResult); with `warnings`, the analysis's warnings last."""
     a = result.analysis
@@ -26,14 +66,7 @@ def tta_verdict(result, *, warnings: bool = True) -> list[str]:
         return ["The study has no analysis yet (unfinished?)."]
     better = "≥" if a.higher_is_better else "≤"
     lines = [f"Target: {a.metric} {better} {a.target:.4g}."]
-    f = a.scaling_fit
-    if f and f.b_crit is not None:
-        how = f"{f.confidence:.0%} bootstrap over {f.bootstrap_method}" if f.bootstrap_method else "no bootstrap interval"
-        lines.append(f"Critical batch size B_crit = {f.b_crit:.3g} {_ci(f.b_crit_ci)} ({how}); "
-                     f"S_min = {f.s_min:.3g} steps {_ci(f.s_min_ci)}, "
-                     f"E_min = {f.e_min:.3g} examples {_ci(f.e_min_ci)}; fit residual {f.rel_rms_residual:.1%} rms.")
-    else:
-        lines.append(f"No scaling fit: {f.reason if f else 'no curves'}.")
+    lines.append(scaling_sentence(a.scaling_fit))
     ns = result.noise_scale
     if ns is not None and ns.b_simple is not None:
         agree = noise_scale_agreement(a.noise_scale_vs_b_crit)
@@ -99,11 +132,13 @@ def naive_sentence(a) -> str | None:
     fastest = n.get("naive_best_is_fastest")
     if fastest is None:  # files written before the field: the same comparison
         fastest = n["naive_best_batch"] == a.best_time_batch
-    summary = (f"it picks batch {n['naive_best_batch']} and predicts {fmt.duration(n['naive_best_predicted_time_s'])} "
-               f"to target; that batch really takes {fmt.duration(n['naive_best_true_time_s'])}, "
-               + ("which is also the fastest" if fastest
-                  else f"{n['penalty_rel']:+.0%} vs the fastest, batch {a.best_time_batch} "
-                       f"({fmt.duration(a.best_time_s)})"))
+    predicted, true = n["naive_best_predicted_time_s"], n["naive_best_true_time_s"]
+    off = predicted / true - 1.0 if predicted and true else None
+    summary = (f"it picks batch {n['naive_best_batch']} and predicts {fmt.duration(predicted)} to target; the truth "
+               f"is {fmt.duration(true)}" + (f", so the rule of thumb is off by {off:+.0%}" if off is not None else "")
+               + "; " + ("that batch is also the fastest" if fastest
+                         else f"that batch is {n['penalty_rel']:+.0%} slower than the fastest, batch "
+                              f"{a.best_time_batch} ({fmt.duration(a.best_time_s)})"))
     assumption = (f"every batch size takes batch {n['reference_batch']}'s step time "
                   f"({fmt.duration(n['assumed_step_time_s'])})")
     return f"Equal-step-time rule of thumb ({assumption}): {summary}."

@@ -122,6 +122,10 @@ class BatchSteps:
     final_eval_metric: float | None = None  # mean over the best LR's seeds of each run's last evaluation
     best_eval_metric: float | None = None
     n_runs: int = 0
+    # Not reached: a lower bound on its steps (censored data), the fewest steps any learning rate could
+    # still have needed; None with `censored_reason` where there is none (every run diverged).
+    censored_at: float | None = None
+    censored_reason: str | None = None
 
     @property
     def reached(self) -> bool:
@@ -147,7 +151,8 @@ def steps_model(batch_size, s_min: float, b_crit: float):
 
 @dataclass
 class ScalingFit:
-    """S_min, B_crit and E_min = S_min·B_crit with percentile-bootstrap intervals."""
+    """S_min, B_crit and E_min = S_min·B_crit with their intervals (`interval_method` says how they were
+    made; a null interval has its reason in `null_reasons`)."""
 
     s_min: float | None
     b_crit: float | None
@@ -158,7 +163,7 @@ class ScalingFit:
     confidence: float = CONFIDENCE
     n_bootstrap: int = 0
     n_bootstrap_ok: int = 0
-    bootstrap_method: str | None = None
+    bootstrap_method: str | None = None  # what a bootstrap resampled (interval_method "percentile bootstrap")
     bootstrap_seed: int = 0
     batch_sizes: list[int] = field(default_factory=list)
     rel_rms_residual: float | None = None
@@ -166,6 +171,16 @@ class ScalingFit:
     regimes: dict[str, str | None] = field(default_factory=dict)
     regime_rule: str | None = None  # how `regimes` were decided (bench.analysis.scaling.REGIME_RULE)
     reason: str | None = None  # why there is no fit
+    interval_method: str | None = None  # "profile likelihood" or "percentile bootstrap"
+    # The B_crit values the data cannot rule out, with null for a side they leave open (B_crit -> 0 or
+    # -> infinity fits as well): where `b_crit_ci` is null because the interval is unbounded, this says how far.
+    b_crit_range: list[float | None] | None = None
+    residual_df: int | None = None  # observations - 2 fitted parameters
+    residuals: dict[str, float] = field(default_factory=dict)  # per reached batch size: steps / fitted - 1
+    censored_bounds: dict[str, float] = field(default_factory=dict)  # unreached batch -> lower bound on its steps
+    censored_used: list[int] = field(default_factory=list)  # the bounds the fit used
+    warnings: list[str] = field(default_factory=list)
+    null_reasons: dict[str, str] = field(default_factory=dict)
 
     def predict_steps(self, batch_size: float) -> float | None:
         if self.s_min is None or self.b_crit is None:
@@ -232,6 +247,7 @@ class BatchTTA:
     step_time_ci_high_s: float | None = None
     step_time_mean_s: float | None = None
     time_to_target_basis: str | None = None  # which step time TTA multiplies: "mean", or "median" without one
+    step_time_used_s: float | None = None  # the step time TTA multiplied: time_to_target_s = steps x this
     time_to_target_s: float | None = None
     time_to_target_low_s: float | None = None
     time_to_target_high_s: float | None = None

@@ -15,7 +15,8 @@ import numpy as np
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
-from bench.present.fmt import TIME_UNITS, compact, is_number
+from bench.present.fmt import compact, is_number
+from bench.present.fmt import time_unit as fmt_time_unit
 
 WIDTH_IN = 8.0
 HEIGHT_IN = 4.9
@@ -138,15 +139,11 @@ def log_y(ax, scale: float = 1.0) -> None:
 
 
 def time_unit(values: Iterable[float | None]) -> tuple[float, str]:
-    """(scale, unit) that shows the typical value between 1 and 1000."""
+    """(scale, unit) the typical value reads best in (fmt.time_unit: ns up to days)."""
     v = [abs(x) for x in values if ok(x) and x != 0]
     if not v:
         return 1.0, "s"
-    typical = float(np.median(v))
-    for scale, unit in TIME_UNITS:
-        if typical >= scale:
-            return scale, unit
-    return TIME_UNITS[-1]
+    return fmt_time_unit(float(np.median(v)))
 
 
 def bytes_unit(values: Iterable[float | None]) -> tuple[float, str]:
