@@ -246,3 +246,62 @@ def test_a_target_met_before_training_is_a_one_line_error():
     with pytest.raises(BenchError, match=r"target 0.5 is already met before training \(step 0\) by 1 of 3 runs "
                                          r"\(batch size 8\)"):
         steps_by_batch(curves, target=0.5)
+
+
+# ---------------------------------------------------------------------------------------------- censoring
+
+
+def test_an_unreached_batch_size_is_a_lower_bound_on_its_steps_from_every_lr_that_did_not_diverge():
+    diverged = run_curve(64, None, lr=0.8, seed=0, budget=30)
+    diverged.stop_reason = "diverged: loss 1e12"
+    curves = [run_curve(64, 300, lr=0.1, seed=0), run_curve(64, None, lr=0.1, seed=1, budget=500),  # mean >= 400
+              run_curve(64, None, lr=0.2, seed=0, budget=600), run_curve(64, None, lr=0.2, seed=1, budget=600),
+              diverged, run_curve(64, 20, lr=0.8, seed=1)]  # an LR that diverged on one seed bounds nothing
+    (b,) = steps_by_batch(curves, target=0.5)
+    assert not b.reached and b.censored_at == 400.0 and b.censored_reason is None
+    only_diverged = steps_by_batch([diverged], target=0.5)[0]
+    assert only_diverged.censored_at is None and only_diverged.censored_reason.startswith("every learning rate diverged")
+
+
+def _censored(b, bound):
+    return BatchSteps(b, None, None, reason=f"not reached within {bound} steps", censored_at=float(bound))
+
+
+def _noisy_model(sizes, noise=(1.03, 0.97, 1.02, 0.99, 1.01, 0.98, 1.02, 0.97, 1.03)):
+    return [_batch(b, float(steps_model(b, S_MIN, B_CRIT)) * f) for b, f in zip(sizes, noise)]
+
+
+def test_a_censored_batch_size_enters_the_fit_as_a_bound_and_pulls_the_prediction_up_to_it():
+    reached = _noisy_model(SIZES[:6])  # 16..512 reached
+    alone = fit_scaling(reached)
+    bound = 1.6 * alone.predict_steps(4096)  # within CENSOR_CONFLICT of the prediction: a usable bound
+    fit = fit_scaling(reached + [_censored(4096, bound)])
+    assert fit.censored_used == [4096] and fit.censored_bounds == {"4096": pytest.approx(bound)}
+    assert alone.predict_steps(4096) < fit.predict_steps(4096) < bound * 1.2
+    assert fit.warnings == []
+    assert fit.regimes["4096"] is None  # no regime for a batch size that never got there
+    ignored = fit_scaling(reached + [_censored(4096, bound)], use_censored=False)
+    assert ignored.b_crit == pytest.approx(alone.b_crit) and ignored.censored_used == []
+
+
+def test_a_bound_the_fit_undercuts_twice_over_is_a_warning_and_stays_out_of_the_fit():
+    reached = _noisy_model(SIZES[:6])
+    alone = fit_scaling(reached)
+    bound = 3.0 * alone.predict_steps(4096)
+    fit = fit_scaling(reached + [_censored(4096, bound)])
+    assert fit.censored_used == [] and fit.b_crit == pytest.approx(alone.b_crit)
+    (w,) = fit.warnings
+    assert w.startswith(f"batch size 4096 did not reach the target in {bound:.4g} steps, yet the fit to the batch "
+                        f"sizes that did predicts {alone.predict_steps(4096):.3g}")
+    assert "the fit or those runs are wrong" in w
+
+
+def test_a_run_stopped_short_of_the_truth_leaves_the_fit_and_its_interval_on_the_truth():
+    # Batch 4096 needs about 106 steps; its runs stopped at 95. The bound is true and uninformative.
+    reached = _noisy_model(SIZES[:8])
+    fit = fit_scaling(reached + [_censored(4096, 0.9 * float(steps_model(4096, S_MIN, B_CRIT)))])
+    assert fit.censored_used == [4096] and fit.warnings == []
+    assert fit.b_crit == pytest.approx(fit_scaling(reached).b_crit, rel=0.02)
+    assert fit.interval_method == INTERVAL_PROFILE
+    assert fit.b_crit_ci[0] < fit.b_crit < fit.b_crit_ci[1]
+    assert fit.b_crit_ci[0] <= B_CRIT <= fit.b_crit_ci[1]

@@ -326,3 +326,46 @@ def test_the_studys_step_timing_takes_the_measuring_defaults():
 
     assert StudyConfig().sweep_budget_s == MEASURE_DEFAULTS["budget_s"]
     assert StudyConfig().sweep_min_time_s is None  # the default minimum time, or the budget if smaller
+
+
+def test_a_heavy_tailed_step_time_is_flagged_and_the_time_used_makes_the_columns_multiply():
+    # A loaded machine: at batch 64 the mean step is 27x the median (16.2 ms vs 0.6 ms).
+    times = step_times()
+    heavy = next(t for t in times if t.batch_size == 64)
+    heavy.median_s, heavy.mean_s = 0.000595, 0.0162
+    heavy.ci_low_s, heavy.ci_high_s = 0.00059, 0.0006
+    for t in times:
+        if t.mean_s is None:
+            t.mean_s = t.median_s * 1.001  # everywhere else the mean is within the 1% CI target
+    a = analyse_tta(model_curves(), times, 0.5, n_bootstrap=0)
+    row = a.batch(64)
+    assert row.step_time_used_s == pytest.approx(0.0162) and row.time_to_target_basis == "mean"
+    assert row.time_to_target_s == pytest.approx(row.steps_to_target * row.step_time_used_s)
+    (w,) = [w for w in a.warnings if w.startswith("mean step time exceeds the median")]
+    assert "by more than the 1% CI target at batch size(s) 64 (up to 27.2x, at 64)" in w
+    assert not any("mean step time" in w for w in analyse_tta(model_curves(), step_times(), 0.5).warnings)
+
+
+def test_b_stars_predicted_time_uses_the_mean_step_time_as_the_measured_times_do():
+    times = step_times()
+    for t in times:
+        t.mean_s = 3.0 * t.median_s  # every step time: mean three times the median
+    a = analyse_tta(model_curves(), times, 0.5, n_bootstrap=0)
+    fit, sf = a.scaling_fit, a.step_time_fit
+    assert a.b_star_time_s == pytest.approx(3.0 * fit.predict_steps(a.b_star) * sf.predict_s(a.b_star))
+    assert "uses the mean step time (3x the fitted median there)" in a.b_star_rule
+    fastest = a.batch(a.best_time_batch)
+    assert a.b_star_time_s == pytest.approx(fastest.time_to_target_s, rel=0.15)  # model and measurement agree
+
+
+def test_batch_sizes_that_never_reached_the_target_get_no_fitted_steps_and_no_regime_but_say_why():
+    short = [Curve(task="synthetic", batch_size=4096, lr=0.1, seed=s, target=0.5, stop_reason="max steps",
+                   points=[CurvePoint(0, 0, eval_metric=0.0), CurvePoint(40, 40 * 4096, eval_metric=0.3)])
+             for s in (0, 1)]
+    curves = model_curves() + short
+    a = analyse_tta(curves, step_times(), 0.5, n_bootstrap=0)
+    row = a.batch(4096)
+    assert row.steps_to_target is None and row.fitted_steps is None and row.regime is None
+    assert row.null_reasons["fitted_steps"].startswith("not reached: at least 40 steps (a lower bound")
+    assert "no regime is read off a batch size that never got there" in row.null_reasons["regime"]
+    assert all(b.fitted_steps is not None and b.regime is not None for b in a.batches if b.batch_size != 4096)
