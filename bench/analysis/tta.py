@@ -351,16 +351,22 @@ def _generalisation(a: TTAAnalysis, curves: Sequence[Curve]) -> None:
 
 def tta_from_files(curve_paths: Sequence[str | os.PathLike], *, sweep_path: str | os.PathLike | None = None,
                    target: float | None = None, metric: str | None = None, higher_is_better: bool | None = None,
-                   batch_sizes: Sequence[int] | None = None, n_bootstrap: int = 1000) -> TTAResult:
-    """A TTAResult from curves files (bench.curves, bench.tta, CSV or JSON rows) and an optional sweep file."""
+                   batch_sizes: Sequence[int] | None = None, n_bootstrap: int = 1000,
+                   step_times_path: str | os.PathLike | None = None) -> TTAResult:
+    """A TTAResult from curves files (bench.curves, bench.tta, CSV or JSON rows) and the step times of
+    the same model: a sweep file, or a CSV of step times measured elsewhere (`step_times_path`,
+    bench.records.tta.read_step_times), not both."""
     from datetime import datetime, timezone
 
     from bench.records.curves import check_batch_sizes_present
     from bench.records.loader import load_curves
     from bench.records.sweep import load_sweep
+    from bench.records.tta import read_step_times
 
     if not curve_paths:
         raise BenchError("no curves files given")
+    if sweep_path is not None and step_times_path is not None:
+        raise BenchError("give the step times once: a sweep file or a step-times CSV, not both")
     curves: list[Curve] = []
     for p in curve_paths:
         curves += load_curves(p, metric=metric, higher_is_better=higher_is_better)
@@ -375,12 +381,13 @@ def tta_from_files(curve_paths: Sequence[str | os.PathLike], *, sweep_path: str 
             raise BenchError("give the target metric value (--target): the curves do not name one target")
         target = targets.pop()
     result = TTAResult(config={"curves": [str(p) for p in curve_paths], "sweep": str(sweep_path) if sweep_path else None,
+                               "step_times": str(step_times_path) if step_times_path else None,
                                "target": target, "n_bootstrap": n_bootstrap},
                        task={"name": curves[0].task, "metric": curves[0].metric,
                              "higher_is_better": curves[0].higher_is_better},
                        curves=curves, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     result.null_reasons["noise_scale"] = "not measured: curves were read from files"
-    fit, missing = None, {}
+    fit, missing, ci_target = None, {}, None
     if sweep_path is not None:
         sweep = load_sweep(sweep_path)
         result.step_times, missing = step_times_from_sweep(sweep)
@@ -388,12 +395,23 @@ def tta_from_files(curve_paths: Sequence[str | os.PathLike], *, sweep_path: str 
         result.step_time_source = f"sweep file {sweep_path} (workload {sweep.config.get('workload')!r})"
         result.environment = dict(sweep.environment or {})
         fit = step_time_fit_from_sweep(sweep)
+        rule = sweep.config.get("stopping_rule") if isinstance(sweep.config.get("stopping_rule"), dict) else {}
+        target_ci = rule.get("ci_target", sweep.config.get("ci_target"))
+        ci_target = float(target_ci) if _num(target_ci) and target_ci > 0 else None
+    elif step_times_path is not None:
+        result.step_times = read_step_times(step_times_path)
+        result.step_time_source = f"step-times file {step_times_path}"
+        for b in sorted({c.batch_size for c in curves} - {s.batch_size for s in result.step_times}):
+            missing[b] = f"no step time for batch {b} in {step_times_path}"
+        result.step_time_missing = {str(k): v for k, v in missing.items()}
+        result.null_reasons["environment"] = (f"step times read from {step_times_path}: the machine they were "
+                                              "measured on is not recorded")
     else:
         result.null_reasons["step_times"] = "no sweep file given: steps to target only, no time to target"
         result.null_reasons["environment"] = ("no sweep file given: nothing was measured on a known machine "
                                               "(the fingerprint is the sweep's)")
     result.analysis = analyse_tta(curves, result.step_times, target, step_time_fit=fit, step_time_missing=missing,
-                                  n_bootstrap=n_bootstrap)
+                                  n_bootstrap=n_bootstrap, ci_target=ci_target)
     if sweep_path is not None and curves[0].task not in str(sweep.config.get("workload")):
         result.analysis.warnings.append(
             f"the sweep timed workload {sweep.config.get('workload')!r} and the curves come from task "

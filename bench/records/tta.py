@@ -13,11 +13,12 @@ from typing import Any
 
 import numpy as np
 
-from bench.core.errors import InvalidResultsFile
+from bench.core.errors import BenchError, InvalidResultsFile
 from bench.core.io import read_json, write_json_atomic
 from bench.measure.stats import CONFIDENCE
 from bench.records.curves import Curve
 from bench.records.envelope import Schema, header, read_header
+from bench.records.tables import number, read_csv
 
 TTA = Schema("bench.tta", 1, "time-to-accuracy file")
 TTA_SCHEMA = TTA.name
@@ -50,6 +51,55 @@ class StepTime:
     @classmethod
     def from_dict(cls, d: dict) -> "StepTime":
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+STEP_TIME_COLUMNS = ("step_time_s", "median_s", "mean_s")
+
+
+def read_step_times(path: str | os.PathLike) -> list[StepTime]:
+    """Step times measured elsewhere (a cluster, a paper) from a CSV: `batch_size` and seconds per step as
+    `step_time_s` (one typical value, taken as both median and mean), `median_s` and/or `mean_s`;
+    optional `ci_low_s`, `ci_high_s` (a 95% interval of the median) and `energy_per_step_j`.
+    One-line BenchError naming the file and row for bad input."""
+    p = Path(path)
+    if not p.exists():
+        raise BenchError(f"{p}: no such file")
+    rows = read_csv(p, required=("batch_size",), one_of=(STEP_TIME_COLUMNS,),
+                    needs="batch_size and step_time_s (or median_s / mean_s) in seconds per step")
+    if not rows:
+        raise BenchError(f"{p}: no rows")
+    out: dict[int, StepTime] = {}
+    for i, r in enumerate(rows):
+        where = f"{p}: row {i + 1}"
+        b = number(r.get("batch_size"), "batch_size", where, integer=True)
+        if b < 1:
+            raise BenchError(f"{where}: batch_size must be >= 1, got {b}")
+        if b in out:
+            raise BenchError(f"{where}: batch size {b} appears twice; give one step time per batch size")
+        typical = number(r.get("step_time_s"), "step_time_s", where, required=False)
+        median = number(r.get("median_s"), "median_s", where, required=False)
+        mean = number(r.get("mean_s"), "mean_s", where, required=False)
+        if typical is None and median is None and mean is None:
+            raise BenchError(f"{where}: needs step_time_s, median_s or mean_s")
+        median = median if median is not None else typical if typical is not None else mean
+        mean = mean if mean is not None else typical
+        lo = number(r.get("ci_low_s"), "ci_low_s", where, required=False)
+        hi = number(r.get("ci_high_s"), "ci_high_s", where, required=False)
+        energy = number(r.get("energy_per_step_j"), "energy_per_step_j", where, required=False)
+        for name, v in (("step time", median), ("mean", mean), ("ci_low_s", lo), ("ci_high_s", hi)):
+            if v is not None and not v > 0:
+                raise BenchError(f"{where}: {name} must be > 0 seconds, got {v:g}")
+        if (lo is None) != (hi is None):
+            raise BenchError(f"{where}: give both ci_low_s and ci_high_s, or neither")
+        if lo is not None and not lo <= median <= hi:
+            raise BenchError(f"{where}: the interval [{lo:g}, {hi:g}] does not hold the step time {median:g}")
+        st = StepTime(b, median, lo, hi, energy, mean_s=mean)
+        if lo is None:
+            st.null_reasons["ci"] = f"no interval given in {p.name}"
+        if energy is None:
+            st.null_reasons["energy_per_step_j"] = f"not given in {p.name}"
+        out[b] = st
+    return [out[b] for b in sorted(out)]
 
 
 @dataclass
