@@ -18,6 +18,7 @@ from scipy import optimize, stats
 from bench.core.errors import BenchError
 from bench.measure.stats import CONFIDENCE
 from bench.records.curves import Curve
+from bench.records.steps_table import StepsTable, TableFit
 from bench.records.tta import BatchSteps, LRCell, ScalingFit, steps_model
 
 # Regime boundaries, from the model's local slope d log S / d log B = −B_crit/(B + B_crit):
@@ -467,3 +468,54 @@ def measured_scaling_exponents(batches: Sequence[BatchSteps]) -> dict[str, float
     for a, b in zip(reached, reached[1:]):
         out[str(a.batch_size)] = math.log(b.steps_to_target / a.steps_to_target) / math.log(b.batch_size / a.batch_size)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# A table the user already has
+
+
+def batches_from_table(table: StepsTable) -> list[BatchSteps]:
+    """One BatchSteps per batch size of a steps-to-target table: its rows are seeds of one setting. As
+    with curves, the batch size counts as reached only if every row did; otherwise it is censored at the
+    mean over rows of (steps where reached, else the bound)."""
+    by_batch: dict[int, list] = defaultdict(list)
+    for r in table.rows:
+        by_batch[r.batch_size].append(r)
+    out = []
+    for b in sorted(by_batch):
+        rows = by_batch[b]
+        seeds = [r.seed if r.seed is not None else i for i, r in enumerate(rows)]
+        steps = [r.steps if r.reached else None for r in rows]
+        cell = _cell_from_steps(None, None, seeds, steps, int(max(r.steps for r in rows)))
+        bs = BatchSteps(batch_size=b, best_lr=None, steps_to_target=None, lr_cells=[cell], n_runs=len(rows))
+        if cell.steps_to_target is None:
+            bs.reason = cell.reason
+            bs.censored_at = float(np.mean([r.steps for r in rows]))
+        else:
+            bs.steps_to_target = cell.steps_to_target
+            bs.steps_per_seed = list(cell.steps_per_seed)
+            bs.seeds = list(seeds)
+            bs.steps_low, bs.steps_high = float(min(steps)), float(max(steps))
+            bs.examples_to_target = cell.steps_to_target * b
+        out.append(bs)
+    return out
+
+
+def fit_table(table: StepsTable, *, interval: str = INTERVAL_PROFILE, confidence: float = CONFIDENCE,
+              n_bootstrap: int = 1000, seed: int = 0) -> TableFit:
+    """`bench fit`: S(B) = S_min·(1 + B_crit/B) fitted to a table of steps (or examples, or epochs) to
+    target, with intervals, regimes and residuals (see fit_scaling); E_min also in epochs when the
+    table knows its training set size."""
+    batches = batches_from_table(table)
+    fit = fit_scaling(batches, interval=interval, confidence=confidence, n_bootstrap=n_bootstrap, seed=seed)
+    out = TableFit(table.source, table.unit, table.dataset_size, batches, fit, comments=list(table.comments))
+    if table.dataset_size and fit.e_min is not None:
+        out.e_min_epochs = fit.e_min / table.dataset_size
+        if fit.e_min_ci:
+            out.e_min_epochs_ci = [v / table.dataset_size for v in fit.e_min_ci]
+    elif not table.dataset_size:
+        out.null_reasons["e_min_epochs"] = "no training set size given (--dataset-size N)"
+    else:
+        out.null_reasons["e_min_epochs"] = f"no fit: {fit.reason}"
+    return out
+

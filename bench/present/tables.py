@@ -86,3 +86,27 @@ def tta_table(result):
                 _g(b.final_eval_metric, 4)]
         t.add_row(*row)
     return t
+
+
+def table_fit_table(tf):
+    """A rich Table of `bench fit`: per batch size, the runs, mean steps to target (a lower bound where not
+    reached), the seed range, the fitted steps, the residual and the regime."""
+    from rich.table import Table
+
+    f = tf.fit
+    t = Table(title=f"steps to target · {tf.source or 'table'}", title_justify="left")
+    for col in ("batch", "runs", "steps to target", "seed range", "fitted", "residual", "regime"):
+        t.add_column(col, justify="left" if col == "regime" else "right")
+    for b in tf.batches:
+        key = str(b.batch_size)
+        if b.reached:
+            steps = fmt.quantity(b.steps_to_target)
+            seed_range = f"{fmt.quantity(b.steps_low)}–{fmt.quantity(b.steps_high)}" if b.n_runs > 1 else "—"
+        else:
+            steps = f"≥ {fmt.quantity(b.censored_at)} (not reached)" if b.censored_at is not None else "not reached"
+            seed_range = "—"
+        fitted = fmt.quantity(f.predict_steps(b.batch_size)) if b.reached and f.b_crit is not None else "—"
+        resid = f.residuals.get(key)
+        t.add_row(f"{b.batch_size:,}", str(b.n_runs), steps, seed_range, fitted,
+                  f"{resid:+.1%}" if resid is not None else "—", f.regimes.get(key) or "—")
+    return t

@@ -107,6 +107,13 @@ def to_svg(fig: Figure, label: str = "figure") -> str:
     return svg.replace("<svg ", f'<svg role="img" aria-label="{escape(label)}" ', 1)
 
 
+def svg_document(fig: Figure) -> str:
+    """The figure as a standalone SVG file (namespaces kept, no date), for `--plot out.svg`."""
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", metadata={"Date": None})
+    return buf.getvalue()
+
+
 # ------------------------------------------------------------------------------------------- axes
 
 

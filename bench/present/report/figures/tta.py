@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 from matplotlib import rc_context, ticker
 
-from bench.present.fmt import compact
+from bench.present.fmt import compact, number
 from bench.present.report.figures.common import (
     GUIDE_COLOR,
     OOM_COLOR,
@@ -86,46 +86,68 @@ def convergence_figure(curves: Sequence[Any], target: float | None, metric: str,
         return to_svg(fig, "convergence curves per batch size")
 
 
-def steps_to_target_figure(analysis: Any) -> str | None:
-    """Steps to target against batch size with the fitted S(B) = S_min(1 + B_crit/B), B_crit and its CI."""
-    rows = [b for b in analysis.batches if ok(b.steps_to_target)]
+def scaling_figure(batches: Sequence[Any], fit: Any, title: str = "Steps to target against batch size"):
+    """A Figure of steps to target against batch size (`batches`: BatchSteps or BatchTTA rows) with the
+    fitted S(B) = S_min(1 + B_crit/B), its asymptotes, B_crit and its interval; batch sizes that did not
+    reach the target as lower bounds (▲) where known, else ✕ at the top. None with nothing reached."""
+    rows = [b for b in batches if ok(b.steps_to_target)]
     if not rows:
         return None
-    fit = analysis.scaling_fit
     with rc_context(style()):
         fig, (ax,) = new_figure()
         b = np.array([r.batch_size for r in rows], dtype=float)
         s = np.array([r.steps_to_target for r in rows], dtype=float)
         err = errs(list(s), [r.steps_low for r in rows], [r.steps_high for r in rows])
-        ax.errorbar(b, s, yerr=err, fmt="o", color=palette(1)[0], label="steps to target (best LR; bars: seed range)",
+        ax.errorbar(b, s, yerr=err, fmt="o", color=palette(1)[0], label="steps to target (bars: seed range)",
                     zorder=4)
-        all_b = [r.batch_size for r in analysis.batches]
+        all_b = [r.batch_size for r in batches]
         lo, hi = min(all_b), max(all_b)
+        ys = list(s - err[0]) + list(s + err[1])
+        bounds = [(r.batch_size, r.censored_at) for r in batches
+                  if not ok(r.steps_to_target) and ok(getattr(r, "censored_at", None))]
+        if bounds:
+            bx, by = zip(*bounds)
+            ax.plot(bx, by, "^", color=OOM_COLOR, ms=7, zorder=5, label="not reached: at least this many steps")
+            ys += list(by)
+        missed = [r.batch_size for r in batches if not ok(r.steps_to_target) and r.batch_size not in dict(bounds)]
+        if missed:
+            ax.scatter(missed, [0.96] * len(missed), transform=ax.get_xaxis_transform(), marker="x", s=36,
+                       color=OOM_COLOR, clip_on=False, label="did not reach the target (no bound)")
+        batch_axis(ax, all_b)
+        x_lo, x_hi = ax.get_xlim()
         if fit is not None and ok(fit.s_min) and ok(fit.b_crit):
-            grid = np.geomspace(lo / 1.3, hi * 1.3, 200)
+            grid = np.geomspace(x_lo, x_hi, 200)
             ax.plot(grid, fit.s_min * (1 + fit.b_crit / grid), "-", color="black", lw=1.2,
                     label=f"fit S(B) = S_min·(1 + B_crit/B), S_min = {compact(fit.s_min)}")
             ax.plot(grid, fit.s_min * fit.b_crit / grid, ls=(0, (5, 2, 1, 2)), color=GUIDE_COLOR, lw=1.0,
                     label="perfect scaling (steps ∝ 1/B)")
             ax.axhline(fit.s_min, color=GUIDE_COLOR, ls=(0, (1, 2)), lw=1.0, label="S_min (no fewer steps at any batch)")
-            ax.axvline(fit.b_crit, color="#9467bd", ls="--", lw=1.2, label=f"B_crit ≈ {compact(fit.b_crit)}")
-            if fit.b_crit_ci and all(ok(v) for v in fit.b_crit_ci):
-                ax.axvspan(fit.b_crit_ci[0], fit.b_crit_ci[1], color="#9467bd", alpha=0.08, lw=0,
-                           label=f"B_crit {fit.confidence:.0%} CI ({compact(fit.b_crit_ci[0])}–{compact(fit.b_crit_ci[1])})")
-        missed = [r.batch_size for r in analysis.batches if not ok(r.steps_to_target)]
-        if missed:
-            ax.scatter(missed, [0.96] * len(missed), transform=ax.get_xaxis_transform(), marker="x", s=36,
-                       color=OOM_COLOR, clip_on=False, label="did not reach the target")
-        batch_axis(ax, all_b)
+            ys.append(fit.s_min)
+            ci = fit.b_crit_ci if fit.b_crit_ci and all(ok(v) for v in fit.b_crit_ci) else None
+            sure = "" if ci else " (no reliable interval)"
+            if x_lo <= fit.b_crit <= x_hi:
+                ax.axvline(fit.b_crit, color="#9467bd", ls="--", lw=1.2, label=f"B_crit ≈ {number(fit.b_crit)}{sure}")
+            else:  # drawn nowhere, so the legend says where it is rather than naming a line that is not there
+                ax.plot([], [], " ", label=f"B_crit ≈ {number(fit.b_crit)}, {'below' if fit.b_crit < x_lo else 'beyond'} "
+                                           f"the plotted range{sure}")
+            if ci and ci[1] > x_lo and ci[0] < x_hi:
+                ax.axvspan(max(ci[0], x_lo), min(ci[1], x_hi), color="#9467bd", alpha=0.08, lw=0,
+                           label=f"B_crit {fit.confidence:.0%} CI ({number(ci[0])}–{number(ci[1])})")
         log_y(ax)
-        ymin, ymax = float(np.min(s - err[0])), float(np.max(s + err[1]))
-        if fit is not None and ok(fit.s_min):
-            ymin = min(ymin, fit.s_min)
+        ymin, ymax = min(v for v in ys if v > 0), max(ys)
         ax.set_ylim(max(ymin, 1e-9) / 1.6, ymax * 1.8)
+        ax.set_xlim(x_lo, x_hi)
         ax.set_ylabel("steps to target")
-        ax.set_title("Steps to target against batch size")
+        ax.set_title(title)
         legend(ax)
-        return to_svg(fig, "steps to target against batch size")
+        return fig
+
+
+def steps_to_target_figure(analysis: Any) -> str | None:
+    """Steps to target against batch size with the fitted S(B) = S_min(1 + B_crit/B), B_crit and its CI."""
+    rows = analysis.lr_selection or analysis.batches  # the selection carries the lower bounds of unreached sizes
+    fig = scaling_figure(rows, analysis.scaling_fit)
+    return to_svg(fig, "steps to target against batch size") if fig is not None else None
 
 
 def tta_figure(analysis: Any) -> str | None:
