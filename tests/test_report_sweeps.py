@@ -55,7 +55,7 @@ def test_sweep_figures_are_labelled_with_units_and_mark_knee_equal_time_and_oom(
 
 
 def test_power_column_shows_energy_over_timed_time_not_nvmls_one_second_average(gpu_report):
-    table = re.search(r'<table class="sortable" id="sweep-0-table">(.*?)</table>', gpu_report, re.S).group(1)
+    table = re.search(r'<table class="sortable" id="sweep-0-telemetry">(.*?)</table>', gpu_report, re.S).group(1)
     assert f">{120 + 1.5:.0f} W<" in table  # batch 1: energy / time
     assert ">71 W<" not in table  # the raw 1 s trailing average stays in the data, not the column
 

@@ -88,6 +88,14 @@ def compact(v: float) -> str:
     return f"{v:.3g}"
 
 
+def si(v: float) -> str:
+    """A large count with an SI suffix, 3 figures: 500000 -> '500k', 2500000 -> '2.5M', 3e9 -> '3G'."""
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g}{suffix}"
+    return f"{v:.3g}"
+
+
 def batch_estimate(value: float) -> str:
     """A fitted batch size (a knee, a/b) to 2 significant figures: 96.4 -> '96', 1536.2 -> '1500'."""
     if value >= 10:
@@ -111,6 +119,17 @@ def percent(x: float | None, digits: int = 1) -> str:
     if not is_number(x):
         return "—"
     return f"{100 * x:.{digits}f}%"
+
+
+def signed_percent(x: float | None, digits: int = 0) -> str:
+    """A relative difference with its sign: 0.12 -> '+12%', -0.33 -> '−33%' (a minus sign, not a hyphen),
+    and '0%' where it rounds to nothing ('-0%' says nothing)."""
+    if not is_number(x):
+        return "—"
+    shown = f"{abs(100 * x):.{digits}f}"
+    if float(shown) == 0:
+        return f"{shown}%"
+    return f"{'+' if x > 0 else '−'}{shown}%"
 
 
 def pct(fraction: float | None, missing: str = "?") -> str:

@@ -82,7 +82,7 @@ def tta_table(result):
                if b.time_to_target_low_s is not None else "—"]
         if energy:
             row.append(f"{b.energy_to_target_j:.3g} J" if b.energy_to_target_j is not None else "—")
-        row += [b.regime or "—", f"{b.naive_rel_error:+.0%}" if b.naive_rel_error is not None else "—",
+        row += [b.regime or "—", fmt.signed_percent(b.naive_rel_error),
                 _g(b.final_eval_metric, 4)]
         t.add_row(*row)
     return t

@@ -89,7 +89,7 @@ def tta_verdict(result, *, warnings: bool = True) -> list[str]:
         lines.append(f"Fastest to target: — ({a.null_reasons.get('best_time_batch')}).")
     if a.compute_optimal_batch is not None:
         lines.append(f"Fewest examples to target (compute-optimal): batch {a.compute_optimal_batch}, "
-                     f"{a.compute_optimal_examples:.3g} examples.")
+                     f"{fmt.number(a.compute_optimal_examples)} examples.")
     if a.pareto_time_examples:
         lines.append(f"Time-vs-examples Pareto frontier: batch {', '.join(map(str, a.pareto_time_examples))}.")
     if a.pareto_time_energy:
@@ -139,9 +139,10 @@ def naive_sentence(a) -> str | None:
     predicted, true = n["naive_best_predicted_time_s"], n["naive_best_true_time_s"]
     off = predicted / true - 1.0 if predicted and true else None
     summary = (f"it picks batch {n['naive_best_batch']} and predicts {fmt.duration(predicted)} to target; the truth "
-               f"is {fmt.duration(true)}" + (f", so the rule of thumb is off by {off:+.0%}" if off is not None else "")
+               f"is {fmt.duration(true)}" + (f", so the rule of thumb is off by {fmt.signed_percent(off)}"
+                                             if off is not None else "")
                + "; " + ("that batch is also the fastest" if fastest
-                         else f"that batch is {n['penalty_rel']:+.0%} slower than the fastest, batch "
+                         else f"that batch is {n['penalty_rel']:.0%} slower than the fastest, batch "
                               f"{a.best_time_batch} ({fmt.duration(a.best_time_s)})"))
     assumption = (f"every batch size takes batch {n['reference_batch']}'s step time "
                   f"({fmt.duration(n['assumed_step_time_s'])})")

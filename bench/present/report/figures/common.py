@@ -15,7 +15,7 @@ import numpy as np
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
-from bench.present.fmt import compact, is_number
+from bench.present.fmt import compact, is_number, si
 from bench.present.fmt import time_unit as fmt_time_unit
 
 WIDTH_IN = 8.0
@@ -90,8 +90,11 @@ def to_svg(fig: Figure, label: str = "figure") -> str:
     prologue, metadata and namespace declarations (not needed inline, and full of http:// URIs)
     are dropped so the page holds no external references at all.
     """
+    from matplotlib import rc_context
+
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
+    with rc_context(style()):  # the SVG settings (text as <text>, stable ids) apply when saving
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
     svg = buf.getvalue()
     svg = svg[svg.index("<svg"):]
     svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)
@@ -109,8 +112,11 @@ def to_svg(fig: Figure, label: str = "figure") -> str:
 
 def svg_document(fig: Figure) -> str:
     """The figure as a standalone SVG file (namespaces kept, no date), for `--plot out.svg`."""
+    from matplotlib import rc_context
+
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None})
+    with rc_context(style()):
+        fig.savefig(buf, format="svg", metadata={"Date": None})
     return buf.getvalue()
 
 
@@ -137,10 +143,32 @@ def batch_axis(ax, batches: Iterable[float], label: str = "batch size (samples p
         ax.set_xlim(lo / pad, hi * pad)
 
 
+class TickFormatter(ticker.Formatter):
+    """Tick labels in one style per axis: whole numbers with separators, or, once a tick reaches a
+    million, SI suffixes on every tick from a thousand up ('500k', '1M', '2M'), never '1e+06' beside
+    '500,000'. Values are divided by `scale` (an axis in ms shows seconds / 1e-3)."""
+
+    def __init__(self, scale: float = 1.0):
+        self.scale = scale
+        self.ticks: list[float] = []
+
+    def set_locs(self, locs) -> None:
+        self.ticks = [float(t) for t in locs]
+
+    def __call__(self, v, pos=None) -> str:
+        x = v / self.scale
+        top = max((abs(t) / self.scale for t in self.ticks), default=abs(x))
+        if top >= 1e6 and abs(x) >= 1e3:
+            return si(x)
+        if 0 < abs(x) < 1e-3:
+            return f"{x:.3g}"
+        return compact(x) if abs(x) < 1e6 else f"{x:,.0f}"
+
+
 def log_y(ax, scale: float = 1.0) -> None:
     ax.set_yscale("log")
     ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
-    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: compact(v / scale)))
+    ax.yaxis.set_major_formatter(TickFormatter(scale))
     ax.yaxis.set_minor_locator(ticker.LogLocator(base=10, subs=np.arange(2, 10) * 1.0, numticks=12))
     ax.yaxis.set_minor_formatter(ticker.NullFormatter())
 
