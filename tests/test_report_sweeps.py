@@ -143,3 +143,12 @@ def test_the_stored_analysis_reads_back_into_the_same_record():
     assert "verdict" not in data["analysis"] and data["analysis"]["schema_version"] == 2
     a = StepTimeAnalysis.from_dict(data["analysis"])
     assert a.to_dict() == data["analysis"]
+
+
+def test_two_sweeps_of_the_same_configuration_get_distinct_card_titles(tmp_path):
+    first, second = R.make_sweep(gpu=False, oom_from=None), R.make_sweep(gpu=False, oom_from=None, seed=1)
+    second["created"] = "2026-01-03T00:00:00+00:00"
+    html = R.build(tmp_path, ("a.json", first), ("b.json", second))
+    titles = re.findall(r'<h3><span class="swatch"[^>]*></span>(.*?)</h3>', R.section(html, "step-time"))
+    assert len(titles) == 2 and len(set(titles)) == 2
+    assert titles[1].endswith("2026-01-03T00:00:00+00:00")

@@ -3,6 +3,8 @@ The commands print them; the report has its own HTML tables of the same numbers.
 
 from __future__ import annotations
 
+import textwrap
+
 import bench.present.fmt as fmt
 from bench.present.steptime import sweep_analysis
 
@@ -35,7 +37,7 @@ def sweep_table(result):
         if p.telemetry.get("throttled"):
             notes.append("throttled")
         if p.error:
-            notes.append(p.error[:60])
+            notes.append(textwrap.shorten(p.error, 80, placeholder=" …"))  # whole words, never cut mid-word
         extra = [show(p.telemetry[key]) if p.telemetry.get(key) is not None else "—" for _, key, show in optional]
         t.add_row(
             str(p.batch_size), p.status,
