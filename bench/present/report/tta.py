@@ -35,7 +35,7 @@ def tta_table(a) -> dict:
             cell(f"{b.batch_size:,}", b.batch_size, cls="good" if b.batch_size == best else None),
             cell(fmt.quantity(b.best_lr), b.best_lr),
             cell(fmt.quantity(b.steps_to_target), b.steps_to_target),
-            cell(f"{fmt.quantity(b.steps_low)}–{fmt.quantity(b.steps_high)}" if is_number(b.steps_low) else None, b.steps_low),
+            cell(f"{fmt.quantity(b.steps_low)} – {fmt.quantity(b.steps_high)}" if is_number(b.steps_low) else None, b.steps_low),
             cell(fmt.quantity(b.examples_to_target), b.examples_to_target),
             cell(b.regime, b.regime),
             _used_step_time(b),

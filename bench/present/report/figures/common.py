@@ -124,16 +124,20 @@ def svg_document(fig: Figure) -> str:
 
 
 def batch_axis(ax, batches: Iterable[float], label: str = "batch size (samples per step)",
-               extra: Iterable[float] = ()) -> None:
-    """Log₂ x axis labelled with the batch sizes measured (or powers of two when there are many);
-    `extra` positions (e.g. the largest batch that fits) widen the range without a tick of their own."""
+               extra: Iterable[float] = (), max_ticks: int = MAX_BATCH_TICKS) -> None:
+    """Log₂ x axis labelled with the batch sizes measured (every k-th of them, or powers of two, when there
+    are more than `max_ticks`); `extra` positions (e.g. the largest batch that fits) widen the range
+    without a tick of their own."""
     b = sorted({float(x) for x in batches if x and x > 0})
     span = sorted(set(b) | {float(x) for x in extra if x and x > 0})
     ax.set_xscale("log", base=2)
-    if b and len(b) <= MAX_BATCH_TICKS:
+    if b and len(b) <= max_ticks:
         ax.xaxis.set_major_locator(ticker.FixedLocator(b))
+    elif b and len(b) <= MAX_BATCH_TICKS:
+        step = -(-len(b) // max_ticks)
+        ax.xaxis.set_major_locator(ticker.FixedLocator(b[::step]))
     else:
-        ax.xaxis.set_major_locator(ticker.LogLocator(base=2, numticks=MAX_BATCH_TICKS))
+        ax.xaxis.set_major_locator(ticker.LogLocator(base=2, numticks=max_ticks))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
     ax.xaxis.set_minor_locator(ticker.NullLocator())
     ax.set_xlabel(label)

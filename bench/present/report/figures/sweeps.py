@@ -17,6 +17,7 @@ from bench.present.report.figures.common import (
     GUIDE_COLOR,
     OOM_COLOR,
     REGRESSION_COLOR,
+    MAX_BATCH_TICKS,
     WIDTH_IN,
     batch_axis,
     bytes_unit,
@@ -277,7 +278,8 @@ def memory_figure(series: Sequence[SweepSeries]) -> str | None:
                            label="out of memory" if single or s is series[0] else None)
         batch_axis(ax, _all_batches(series), extra=[s.largest_batch_that_fits for s in series
                                                      if s.largest_batch_that_fits])
-        ax.set_ylim(0, max(values + near) / scale * 1.12)
+        top = max(values + near) / scale * 1.12
+        ax.set_ylim(-0.04 * top, top)  # a margin under 0, so a point near zero shows whole
         ax.set_ylabel(f"peak memory ({unit})")
         ax.set_title("Peak GPU memory against batch size")
         legend(ax)
@@ -341,7 +343,7 @@ def telemetry_figure(series: Sequence[SweepSeries]) -> str | None:
                                 label=name if single or s is series[0] else None)
                         if throttled.any():
                             ax.plot(b[throttled], y[throttled], "o", ms=11, mfc="none", mec=REGRESSION_COLOR, mew=1.4)
-                    ax.set_ylim(0, 105)
+                    ax.set_ylim(-4, 105)
                     ax.set_ylabel("% of time / of peak")
                     ax.set_title("GPU activity")
                 elif panel == "power":
@@ -354,7 +356,7 @@ def telemetry_figure(series: Sequence[SweepSeries]) -> str | None:
                     if throttled.any():
                         ax.plot(b[throttled], y[throttled], "o", ms=11, mfc="none", mec=REGRESSION_COLOR, mew=1.4,
                                 label="clocks held down (throttled)" if s is series[0] else None)
-                    ax.set_ylim(bottom=0)
+                    ax.set_ylim(bottom=-0.04 * ax.get_ylim()[1])
                     ax.set_ylabel("power (W)")
                     ax.set_title("Power")
                 else:
@@ -363,6 +365,8 @@ def telemetry_figure(series: Sequence[SweepSeries]) -> str | None:
                     log_y(ax)
                     ax.set_ylabel("energy per sample (J)")
                     ax.set_title("Energy")
-            batch_axis(ax, _all_batches(series), label="batch size")
+            # Panels sharing a row are half as wide: half as many labelled batch sizes, or they collide.
+            batch_axis(ax, _all_batches(series), label="batch size",
+                       max_ticks=MAX_BATCH_TICKS if panel == "activity" or len(below) == 1 else MAX_BATCH_TICKS // 2)
         legend(axes)
         return to_svg(fig, "GPU telemetry against batch size")
