@@ -3,7 +3,8 @@ each built from the project's own records the way the tools write them:
 
 - one sweep (GPU, telemetry, an out-of-memory point);
 - four sweeps in one page (fast and slow workloads, throughputs past a million samples/s);
-- two time-to-accuracy studies of the same task that differ only in their LR rule;
+- two time-to-accuracy studies of the same task that differ only in their LR rule, and a curves file whose
+  runs span under a decade of steps;
 - a time-to-accuracy study from files: imported curves and a sweep on a loaded machine (mean step time
   many times the median), B* beyond the batch sizes measured;
 - pytest-benchmark suites with a history (nightly runs), the library's step times beside pytest-benchmark's.
@@ -29,6 +30,17 @@ def _tta_with_rule(rule: str) -> dict:
     d["config"]["study"]["lr_rule"] = rule
     d["created"] = "2026-01-01T00:00:00+00:00" if rule == "linear" else "2026-01-02T00:00:00+00:00"
     return d
+
+
+def _narrow_curves() -> dict:
+    """A bench.curves file whose runs span under a decade of steps (1,000 to 6,000): matplotlib would
+    label the minor ticks of such an axis, in mathtext."""
+    from bench.records.curves import Curve, CurvePoint, CurvesFile
+
+    curves = [Curve("narrow", b, 0.1, 0, [CurvePoint(s, s * b, eval_metric=0.5 + 0.4 * s / 6000 * b / 64)
+                                         for s in range(1000, 6001, 250)], metric="accuracy", target=0.8)
+              for b in (32, 64)]
+    return CurvesFile(curves=curves, config={"target": 0.8}, task={"name": "narrow"}, finished=True).to_dict()
 
 
 def _heavy_tailed_sweep() -> dict:
@@ -71,7 +83,8 @@ def build_inputs(d: Path) -> dict[str, list[Path]]:
         R.write(d / "resnet-bf16.json", R.make_sweep("resnet50", "bf16", base_s=0.012, slope_s=5e-5, seed=3)),
     ]
     out["tta-studies"] = [R.write(d / "tta-linear.json", _tta_with_rule("linear")),
-                          R.write(d / "tta-sqrt.json", _tta_with_rule("sqrt"))]
+                          R.write(d / "tta-sqrt.json", _tta_with_rule("sqrt")),
+                          R.write(d / "curves.json", _narrow_curves())]
     sweep = R.write(d / "loaded-sweep.json", _heavy_tailed_sweep())
     result = tta_from_files([_curves_csv(d / "curves.csv")], sweep_path=sweep, target=0.8, n_bootstrap=0)
     out["tta-from-files"] = [save_tta(result, d / "tta-files.json")]
