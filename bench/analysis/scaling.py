@@ -434,7 +434,14 @@ def fit_scaling(batches: Sequence[BatchSteps], *, n_bootstrap: int = 1000, seed:
         fit.b_crit_range = [b_crit, b_crit]
     else:
         problem = _LogFit(bsz, st, [b.batch_size for b in used], [b.censored_at for b in used], sigma=sigma)
-        _profile_intervals(fit, problem, math.log(s_min), math.log(b_crit), df)
+        c = math.log(b_crit)
+        problem.c_lo, problem.c_hi = min(problem.c_lo, c - 2.0), max(problem.c_hi, c + 2.0)  # an estimate far out
+        try:
+            _profile_intervals(fit, problem, math.log(s_min), c, df)
+        except (ValueError, FloatingPointError, ArithmeticError) as e:
+            fit.s_min_ci = fit.b_crit_ci = fit.e_min_ci = None
+            for k in ("s_min_ci", "b_crit_ci", "e_min_ci"):
+                fit.null_reasons.setdefault(k, f"the profile likelihood could not be computed ({type(e).__name__}: {e})")
     return fit
 
 

@@ -51,7 +51,9 @@ def register(sub) -> None:
     n.add_argument("--no-step-time", action="store_true", help="do not time steps (no --sweep either: no TTA)")
     n.add_argument("--sweep-budget", type=float, default=MEASURE_DEFAULTS["budget_s"],
                    help="seconds of timing per batch size, at most (default: %(default)s)")
-    n.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
+    n.add_argument("--bootstrap", type=int, default=1000,
+                   help="resamples of the noise scale's block bootstrap (default: %(default)s; B_crit's interval is a "
+                        "profile likelihood, docs/tta.md)")
     o = p.add_argument_group("output")
     o.add_argument("-o", "--output", help="results JSON (default: reports/tta-<task>-<time>.json)")
     o.add_argument("--resume", action="store_true", help="continue --output, skipping the runs it has")
