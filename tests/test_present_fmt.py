@@ -17,6 +17,10 @@ import bench.present.fmt as fmt
     (2.5, "2.5 s"),
     (456e-9, "456 ns"),
     (0.0, "0 s"),
+    (90.0, "90 s"),  # under 2 minutes, seconds read best
+    (150.0, "2.5 min"),
+    (5400.0, "1.5 h"),  # hours for hours
+    (7.2e5, "8.33 d"),
     (None, "—"),
     (math.nan, "—"),
 ])

@@ -53,3 +53,18 @@ def test_tta_table_marks_the_fastest_batch_and_says_which_step_time_it_multiplie
     text = render(tta_table(result))
     assert "64 ★" in text and "demo · target metric ≥ 0.5" in text
     assert "1.1 ms" in text and "5 ms (median)" in text  # the mean where measured, else the median, said so
+
+
+def test_a_long_error_is_shortened_at_a_word_never_cut_mid_word():
+    from rich.console import Console
+
+    from bench.records.sweep import Case, Measurement, SweepResult
+
+    error = ("CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.10 GiB total capacity; 77.5 GiB already "
+             "allocated; 1.2 GiB free)")
+    r = SweepResult(config={"workload": "mlp"}, points=[Measurement(Case("mlp", 8), status="oom", error=error)],
+                    finished=True)
+    console = Console(width=400, record=True)
+    console.print(sweep_table(r))
+    text = console.export_text()
+    assert "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.10 GiB total …" in text

@@ -41,12 +41,21 @@ def study(seeds=(0, 1), past=None) -> TTAResult:
 def test_the_verdict_names_the_target_the_fits_the_best_batches_and_the_naive_pick():
     lines = tta_verdict(study())
     assert lines[0] == "Target: metric ≥ 0.5."
-    assert lines[1].startswith("Critical batch size B_crit = 199 [—] (no bootstrap interval); S_min = 50.2 steps")
+    assert lines[1].startswith("Critical batch size B_crit = 199 [198, 200] (95% profile likelihood); "
+                               "S_min = 50.2 steps [50, 50.4]")
     assert any(s.startswith("Fastest to target: batch ") for s in lines)
     assert any(s.startswith("From the fits, B* = ") for s in lines)
     naive = next(s for s in lines if s.startswith("Equal-step-time rule of thumb"))
     assert "every batch size takes batch 8's step time (2.08 ms)" in naive and "it picks batch 2048" in naive
-    assert "vs the fastest, batch" in naive
+    assert "slower than the fastest, batch" in naive
+
+
+def test_the_naive_error_names_what_the_rule_predicts_what_is_true_and_how_far_off_in_percent():
+    a = study().analysis
+    n = a.naive
+    n.update(naive_best_predicted_time_s=1.2 * 3600, naive_best_true_time_s=3.4 * 3600)
+    sentence = naive_sentence(a)
+    assert "predicts 1.2 h to target; the truth is 3.4 h, so the rule of thumb is off by −65%" in sentence
 
 
 def test_warnings_come_last_unless_the_caller_shows_them_elsewhere():
@@ -61,7 +70,7 @@ def test_the_naive_sentence_says_when_its_pick_is_also_the_fastest():
     a = study().analysis
     a.naive["naive_best_batch"] = a.best_time_batch
     a.naive["naive_best_is_fastest"] = True
-    assert naive_sentence(a).endswith("which is also the fastest.")
+    assert naive_sentence(a).endswith("that batch is also the fastest.")
     a.naive = {"reason": "no batch size has both steps to target and a step time"}
     assert naive_sentence(a) is None
 
@@ -97,11 +106,12 @@ def test_a_study_file_with_prose_summaries_inside_prints_what_bench_tta_printed_
         "Gradient noise scale B_simple = 38.4 [29.1, 53.8] (batch 8 vs 64, 74 steps).",
         "Fastest to target: batch 64, 66.7 ms (with one seed, which batch sizes are indistinguishable from it "
         "cannot be told).",
-        "Fewest examples to target (compute-optimal): batch 8, 3.04e+03 examples.",
+        "Fewest examples to target (compute-optimal): batch 8, 3,040 examples.",
         "Time-vs-examples Pareto frontier: batch 8, 64.",
         "B*: — (no fitted critical batch size).",
         "Equal-step-time rule of thumb (every batch size takes batch 8's step time (789 µs)): it picks batch 64 and "
-        "predicts 58.1 ms to target; that batch really takes 66.7 ms, which is also the fastest.",
+        "predicts 58.1 ms to target; the truth is 66.7 ms, so the rule of thumb is off by −13%; that batch is "
+        "also the fastest.",
         "Generalisation: final accuracy 0.9556 at batch 8 vs 0.9611 at batch 64: the largest batch ends no worse.",
         "Warning: one seed at batch size 8, 64: time-to-target intervals ignore run-to-run spread; run 2 or more "
         "seeds to tell batch sizes apart.",

@@ -31,3 +31,22 @@ def test_the_suite_figure_draws_the_librarys_step_times_and_the_table_shows_both
     (tmp_path / "foreign").mkdir()
     assert "time per call (pytest-benchmark) (ms)" in R.section(R.build(tmp_path / "foreign", ("f.json", foreign)),
                                                                 "suites")
+
+
+def test_the_verdict_and_the_suites_table_say_which_clock_each_step_time_comes_from(tmp_path):
+    # bench times one step on the device; pytest-benchmark the whole call on the host: 100x apart here.
+    medians = {f"suites/step.py::test_mlp_step[{b}]": 4e-3 * (1 + b / 256) for b in (16, 64, 256)}
+    run = R.make_pytest_run(R.FIXED_TIME, medians, library_medians={k: v / 100 for k, v in medians.items()})
+    html = R.build(tmp_path, ("run.json", run))
+    verdict = html_text(R.section(html, "summary"))
+    assert "Step times here are bench's own, one training step each (CUDA events around each step" in verdict
+    assert "pytest-benchmark's time per call" in verdict
+    suites = html_text(R.section(html, "suites"))
+    assert "bench step time (device clock)" in suites and "pytest-benchmark median (host clock)" in suites
+    assert "Two clocks: “bench step time” is the library's timing of one training step" in suites
+
+
+def html_text(part: str) -> str:
+    import html
+
+    return html.unescape(re.sub(r"<[^>]+>", "", part))

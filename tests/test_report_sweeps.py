@@ -55,7 +55,7 @@ def test_sweep_figures_are_labelled_with_units_and_mark_knee_equal_time_and_oom(
 
 
 def test_power_column_shows_energy_over_timed_time_not_nvmls_one_second_average(gpu_report):
-    table = re.search(r'<table class="sortable" id="sweep-0-table">(.*?)</table>', gpu_report, re.S).group(1)
+    table = re.search(r'<table class="sortable" id="sweep-0-telemetry">(.*?)</table>', gpu_report, re.S).group(1)
     assert f">{120 + 1.5:.0f} W<" in table  # batch 1: energy / time
     assert ">71 W<" not in table  # the raw 1 s trailing average stays in the data, not the column
 
@@ -165,3 +165,12 @@ def test_the_method_names_the_stopping_rule_the_sweep_used(rule, words):
 
     text = stopping_sentence({**rule, "min_samples": 10, "min_time_s": 0.5, "budget_s": 2.0, "max_samples": 100000})
     assert words in text and "2 s budget per point" in text and "?" not in text
+
+
+def test_two_sweeps_of_the_same_configuration_get_distinct_card_titles(tmp_path):
+    first, second = R.make_sweep(gpu=False, oom_from=None), R.make_sweep(gpu=False, oom_from=None, seed=1)
+    second["created"] = "2026-01-03T00:00:00+00:00"
+    html = R.build(tmp_path, ("a.json", first), ("b.json", second))
+    titles = re.findall(r'<h3><span class="swatch"[^>]*></span>(.*?)</h3>', R.section(html, "step-time"))
+    assert len(titles) == 2 and len(set(titles)) == 2
+    assert titles[1].endswith("2026-01-03T00:00:00+00:00")

@@ -4,6 +4,7 @@ and table, and the convergence curves of a curves file."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -26,7 +27,7 @@ def test_tta_alone_draws_convergence_steps_to_target_and_time_to_accuracy(tta_re
     assert R.figures_in(tta) == {"convergence": 1, "steps": 1, "tta": 1}
     assert "B_crit ≈" in tta and "S(B) = S_min·(1 + B_crit/B)" in tta
     assert "naive: every batch at batch 8" in tta and "fastest measured: batch" in tta and "B* = √(B_crit·a/b)" in tta
-    assert "did not reach the target" in tta  # batch 2048 never got there
+    assert "not reached: at least this many steps" in tta  # batch 2048 never got there: a lower bound
     summary = R.section(tta_report, "summary")
     assert "Fastest to target: batch" in summary and "Critical batch size B_crit =" in summary
     assert "Equal-step-time rule of thumb" in summary
@@ -47,9 +48,31 @@ def test_a_study_written_with_prose_summaries_inside_shows_the_sentences_it_alwa
     assert stored["analysis"]["naive"]["summary"] and stored["analysis"]["generalisation"]["summary"]
     summary = tta_summary(TTAResult.from_dict(stored))
     assert ("Equal-step-time rule of thumb (every batch size takes batch 8's step time (789 µs)): it picks batch 64 "
-            "and predicts 58.1 ms to target; that batch really takes 66.7 ms, which is also the fastest.") in summary
+            "and predicts 58.1 ms to target; the truth is 66.7 ms, so the rule of thumb is off by −13%; that batch is "
+            "also the fastest.") in summary
     assert ("Generalisation: final accuracy 0.9556 at batch 8 vs 0.9611 at batch 64: the largest batch ends "
             "no worse.") in summary
     assert not any(s.startswith("Warning:") for s in summary)  # the page lists warnings in their own section
     html = R.build(tmp_path, ("old.json", stored))
     assert "Fastest to target: batch 64, 66.7 ms" in R.section(html, "summary")
+
+
+def test_two_studies_of_the_same_task_are_named_by_what_distinguishes_them(tmp_path):
+    linear, sqrt = R.make_tta(), R.make_tta()
+    sqrt["config"]["study"]["lr_rule"] = "sqrt"
+    html = R.build(tmp_path, ("a.json", linear), ("b.json", sqrt))
+    titles = re.findall(r"<h3>(.*?)</h3>", R.section(html, "tta"))
+    assert titles == ["demo · accuracy to 0.81 · lr rule linear", "demo · accuracy to 0.81 · lr rule sqrt"]
+    same = R.build(tmp_path, ("c.json", R.make_tta()), ("d.json", R.make_tta()))
+    assert re.findall(r"<h3>(.*?)</h3>", R.section(same, "tta")) == ["demo · accuracy to 0.81 · c.json",
+                                                                      "demo · accuracy to 0.81 · d.json"]
+
+
+def test_the_study_table_shows_the_step_time_its_time_to_target_multiplies(tta_report):
+    table = re.search(r'<table class="sortable" id="tta-0-table">(.*?)</table>', tta_report, re.S).group(1)
+    assert "step time used" in table
+    row = re.search(r"<tr><td data-v=\"32\".*?</tr>", table, re.S).group(0)
+    cells = re.findall(r'<td[^>]*data-v="([^"]+)"', row)
+    steps, used, ttt = float(cells[2]), float(cells[6]), float(cells[7])
+    assert ttt == pytest.approx(steps * used)
+    assert "time to target = steps × this median" in row or "time to target = steps × this mean" in row

@@ -326,3 +326,104 @@ def test_the_studys_step_timing_takes_the_measuring_defaults():
 
     assert StudyConfig().sweep_budget_s == MEASURE_DEFAULTS["budget_s"]
     assert StudyConfig().sweep_min_time_s is None  # the default minimum time, or the budget if smaller
+
+
+def test_a_heavy_tailed_step_time_is_flagged_and_the_time_used_makes_the_columns_multiply():
+    # A loaded machine: at batch 64 the mean step is 27x the median (16.2 ms vs 0.6 ms).
+    times = step_times()
+    heavy = next(t for t in times if t.batch_size == 64)
+    heavy.median_s, heavy.mean_s = 0.000595, 0.0162
+    heavy.ci_low_s, heavy.ci_high_s = 0.00059, 0.0006
+    for t in times:
+        if t.mean_s is None:
+            t.mean_s = t.median_s * 1.001  # everywhere else the mean is within the 1% CI target
+    a = analyse_tta(model_curves(), times, 0.5, n_bootstrap=0)
+    row = a.batch(64)
+    assert row.step_time_used_s == pytest.approx(0.0162) and row.time_to_target_basis == "mean"
+    assert row.time_to_target_s == pytest.approx(row.steps_to_target * row.step_time_used_s)
+    (w,) = [w for w in a.warnings if w.startswith("mean step time exceeds the median")]
+    assert "by more than the 1% CI target at batch size(s) 64 (up to 27.2x, at 64)" in w
+    assert not any("mean step time" in w for w in analyse_tta(model_curves(), step_times(), 0.5).warnings)
+
+
+def test_b_stars_predicted_time_uses_the_mean_step_time_as_the_measured_times_do():
+    times = step_times()
+    for t in times:
+        t.mean_s = 3.0 * t.median_s  # every step time: mean three times the median
+    a = analyse_tta(model_curves(), times, 0.5, n_bootstrap=0)
+    fit, sf = a.scaling_fit, a.step_time_fit
+    assert a.b_star_time_s == pytest.approx(3.0 * fit.predict_steps(a.b_star) * sf.predict_s(a.b_star))
+    assert "uses the mean step time (3x the fitted median there)" in a.b_star_rule
+    fastest = a.batch(a.best_time_batch)
+    assert a.b_star_time_s == pytest.approx(fastest.time_to_target_s, rel=0.15)  # model and measurement agree
+
+
+def test_batch_sizes_that_never_reached_the_target_get_no_fitted_steps_and_no_regime_but_say_why():
+    short = [Curve(task="synthetic", batch_size=4096, lr=0.1, seed=s, target=0.5, stop_reason="max steps",
+                   points=[CurvePoint(0, 0, eval_metric=0.0), CurvePoint(40, 40 * 4096, eval_metric=0.3)])
+             for s in (0, 1)]
+    curves = model_curves() + short
+    a = analyse_tta(curves, step_times(), 0.5, n_bootstrap=0)
+    row = a.batch(4096)
+    assert row.steps_to_target is None and row.fitted_steps is None and row.regime is None
+    assert row.null_reasons["fitted_steps"].startswith("not reached: at least 40 steps (a lower bound")
+    assert "no regime is read off a batch size that never got there" in row.null_reasons["regime"]
+    assert all(b.fitted_steps is not None and b.regime is not None for b in a.batches if b.batch_size != 4096)
+
+
+def _curves_csv(tmp_path, sizes=(8, 64, 512)):
+    csv = tmp_path / "runs.csv"
+    rows = ["batch_size,step,metric,seed"]
+    for b in sizes:
+        s = int(round(steps_model(b, S_MIN, B_CRIT)))
+        rows += [f"{b},0,0.1,0", f"{b},{s},0.9,0"]
+    csv.write_text("\n".join(rows) + "\n")
+    return csv
+
+
+def test_step_times_measured_elsewhere_come_from_a_csv_and_combine_with_curves(tmp_path):
+    times = tmp_path / "times.csv"
+    times.write_text("# measured on the cluster, 2026-01-05\n"
+                     "batch_size,step_time_s,ci_low_s,ci_high_s\n"
+                     f"8,{A_S + B_S * 8},{0.99 * (A_S + B_S * 8)},{1.01 * (A_S + B_S * 8)}\n"
+                     f"64,{A_S + B_S * 64},,\n")
+    r = tta_from_files([_curves_csv(tmp_path)], step_times_path=times, target=0.9)
+    assert r.step_time_source == f"step-times file {times}"
+    row = r.analysis.batch(64)
+    assert row.step_time_used_s == pytest.approx(A_S + B_S * 64)
+    assert row.time_to_target_s == pytest.approx(row.steps_to_target * (A_S + B_S * 64))
+    assert row.null_reasons["time_to_target_interval"].startswith("step time has no CI")
+    missing = r.analysis.batch(512)
+    assert missing.time_to_target_s is None and missing.null_reasons["step_time_s"] == f"no step time for batch 512 in {times}"
+    assert "is not recorded" in r.null_reasons["environment"]
+    with pytest.raises(BenchError, match="a sweep file or a step-times CSV, not both"):
+        tta_from_files([_curves_csv(tmp_path)], step_times_path=times, sweep_path=times, target=0.9)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("batch_size,metric\n8,1\n", "missing column(s) step_time_s or median_s or mean_s"),
+    ("batch_size,step_time_s\n8,0.01\n8,0.02\n", "row 2: batch size 8 appears twice"),
+    ("batch_size,step_time_s\n8,-0.01\n", "row 1: step time must be > 0 seconds"),
+    ("batch_size,step_time_s,ci_low_s,ci_high_s\n8,0.01,0.02,0.03\n", "does not hold the step time"),
+    ("batch_size,step_time_s,ci_low_s\n8,0.01,0.009\n", "give both ci_low_s and ci_high_s"),
+    ("batch_size,step_time_s\n8,fast\n", "row 1: step_time_s is not a number ('fast')"),
+])
+def test_a_bad_step_times_csv_is_refused_in_one_line_naming_the_row(tmp_path, text, message):
+    from bench.records.tta import read_step_times
+
+    p = tmp_path / "times.csv"
+    p.write_text(text)
+    with pytest.raises(BenchError) as e:
+        read_step_times(p)
+    assert message in str(e.value) and str(p) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_cli_takes_step_times_instead_of_a_sweep(tmp_path, capsys):
+    times = tmp_path / "times.csv"
+    times.write_text("batch_size,median_s,mean_s\n8,0.002,0.0021\n64,0.0026,0.0027\n512,0.0071,0.0072\n")
+    out = tmp_path / "tta.json"
+    assert _cli("--curves", str(_curves_csv(tmp_path)), "--step-times", str(times), "--target", "0.9", "-o", str(out)) == 0
+    assert "Fastest to target: batch" in capsys.readouterr().out
+    assert load_tta(out).config["step_times"] == str(times)
+    with pytest.raises(BenchError, match="--step-times goes with --curves"):
+        _cli("--step-times", str(times))

@@ -13,11 +13,12 @@ from collections import defaultdict
 from typing import Sequence
 
 import numpy as np
-from scipy import optimize
+from scipy import optimize, stats
 
 from bench.core.errors import BenchError
 from bench.measure.stats import CONFIDENCE
 from bench.records.curves import Curve
+from bench.records.steps_table import StepsTable, TableFit
 from bench.records.tta import BatchSteps, LRCell, ScalingFit, steps_model
 
 # Regime boundaries, from the model's local slope d log S / d log B = −B_crit/(B + B_crit):
@@ -48,12 +49,34 @@ def _best_cell(cells: Sequence[LRCell]) -> LRCell | None:
     return min(ok, key=lambda c: c.steps_to_target) if ok else None
 
 
+def _diverged(c: Curve) -> bool:
+    return (c.stop_reason or "").startswith("diverged")
+
+
+def censored_bound(cells: Sequence[Sequence[Curve]], target: float) -> tuple[float | None, str | None]:
+    """The fewest steps a batch size where no learning rate reached the target could still need: for each
+    LR, the mean over its seeds of (steps where reached, else steps run), since a seed that stopped short
+    needed more; the smallest over LRs. An LR with a diverged seed never gets there at all, so it bounds
+    nothing. (None, reason) when every LR diverged."""
+    bounds = []
+    for runs in cells:
+        if any(_diverged(c) for c in runs if not c.steps_to_target(target).reached):
+            continue
+        per_seed = [st.steps if st.reached else float(c.steps_run)
+                    for c in runs for st in [c.steps_to_target(target)]]
+        bounds.append(float(np.mean(per_seed)))
+    if not bounds:
+        return None, "every learning rate diverged: no lower bound on its steps"
+    return min(bounds), None
+
+
 def steps_by_batch(curves: Sequence[Curve], target: float) -> list[BatchSteps]:
     """Per batch size: each LR's steps to target over seeds, and the LR that needs the fewest.
 
     A (batch, LR) cell counts only if every seed reached the target (an LR that sometimes fails is
-    not a good choice); a batch size where no cell did is kept with steps None and a reason. A target
-    that some run meets before training (step 0) measures no training: BenchError.
+    not a good choice); a batch size where no cell did is kept with steps None, a reason and, where
+    some LR ran without diverging, a lower bound on its steps (`censored_at`). A target that some run
+    meets before training (step 0) measures no training: BenchError.
     """
     if not curves:
         raise BenchError("no curves to analyse")
@@ -86,6 +109,7 @@ def steps_by_batch(curves: Sequence[Curve], target: float) -> list[BatchSteps]:
         if best is None:
             n_lr = len(cells)
             bs.reason = f"not reached within {budget} steps at any of {n_lr} learning rate{'s' if n_lr > 1 else ''}"
+            bs.censored_at, bs.censored_reason = censored_bound([cell_curves[id(c)] for c in cells], target)
             pick = cells  # report metrics over every run so "how close did it get" is still visible
             chosen = [c for cell in pick for c in cell_curves[id(cell)]]
         else:
@@ -153,6 +177,148 @@ def regime(batch_size: float, b_crit: float | None) -> str | None:
     return DIMINISHING
 
 
+# ---------------------------------------------------------------------------------------------
+# Intervals
+#
+# Profile likelihood (the default). In logs the model is y = log S = a + log(1 + e^c/B) + noise, with
+# a = log S_min, c = log B_crit; with Gaussian noise of variance σ² (log-normal seed noise), least squares
+# is maximum likelihood. The interval for a parameter holds every value whose best fit (the other
+# parameter re-optimised) raises the residual sum of squares by at most F(1, n−2)·s², s² = RSS/(n−2):
+# exact for a linear model, and invariant to how the parameter is written (B_crit or log B_crit), which
+# is what makes it work for a skewed, bounded statistic where a percentile bootstrap does not. Measured
+# coverage: scripts/tta_coverage.py, docs/tta.md.
+#
+# Censored batch sizes (no LR reached the target; S > bound) add −2·log P(y > log bound) to the same
+# objective (a Tobit likelihood), with σ = s from the batch sizes that reached it.
+
+INTERVAL_PROFILE = "profile likelihood"
+INTERVAL_BOOTSTRAP = "percentile bootstrap"
+INTERVAL_METHODS = (INTERVAL_PROFILE, INTERVAL_BOOTSTRAP)
+# A censored batch whose lower bound the fit to the reached batch sizes undercuts this many times over:
+# the fit or those runs are wrong, so the bound is reported and left out of the fit.
+CENSOR_CONFLICT = 2.0
+# How far beyond the measured batch sizes the profile looks for B_crit's bounds; a side that stays
+# plausible that far out is unbounded (B_crit -> 0: S flat; B_crit -> inf: S ∝ 1/B over the range).
+PROFILE_SPAN = 1e4
+# A percentile bootstrap that loses more than this share of its resamples to failed fits is unreliable.
+MAX_BOOTSTRAP_FAILURES = 0.05
+_TINY = 1e-300
+
+
+class _LogFit:
+    """The objective q(a, c) = RSS/s² − 2·Σ log P(y_censored > log bound) and its profiles."""
+
+    def __init__(self, b, s, censored_b=(), censored_s=(), *, sigma: float):
+        self.inv = 1.0 / np.asarray(b, dtype=float)
+        self.ls = np.log(np.asarray(s, dtype=float))
+        self.cinv = 1.0 / np.asarray(censored_b, dtype=float)
+        self.lc = np.log(np.asarray(censored_s, dtype=float))
+        self.sigma = float(sigma)
+        b_all = np.concatenate([np.asarray(b, dtype=float), np.asarray(censored_b, dtype=float)])
+        self.c_lo = math.log(b_all.min() / PROFILE_SPAN)
+        self.c_hi = math.log(b_all.max() * PROFILE_SPAN)
+
+    def q(self, a: float, c: float) -> float:
+        r = self.ls - a - np.log1p(np.exp(c) * self.inv)
+        out = float(r @ r) / self.sigma ** 2
+        if self.lc.size:
+            z = (self.lc - a - np.log1p(np.exp(c) * self.cinv)) / self.sigma
+            out -= 2.0 * float(np.sum(stats.norm.logsf(z)))
+        return out
+
+    def best_a(self, c: float) -> float:
+        a0 = float(np.mean(self.ls - np.log1p(np.exp(c) * self.inv)))  # least squares, in closed form
+        if not self.lc.size:
+            return a0
+        span = 10.0 * self.sigma + 1.0
+        return float(optimize.minimize_scalar(lambda a: self.q(a, c), bounds=(a0 - span, a0 + span),
+                                              method="bounded", options={"xatol": 1e-10}).x)
+
+    def best_c(self, q_of_c) -> float:
+        return float(optimize.minimize_scalar(q_of_c, bounds=(self.c_lo, self.c_hi), method="bounded",
+                                              options={"xatol": 1e-10}).x)
+
+    # Profiles: the objective with one parameter fixed and the other at its best.
+    def profile_c(self, c: float) -> float:
+        return self.q(self.best_a(c), c)
+
+    def profile_a(self, a: float) -> float:
+        return self.q(a, self.best_c(lambda c: self.q(a, c)))
+
+    def profile_e(self, e: float) -> float:  # e = log E_min = a + c
+        c = self.best_c(lambda c: self.q(e - c, c))
+        return self.q(e - c, c)
+
+    def minimum(self, a0: float, c0: float) -> tuple[float, float]:
+        """The best (a, c), starting from the least-squares fit (exact without censored bounds)."""
+        if not self.lc.size:
+            return a0, c0
+        c = self.best_c(self.profile_c)
+        if self.profile_c(c0) < self.profile_c(c):
+            c = c0
+        return self.best_a(c), c
+
+
+def _profile_range(profile, centre: float, limit_lo: float, limit_hi: float, level: float) -> list[float | None]:
+    """[low, high] where profile(x) − profile(centre) stays within `level`; None for an open side."""
+    q0 = profile(centre)
+
+    def g(x):
+        return profile(x) - q0 - level
+
+    out: list[float | None] = []
+    for lim in (limit_lo, limit_hi):
+        if g(lim) <= 0:
+            out.append(None)
+            continue
+        out.append(float(optimize.brentq(g, min(lim, centre), max(lim, centre), xtol=1e-10)))
+    return out
+
+
+def _exp_range(r: list[float | None]) -> list[float | None]:
+    return [None if v is None else math.exp(v) for v in r]
+
+
+def _profile_intervals(fit: ScalingFit, problem: _LogFit, a: float, c: float, df: int) -> None:
+    """Fill the fit's intervals (or their null reasons) from the profiles of `problem` around (a, c)."""
+    fit.interval_method = INTERVAL_PROFILE
+    level = float(stats.f.ppf(fit.confidence, 1, df))
+    span = math.log(PROFILE_SPAN) + 30.0
+    bc = _exp_range(_profile_range(problem.profile_c, c, problem.c_lo, problem.c_hi, level))
+    fit.b_crit_range = bc
+    open_low, open_high = bc[0] is None, bc[1] is None
+    if not open_low and not open_high:
+        fit.b_crit_ci = [bc[0], bc[1]]
+    else:
+        fit.null_reasons["b_crit_ci"] = _open_reason(bc, fit.confidence)
+    sm = _exp_range(_profile_range(problem.profile_a, a, a - span, a + span, level))
+    em = _exp_range(_profile_range(problem.profile_e, a + c, a + c - span, a + c + span, level))
+    if open_high or sm[0] is None or sm[1] is None:
+        fit.null_reasons["s_min_ci"] = ("the data cannot rule out steps ∝ 1/B over the whole range (B_crit unbounded "
+                                        "above), so S_min may be near 0" if open_high else
+                                        "the profile likelihood does not close within its search range")
+    else:
+        fit.s_min_ci = [sm[0], sm[1]]
+    if open_low or em[0] is None or em[1] is None:
+        fit.null_reasons["e_min_ci"] = ("the data cannot rule out flat steps over the whole range (B_crit unbounded "
+                                        "below), so E_min may be near 0" if open_low else
+                                        "the profile likelihood does not close within its search range")
+    else:
+        fit.e_min_ci = [em[0], em[1]]
+
+
+def _open_reason(bc: list[float | None], confidence: float) -> str:
+    lo, hi = bc
+    if lo is None and hi is None:
+        return (f"unreliable: every B_crit from below to beyond the batch sizes measured fits within the "
+                f"{confidence:.0%} profile likelihood, so the data do not locate it")
+    if hi is None:
+        return (f"unreliable: the {confidence:.0%} profile likelihood leaves B_crit unbounded above (the steps are "
+                f"consistent with halving at every doubling over the range); only B_crit >= {lo:.3g} is supported")
+    return (f"unreliable: the {confidence:.0%} profile likelihood leaves B_crit unbounded below (the steps are "
+            f"consistent with no fall at all over the range); only B_crit <= {hi:.3g} is supported")
+
+
 def _percentile_ci(values: Sequence[float], confidence: float) -> list[float] | None:
     v = np.asarray([x for x in values if x is not None and math.isfinite(x)], dtype=float)
     if v.size < 2:
@@ -161,55 +327,121 @@ def _percentile_ci(values: Sequence[float], confidence: float) -> list[float] | 
     return [float(np.percentile(v, a)), float(np.percentile(v, 100 - a))]
 
 
-def fit_scaling(batches: Sequence[BatchSteps], *, n_bootstrap: int = 1000, seed: int = 0,
-                confidence: float = CONFIDENCE, all_batch_sizes: Sequence[int] | None = None) -> ScalingFit:
-    """Fit S(B) to the batch sizes that reached the target, with a bootstrap over seeds.
+def _bootstrap_intervals(fit: ScalingFit, batches: Sequence[BatchSteps], bsz: np.ndarray, st: np.ndarray,
+                         n_bootstrap: int, seed: int) -> None:
+    """Percentile bootstrap: over seeds within each (batch, LR) cell where every chosen cell has 2 or
+    more, else over batch sizes. Null with a reason when too few resamples could be fitted."""
+    fit.interval_method = INTERVAL_BOOTSTRAP
+    reached = [b for b in batches if b.reached]
+    chosen = [c for b in reached for c in b.lr_cells if c.steps_to_target is not None]
+    multi_seed = bool(chosen) and len(chosen) >= len(reached) and all(len(c.steps_per_seed) >= 2 for c in chosen)
+    fit.bootstrap_method = "seeds within each (batch, LR) cell" if multi_seed else "batch sizes"
+    if n_bootstrap <= 0:
+        for k in ("s_min_ci", "b_crit_ci", "e_min_ci"):
+            fit.null_reasons[k] = "no bootstrap resamples requested (n_bootstrap = 0)"
+        return
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n_bootstrap):
+        if multi_seed:
+            bb, ss = _resample_seeds(batches, rng)
+        else:
+            idx = rng.integers(0, bsz.size, bsz.size)
+            bb, ss = bsz[idx], st[idx]
+        if np.unique(bb).size < 3:
+            continue
+        try:
+            draws.append(fit_steps_model(bb, ss))
+        except (BenchError, ValueError, FloatingPointError):
+            continue
+    fit.n_bootstrap_ok = len(draws)
+    lost = 1.0 - len(draws) / n_bootstrap
+    if len(draws) < 2 or lost > MAX_BOOTSTRAP_FAILURES:
+        why = (f"unreliable: {n_bootstrap - len(draws)} of {n_bootstrap} resamples ({lost:.0%}) could not be fitted "
+               f"(fewer than 3 distinct batch sizes, or no fit); the percentile interval of the rest would be too narrow")
+        for k in ("s_min_ci", "b_crit_ci", "e_min_ci"):
+            fit.null_reasons[k] = why
+        return
+    arr = np.array(draws)
+    fit.s_min_ci = _percentile_ci(arr[:, 0], fit.confidence)
+    fit.b_crit_ci = _percentile_ci(arr[:, 1], fit.confidence)
+    fit.e_min_ci = _percentile_ci(arr[:, 0] * arr[:, 1], fit.confidence)
+    fit.b_crit_range = list(fit.b_crit_ci)
 
-    Bootstrap: each resample redraws, for every (batch, LR) cell the point estimate could choose (every
-    seed reached the target, at a batch size that reached it), its seeds with replacement, picks the
-    best LR again (so LR selection is part of the uncertainty) and refits. Where a cell has a single
-    seed, seeds cannot be resampled; the batch sizes themselves are resampled instead. Percentile
-    intervals, fixed RNG seed.
+
+def fit_scaling(batches: Sequence[BatchSteps], *, n_bootstrap: int = 1000, seed: int = 0,
+                confidence: float = CONFIDENCE, all_batch_sizes: Sequence[int] | None = None,
+                interval: str = INTERVAL_PROFILE, use_censored: bool = True) -> ScalingFit:
+    """Fit S(B) = S_min(1 + B_crit/B) to the batch sizes that reached the target, with intervals.
+
+    `interval`: INTERVAL_PROFILE (default; profile likelihood, see above) or INTERVAL_BOOTSTRAP
+    (percentile bootstrap over seeds within each (batch, LR) cell, the LR picked again in each resample;
+    over batch sizes with one seed; `n_bootstrap` resamples from RNG seed `seed`). An interval that
+    cannot be trusted is null with its reason in `null_reasons`, never printed.
+
+    Batch sizes that did not reach the target are censored data: their lower bound (`censored_at`)
+    enters the fit (`use_censored`) unless the fit to the reached ones predicts fewer than
+    1/CENSOR_CONFLICT of it, which is reported as a warning instead. They get no regime.
     """
+    if interval not in INTERVAL_METHODS:
+        raise BenchError(f"unknown interval method {interval!r}; choose {' or '.join(INTERVAL_METHODS)}")
     reached = [b for b in batches if b.reached]
     sizes = [b.batch_size for b in batches] if all_batch_sizes is None else list(all_batch_sizes)
+    reached_sizes = {b.batch_size for b in reached}
+    censored = [b for b in batches if not b.reached and b.censored_at is not None and b.censored_at > 0]
     if len(reached) < 3:
+        why = f"needs steps to target at 3 or more batch sizes; {len(reached)} reached the target"
         return ScalingFit(None, None, None, batch_sizes=[b.batch_size for b in reached],
                           regimes={str(b): None for b in sizes}, confidence=confidence, regime_rule=REGIME_RULE,
-                          reason=f"needs steps to target at 3 or more batch sizes; {len(reached)} reached the target")
+                          reason=why, censored_bounds={str(b.batch_size): b.censored_at for b in censored},
+                          null_reasons={k: f"no fit: {why}" for k in ("s_min_ci", "b_crit_ci", "e_min_ci")})
     bsz = np.array([b.batch_size for b in reached], dtype=float)
     st = np.array([b.steps_to_target for b in reached], dtype=float)
     s_min, b_crit = fit_steps_model(bsz, st)
+    df = int(bsz.size - 2)
+    rss = float(np.sum((np.log(st) - np.log(steps_model(bsz, s_min, b_crit))) ** 2))
+    sigma = math.sqrt(rss / df)
+    fit = ScalingFit(None, None, None, batch_sizes=[int(b) for b in bsz], n_bootstrap=n_bootstrap,
+                     bootstrap_seed=seed, confidence=confidence, regime_rule=REGIME_RULE, residual_df=df)
+    fit.censored_bounds = {str(b.batch_size): float(b.censored_at) for b in censored}
+    used = []
+    for b in censored:
+        predicted = float(steps_model(b.batch_size, s_min, b_crit))
+        if predicted * CENSOR_CONFLICT <= b.censored_at:
+            fit.warnings.append(
+                f"batch size {b.batch_size} did not reach the target in {b.censored_at:.4g} steps, yet the fit to "
+                f"the batch sizes that did predicts {predicted:.3g}: the fit or those runs are wrong (diverging, or "
+                "an LR grid that missed the good rates); its bound is left out of the fit")
+        elif use_censored:
+            used.append(b)
+    degenerate = sigma <= 1e-9  # noise-free steps: the fit is exact, and so is every interval
+    if used and not degenerate:
+        problem = _LogFit(bsz, st, [b.batch_size for b in used], [b.censored_at for b in used], sigma=sigma)
+        a, c = problem.minimum(math.log(s_min), math.log(b_crit))
+        s_min, b_crit = math.exp(a), math.exp(c)
+        fit.censored_used = [b.batch_size for b in used]
+    fit.s_min, fit.b_crit, fit.e_min = s_min, b_crit, s_min * b_crit
     pred = steps_model(bsz, s_min, b_crit)
-    rel_rms = float(np.sqrt(np.mean((st / pred - 1.0) ** 2)))
-    fit = ScalingFit(s_min, b_crit, s_min * b_crit, batch_sizes=[int(b) for b in bsz], rel_rms_residual=rel_rms,
-                     n_bootstrap=n_bootstrap, bootstrap_seed=seed, confidence=confidence, regime_rule=REGIME_RULE)
+    fit.rel_rms_residual = float(np.sqrt(np.mean((st / pred - 1.0) ** 2)))
+    fit.residuals = {str(int(b)): float(s / p - 1.0) for b, s, p in zip(bsz, st, pred)}
     fit.b_crit_position = "below" if b_crit < bsz.min() else "beyond" if b_crit > bsz.max() else "inside"
-    fit.regimes = {str(b): regime(b, b_crit) for b in sizes}
-    if n_bootstrap > 0:
-        rng = np.random.default_rng(seed)
-        multi_seed = all(len(c.steps_per_seed) >= 2 for b in reached for c in b.lr_cells
-                         if c.steps_to_target is not None)
-        fit.bootstrap_method = "seeds within each (batch, LR) cell" if multi_seed else "batch sizes"
-        draws = []
-        for _ in range(n_bootstrap):
-            if multi_seed:
-                bb, ss = _resample_seeds(batches, rng)
-            else:
-                idx = rng.integers(0, bsz.size, bsz.size)
-                bb, ss = bsz[idx], st[idx]
-            if np.unique(bb).size < 3:
-                continue
-            try:
-                draws.append(fit_steps_model(bb, ss))
-            except (BenchError, ValueError, FloatingPointError):
-                continue
-        fit.n_bootstrap_ok = len(draws)
-        if draws:
-            arr = np.array(draws)
-            fit.s_min_ci = _percentile_ci(arr[:, 0], confidence)
-            fit.b_crit_ci = _percentile_ci(arr[:, 1], confidence)
-            fit.e_min_ci = _percentile_ci(arr[:, 0] * arr[:, 1], confidence)
+    fit.regimes = {str(b): regime(b, b_crit) if b in reached_sizes else None for b in sizes}
+    if interval == INTERVAL_BOOTSTRAP:
+        _bootstrap_intervals(fit, batches, bsz, st, n_bootstrap, seed)
+    elif degenerate:
+        fit.interval_method = INTERVAL_PROFILE
+        fit.s_min_ci, fit.b_crit_ci, fit.e_min_ci = [s_min] * 2, [b_crit] * 2, [fit.e_min] * 2
+        fit.b_crit_range = [b_crit, b_crit]
+    else:
+        problem = _LogFit(bsz, st, [b.batch_size for b in used], [b.censored_at for b in used], sigma=sigma)
+        c = math.log(b_crit)
+        problem.c_lo, problem.c_hi = min(problem.c_lo, c - 2.0), max(problem.c_hi, c + 2.0)  # an estimate far out
+        try:
+            _profile_intervals(fit, problem, math.log(s_min), c, df)
+        except (ValueError, FloatingPointError, ArithmeticError) as e:
+            fit.s_min_ci = fit.b_crit_ci = fit.e_min_ci = None
+            for k in ("s_min_ci", "b_crit_ci", "e_min_ci"):
+                fit.null_reasons.setdefault(k, f"the profile likelihood could not be computed ({type(e).__name__}: {e})")
     return fit
 
 
@@ -243,3 +475,54 @@ def measured_scaling_exponents(batches: Sequence[BatchSteps]) -> dict[str, float
     for a, b in zip(reached, reached[1:]):
         out[str(a.batch_size)] = math.log(b.steps_to_target / a.steps_to_target) / math.log(b.batch_size / a.batch_size)
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# A table the user already has
+
+
+def batches_from_table(table: StepsTable) -> list[BatchSteps]:
+    """One BatchSteps per batch size of a steps-to-target table: its rows are seeds of one setting. As
+    with curves, the batch size counts as reached only if every row did; otherwise it is censored at the
+    mean over rows of (steps where reached, else the bound)."""
+    by_batch: dict[int, list] = defaultdict(list)
+    for r in table.rows:
+        by_batch[r.batch_size].append(r)
+    out = []
+    for b in sorted(by_batch):
+        rows = by_batch[b]
+        seeds = [r.seed if r.seed is not None else i for i, r in enumerate(rows)]
+        steps = [r.steps if r.reached else None for r in rows]
+        cell = _cell_from_steps(None, None, seeds, steps, int(max(r.steps for r in rows)))
+        bs = BatchSteps(batch_size=b, best_lr=None, steps_to_target=None, lr_cells=[cell], n_runs=len(rows))
+        if cell.steps_to_target is None:
+            bs.reason = cell.reason
+            bs.censored_at = float(np.mean([r.steps for r in rows]))
+        else:
+            bs.steps_to_target = cell.steps_to_target
+            bs.steps_per_seed = list(cell.steps_per_seed)
+            bs.seeds = list(seeds)
+            bs.steps_low, bs.steps_high = float(min(steps)), float(max(steps))
+            bs.examples_to_target = cell.steps_to_target * b
+        out.append(bs)
+    return out
+
+
+def fit_table(table: StepsTable, *, interval: str = INTERVAL_PROFILE, confidence: float = CONFIDENCE,
+              n_bootstrap: int = 1000, seed: int = 0) -> TableFit:
+    """`bench fit`: S(B) = S_min·(1 + B_crit/B) fitted to a table of steps (or examples, or epochs) to
+    target, with intervals, regimes and residuals (see fit_scaling); E_min also in epochs when the
+    table knows its training set size."""
+    batches = batches_from_table(table)
+    fit = fit_scaling(batches, interval=interval, confidence=confidence, n_bootstrap=n_bootstrap, seed=seed)
+    out = TableFit(table.source, table.unit, table.dataset_size, batches, fit, comments=list(table.comments))
+    if table.dataset_size and fit.e_min is not None:
+        out.e_min_epochs = fit.e_min / table.dataset_size
+        if fit.e_min_ci:
+            out.e_min_epochs_ci = [v / table.dataset_size for v in fit.e_min_ci]
+    elif not table.dataset_size:
+        out.null_reasons["e_min_epochs"] = "no training set size given (--dataset-size N)"
+    else:
+        out.null_reasons["e_min_epochs"] = f"no fit: {fit.reason}"
+    return out
+

@@ -18,11 +18,13 @@ import numpy as np
 
 from bench.analysis.noise_scale import compare_with_critical_batch
 from bench.analysis.scaling import (
+    INTERVAL_PROFILE,
     fit_scaling,
     measured_scaling_exponents,
     steps_by_batch,
 )
 from bench.core.errors import BenchError
+from bench.measure.timing import MEASURE_DEFAULTS
 from bench.records.curves import Curve
 from bench.records.tta import (
     BatchTTA,
@@ -66,7 +68,7 @@ def fit_step_time_linear(step_times: Sequence[StepTime]) -> StepTimeFit | None:
     w = 1.0 / t
     A = np.stack([np.ones_like(b), b], axis=1) * w[:, None]
     (a, slope), *_ = np.linalg.lstsq(A, t * w, rcond=None)
-    return StepTimeFit(float(a), float(slope), "least squares on relative residuals over the sweep's points")
+    return StepTimeFit(float(a), float(slope), "least squares on relative residuals over the measured step times")
 
 
 def _num(v) -> bool:
@@ -127,15 +129,21 @@ def b_star(b_crit: float | None, a_s: float | None, b_s_per_example: float | Non
 def analyse_tta(curves: Sequence[Curve], step_times: Sequence[StepTime], target: float, *,
                 step_time_fit: StepTimeFit | None = None, step_time_missing: dict[int, str] | None = None,
                 noise_scale: NoiseScaleEstimate | None = None, n_bootstrap: int = 1000,
-                bootstrap_seed: int = 0) -> TTAAnalysis:
-    """Join steps to target with step times and derive the best batch sizes."""
+                bootstrap_seed: int = 0, interval: str = INTERVAL_PROFILE,
+                ci_target: float | None = None) -> TTAAnalysis:
+    """Join steps to target with step times and derive the best batch sizes.
+
+    `interval` is the scaling fit's interval method (bench.analysis.scaling); `ci_target` the relative
+    precision the step times were measured to (default: the measuring default), beyond which a mean
+    step time far above its median is flagged."""
     if not curves:
         raise BenchError("no curves to analyse")
     metric, hib = curves[0].metric, curves[0].higher_is_better
     if any(c.higher_is_better != hib for c in curves):
         raise BenchError("curves disagree on whether a higher metric is better; analyse them separately")
     sel = steps_by_batch(curves, target)
-    fit = fit_scaling(sel, n_bootstrap=n_bootstrap, seed=bootstrap_seed)
+    fit = fit_scaling(sel, n_bootstrap=n_bootstrap, seed=bootstrap_seed, interval=interval)
+    ci_target = MEASURE_DEFAULTS["ci_target"] if ci_target is None else float(ci_target)
     slopes = measured_scaling_exponents(sel)
     times = {s.batch_size: s for s in step_times}
     if step_time_fit is None:
@@ -146,13 +154,20 @@ def analyse_tta(curves: Sequence[Curve], step_times: Sequence[StepTime], target:
     for bs in sel:
         row = BatchTTA(batch_size=bs.batch_size, best_lr=bs.best_lr, steps_to_target=bs.steps_to_target,
                        steps_low=bs.steps_low, steps_high=bs.steps_high, steps_per_seed=list(bs.steps_per_seed),
-                       examples_to_target=bs.examples_to_target, fitted_steps=fit.predict_steps(bs.batch_size),
+                       examples_to_target=bs.examples_to_target,
+                       fitted_steps=fit.predict_steps(bs.batch_size) if bs.reached else None,
                        regime=fit.regimes.get(str(bs.batch_size)), measured_scaling_exponent=slopes.get(str(bs.batch_size)),
                        final_eval_metric=bs.final_eval_metric, best_eval_metric=bs.best_eval_metric,
                        best_lr_at_grid_edge=bs.best_lr_at_grid_edge)
         if not bs.reached:
             row.null_reasons["steps_to_target"] = bs.reason or "not reached"
-        if row.regime is None:
+            bound = (f"at least {bs.censored_at:.4g} steps (a lower bound, used by the fit)"
+                     if bs.censored_at is not None and bs.batch_size in fit.censored_used
+                     else f"at least {bs.censored_at:.4g} steps (a lower bound)" if bs.censored_at is not None
+                     else bs.censored_reason or "no lower bound")
+            row.null_reasons["fitted_steps"] = f"not reached: {bound}; fitted steps are shown only beside measured ones"
+            row.null_reasons["regime"] = f"not reached: {bound}; no regime is read off a batch size that never got there"
+        elif row.regime is None:
             row.null_reasons["regime"] = fit.reason or "no fitted critical batch size"
         st = times.get(bs.batch_size)
         if st is None:
@@ -170,6 +185,7 @@ def analyse_tta(curves: Sequence[Curve], step_times: Sequence[StepTime], target:
             # TTA sums S step times, so its expectation is S·mean; the median only where there is no mean.
             t = st.mean_s if st.mean_s is not None else st.median_s
             row.time_to_target_basis = "mean" if st.mean_s is not None else "median"
+            row.step_time_used_s = t
             row.time_to_target_s = bs.steps_to_target * t
             # Conservative interval: fewest seed steps x CI low, most seed steps x CI high, with the
             # median's CI scaled to the mean (that CI already allows for steps correlated within timing
@@ -192,11 +208,20 @@ def analyse_tta(curves: Sequence[Curve], step_times: Sequence[StepTime], target:
             row.null_reasons["energy_to_target_j"] = (row.null_reasons.get("time_to_target_s")
                                                       or row.null_reasons.get("energy_per_step_j", "not measured"))
         a.batches.append(row)
+    heavy = [(st.batch_size, st.mean_s / st.median_s) for st in step_times
+             if st.mean_s is not None and st.median_s and st.mean_s / st.median_s > 1 + ci_target]
+    if heavy:
+        worst_b, worst = max(heavy, key=lambda h: h[1])
+        a.warnings.append(
+            f"mean step time exceeds the median by more than the {ci_target:.0%} CI target at batch size(s) "
+            f"{', '.join(str(b) for b, _ in heavy)} (up to {worst:.3g}x, at {worst_b}): a few slow steps (a loaded "
+            "machine?) dominate; time to target multiplies the mean, the step-time fit and B* the median")
     _best_batches(a)
     _naive(a)
-    _b_star(a)
+    _b_star(a, times)
     _generalisation(a, curves)
     a.noise_scale_vs_b_crit = compare_with_critical_batch(noise_scale.b_simple if noise_scale else None, fit.b_crit)
+    a.warnings += fit.warnings
     edge = [b.batch_size for b in sel if b.best_lr_at_grid_edge]
     if edge:
         a.warnings.append(f"best learning rate at the edge of the LR grid for batch size(s) {', '.join(map(str, edge))}: "
@@ -267,7 +292,16 @@ def _naive(a: TTAAnalysis) -> None:
     }
 
 
-def _b_star(a: TTAAnalysis) -> None:
+def _mean_to_median(times: dict[int, StepTime], batch: float) -> float:
+    """mean/median step time at the measured batch size nearest `batch` (in log), 1 without a mean."""
+    usable = [s for s in times.values() if s.mean_s is not None and s.median_s]
+    if not usable:
+        return 1.0
+    near = min(usable, key=lambda s: abs(math.log(s.batch_size / batch)))
+    return near.mean_s / near.median_s
+
+
+def _b_star(a: TTAAnalysis, times: dict[int, StepTime] | None = None) -> None:
     fit, sf = a.scaling_fit, a.step_time_fit
     knee = sf.knee_batch if sf is not None and sf.model == "hinge" else None
     value, reason = b_star(fit.b_crit if fit else None, sf.a_s if sf else None, sf.b_s_per_example if sf else None,
@@ -276,9 +310,14 @@ def _b_star(a: TTAAnalysis) -> None:
     if value is None:
         a.null_reasons["b_star"] = reason
         return
-    a.b_star_time_s = fit.predict_steps(value) * sf.predict_s(value)
+    # The fit follows the medians (the shape); a time to target sums steps, so its prediction takes the
+    # mean, as the measured times do: the fit scaled by mean/median at the measured batch nearest B*.
+    ratio = _mean_to_median(times or {}, value)
+    a.b_star_time_s = fit.predict_steps(value) * sf.predict_s(value) * ratio
     if knee is None:
         a.b_star_rule = f"sqrt(B_crit·a/b) from {sf.source}, t = a + b·B"
+        if abs(ratio - 1) > 1e-9:
+            a.b_star_rule += f"; its predicted time uses the mean step time ({ratio:.3g}x the fitted median there)"
         return
     a.b_star_rule = (f"max(K, sqrt(B_crit·a'/s)) from {sf.source}: a plateau up to the knee K = {knee:.3g}, "
                      f"then slope s, a' = plateau − s·K")
@@ -287,6 +326,8 @@ def _b_star(a: TTAAnalysis) -> None:
         a.b_star_rule += ("; clipped to the knee (" + (f"sqrt(B_crit·a'/s) = {unclipped:.3g} is below it"
                                                       if unclipped is not None else "a' <= 0")
                           + ": a step costs no more up to the knee, and past it time to target only grows)")
+    if abs(ratio - 1) > 1e-9:
+        a.b_star_rule += f"; its predicted time uses the mean step time ({ratio:.3g}x the fitted median there)"
 
 
 def _generalisation(a: TTAAnalysis, curves: Sequence[Curve]) -> None:
@@ -310,16 +351,22 @@ def _generalisation(a: TTAAnalysis, curves: Sequence[Curve]) -> None:
 
 def tta_from_files(curve_paths: Sequence[str | os.PathLike], *, sweep_path: str | os.PathLike | None = None,
                    target: float | None = None, metric: str | None = None, higher_is_better: bool | None = None,
-                   batch_sizes: Sequence[int] | None = None, n_bootstrap: int = 1000) -> TTAResult:
-    """A TTAResult from curves files (bench.curves, bench.tta, CSV or JSON rows) and an optional sweep file."""
+                   batch_sizes: Sequence[int] | None = None, n_bootstrap: int = 1000,
+                   step_times_path: str | os.PathLike | None = None) -> TTAResult:
+    """A TTAResult from curves files (bench.curves, bench.tta, CSV or JSON rows) and the step times of
+    the same model: a sweep file, or a CSV of step times measured elsewhere (`step_times_path`,
+    bench.records.tta.read_step_times), not both."""
     from datetime import datetime, timezone
 
     from bench.records.curves import check_batch_sizes_present
     from bench.records.loader import load_curves
     from bench.records.sweep import load_sweep
+    from bench.records.tta import read_step_times
 
     if not curve_paths:
         raise BenchError("no curves files given")
+    if sweep_path is not None and step_times_path is not None:
+        raise BenchError("give the step times once: a sweep file or a step-times CSV, not both")
     curves: list[Curve] = []
     for p in curve_paths:
         curves += load_curves(p, metric=metric, higher_is_better=higher_is_better)
@@ -334,12 +381,13 @@ def tta_from_files(curve_paths: Sequence[str | os.PathLike], *, sweep_path: str 
             raise BenchError("give the target metric value (--target): the curves do not name one target")
         target = targets.pop()
     result = TTAResult(config={"curves": [str(p) for p in curve_paths], "sweep": str(sweep_path) if sweep_path else None,
+                               "step_times": str(step_times_path) if step_times_path else None,
                                "target": target, "n_bootstrap": n_bootstrap},
                        task={"name": curves[0].task, "metric": curves[0].metric,
                              "higher_is_better": curves[0].higher_is_better},
                        curves=curves, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
     result.null_reasons["noise_scale"] = "not measured: curves were read from files"
-    fit, missing = None, {}
+    fit, missing, ci_target = None, {}, None
     if sweep_path is not None:
         sweep = load_sweep(sweep_path)
         result.step_times, missing = step_times_from_sweep(sweep)
@@ -347,12 +395,23 @@ def tta_from_files(curve_paths: Sequence[str | os.PathLike], *, sweep_path: str 
         result.step_time_source = f"sweep file {sweep_path} (workload {sweep.config.get('workload')!r})"
         result.environment = dict(sweep.environment or {})
         fit = step_time_fit_from_sweep(sweep)
+        rule = sweep.config.get("stopping_rule") if isinstance(sweep.config.get("stopping_rule"), dict) else {}
+        target_ci = rule.get("ci_target", sweep.config.get("ci_target"))
+        ci_target = float(target_ci) if _num(target_ci) and target_ci > 0 else None
+    elif step_times_path is not None:
+        result.step_times = read_step_times(step_times_path)
+        result.step_time_source = f"step-times file {step_times_path}"
+        for b in sorted({c.batch_size for c in curves} - {s.batch_size for s in result.step_times}):
+            missing[b] = f"no step time for batch {b} in {step_times_path}"
+        result.step_time_missing = {str(k): v for k, v in missing.items()}
+        result.null_reasons["environment"] = (f"step times read from {step_times_path}: the machine they were "
+                                              "measured on is not recorded")
     else:
         result.null_reasons["step_times"] = "no sweep file given: steps to target only, no time to target"
         result.null_reasons["environment"] = ("no sweep file given: nothing was measured on a known machine "
                                               "(the fingerprint is the sweep's)")
     result.analysis = analyse_tta(curves, result.step_times, target, step_time_fit=fit, step_time_missing=missing,
-                                  n_bootstrap=n_bootstrap)
+                                  n_bootstrap=n_bootstrap, ci_target=ci_target)
     if sweep_path is not None and curves[0].task not in str(sweep.config.get("workload")):
         result.analysis.warnings.append(
             f"the sweep timed workload {sweep.config.get('workload')!r} and the curves come from task "

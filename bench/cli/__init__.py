@@ -20,6 +20,7 @@ COMMAND_MODULES = [
     "bench.cli.peak",
     "bench.cli.train",
     "bench.cli.tta",
+    "bench.cli.fit",
     "bench.cli.report",
     "bench.cli.history",
     "bench.cli.compare",

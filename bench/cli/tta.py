@@ -37,6 +37,9 @@ def register(sub) -> None:
                      help="curves: bench.curves/bench.tta JSON, or CSV/JSON with batch_size, step or examples, metric "
                           "[, seed, lr]; TensorBoard event files are not supported")
     src.add_argument("--sweep", metavar="FILE", help="sweep results JSON with the step times of the same model")
+    src.add_argument("--step-times", metavar="FILE",
+                     help="instead of --sweep: CSV of step times measured elsewhere, with batch_size and step_time_s "
+                          "(or median_s / mean_s) in seconds per step [, ci_low_s, ci_high_s, energy_per_step_j]")
     src.add_argument("--metric", help="metric name of imported curves (default: 'metric')")
     src.add_argument("--lower-is-better", action="store_true", default=None,
                      help="imported metric is better when lower (default: guessed from its name)")
@@ -49,7 +52,9 @@ def register(sub) -> None:
     n.add_argument("--no-step-time", action="store_true", help="do not time steps (no --sweep either: no TTA)")
     n.add_argument("--sweep-budget", type=positive_float, default=MEASURE_DEFAULTS["budget_s"],
                    help="seconds of timing per batch size, at most (default: %(default)s)")
-    n.add_argument("--bootstrap", type=nonnegative_int, default=1000, help="bootstrap resamples (default: %(default)s)")
+    n.add_argument("--bootstrap", type=nonnegative_int, default=1000,
+                   help="resamples of the noise scale's block bootstrap (default: %(default)s; B_crit's interval is a "
+                        "profile likelihood, docs/tta.md)")
     o = p.add_argument_group("output")
     o.add_argument("-o", "--output", help="results JSON (default: reports/tta-<task>-<time>.json)")
     o.add_argument("--resume", action="store_true", help="continue --output, skipping the runs it has")
@@ -91,6 +96,8 @@ def run(args: argparse.Namespace) -> int:
     from bench.records.tta import save_tta
 
     console = Console() if sys.stdout.isatty() else Console(width=160)
+    if args.step_times and not args.curves:
+        raise BenchError("--step-times goes with --curves (an end-to-end study times its own steps)")
     if args.curves:
         name = Path(args.curves[0]).stem
         output = Path(args.output) if args.output else _default_output(name)
@@ -101,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         hib = None if args.lower_is_better is None else not args.lower_is_better
         result = tta_from_files(args.curves, sweep_path=args.sweep, target=args.target, metric=args.metric,
                                 higher_is_better=hib, batch_sizes=parse_list(args.batch_sizes, int, "batch size"),
-                                n_bootstrap=args.bootstrap)
+                                n_bootstrap=args.bootstrap, step_times_path=args.step_times)
         save_tta(result, output)
     else:
         from bench.cli.train import runs_failure_status

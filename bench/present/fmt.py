@@ -7,6 +7,9 @@ import math
 from typing import Sequence
 
 TIME_UNITS = ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns"))
+# Long durations (a time to target) read best in the largest unit they fill: days from 2 days, hours
+# from 1 hour, minutes from 2 minutes (90 s stays "90 s", 1.5 h is "1.5 h", not "5,400 s").
+LONG_TIME_UNITS = ((86400.0, "d", 2.0), (3600.0, "h", 1.0), (60.0, "min", 2.0))
 # Past this many, a list of batch sizes shows its first three, an ellipsis and the last.
 MAX_LISTED_BATCHES = 8
 
@@ -16,32 +19,37 @@ def is_number(x) -> bool:
     return x is not None and isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _time_unit(seconds: float, digits: int = 3) -> tuple[float, str]:
+def time_unit(seconds: float, digits: int = 3) -> tuple[float, str]:
+    """(scale, name) of the unit a duration reads best in: ns up to days (see LONG_TIME_UNITS)."""
     # Round first, so 0.0009996 s is "1 ms", not "1e+03 µs".
     v = float(f"{abs(seconds):.{digits}g}")
+    for scale, name, at_least in LONG_TIME_UNITS:
+        if v >= scale * at_least:
+            return scale, name
     for scale, name in TIME_UNITS:
         if v >= scale:
             return scale, name
     return TIME_UNITS[-1]
 
 
+
 def duration(seconds: float | None, digits: int = 3) -> str:
-    """Seconds with `digits` significant figures in a readable unit: 0.00123 -> '1.23 ms', 456e-6 ->
-    '456 µs', 2.5 -> '2.5 s'; '—' for a value that was not measured."""
+    """Seconds with `digits` significant figures in the unit that reads best: 0.00123 -> '1.23 ms', 456e-6
+    -> '456 µs', 2.5 -> '2.5 s', 150 -> '2.5 min', 7200 -> '2 h', 3 days -> '3 d'; '—' when not measured."""
     if not is_number(seconds):
         return "—"
     if abs(seconds) < 1e-12:
         return "0 s"
-    scale, unit = _time_unit(seconds, digits)
-    return f"{float(f'{seconds:.{digits}g}') / scale:.{digits}g} {unit}"
+    scale, unit = time_unit(seconds, digits)
+    return f"{float(f'{seconds / scale:.{digits}g}'):.{digits}g} {unit}"
 
 
 def slope(s_per_sample: float, reference_s: float) -> str:
     """A per-sample time in the unit of the step time it is quoted beside, unless that makes it
     unreadably small: (1e-5, 0.002) -> '+0.01 ms per sample'."""
-    scale, unit = _time_unit(reference_s)
+    scale, unit = time_unit(reference_s)
     if s_per_sample / scale < 1e-3:
-        scale, unit = _time_unit(s_per_sample)
+        scale, unit = time_unit(s_per_sample)
     return f"+{s_per_sample / scale:.3g} {unit} per sample"
 
 
@@ -80,6 +88,14 @@ def compact(v: float) -> str:
     return f"{v:.3g}"
 
 
+def si(v: float) -> str:
+    """A large count with an SI suffix, 3 figures: 500000 -> '500k', 2500000 -> '2.5M', 3e9 -> '3G'."""
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(v) >= scale:
+            return f"{v / scale:.3g}{suffix}"
+    return f"{v:.3g}"
+
+
 def batch_estimate(value: float) -> str:
     """A fitted batch size (a knee, a/b) to 2 significant figures: 96.4 -> '96', 1536.2 -> '1500'."""
     if value >= 10:
@@ -103,6 +119,17 @@ def percent(x: float | None, digits: int = 1) -> str:
     if not is_number(x):
         return "—"
     return f"{100 * x:.{digits}f}%"
+
+
+def signed_percent(x: float | None, digits: int = 0) -> str:
+    """A relative difference with its sign: 0.12 -> '+12%', -0.33 -> '−33%' (a minus sign, not a hyphen),
+    and '0%' where it rounds to nothing ('-0%' says nothing)."""
+    if not is_number(x):
+        return "—"
+    shown = f"{abs(100 * x):.{digits}f}"
+    if float(shown) == 0:
+        return f"{shown}%"
+    return f"{'+' if x > 0 else '−'}{shown}%"
 
 
 def pct(fraction: float | None, missing: str = "?") -> str:

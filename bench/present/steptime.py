@@ -13,6 +13,7 @@ from bench.analysis.steptime import (
     BEYOND,
     FIT_HINGE,
     GROWTH_IRREGULAR,
+    GROWTH_LINEAR,
     GROWTH_NONE,
     StepTimeAnalysis,
     StepTimePoint,
@@ -142,6 +143,17 @@ def equal_time_sentence(a: StepTimeAnalysis) -> str:
         return head + (f"; {lead} irregularly (the best fit, {slope_txt}, leaves a "
                        f"{fit.rel_rms_residual:.0%} RMS residual).")
     return head + f"; {lead} about linearly, {slope_txt} ({knee_text(a)})."
+
+
+def named_knee(a: StepTimeAnalysis) -> float | None:
+    """The knee the verdict names (the hinge's knee, or the line's a/b), or None where it names none: no
+    growth past the equal-time range, or growth too irregular for a knee to mean anything. The figures
+    draw this one, so a figure never shows a knee the sentence beside it does not claim."""
+    if a.equal_time_reaches_largest or a.first_beyond_batch is None or a.growth() != GROWTH_LINEAR:
+        return None
+    if a.best_fit == FIT_HINGE:
+        return a.knee_batch
+    return a.linear_fit.saturation_batch if a.linear_fit is not None else None
 
 
 def knee_text(a: StepTimeAnalysis) -> str:

@@ -3,6 +3,8 @@ The commands print them; the report has its own HTML tables of the same numbers.
 
 from __future__ import annotations
 
+import textwrap
+
 import bench.present.fmt as fmt
 from bench.present.steptime import sweep_analysis
 
@@ -35,7 +37,7 @@ def sweep_table(result):
         if p.telemetry.get("throttled"):
             notes.append("throttled")
         if p.error:
-            notes.append(p.error[:60])
+            notes.append(textwrap.shorten(p.error, 80, placeholder=" …"))  # whole words, never cut mid-word
         extra = [show(p.telemetry[key]) if p.telemetry.get(key) is not None else "—" for _, key, show in optional]
         t.add_row(
             str(p.batch_size), p.status,
@@ -82,7 +84,31 @@ def tta_table(result):
                if b.time_to_target_low_s is not None else "—"]
         if energy:
             row.append(f"{b.energy_to_target_j:.3g} J" if b.energy_to_target_j is not None else "—")
-        row += [b.regime or "—", f"{b.naive_rel_error:+.0%}" if b.naive_rel_error is not None else "—",
+        row += [b.regime or "—", fmt.signed_percent(b.naive_rel_error),
                 _g(b.final_eval_metric, 4)]
         t.add_row(*row)
+    return t
+
+
+def table_fit_table(tf):
+    """A rich Table of `bench fit`: per batch size, the runs, mean steps to target (a lower bound where not
+    reached), the seed range, the fitted steps, the residual and the regime."""
+    from rich.table import Table
+
+    f = tf.fit
+    t = Table(title=f"steps to target · {tf.source or 'table'}", title_justify="left")
+    for col in ("batch", "runs", "steps to target", "seed range", "fitted", "residual", "regime"):
+        t.add_column(col, justify="left" if col == "regime" else "right")
+    for b in tf.batches:
+        key = str(b.batch_size)
+        if b.reached:
+            steps = fmt.quantity(b.steps_to_target)
+            seed_range = f"{fmt.quantity(b.steps_low)}–{fmt.quantity(b.steps_high)}" if b.n_runs > 1 else "—"
+        else:
+            steps = f"≥ {fmt.quantity(b.censored_at)} (not reached)" if b.censored_at is not None else "not reached"
+            seed_range = "—"
+        fitted = fmt.quantity(f.predict_steps(b.batch_size)) if b.reached and f.b_crit is not None else "—"
+        resid = f.residuals.get(key)
+        t.add_row(f"{b.batch_size:,}", str(b.n_runs), steps, seed_range, fitted,
+                  f"{resid:+.1%}" if resid is not None else "—", f.regimes.get(key) or "—")
     return t

@@ -15,8 +15,52 @@ from bench.analysis.noise_scale import (
 )
 
 
+def _n(v: float) -> str:
+    return fmt.number(v) if abs(v) >= 1 else f"{v:.3g}"
+
+
 def _ci(ci) -> str:
-    return f"[{ci[0]:.3g}, {ci[1]:.3g}]" if ci else "[—]"
+    return f"[{_n(ci[0])}, {_n(ci[1])}]" if ci else "[—]"
+
+
+def interval_method(f) -> str:
+    """How a scaling fit's intervals were made, in words: '95% profile likelihood', '95% percentile
+    bootstrap over batch sizes', or 'no interval' (files from before `interval_method` say 'bootstrap')."""
+    method = getattr(f, "interval_method", None)
+    if method is None and f.bootstrap_method:
+        return f"{f.confidence:.0%} bootstrap over {f.bootstrap_method}"
+    if method is None:
+        return "no interval"
+    if f.bootstrap_method and "bootstrap" in method:
+        return f"{f.confidence:.0%} {method} over {f.bootstrap_method}"
+    return f"{f.confidence:.0%} {method}"
+
+
+def _value_ci(value: float, ci, reason: str | None, unit: str = "") -> str:
+    """'199 [198, 200]' or, where the interval is null, the value and why there is none."""
+    shown = f"{_n(value)}{unit}"
+    if ci:
+        return f"{shown} {_ci(ci)}"
+    return f"{shown} (no interval: {reason})" if reason else f"{shown} [—]"
+
+
+def scaling_sentence(f) -> str:
+    """The fitted S_min, B_crit and E_min with their intervals, or why each interval is missing."""
+    if f is None or f.b_crit is None:
+        return f"No scaling fit: {f.reason if f else 'no curves'}."
+    nr = getattr(f, "null_reasons", None) or {}
+    if f.b_crit_ci:
+        head = f"Critical batch size B_crit = {_n(f.b_crit)} {_ci(f.b_crit_ci)} ({interval_method(f)})"
+    elif nr.get("b_crit_ci"):
+        head = f"Critical batch size B_crit ≈ {_n(f.b_crit)}, no interval ({interval_method(f)}: {nr['b_crit_ci']})"
+    else:
+        head = f"Critical batch size B_crit = {_n(f.b_crit)} [—] ({interval_method(f)})"
+    same = nr.get("s_min_ci") and nr.get("s_min_ci") == nr.get("b_crit_ci")
+    s_min = f"{_n(f.s_min)} steps {_ci(f.s_min_ci)}" if f.s_min_ci or same or not nr.get("s_min_ci") \
+        else _value_ci(f.s_min, None, nr.get("s_min_ci"), " steps")
+    e_min = f"{_n(f.e_min)} examples {_ci(f.e_min_ci)}" if f.e_min_ci or not nr.get("e_min_ci") or \
+        nr.get("e_min_ci") == nr.get("b_crit_ci") else _value_ci(f.e_min, None, nr.get("e_min_ci"), " examples")
+    return f"{head}; S_min = {s_min}, E_min = {e_min}; fit residual {f.rel_rms_residual:.1%} rms."
 
 
 def tta_verdict(result, *, warnings: bool = True) -> list[str]:
@@ -26,14 +70,7 @@ def tta_verdict(result, *, warnings: bool = True) -> list[str]:
         return ["The study has no analysis yet (unfinished?)."]
     better = "≥" if a.higher_is_better else "≤"
     lines = [f"Target: {a.metric} {better} {a.target:.4g}."]
-    f = a.scaling_fit
-    if f and f.b_crit is not None:
-        how = f"{f.confidence:.0%} bootstrap over {f.bootstrap_method}" if f.bootstrap_method else "no bootstrap interval"
-        lines.append(f"Critical batch size B_crit = {f.b_crit:.3g} {_ci(f.b_crit_ci)} ({how}); "
-                     f"S_min = {f.s_min:.3g} steps {_ci(f.s_min_ci)}, "
-                     f"E_min = {f.e_min:.3g} examples {_ci(f.e_min_ci)}; fit residual {f.rel_rms_residual:.1%} rms.")
-    else:
-        lines.append(f"No scaling fit: {f.reason if f else 'no curves'}.")
+    lines.append(scaling_sentence(a.scaling_fit))
     ns = result.noise_scale
     if ns is not None and ns.b_simple is not None:
         agree = noise_scale_agreement(a.noise_scale_vs_b_crit)
@@ -52,7 +89,7 @@ def tta_verdict(result, *, warnings: bool = True) -> list[str]:
         lines.append(f"Fastest to target: — ({a.null_reasons.get('best_time_batch')}).")
     if a.compute_optimal_batch is not None:
         lines.append(f"Fewest examples to target (compute-optimal): batch {a.compute_optimal_batch}, "
-                     f"{a.compute_optimal_examples:.3g} examples.")
+                     f"{fmt.number(a.compute_optimal_examples)} examples.")
     if a.pareto_time_examples:
         lines.append(f"Time-vs-examples Pareto frontier: batch {', '.join(map(str, a.pareto_time_examples))}.")
     if a.pareto_time_energy:
@@ -99,11 +136,14 @@ def naive_sentence(a) -> str | None:
     fastest = n.get("naive_best_is_fastest")
     if fastest is None:  # files written before the field: the same comparison
         fastest = n["naive_best_batch"] == a.best_time_batch
-    summary = (f"it picks batch {n['naive_best_batch']} and predicts {fmt.duration(n['naive_best_predicted_time_s'])} "
-               f"to target; that batch really takes {fmt.duration(n['naive_best_true_time_s'])}, "
-               + ("which is also the fastest" if fastest
-                  else f"{n['penalty_rel']:+.0%} vs the fastest, batch {a.best_time_batch} "
-                       f"({fmt.duration(a.best_time_s)})"))
+    predicted, true = n["naive_best_predicted_time_s"], n["naive_best_true_time_s"]
+    off = predicted / true - 1.0 if predicted and true else None
+    summary = (f"it picks batch {n['naive_best_batch']} and predicts {fmt.duration(predicted)} to target; the truth "
+               f"is {fmt.duration(true)}" + (f", so the rule of thumb is off by {fmt.signed_percent(off)}"
+                                             if off is not None else "")
+               + "; " + ("that batch is also the fastest" if fastest
+                         else f"that batch is {n['penalty_rel']:.0%} slower than the fastest, batch "
+                              f"{a.best_time_batch} ({fmt.duration(a.best_time_s)})"))
     assumption = (f"every batch size takes batch {n['reference_batch']}'s step time "
                   f"({fmt.duration(n['assumed_step_time_s'])})")
     return f"Equal-step-time rule of thumb ({assumption}): {summary}."
@@ -127,3 +167,44 @@ def generalisation_sentence(a) -> str | None:
     m0, m1 = by_batch[str(b0)], by_batch[str(b1)]
     return (f"Generalisation: final {a.metric} {m0:.4g} at batch {b0} vs {m1:.4g} at batch {b1}: "
             + ("the largest batch ends worse." if worse else "the largest batch ends no worse."))
+
+
+def regimes_sentence(fit) -> str | None:
+    """'Regimes: perfect scaling at batch 16, 32; diminishing returns at 64 … 1,024; …' from a fit."""
+    if fit is None or not fit.regimes:
+        return None
+    from bench.analysis.scaling import DIMINISHING, MAXIMAL, PERFECT
+
+    groups = []
+    for name in (PERFECT, DIMINISHING, MAXIMAL):
+        sizes = sorted(int(b) for b, r in fit.regimes.items() if r == name)
+        if sizes:
+            groups.append(f"{name} at batch {fmt.batch_list(sizes, thousands=True)}")
+    unlabelled = sorted(int(b) for b, r in fit.regimes.items() if r is None)
+    if unlabelled and fit.b_crit is not None:
+        groups.append(f"none at batch {fmt.batch_list(unlabelled, thousands=True)} (not reached)")
+    return ("Regimes: " + "; ".join(groups) + ".") if groups else None
+
+
+def table_fit_lines(tf) -> list[str]:
+    """`bench fit`'s sentences: what was fitted, the fit with its intervals (E_min in epochs too where the
+    training set size is known), the regimes, then the warnings."""
+    f = tf.fit
+    n_rows = sum(b.n_runs for b in tf.batches)
+    unreached = [b.batch_size for b in tf.batches if not b.reached]
+    head = (f"Fit of S(B) = S_min·(1 + B_crit/B) to {tf.source or 'the table'}: {fmt.plural(n_rows, 'run')} at "
+            f"{fmt.plural(len(tf.batches), 'batch size')}, given as {tf.unit} to target"
+            + (f" (training set of {tf.dataset_size:,} examples)" if tf.dataset_size else "")
+            + (f"; not reached at batch {fmt.batch_list(unreached, thousands=True)} (lower bounds)" if unreached else "")
+            + ".")
+    lines = [head, scaling_sentence(f)]
+    if tf.e_min_epochs is not None:
+        lines.append(f"E_min = {tf.e_min_epochs:.3g} epochs {_ci(tf.e_min_epochs_ci)} of the {tf.dataset_size:,} "
+                     "training examples.")
+    regimes = regimes_sentence(f)
+    if regimes:
+        lines.append(regimes)
+    if f.b_crit_position in ("below", "beyond"):
+        lines.append(f"Warning: B_crit lies {f.b_crit_position} the batch sizes measured: it is an extrapolation.")
+    lines += [f"Warning: {w}." for w in f.warnings]
+    return lines

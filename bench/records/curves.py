@@ -8,7 +8,6 @@ at or past it (the raw first-crossing step is kept beside it); a run that never 
 
 from __future__ import annotations
 
-import csv
 import functools
 import math
 import os
@@ -19,6 +18,7 @@ from typing import Any, Iterable, Sequence
 from bench.core.errors import BenchError, InvalidResultsFile
 from bench.core.io import read_json, write_json_atomic
 from bench.records.envelope import Schema, header, read_header
+from bench.records.tables import number, read_csv
 from bench.records.validation import dataclass_schema, envelope_schema
 
 CURVES = Schema("bench.curves", 1, "curves file", json_schema=lambda: curves_json_schema())
@@ -275,17 +275,8 @@ def curves_from_foreign(p: Path, data: Any = None, *, task: str | None = None, m
 
 
 def _read_csv(p: Path) -> list[dict]:
-    try:
-        with open(p, newline="") as f:
-            reader = csv.DictReader(f)
-            rows = [dict(r) for r in reader]
-            header = reader.fieldnames or []
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
-        raise BenchError(f"{p}: cannot read CSV ({e})") from None
-    if not header:
-        raise BenchError(f"{p}: empty CSV (no header row)")
-    _check_columns([h.strip() for h in header], str(p))
-    return [{(k or "").strip(): v for k, v in r.items()} for r in rows]
+    return read_csv(p, required=REQUIRED_COLUMNS, one_of=(("step", "examples"),),
+                    needs="batch_size, step or examples, metric")
 
 
 def _check_columns(columns: Iterable[str], source: str) -> None:
@@ -314,22 +305,7 @@ def _rows_from_runs(runs: list, source: str) -> list[dict]:
     return rows
 
 
-def _num(v: Any, column: str, where: str, *, integer: bool = False, required: bool = True) -> float | int | None:
-    if v is None or (isinstance(v, str) and v.strip() == ""):
-        if required:
-            raise BenchError(f"{where}: {column} is empty")
-        return None
-    try:
-        f = float(v)
-    except (TypeError, ValueError):
-        raise BenchError(f"{where}: {column} is not a number ({v!r})") from None
-    if not math.isfinite(f):
-        raise BenchError(f"{where}: {column} is {v!r}; every value must be finite")
-    if integer:
-        if f != int(f):
-            raise BenchError(f"{where}: {column} must be a whole number, got {v!r}")
-        return int(f)
-    return f
+_num = number
 
 
 def curves_from_rows(rows: Sequence[dict], *, source: str, task: str, metric: str = "metric",

@@ -14,11 +14,12 @@ from typing import Any
 
 import numpy as np
 
-from bench.core.errors import InvalidResultsFile
+from bench.core.errors import BenchError, InvalidResultsFile
 from bench.core.io import read_json, write_json_atomic
 from bench.measure.stats import CONFIDENCE
 from bench.records.curves import Curve, curve_json_schema
 from bench.records.envelope import Schema, header, read_header
+from bench.records.tables import number, read_csv
 from bench.records.validation import dataclass_schema, envelope_schema, nullable
 
 TTA = Schema("bench.tta", 1, "time-to-accuracy file", json_schema=lambda: tta_json_schema())
@@ -52,6 +53,55 @@ class StepTime:
     @classmethod
     def from_dict(cls, d: dict) -> "StepTime":
         return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+STEP_TIME_COLUMNS = ("step_time_s", "median_s", "mean_s")
+
+
+def read_step_times(path: str | os.PathLike) -> list[StepTime]:
+    """Step times measured elsewhere (a cluster, a paper) from a CSV: `batch_size` and seconds per step as
+    `step_time_s` (one typical value, taken as both median and mean), `median_s` and/or `mean_s`;
+    optional `ci_low_s`, `ci_high_s` (a 95% interval of the median) and `energy_per_step_j`.
+    One-line BenchError naming the file and row for bad input."""
+    p = Path(path)
+    if not p.exists():
+        raise BenchError(f"{p}: no such file")
+    rows = read_csv(p, required=("batch_size",), one_of=(STEP_TIME_COLUMNS,),
+                    needs="batch_size and step_time_s (or median_s / mean_s) in seconds per step")
+    if not rows:
+        raise BenchError(f"{p}: no rows")
+    out: dict[int, StepTime] = {}
+    for i, r in enumerate(rows):
+        where = f"{p}: row {i + 1}"
+        b = number(r.get("batch_size"), "batch_size", where, integer=True)
+        if b < 1:
+            raise BenchError(f"{where}: batch_size must be >= 1, got {b}")
+        if b in out:
+            raise BenchError(f"{where}: batch size {b} appears twice; give one step time per batch size")
+        typical = number(r.get("step_time_s"), "step_time_s", where, required=False)
+        median = number(r.get("median_s"), "median_s", where, required=False)
+        mean = number(r.get("mean_s"), "mean_s", where, required=False)
+        if typical is None and median is None and mean is None:
+            raise BenchError(f"{where}: needs step_time_s, median_s or mean_s")
+        median = median if median is not None else typical if typical is not None else mean
+        mean = mean if mean is not None else typical
+        lo = number(r.get("ci_low_s"), "ci_low_s", where, required=False)
+        hi = number(r.get("ci_high_s"), "ci_high_s", where, required=False)
+        energy = number(r.get("energy_per_step_j"), "energy_per_step_j", where, required=False)
+        for name, v in (("step time", median), ("mean", mean), ("ci_low_s", lo), ("ci_high_s", hi)):
+            if v is not None and not v > 0:
+                raise BenchError(f"{where}: {name} must be > 0 seconds, got {v:g}")
+        if (lo is None) != (hi is None):
+            raise BenchError(f"{where}: give both ci_low_s and ci_high_s, or neither")
+        if lo is not None and not lo <= median <= hi:
+            raise BenchError(f"{where}: the interval [{lo:g}, {hi:g}] does not hold the step time {median:g}")
+        st = StepTime(b, median, lo, hi, energy, mean_s=mean)
+        if lo is None:
+            st.null_reasons["ci"] = f"no interval given in {p.name}"
+        if energy is None:
+            st.null_reasons["energy_per_step_j"] = f"not given in {p.name}"
+        out[b] = st
+    return [out[b] for b in sorted(out)]
 
 
 @dataclass
@@ -124,6 +174,10 @@ class BatchSteps:
     final_eval_metric: float | None = None  # mean over the best LR's seeds of each run's last evaluation
     best_eval_metric: float | None = None
     n_runs: int = 0
+    # Not reached: a lower bound on its steps (censored data), the fewest steps any learning rate could
+    # still have needed; None with `censored_reason` where there is none (every run diverged).
+    censored_at: float | None = None
+    censored_reason: str | None = None
 
     @property
     def reached(self) -> bool:
@@ -149,7 +203,8 @@ def steps_model(batch_size, s_min: float, b_crit: float):
 
 @dataclass
 class ScalingFit:
-    """S_min, B_crit and E_min = S_min·B_crit with percentile-bootstrap intervals."""
+    """S_min, B_crit and E_min = S_min·B_crit with their intervals (`interval_method` says how they were
+    made; a null interval has its reason in `null_reasons`)."""
 
     s_min: float | None
     b_crit: float | None
@@ -160,7 +215,7 @@ class ScalingFit:
     confidence: float = CONFIDENCE
     n_bootstrap: int = 0
     n_bootstrap_ok: int = 0
-    bootstrap_method: str | None = None
+    bootstrap_method: str | None = None  # what a bootstrap resampled (interval_method "percentile bootstrap")
     bootstrap_seed: int = 0
     batch_sizes: list[int] = field(default_factory=list)
     rel_rms_residual: float | None = None
@@ -168,6 +223,16 @@ class ScalingFit:
     regimes: dict[str, str | None] = field(default_factory=dict)
     regime_rule: str | None = None  # how `regimes` were decided (bench.analysis.scaling.REGIME_RULE)
     reason: str | None = None  # why there is no fit
+    interval_method: str | None = None  # "profile likelihood" or "percentile bootstrap"
+    # The B_crit values the data cannot rule out, with null for a side they leave open (B_crit -> 0 or
+    # -> infinity fits as well): where `b_crit_ci` is null because the interval is unbounded, this says how far.
+    b_crit_range: list[float | None] | None = None
+    residual_df: int | None = None  # observations - 2 fitted parameters
+    residuals: dict[str, float] = field(default_factory=dict)  # per reached batch size: steps / fitted - 1
+    censored_bounds: dict[str, float] = field(default_factory=dict)  # unreached batch -> lower bound on its steps
+    censored_used: list[int] = field(default_factory=list)  # the bounds the fit used
+    warnings: list[str] = field(default_factory=list)
+    null_reasons: dict[str, str] = field(default_factory=dict)
 
     def predict_steps(self, batch_size: float) -> float | None:
         if self.s_min is None or self.b_crit is None:
@@ -234,6 +299,7 @@ class BatchTTA:
     step_time_ci_high_s: float | None = None
     step_time_mean_s: float | None = None
     time_to_target_basis: str | None = None  # which step time TTA multiplies: "mean", or "median" without one
+    step_time_used_s: float | None = None  # the step time TTA multiplied: time_to_target_s = steps x this
     time_to_target_s: float | None = None
     time_to_target_low_s: float | None = None
     time_to_target_high_s: float | None = None

@@ -44,3 +44,21 @@ def markup(svg: str | None):
 
     # SVG from figures.common.to_svg: matplotlib's XML writer escaped every string taken from results.
     return Markup(svg) if svg else None
+
+
+def distinct(labels: Sequence[str], extras: Sequence[Sequence[str]]) -> list[str]:
+    """`labels` made unique: each label shared with another gets the first of its `extras` (what
+    distinguishes it: a setting, a date, a file name) that no other label with the same base has."""
+    out = list(labels)
+    for i, lab in enumerate(labels):
+        same = [j for j, other in enumerate(labels) if other == lab and j != i]
+        if not same:
+            continue
+        for k, extra in enumerate(extras[i]):
+            if extra and all(len(extras[j]) <= k or extras[j][k] != extra for j in same):
+                out[i] = f"{lab} · {extra}"
+                break
+        else:
+            out[i] = f"{lab} · #{i + 1}"
+    return out
+

@@ -15,6 +15,7 @@ from bench import __version__
 from bench.analysis.regression import benchmark_history
 from bench.core.errors import BenchError
 from bench.core.io import check_output_file, json_safe, write_text_atomic
+from bench.present.report.common import distinct
 from bench.present.report.environment import environment_table
 from bench.present.report.figures.common import palette
 from bench.present.report.history import history_context
@@ -27,7 +28,7 @@ from bench.present.report.sweeps import (
     sweep_label,
     sweep_series,
 )
-from bench.present.report.tta import curves_context, tta_context
+from bench.present.report.tta import curves_context, study_labels, tta_context
 from bench.records.loader import KIND_CURVES, KIND_PYTEST, KIND_SWEEP, KIND_TTA
 from bench.records.sweep import SweepResult
 
@@ -130,10 +131,14 @@ def build_report(inputs: ReportInputs, *, title: str | None = None, generated: d
     labels = legend_labels(results) if results else []
     colors = palette(len(results))
     series = [sweep_series(r, lab, col) for r, lab, col in zip(results, labels, colors)]
-    sweep_ctx = [sweep_context(i, path, r, lab, col) for i, ((path, r), lab, col) in enumerate(zip(sweeps, labels, colors))]
+    titles = distinct([sweep_label(r) for r in results],
+                      [[lab, r.created or "", Path(path).name] for (path, r), lab in zip(sweeps, labels)])
+    sweep_ctx = [sweep_context(i, path, r, lab, col, title)
+                 for i, ((path, r), lab, col, title) in enumerate(zip(sweeps, labels, colors, titles))]
     sweep_figs = sweep_figures(results, series)
 
-    tta_ctx = [tta_context(s, i) for i, s in enumerate(inputs.of(KIND_TTA))]
+    tta_sources = inputs.of(KIND_TTA)
+    tta_ctx = [tta_context(s, i, lab) for i, (s, lab) in enumerate(zip(tta_sources, study_labels(tta_sources)))]
     curves_ctx = [curves_context(s, i) for i, s in enumerate(inputs.of(KIND_CURVES))]
     suites = suite_context(pytest_sources) if pytest_sources else []
     history = history_context(benchmark_history(pytest_sources), len(pytest_sources)) if len(pytest_sources) > 1 else None

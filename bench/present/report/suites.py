@@ -31,6 +31,12 @@ def _x_label(sources: set[str]) -> str:
     return "bench step time, else pytest-benchmark time per call"
 
 
+CLOCKS_NOTE = ("Two clocks: “bench step time” is the library's timing of one training step (CUDA events around "
+               "each step where the device is a GPU), the number the verdicts and the trends quote; the "
+               "pytest-benchmark columns time the whole benchmarked call on the host clock, set-up and "
+               "synchronisation included, and can be many times larger.")
+
+
 def suite_context(sources: Sequence[Source]) -> list[dict]:
     """The latest pytest-benchmark run per machine: every benchmark's numbers and its machine_info. The
     figure draws the library's step times where recorded (as the trends do), pytest-benchmark's medians
@@ -84,8 +90,10 @@ def suite_context(sources: Sequence[Source]) -> list[dict]:
             "machine": machine_key(mi)[1],
             "commit": ci.get("id"),
             "n": len(benches),
-            "table": {"columns": ["benchmark", "group", "bench step time", "pytest-benchmark median", "IQR (q1–q3)",
+            "table": {"columns": ["benchmark", "group", "bench step time (device clock)",
+                                  "pytest-benchmark median (host clock)", "IQR (q1–q3)",
                                   "mean ± sd", "min", "rounds", "ops/s", "extra_info"], "rows": rows},
+            "clocks": CLOCKS_NOTE if any(r[2]["v"] is not None for r in rows) else None,
             "svg": markup(F.suite_figure(names, med, q1, q3, x_label=_x_label(drawn_from))),
             "machine_info": info_rows,
         })

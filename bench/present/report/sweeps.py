@@ -250,9 +250,8 @@ def sweep_table(result: SweepResult) -> dict:
     analysis, _ = read_analysis(result)
     per = {p.batch_size: p for p in analysis.points} if analysis is not None else {}
     points = sorted(result.points, key=lambda p: p.batch_size)
-    optional = [c for c in fmt.TELEMETRY_COLUMNS if any(is_number((p.telemetry or {}).get(c[1])) for p in points)]
     cols = ["batch", "status", "median step", "95% CI", "± CI", "samples/s", "n", "stop", "peak memory",
-            *[c[0] for c in optional], "vs smallest", "regime", "diagnosis", "notes"]
+            "vs smallest", "regime", "diagnosis", "notes"]
     rows = []
     for p in points:
         s = p.stats
@@ -280,8 +279,6 @@ def sweep_table(result: SweepResult) -> dict:
             cell(p.stop_reason, p.stop_reason),
             cell(fmt.nbytes(p.peak_allocated_bytes) if p.peak_allocated_bytes is not None else None,
                  p.peak_allocated_bytes, title=p.null_reasons.get("peak_allocated_bytes")),
-            *[cell(show(t[key]) if is_number(t.get(key)) else None, num(t.get(key)),
-                   title=(t.get("null_reasons") or {}).get(key) or p.null_reasons.get(key)) for _, key, show in optional],
             cell(a.equal_time if a is not None and p.ok else None, a.equal_time if a is not None else None,
                  title=(f"t/t_ref = {a.ratio_to_reference:.3g} (interval {a.ratio_low:.3g}–{a.ratio_high:.3g})"
                         if a is not None else None),
@@ -294,6 +291,23 @@ def sweep_table(result: SweepResult) -> dict:
     return {"columns": cols, "rows": rows}
 
 
+def telemetry_table(result: SweepResult) -> dict | None:
+    """The GPU telemetry of each point (the fields measured anywhere in the sweep), beside the points table
+    rather than in it: one table of both is wider than the page."""
+    points = sorted(result.points, key=lambda p: p.batch_size)
+    optional = [c for c in fmt.TELEMETRY_COLUMNS if any(is_number((p.telemetry or {}).get(c[1])) for p in points)]
+    if not optional:
+        return None
+    rows = []
+    for p in points:
+        t = p.telemetry or {}
+        rows.append([cell(f"{p.batch_size:,}", p.batch_size)]
+                    + [cell(show(t[key]) if is_number(t.get(key)) else None, num(t.get(key)),
+                            title=(t.get("null_reasons") or {}).get(key) or p.null_reasons.get(key))
+                       for _, key, show in optional])
+    return {"columns": ["batch", *[c[0] for c in optional]], "rows": rows}
+
+
 def largest_batch_line(result: SweepResult, analysis: StepTimeAnalysis | None) -> str | None:
     """The largest batch that fits and how it was found; None when the verdict already says it."""
     if analysis is not None and analysis.largest_batch_that_fits is not None and result.largest_batch_that_fits is not None:
@@ -303,15 +317,31 @@ def largest_batch_line(result: SweepResult, analysis: StepTimeAnalysis | None) -
             + (f" ({result.largest_batch_reason})." if result.largest_batch_reason else "."))
 
 
-def sweep_context(index: int, path: str, result: SweepResult, legend: str, color) -> dict:
-    """One sweep's card: verdict first, then its largest batch, method, warnings, fingerprint and table."""
+def timer_note(result: SweepResult) -> str | None:
+    """For a sweep rebuilt from a pytest-benchmark run: which clock its step times come from, since the
+    suites table beside it also shows pytest-benchmark's own, often many times larger."""
+    src = result.config.get("source") if isinstance(result.config.get("source"), dict) else None
+    if not src or src.get("format") != "pytest-benchmark":
+        return None
+    timers = sorted({p.timer for p in result.points if p.timer})
+    clock = " and ".join(TIMER_WORDS.get(t, t) for t in timers) or "bench's timer"
+    return (f"Step times here are bench's own, one training step each ({clock}). The Suites table also shows "
+            "pytest-benchmark's time per call (host clock around the whole benchmarked call, set-up and "
+            "synchronisation included), which can be many times larger: compare like with like.")
+
+
+def sweep_context(index: int, path: str, result: SweepResult, legend: str, color, title: str | None = None) -> dict:
+    """One sweep's card: verdict first, then its largest batch, method, warnings, fingerprint and table;
+    `title` its heading, unique on the page (default: sweep_label)."""
     a, _ = read_analysis(result)
     return {
-        "id": f"sweep-{index}", "label": sweep_label(result), "legend": legend, "color": hex_color(color), "path": path,
+        "id": f"sweep-{index}", "label": title or sweep_label(result), "legend": legend, "color": hex_color(color),
+        "path": path, "timer_note": timer_note(result),
         "created": result.created, "verdict": steptime_verdict(a) if a is not None else [],
         "largest": largest_batch_line(result, a), "method": method_sentences(result),
         "method_brief": method_brief(result), "warnings": sweep_warnings(result),
         "fingerprint": fingerprint_line(result.environment), "table": sweep_table(result),
+        "telemetry_table": telemetry_table(result),
     }
 
 

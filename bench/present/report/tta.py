@@ -7,10 +7,10 @@ from pathlib import Path
 
 import bench.present.fmt as fmt
 from bench.present.fmt import is_number
-from bench.present.report.common import batches, cell, markup
+from bench.present.report.common import batches, cell, distinct, markup
 from bench.present.report.figures import tta as F
 from bench.present.report.inputs import Source
-from bench.present.tta import tta_verdict
+from bench.present.tta import interval_method, tta_verdict
 
 
 def tta_summary(result) -> list[str]:
@@ -23,8 +23,8 @@ def tta_summary(result) -> list[str]:
 
 def tta_table(a) -> dict:
     """One row per batch size of a study's analysis: the numbers behind the figures."""
-    cols = ["batch", "best LR", "steps to target", "seed range", "examples", "regime", "step time", "time to target",
-            "interval", "naive estimate", "naive error", "energy to target", "notes"]
+    cols = ["batch", "best LR", "steps to target", "seed range", "examples", "regime", "step time used",
+            "time to target", "interval", "naive estimate", "naive error", "energy to target", "notes"]
     rows = []
     best = a.best_time_batch
     for b in a.batches:
@@ -35,16 +35,16 @@ def tta_table(a) -> dict:
             cell(f"{b.batch_size:,}", b.batch_size, cls="good" if b.batch_size == best else None),
             cell(fmt.quantity(b.best_lr), b.best_lr),
             cell(fmt.quantity(b.steps_to_target), b.steps_to_target),
-            cell(f"{fmt.quantity(b.steps_low)}–{fmt.quantity(b.steps_high)}" if is_number(b.steps_low) else None, b.steps_low),
+            cell(f"{fmt.quantity(b.steps_low)} – {fmt.quantity(b.steps_high)}" if is_number(b.steps_low) else None, b.steps_low),
             cell(fmt.quantity(b.examples_to_target), b.examples_to_target),
             cell(b.regime, b.regime),
-            cell(fmt.duration(b.step_time_s), b.step_time_s),  # "—" when not measured
+            _used_step_time(b),
             cell(fmt.duration(b.time_to_target_s), b.time_to_target_s),
             cell(f"{fmt.duration(b.time_to_target_low_s)} – {fmt.duration(b.time_to_target_high_s)}"
                  if is_number(b.time_to_target_low_s) else None, b.time_to_target_low_s),
             cell(fmt.duration(b.naive_time_to_target_s), b.naive_time_to_target_s),
-            cell(f"{b.naive_rel_error:+.0%}" if is_number(b.naive_rel_error) else None, b.naive_rel_error,
-                 title="naive / measured − 1"),
+            cell(fmt.signed_percent(b.naive_rel_error) if is_number(b.naive_rel_error) else None, b.naive_rel_error,
+                 title="off by: the naive estimate / the measured time − 1"),
             cell(f"{b.energy_to_target_j:.3g} J" if is_number(b.energy_to_target_j) else None, b.energy_to_target_j,
                  title=(b.null_reasons or {}).get("energy_to_target_j")),
             cell("; ".join(notes), None, cls="notes"),
@@ -52,11 +52,65 @@ def tta_table(a) -> dict:
     return {"columns": cols, "rows": rows}
 
 
-def tta_context(src: Source, index: int) -> dict:
-    """One study's card: verdict, warnings, method, its three figures and its table."""
+def study_label(src: Source) -> str:
+    """'task · metric to target': what a study is of."""
     r = src.record
     a = r.analysis
     task = (r.task or {}).get("name") or (r.config.get("study") or {}).get("task") or Path(src.path).stem
+    metric = a.metric if a else (r.curves[0].metric if r.curves else "metric")
+    target = a.target if a else (r.config.get("study") or {}).get("target")
+    return f"{task} · {metric} to {target:.4g}" if is_number(target) else str(task)
+
+
+# Study settings that tell two studies of the same task and target apart, in the order they are tried.
+_DISTINGUISHING = ("lr_rule", "optimizer", "precision", "batch_sizes", "lr_factors", "base_lr", "seeds", "device",
+                   "max_steps", "warmup_steps", "momentum", "weight_decay")
+
+
+def study_labels(sources) -> list[str]:
+    """One title per study, naming what distinguishes studies of the same task and target: the first
+    setting that differs (LR rule, optimizer, …), else the step-time source, the date or the file name."""
+    def settings(src):
+        cfg = src.record.config or {}
+        study = cfg.get("study") if isinstance(cfg.get("study"), dict) else cfg
+        return study if isinstance(study, dict) else {}
+
+    bases = [study_label(s) for s in sources]
+    extras = []
+    for s in sources:
+        st = settings(s)
+        keys = [k for k in _DISTINGUISHING if any(settings(o).get(k) != st.get(k) for o in sources if o is not s)]
+        words = [f"{k.replace('_', ' ')} {_show(st.get(k))}" for k in keys]
+        words += [s.record.step_time_source or "", s.record.created or "", Path(s.path).name]
+        extras.append(words)
+    return distinct(bases, extras)
+
+
+def _show(v) -> str:
+    if isinstance(v, (list, tuple)):
+        return ",".join(map(str, v))
+    return "—" if v is None else str(v)
+
+
+def _used_step_time(b):
+    """The step time the time to target multiplies (the mean, where known), the median in its tooltip: the
+    columns steps × step time = time to target must multiply."""
+    used = getattr(b, "step_time_used_s", None)
+    if not is_number(used) and is_number(b.time_to_target_s) and is_number(b.steps_to_target) and b.steps_to_target:
+        used = b.time_to_target_s / b.steps_to_target  # files from before step_time_used_s
+    if not is_number(used):
+        return cell(fmt.duration(b.step_time_s), b.step_time_s,
+                    title=f"median {fmt.duration(b.step_time_s)}" if is_number(b.step_time_s) else None)
+    basis = b.time_to_target_basis or "mean"
+    return cell(f"{fmt.duration(used)} ({basis})", used,
+                title=f"time to target = steps × this {basis}; median {fmt.duration(b.step_time_s)}")
+
+
+def tta_context(src: Source, index: int, label: str | None = None) -> dict:
+    """One study's card: verdict, warnings, method, its three figures and its table; `label` its title
+    (study_labels: unique among the studies on the page)."""
+    r = src.record
+    a = r.analysis
     metric = a.metric if a else (r.curves[0].metric if r.curves else "metric")
     target = a.target if a else (r.config.get("study") or {}).get("target")
     best_lr = {b.batch_size: b.best_lr for b in a.batches} if a else None
@@ -79,15 +133,19 @@ def tta_context(src: Source, index: int) -> dict:
         method.append(f"Learning rate tuned per batch size ({study.get('lr_rule') or 'task default'} rule, "
                       f"{len(study.get('lr_factors') or [])} factors), {len(study.get('seeds') or [])} seed(s) each; "
                       "steps to target = interpolated between the evaluations either side of the target, averaged over seeds at the best LR.")
-    if a and a.scaling_fit is not None and a.scaling_fit.bootstrap_method:
-        f = a.scaling_fit
-        method.append(f"B_crit interval: percentile bootstrap ({f.n_bootstrap_ok} of {f.n_bootstrap} resamples of "
-                      f"{f.bootstrap_method}).")
+    f = a.scaling_fit if a else None
+    if f is not None and f.b_crit is not None:
+        if "bootstrap" in (f.interval_method or "bootstrap") and f.bootstrap_method:
+            method.append(f"B_crit interval: {interval_method(f)} ({f.n_bootstrap_ok} of {f.n_bootstrap} resamples).")
+        elif f.interval_method:
+            method.append(f"B_crit interval: {interval_method(f)}: every B_crit whose best fit raises the residual "
+                          "sum of squares by at most the F(1, n−2) quantile times the residual variance (coverage "
+                          "measured in docs/tta.md).")
     if a and a.scaling_fit is not None:
         method.append("Regimes " + a.scaling_fit.regime_rule + ".")
     return {
         "id": f"tta-{index}",
-        "label": f"{task} · {metric} to {target:.4g}" if is_number(target) else str(task),
+        "label": label or study_label(src),
         "path": src.path,
         "summary": tta_summary(r),
         "warnings": warnings,

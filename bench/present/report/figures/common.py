@@ -15,7 +15,8 @@ import numpy as np
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
-from bench.present.fmt import TIME_UNITS, compact, is_number
+from bench.present.fmt import compact, is_number, si
+from bench.present.fmt import time_unit as fmt_time_unit
 
 WIDTH_IN = 8.0
 HEIGHT_IN = 4.9
@@ -89,8 +90,11 @@ def to_svg(fig: Figure, label: str = "figure") -> str:
     prologue, metadata and namespace declarations (not needed inline, and full of http:// URIs)
     are dropped so the page holds no external references at all.
     """
+    from matplotlib import rc_context
+
     buf = io.StringIO()
-    fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
+    with rc_context(style()):  # the SVG settings (text as <text>, stable ids) apply when saving
+        fig.savefig(buf, format="svg", metadata={"Date": None, "Creator": None, "Format": None, "Type": None})
     svg = buf.getvalue()
     svg = svg[svg.index("<svg"):]
     svg = re.sub(r"<metadata>.*?</metadata>\s*", "", svg, flags=re.S)
@@ -106,20 +110,34 @@ def to_svg(fig: Figure, label: str = "figure") -> str:
     return svg.replace("<svg ", f'<svg role="img" aria-label="{escape(label)}" ', 1)
 
 
+def svg_document(fig: Figure) -> str:
+    """The figure as a standalone SVG file (namespaces kept, no date), for `--plot out.svg`."""
+    from matplotlib import rc_context
+
+    buf = io.StringIO()
+    with rc_context(style()):
+        fig.savefig(buf, format="svg", metadata={"Date": None})
+    return buf.getvalue()
+
+
 # ------------------------------------------------------------------------------------------- axes
 
 
 def batch_axis(ax, batches: Iterable[float], label: str = "batch size (samples per step)",
-               extra: Iterable[float] = ()) -> None:
-    """Log₂ x axis labelled with the batch sizes measured (or powers of two when there are many);
-    `extra` positions (e.g. the largest batch that fits) widen the range without a tick of their own."""
+               extra: Iterable[float] = (), max_ticks: int = MAX_BATCH_TICKS) -> None:
+    """Log₂ x axis labelled with the batch sizes measured (every k-th of them, or powers of two, when there
+    are more than `max_ticks`); `extra` positions (e.g. the largest batch that fits) widen the range
+    without a tick of their own."""
     b = sorted({float(x) for x in batches if x and x > 0})
     span = sorted(set(b) | {float(x) for x in extra if x and x > 0})
     ax.set_xscale("log", base=2)
-    if b and len(b) <= MAX_BATCH_TICKS:
+    if b and len(b) <= max_ticks:
         ax.xaxis.set_major_locator(ticker.FixedLocator(b))
+    elif b and len(b) <= MAX_BATCH_TICKS:
+        step = -(-len(b) // max_ticks)
+        ax.xaxis.set_major_locator(ticker.FixedLocator(b[::step]))
     else:
-        ax.xaxis.set_major_locator(ticker.LogLocator(base=2, numticks=MAX_BATCH_TICKS))
+        ax.xaxis.set_major_locator(ticker.LogLocator(base=2, numticks=max_ticks))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
     ax.xaxis.set_minor_locator(ticker.NullLocator())
     ax.set_xlabel(label)
@@ -129,24 +147,42 @@ def batch_axis(ax, batches: Iterable[float], label: str = "batch size (samples p
         ax.set_xlim(lo / pad, hi * pad)
 
 
+class TickFormatter(ticker.Formatter):
+    """Tick labels in one style per axis: whole numbers with separators, or, once a tick reaches a
+    million, SI suffixes on every tick from a thousand up ('500k', '1M', '2M'), never '1e+06' beside
+    '500,000'. Values are divided by `scale` (an axis in ms shows seconds / 1e-3)."""
+
+    def __init__(self, scale: float = 1.0):
+        self.scale = scale
+        self.ticks: list[float] = []
+
+    def set_locs(self, locs) -> None:
+        self.ticks = [float(t) for t in locs]
+
+    def __call__(self, v, pos=None) -> str:
+        x = v / self.scale
+        top = max((abs(t) / self.scale for t in self.ticks), default=abs(x))
+        if top >= 1e6 and abs(x) >= 1e3:
+            return si(x)
+        if 0 < abs(x) < 1e-3:
+            return f"{x:.3g}"
+        return compact(x) if abs(x) < 1e6 else f"{x:,.0f}"
+
+
 def log_y(ax, scale: float = 1.0) -> None:
     ax.set_yscale("log")
     ax.yaxis.set_major_locator(ticker.LogLocator(base=10, subs=(1.0, 2.0, 5.0), numticks=12))
-    ax.yaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: compact(v / scale)))
+    ax.yaxis.set_major_formatter(TickFormatter(scale))
     ax.yaxis.set_minor_locator(ticker.LogLocator(base=10, subs=np.arange(2, 10) * 1.0, numticks=12))
     ax.yaxis.set_minor_formatter(ticker.NullFormatter())
 
 
 def time_unit(values: Iterable[float | None]) -> tuple[float, str]:
-    """(scale, unit) that shows the typical value between 1 and 1000."""
+    """(scale, unit) the typical value reads best in (fmt.time_unit: ns up to days)."""
     v = [abs(x) for x in values if ok(x) and x != 0]
     if not v:
         return 1.0, "s"
-    typical = float(np.median(v))
-    for scale, unit in TIME_UNITS:
-        if typical >= scale:
-            return scale, unit
-    return TIME_UNITS[-1]
+    return fmt_time_unit(float(np.median(v)))
 
 
 def bytes_unit(values: Iterable[float | None]) -> tuple[float, str]:

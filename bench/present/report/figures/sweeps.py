@@ -11,9 +11,10 @@ from matplotlib import rc_context
 from matplotlib.figure import Figure
 
 from bench.analysis.steptime import FIT_HINGE, FIT_LINEAR, StepTimeAnalysis
-from bench.present.fmt import compact, nbytes
+from bench.present.fmt import batch_estimate, compact, nbytes, number
 from bench.present.report.figures.common import (
     GUIDE_COLOR,
+    MAX_BATCH_TICKS,
     OOM_COLOR,
     REGRESSION_COLOR,
     WIDTH_IN,
@@ -29,6 +30,7 @@ from bench.present.report.figures.common import (
     time_unit,
     to_svg,
 )
+from bench.present.steptime import named_knee
 
 
 @dataclass
@@ -101,7 +103,7 @@ def _mark_failures(ax, series: Sequence[SweepSeries], single: bool) -> bool:
                    label="out of memory / failed" if not drew else None)
         if s.first_oom is not None:
             ax.axvline(s.first_oom, color=OOM_COLOR if single else s.color, ls=":", lw=1.2)
-            if s.first_oom not in texts:
+            if single and s.first_oom not in texts:  # with several sweeps the text would sit on their lines
                 texts.add(s.first_oom)
                 ax.text(s.first_oom, 0.90, f"OOM from {s.first_oom:,} ", transform=tr, color=OOM_COLOR,
                         fontsize=7.5, ha="right", va="top")
@@ -109,9 +111,11 @@ def _mark_failures(ax, series: Sequence[SweepSeries], single: bool) -> bool:
     return drew
 
 
-def step_time_figure(series: Sequence[SweepSeries]) -> str | None:
+def step_time_fig(series: Sequence[SweepSeries]) -> Figure | None:
     """Median step time against batch size (log–log) with 95% CIs, the best fit, its flat and linear
-    guides, the equal-time range, the knee and the out-of-memory boundary."""
+    guides, the equal-time range, the knee the verdict names and the out-of-memory boundary. With
+    several sweeps the guides and the equal-time ranges are left to each sweep's card, and a knee is a
+    marker on its own curve: lines and bands of four sweeps would bury the data."""
     series = [s for s in series if s.batch]
     if not series:
         return None
@@ -120,10 +124,13 @@ def step_time_figure(series: Sequence[SweepSeries]) -> str | None:
     with rc_context(style()):
         fig, (ax,) = new_figure()
         ys_all: list[float] = []
+        knee_marked = False
         for i, s in enumerate(series):
             b = np.array(s.batch, dtype=float)
             y = np.array(s.median_s, dtype=float)
             ys_all.extend(y)
+            # The whiskers set the range too: a wide CI must not run off the axes.
+            ys_all.extend(v for v in s.ci_low_s + s.ci_high_s if ok(v) and v > 0)
             has_ci = np.array([ok(l) and ok(h) for l, h in zip(s.ci_low_s, s.ci_high_s)])
             ax.errorbar(b, y, yerr=errs(s.median_s, s.ci_low_s, s.ci_high_s), fmt="-", color=s.color,
                         lw=1.4, elinewidth=1.1, alpha=0.95, label=f"{s.label}: median, 95% CI" if not single else
@@ -147,12 +154,17 @@ def step_time_figure(series: Sequence[SweepSeries]) -> str | None:
                 if slope is not None:
                     ax.plot(grid, slope * grid, color=GUIDE_COLOR, ls=(0, (5, 2, 1, 2)), lw=1.0,
                             label=f"linear guide: {compact(slope / scale)} {unit} per sample")
-            _equal_time_marks(ax, s, single, i)
-            knee = a.knee_batch if a is not None else None
-            if ok(knee) and b.size > 1 and b.min() <= knee <= b.max() * 2:
-                ax.axvline(knee, color=s.color, ls="--", lw=0.9, alpha=0.7)
-                ax.text(knee, 0.02, f" knee ≈ {compact(knee)}", transform=ax.get_xaxis_transform(),
-                        color=s.color, fontsize=7.5, ha="left", va="bottom", rotation=90)
+                _equal_time_marks(ax, s)
+            knee = named_knee(a) if a is not None else None
+            if ok(knee) and b.size > 1 and b.min() <= knee <= b.max():
+                if single:
+                    ax.axvline(knee, color=s.color, ls="--", lw=0.9, alpha=0.7)
+                    ax.text(knee, 0.02, f" knee ≈ {batch_estimate(knee)}", transform=ax.get_xaxis_transform(),
+                            color=s.color, fontsize=7.5, ha="left", va="bottom", rotation=90)
+                else:
+                    ax.plot([knee], [a.fitted_step_time_s(knee)], "D", ms=6, mfc="white", mec=s.color, mew=1.5,
+                            zorder=5, label=None if knee_marked else "knee (where its verdict names one)")
+                    knee_marked = True
         batch_axis(ax, _all_batches(series))
         log_y(ax, scale)
         lo, hi = min(ys_all), max(ys_all)
@@ -161,34 +173,32 @@ def step_time_figure(series: Sequence[SweepSeries]) -> str | None:
         ax.set_ylabel(f"step time ({unit})")
         ax.set_title("Step time against batch size")
         legend(ax)
-        return to_svg(fig, "step time against batch size")
+        return fig
 
 
-def _equal_time_marks(ax, s: SweepSeries, single: bool, index: int) -> None:
+def step_time_figure(series: Sequence[SweepSeries]) -> str | None:
+    fig = step_time_fig(series)
+    return to_svg(fig, "step time against batch size") if fig is not None else None
+
+
+def _equal_time_marks(ax, s: SweepSeries) -> None:
     a = s.analysis
     if a is None or a.reference_batch is None or a.equal_time_max_batch is None:
         return
     ref, top, possible, eps = a.reference_batch, a.equal_time_max_batch, a.equal_time_max_batch_possible, a.eps
-    if single:
-        lo_x = ref / 2 ** 0.3
-        ax.axvspan(lo_x, top * 2 ** 0.3 if top > ref else ref * 2 ** 0.3, color="#2ca02c", alpha=0.09, lw=0,
-                   label=f"equal time (within {eps:.0%} of batch {ref})" if ok(eps) else "equal time")
-        if possible is not None and possible > top:
-            ax.axvspan(top * 2 ** 0.3, possible * 2 ** 0.3, color="#2ca02c", alpha=0.04, lw=0, hatch="///",
-                       label="possibly equal time (CIs too wide)")
-        t_ref = a.reference_median_s
-        if ok(t_ref) and ok(eps):
-            ax.axhline(t_ref * (1 + eps), color="#2ca02c", ls="--", lw=0.8, alpha=0.7,
-                       label=f"tolerance: batch {ref}'s time + {eps:.0%}")
-    else:
-        tr = ax.get_xaxis_transform()
-        y = 0.03 + 0.03 * index
-        ax.plot([ref, top], [y, y], transform=tr, color=s.color, lw=4, alpha=0.55, solid_capstyle="butt")
-        if possible is not None and possible > top:
-            ax.plot([top, possible], [y, y], transform=tr, color=s.color, lw=1.5, alpha=0.55)
+    lo_x = ref / 2 ** 0.3
+    ax.axvspan(lo_x, top * 2 ** 0.3 if top > ref else ref * 2 ** 0.3, color="#2ca02c", alpha=0.09, lw=0,
+               label=f"equal time (within {eps:.0%} of batch {ref})" if ok(eps) else "equal time")
+    if possible is not None and possible > top:
+        ax.axvspan(top * 2 ** 0.3, possible * 2 ** 0.3, color="#2ca02c", alpha=0.04, lw=0, hatch="///",
+                   label="possibly equal time (CIs too wide)")
+    t_ref = a.reference_median_s
+    if ok(t_ref) and ok(eps):
+        ax.axhline(t_ref * (1 + eps), color="#2ca02c", ls="--", lw=0.8, alpha=0.7,
+                   label=f"tolerance: batch {ref}'s time + {eps:.0%}")
 
 
-def throughput_figure(series: Sequence[SweepSeries]) -> str | None:
+def throughput_fig(series: Sequence[SweepSeries]) -> Figure | None:
     """Samples per second against batch size with the peak and the batch that reaches 95% of it."""
     series = [s for s in series if s.batch and any(ok(v) for v in s.throughput)]
     if not series:
@@ -196,6 +206,7 @@ def throughput_figure(series: Sequence[SweepSeries]) -> str | None:
     single = len(series) == 1
     with rc_context(style()):
         fig, (ax,) = new_figure()
+        star_marked = False
         for s in series:
             b = np.array(s.batch, dtype=float)
             y = np.array([v if ok(v) else np.nan for v in s.throughput], dtype=float)
@@ -205,15 +216,19 @@ def throughput_figure(series: Sequence[SweepSeries]) -> str | None:
             peak = a.peak_throughput_samples_per_s if a is not None else None
             sat = a.throughput_saturation_batch if a is not None else None
             frac = a.saturation_fraction if a is not None else 0.95
-            if ok(peak):
+            if ok(peak) and single:
+                # The line is drawn at frac x peak: its label quotes that value, and the peak beside it.
                 ax.axhline(peak * frac, color=s.color, ls=":", lw=0.9, alpha=0.8,
-                           label=f"{frac:.0%} of peak ({compact(peak)} samples/s)" if single else None)
+                           label=f"{frac:.0%} of peak: {number(peak * frac)} samples/s (peak {number(peak)})")
             if sat is not None and sat in s.batch:
                 ys = y[s.batch.index(sat)]
-                ax.plot([sat], [ys], marker="*", ms=15, color=s.color, mec="black", mew=0.6, zorder=6,
-                        label=f"saturation: batch {sat:,}" if single else None)
-                ax.annotate(f"saturates at {sat:,}", (sat, ys), textcoords="offset points", xytext=(-6, 10),
-                            ha="right", fontsize=7.5, color=s.color)
+                ax.plot([sat], [ys], marker="*", ms=15 if single else 12, color=s.color, mec="black", mew=0.6,
+                        zorder=6, label=(f"saturation: batch {sat:,}" if single else
+                                         None if star_marked else f"saturation ({frac:.0%} of its own peak)"))
+                star_marked = True
+                if single:
+                    ax.annotate(f"saturates at {sat:,}", (sat, ys), textcoords="offset points", xytext=(-6, 10),
+                                ha="right", fontsize=7.5, color=s.color)
         batch_axis(ax, _all_batches(series))
         log_y(ax)
         finite = [v for s in series for v in s.throughput_low + s.throughput + s.throughput_high if ok(v) and v > 0]
@@ -222,7 +237,12 @@ def throughput_figure(series: Sequence[SweepSeries]) -> str | None:
         ax.set_ylabel("throughput (samples/s)")
         ax.set_title("Throughput against batch size")
         legend(ax)
-        return to_svg(fig, "throughput against batch size")
+        return fig
+
+
+def throughput_figure(series: Sequence[SweepSeries]) -> str | None:
+    fig = throughput_fig(series)
+    return to_svg(fig, "throughput against batch size") if fig is not None else None
 
 
 def memory_figure(series: Sequence[SweepSeries]) -> str | None:
@@ -258,7 +278,8 @@ def memory_figure(series: Sequence[SweepSeries]) -> str | None:
                            label="out of memory" if single or s is series[0] else None)
         batch_axis(ax, _all_batches(series), extra=[s.largest_batch_that_fits for s in series
                                                      if s.largest_batch_that_fits])
-        ax.set_ylim(0, max(values + near) / scale * 1.12)
+        top = max(values + near) / scale * 1.12
+        ax.set_ylim(-0.04 * top, top)  # a margin under 0, so a point near zero shows whole
         ax.set_ylabel(f"peak memory ({unit})")
         ax.set_title("Peak GPU memory against batch size")
         legend(ax)
@@ -322,7 +343,7 @@ def telemetry_figure(series: Sequence[SweepSeries]) -> str | None:
                                 label=name if single or s is series[0] else None)
                         if throttled.any():
                             ax.plot(b[throttled], y[throttled], "o", ms=11, mfc="none", mec=REGRESSION_COLOR, mew=1.4)
-                    ax.set_ylim(0, 105)
+                    ax.set_ylim(-4, 105)
                     ax.set_ylabel("% of time / of peak")
                     ax.set_title("GPU activity")
                 elif panel == "power":
@@ -335,7 +356,7 @@ def telemetry_figure(series: Sequence[SweepSeries]) -> str | None:
                     if throttled.any():
                         ax.plot(b[throttled], y[throttled], "o", ms=11, mfc="none", mec=REGRESSION_COLOR, mew=1.4,
                                 label="clocks held down (throttled)" if s is series[0] else None)
-                    ax.set_ylim(bottom=0)
+                    ax.set_ylim(bottom=-0.04 * ax.get_ylim()[1])
                     ax.set_ylabel("power (W)")
                     ax.set_title("Power")
                 else:
@@ -344,6 +365,8 @@ def telemetry_figure(series: Sequence[SweepSeries]) -> str | None:
                     log_y(ax)
                     ax.set_ylabel("energy per sample (J)")
                     ax.set_title("Energy")
-            batch_axis(ax, _all_batches(series), label="batch size")
+            # Panels sharing a row are half as wide: half as many labelled batch sizes, or they collide.
+            batch_axis(ax, _all_batches(series), label="batch size",
+                       max_ticks=MAX_BATCH_TICKS if panel == "activity" or len(below) == 1 else MAX_BATCH_TICKS // 2)
         legend(axes)
         return to_svg(fig, "GPU telemetry against batch size")

@@ -31,7 +31,14 @@ from bench.present.report.figures.common import (
 
 def suite_figure(names: Sequence[str], median_s: Sequence[float], q1_s: Sequence[float | None],
                  q3_s: Sequence[float | None], x_label: str = "time per call") -> str | None:
-    """One row per benchmark: median with its interquartile range (log time axis); `x_label` names the number."""
+    fig = suite_fig(names, median_s, q1_s, q3_s, x_label)
+    return to_svg(fig, "benchmark medians") if fig is not None else None
+
+
+def suite_fig(names: Sequence[str], median_s: Sequence[float], q1_s: Sequence[float | None],
+              q3_s: Sequence[float | None], x_label: str = "time per call"):
+    """One row per benchmark: median with its interquartile range (log time axis); `x_label` names the number.
+    The legend sits below the axes: inside, with a benchmark in every row, it always covers one."""
     rows = [(n, m, a, b) for n, m, a, b in zip(names, median_s, q1_s, q3_s) if ok(m) and m > 0]
     if not rows:
         return None
@@ -60,8 +67,8 @@ def suite_figure(names: Sequence[str], median_s: Sequence[float], q1_s: Sequence
         ax.set_ylim(-0.7, len(rows) - 0.3)
         ax.grid(axis="y", visible=False)
         ax.set_title("Latest run of each benchmark")
-        legend(ax, inside=True, loc="lower right")
-        return to_svg(fig, "benchmark medians")
+        legend(ax)
+        return fig
 
 
 # ---------------------------------------------------------------------------------------- history

@@ -1,0 +1,141 @@
+"""`bench fit`: the scaling fit of a steps-to-target table a user already has (their runs, a published
+table), with intervals, regimes, residuals, censored rows, epochs, JSON and a plot."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bench.analysis.scaling import PERFECT, fit_table
+from bench.cli import main
+from bench.core.errors import BenchError
+from bench.records.steps_table import read_steps_table
+from bench.records.tta import steps_model
+
+MLPERF_BERT = Path(__file__).parent / "data" / "mlperf_bert_rcps_v3.1.csv"
+S_MIN, B_CRIT = 100.0, 512.0
+SIZES = [32, 64, 128, 256, 512, 1024, 2048, 4096, 8192]
+
+
+def synthetic_table(tmp_path, unit="steps", dataset_size=50_000, seeds=3, extra_rows=()) -> Path:
+    """A table of known B_crit: S = 100·(1 + 512/B) times fixed 5% log-normal seed noise."""
+    rng = np.random.default_rng(2026)
+    rows = [f"batch_size,{unit},seed,reached"]
+    for b in SIZES:
+        for s in range(seeds):
+            steps = float(steps_model(b, S_MIN, B_CRIT)) * math.exp(0.05 * rng.standard_normal())
+            value = {"steps": steps, "examples": steps * b, "epochs": steps * b / dataset_size}[unit]
+            rows.append(f"{b},{value!r},{s},true")
+    rows += list(extra_rows)
+    p = tmp_path / f"table-{unit}.csv"
+    p.write_text("# a synthetic table: S = 100 (1 + 512/B)\n" + "\n".join(rows) + "\n")
+    return p
+
+
+def test_a_synthetic_table_of_known_critical_batch_is_recovered_within_5_percent(tmp_path):
+    tf = fit_table(read_steps_table(synthetic_table(tmp_path)))
+    f = tf.fit
+    assert f.b_crit == pytest.approx(B_CRIT, rel=0.05) and f.s_min == pytest.approx(S_MIN, rel=0.05)
+    assert f.b_crit_ci[0] <= B_CRIT <= f.b_crit_ci[1]
+    assert [b.n_runs for b in tf.batches] == [3] * len(SIZES)
+    assert f.regimes["32"] == PERFECT and set(f.residuals) == {str(b) for b in SIZES}
+    assert tf.comments == ["a synthetic table: S = 100 (1 + 512/B)"]
+
+
+def test_epochs_to_target_with_the_dataset_size_give_the_same_fit_and_e_min_in_epochs(tmp_path):
+    steps = fit_table(read_steps_table(synthetic_table(tmp_path))).fit
+    tf = fit_table(read_steps_table(synthetic_table(tmp_path, "epochs"), dataset_size=50_000))
+    assert tf.fit.b_crit == pytest.approx(steps.b_crit, rel=1e-6) and tf.unit == "epochs"
+    assert tf.e_min_epochs == pytest.approx(tf.fit.e_min / 50_000)
+    assert tf.e_min_epochs_ci == [pytest.approx(v / 50_000) for v in tf.fit.e_min_ci]
+    examples = fit_table(read_steps_table(synthetic_table(tmp_path, "examples")))
+    assert examples.fit.b_crit == pytest.approx(steps.b_crit, rel=1e-6)
+    assert examples.e_min_epochs is None and "--dataset-size" in examples.null_reasons["e_min_epochs"]
+
+
+def test_rows_that_did_not_reach_the_target_are_lower_bounds_not_data(tmp_path):
+    table = synthetic_table(tmp_path, extra_rows=["16384,90,0,false", "16384,95,1,false"])
+    tf = fit_table(read_steps_table(table))
+    (censored,) = [b for b in tf.batches if not b.reached]
+    assert censored.batch_size == 16384 and censored.censored_at == pytest.approx(92.5)
+    assert tf.fit.censored_used == [16384] and tf.fit.regimes["16384"] is None
+    assert "16384" not in tf.fit.residuals
+
+
+@pytest.mark.parametrize("text, message", [
+    ("batch_size,steps\n8,100\n", None),
+    ("batch_size,epochs\n8,1.5\n", "epochs to target need the training set size (--dataset-size N)"),
+    ("batch_size,steps,epochs\n8,1,1\n", "give one of steps, examples or epochs to target, not steps and epochs"),
+    ("batch_size,loss\n8,1\n", "missing column(s) steps or examples or epochs"),
+    ("batch_size,steps,reached\n8,100,maybe\n", "row 1: reached must be true or false, got 'maybe'"),
+    ("batch_size,steps\n8,0\n", "row 1: steps must be > 0"),
+    ("batch_size,steps\n0,10\n", "row 1: batch_size must be >= 1"),
+])
+def test_a_bad_table_is_refused_in_one_line_naming_the_file_and_row(tmp_path, text, message):
+    p = tmp_path / "t.csv"
+    p.write_text(text)
+    if message is None:
+        assert read_steps_table(p).rows[0].steps == 100
+        return
+    with pytest.raises(BenchError) as e:
+        read_steps_table(p)
+    assert message in str(e.value) and str(p) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_cli_prints_the_fit_the_regimes_and_the_residuals(tmp_path, capsys):
+    table = synthetic_table(tmp_path, "epochs")
+    assert main(["fit", str(table), "--dataset-size", "50000"]) == 0
+    out = capsys.readouterr().out
+    assert "Critical batch size B_crit = " in out and "(95% profile likelihood)" in out
+    assert "E_min = " in out and "epochs [" in out and "of the 50,000 training examples" in out
+    assert "Regimes: perfect scaling at batch 32" in out and "residual" in out
+
+
+def test_cli_json_and_plot(tmp_path, capsys):
+    table, svg = synthetic_table(tmp_path), tmp_path / "fit.svg"
+    assert main(["fit", str(table), "--json", "--plot", str(svg)]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["fit"]["b_crit"] == pytest.approx(B_CRIT, rel=0.05) and data["unit"] == "steps"
+    assert len(data["batches"]) == len(SIZES)
+    text = svg.read_text()
+    assert text.lstrip().startswith("<?xml") and 'xmlns="http://www.w3.org/2000/svg"' in text
+    assert "S(B) = S_min·(1 + B_crit/B)" in text
+    assert main(["fit", str(table), "--plot", str(svg)]) == 2  # exists: not replaced without --overwrite
+    assert "exists: pass --overwrite" in capsys.readouterr().err
+    assert main(["fit", str(tmp_path / "missing.csv")]) == 2
+    assert "missing.csv: no such file" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------------- a published table
+
+
+def test_the_published_mlperf_bert_table_goes_in_without_code_and_gives_a_bounded_critical_batch(capsys):
+    """MLPerf Training v3.1 BERT reference convergence points: 263 reference runs at 13 batch sizes."""
+    tf = fit_table(read_steps_table(MLPERF_BERT))
+    f = tf.fit
+    assert tf.unit == "examples" and sum(b.n_runs for b in tf.batches) == 263 and len(tf.batches) == 13
+    assert f.b_crit == pytest.approx(12_790, rel=0.01)
+    assert f.b_crit_ci == [pytest.approx(10_110, rel=0.01), pytest.approx(16_610, rel=0.01)]
+    assert f.e_min == pytest.approx(2.33e6, rel=0.01)  # examples
+    assert f.rel_rms_residual < 0.07 and f.null_reasons == {}
+    assert any("MLCommons" in c for c in tf.comments)
+    assert main(["fit", str(MLPERF_BERT)]) == 0
+    assert "B_crit = 12,800 [10,100, 16,600] (95% profile likelihood)" in capsys.readouterr().out
+
+
+def test_two_independent_halves_of_the_published_seeds_agree_within_the_intervals_the_tool_prints(tmp_path):
+    """The interval is what a second set of reference runs should land in: split the seeds in two."""
+    lines = MLPERF_BERT.read_text().splitlines()
+    header, rows = lines[[i for i, l in enumerate(lines) if l.startswith("batch_size")][0]], \
+        [l for l in lines if l and l[0].isdigit()]
+    halves = []
+    for parity in (0, 1):
+        p = tmp_path / f"half{parity}.csv"
+        p.write_text("\n".join([header] + [r for r in rows if int(r.split(",")[2]) % 2 == parity]) + "\n")
+        halves.append(fit_table(read_steps_table(p)).fit)
+    a, b = halves
+    assert a.b_crit_ci[0] <= b.b_crit <= a.b_crit_ci[1] and b.b_crit_ci[0] <= a.b_crit <= b.b_crit_ci[1]
