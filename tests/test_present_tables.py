@@ -53,3 +53,9 @@ def test_tta_table_marks_the_fastest_batch_and_says_which_step_time_it_multiplie
     text = render(tta_table(result))
     assert "64 ★" in text and "demo · target metric ≥ 0.5" in text
     assert "1.1 ms" in text and "5 ms (median)" in text  # the mean where measured, else the median, said so
+
+
+def test_sweep_table_gives_throughput_from_the_mean_step_and_labels_it():
+    slow_tail = Measurement(case=Case("mlp", 100), samples_s=[0.01] * 9 + [0.11])  # mean 0.02 s, median 0.01 s
+    out = render(sweep_table(SweepResult(config={}, points=[slow_tail])))
+    assert "samples/s (mean)" in out and "5,000" in out and "10,000" not in out

@@ -106,9 +106,14 @@ def test_a_sweep_written_with_its_verdict_inside_shows_the_same_sentences_made_f
     assert stored["analysis"]["schema_version"] == 1 and stored["analysis"]["verdict"]
     result = SweepResult.from_dict(stored)
     a, why = read_analysis(result)
-    assert why is None and steptime_verdict(a) == stored["analysis"]["verdict"]
+    made = steptime_verdict(a)
+    # The same sentences, said as honestly as today's: the throughput names its basis (the median, in
+    # that version), and a fall resting on a point without a CI is not put "beyond the 95% CIs".
+    old = stored["analysis"]["verdict"]
+    assert why is None and made[0] == old[0] and "from the median step time" in made[1]
+    assert "beyond the 95% CIs" in old[2] and "on the medians, without a 95% CI at batch 8" in made[2]
     summary = R.section(R.build(tmp_path, ("old.json", stored)), "summary")
-    for sentence in stored["analysis"]["verdict"]:
+    for sentence in made:
         assert sentence.replace("'", "&#39;") in summary
 
 
@@ -140,7 +145,7 @@ def test_an_analysis_that_cannot_be_read_is_a_warning_not_a_crash(tmp_path):
 
 def test_the_stored_analysis_reads_back_into_the_same_record():
     data = R.make_sweep()
-    assert "verdict" not in data["analysis"] and data["analysis"]["schema_version"] == 2
+    assert "verdict" not in data["analysis"] and data["analysis"]["schema_version"] == 3
     a = StepTimeAnalysis.from_dict(data["analysis"])
     assert a.to_dict() == data["analysis"]
 
@@ -165,3 +170,17 @@ def test_the_method_names_the_stopping_rule_the_sweep_used(rule, words):
 
     text = stopping_sentence({**rule, "min_samples": 10, "min_time_s": 0.5, "budget_s": 2.0, "max_samples": 100000})
     assert words in text and "2 s budget per point" in text and "?" not in text
+
+
+def test_the_throughput_figure_draws_batch_over_the_mean_step_as_the_analysis_does_and_says_so():
+    from bench.present.report.figures.sweeps import throughput_figure
+    from bench.present.report.sweeps import sweep_series
+
+    result = SweepResult.from_dict(R.make_sweep())
+    s = sweep_series(result, "mlp", "C0")
+    assert s.throughput_basis == "mean"
+    assert s.throughput == pytest.approx([result.point(b).throughput for b in s.batch])
+    assert max(s.throughput) == pytest.approx(read_analysis(result)[0].peak_throughput_samples_per_s)
+    assert "samples/s from the mean step time, 95% CI" in throughput_figure([s])
+    old = sweep_series(SweepResult.from_dict(json.loads(OLD_SWEEP.read_text())), "old", "C1")
+    assert old.throughput_basis == "median"  # analysed before throughput came from the mean: said so
