@@ -215,7 +215,8 @@ def heavy_tail_sentence(a: StepTimeAnalysis) -> str | None:
         return None
     worst = max(p.mean_s / p.median_s - 1.0 for p in tails)
     return (f"The mean step time exceeds the median by more than {fmt.pct(a.noise_target)} at batch "
-            f"{fmt.batch_list([p.batch_size for p in tails])} (by up to {fmt.pct(worst)}): a heavy tail of slow "
+            f"{fmt.batch_list([p.batch_size for p in tails])} (by up to {fmt.percent(worst, 0 if worst >= 0.1 else 1)}): a "
+            "heavy tail of slow "
             "steps, which a run of such steps pays for; throughput is from the mean, the equal-time calls "
             "from the median.")
 
