@@ -1,5 +1,5 @@
 """Training step time per workload, precision, batch size and device (CUDA events, then pytest-benchmark's
-host clock around a synchronised step)."""
+host clock around rounds of k steps and one device synchronise)."""
 
 from bench.run.suite import benchmark_case
 

@@ -275,7 +275,7 @@ def test_to_dict_is_strict_json_with_per_point_calls_and_no_prose():
     assert d["best_fit"] == "hinge"
     assert d["hinge_fit"]["knee_batch"] == pytest.approx(64, rel=0.03)
     assert [p["equal_time"] for p in d["points"]][:8] == ["within"] * 7 + ["beyond"]
-    assert "verdict" not in d and d["schema_version"] == 2  # sentences are made in bench.present.steptime
+    assert "verdict" not in d and d["schema_version"] == 3  # sentences are made in bench.present.steptime
     assert d["parameters"] == {"eps": 0.05, "noise_target": 0.01, "saturation_fraction": 0.95}
 
 
@@ -415,7 +415,7 @@ def test_a_version_1_analysis_with_its_verdict_sentences_still_reads():
 
 @pytest.mark.parametrize("change, message", [
     ({"schema": "something.else"}, "not a step-time analysis"),
-    ({"schema_version": 3}, "version 3"),
+    ({"schema_version": 4}, "version 4"),
     ({"parameters": None}, "malformed"),
 ])
 def test_an_analysis_dict_that_cannot_be_read_is_a_one_line_error(change, message):
@@ -431,3 +431,99 @@ def test_growth_past_the_equal_time_range_is_judged_on_the_best_fit():
     falling = [2e-3, 1.8e-3, 1.5e-3, 1.2e-3]
     assert analyse_step_times([point(b, t) for b, t in zip(BATCHES, falling)]).growth() == GROWTH_NONE
     assert analyse_step_times([point(1, 1e-3), point(2, 2e-3)]).growth() is None  # no fit from two points
+
+
+# ------------------------------------------- calls on medians, throughput from the mean, tails, load (issue 10)
+
+
+def test_a_fall_between_points_without_cis_is_never_put_beyond_the_cis():
+    # Batch 512 and 1024 took too long for a CI; 1024's median is 0.5% below 512's.
+    pts = [point(b, 1e-3) for b in (1, 2, 4)] + [PointSummary(512, 0.2, None, None),
+                                                  PointSummary(1024, 0.199, None, None)]
+    a = analyse_step_times(pts)
+    assert a.faster_at_larger_batch == []
+    assert a.faster_on_medians == []  # 0.5% is within the ±1% the points are measured to
+    steep = pts[:-1] + [PointSummary(1024, 0.18, None, None)]
+    b = analyse_step_times(steep)
+    assert b.faster_at_larger_batch == [] and b.faster_on_medians == [(512, 1024)]
+
+
+def test_each_point_records_whether_its_call_rests_on_cis_or_on_medians():
+    pts = [point(1, 1e-3), point(2, 1.01e-3), PointSummary(4, 1.5e-3, None, None)]
+    assert [p.ratio_basis for p in analyse_step_times(pts).points] == ["reference", "ci", "median_fallback"]
+    bare = [PointSummary(1, 1e-3, None, None), PointSummary(2, 1.2e-3, None, None)]
+    assert [p.ratio_basis for p in analyse_step_times(bare).points] == ["reference", "median"]
+
+
+def test_throughput_is_batch_over_the_mean_step_with_the_mean_cis_interval():
+    p = PointSummary(100, 1e-2, 0.99e-2, 1.01e-2, mean_s=1.25e-2, mean_ci_low_s=1.2e-2, mean_ci_high_s=1.3e-2)
+    (q,) = analyse_step_times([p]).points
+    assert q.throughput_basis == "mean"
+    assert q.throughput_samples_per_s == pytest.approx(100 / 1.25e-2)
+    assert q.throughput_low_samples_per_s == pytest.approx(100 / 1.3e-2)
+    assert q.throughput_high_samples_per_s == pytest.approx(100 / 1.2e-2)
+
+
+def test_the_throughput_peak_and_saturation_come_from_the_means_not_the_medians():
+    # Batch 64 has the better median throughput, but a heavy tail: per epoch, batch 32 delivers more.
+    pts = [PointSummary(32, 1.0e-3, 0.99e-3, 1.01e-3, mean_s=1.0e-3),
+           PointSummary(64, 1.6e-3, 1.58e-3, 1.62e-3, mean_s=2.4e-3)]
+    a = analyse_step_times(pts)
+    assert a.peak_throughput_batch == 32 and a.peak_throughput_samples_per_s == pytest.approx(32_000)
+    assert a.heavy_tail_batches == [64]
+    assert [p.heavy_tail for p in a.points] == [False, True]
+    median_only = analyse_step_times([PointSummary(32, 1.0e-3, None, None), PointSummary(64, 1.6e-3, None, None)])
+    assert median_only.peak_throughput_batch == 64 and median_only.points[0].heavy_tail is None
+
+
+def test_a_mean_within_the_noise_target_of_the_median_is_no_heavy_tail():
+    pts = [PointSummary(8, 1e-3, None, None, mean_s=1.009e-3), PointSummary(16, 1e-3, None, None, mean_s=1.02e-3)]
+    assert analyse_step_times(pts).heavy_tail_batches == [16]
+    assert analyse_step_times(pts, noise_target=0.05).heavy_tail_batches == []
+
+
+def test_summaries_carry_the_mean_its_ci_and_the_block_shortfall_of_each_point():
+    from bench.measure.timing import BlockShortfall
+
+    short = BlockShortfall(blocks=2, needed=6, budget_s=2.0, step_s=0.5, budget_needed_s=4.0, samples=4)
+    m = measurement(4)
+    m.block_shortfall = short
+    (s,) = summaries_from_measurements([m])
+    stats = m.stats
+    assert s.mean_s == stats.mean_s and (s.mean_ci_low_s, s.mean_ci_high_s) == (stats.mean_ci_low_s, stats.mean_ci_high_s)
+    assert s.block_shortfall == short
+    a = analyse_sweep(SweepResult(config={}, points=[m, measurement(8)]))
+    assert a.block_shortfall_batches == [4] and a.points[0].block_shortfall == short
+    back = StepTimeAnalysis.from_dict(json.loads(strict_json(a)))
+    assert back.points[0].block_shortfall == short and back.block_shortfall_batches == [4]
+
+
+def conditions(at: float, load_1m: float, threads: int = 2, cpus: int = 2) -> dict:
+    return {"at": at, "load_avg": [load_1m, load_1m, load_1m], "cpus": cpus, "torch_num_threads": threads}
+
+
+def test_analyse_sweep_reads_how_busy_the_machine_was_from_the_points_conditions():
+    pts = [measurement(b) for b in (1, 2, 4)]
+    # 60 s of points on 2 CPUs with 2 torch threads, the 1-minute load average rising from 4 toward 6.
+    for i, p in enumerate(pts):
+        p.conditions = {"start": conditions(1000.0 + 20 * i, 4.0), "end": conditions(1020.0 + 20 * i, 4.0)}
+    pts[-1].conditions["end"] = conditions(1060.0, 4.0 + 2.0 * (1 - 2.718281828 ** -1))
+    a = analyse_sweep(SweepResult(config={}, points=pts))
+    load = a.machine_load
+    assert load.basis == "window" and load.window_s == pytest.approx(60.0)
+    assert load.mean_load == pytest.approx(6.0, rel=1e-6) and load.other_load == pytest.approx(4.0, rel=1e-6)
+    assert load.busy is True
+    back = StepTimeAnalysis.from_dict(json.loads(strict_json(a)))
+    assert back.machine_load == load
+    quiet = analyse_sweep(SweepResult(config={}, points=[measurement(b) for b in (1, 2)]))
+    assert quiet.machine_load is None and "no load-average readings" in quiet.null_reasons["machine_load"]
+
+
+def test_an_old_analysis_that_put_a_fall_on_medians_beyond_the_cis_reads_with_it_on_medians():
+    pts = [point(1, 1e-3), PointSummary(8, 3e-3, None, None), point(64, 1.8e-3)]
+    d = analyse_step_times(pts).to_dict()
+    assert d["faster_on_medians"] == [[8, 64]] and d["faster_at_larger_batch"] == []
+    old = {**d, "schema_version": 2, "faster_at_larger_batch": [[8, 64]]}
+    del old["faster_on_medians"]
+    back = StepTimeAnalysis.from_dict(old)
+    assert back.faster_at_larger_batch == [] and back.faster_on_medians == [(8, 64)]

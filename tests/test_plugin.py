@@ -134,7 +134,23 @@ def measured(median_s: float, n: int = 20, warmup: int = 9) -> Measurement:
 
 def test_rounds_cover_the_minimum_time_at_the_library_median():
     plan = plan_rounds(measured(0.001), SuiteSettings(budget_s=2.0, min_time_s=0.5))
-    assert plan.rounds == 500 and plan.warmup_rounds == 9
+    assert plan.steps_per_round == 10 and plan.rounds == 50  # 50 rounds of 10 ms: 0.5 s of steps
+    assert plan.warmup_rounds == 1  # the library's 9 warm-up steps fit one round of 10
+
+
+def test_a_round_is_the_fewest_steps_that_last_10_ms_and_one_step_when_a_step_is_longer():
+    assert plan_rounds(measured(0.0003), SuiteSettings()).steps_per_round == 34  # 10.2 ms
+    assert plan_rounds(measured(0.004), SuiteSettings()).steps_per_round == 3
+    assert plan_rounds(measured(0.05), SuiteSettings()).steps_per_round == 1
+    assert plan_rounds(measured(0.0003), SuiteSettings(round_min_s=0.0)).steps_per_round == 1
+
+
+def test_warm_up_rounds_repeat_the_librarys_warm_up_steps_in_rounds_of_k():
+    # 0.5 s of warm-up at 0.3 ms steps is ~1,700 steps: 50 rounds of 34 steps, not 200 rounds of 34 (2 s).
+    plan = plan_rounds(measured(0.0003, warmup=1700), SuiteSettings())
+    assert (plan.steps_per_round, plan.warmup_rounds) == (34, 50)
+    long = plan_rounds(measured(0.0003, warmup=100_000), SuiteSettings(warmup_max_s=1.0))
+    assert long.warmup_rounds * long.steps_per_round * 0.0003 <= 1.0  # capped by the warm-up time limit
 
 
 def test_rounds_stop_at_the_budget_for_slow_steps_but_never_below_the_minimum():
@@ -305,6 +321,54 @@ def test_pytest_benchmark_stats_include_queued_device_work_only_when_the_step_sy
     assert stats["test_unsynchronised"]["median"] < 0.02
 
 
+def test_a_round_of_k_steps_synchronises_once_after_its_last_step_and_its_stats_are_per_step(pytester):
+    _, data = run_inline(pytester, '''
+        from bench.run.suite import time_synchronised
+
+        def test_rounds(benchmark):
+            dev = FakeDevice(0.004)
+            samples = time_synchronised(benchmark, dev.step, dev.synchronize, rounds=5, warmup_rounds=2,
+                                        steps_per_round=4)
+            assert len(samples) == 5 and dev.synchronised == 7  # one per round, warm-up rounds included
+    ''')
+    (b,) = data["benchmarks"]
+    assert b["stats"]["iterations"] == 4
+    assert b["stats"]["min"] >= 0.004  # per step, the device work included
+
+
+def test_the_ratio_of_the_two_medians_is_recorded_and_a_gap_over_10_percent_is_a_warning():
+    from bench.run.suite import RoundsPlan, host_timing_info
+
+    m = measured(0.010)
+    plan = RoundsPlan(10, 1, "why", steps_per_round=1)
+    close = host_timing_info(m, [0.0105] * 10, plan, "fake")
+    assert close["library_to_pytest_benchmark"] == pytest.approx(0.010 / 0.0105) and close["warning"] is None
+    assert close["library_median_s"] == 0.010 and close["relative_to_library_median"] == pytest.approx(0.05)
+    far = host_timing_info(m, [0.0125] * 10, plan, "fake")
+    assert "differ by more than 10% (library / pytest-benchmark = 0.8)" in far["warning"]
+    assert far["warning"].endswith("the nightly gate uses the library's median")
+
+
+def test_a_disagreement_between_the_two_timings_is_a_warning_on_the_point_in_the_json_and_in_pytest(pytester):
+    result, data = run_inline(pytester, '''
+        import time
+        import torch
+        from bench.run.suite import SuiteCase, SuiteSettings, benchmark_case
+
+        def test_case(benchmark):
+            torch.set_num_threads(1)
+            case = SuiteCase("step_time", "mlp", "fp32", 4, "cpu", (("hidden", 16), ("in_features", 16), ("depth", 1)))
+            # A synchronise that takes 50 ms: far more than a round's steps, which the library never waits for.
+            m = benchmark_case(benchmark, case, SuiteSettings(budget_s=0.05), synchronize=lambda: time.sleep(0.05))
+            assert any("differ by more than 10%" in w for w in m.warnings)
+    ''')
+    info = data["benchmarks"][0]["extra_info"]
+    warning = info["pytest_benchmark_timing"]["warning"]
+    assert warning in info["warnings"] and warning in info["measurement"]["warnings"]
+    assert info["pytest_benchmark_timing"]["library_to_pytest_benchmark"] < 0.9
+    assert "TimingDisagreement" in result.stdout.str()
+
+
 def test_benchmark_case_records_the_library_measurement_and_synchronises_every_round(pytester):
     _, data = run_inline(pytester, '''
         import torch
@@ -325,8 +389,11 @@ def test_benchmark_case_records_the_library_measurement_and_synchronises_every_r
     assert info["measurement"]["samples_s"] and "warmup_samples_s" not in info["measurement"]
     assert info["step_time_median_s"] == pytest.approx(sorted(info["measurement"]["samples_s"])[
         len(info["measurement"]["samples_s"]) // 2], rel=0.5)
-    assert info["pytest_benchmark_timing"]["method"] == "host clock around a synchronised step"
-    assert bench["stats"]["rounds"] == info["pytest_benchmark_timing"]["rounds"]
+    timing = info["pytest_benchmark_timing"]
+    assert timing["method"] == "host clock around k steps and one device synchronise per round"
+    assert bench["stats"]["rounds"] == timing["rounds"]
+    assert bench["stats"]["iterations"] == timing["steps_per_round"] >= 1  # pytest-benchmark's stats are per step
+    assert timing["library_to_pytest_benchmark"] == pytest.approx(info["step_time_median_s"] / bench["stats"]["median"])
 
 
 def test_plugin_parametrises_by_fixture_and_adds_the_fingerprint_to_machine_info(pytester):
@@ -494,6 +561,8 @@ def test_on_a_gpu_pytest_benchmark_stats_cover_the_device_work(pytester):
     info = bench["extra_info"]
     assert info["timer"] == "cuda_event" and info["pytest_benchmark_timing"]["synchronize"] == "torch.cuda.synchronize"
     assert bench["stats"]["median"] >= 0.9 * info["step_time_median_s"]
+    assert bench["stats"]["iterations"] == info["pytest_benchmark_timing"]["steps_per_round"]
+    assert info["pytest_benchmark_timing"]["library_to_pytest_benchmark"] > 0
     assert info["peak_allocated_bytes"] > 0
 
 

@@ -91,8 +91,9 @@ def test_undecided_next_point_with_some_points_lacking_a_ci_reads_as_a_sentence(
 
 def test_throughput_sentence_names_the_peak_and_the_batch_that_reaches_95_percent():
     a = analyse_step_times([point(b, 1e-3 * (1 + b / 16)) for b in BATCHES])
-    assert throughput_sentence(a) == ("Throughput peaks at 15,800 samples/s at batch 1024, the largest measured "
-                                      "(it may rise further); batch 256 already reaches 95% of it.")
+    assert throughput_sentence(a) == ("Throughput, from the median step time, peaks at 15,800 samples/s at batch "
+                                      "1024, the largest measured (it may rise further); batch 256 already reaches "
+                                      "95% of it.")
 
 
 def test_noisy_points_are_named_with_their_diagnosis():
@@ -145,10 +146,19 @@ def test_a_stored_analysis_gives_the_same_sentences_as_the_record_it_came_from()
     assert sweep_analysis(None) is None and sweep_analysis(a) is a
 
 
-def test_a_sweep_file_written_with_its_verdict_inside_gives_the_same_sentences():
-    """`bench sweep -b 1,8,64 --budget 0.3` as written before the analysis held no prose."""
+def test_a_sweep_file_written_with_its_verdict_inside_gives_the_same_sentences_said_honestly():
+    """`bench sweep -b 1,8,64 --budget 0.3` as written before the analysis held no prose. Its verdict
+    said step time fell from batch 8 to 64 "beyond the 95% CIs", but batch 8 has no CI: the fall rests
+    on its median. Its throughput is B / median, and the sentence now says so."""
     stored = json.loads(OLD_SWEEP.read_text())
-    assert sweep_verdict(SweepResult.from_dict(stored)) == stored["analysis"]["verdict"]
+    old = stored["analysis"]["verdict"]
+    made = sweep_verdict(SweepResult.from_dict(stored))
+    assert made[0] == old[0]
+    assert made[1] == old[1].replace("Throughput peaks", "Throughput, from the median step time, peaks")
+    assert "beyond the 95% CIs" in old[2] and "beyond the 95% CIs" not in made[2]
+    assert made[2] == ("Repeated timing blocks disagree by more than ±1% at batch 1, 64 (overhead-bound, then "
+                       "transition): those points are noisy, and step time falls from batch 8 to 64 by more than "
+                       "1% on the medians, without a 95% CI at batch 8 to judge it by.")
     assert sweep_verdict(SweepResult(config={})) == []
 
 
@@ -161,3 +171,61 @@ def test_sentences_are_made_from_the_fields_not_read_back_from_other_sentences()
     a = StepTimeAnalysis.from_dict(analyse_step_times([point(b, 1e-3) for b in (1, 2, 4)]).to_dict())
     a.largest_batch_that_fits = 7
     assert steptime_verdict(a)[-1] == "The largest batch that fits is 7."
+
+
+# ------------------------------------------------- never a CI that is not there; tails, shortfalls, load
+
+
+def test_a_fall_on_medians_is_said_to_rest_on_medians_never_beyond_the_cis():
+    pts = [point(b, 1e-3) for b in (1, 2, 4)] + [PointSummary(512, 0.2, None, None),
+                                                  PointSummary(1024, 0.18, None, None)]
+    v = verdict(pts)
+    assert not any("beyond the 95% CIs" in s for s in v)
+    assert ("Step time falls from batch 512 to 1024 by more than 1% on the medians, without a 95% CI at batch "
+            "512, 1024 to judge it by: the curve is not monotone, so read the fits with care.") in v
+    tiny = pts[:-1] + [PointSummary(1024, 0.199, None, None)]  # 0.5%: within what the points are measured to
+    assert not any("falls" in s for s in verdict(tiny))
+
+
+def test_the_throughput_sentence_says_it_is_from_the_mean_step():
+    pts = [PointSummary(b, 1e-3, 0.99e-3, 1.01e-3, mean_s=1e-3) for b in (1, 2, 4)]
+    assert throughput_sentence(analyse_step_times(pts)).startswith(
+        "Throughput, from the mean step time, peaks at 4,000 samples/s at batch 4")
+
+
+def test_a_heavy_tail_is_flagged_with_how_far_the_mean_exceeds_the_median():
+    pts = [PointSummary(b, 1e-3, 0.99e-3, 1.01e-3, mean_s=1e-3 * (1.2 if b == 4 else 1.0)) for b in (1, 2, 4)]
+    v = verdict(pts)
+    assert ("The mean step time exceeds the median by more than 1% at batch 4 (by up to 20%): a heavy tail of "
+            "slow steps, which a run of such steps pays for; throughput is from the mean, the equal-time calls "
+            "from the median.") in v
+
+
+def test_points_with_too_few_blocks_for_a_ci_across_blocks_are_named_with_the_budget_that_would_fit():
+    from bench.measure.timing import BlockShortfall
+
+    def short(step_s, samples):
+        return BlockShortfall(blocks=min(samples, 3), needed=6, budget_s=2.0, step_s=step_s,
+                              budget_needed_s=1.0 + 6 * step_s, samples=samples)
+
+    pts = [point(1, 1e-3), point(2, 1e-3),
+           PointSummary(512, 0.4, 0.39, 0.41, block_shortfall=short(0.4, 6)),
+           PointSummary(1024, 0.8, None, None, block_shortfall=short(0.8, 2))]
+    v = verdict(pts)
+    assert ("Fewer than 6 timed blocks fitted the 2 s budget at batch 512, 1024 (steps of 400 ms to 800 ms): "
+            "the 95% CI at batch 512 rests on the pooled samples alone, which drift can make too narrow; batch "
+            "1024 has too few samples for any 95% CI; a budget of about 5.8 s would fit them (--budget).") in v
+
+
+def test_a_busy_machine_is_warned_about_and_a_quiet_one_is_not():
+    from bench.measure.conditions import MachineLoad
+
+    busy = MachineLoad(window_s=60.0, mean_load=6.0, own_threads=2.0, other_load=4.0, cpus=2, free_cpus=0.0,
+                       busy=True, basis="window", load_avg_1m_max=6.0)
+    v = verdict([point(b, 1e-3) for b in (1, 2, 4)], machine_load=busy)
+    assert ("The machine was busy while this ran: other work kept about 4.0 threads runnable on average over the "
+            "60 s of measuring, more than the none of its 2 CPUs this run leaves free (it keeps 2 busy); step times "
+            "may include waiting for a CPU, so compare them with a quiet run before trusting small differences.") in v
+    quiet = MachineLoad(window_s=60.0, mean_load=2.1, own_threads=2.0, other_load=0.1, cpus=2, free_cpus=0.0,
+                        busy=False, basis="window", load_avg_1m_max=2.1)
+    assert not any("busy" in s for s in verdict([point(b, 1e-3) for b in (1, 2, 4)], machine_load=quiet))

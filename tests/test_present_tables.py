@@ -68,3 +68,9 @@ def test_a_long_error_is_shortened_at_a_word_never_cut_mid_word():
     console.print(sweep_table(r))
     text = console.export_text()
     assert "CUDA out of memory. Tried to allocate 2.00 GiB (GPU 0; 79.10 GiB total …" in text
+
+
+def test_sweep_table_gives_throughput_from_the_mean_step_and_labels_it():
+    slow_tail = Measurement(case=Case("mlp", 100), samples_s=[0.01] * 9 + [0.11])  # mean 0.02 s, median 0.01 s
+    out = render(sweep_table(SweepResult(config={}, points=[slow_tail])))
+    assert "samples/s (mean)" in out and "5,000" in out and "10,000" not in out

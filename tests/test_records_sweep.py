@@ -12,6 +12,7 @@ from bench.analysis.steptime import analyse_sweep
 from bench.records.sweep import (
     Case,
     LargestBatch,
+    Measurement,
     Probe,
     SweepResult,
     case_id,
@@ -94,3 +95,15 @@ def test_a_committed_sweep_file_of_an_earlier_version_still_loads(name, schema):
     assert analyse_sweep(r).to_dict()["equal_time_max_batch"] == r.analysis["equal_time_max_batch"]
     again = SweepResult.from_dict(r.to_dict())
     assert again.to_dict()["schema"] == "bench.sweep" and again.to_dict() == r.to_dict()
+
+
+def test_a_points_throughput_is_batch_times_steps_over_their_total_time():
+    m = Measurement(case=Case("mlp", 32), samples_s=[0.01] * 9 + [0.11])  # one slow step in ten
+    assert m.throughput == pytest.approx(10 * 32 / 0.2)  # n·B / Σt = 1,600 samples/s, not B / median = 3,200
+    assert m.to_dict()["throughput_samples_per_s"] == m.throughput
+
+
+def test_a_points_conditions_travel_with_it():
+    m = Measurement(case=Case("mlp", 32), samples_s=[0.01] * 10,
+                    conditions={"start": {"at": 1.0, "load_avg": [0.5, 0.4, 0.3]}, "end": {"at": 3.0}})
+    assert Measurement.from_dict(json.loads(json.dumps(m.to_dict()))).conditions == m.conditions

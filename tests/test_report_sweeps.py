@@ -106,9 +106,14 @@ def test_a_sweep_written_with_its_verdict_inside_shows_the_same_sentences_made_f
     assert stored["analysis"]["schema_version"] == 1 and stored["analysis"]["verdict"]
     result = SweepResult.from_dict(stored)
     a, why = read_analysis(result)
-    assert why is None and steptime_verdict(a) == stored["analysis"]["verdict"]
+    made = steptime_verdict(a)
+    # The same sentences, said as honestly as today's: the throughput names its basis (the median, in
+    # that version), and a fall resting on a point without a CI is not put "beyond the 95% CIs".
+    old = stored["analysis"]["verdict"]
+    assert why is None and made[0] == old[0] and "from the median step time" in made[1]
+    assert "beyond the 95% CIs" in old[2] and "on the medians, without a 95% CI at batch 8" in made[2]
     summary = R.section(R.build(tmp_path, ("old.json", stored)), "summary")
-    for sentence in stored["analysis"]["verdict"]:
+    for sentence in made:
         assert sentence.replace("'", "&#39;") in summary
 
 
@@ -140,7 +145,7 @@ def test_an_analysis_that_cannot_be_read_is_a_warning_not_a_crash(tmp_path):
 
 def test_the_stored_analysis_reads_back_into_the_same_record():
     data = R.make_sweep()
-    assert "verdict" not in data["analysis"] and data["analysis"]["schema_version"] == 2
+    assert "verdict" not in data["analysis"] and data["analysis"]["schema_version"] == 3
     a = StepTimeAnalysis.from_dict(data["analysis"])
     assert a.to_dict() == data["analysis"]
 
@@ -174,3 +179,17 @@ def test_two_sweeps_of_the_same_configuration_get_distinct_card_titles(tmp_path)
     titles = re.findall(r'<h3><span class="swatch"[^>]*></span>(.*?)</h3>', R.section(html, "step-time"))
     assert len(titles) == 2 and len(set(titles)) == 2
     assert titles[1].endswith("2026-01-03T00:00:00+00:00")
+
+
+def test_the_throughput_figure_draws_batch_over_the_mean_step_as_the_analysis_does_and_says_so():
+    from bench.present.report.figures.sweeps import throughput_figure
+    from bench.present.report.sweeps import sweep_series
+
+    result = SweepResult.from_dict(R.make_sweep())
+    s = sweep_series(result, "mlp", "C0")
+    assert s.throughput_basis == "mean"
+    assert s.throughput == pytest.approx([result.point(b).throughput for b in s.batch])
+    assert max(s.throughput) == pytest.approx(read_analysis(result)[0].peak_throughput_samples_per_s)
+    assert "samples/s from the mean step time, 95% CI" in throughput_figure([s])
+    old = sweep_series(SweepResult.from_dict(json.loads(OLD_SWEEP.read_text())), "old", "C1")
+    assert old.throughput_basis == "median"  # analysed before throughput came from the mean: said so

@@ -52,3 +52,30 @@ def test_block_medians_widen_the_ci_when_blocks_sit_at_different_levels():
 def test_too_few_blocks_leave_the_sample_ci_alone():
     samples = [1.0, 1.1, 1.2, 1.0, 1.1, 1.2, 1.0, 1.1]
     assert summarize(samples, block_medians=[1.0, 2.0]).ci_basis == "samples"
+
+
+def test_the_mean_ci_covers_the_true_mean_at_least_95_percent_of_the_time():
+    from bench.measure.stats import mean_ci
+
+    rng = np.random.default_rng(2)
+    true_mean = float(np.exp(0.3**2 / 2))  # lognormal(0, 0.3)
+    hits = sum(lo <= true_mean <= hi for lo, hi in (mean_ci(rng.lognormal(0.0, 0.3, size=60)) for _ in range(2000)))
+    assert hits / 2000 >= 0.93
+
+
+def test_the_mean_ci_widens_to_the_block_means_when_blocks_sit_at_different_levels():
+    from bench.measure.stats import mean_ci
+
+    # six blocks of 100 steps, each block at its own level: the pooled t interval believes 600 draws
+    levels = [1.0, 1.1, 0.95, 1.05, 1.2, 0.9]
+    samples = [lv + 0.001 * (i % 3) for lv in levels for i in range(100)]
+    pooled = mean_ci(samples)
+    blocked = mean_ci(samples, block_sizes=[100] * 6)
+    assert blocked[1] - blocked[0] > 3 * (pooled[1] - pooled[0])
+    assert mean_ci(samples, block_sizes=[300, 300]) == pooled  # too few blocks: left alone
+    assert mean_ci([1.0]) is None
+
+
+def test_summarize_gives_the_mean_and_its_ci():
+    s = summarize([1.0, 2.0, 3.0, 4.0], block_sizes=[2, 2])
+    assert s.mean_s == 2.5 and s.mean_ci_low_s < 2.5 < s.mean_ci_high_s

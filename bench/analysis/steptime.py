@@ -6,7 +6,7 @@ nothing (the sentences are made from these records in `bench.present.steptime`).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
 import numpy as np
@@ -14,19 +14,33 @@ from scipy import optimize
 from scipy import stats as _sps
 
 from bench.core.errors import BenchError, InvalidResultsFile
+from bench.measure.conditions import MachineLoad, machine_load
 from bench.measure.stats import relative_spread
+from bench.measure.timing import BlockShortfall
 
 if TYPE_CHECKING:
     from bench.records.sweep import Measurement, SweepResult
 
 SCHEMA = "bench.steptime"
 # 2: the stored analysis holds no prose (version 1 carried a `verdict` list, which readers ignore).
-SCHEMA_VERSION = 2
-READABLE_SCHEMA_VERSIONS = (1, 2)
+# 3: throughput from the mean step time (B / mean; versions 1 and 2: B / median, read with
+#    `throughput_basis` "median"); heavy tails, block shortfalls, calls on medians, the machine's load.
+SCHEMA_VERSION = 3
+READABLE_SCHEMA_VERSIONS = (1, 2, 3)
 
 WITHIN = "within"
 BEYOND = "beyond"
 UNDECIDED = "undecided"
+
+# What a point's equal-time call (`StepTimePoint.ratio_basis`) rests on.
+BASIS_REFERENCE = "reference"  # the reference itself: "within" by definition
+BASIS_CI = "ci"  # the 95% CIs of both the point and the reference
+BASIS_MEDIAN_FALLBACK = "median_fallback"  # one of them has no CI: its median stands in for its bounds
+BASIS_MEDIAN = "median"  # neither has a CI: the call rests on the two medians alone
+
+# What a point's throughput is computed from (`StepTimePoint.throughput_basis`).
+THROUGHPUT_MEAN = "mean"  # B / mean step time = n·B / Σt (what a run of these steps delivers)
+THROUGHPUT_MEDIAN = "median"  # B / median (files analysed before version 3, or a summary without a mean)
 
 REGIME_FLAT = "flat"
 REGIME_TRANSITION = "transition"
@@ -62,7 +76,10 @@ class PointSummary:
     """What the analysis needs from one measured batch size (times in seconds).
 
     `ci_low_s`/`ci_high_s` bound the median with 95% confidence (None when there were too few samples);
-    `block_spread_rel` is (max - min) / 2 / median over the medians of repeated timing blocks.
+    `block_spread_rel` is (max - min) / 2 / median over the medians of repeated timing blocks;
+    `mean_s` with `mean_ci_low_s`/`mean_ci_high_s` the mean step time and its 95% CI (None: not given,
+    and throughput falls back to the median); `block_shortfall` is set when fewer timed blocks than a
+    CI across blocks needs fitted the point's budget.
     """
 
     batch_size: int
@@ -70,6 +87,10 @@ class PointSummary:
     ci_low_s: float | None
     ci_high_s: float | None
     block_spread_rel: float | None = None
+    mean_s: float | None = None
+    mean_ci_low_s: float | None = None
+    mean_ci_high_s: float | None = None
+    block_shortfall: BlockShortfall | None = None
 
     def to_dict(self) -> dict:
         return _clean({
@@ -78,6 +99,10 @@ class PointSummary:
             "ci_low_s": self.ci_low_s,
             "ci_high_s": self.ci_high_s,
             "block_spread_rel": self.block_spread_rel,
+            "mean_s": self.mean_s,
+            "mean_ci_low_s": self.mean_ci_low_s,
+            "mean_ci_high_s": self.mean_ci_high_s,
+            "block_shortfall": self.block_shortfall.to_dict() if self.block_shortfall else None,
         })
 
 
@@ -85,12 +110,19 @@ class PointSummary:
 class StepTimePoint:
     """One batch size as the analysis sees it.
 
-    - `throughput_samples_per_s` = B / median; its interval is [B / ci_high, B / ci_low].
+    - `throughput_samples_per_s` = B / mean step time (n·B / Σt, `throughput_basis` "mean"); its
+      interval is [B / mean_ci_high, B / mean_ci_low]. Without a mean (analyses before version 3, or a
+      summary that gave none) B / median and [B / ci_high, B / ci_low] (`throughput_basis` "median").
+    - `heavy_tail`: the mean step exceeds the median by more than the noise target (slow steps that a
+      median hides but an epoch pays for); None without a mean.
     - `ratio_to_reference` = t(B) / t(B_ref) (medians); the conservative interval is
       [ci_low(B) / ci_high(ref), ci_high(B) / ci_low(ref)], with the median standing in for a missing
-      bound (`ratio_basis` is then "median_fallback"; "reference" marks the reference itself).
+      bound. `ratio_basis` says what the call rests on: "ci" (both CIs), "median_fallback" (one of
+      the two has no CI), "median" (neither: the two medians alone), "reference" (the reference).
     - `equal_time`: "within" if the interval's upper end <= 1 + eps, "beyond" if its lower end > 1 + eps,
       else "undecided". The reference is "within" by definition.
+    - `block_shortfall`: fewer timed blocks than a CI across blocks needs fitted the point's budget
+      (its CI rests on the pooled samples, or it has none).
     - `noisy`: repeated timing blocks disagree by more than the noise target (None: no blocks to compare).
     - `regime`: "flat", "transition" or "linear" (see `analyse_step_times`); None with
       `regime_reason` when it cannot be told.
@@ -115,9 +147,21 @@ class StepTimePoint:
     regime_reason: str | None = None
     fitted_s: float | None = None
     diagnosis: str | None = None
+    throughput_basis: str = THROUGHPUT_MEDIAN
+    mean_s: float | None = None
+    heavy_tail: bool | None = None
+    block_shortfall: BlockShortfall | None = None
 
     def to_dict(self) -> dict:
-        return _clean({name: getattr(self, name) for name in self.__dataclass_fields__})
+        d = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        d["block_shortfall"] = self.block_shortfall.to_dict() if self.block_shortfall else None
+        return _clean(d)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StepTimePoint":
+        fields = {name: d[name] for name in cls.__dataclass_fields__ if name in d}
+        fields["block_shortfall"] = BlockShortfall.from_dict(d.get("block_shortfall"))
+        return cls(**fields)
 
 
 @dataclass(frozen=True)
@@ -216,6 +260,10 @@ class StepTimeAnalysis:
     throughput_saturation_batch: int | None = None
     noisy_batches: list[int] = field(default_factory=list)
     faster_at_larger_batch: list[tuple[int, int]] = field(default_factory=list)
+    faster_on_medians: list[tuple[int, int]] = field(default_factory=list)
+    heavy_tail_batches: list[int] = field(default_factory=list)
+    block_shortfall_batches: list[int] = field(default_factory=list)
+    machine_load: MachineLoad | None = None
     largest_batch_that_fits: int | None = None
     null_reasons: dict[str, str] = field(default_factory=dict)
 
@@ -279,6 +327,10 @@ class StepTimeAnalysis:
             "throughput_saturation_batch": self.throughput_saturation_batch,
             "noisy_batches": list(self.noisy_batches),
             "faster_at_larger_batch": [list(pair) for pair in self.faster_at_larger_batch],
+            "faster_on_medians": [list(pair) for pair in self.faster_on_medians],
+            "heavy_tail_batches": list(self.heavy_tail_batches),
+            "block_shortfall_batches": list(self.block_shortfall_batches),
+            "machine_load": self.machine_load.to_dict() if self.machine_load else None,
             "largest_batch_that_fits": self.largest_batch_that_fits,
             "points": [p.to_dict() for p in self.points],
             "null_reasons": dict(self.null_reasons),
@@ -298,20 +350,54 @@ class StepTimeAnalysis:
         try:
             params = d["parameters"]
             lin, hinge = d.get("linear_fit"), d.get("hinge_fit")
+            if d["schema_version"] < 3:
+                d = _upgraded_calls(d)
             return cls(
                 eps=float(params["eps"]), noise_target=float(params["noise_target"]),
                 saturation_fraction=float(params["saturation_fraction"]),
-                points=[_from_fields(StepTimePoint, p) for p in d.get("points") or []],
+                points=[StepTimePoint.from_dict(p) for p in d.get("points") or []],
                 linear_fit=_from_fields(LinearFit, lin) if lin else None,
                 hinge_fit=_from_fields(HingeFit, hinge) if hinge else None,
                 points_without_ci=[int(b) for b in d.get("points_without_ci") or []],
                 noisy_batches=[int(b) for b in d.get("noisy_batches") or []],
                 faster_at_larger_batch=[(int(a), int(b)) for a, b in d.get("faster_at_larger_batch") or []],
+                faster_on_medians=[(int(a), int(b)) for a, b in d.get("faster_on_medians") or []],
+                heavy_tail_batches=[int(b) for b in d.get("heavy_tail_batches") or []],
+                block_shortfall_batches=[int(b) for b in d.get("block_shortfall_batches") or []],
+                machine_load=MachineLoad.from_dict(d.get("machine_load")),
                 null_reasons={str(k): str(v) for k, v in (d.get("null_reasons") or {}).items()},
                 **{name: d.get(name) for name in _PLAIN_FIELDS},
             )
         except (KeyError, TypeError, ValueError) as e:
             raise InvalidResultsFile(f"malformed {SCHEMA} analysis: {type(e).__name__}: {e}") from None
+
+
+def _upgraded_calls(d: dict) -> dict:
+    """A version 1 or 2 analysis with its calls said as version 3 says them: a fall between neighbours
+    of which one has no CI moves from `faster_at_larger_batch` (where those versions put it, as if
+    beyond CIs) to `faster_on_medians`, and `ratio_basis` says "median" where neither side has a CI."""
+    points = [dict(p) for p in d.get("points") or []]
+    no_ci = {int(p["batch_size"]) for p in points if p.get("ci_low_s") is None or p.get("ci_high_s") is None}
+    pairs = [(int(a), int(b)) for a, b in d.get("faster_at_larger_batch") or []]
+    ref_has_ci = bool(points) and int(points[0]["batch_size"]) not in no_ci
+    for p in points:
+        if p.get("ratio_basis") not in (None, BASIS_REFERENCE):
+            p["ratio_basis"] = {2: BASIS_CI, 1: BASIS_MEDIAN_FALLBACK, 0: BASIS_MEDIAN}[
+                ref_has_ci + (int(p["batch_size"]) not in no_ci)]
+    by_batch = {int(p["batch_size"]): p for p in points}
+    noise = float(d["parameters"]["noise_target"])
+
+    def falls_beyond_noise(small: int, large: int) -> bool:
+        p, q = by_batch.get(small), by_batch.get(large)
+        if p is None or q is None:
+            return False
+        q_hi = q["ci_high_s"] if q.get("ci_high_s") is not None else q["median_s"]
+        p_lo = p["ci_low_s"] if p.get("ci_low_s") is not None else p["median_s"]
+        return q_hi < p_lo - noise * p["median_s"]
+
+    return {**d, "points": points,
+            "faster_at_larger_batch": [pr for pr in pairs if not set(pr) & no_ci],
+            "faster_on_medians": [pr for pr in pairs if set(pr) & no_ci and falls_beyond_noise(*pr)]}
 
 
 # Fields of StepTimeAnalysis stored as plain JSON values under their own names.
@@ -335,7 +421,7 @@ def summaries_from_measurements(points: Iterable["Measurement"]) -> list[PointSu
     """PointSummary per ok Measurement (oom and error points are skipped), sorted by batch size.
 
     `block_spread_rel` is `bench.measure.stats.relative_spread(m.block_medians_s)` (None with fewer than two
-    blocks). Raises BenchError for an ok point without samples or for points of more than one
+    blocks); the mean and its CI and the block shortfall come from the point too. Raises BenchError for an ok point without samples or for points of more than one
     configuration (their step times cannot be compared on one curve).
     """
     out: list[PointSummary] = []
@@ -353,6 +439,10 @@ def summaries_from_measurements(points: Iterable["Measurement"]) -> list[PointSu
             ci_low_s=s.ci_low_s,
             ci_high_s=s.ci_high_s,
             block_spread_rel=relative_spread(m.block_medians_s),
+            mean_s=s.mean_s,
+            mean_ci_low_s=s.mean_ci_low_s,
+            mean_ci_high_s=s.mean_ci_high_s,
+            block_shortfall=m.block_shortfall,
         ))
     if len(groups) > 1:
         raise BenchError(f"step-time analysis needs points of one configuration, got {len(groups)}: "
@@ -366,7 +456,8 @@ def analyse_sweep(result: "SweepResult", *, eps: float | None = None, noise_targ
     entry point, so the same points always give the same analysis.
 
     `eps` and `noise_target` default to the sweep's own settings (`config["eps"]`, `config["ci_target"]`),
-    the largest batch that fits to the sweep's. With `diagnose` each ok point is diagnosed from its
+    the largest batch that fits to the sweep's, the machine's load to what the points' `conditions`
+    readings say (`bench.measure.conditions.machine_load`). With `diagnose` each ok point is diagnosed from its
     telemetry and its regime, in two passes: the first labels each point's regime (flat, transition,
     linear) from step times alone, the diagnosis combines it with the telemetry (stored in the point's
     `telemetry["diagnosis"]`), and the second pass writes the verdict with it. BenchError when the
@@ -375,9 +466,14 @@ def analyse_sweep(result: "SweepResult", *, eps: float | None = None, noise_targ
     from bench.analysis.diagnosis import diagnose as diagnose_point
 
     config = result.config or {}
+    ok = result.ok_points()
+    load, load_reason = machine_load(
+        [(p.conditions.get("start") or {}, p.conditions.get("end") or {}) for p in ok],
+        ok[0].case.device.split(":")[0] if ok else "cpu")
     kw = dict(eps=float(eps if eps is not None else config.get("eps", 0.05)),
               noise_target=float(noise_target if noise_target is not None else config.get("ci_target", 0.01)),
-              largest_batch_that_fits=result.largest_batch_that_fits)
+              largest_batch_that_fits=result.largest_batch_that_fits, machine_load=load,
+              machine_load_reason=load_reason)
     kw.update(kwargs)
     summaries = summaries_from_measurements(result.points)
     if not diagnose:
@@ -416,25 +512,39 @@ def analyse_step_times(
     saturation_fraction: float = 0.95,
     largest_batch_that_fits: int | None = None,
     diagnoses: dict[int, str] | None = None,
+    machine_load: MachineLoad | None = None,
+    machine_load_reason: str | None = None,
 ) -> StepTimeAnalysis:
     """Analyse step time against batch size. The rules:
 
-    1. Throughput per point: B / median, interval [B / ci_high, B / ci_low].
+    1. Throughput per point: B / mean step time (n·B / Σt, what an epoch of such steps delivers),
+       interval [B / mean_ci_high, B / mean_ci_low]; B / median with [B / ci_high, B / ci_low] for a
+       point given without a mean. A point whose mean exceeds its median by more than `noise_target`
+       has a heavy tail (`heavy_tail_batches`): its typical step (the median, which the equal-time
+       test uses) is faster than its steps on average.
     2. Equal-time range, judged with CIs rather than medians. Reference = the smallest batch. Each
        point's ratio t(B)/t(ref) gets the conservative interval [ci_low(B)/ci_high(ref),
        ci_high(B)/ci_low(ref)] (the median replaces a missing bound; such points are listed in
        `points_without_ci`). "within": upper end <= 1+eps; "beyond": lower end
        > 1+eps; else "undecided". `equal_time_max_batch` = largest B such that it and every smaller
        point are "within"; `equal_time_max_batch_possible` = largest B before the first "beyond" (the
-       range could reach it if the undecided points turned out within); `first_beyond_batch`.
+       range could reach it if the undecided points turned out within); `first_beyond_batch`. Each
+       point's `ratio_basis` records whether its call rests on CIs ("ci") or on a median in place of a
+       missing CI ("median_fallback": one side; "median": both, the medians alone).
     3. Fits (at least 3 points): `fit_linear` (t = a + b*B, b >= 0, B_sat = a/b) and `fit_hinge`
        (plateau, then a line from knee K). `best_fit` is the line unless the hinge is clearly better:
        at least 4 points, the line's relative RMS residual above 0.2%, and a nested-model F-test on
        the relative residuals with p < 0.01.
-    4. Peak throughput (largest B / median) and `throughput_saturation_batch`, the smallest batch
-       whose median throughput reaches `saturation_fraction` of the peak.
+    4. Peak throughput (the largest of rule 1's) and `throughput_saturation_batch`, the smallest
+       batch whose throughput reaches `saturation_fraction` of the peak.
     5. Noise: a point is noisy when `block_spread_rel` > `noise_target` (repeated blocks disagree).
-       `faster_at_larger_batch` lists neighbours where the larger batch is faster beyond both CIs.
+       `faster_at_larger_batch` lists neighbours, both with CIs, where the larger batch is faster
+       beyond both CIs; `faster_on_medians` those where one or both lack a CI and the larger batch's
+       median (or upper bound) lies below the smaller's median (or lower bound) by more than
+       `noise_target` of it: a fall on medians, not beyond CIs. `block_shortfall_batches`: points
+       where fewer timed blocks than a CI across blocks needs fitted the budget. `machine_load`
+       (given; from the points' readings in `analyse_sweep`) says whether other work kept the
+       run from a core.
     6. Regime per point: "flat" if "within" with no "beyond" at or below it; otherwise, from the best
        fit, "linear" when past the knee with d ln t / d ln B >= 0.5 (at least half the step time
        scales with the batch; for the line that is B >= a/b), else "transition".
@@ -448,9 +558,11 @@ def analyse_step_times(
     diagnoses = {int(k): str(v) for k, v in (diagnoses or {}).items() if v}
     a = StepTimeAnalysis(eps=float(eps), noise_target=float(noise_target),
                          saturation_fraction=float(saturation_fraction),
-                         largest_batch_that_fits=largest_batch_that_fits)
+                         largest_batch_that_fits=largest_batch_that_fits, machine_load=machine_load)
     if largest_batch_that_fits is None:
         a.null_reasons["largest_batch_that_fits"] = "not given (no search for the largest batch)"
+    if machine_load is None:
+        a.null_reasons["machine_load"] = machine_load_reason or "not given (no load readings)"
 
     if not pts:
         reason = "no batch size was measured successfully"
@@ -469,20 +581,26 @@ def analyse_step_times(
     for p in pts:
         if p is ref:
             r_lo = r_hi = 1.0
-            basis = "reference"
+            basis = BASIS_REFERENCE
             equal_time = WITHIN
         else:
             r_lo, r_hi, basis = _ratio_interval(p, ref)
             equal_time = WITHIN if r_hi <= 1.0 + eps else BEYOND if r_lo > 1.0 + eps else UNDECIDED
+        if p.mean_s is not None:
+            t_basis, t_mid, t_lo, t_hi = THROUGHPUT_MEAN, p.mean_s, p.mean_ci_low_s, p.mean_ci_high_s
+        else:
+            t_basis, t_mid, t_lo, t_hi = THROUGHPUT_MEDIAN, p.median_s, p.ci_low_s, p.ci_high_s
         rows.append(dict(
             batch_size=p.batch_size, median_s=p.median_s, ci_low_s=p.ci_low_s, ci_high_s=p.ci_high_s,
-            throughput_samples_per_s=p.batch_size / p.median_s,
-            throughput_low_samples_per_s=p.batch_size / p.ci_high_s if p.ci_high_s else None,
-            throughput_high_samples_per_s=p.batch_size / p.ci_low_s if p.ci_low_s else None,
+            throughput_samples_per_s=p.batch_size / t_mid, throughput_basis=t_basis,
+            throughput_low_samples_per_s=p.batch_size / t_hi if t_hi else None,
+            throughput_high_samples_per_s=p.batch_size / t_lo if t_lo and t_lo > 0 else None,
             ratio_to_reference=p.median_s / ref.median_s, ratio_low=r_lo, ratio_high=r_hi,
             ratio_basis=basis, equal_time=equal_time, block_spread_rel=p.block_spread_rel,
             noisy=None if p.block_spread_rel is None else p.block_spread_rel > noise_target,
-            diagnosis=diagnoses.get(p.batch_size),
+            diagnosis=diagnoses.get(p.batch_size), mean_s=p.mean_s,
+            heavy_tail=None if p.mean_s is None else p.mean_s > p.median_s * (1.0 + noise_target),
+            block_shortfall=p.block_shortfall,
         ))
 
     _equal_time_range(a, rows)
@@ -530,15 +648,27 @@ def analyse_step_times(
     a.throughput_saturation_batch = next(r["batch_size"] for r, v in zip(rows, thr)
                                          if v >= saturation_fraction * thr[i_peak])
 
-    # Noise and monotonicity.
+    # Noise, tails, shortfalls and monotonicity.
     a.noisy_batches = [p.batch_size for p in a.points if p.noisy]
+    a.heavy_tail_batches = [p.batch_size for p in a.points if p.heavy_tail]
+    a.block_shortfall_batches = [p.batch_size for p in a.points if p.block_shortfall is not None]
     for p, q in zip(pts, pts[1:]):
         q_hi = q.ci_high_s if q.ci_high_s is not None else q.median_s
         p_lo = p.ci_low_s if p.ci_low_s is not None else p.median_s
-        if q_hi < p_lo:
+        if q_hi >= p_lo:
+            continue
+        if _has_ci(p) and _has_ci(q):
             a.faster_at_larger_batch.append((p.batch_size, q.batch_size))
+        elif q_hi < p_lo - noise_target * p.median_s:
+            # Without a CI on one side the comparison rests on a median: it counts only beyond the
+            # precision the points were measured to.
+            a.faster_on_medians.append((p.batch_size, q.batch_size))
 
     return a
+
+
+def _has_ci(p: PointSummary) -> bool:
+    return p.ci_low_s is not None and p.ci_high_s is not None
 
 
 def _ratio_interval(p: PointSummary, ref: PointSummary) -> tuple[float, float, str]:
@@ -546,8 +676,8 @@ def _ratio_interval(p: PointSummary, ref: PointSummary) -> tuple[float, float, s
     hi_num = p.ci_high_s if p.ci_high_s is not None else p.median_s
     lo_den = ref.ci_low_s if ref.ci_low_s is not None else ref.median_s
     hi_den = ref.ci_high_s if ref.ci_high_s is not None else ref.median_s
-    full = None not in (p.ci_low_s, p.ci_high_s, ref.ci_low_s, ref.ci_high_s)
-    return lo_num / hi_den, hi_num / lo_den, "ci" if full else "median_fallback"
+    basis = {2: BASIS_CI, 1: BASIS_MEDIAN_FALLBACK, 0: BASIS_MEDIAN}[_has_ci(p) + _has_ci(ref)]
+    return lo_num / hi_den, hi_num / lo_den, basis
 
 
 def _equal_time_range(a: StepTimeAnalysis, rows: list[dict]) -> None:
@@ -764,8 +894,13 @@ def _checked_points(points: Sequence[PointSummary]) -> list[PointSummary]:
         if p.block_spread_rel is not None and not (_finite(p.block_spread_rel) and p.block_spread_rel >= 0):
             raise BenchError(f"batch {b}: block_spread_rel must be a non-negative number or None, "
                              f"got {p.block_spread_rel!r}")
-    return [p if isinstance(p.batch_size, int) else PointSummary(int(p.batch_size), p.median_s, p.ci_low_s,
-                                                                  p.ci_high_s, p.block_spread_rel) for p in pts]
+        if p.mean_s is not None and not (_finite(p.mean_s) and p.mean_s > 0):
+            raise BenchError(f"batch {b}: mean_s must be a positive number of seconds or None, got {p.mean_s!r}")
+        for name in ("mean_ci_low_s", "mean_ci_high_s"):
+            v = getattr(p, name)
+            if v is not None and not _finite(v):
+                raise BenchError(f"batch {b}: {name} must be a number of seconds or None, got {v!r}")
+    return [p if isinstance(p.batch_size, int) else replace(p, batch_size=int(p.batch_size)) for p in pts]
 
 
 def _finite(v: Any) -> bool:

@@ -1,1 +1,2 @@
-"""Measuring: sample statistics, timing and stopping rules, the training step, workloads, tasks, optimizers, telemetry."""
+"""Measuring: sample statistics, timing and stopping rules, the training step, workloads, tasks, optimizers,
+allocator memory, the machine's conditions (load, CPU clocks, threads), telemetry."""

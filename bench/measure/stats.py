@@ -47,6 +47,9 @@ class SampleStats:
     ci_rel_halfwidth: float | None
     outliers: int
     ci_basis: str | None = None  # "samples", or "samples+blocks" when widened by the block medians' CI
+    # 95% CI of the mean (Student t), widened by the block means' when blocks are known (`mean_ci`).
+    mean_ci_low_s: float | None = None
+    mean_ci_high_s: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,14 +62,41 @@ class SampleStats:
 MIN_BLOCKS_FOR_CI = 6  # the distribution-free 95% CI of a median needs at least 6 values
 
 
+def mean_ci(samples: Sequence[float], block_sizes: Sequence[int] | None = None,
+            confidence: float = CONFIDENCE) -> tuple[float, float] | None:
+    """A `confidence` interval of the mean of `samples`, or None with fewer than two samples.
+
+    Student's t over the samples; with `block_sizes` (the samples' split into timed blocks, in order,
+    summing to their count) and at least MIN_BLOCKS_FOR_CI blocks, the half-width is widened to the
+    t interval over the block means when that is wider, since steps in one block share its
+    conditions (the same reasoning as the median's CI in `summarize`). Centred on the mean.
+    """
+    x = np.asarray(samples, dtype=float)
+    n = int(x.size)
+    if n < 2:
+        return None
+    mean = float(x.mean())
+    q = 0.5 + confidence / 2.0
+    half = float(_sps.t.ppf(q, n - 1) * x.std(ddof=1) / math.sqrt(n))
+    sizes = [int(k) for k in (block_sizes or ())]
+    if len(sizes) >= MIN_BLOCKS_FOR_CI and all(k > 0 for k in sizes) and sum(sizes) == n:
+        ends = np.cumsum(sizes)
+        means = np.array([x[e - k:e].mean() for k, e in zip(sizes, ends)])
+        k = means.size
+        half = max(half, float(_sps.t.ppf(q, k - 1) * means.std(ddof=1) / math.sqrt(k)))
+    return mean - half, mean + half
+
+
 def summarize(samples: Sequence[float], confidence: float = CONFIDENCE,
-              block_medians: Sequence[float] | None = None) -> SampleStats:
+              block_medians: Sequence[float] | None = None,
+              block_sizes: Sequence[int] | None = None) -> SampleStats:
     """Summarise raw samples. Requires at least one sample.
 
     Steps timed in one block share its conditions (clocks, host load, what ran before), so they are
     not independent draws: when the levels of repeated blocks differ, a CI from the pooled samples
     is too narrow. With `block_medians` (at least MIN_BLOCKS_FOR_CI of them) the CI is widened to
     also cover the CI of the median of the block medians, whose effective sample size is honest.
+    The mean's CI (`mean_ci`, with `block_sizes`) is widened the same way by the block means.
     """
     x = np.sort(np.asarray(samples, dtype=float))
     n = int(x.size)
@@ -89,6 +119,7 @@ def summarize(samples: Sequence[float], confidence: float = CONFIDENCE,
             lo, hi = min(lo, blocks[bidx[0]]), max(hi, blocks[bidx[1]])
             basis = "samples+blocks"
         rel = (hi - lo) / 2.0 / median if median > 0 else None
+    m_ci = mean_ci(samples, block_sizes, confidence)
     return SampleStats(
         n=n,
         median_s=median,
@@ -102,6 +133,8 @@ def summarize(samples: Sequence[float], confidence: float = CONFIDENCE,
         ci_rel_halfwidth=rel,
         outliers=outliers,
         ci_basis=basis,
+        mean_ci_low_s=m_ci[0] if m_ci else None,
+        mean_ci_high_s=m_ci[1] if m_ci else None,
     )
 
 

@@ -1,7 +1,8 @@
 """The step-time verdict: a few plain sentences made from a `StepTimeAnalysis` (where step time stays
-equal, how it grows beyond, where throughput saturates, which points are noisy), read first by the
-`bench sweep` command and the report. Never more certain than the analysis: what it could not tell,
-the sentences say it could not tell.
+equal, how it grows beyond, where throughput saturates, which points are noisy, have heavy tails or
+too few blocks for their CI, whether the machine was busy), read first by the `bench sweep` command
+and the report. Never more certain than the analysis: what it could not tell, the sentences say it
+could not tell, and a comparison made on medians is never said to be beyond CIs.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from bench.analysis.steptime import (
     GROWTH_IRREGULAR,
     GROWTH_LINEAR,
     GROWTH_NONE,
+    THROUGHPUT_MEAN,
     StepTimeAnalysis,
     StepTimePoint,
 )
@@ -29,8 +31,8 @@ def sweep_analysis(analysis: Any) -> StepTimeAnalysis | None:
 
 
 def steptime_verdict(a: StepTimeAnalysis, *, largest_batch: bool = True) -> list[str]:
-    """The verdict, in order: the equal-time range and growth beyond it, throughput, noise, and (unless
-    `largest_batch` is False) the largest batch that fits."""
+    """The verdict, in order: the equal-time range and growth beyond it, throughput, noise, heavy tails,
+    block shortfalls, a busy machine, and (unless `largest_batch` is False) the largest batch that fits."""
     out: list[str] = []
     pts = a.points
     fits = largest_batch_sentence(a) if largest_batch else None
@@ -41,15 +43,18 @@ def steptime_verdict(a: StepTimeAnalysis, *, largest_batch: bool = True) -> list
         p = pts[0]
         diag = f", {p.diagnosis}" if p.diagnosis else ""
         out.append(f"Only batch {p.batch_size} was measured ({fmt.duration(p.median_s)} per step, "
-                   f"{fmt.number(p.throughput_samples_per_s)} samples/s{diag}): at least two batch sizes are "
-                   "needed to compare step times, and three to fit a curve.")
+                   f"{fmt.number(p.throughput_samples_per_s)} samples/s{_from_mean(p)}{diag}): at least two batch "
+                   "sizes are needed to compare step times, and three to fit a curve.")
     else:
         out.append(equal_time_sentence(a))
         out.append(throughput_sentence(a))
     if pts:
-        noise = noise_sentence(a)
-        if noise:
-            out.append(noise)
+        for sentence in (noise_sentence(a), heavy_tail_sentence(a), block_shortfall_sentence(a)):
+            if sentence:
+                out.append(sentence)
+    busy = busy_sentence(a)
+    if busy:
+        out.append(busy)
     if fits:
         out.append(fits)
     return out
@@ -167,9 +172,17 @@ def knee_text(a: StepTimeAnalysis) -> str:
     return fixed
 
 
+def _from_mean(p: StepTimePoint) -> str:
+    return " from the mean step" if p.throughput_basis == THROUGHPUT_MEAN else ""
+
+
 def throughput_sentence(a: StepTimeAnalysis) -> str:
-    """The peak throughput, and the smallest batch that reaches the saturation fraction of it."""
-    peak = (f"Throughput peaks at {fmt.number(a.peak_throughput_samples_per_s)} samples/s "
+    """The peak throughput (saying whether from the mean step time, as an epoch gets it, or from the
+    median in analyses made before it was), and the smallest batch that reaches the saturation fraction of it."""
+    basis = {p.throughput_basis for p in a.points}
+    label = (", from the mean step time," if basis == {THROUGHPUT_MEAN}
+             else ", from the median step time," if THROUGHPUT_MEAN not in basis else "")
+    peak = (f"Throughput{label} peaks at {fmt.number(a.peak_throughput_samples_per_s)} samples/s "
             f"at batch {a.peak_throughput_batch}")
     if a.peak_at_largest_batch:
         peak += ", the largest measured (it may rise further)"
@@ -180,11 +193,21 @@ def throughput_sentence(a: StepTimeAnalysis) -> str:
 
 
 def noise_sentence(a: StepTimeAnalysis) -> str | None:
-    """Which points are noisy (repeated blocks disagree) and where the curve is not monotone; None if neither."""
-    mono = None
+    """Which points are noisy (repeated blocks disagree) and where the curve is not monotone (beyond the
+    95% CIs where both points have one, on the medians where one lacks it); None if neither."""
+    parts = []
     if a.faster_at_larger_batch:
         pairs = fmt.and_list([f"{s} to {b}" for s, b in a.faster_at_larger_batch])
-        mono = f"step time falls from batch {pairs} beyond the 95% CIs"
+        parts.append(f"step time falls from batch {pairs} beyond the 95% CIs")
+    if a.faster_on_medians:
+        pairs = fmt.and_list([f"{s} to {b}" for s, b in a.faster_on_medians])
+        missing = sorted({b for pair in a.faster_on_medians for b in pair} & set(a.points_without_ci))
+        lead = "from batch" if not parts else "and from batch"
+        text = (f"by more than {fmt.pct(a.noise_target)} on the medians, without a 95% CI at batch "
+                f"{fmt.batch_list(missing)} to judge it by" if missing else
+                f"by more than {fmt.pct(a.noise_target)} on the medians")
+        parts.append((f"step time falls {lead} {pairs} " if not parts else f"{lead} {pairs} ") + text)
+    mono = ", ".join(parts) if parts else None
     if a.noisy_batches:
         noisy = [p for p in a.points if p.noisy]
         diag = _diag_phrase(noisy)
@@ -195,6 +218,62 @@ def noise_sentence(a: StepTimeAnalysis) -> str | None:
     if mono:
         return mono[0].upper() + mono[1:] + ": the curve is not monotone, so read the fits with care."
     return None
+
+
+def heavy_tail_sentence(a: StepTimeAnalysis) -> str | None:
+    """The points whose mean step exceeds the median by more than the noise target; None if none."""
+    tails = [p for p in a.points if p.heavy_tail]
+    if not tails:
+        return None
+    worst = max(p.mean_s / p.median_s - 1.0 for p in tails)
+    return (f"The mean step time exceeds the median by more than {fmt.pct(a.noise_target)} at batch "
+            f"{fmt.batch_list([p.batch_size for p in tails])} (by up to {fmt.percent(worst, 0 if worst >= 0.1 else 1)}): a "
+            "heavy tail of slow "
+            "steps, which a run of such steps pays for; throughput is from the mean, the equal-time calls "
+            "from the median.")
+
+
+def block_shortfall_sentence(a: StepTimeAnalysis) -> str | None:
+    """The points at which fewer timed blocks than a CI across blocks needs fitted the budget; None if none."""
+    short = [p for p in a.points if p.block_shortfall is not None]
+    if not short:
+        return None
+    f = [p.block_shortfall for p in short]
+    steps = sorted(x.step_s for x in f)
+    step_txt = (f"{fmt.duration(steps[0])} steps" if steps[0] == steps[-1]
+                else f"steps of {fmt.duration(steps[0])} to {fmt.duration(steps[-1])}")
+    budgets = sorted({x.budget_s for x in f})
+    budget_txt = f"the {budgets[0]:g} s budget" if len(budgets) == 1 else "the budget"
+    no_ci = [p.batch_size for p in short if p.ci_low_s is None]
+    with_ci = [p.batch_size for p in short if p.ci_low_s is not None]
+    what = []
+    if with_ci:
+        what.append(f"the 95% CI{'s' if len(with_ci) > 1 else ''} at batch {fmt.batch_list(with_ci)} "
+                    f"{'rest' if len(with_ci) > 1 else 'rests'} on the pooled samples alone, which drift can make "
+                    "too narrow")
+    if no_ci:
+        what.append(f"batch {fmt.batch_list(no_ci)} {'have' if len(no_ci) > 1 else 'has'} too few samples for "
+                    "any 95% CI")
+    return (f"Fewer than {f[0].needed} timed blocks fitted {budget_txt} at batch "
+            f"{fmt.batch_list([p.batch_size for p in short])} ({step_txt}): {'; '.join(what)}; a budget of about "
+            f"{max(x.budget_needed_s for x in f):.2g} s would fit them (--budget).")
+
+
+def busy_sentence(a: StepTimeAnalysis) -> str | None:
+    """A warning when other work kept the run from a CPU while it was measured; None otherwise."""
+    load = a.machine_load
+    if load is None or not load.busy:
+        return None
+    if load.basis == "window":
+        other = (f"other work kept about {load.other_load:.1f} threads runnable on average over the "
+                 f"{fmt.duration(load.window_s)} of measuring")
+    else:
+        other = (f"other work kept about {load.other_load:.1f} threads runnable (the 1-minute load average "
+                 f"at the end of a {fmt.duration(load.window_s)} run was {load.mean_load:.2f})")
+    free = f"{load.free_cpus:g}" if load.free_cpus > 0 else "none"
+    return (f"The machine was busy while this ran: {other}, more than the {free} of its {load.cpus} CPUs "
+            f"this run leaves free (it keeps {load.own_threads:g} busy); step times may include waiting for a "
+            "CPU, so compare them with a quiet run before trusting small differences.")
 
 
 def sweep_verdict(result) -> list[str]:

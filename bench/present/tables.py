@@ -21,7 +21,7 @@ def sweep_table(result):
     t = Table(title=f"{cfg.get('workload')} · {cfg.get('precision')} · {cfg.get('device')} · {cfg.get('optimizer')}",
               title_justify="left")
     for col, justify in (("batch", "right"), ("status", "left"), ("median step", "right"), ("95% CI", "right"),
-                         ("±", "right"), ("samples/s", "right"), ("n", "right"), ("stop", "left"),
+                         ("±", "right"), ("samples/s (mean)", "right"), ("n", "right"), ("stop", "left"),
                          ("peak mem", "right"), *((c[0], "right") for c in optional),
                          ("vs smallest", "left"), ("notes", "left")):
         t.add_column(col, justify=justify)

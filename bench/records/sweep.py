@@ -134,7 +134,10 @@ class Measurement:
     in each timed block, in order). Peak memory is over the timed steps (the statistics are reset
     after warm-up); the warm-up's own peaks (cuDNN autotuning workspaces, compilation, allocator
     growth) are kept apart. `block_shortfall` is set when fewer blocks than a CI across blocks needs
-    fitted the budget. A value that could not be measured is None and `null_reasons[name]` says why.
+    fitted the budget. `conditions` holds the machine's state read at the point's `start` and `end`
+    (`bench.measure.conditions.read_conditions`: load average, CPU governor and frequency, torch's
+    threads): volatile readings, kept with the point, not in the fingerprint. A value that could not
+    be measured is None and `null_reasons[name]` says why.
     """
 
     case: Case
@@ -158,6 +161,7 @@ class Measurement:
     num_alloc_retries: int | None = None
     block_sizes: list[int] = field(default_factory=list)
     block_shortfall: BlockShortfall | None = None
+    conditions: dict[str, Any] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -169,13 +173,17 @@ class Measurement:
 
     @property
     def stats(self) -> SampleStats | None:
-        return summarize(self.samples_s, block_medians=self.block_medians_s) if self.samples_s else None
+        if not self.samples_s:
+            return None
+        return summarize(self.samples_s, block_medians=self.block_medians_s, block_sizes=self.block_sizes)
 
     @property
     def throughput(self) -> float | None:
-        """Samples per second at the median step time."""
+        """Samples per second over the timed steps, n·B / Σt = B / mean step time: what a run of these
+        steps (an epoch) delivers, slow steps included. The median step time stays the measure of a
+        typical step (the equal-time test, the CIs); a heavy tail of slow steps puts the mean above it."""
         s = self.stats
-        return self.case.batch_size / s.median_s if s and s.median_s > 0 else None
+        return self.case.batch_size / s.mean_s if s and s.mean_s > 0 else None
 
     def to_dict(self) -> dict:
         s = self.stats
@@ -204,6 +212,7 @@ class Measurement:
             "num_alloc_retries": self.num_alloc_retries,
             "block_sizes": list(self.block_sizes),
             "block_shortfall": self.block_shortfall.to_dict() if self.block_shortfall else None,
+            "conditions": dict(self.conditions),
         }
         return d
 
@@ -234,6 +243,7 @@ class Measurement:
             num_alloc_retries=d.get("num_alloc_retries"),
             block_sizes=[int(v) for v in d.get("block_sizes") or []],
             block_shortfall=BlockShortfall.from_dict(d.get("block_shortfall")),
+            conditions=dict(d.get("conditions") or {}),
         )
 
 
@@ -438,7 +448,7 @@ def points_dataframe(points: Iterable[Measurement]):
         row = {**p.case.to_dict(), "key": p.case.key, "status": p.status, "error": p.error,
                "timer": p.timer, "stop_reason": p.stop_reason}
         for name in ("n", "median_s", "mean_s", "stdev_s", "min_s", "max_s", "iqr_s",
-                     "ci_low_s", "ci_high_s", "ci_rel_halfwidth", "outliers"):
+                     "ci_low_s", "ci_high_s", "ci_rel_halfwidth", "mean_ci_low_s", "mean_ci_high_s", "outliers"):
             row[name] = getattr(s, name) if s else None
         row["throughput_samples_per_s"] = p.throughput
         row["peak_allocated_bytes"] = p.peak_allocated_bytes

@@ -2,14 +2,18 @@
 
 Each suite case is measured twice on one footing: first by the library (`measure_point`: CUDA events,
 adaptive stopping, memory, telemetry), whose Measurement goes into `benchmark.extra_info`; then by
-pytest-benchmark's own loop around a step that synchronises the device, so the host-clock statistics
-pytest-benchmark writes include the device work ("host clock around a synchronised step").
+pytest-benchmark's own loop, each round k steps and one device synchronise (k chosen so a round
+lasts at least 10 ms), so the host-clock statistics pytest-benchmark writes are per step and include
+the device work. The two medians are compared (`library_to_pytest_benchmark`) and a disagreement of
+more than 10% is a warning. The nightly gate (bench compare, the history store) reads the library's
+device-timed median.
 """
 
 from __future__ import annotations
 
 import math
 import time
+import warnings
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Sequence
 
@@ -27,7 +31,14 @@ SUITES = ("step_time", "memory", "largest_batch")
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 SUBSETS = ("cpu", "full")
 
-HOST_SYNC_METHOD = "host clock around a synchronised step"
+HOST_SYNC_METHOD = "host clock around k steps and one device synchronise per round"
+ROUND_MIN_S = 0.010  # a pytest-benchmark round lasts at least this long (k steps, one synchronise)
+MAX_STEPS_PER_ROUND = 100_000
+DISAGREEMENT = 0.10  # the library's and pytest-benchmark's medians differing by more than this is a warning
+
+
+class TimingDisagreement(UserWarning):
+    """pytest-benchmark's median step differs from the library's by more than DISAGREEMENT."""
 
 Synchronize = Callable[[], object]
 _AUTO: Any = object()  # "derive the synchronise function from the device"
@@ -133,12 +144,17 @@ class SuiteSettings:
     telemetry: bool = True
     min_rounds: int = 5  # pytest-benchmark rounds, at least (its own default minimum)
     max_rounds: int = 10_000
+    # Rounds of k >= round_min_s / step steps: 200 warm-up rounds are at least 2 s of steps, more than
+    # the library's warm-up spends under the default budget, so the cap binds only with larger budgets.
     max_warmup_rounds: int = 200
+    round_min_s: float = ROUND_MIN_S
 
     def __post_init__(self):
         self.limits()  # one-line errors for a bad budget, minimum time or samples
         if self.min_rounds < 1 or self.max_rounds < self.min_rounds:
             raise BenchError(f"rounds must satisfy 1 <= min_rounds <= max_rounds, got {self.min_rounds}..{self.max_rounds}")
+        if not (isinstance(self.round_min_s, (int, float)) and self.round_min_s >= 0 and math.isfinite(self.round_min_s)):
+            raise BenchError(f"round_min_s must be a non-negative number of seconds, got {self.round_min_s!r}")
 
     def limits(self) -> MeasureLimits:
         return MeasureLimits(budget_s=self.budget_s, min_time_s=self.min_time_s, min_samples=self.min_samples)
@@ -360,56 +376,73 @@ def _synchronizer_name(sync: Synchronize | None, device, injected: bool) -> str:
 
 @dataclass(frozen=True)
 class RoundsPlan:
-    """How many pytest-benchmark rounds (1 step each) and warm-up rounds, and why."""
+    """How many pytest-benchmark rounds of `steps_per_round` steps (and one synchronise) each, how many
+    warm-up rounds, and why."""
 
     rounds: int
     warmup_rounds: int
     reason: str
+    steps_per_round: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
 def plan_rounds(m: Measurement, settings: SuiteSettings) -> RoundsPlan:
-    """Rounds enough to cover the library's minimum time (at least its minimum sample count), within the budget.
+    """Rounds of k steps, k the fewest that last `round_min_s` at the library's median (one step when a
+    step is longer), so a round times what a run of steps takes rather than one step's synchronous
+    latency: enough rounds to cover the library's minimum time (and at least its minimum sample
+    count), within the budget.
 
-    Warm-up rounds repeat the warm-up the library needed: the pytest-benchmark loop times a freshly
-    built step, which must warm up again (allocator, cuDNN autotuning, compilation).
+    Warm-up rounds repeat the warm-up the library needed, in steps (its warm-up step count divided by
+    k): the pytest-benchmark loop times a freshly built step, which must warm up again (allocator,
+    cuDNN autotuning, compilation); capped by `warmup_max_s` and `max_warmup_rounds`.
     """
     s = m.stats
     median = s.median_s if s and s.median_s > 0 else None
     lo, hi = settings.min_rounds, settings.max_rounds
     if median is None:
-        return RoundsPlan(lo, 1, "no library median to size the rounds by: the minimum rounds")
-    want = max(settings.min_samples, math.ceil(settings.effective_min_time_s / median))
-    reason = f"enough rounds for {settings.effective_min_time_s:g} s of steps at the library's median, and at least {settings.min_samples}"
-    cap = math.ceil(settings.budget_s / median)  # the last round may end just past the budget
+        return RoundsPlan(lo, 1, "no library median to size the rounds by: the minimum rounds of one step")
+    k = max(1, min(MAX_STEPS_PER_ROUND, math.ceil(settings.round_min_s / median)))
+    round_s = k * median
+    want = max(settings.min_samples, math.ceil(settings.effective_min_time_s / round_s))
+    reason = (f"rounds of {k} step(s) (at least {settings.round_min_s * 1e3:g} ms at the library's median), enough for "
+              f"{settings.effective_min_time_s:g} s of steps, and at least {settings.min_samples}")
+    cap = math.ceil(settings.budget_s / round_s)  # the last round may end just past the budget
     if want > cap:
-        want, reason = cap, f"as many rounds as fit the {settings.budget_s:g} s budget at the library's median"
+        want, reason = cap, (f"rounds of {k} step(s), as many as fit the {settings.budget_s:g} s budget at the "
+                             "library's median")
     rounds = min(max(want, lo), hi)
     if rounds == lo and want < lo:
         reason += f" (raised to the minimum of {lo})"
     elif rounds == hi and want > hi:
         reason += f" (capped at {hi})"
-    warm_cap = max(1, int(settings.warmup_max_s / median))
-    warmup = max(1, min(len(m.warmup_samples_s), settings.max_warmup_rounds, warm_cap))
-    return RoundsPlan(rounds, warmup, reason)
+    warm_cap = max(1, int(settings.warmup_max_s / round_s))
+    warmup = max(1, min(math.ceil(len(m.warmup_samples_s) / k), settings.max_warmup_rounds, warm_cap))
+    return RoundsPlan(rounds, warmup, reason, steps_per_round=k)
 
 
 def time_synchronised(benchmark, step: Callable[[], object], synchronize: Synchronize | None,
-                      rounds: int, warmup_rounds: int) -> list[float] | None:
-    """pytest-benchmark's pedantic loop over one step plus a device synchronise per round.
+                      rounds: int, warmup_rounds: int, steps_per_round: int = 1) -> list[float] | None:
+    """pytest-benchmark's pedantic loop: each round `steps_per_round` steps, then one device synchronise.
 
-    The synchronise sits inside the timed target, so each round's host-clock time covers the device
-    work the step queued. Returns pytest-benchmark's raw round times (None when benchmarks are disabled).
+    The synchronise sits inside the timed round, after its last step, so each round's host-clock time
+    covers the device work its steps queued, and pytest-benchmark divides it by the steps
+    (`iterations`): its statistics are per step. Returns pytest-benchmark's raw per-step round times
+    (None when benchmarks are disabled).
     """
+    k = max(1, int(steps_per_round))
     if synchronize is None:
         target = step
     else:
+        done = [0]
+
         def target():
             step()
-            synchronize()
-    benchmark.pedantic(target, rounds=int(rounds), iterations=1, warmup_rounds=int(warmup_rounds))
+            done[0] += 1
+            if done[0] % k == 0:  # the round's last step (warm-up rounds end on one too)
+                synchronize()
+    benchmark.pedantic(target, rounds=int(rounds), iterations=k, warmup_rounds=int(warmup_rounds))
     stats = getattr(benchmark, "stats", None)
     inner = getattr(stats, "stats", None)
     return list(inner.data) if inner is not None and getattr(inner, "data", None) else None
@@ -425,7 +458,9 @@ def benchmark_case(
     extra: dict[str, Any] | None = None,
 ) -> Measurement:
     """Measure `case` with the library, record it in `benchmark.extra_info`, then let pytest-benchmark
-    time the same step (synchronised) for its own statistics. Returns the library's Measurement.
+    time the same step (rounds of k steps and one synchronise) for its own statistics, and compare
+    the two medians: more than DISAGREEMENT apart is a warning (on the point, in extra_info, and a
+    TimingDisagreement pytest shows). Returns the library's Measurement.
 
     A point that runs out of memory or fails is returned with that status and pytest-benchmark does
     not time it (its statistics would describe nothing); pytest-benchmark then leaves the case out of
@@ -458,33 +493,55 @@ def benchmark_case(
     plan = plan_rounds(m, settings)
     step = TrainStep(workload, b, device, options, seed=config.seed)
     try:
-        host_samples = time_synchronised(benchmark, step, sync, plan.rounds, plan.warmup_rounds)
+        host_samples = time_synchronised(benchmark, step, sync, plan.rounds, plan.warmup_rounds,
+                                         plan.steps_per_round)
     finally:
         step.release()
-    benchmark.extra_info["pytest_benchmark_timing"] = json_safe(
-        host_timing_info(m, host_samples, plan, _synchronizer_name(sync, device, injected=synchronize is not _AUTO)))
+    timing = host_timing_info(m, host_samples, plan, _synchronizer_name(sync, device, injected=synchronize is not _AUTO))
+    benchmark.extra_info["pytest_benchmark_timing"] = json_safe(timing)
+    if timing["warning"]:
+        m.warnings.append(timing["warning"])
+        benchmark.extra_info["warnings"] = list(benchmark.extra_info.get("warnings") or []) + [timing["warning"]]
+        measured = benchmark.extra_info.get("measurement")
+        if isinstance(measured, dict):
+            measured["warnings"] = list(measured.get("warnings") or []) + [timing["warning"]]
+        warnings.warn(TimingDisagreement(f"{case.id_for(b)}: {timing['warning']}"), stacklevel=2)
     return m
 
 
 def host_timing_info(m: Measurement, host_samples_s: Sequence[float] | None, plan: RoundsPlan,
                      synchronize_name: str) -> dict[str, Any]:
-    """How pytest-benchmark's own numbers were taken, and how they compare with the library's."""
+    """How pytest-benchmark's own numbers were taken (per step: its rounds are divided by their steps),
+    and how they compare with the library's: `library_to_pytest_benchmark` = library median /
+    pytest-benchmark median, `relative_to_library_median` = pytest-benchmark / library - 1, and
+    `warning` (None unless they differ by more than DISAGREEMENT)."""
     from bench.measure.stats import summarize
 
+    compared = ("library_median_s", "library_to_pytest_benchmark", "relative_to_library_median")
     out: dict[str, Any] = {"method": HOST_SYNC_METHOD, "synchronize": synchronize_name, **plan.to_dict(),
-                           "median_s": None, "relative_to_library_median": None, "null_reasons": {}}
+                           "median_s": None, **{k: None for k in compared}, "warning": None, "null_reasons": {}}
     lib = m.stats
     if not host_samples_s:
         reason = "pytest-benchmark recorded no rounds (benchmarks disabled?)"
-        out["null_reasons"] = {"median_s": reason, "relative_to_library_median": reason}
+        out["null_reasons"] = {k: reason for k in ("median_s", *compared)}
         return out
     host_median = summarize(host_samples_s).median_s
     out["median_s"] = host_median
-    if lib and lib.median_s > 0:
-        # > 0: the host-clock method also counts the synchronise and the Python loop around the step.
-        out["relative_to_library_median"] = host_median / lib.median_s - 1.0
-    else:
-        out["null_reasons"]["relative_to_library_median"] = "the library has no median for this case"
+    if not (lib and lib.median_s > 0 and host_median > 0):
+        out["null_reasons"].update({k: "the library has no median for this case" for k in compared})
+        return out
+    ratio = lib.median_s / host_median
+    out["library_median_s"] = lib.median_s
+    out["library_to_pytest_benchmark"] = ratio
+    # > 0: the host clock also counts the synchronise and the Python loop around the steps.
+    out["relative_to_library_median"] = host_median / lib.median_s - 1.0
+    if abs(ratio - 1.0) > DISAGREEMENT:
+        k = plan.steps_per_round
+        out["warning"] = (
+            f"pytest-benchmark's median step ({host_median * 1e3:.4g} ms, host clock around {k} step(s) and one "
+            f"synchronise per round) and the library's device-timed median ({lib.median_s * 1e3:.4g} ms) differ by "
+            f"more than {DISAGREEMENT:.0%} (library / pytest-benchmark = {ratio:.3g}): a loaded host, launch-bound "
+            "steps or a heavy tail of slow steps; the nightly gate uses the library's median")
     return out
 
 

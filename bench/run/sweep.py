@@ -23,6 +23,7 @@ from bench.core.devices import free_memory, is_oom, resolve_device
 from bench.core.errors import BenchError
 from bench.core.params import one_line
 from bench.core.vocabulary import STATUS_ERROR, STATUS_OK, STATUS_OOM
+from bench.measure.conditions import read_conditions
 from bench.measure.memory import AllocatorMemory, allocator_memory
 from bench.measure.telemetry import Telemetry
 from bench.measure.telemetry.fingerprint import fingerprint
@@ -213,10 +214,12 @@ def measure_point(workload, config: SweepConfig, batch_size: int, device) -> Mea
             retries_at_start[0] = mem.alloc_retries()
             step.reset_skipped_steps()  # noqa: F821 - the enclosing scope binds it (and dels it at the end)
 
+        m.conditions["start"] = read_conditions()  # the machine's load, CPU clocks, threads (volatile)
         with tel.sampling():
             timing = measure(step, timer=timer_for(device), rule=config.rule(), limits=config.limits(),
                              warmup=config.warmup_rule(), around_block=tel.measuring, after_warmup=after_warmup,
                              check_step=sync_check_for(device))
+        m.conditions["end"] = read_conditions()
         m.peak_allocated_bytes, m.peak_reserved_bytes = mem.peaks()
         retries = mem.alloc_retries()
         if retries is not None and retries_at_start[0] is not None:

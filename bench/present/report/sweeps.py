@@ -106,11 +106,17 @@ def sweep_series(result: SweepResult, label: str, color) -> SweepSeries:
         s.median_s.append(st.median_s)
         s.ci_low_s.append(st.ci_low_s)
         s.ci_high_s.append(st.ci_high_s)
-        s.throughput.append(m.throughput)
-        s.throughput_low.append(a.throughput_low_samples_per_s if a is not None
-                                else b / st.ci_high_s if st.ci_high_s else None)
-        s.throughput_high.append(a.throughput_high_samples_per_s if a is not None
-                                 else b / st.ci_low_s if st.ci_low_s else None)
+        # The analysis' throughput where there is one, so the points, their intervals and the peak it
+        # marks agree (an analysis made before version 3 has them from the median, and says so).
+        if a is not None:
+            s.throughput.append(a.throughput_samples_per_s)
+            s.throughput_low.append(a.throughput_low_samples_per_s)
+            s.throughput_high.append(a.throughput_high_samples_per_s)
+            s.throughput_basis = a.throughput_basis
+        else:
+            s.throughput.append(m.throughput)
+            s.throughput_low.append(b / st.mean_ci_high_s if st.mean_ci_high_s else None)
+            s.throughput_high.append(b / st.mean_ci_low_s if st.mean_ci_low_s and st.mean_ci_low_s > 0 else None)
         s.peak_allocated_bytes.append(m.peak_allocated_bytes)
         s.peak_reserved_bytes.append(m.peak_reserved_bytes)
         s.telemetry.append(m.telemetry or {})
@@ -250,7 +256,7 @@ def sweep_table(result: SweepResult) -> dict:
     analysis, _ = read_analysis(result)
     per = {p.batch_size: p for p in analysis.points} if analysis is not None else {}
     points = sorted(result.points, key=lambda p: p.batch_size)
-    cols = ["batch", "status", "median step", "95% CI", "± CI", "samples/s", "n", "stop", "peak memory",
+    cols = ["batch", "status", "median step", "95% CI", "± CI", "samples/s (mean step)", "n", "stop", "peak memory",
             "vs smallest", "regime", "diagnosis", "notes"]
     rows = []
     for p in points:

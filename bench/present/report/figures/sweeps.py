@@ -46,6 +46,7 @@ class SweepSeries:
     throughput: list[float | None] = field(default_factory=list)
     throughput_low: list[float | None] = field(default_factory=list)
     throughput_high: list[float | None] = field(default_factory=list)
+    throughput_basis: str = "mean"  # what the throughput is from: the "mean" step time, or the "median"
     peak_allocated_bytes: list[float | None] = field(default_factory=list)
     peak_reserved_bytes: list[float | None] = field(default_factory=list)
     telemetry: list[dict] = field(default_factory=list)
@@ -199,7 +200,8 @@ def _equal_time_marks(ax, s: SweepSeries) -> None:
 
 
 def throughput_fig(series: Sequence[SweepSeries]) -> Figure | None:
-    """Samples per second against batch size with the peak and the batch that reaches 95% of it."""
+    """Samples per second (batch / mean step time, n·B / Σt; the median in analyses made before that)
+    against batch size with the peak and the batch that reaches 95% of it."""
     series = [s for s in series if s.batch and any(ok(v) for v in s.throughput)]
     if not series:
         return None
@@ -211,7 +213,7 @@ def throughput_fig(series: Sequence[SweepSeries]) -> Figure | None:
             b = np.array(s.batch, dtype=float)
             y = np.array([v if ok(v) else np.nan for v in s.throughput], dtype=float)
             ax.errorbar(b, y, yerr=errs(s.throughput, s.throughput_low, s.throughput_high), fmt="-o",
-                        color=s.color, elinewidth=1.0, label=s.label if not single else "samples/s at the median step time, 95% CI")
+                        color=s.color, elinewidth=1.0, label=s.label if not single else f"samples/s from the {s.throughput_basis} step time, 95% CI")
             a = s.analysis
             peak = a.peak_throughput_samples_per_s if a is not None else None
             sat = a.throughput_saturation_batch if a is not None else None
