@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "bench.cli.report",
     "bench.cli.history",
     "bench.cli.compare",
+    "bench.cli.allreduce",
 ]
 
 
@@ -47,7 +48,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except BenchError as e:
-        print(f"bench {args.command}: error: {e}", file=sys.stderr)
+        from bench.measure.distributed import main_rank
+
+        if main_rank():  # under torchrun every rank fails alike: rank 0 says it once
+            print(f"bench {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"bench {args.command}: interrupted; completed points are already saved", file=sys.stderr)

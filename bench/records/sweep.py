@@ -18,6 +18,7 @@ from bench.core.io import read_json, write_json_atomic
 from bench.core.vocabulary import OPTIMIZERS, PRECISIONS, PROBE_KINDS, STATUS_OK, STATUSES
 from bench.measure.stats import SampleStats, summarize
 from bench.measure.timing import BlockShortfall
+from bench.records.distributed import DistributedPoint, DistributedRun
 from bench.records.envelope import Schema, header, read_header
 
 # "bench.run.sweep" is the name a development build wrote for a while (a module path rewritten by
@@ -149,6 +150,9 @@ class Measurement:
     num_alloc_retries: int | None = None
     block_sizes: list[int] = field(default_factory=list)
     block_shortfall: BlockShortfall | None = None
+    # Measured by every rank of a data-parallel job (torchrun): then `case.batch_size` is the batch per
+    # rank, `samples_s` the slowest rank's time of each step, and this holds each rank's side.
+    distributed: DistributedPoint | None = None
 
     @property
     def ok(self) -> bool:
@@ -157,6 +161,12 @@ class Measurement:
     @property
     def batch_size(self) -> int:
         return self.case.batch_size
+
+    @property
+    def global_batch_size(self) -> int:
+        """Samples per step over the whole job: the batch per rank times the ranks (the batch size
+        itself outside a data-parallel job)."""
+        return self.distributed.global_batch_size if self.distributed is not None else self.case.batch_size
 
     @property
     def stats(self) -> SampleStats | None:
@@ -196,6 +206,8 @@ class Measurement:
             "block_sizes": list(self.block_sizes),
             "block_shortfall": self.block_shortfall.to_dict() if self.block_shortfall else None,
         }
+        if self.distributed is not None:  # additive: single-process files stay as they were
+            d["distributed"] = self.distributed.to_dict()
         return d
 
     @classmethod
@@ -225,6 +237,7 @@ class Measurement:
             num_alloc_retries=d.get("num_alloc_retries"),
             block_sizes=[int(v) for v in d.get("block_sizes") or []],
             block_shortfall=BlockShortfall.from_dict(d.get("block_shortfall")),
+            distributed=DistributedPoint.from_dict(d.get("distributed")),
         )
 
 
@@ -327,6 +340,11 @@ class SweepResult:
     analysis: dict[str, Any] | None = None
     created: str | None = None
     finished: bool = False
+    distributed: DistributedRun | None = None  # the data-parallel job it ran in (None: one process)
+
+    @property
+    def world_size(self) -> int:
+        return self.distributed.world_size if self.distributed is not None else 1
 
     def point(self, batch_size: int) -> Measurement | None:
         for p in self.points:
@@ -353,6 +371,7 @@ class SweepResult:
             "points": [p.to_dict() for p in sorted(self.points, key=lambda p: p.case.batch_size)],
             "largest_batch": self.largest_batch.to_dict(),
             "analysis": self.analysis,
+            **({"distributed": self.distributed.to_dict()} if self.distributed is not None else {}),
         }
 
     @classmethod
@@ -366,6 +385,7 @@ class SweepResult:
                 analysis=d.get("analysis"),
                 created=head.created,
                 finished=head.finished,
+                distributed=DistributedRun.from_dict(d.get("distributed")),
             )
             result.set_largest_batch(LargestBatch.from_dict(d.get("largest_batch")))
             return result
