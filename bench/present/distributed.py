@@ -69,15 +69,12 @@ def spread_sentence(points: list[DistributedPointAnalysis]) -> str | None:
     if not rows:
         return None
     worst = max(rows, key=lambda p: p.spread.spread_rel)
-    slowest = {}
-    for p in rows:
-        slowest[p.spread.slowest_rank] = slowest.get(p.spread.slowest_rank, 0) + 1
-    rank, n = max(slowest.items(), key=lambda kv: (kv[1], -kv[0]))
+    if worst.spread.spread_rel == 0:
+        return "A step's time is the slowest rank's. The ranks' own median step times agree at every point."
     return (f"A step's time is the slowest rank's. The ranks' own median step times lie up to "
-            f"{fmt.percent(worst.spread.spread_rel)} apart, at batch {_batch(worst)}; rank {rank} had the slowest "
-            f"median at {fmt.plural(n, 'point')} of {len(rows)}"
-            + (f", and was the slowest in {fmt.percent(worst.spread.slowest_share, 0)} of the steps at batch "
-               f"{worst.per_rank_batch_size:,} per rank" if worst.spread.slowest_rank == rank else "") + ".")
+            f"{fmt.percent(worst.spread.spread_rel)} apart, at batch {_batch(worst)}, where rank "
+            f"{worst.spread.slowest_rank} was the slowest (the slowest of all in "
+            f"{fmt.percent(worst.spread.slowest_share, 0)} of its steps).")
 
 
 def distributed_verdict(result) -> list[str]:

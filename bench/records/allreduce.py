@@ -16,7 +16,7 @@ from bench.measure.stats import SampleStats, summarize
 from bench.records.distributed import RankInfo
 from bench.records.envelope import Schema, header, read_header
 
-ALLREDUCE = Schema("bench.allreduce", 1, "all-reduce bandwidth results file")
+ALLREDUCE = Schema("bench.allreduce", 1, "results file of bench allreduce")
 
 
 def _floats(values: Any) -> list[float]:
