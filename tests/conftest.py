@@ -2,6 +2,7 @@
 modules of input makers are importable by name."""
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -10,6 +11,10 @@ import pytest
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_torch_thread():
+    # Child processes (the suites, torchrun jobs, the CLI) get one thread too: with two threads on a
+    # busy two-core machine a CPU step can take 15x longer, leaving a tiny budget a single sample.
+    old_env = os.environ.get("OMP_NUM_THREADS")
+    os.environ["OMP_NUM_THREADS"] = "1"
     try:
         import torch
     except ImportError:  # pragma: no cover - torch is a core dependency
@@ -19,6 +24,10 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(old)
+    if old_env is None:
+        os.environ.pop("OMP_NUM_THREADS", None)
+    else:
+        os.environ["OMP_NUM_THREADS"] = old_env
 
 
 class _HelperModules:

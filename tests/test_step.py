@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import weakref
@@ -456,3 +457,44 @@ def test_compile_starts_from_a_fresh_dynamo_cache_with_static_shapes(monkeypatch
     monkeypatch.setattr(torch, "compile", lambda module, **kw: calls.append(kw) or module)
     TrainStep(tiny("mlp"), 4, CPU, StepOptions(compile=True)).release()
     assert calls == ["reset", {"dynamic": False}]
+
+
+class _Wrapper(nn.Module):
+    """Stands in for DistributedDataParallel: records whether forward and backward ran under no_sync."""
+
+    def __init__(self, module):
+        super().__init__()
+        self.module = module
+        self.syncing = True
+        self.seen: list[bool] = []
+
+    def forward(self, x):
+        self.seen.append(self.syncing)
+        return self.module(x)
+
+    @contextlib.contextmanager
+    def no_sync(self):
+        self.syncing = False
+        try:
+            yield
+        finally:
+            self.syncing = True
+
+
+def test_a_wrapped_step_skips_the_gradient_all_reduce_only_inside_gradient_sync_false():
+    step = TrainStep(tiny("mlp"), 4, "cpu")
+    step.wrap_model(_Wrapper)
+    step()
+    with step.gradient_sync(False):
+        step()
+    step()
+    assert step.wrapped.seen == [True, False, True] and step.sync_gradients
+    step.release()
+    assert step.wrapped is None
+
+
+def test_gradient_sync_changes_nothing_for_an_unwrapped_step():
+    step = TrainStep(tiny("mlp"), 4, "cpu")
+    with step.gradient_sync(False):
+        step()
+    assert step.last_loss() is not None

@@ -37,18 +37,19 @@ from bench.records.tta import (
 
 
 def step_times_from_sweep(result) -> tuple[list[StepTime], dict[int, str]]:
-    """Step times of a SweepResult's ok points, and why each other point has none."""
+    """Step times of a SweepResult's ok points, and why each other point has none, by global batch
+    size (a data-parallel sweep's batch per rank times its ranks: steps to target are per global batch)."""
     times, missing = [], {}
     for p in result.points:
         if not p.ok:
-            missing[p.case.batch_size] = f"sweep point {p.status}" + (f": {p.error}" if p.error else "")
+            missing[p.global_batch_size] = f"sweep point {p.status}" + (f": {p.error}" if p.error else "")
     for p in result.ok_points():
         s = p.stats
         if s is None:
-            missing[p.case.batch_size] = "sweep point has no samples"
+            missing[p.global_batch_size] = "sweep point has no samples"
             continue
         e = (p.telemetry or {}).get("energy_per_step_j")
-        st = StepTime(p.case.batch_size, s.median_s, s.ci_low_s, s.ci_high_s,
+        st = StepTime(p.global_batch_size, s.median_s, s.ci_low_s, s.ci_high_s,
                       float(e) if isinstance(e, (int, float)) and math.isfinite(e) else None, mean_s=s.mean_s)
         if st.energy_per_step_j is None:
             st.null_reasons["energy_per_step_j"] = ((p.null_reasons or {}).get("energy_per_step_j")
@@ -77,20 +78,22 @@ def _num(v) -> bool:
 
 def step_time_fit_from_sweep(result) -> StepTimeFit | None:
     """The fit the sweep's analysis chose (its hinge when `best_fit` is "hinge", else its line), else
-    our linear fit over its ok points."""
+    our linear fit over its ok points; in global batch size (a data-parallel sweep's fit is per rank:
+    its slope is divided, its knee multiplied, by the number of ranks)."""
     an = result.analysis if isinstance(result.analysis, dict) else {}
+    n = getattr(result, "world_size", 1) or 1
     hf = an.get("hinge_fit")
     if an.get("best_fit") == "hinge" and isinstance(hf, dict) and _num(hf.get("plateau_s")) \
             and _num(hf.get("slope_s_per_sample")):
-        t0, slope, knee = float(hf["plateau_s"]), float(hf["slope_s_per_sample"]), hf.get("knee_batch")
+        t0, slope, knee = float(hf["plateau_s"]), float(hf["slope_s_per_sample"]) / n, hf.get("knee_batch")
         if not _num(knee):  # no rise seen: flat over the whole range
             return StepTimeFit(t0, 0.0, "the sweep's hinge fit (no rise over its range)", model="hinge", plateau_s=t0)
-        return StepTimeFit(t0 - slope * float(knee), slope, "the sweep's hinge fit", model="hinge",
-                           knee_batch=float(knee), plateau_s=t0)
+        return StepTimeFit(t0 - slope * float(knee) * n, slope, "the sweep's hinge fit", model="hinge",
+                           knee_batch=float(knee) * n, plateau_s=t0)
     lf = an.get("linear_fit")
     if isinstance(lf, dict) and isinstance(lf.get("intercept_s"), (int, float)) \
             and isinstance(lf.get("slope_s_per_sample"), (int, float)):
-        return StepTimeFit(float(lf["intercept_s"]), float(lf["slope_s_per_sample"]), "the sweep's linear fit")
+        return StepTimeFit(float(lf["intercept_s"]), float(lf["slope_s_per_sample"]) / n, "the sweep's linear fit")
     return fit_step_time_linear(step_times_from_sweep(result)[0])
 
 

@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "bench.cli.report",
     "bench.cli.history",
     "bench.cli.compare",
+    "bench.cli.allreduce",
 ]
 
 EPILOG = """\
@@ -105,7 +106,10 @@ def _main(argv: list[str] | None) -> int:
         try:
             return int(args.func(args) or 0)
         except BenchError as e:
-            print(f"{command}: error: {e}", file=sys.stderr)
+            from bench.measure.distributed import main_rank
+
+            if main_rank():  # under torchrun every rank fails alike: rank 0 says it once
+                print(f"{command}: error: {e}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print(f"{command}: {_interrupted_message(args)}", file=sys.stderr)

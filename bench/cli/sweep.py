@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
 
@@ -68,6 +69,15 @@ def register(sub) -> None:
     m.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch.set_num_threads(N) for the run, recorded in the results (default: torch's own choice)")
     m.add_argument("--seed", type=int, default=d.seed)
+    dp = p.add_argument_group("data parallel (under torchrun: every rank measures, rank 0 writes; README, "
+                              "'Several GPUs')")
+    dp.add_argument("--dist-timeout", type=float, default=d.dist_timeout_s, metavar="S",
+                    help="seconds a rank waits for another in a collective before the point (or the job) fails "
+                         "(default: %(default)s)")
+    dp.add_argument("--no-comm-share", action="store_true",
+                    help="do not also time each point without gradient all-reduce (DDP no_sync)")
+    dp.add_argument("--no-scaling-baseline", action="store_true",
+                    help="do not also time each point on rank 0 alone (the weak-scaling baseline)")
     o = p.add_argument_group("output")
     o.add_argument("-o", "--output", help="results JSON (default: reports/sweep-<workload>-<device>-<precision>-<time>.json)")
     o.add_argument("--resume", action="store_true", help="continue the sweep in --output, skipping points it has")
@@ -103,7 +113,8 @@ def config_from_args(args: argparse.Namespace):
         batch_sizes=parse_list(args.batch_sizes, int, "batch size", positive=True), min_batch=args.min_batch, max_batch=args.max_batch,
         ci_target=args.ci_target, min_samples=args.min_samples, min_time_s=args.min_time, budget_s=args.budget,
         eps=args.eps, find_largest=not args.no_largest_search, peak_tflops=args.peak_tflops, seed=args.seed, telemetry=not args.no_telemetry,
-        threads=args.threads,
+        threads=args.threads, dist_timeout_s=args.dist_timeout, comm_share=not args.no_comm_share,
+        scaling_baseline=not args.no_scaling_baseline,
     )
 
 
@@ -111,6 +122,14 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from bench.cli.progress import SweepProgress, long_run_warning
+    from bench.measure.distributed import (
+        DistributedError,
+        launched,
+        leave,
+        main_rank,
+        terminated_as_error,
+    )
+    from bench.present.distributed import distributed_verdict
     from bench.present.steptime import sweep_verdict
     from bench.present.tables import sweep_table
     from bench.run.sweep import prepare, run_sweep
@@ -122,17 +141,29 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     workload, _ = prepare(config)  # bad input fails here, before any progress bar or file
     output = Path(args.output) if args.output else default_output(config.workload, config.device, config.precision)
-    check_output_file(output, resume=args.resume, overwrite=args.overwrite)
-    args.results_path = output  # for the message if interrupted
+    main = main_rank()  # under torchrun only rank 0 writes and prints
+    if main:
+        check_output_file(output, resume=args.resume, overwrite=args.overwrite)
+        args.results_path = output  # for the message if interrupted
     console = Console() if sys.stdout.isatty() else Console(width=160)  # logs: no wrapping mid-table
     warning = long_run_warning(len(config.planned_batch_sizes()), config.budget_s, config.warmup_max_s)
-    if warning:
+    if warning and main:
         print(f"bench sweep: note: {warning}", file=sys.stderr)
-    with SweepProgress(console, enabled=not args.quiet) as progress:
-        result = run_sweep(config, workload=workload, output=output, resume=args.resume, overwrite=args.overwrite,
-                           progress=progress)
+    try:
+        with terminated_as_error() if launched() else nullcontext(), \
+                SweepProgress(console, enabled=main and not args.quiet) as progress:
+            result = run_sweep(config, workload=workload, output=output if main else None, resume=args.resume,
+                               overwrite=args.overwrite, progress=progress)
+    except DistributedError:
+        if launched() and not main:
+            return 0  # rank 0 says what happened; exiting quietly lets it finish saying it
+        raise
+    finally:
+        leave()
+    if not main:
+        return 0
     console.print(sweep_table(result))
-    for sentence in sweep_verdict(result):
+    for sentence in sweep_verdict(result) + distributed_verdict(result):
         console.print(sentence, highlight=False)
     if result.largest_batch_reason:
         console.print(f"Largest batch that fits: {result.largest_batch_that_fits or '—'} "

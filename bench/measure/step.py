@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import traceback
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
@@ -179,6 +180,8 @@ class TrainStep:
         self.batch_size = int(batch_size)
         self.model: Callable[..., Any] | None = None
         self.module: nn.Module | None = None
+        self.wrapped: nn.Module | None = None  # the module in a wrapper (wrap_model), e.g. DDP
+        self.sync_gradients = True  # False: a wrapper's gradient all-reduce is skipped (gradient_sync)
         self.optimizer: torch.optim.Optimizer | None = None
         self.batch: tuple | None = None
         self.scaler: torch.amp.GradScaler | None = None
@@ -263,23 +266,49 @@ class TrainStep:
                 traceback.clear_frames(e.__traceback__)
             raise
 
+    def wrap_model(self, wrapper: Callable[[nn.Module], nn.Module]) -> None:
+        """Put the built model in `wrapper` (e.g. DistributedDataParallel) before the first step;
+        with `compile`, the wrapped model is what is compiled."""
+        wrapped = wrapper(self.module)
+        self.wrapped = wrapped
+        if self.options.compile:
+            torch._dynamo.reset()
+            self.model = torch.compile(wrapped, dynamic=False)
+        else:
+            self.model = wrapped
+
+    @contextmanager
+    def gradient_sync(self, enabled: bool):
+        """Steps run inside skip the wrapper's gradient all-reduce (DDP's `no_sync`) when `enabled`
+        is False. Without a wrapper that has `no_sync` nothing changes."""
+        before = self.sync_gradients
+        self.sync_gradients = bool(enabled)
+        try:
+            yield self
+        finally:
+            self.sync_gradients = before
+
     def _step(self) -> None:
         # Deliberately no .item()/.cpu()/printing here: the timer relies on no host sync in the step.
         model, optimizer, loss_fn = self.model, self.optimizer, self.workload.loss_fn
         inputs, targets = self.batch
         optimizer.zero_grad(set_to_none=True)
         precision = self.options.precision
-        if precision in _AUTOCAST_DTYPES:
-            with torch.autocast(self.device.type, dtype=_AUTOCAST_DTYPES[precision]):
-                loss = loss_fn(_forward(model, inputs), targets)
-        else:
-            loss = loss_fn(_forward(model, inputs), targets)
         scaler = self.scaler
+        no_sync = None if self.sync_gradients else getattr(self.wrapped, "no_sync", None)
+        with no_sync() if no_sync is not None else nullcontext():  # forward and backward, as DDP asks
+            if precision in _AUTOCAST_DTYPES:
+                with torch.autocast(self.device.type, dtype=_AUTOCAST_DTYPES[precision]):
+                    loss = loss_fn(_forward(model, inputs), targets)
+            else:
+                loss = loss_fn(_forward(model, inputs), targets)
+            if scaler is None:
+                loss.backward()
+            else:
+                scaler.scale(loss).backward()
         if scaler is None:
-            loss.backward()
             optimizer.step()
         else:
-            scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
             self._scale_drops.observe(scaler._scale)
@@ -305,7 +334,7 @@ class TrainStep:
 
     def release(self) -> None:
         """Drop the model, optimizer and batch, restore the TF32 switches, and free cached memory."""
-        self.model = self.module = self.optimizer = self.batch = self.scaler = None
+        self.model = self.module = self.wrapped = self.optimizer = self.batch = self.scaler = None
         self._scale_drops = None
         self._last_loss = None
         self._tf32.restore()

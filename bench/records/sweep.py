@@ -25,6 +25,7 @@ from bench.core.vocabulary import (
 )
 from bench.measure.stats import SampleStats, summarize
 from bench.measure.timing import BlockShortfall
+from bench.records.distributed import DistributedPoint, DistributedRun
 from bench.records.envelope import Schema, header, read_header
 from bench.records.validation import dataclass_schema, envelope_schema, nullable
 
@@ -162,6 +163,9 @@ class Measurement:
     block_sizes: list[int] = field(default_factory=list)
     block_shortfall: BlockShortfall | None = None
     conditions: dict[str, Any] = field(default_factory=dict)
+    # Measured by every rank of a data-parallel job (torchrun): then `case.batch_size` is the batch per
+    # rank, `samples_s` the slowest rank's time of each step, and this holds each rank's side.
+    distributed: DistributedPoint | None = None
 
     @property
     def ok(self) -> bool:
@@ -170,6 +174,12 @@ class Measurement:
     @property
     def batch_size(self) -> int:
         return self.case.batch_size
+
+    @property
+    def global_batch_size(self) -> int:
+        """Samples per step over the whole job: the batch per rank times the ranks (the batch size
+        itself outside a data-parallel job)."""
+        return self.distributed.global_batch_size if self.distributed is not None else self.case.batch_size
 
     @property
     def stats(self) -> SampleStats | None:
@@ -214,6 +224,8 @@ class Measurement:
             "block_shortfall": self.block_shortfall.to_dict() if self.block_shortfall else None,
             "conditions": dict(self.conditions),
         }
+        if self.distributed is not None:  # additive: single-process files stay as they were
+            d["distributed"] = self.distributed.to_dict()
         return d
 
     @classmethod
@@ -244,6 +256,7 @@ class Measurement:
             block_sizes=[int(v) for v in d.get("block_sizes") or []],
             block_shortfall=BlockShortfall.from_dict(d.get("block_shortfall")),
             conditions=dict(d.get("conditions") or {}),
+            distributed=DistributedPoint.from_dict(d.get("distributed")),
         )
 
 
@@ -346,6 +359,11 @@ class SweepResult:
     analysis: dict[str, Any] | None = None
     created: str | None = None
     finished: bool = False
+    distributed: DistributedRun | None = None  # the data-parallel job it ran in (None: one process)
+
+    @property
+    def world_size(self) -> int:
+        return self.distributed.world_size if self.distributed is not None else 1
 
     def point(self, batch_size: int) -> Measurement | None:
         for p in self.points:
@@ -372,6 +390,7 @@ class SweepResult:
             "points": [p.to_dict() for p in sorted(self.points, key=lambda p: p.case.batch_size)],
             "largest_batch": self.largest_batch.to_dict(),
             "analysis": self.analysis,
+            **({"distributed": self.distributed.to_dict()} if self.distributed is not None else {}),
         }
 
     @classmethod
@@ -385,6 +404,7 @@ class SweepResult:
                 analysis=d.get("analysis"),
                 created=head.created,
                 finished=head.finished,
+                distributed=DistributedRun.from_dict(d.get("distributed")),
             )
             result.set_largest_batch(LargestBatch.from_dict(d.get("largest_batch")))
             return result

@@ -24,6 +24,14 @@ from bench.core.errors import BenchError
 from bench.core.params import one_line
 from bench.core.vocabulary import STATUS_ERROR, STATUS_OK, STATUS_OOM
 from bench.measure.conditions import read_conditions
+from bench.measure.distributed import (
+    DEFAULT_TIMEOUT_S,
+    DistributedError,
+    Ranks,
+    check_timeout,
+    join,
+    rank_device,
+)
 from bench.measure.memory import AllocatorMemory, allocator_memory
 from bench.measure.telemetry import Telemetry
 from bench.measure.telemetry.fingerprint import fingerprint
@@ -39,6 +47,7 @@ from bench.measure.timing import (
     sync_check_for,
     timer_for,
 )
+from bench.records.distributed import DistributedRun
 from bench.records.sweep import (
     Case,
     Measurement,
@@ -48,6 +57,7 @@ from bench.records.sweep import (
     save_sweep,
 )
 from bench.run.bounds import check_workload_fits
+from bench.run.distributed import baseline_name, measure_data_parallel_point, rank_infos
 from bench.run.largest import LargestBatchSearch, describe_probes, search_largest_batch
 from bench.run.runner import Identity, Resumable
 
@@ -58,7 +68,10 @@ PROBE_STEPS = 2  # steps per fit probe: the second step has optimizer state allo
 # point in one file was measured the same way. (The batch-size plan may grow.)
 IDENTITY_FIELDS = ("workload", "workload_args", "device", "precision", "optimizer", "channels_last", "compile", "seed",
                    "ci_target", "min_samples", "min_time_s", "budget_s", "warmup_max_s", "cudnn_benchmark",
-                   "telemetry", "telemetry_period_s", "stopping_rule", "threads", "warmup_rule")
+                   "telemetry", "telemetry_period_s", "stopping_rule", "threads", "warmup_rule", "distributed")
+# Settings of a data-parallel run (torchrun): kept out of a single-process file's config; under torchrun
+# they go in its `distributed` object.
+DISTRIBUTED_FIELDS = ("dist_timeout_s", "comm_share", "scaling_baseline")
 
 
 @dataclass
@@ -93,6 +106,12 @@ class SweepConfig:
     telemetry: bool = True
     telemetry_period_s: float = 0.05
     threads: int | None = None  # torch.set_num_threads for the run (None: torch's own choice)
+    # Under torchrun (a data-parallel job; ignored in one process): how long a rank waits for another in
+    # a collective, and what is measured beside each point at the same per-rank batch: the step
+    # without gradient all-reduce (communication share) and rank 0 alone (weak-scaling efficiency).
+    dist_timeout_s: float = DEFAULT_TIMEOUT_S
+    comm_share: bool = True
+    scaling_baseline: bool = True
 
     def validate(self) -> None:
         for b in self.batch_sizes or []:
@@ -109,6 +128,7 @@ class SweepConfig:
         if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool)
                                          or self.threads < 1):
             raise BenchError(f"threads must be a positive integer, got {self.threads!r}")
+        check_timeout(self.dist_timeout_s)
         # Each builds and validates its own fields (one-line errors).
         self.rule()
         self.limits()
@@ -154,13 +174,19 @@ class SweepConfig:
 
     def to_dict(self) -> dict:
         """The settings as used: the minimum time in force, and the stopping rule with the limits it ran under."""
-        d = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self) if f.name != "stopping_rule"}
+        d = {f.name: copy.deepcopy(getattr(self, f.name)) for f in fields(self)
+             if f.name != "stopping_rule" and f.name not in DISTRIBUTED_FIELDS}
         limits = self.limits()
         d["min_time_s"] = limits.effective_min_time_s
         d["planned_batch_sizes"] = self.planned_batch_sizes()
         d["stopping_rule"] = {**describe_rule(self.rule()), **limits.to_dict()}
         d["warmup_rule"] = self.warmup_rule().in_force(limits, self.rule()).to_dict()
         return d
+
+    def distributed_settings(self, ranks: Ranks) -> dict:
+        """The `distributed` object of a data-parallel run's config: what a resumed run must match."""
+        return {"world_size": ranks.world_size, "backend": ranks.backend, "comm_share": self.comm_share,
+                "scaling_baseline": baseline_name(self)}
 
 
 # --------------------------------------------------------------------------- one point
@@ -185,14 +211,41 @@ def _telemetry(config: SweepConfig, device) -> Telemetry:
     return Telemetry.for_device(device, period_s=config.telemetry_period_s)
 
 
-def measure_point(workload, config: SweepConfig, batch_size: int, device) -> Measurement:
+class PointHooks:
+    """How `measure_point` runs one point at the places where a data-parallel point differs: the
+    timer, the clock of the measuring loop, what happens once the step is built and once it is
+    measured, and how a failure becomes the point's status. These defaults are the single-process
+    way; bench.run.distributed.DataParallelHooks overrides them."""
+
+    clock = staticmethod(time.perf_counter)
+
+    def timer(self, device):
+        return timer_for(device)
+
+    def prepared(self, step) -> None:
+        """The step is built; warm-up comes next."""
+
+    def measured(self, m: Measurement, timing, step) -> None:
+        """The point is measured and recorded in `m` (FLOPs too)."""
+
+    def failure(self, exc: Exception) -> tuple[str, str]:
+        """(status, one-line message) of a point whose workload raised `exc`."""
+        return STATUS_OOM if is_oom(exc) else STATUS_ERROR, one_line(exc)
+
+
+SINGLE_PROCESS = PointHooks()
+
+
+def measure_point(workload, config: SweepConfig, batch_size: int, device, *,
+                  hooks: PointHooks = SINGLE_PROCESS) -> Measurement:
     """Build a fresh training step at `batch_size`, warm it up, time it, and record the outcome.
 
     One telemetry sampler runs from before warm-up to the end of the timing (the timed blocks are
     marked within it). Peak memory statistics are reset after warm-up, so the point's peaks are those
     of its timed steps and the warm-up's are kept apart; allocator retries and skipped fp16 steps are
     counted over the timed steps only. Never raises for a failure of the workload itself: OOM and
-    other exceptions become the point's status.
+    other exceptions become the point's status. `hooks` (default: one process) is how a rank of a
+    data-parallel job measures its part (bench.run.distributed).
     """
     from bench.measure.step import TrainStep
 
@@ -203,6 +256,7 @@ def measure_point(workload, config: SweepConfig, batch_size: int, device) -> Mea
     try:
         options = config.step_options()
         step = TrainStep(workload, batch_size, device, options, seed=config.seed)
+        hooks.prepared(step)
         mem = allocator_memory(device)
         mem.reset_peaks()  # the warm-up's peaks: this point's own (model and batch included)
         tel = _telemetry(config, device)
@@ -216,9 +270,9 @@ def measure_point(workload, config: SweepConfig, batch_size: int, device) -> Mea
 
         m.conditions["start"] = read_conditions()  # the machine's load, CPU clocks, threads (volatile)
         with tel.sampling():
-            timing = measure(step, timer=timer_for(device), rule=config.rule(), limits=config.limits(),
+            timing = measure(step, timer=hooks.timer(device), rule=config.rule(), limits=config.limits(),
                              warmup=config.warmup_rule(), around_block=tel.measuring, after_warmup=after_warmup,
-                             check_step=sync_check_for(device))
+                             check_step=sync_check_for(device), clock=hooks.clock)
         m.conditions["end"] = read_conditions()
         m.peak_allocated_bytes, m.peak_reserved_bytes = mem.peaks()
         retries = mem.alloc_retries()
@@ -246,11 +300,13 @@ def measure_point(workload, config: SweepConfig, batch_size: int, device) -> Mea
         summary = tel.summary(steps=len(timing.samples_s), batch_size=batch_size)
         m.null_reasons.update(summary.pop("null_reasons", {}) or {})
         m.telemetry = summary
-        _add_flops(m, step, config, device)
+        with step.gradient_sync(False):  # FLOPs are the same without all-reduce, and no rank waits for another
+            _add_flops(m, step, config, device)
+        hooks.measured(m, timing, step)
     except BenchError:
         raise  # a configuration problem, not a property of this point
     except Exception as e:  # noqa: BLE001 - every failure of the workload is a result
-        failure = (STATUS_OOM if is_oom(e) else STATUS_ERROR, one_line(e))
+        failure = hooks.failure(e)
     finally:
         if tel is not None:
             tel.close()
@@ -521,7 +577,7 @@ def prepare(config: SweepConfig, workload=None):
     from bench.measure.workloads import load_workload
 
     config.validate()
-    device = resolve_device(config.device)
+    device = resolve_device(rank_device(config.device))  # under torchrun: this rank's GPU
     if workload is None:
         workload = load_workload(config.workload, config.workload_args)
     check_options(config.step_options(), device)
@@ -582,18 +638,26 @@ def run_sweep(
     model). With `output`, the results file is rewritten atomically after each point; an existing
     file is kept unless `overwrite`; with `resume`, points already in that file (measured with the
     same settings on the same machine) are kept and not measured again, and failed ones are retried.
+
+    Under torchrun (WORLD_SIZE set) every rank runs this together: each point is measured under DDP by
+    all ranks (bench.run.distributed), only rank 0 writes `output` and reports progress, and every rank
+    returns the same result. The single-process path is unchanged when no process group is started.
     """
     workload, device = prepare(config, workload)
+    ranks = join(device, config.dist_timeout_s)
     with torch_threads(config.threads):
-        return _run_sweep(config, workload, device, output=output, resume=resume, overwrite=overwrite,
-                          progress=progress)
+        if ranks is None:
+            return _run_sweep(config, workload, device, output=output, resume=resume, overwrite=overwrite,
+                              progress=progress)
+        return _run_sweep_data_parallel(config, workload, device, ranks, output=output, resume=resume,
+                                        overwrite=overwrite, progress=progress)
 
 
-def _run_sweep(config: SweepConfig, workload, device, *, output, resume: bool, overwrite: bool,
-               progress: ProgressFn | None) -> SweepResult:
-    notify = progress or (lambda event, info: None)
-    settings, environment = config.to_dict(), environment_info(device)
-    run = Resumable.open(
+def _open_results(config: SweepConfig, device, *, output, resume: bool, overwrite: bool,
+                  settings: dict | None = None, environment: dict | None = None) -> Resumable:
+    settings = settings if settings is not None else config.to_dict()
+    environment = environment if environment is not None else environment_info(device)
+    return Resumable.open(
         output, resume=resume, overwrite=overwrite,
         create=lambda: SweepResult(config=settings, environment=environment,
                                    created=datetime.now(timezone.utc).isoformat(timespec="seconds")),
@@ -602,8 +666,55 @@ def _run_sweep(config: SweepConfig, workload, device, *, output, resume: bool, o
         identity_of=lambda r: sweep_identity(r.config, r.environment),
         # A failure other than memory may have been passing (a busy device, a driver hiccup): try again.
         failed=lambda p: p.status == STATUS_ERROR)
-    result = run.result
 
+
+def _run_sweep(config: SweepConfig, workload, device, *, output, resume: bool, overwrite: bool,
+               progress: ProgressFn | None) -> SweepResult:
+    run = _open_results(config, device, output=output, resume=resume, overwrite=overwrite)
+    return _sweep_points(config, workload, device, run, progress or (lambda event, info: None), measure_point)
+
+
+def _run_sweep_data_parallel(config: SweepConfig, workload, device, ranks: Ranks, *, output, resume: bool,
+                             overwrite: bool, progress: ProgressFn | None) -> SweepResult:
+    """Every rank sweeps in lockstep; rank 0 opens, writes and reports, the others keep a copy in memory.
+    A job that can no longer run (a rank gone) records why in rank 0's file before it ends."""
+    from bench.measure.telemetry.interconnect import interconnect
+
+    settings = {**config.to_dict(), "distributed": config.distributed_settings(ranks)}
+    environment = environment_info(device)
+    infos = rank_infos(ranks, device, environment, interconnect(device))
+    opened, problem = None, None
+    if ranks.is_main:
+        try:
+            opened = _open_results(config, device, output=output, resume=resume, overwrite=overwrite,
+                                   settings=settings, environment=environment)
+        except BenchError as e:
+            problem = str(e)
+    shared = ranks.broadcast("opened", {"problem": problem} if problem else
+                             {"result": opened.result.to_dict() if opened else None})
+    if shared.get("problem"):
+        raise BenchError(shared["problem"])
+    run = opened if opened is not None else Resumable(SweepResult.from_dict(shared["result"]), None, save=save_sweep,
+                                                      entries=lambda r: r.points, key=lambda p: p.batch_size)
+    run.result.distributed = DistributedRun(ranks.world_size, ranks.backend, ranks.timeout_s, config.comm_share,
+                                            baseline_name(config), infos)
+    notify = (progress or (lambda event, info: None)) if ranks.is_main else (lambda event, info: None)
+
+    def measure_fn(workload, config, b, device):
+        return measure_data_parallel_point(measure_point, workload, config, b, device, ranks)
+
+    try:
+        return _sweep_points(config, workload, device, run, notify, measure_fn, ranks=ranks)
+    except DistributedError as e:
+        run.result.distributed.failure = str(e)
+        run.save()
+        where = f"; the points measured before are in {run.path}" if run.path is not None else ""
+        raise DistributedError(f"{e}{where}") from None
+
+
+def _sweep_points(config: SweepConfig, workload, device, run: Resumable, notify: ProgressFn, measure_fn,
+                  ranks: Ranks | None = None) -> SweepResult:
+    result = run.result
     planned = config.planned_batch_sizes()
     notify("start", {"planned": planned, "done": [p.batch_size for p in result.points]})
     for b in planned:
@@ -616,7 +727,7 @@ def _run_sweep(config: SweepConfig, workload, device, *, output, resume: bool, o
             continue
         notify("point", {"batch_size": b})
         t0 = time.perf_counter()
-        m = measure_point(workload, config, b, device)
+        m = measure_fn(workload, config, b, device)
         run.add(m)
         notify("done", {"batch_size": b, "measurement": m, "seconds": time.perf_counter() - t0})
 
@@ -627,16 +738,22 @@ def _run_sweep(config: SweepConfig, workload, device, *, output, resume: bool, o
         result.largest_batch_limited = bool(ok)
         result.largest_batch_reason = (f"no out-of-memory up to batch {max(ok)}, the largest tried: the limit lies beyond"
                                        if ok else "no batch size ran")
-    elif config.find_largest:
+    elif config.find_largest and ranks is None:
         _find_and_confirm_largest(workload, config, device, result, run, bounds, notify)
     else:
         lo, hi = bounds
         result.largest_batch_that_fits = lo if lo > 0 else None
-        result.largest_batch_reason = f"search turned off: batch {lo} fits and {hi} does not"
+        why = ("no search in a data-parallel run (bench sweep without torchrun makes one)"
+               if ranks is not None and config.find_largest else "search turned off")
+        result.largest_batch_reason = f"{why}: batch {lo} fits and {hi} does not"
 
     from bench.analysis.steptime import analyse_sweep
 
     result.analysis = analyse_sweep(result, eps=config.eps, noise_target=config.ci_target).to_dict()
+    if result.distributed is not None:
+        from bench.analysis.distributed import analyse_distributed
+
+        result.distributed.analysis = analyse_distributed(result)
     run.finish()
     notify("finish", {"result": result})
     return result

@@ -87,6 +87,9 @@ CONSTANTS = {
     "NVML_GPM_METRICS_GET_VERSION": 1, "NVML_GPM_SUPPORT_VERSION": 1, "NVML_GPM_METRIC_MAX": 477,
     "NVML_GPM_METRIC_GRAPHICS_UTIL": 1, "NVML_GPM_METRIC_SM_UTIL": 2, "NVML_GPM_METRIC_SM_OCCUPANCY": 3,
     "NVML_GPM_METRIC_ANY_TENSOR_UTIL": 5, "NVML_GPM_METRIC_DRAM_BW_UTIL": 10,
+    "NVML_NVLINK_MAX_LINKS": 18,
+    "NVML_TOPOLOGY_INTERNAL": 0, "NVML_TOPOLOGY_SINGLE": 10, "NVML_TOPOLOGY_MULTIPLE": 20,
+    "NVML_TOPOLOGY_HOSTBRIDGE": 30, "NVML_TOPOLOGY_NODE": 40, "NVML_TOPOLOGY_SYSTEM": 50,
 }
 _REASONS = {"GpuIdle": 0x1, "ApplicationsClocksSetting": 0x2, "SwPowerCap": 0x4, "HwSlowdown": 0x8,
             "SyncBoost": 0x10, "SwThermalSlowdown": 0x20, "HwThermalSlowdown": 0x40,
@@ -126,6 +129,12 @@ class FakeDevice:
     # The real counters refresh internally (NVML asks for > 100 ms between samples): two samples closer
     # than this give stale metrics, read here as 0.0. 0 turns the effect off.
     gpm_refresh_s: float = 0.0
+    # Interconnect: the state of each NVLink link (1 active, 0 not; empty: no NVLink, NOT_SUPPORTED),
+    # the PCIe link, and the topology level to each other device (by index; missing: SYSTEM).
+    nvlink_states: tuple[int, ...] = ()
+    pcie_generation: int = 5
+    pcie_width: int = 16
+    topology: dict[int, int] = field(default_factory=dict)
 
 
 class _Handle:
@@ -337,6 +346,29 @@ def make_fake_nvml(devices: list[FakeDevice] | None = None, *, init_error: int |
     @api
     def nvmlDeviceGetPersistenceMode(handle):
         return dev(handle).persistence
+
+    @api
+    def nvmlDeviceGetNvLinkState(handle, link):
+        states = dev(handle).nvlink_states
+        if not states:
+            raise NVMLError(NVML_ERROR_NOT_SUPPORTED)
+        if not 0 <= link < len(states):
+            raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
+        return states[link]
+
+    @api
+    def nvmlDeviceGetCurrPcieLinkGeneration(handle):
+        return dev(handle).pcie_generation
+
+    @api
+    def nvmlDeviceGetCurrPcieLinkWidth(handle):
+        return dev(handle).pcie_width
+
+    @api
+    def nvmlDeviceGetTopologyCommonAncestor(handle1, handle2):
+        if dev(handle1) is dev(handle2):
+            return CONSTANTS["NVML_TOPOLOGY_INTERNAL"]
+        return dev(handle1).topology.get(handle2.index, CONSTANTS["NVML_TOPOLOGY_SYSTEM"])
 
     if with_gpm:
         class c_nvmlGpmMetricsGet_t:

@@ -21,6 +21,7 @@ from bench.core.vocabulary import (
     TIMER_CUDA_EVENT,
     TIMER_HOST,
 )
+from bench.present.distributed import distributed_verdict
 from bench.present.fmt import is_number
 from bench.present.report.common import (
     TIMER_WORDS,
@@ -32,6 +33,7 @@ from bench.present.report.common import (
 )
 from bench.present.report.environment import fingerprint_line
 from bench.present.report.figures import sweeps as F
+from bench.present.report.figures.distributed import ranks_figure
 from bench.present.report.figures.sweeps import SweepSeries
 from bench.present.steptime import steptime_verdict, sweep_analysis
 from bench.records.sweep import SweepResult
@@ -336,6 +338,68 @@ def timer_note(result: SweepResult) -> str | None:
             "synchronisation included), which can be many times larger: compare like with like.")
 
 
+def ranks_table(result: SweepResult) -> dict | None:
+    """A data-parallel sweep's points, combined: batch per rank and in all, the step time (slowest rank
+    per step), each rank's median, their spread, the step without all-reduce and its share, rank 0
+    alone and the weak-scaling efficiency. None for a single-process sweep."""
+    from bench.analysis.distributed import analyse_distributed
+
+    run = result.distributed
+    if run is None:
+        return None
+    a = run.analysis if run.analysis is not None else analyse_distributed(result)
+    n = run.world_size
+
+    def interval(i, show):
+        if i is None:
+            return None
+        return show(i.value) + (f" ({show(i.low)}–{show(i.high)})" if i.low is not None and i.high is not None else "")
+
+    cols = ["batch per rank", "batch in all", "step time", *[f"rank {r}" for r in range(n)], "spread", "slowest",
+            "no all-reduce", "all-reduce share", "rank 0 alone", "efficiency"]
+    rows = []
+    for p in a.points:
+        medians = p.spread.rank_medians_s if p.spread else []
+        why = "; ".join(sorted(set(p.null_reasons.values())))
+        rows.append([
+            cell(f"{p.per_rank_batch_size:,}", p.per_rank_batch_size),
+            cell(f"{p.global_batch_size:,}", p.global_batch_size),
+            cell(fmt.duration(p.step_time_s) if p.step_time_s is not None else None, p.step_time_s, title=why or None),
+            *[cell(fmt.duration(medians[r]) if r < len(medians) else None, medians[r] if r < len(medians) else None)
+              for r in range(n)],
+            cell(fmt.percent(p.spread.spread_rel) if p.spread else None, p.spread.spread_rel if p.spread else None,
+                 cls="warn" if p.spread and p.spread.spread_rel > 0.05 else None),
+            cell(f"rank {p.spread.slowest_rank} ({fmt.percent(p.spread.slowest_share, 0)} of steps)" if p.spread
+                 else None, p.spread.slowest_rank if p.spread else None),
+            cell(fmt.duration(p.no_sync_step_time_s) if p.no_sync_step_time_s is not None else None,
+                 p.no_sync_step_time_s, title=p.null_reasons.get("comm_share")),
+            cell(interval(p.comm_share, fmt.percent), p.comm_share.value if p.comm_share else None,
+                 title=p.null_reasons.get("comm_share")),
+            cell(fmt.duration(p.baseline_step_time_s) if p.baseline_step_time_s is not None else None,
+                 p.baseline_step_time_s, title=p.null_reasons.get("efficiency")),
+            cell(interval(p.efficiency, lambda v: f"{v:.2f}"), p.efficiency.value if p.efficiency else None,
+                 title=p.null_reasons.get("efficiency")),
+        ])
+    return {"columns": cols, "rows": rows}
+
+
+def distributed_context(result: SweepResult, color) -> dict | None:
+    """What the report shows of a sweep measured under torchrun: its sentences, the ranks' table and the
+    figure of per-rank step times, communication share and efficiency; None for one process."""
+    run = result.distributed
+    if run is None:
+        return None
+    from bench.analysis.distributed import analyse_distributed
+
+    a = run.analysis if run.analysis is not None else analyse_distributed(result)
+    ranks = [f"rank {r.rank}: {r.host or '?'} {r.device or '?'}"
+             + (f" ({r.gpu_name}, {r.gpu_uuid})" if r.gpu_uuid else "")
+             + (f", {r.interconnect['link']}" if (r.interconnect or {}).get("link") else "") for r in run.ranks]
+    return {"verdict": distributed_verdict(result), "table": ranks_table(result), "ranks": ranks,
+            "figure": {"key": "ranks", "title": "Ranks, communication share and efficiency",
+                       "svg": markup(ranks_figure(a, hex_color(color))), "missing": "no point ran on every rank"}}
+
+
 def sweep_context(index: int, path: str, result: SweepResult, legend: str, color, title: str | None = None) -> dict:
     """One sweep's card: verdict first, then its largest batch, method, warnings, fingerprint and table;
     `title` its heading, unique on the page (default: sweep_label)."""
@@ -348,6 +412,7 @@ def sweep_context(index: int, path: str, result: SweepResult, legend: str, color
         "method_brief": method_brief(result), "warnings": sweep_warnings(result),
         "fingerprint": fingerprint_line(result.environment), "table": sweep_table(result),
         "telemetry_table": telemetry_table(result),
+        "distributed": distributed_context(result, color),
     }
 
 

@@ -1,0 +1,115 @@
+"""The record of `bench allreduce` (the `bench.allreduce` file): all-reduce time and bandwidth across
+message sizes in a torchrun job, with every rank's raw samples. Layout: docs/schema.md.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.core.errors import InvalidResultsFile
+from bench.core.io import read_json, write_json_atomic
+from bench.core.vocabulary import STATUS_OK, STATUSES
+from bench.measure.stats import SampleStats, summarize
+from bench.records.distributed import RankInfo
+from bench.records.envelope import Schema, header, read_header
+
+ALLREDUCE = Schema("bench.allreduce", 1, "results file of bench allreduce")
+
+
+def _floats(values: Any) -> list[float]:
+    return [float(v) for v in values or []]
+
+
+@dataclass
+class AllreducePoint:
+    """One message size: the time of one all-reduce (the slowest rank's, per call), each rank's own
+    times, and the bandwidths from the median (nccl-tests' algbw and busbw; None when not measured)."""
+
+    size_bytes: int
+    count: int
+    dtype: str
+    status: str = STATUS_OK
+    error: str | None = None
+    timer: str | None = None
+    samples_s: list[float] = field(default_factory=list)
+    block_medians_s: list[float] = field(default_factory=list)
+    stop_reason: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    rank_samples_s: list[list[float]] = field(default_factory=list)
+    algbw_bytes_per_s: float | None = None
+    busbw_bytes_per_s: float | None = None
+    null_reasons: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.status == STATUS_OK
+
+    @property
+    def stats(self) -> SampleStats | None:
+        return summarize(self.samples_s, block_medians=self.block_medians_s) if self.samples_s else None
+
+    def to_dict(self) -> dict:
+        s = self.stats
+        return {"size_bytes": self.size_bytes, "count": self.count, "dtype": self.dtype, "status": self.status,
+                "error": self.error, "timer": self.timer, "stop_reason": self.stop_reason,
+                "stats": s.to_dict() if s else None, "algbw_bytes_per_s": self.algbw_bytes_per_s,
+                "busbw_bytes_per_s": self.busbw_bytes_per_s, "samples_s": list(self.samples_s),
+                "block_medians_s": list(self.block_medians_s), "rank_samples_s": [list(r) for r in self.rank_samples_s],
+                "warnings": list(self.warnings), "null_reasons": dict(self.null_reasons)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AllreducePoint":
+        if d.get("status") not in STATUSES:
+            raise InvalidResultsFile(f"all-reduce point of {d.get('size_bytes', '?')} bytes: unknown status "
+                                     f"{d.get('status')!r}")
+        return cls(int(d["size_bytes"]), int(d["count"]), str(d["dtype"]), d["status"], d.get("error"), d.get("timer"),
+                   _floats(d.get("samples_s")), _floats(d.get("block_medians_s")), d.get("stop_reason"),
+                   list(d.get("warnings") or []), [_floats(r) for r in d.get("rank_samples_s") or []],
+                   d.get("algbw_bytes_per_s"), d.get("busbw_bytes_per_s"), dict(d.get("null_reasons") or {}))
+
+
+@dataclass
+class AllreduceResult:
+    """An all-reduce probe over message sizes: its settings, rank 0's fingerprint, where every rank
+    ran, and one point per size."""
+
+    config: dict[str, Any]
+    environment: dict[str, Any] = field(default_factory=dict)
+    ranks: list[RankInfo] = field(default_factory=list)
+    points: list[AllreducePoint] = field(default_factory=list)
+    created: str | None = None
+    finished: bool = False
+
+    @property
+    def world_size(self) -> int:
+        return int(self.config.get("world_size") or len(self.ranks) or 1)
+
+    def to_dict(self) -> dict:
+        return {**header(ALLREDUCE, created=self.created, finished=self.finished, environment=self.environment),
+                "config": self.config, "ranks": [r.to_dict() for r in self.ranks],
+                "points": [p.to_dict() for p in sorted(self.points, key=lambda p: p.size_bytes)]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AllreduceResult":
+        head, d = read_header(d, ALLREDUCE)
+        try:
+            return cls(dict(d.get("config") or {}), head.environment,
+                       [RankInfo.from_dict(r) for r in d.get("ranks") or []],
+                       [AllreducePoint.from_dict(p) for p in d.get("points") or []], head.created, head.finished)
+        except (KeyError, TypeError, ValueError) as e:
+            raise InvalidResultsFile(f"malformed all-reduce results: {type(e).__name__}: {e}") from None
+
+
+def save_allreduce(result: AllreduceResult, path: str | os.PathLike) -> Path:
+    return write_json_atomic(path, result.to_dict())
+
+
+def load_allreduce(path: str | os.PathLike) -> AllreduceResult:
+    data = read_json(path)
+    try:
+        return AllreduceResult.from_dict(data)
+    except InvalidResultsFile as e:
+        raise InvalidResultsFile(f"{path}: {e}") from None
