@@ -1,4 +1,5 @@
-"""`bench report`: results files (sweeps, pytest-benchmark JSON, time-to-accuracy studies) -> one HTML page."""
+"""`bench report`: results files (sweeps, pytest-benchmark JSON, time-to-accuracy studies) and the history
+store's nightly trends -> one HTML page."""
 
 from __future__ import annotations
 
@@ -10,13 +11,26 @@ from bench.core.errors import BenchError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("report", help="make a self-contained HTML report from results files",
+    p = sub.add_parser("report", help="make a self-contained HTML report from results files and the history store",
                        description="Turn results files into one HTML page that opens offline in any browser: "
                                    "verdicts, figures, sortable tables and the source data embedded. Inputs may "
                                    "be files or folders (every *.json inside, recursively): bench sweep files, "
-                                   "pytest-benchmark JSON (several runs give nightly trends), bench.tta studies "
-                                   "and bench.curves files.")
-    p.add_argument("inputs", nargs="+", metavar="INPUT", help="results file or folder")
+                                   "pytest-benchmark JSON, bench.tta studies and bench.curves files. Nightly trends "
+                                   "(change points, unreliable nights, the latest night's verdicts) come from the "
+                                   "history store given with --db, else from two or more pytest-benchmark inputs "
+                                   "read into a temporary store. With no INPUT, the report is the store's: --db, "
+                                   "else $BENCH_DB, else reports/history.sqlite.")
+    p.add_argument("inputs", nargs="*", metavar="INPUT", help="results file or folder")
+    p.add_argument("--db", metavar="PATH_OR_URL",
+                   help="history store whose nightly trends the page shows (a SQLite file or a database URL such as "
+                        "postgresql+psycopg://user@host/db); without INPUT: default $BENCH_DB, else "
+                        "reports/history.sqlite")
+    p.add_argument("--nights", type=int, metavar="N",
+                   help="show each machine's last N nights of the history (change points are found over all of it; "
+                        "default: every night)")
+    p.add_argument("--config", metavar="TOML",
+                   help="bench compare settings for the trends (threshold and noise target per benchmark); default: "
+                        "[tool.bench.compare] of ./pyproject.toml")
     p.add_argument("-o", "--output", help="HTML file to write (default: reports/report-<time>.html)")
     p.add_argument("--title", help="page title (default: from the inputs)")
     p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
@@ -27,6 +41,8 @@ def register(sub) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bench.analysis.compare import load_settings
+    from bench.history.store import resolve_url
     from bench.present.report.page import DEFAULT_MAX_EMBED_BYTES, make_report
 
     limit = DEFAULT_MAX_EMBED_BYTES
@@ -34,7 +50,11 @@ def run(args: argparse.Namespace) -> int:
         if not (math.isfinite(args.max_embed_mb) and args.max_embed_mb > 0):
             raise BenchError(f"--max-embed-mb must be a finite positive number of MiB, got {args.max_embed_mb}")
         limit = int(args.max_embed_mb * 2 ** 20)
+    if args.nights is not None and args.nights < 1:
+        raise BenchError(f"--nights must be at least 1, got {args.nights}")
+    db = args.db if args.db is not None else (None if args.inputs else resolve_url(None))
     out = make_report(args.inputs, Path(args.output) if args.output else None, title=args.title,
-                      overwrite=args.overwrite, max_embed_bytes=limit)
+                      overwrite=args.overwrite, max_embed_bytes=limit, db=db, nights=args.nights,
+                      settings=load_settings(args.config))
     print(f"Report: {out}")
     return 0
