@@ -17,6 +17,7 @@ import report_inputs as R
 from history_helpers import db_url  # noqa: F401 - db_url is a fixture
 
 from bench.cli import main
+from bench.core.errors import BenchError
 from bench.history import query
 from bench.history.simulate import lognormal_samples, night, suite_file
 from bench.history.sources import run_record
@@ -270,3 +271,14 @@ def test_bench_report_reads_the_store_named_by_db_or_bench_db(tmp_path, monkeypa
     assert len(err) == 1 and "no history store at" in err[0] and not (tmp_path / "none.sqlite").exists()
     assert main(["report", "--db", str(db), "--nights", "0", "-o", str(tmp_path / "d.html")]) == 2
     assert "--nights must be at least 1" in capsys.readouterr().err
+
+
+def test_an_empty_store_is_said_and_alone_is_nothing_to_report(tmp_path):
+    db = tmp_path / "empty.sqlite"
+    open_store(db, create=True).close()
+    with pytest.raises(BenchError, match="holds no benchmark results: nothing to report"):
+        make_report(output=tmp_path / "none.html", db=db)
+    assert not (tmp_path / "none.html").exists()
+    sweep = R.write(tmp_path / "sweep.json", R.make_sweep())
+    html = make_report([sweep], tmp_path / "page.html", db=db).read_text(encoding="utf-8")
+    assert "holds no benchmark results yet" in R.section(html, "summary") and 'id="trends"' not in html
