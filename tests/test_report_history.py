@@ -147,6 +147,7 @@ def test_nights_shows_each_machines_last_n_after_finding_change_points_over_all(
     html = build_report(ReportInputs(), history=h, generated=R.FIXED_TIME)
     trends = R.section(html, "trends")
     assert "last 10 nights are shown (of up to 40)" in trends and "1 change point in the earlier nights" in trends
+    assert "0 change points in the nights shown (0 regressions; 1 earlier)" in R.section(html, "summary")
 
 
 def test_a_page_size_bound_holds_on_a_long_history(tmp_path):

@@ -230,6 +230,8 @@ def history_context(h: NightlyHistory | None) -> dict | None:
         "numbers": numbers_sentence(metrics),
         "source": source_sentence(h),
         "nights_note": _nights_note(h),
+        "window": _nights_note(h) is not None,
+        "hidden_changes": h.hidden_changes,
         "n_benchmarks": len(groups),
         "n_machines": len(machines),
         "n_nights": n_nights,
