@@ -186,6 +186,8 @@ def test_pytest_files_are_read_into_a_temporary_store_and_judged_by_the_same_rul
     assert R.source_data(html)["history"]["source"] == "files"
     assert len(R.source_data(html)["inputs"]) == len(paths)  # the files themselves are embedded as before
     assert not list(tmp_path.glob("**/*.sqlite"))  # the temporary store is gone
+    last = build_report(load_inputs([tmp_path / "nights"]), generated=R.FIXED_TIME, nights=7)
+    assert "last 7 nights are shown (of up to 40)" in R.section(last, "trends")
 
 
 def test_a_short_history_shows_no_change_point_yet_but_the_latest_nights_regression(tmp_path):

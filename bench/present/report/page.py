@@ -138,12 +138,13 @@ def default_title(inputs: ReportInputs, history: NightlyHistory | None = None) -
 
 def build_report(inputs: ReportInputs, *, title: str | None = None, generated: datetime | None = None,
                  max_embed_bytes: int = DEFAULT_MAX_EMBED_BYTES, history: NightlyHistory | None = None,
-                 settings=None) -> str:
+                 settings=None, nights: int | None = None) -> str:
     """The whole page as one HTML string: each section's context from its module, then the template.
 
     `history`: the nightly history from a store (store_history.history_from_db); without one, two or more
     pytest-benchmark inputs are read into a temporary store for their trends. `settings`: bench compare's
-    settings (bench.analysis.compare.CompareSettings; default: its defaults) for the files' trends."""
+    settings (bench.analysis.compare.CompareSettings; default: its defaults) and `nights` (each machine's
+    last N drawn) for the files' trends."""
     generated = generated or datetime.now(timezone.utc)
     sweep_sources = inputs.of(KIND_SWEEP)
     pytest_sources = inputs.of(KIND_PYTEST)
@@ -161,7 +162,7 @@ def build_report(inputs: ReportInputs, *, title: str | None = None, generated: d
     curves_ctx = [curves_context(s, i) for i, s in enumerate(inputs.of(KIND_CURVES))]
     suites = suite_context(pytest_sources) if pytest_sources else []
     if history is None and len(pytest_sources) > 1:
-        history = history_from_files(pytest_sources, settings=settings)
+        history = history_from_files(pytest_sources, settings=settings, nights=nights)
     history_ctx = history_context(history)
     not_in_store = []
     if history is not None and history.source == SOURCE_STORE:
@@ -287,5 +288,6 @@ def make_report(paths: Iterable[str | os.PathLike] = (), output: str | os.PathLi
     if history is not None and not paths and not history.trends["benchmarks"]:
         raise BenchError(f"the history store {history.where} holds no benchmark results: nothing to report "
                          "(bench history ingest FILE... first)")
-    html = build_report(inputs, title=title, max_embed_bytes=max_embed_bytes, history=history, settings=settings)
+    html = build_report(inputs, title=title, max_embed_bytes=max_embed_bytes, history=history, settings=settings,
+                        nights=nights)
     return write_report(html, out, overwrite=overwrite)
