@@ -12,7 +12,7 @@ one-night outliers (2% of nights, 10-30% slower, not flagged) and throttled nigh
 
 Rules compared, each on the same histories:
   change points   bench history changes (bench.analysis.changepoints over reliable nights)
-  IQR overlap     the report's current rule (bench.analysis.regression.is_regression, night vs night before)
+  IQR overlap     the report's former rule (bench.analysis.regression.is_regression, night vs night before)
   compare last    bench compare --against last (raw samples, 5% threshold, night vs night before)
   compare window  bench compare --against window:7 (the night vs the 7 nights before)
 

@@ -1,10 +1,11 @@
 """Scale of the history store: ingest 1,000 nights x 50 benchmarks, find the change points, build the
-trend summaries a report embeds, and time each step (a benchmark, not a test).
+trend summaries a report embeds and the report itself, and time each step (a benchmark, not a test).
 
 The nights are simulated suite files in the plugin's format (bench.history.simulate): 50 step-time
 benchmarks with 60 device-timed samples each (plus pytest-benchmark's host rounds), 1% night-to-night
 noise, 3% of nights throttled, and a 5% slowdown injected into 5 benchmarks at known nights. Each step
-runs as the `bench` command a user would type.
+runs as the `bench` command a user would type; its wall time and its CPU time (user + system, which a
+machine shared with other jobs does not inflate as much) are printed.
 
     python scripts/history_scale.py                        # SQLite file in a temporary folder
     python scripts/history_scale.py --db postgresql+psycopg://postgres@127.0.0.1:55432/postgres
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -33,12 +35,18 @@ STEP = 0.05
 THROTTLED_P = 0.03
 
 
-def bench(*args: str) -> tuple[float, str]:
-    t0 = time.perf_counter()
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def bench(*args: str) -> tuple[str, str]:
+    """Run `bench ARGS`: ('<wall> s (<cpu> s CPU)', its standard output)."""
+    t0, c0 = time.perf_counter(), _children_cpu()
     done = subprocess.run([sys.executable, "-m", "bench", *args], capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"bench {' '.join(args[:2])} failed ({done.returncode}): {done.stderr.strip()}")
-    return time.perf_counter() - t0, done.stdout
+    return f"{time.perf_counter() - t0:.1f} s ({_children_cpu() - c0:.1f} s CPU)", done.stdout
 
 
 def main() -> None:
@@ -76,24 +84,31 @@ def main() -> None:
     trends_path = work / "trends.json"
     trends_s, _ = bench("history", "trends", "--db", db, "-o", str(trends_path))
     list_s, _ = bench("history", "list", "--json", "--db", db)
+    page = work / "report.html"
+    report_s, _ = bench("report", "--db", db, "-o", str(page), "--overwrite")
     store_bytes = sum(p.stat().st_size for p in work.glob("history.sqlite*")) if not a.db else None
 
     found = {c["benchmark"].split("[")[1].rstrip("]"): c for c in changes}
     hits = [n for n, at in steps.items() if n in found and abs(
         int(found[n]["commit_after"], 16) - at) <= 1]
     compact = len(json.dumps(json.loads(trends_path.read_text()), separators=(",", ":")).encode())
+    print(f"load average (1 min) at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     print(f"{a.nights} nights x {a.benchmarks} benchmarks ({a.nights * a.benchmarks:,} benchmark-nights, "
           f"{SAMPLES} samples each), generated in {gen_s:.0f} s: {size / 2**20:.0f} MiB of JSON")
     print()
     print("| step | command | time |")
     print("|---|---|---|")
-    print(f"| ingest every night | `bench history ingest --quiet --db DB nights/` | {ingest_s:.1f} s |")
-    print(f"| change points | `bench history changes --json --db DB` | {changes_s:.1f} s |")
-    print(f"| trend summaries | `bench history trends --db DB -o trends.json` | {trends_s:.1f} s |")
-    print(f"| list runs | `bench history list --json --db DB` | {list_s:.1f} s |")
+    print(f"| ingest every night | `bench history ingest --quiet --db DB nights/` | {ingest_s} |")
+    print(f"| change points | `bench history changes --json --db DB` | {changes_s} |")
+    print(f"| trend summaries | `bench history trends --db DB -o trends.json` | {trends_s} |")
+    print(f"| list runs | `bench history list --json --db DB` | {list_s} |")
+    print(f"| report | `bench report --db DB -o report.html` | {report_s} |")
     print()
     print(f"store: {'%.0f MiB' % (store_bytes / 2**20) if store_bytes else a.db.split('@')[-1]}; trend summaries: "
           f"{compact / 1e6:.2f} MB ({compact / (a.nights * a.benchmarks):.0f} bytes per benchmark-night)")
+    html = page.read_text(encoding="utf-8")
+    print(f"report: {page.stat().st_size / 1e6:.2f} MB ({page.stat().st_size / 2**20:.2f} MiB), "
+          f"{html.count('<svg')} figures")
     print(f"change points: {len(changes)} reported; the {len(steps)} injected 5% steps found within +-1 night: "
           f"{len(hits)} of {len(steps)}; others: {len(changes) - len(hits)}")
     if not a.keep:

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Nightly hardware-regression run (for cron, a CI runner or a Slurm job): run the suites, ingest the
 # results into the history store, compare them with the last good night on this hardware, print the
-# change points, and build the report.
+# change points, and build the report from the store.
 #
 #   crontab:  0 2 * * *  cd /path/to/repo && PATH=/path/to/venv/bin:$PATH bash scripts/nightly.sh >> reports/nightly/cron.log 2>&1
 #
@@ -13,7 +13,8 @@
 #   BENCH_NIGHTLY_DIR     where the night's JSON, report and logs go (default reports/nightly)
 #   BENCH_SUITE_ARGS      extra pytest arguments, e.g. "--bench-device cuda --bench-budget 2"
 #   BENCH_COMPARE_ARGS    extra `bench compare` arguments, e.g. "--config nightly.toml"
-#   BENCH_REPORT_NIGHTS   how many recent nights the report shows (default 30; 0: no report)
+#   BENCH_REPORT_NIGHTS   how many recent nights per machine the report draws (default: all of them; change
+#                         points are found over the whole history either way; 0: no report)
 #   PYTEST_CMD, BENCH_CMD the commands to run (default: python3 -m pytest, bench)
 set -uo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
@@ -48,11 +49,15 @@ echo "== change points in the history"
 "${bench_cmd[@]}" history changes | tee "$out/changes-$stamp.txt" || exit 2
 "${bench_cmd[@]}" history trends -o "$out/trends-$stamp.json" || exit 2
 
-nights="${BENCH_REPORT_NIGHTS:-30}"
-if [ "$nights" -gt 0 ]; then
+nights="${BENCH_REPORT_NIGHTS:-}"
+if [ "$nights" != 0 ]; then
   echo "== report"
-  mapfile -t recent < <(ls -1 "$out"/suites-*.json | tail -n "$nights")
-  "${bench_cmd[@]}" report "${recent[@]}" -o "$out/report-$stamp.html" --title "Nightly $stamp" || exit 2
+  # The store's trends (summaries, not raw samples: the page stays small however long the history), and
+  # tonight's file for its suite tables and machine_info.
+  night_args=()
+  [ -z "$nights" ] || night_args=(--nights "$nights")
+  "${bench_cmd[@]}" report --db "$BENCH_DB" "$json" ${night_args[@]+"${night_args[@]}"} \
+    -o "$out/report-$stamp.html" --title "Nightly $stamp" || exit 2
 fi
 
 if [ "$compare_rc" -eq 1 ]; then

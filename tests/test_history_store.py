@@ -23,7 +23,7 @@ from bench.core.errors import BenchError, InvalidResultsFile
 from bench.history import query
 from bench.history.schema import SCHEMA_VERSION, metadata, migrate, schema_version
 from bench.history.simulate import fake_fingerprint, suite_file
-from bench.history.sources import STEP_TIME, THROUGHPUT, read_results_file
+from bench.history.sources import STEP_TIME, THROUGHPUT, read_results_file, run_record
 from bench.history.store import DB_ENV, Store, make_engine, open_store, resolve_url
 
 REPO = Path(__file__).resolve().parents[1]
@@ -228,6 +228,27 @@ def test_files_from_other_tools_and_formats_are_read(tmp_path):
     assert {(r.benchmark, r.metric) for r in run.results} == {("sweep:mlp-fp32-bs8-cpu", "step_time"),
                                                               ("sweep:mlp-fp32-bs8-cpu", "throughput")}
     assert run.results[0].noise_target == 0.02
+
+
+def test_a_file_the_loader_has_read_gives_the_record_reading_it_gives(tmp_path):
+    """run_record: the report's inputs, already read, go into a store without reading them again."""
+    from bench.records.loader import load, read
+
+    path = write_night(tmp_path, 3, MEDIANS)
+    assert run_record(load(path)) == read_results_file(path)
+    data = json.loads(path.read_text())
+    del data["datetime"]
+    with pytest.raises(InvalidResultsFile, match="says no datetime, and its modification time cannot be read"):
+        run_record(read(data, tmp_path / "gone.json"))  # no time of its own, and no file to take one from
+
+
+def test_run_fingerprints_gives_each_runs_stored_fingerprint(tmp_path):
+    fp = fake_fingerprint(torch_version="2.12.0")
+    with open_store(tmp_path / "h.sqlite", create=True) as store:
+        store.ingest([write_night(tmp_path, 0, MEDIANS), write_night(tmp_path, 1, MEDIANS, fingerprint=fp)])
+        ids = [r.id for r in query.list_runs(store)]
+        fps = query.run_fingerprints(store, ids)
+    assert sorted(fps) == sorted(ids) and fps[ids[1]] == fp and fps[ids[0]]["torch_version"] == "2.13.0"
 
 
 def test_the_history_modules_import_only_downward_and_in_no_circle():

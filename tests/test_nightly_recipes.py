@@ -45,6 +45,8 @@ def test_the_nightly_script_and_the_slurm_job_ingest_compare_and_report(tmp_path
     assert "nothing to compare with" in first.stdout  # the machine's first night
     [night1] = sorted(out.glob("suites-*.json"))
     assert len(list(out.glob("report-*.html"))) == 1 and len(list(out.glob("trends-*.json"))) == 1
+    [page] = out.glob("report-*.html")
+    assert "From the history store" in page.read_text(encoding="utf-8")  # the trends are the store's
 
     # Night 2 (through the Slurm batch script): every step beyond its own spread slower -> exit 1,
     # and the night is recorded as regressed.

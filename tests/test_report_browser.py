@@ -96,6 +96,49 @@ def rendered(full_report, tmp_path_factory):
     return {"dom": dom, "stderr": stderr, "requests": requests, "shot": shot}
 
 
+@pytest.fixture(scope="module")
+def store_rendered(tmp_path_factory):
+    """A page drawn from a history store (SQLite): a change point, throttled, noisy and failed nights, the
+    latest night's verdict, and a hostile benchmark name."""
+    from bench.history.simulate import lognormal_samples, night, suite_file
+    from bench.history.store import open_store
+    from bench.present.report.page import make_report
+
+    d = tmp_path_factory.mktemp("store-browser")
+    rng = np.random.default_rng(0)
+    hostile = f"b{HOSTILE}"
+    paths = []
+    for i in range(30):
+        samples = {"a-fp32-bs32-cuda": lognormal_samples(rng, 1e-3 * (1.06 if i >= 15 else 1.0) * (1.3 if i == 9 else 1),
+                                                         60, 0.005)}
+        if i != 20:
+            samples[hostile] = lognormal_samples(rng, 2e-3, 60, 0.15 if i == 12 else 0.005)
+        data = suite_file(samples, when=night(i), commit=f"{i:040x}", throttled=["a-fp32-bs32-cuda"] if i == 9 else [],
+                          failed={hostile: "oom"} if i == 20 else None)
+        paths.append(R.write(d / f"night-{i:02d}.json", data))
+    db = d / "history.sqlite"
+    with open_store(db, create=True) as store:
+        store.ingest(paths)
+    out = make_report(output=d / "store.html", db=db)
+    tmp = tmp_path_factory.mktemp("store-chromium")
+    dom, stderr, requests = run_chromium(out.as_uri(), tmp)
+    return {"dom": dom, "stderr": stderr, "requests": requests, "html": out.read_text(encoding="utf-8")}
+
+
+def test_a_store_backed_page_renders_without_errors_or_requests(store_rendered):
+    dom = store_rendered["dom"]
+    assert 'data-report-ready="1"' in dom
+    html_tag = re.search(r"<html[^>]*>", dom).group(0)
+    assert "data-js-errors" not in html_tag and "data-pwned" not in html_tag
+    assert console_lines(store_rendered["stderr"]) == []
+    assert store_rendered["requests"] == []
+    trends = section(dom, "trends")
+    figs = re.findall(r'<figure class="fig" data-fig="([^"]+)">\s*<svg', trends)
+    assert figs.count("trend") == 2 and figs.count("trend-key") == 1
+    assert "change point: regression" in trends and "throttled (left out" in trends
+    assert "&lt;script&gt;document.documentElement" in trends  # the hostile name, as text
+
+
 def test_the_report_runs_its_script_to_the_end_without_console_errors(rendered):
     dom = rendered["dom"]
     assert 'data-report-ready="1"' in dom  # the page script got to its last line

@@ -61,16 +61,18 @@ def _damped(y: np.ndarray, sigma: float) -> np.ndarray:
     return med + np.clip(y - med, -OUTLIER_CLIP * sigma, OUTLIER_CLIP * sigma)
 
 
+def _boundary_check(x: np.ndarray, edges: list[int], j: int) -> tuple[float, float, float]:
+    """(p value, change, |change|) of inner boundary `edges[j]` between its neighbouring segments."""
+    left, right = x[edges[j - 1]:edges[j]], x[edges[j]:edges[j + 1]]
+    p = float(sps.mannwhitneyu(left, right, alternative="two-sided").pvalue)
+    change = float(np.median(right) / np.median(left)) - 1.0
+    return p, change, abs(change)
+
+
 def _segments_check(x: np.ndarray, bounds: list[int]) -> list[tuple[float, float, float]]:
     """(p value, change, |change|) for each inner boundary between its neighbouring segments."""
     edges = [0, *bounds, len(x)]
-    out = []
-    for j in range(1, len(edges) - 1):
-        left, right = x[edges[j - 1]:edges[j]], x[edges[j]:edges[j + 1]]
-        p = float(sps.mannwhitneyu(left, right, alternative="two-sided").pvalue)
-        change = float(np.median(right) / np.median(left)) - 1.0
-        out.append((p, change, abs(change)))
-    return out
+    return [_boundary_check(x, edges, j) for j in range(1, len(edges) - 1)]
 
 
 def detect_steps(values: Sequence[float], *, min_change: float = DEFAULT_MIN_CHANGE, alpha: float = DEFAULT_ALPHA,
@@ -92,13 +94,19 @@ def detect_steps(values: Sequence[float], *, min_change: float = DEFAULT_MIN_CHA
     pen = penalty if penalty is not None else PENALTY_PER_LOG_N * math.log(n)
     ends = rpt.KernelCPD(kernel="linear", min_size=min_size).fit(z.reshape(-1, 1)).predict(pen=pen)
     bounds = [int(e) for e in ends if 0 < e < n]
+    checks = _segments_check(x, bounds)
     while bounds:
-        checks = _segments_check(x, bounds)
         failing = [j for j, (p, _, mag) in enumerate(checks) if p >= alpha or mag < min_change]
         if not failing:
             break
         worst = max(failing, key=lambda j: (checks[j][0], -checks[j][2]))
-        del bounds[worst]
+        del bounds[worst], checks[worst]
+        # Only the two boundaries beside the one removed see a different segment: check those again
+        # (a drifting series can give PELT a hundred boundaries; checking them all each time was quadratic).
+        edges = [0, *bounds, n]
+        for j in (worst - 1, worst):
+            if 0 <= j < len(bounds):
+                checks[j] = _boundary_check(x, edges, j + 1)
     edges = [0, *bounds, n]
     steps = []
     for j, (p, change, _) in enumerate(_segments_check(x, bounds) if bounds else []):

@@ -11,6 +11,10 @@ and marked as one where the environment changed.
 
 Runs are any objects with `.path` (the file) and `.data` (its parsed pytest-benchmark JSON), such
 as the report's input sources.
+
+The report no longer marks regressions with this rule: its nightly trends come from the history store
+(change points, unreliable nights, bench compare; bench.present.report.store_history). The rule stays
+for library users and as the baseline scripts/changepoint_quality.py measures the change points against.
 """
 
 from __future__ import annotations

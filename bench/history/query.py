@@ -76,6 +76,17 @@ def get_run(store: Store, run_id: int) -> RunInfo:
     return _run(row, fingerprint=row[14])
 
 
+def run_fingerprints(store: Store, run_ids: Sequence[int]) -> dict[int, dict[str, Any]]:
+    """The stored fingerprint of each run (by id), in one query per 500 runs."""
+    ids = list(run_ids)
+    out: dict[int, dict[str, Any]] = {}
+    with store.read() as conn:
+        for i in range(0, len(ids), 500):
+            for rid, fp in conn.execute(select(runs.c.id, runs.c.fingerprint).where(runs.c.id.in_(ids[i:i + 500]))):
+                out[rid] = json.loads(fp) if fp else {}
+    return out
+
+
 def run_by_content_hash(store: Store, content_hash: str) -> RunInfo | None:
     with store.read() as conn:
         row = conn.execute(select(*_RUN_COLUMNS, runs.c.fingerprint).where(runs.c.content_hash == content_hash)).first()

@@ -26,7 +26,7 @@ from bench.measure.stats import SampleStats, summarize
 from bench.records.loader import KIND_PYTEST as LOADER_PYTEST
 from bench.records.loader import KIND_SWEEP as LOADER_SWEEP
 from bench.records.loader import KIND_TTA as LOADER_TTA
-from bench.records.loader import load
+from bench.records.loader import ResultsFile, load
 from bench.records.suite import EXTRA_INFO_SCHEMA, FAILED_CASES_KEY
 from bench.records.sweep import SWEEP_SCHEMA, Measurement, SweepResult
 from bench.records.tta import TTA_SCHEMA
@@ -121,7 +121,15 @@ def read_results_file(path: str | os.PathLike) -> RunRecord:
     Files are recognised and checked by the one loader (bench.records.loader); curves files hold no
     benchmark and are refused here."""
     p = Path(path)
-    rf = load(p, kinds=(LOADER_SWEEP, LOADER_TTA, LOADER_PYTEST))
+    return run_record(load(p, kinds=(LOADER_SWEEP, LOADER_TTA, LOADER_PYTEST)))
+
+
+def run_record(rf: ResultsFile) -> RunRecord:
+    """`read_results_file` for a file the loader has already read (e.g. the report's inputs): its
+    parsed data and typed record -> RunRecord; InvalidResultsFile for a curves file or a bad benchmark."""
+    p = Path(rf.path)
+    if rf.kind not in (LOADER_SWEEP, LOADER_TTA, LOADER_PYTEST):
+        raise InvalidResultsFile(f"{p}: a {rf.kind} file holds no benchmark results for the history store")
     data = rf.data
     try:
         size = p.stat().st_size
@@ -168,7 +176,10 @@ def _run_time(text: Any, path: Path) -> tuple[datetime, str]:
             raise InvalidResultsFile(f"{path}: its datetime {text!r} is not an ISO 8601 time") from None
         t = t.astimezone(timezone.utc) if t.tzinfo else t
         return t.replace(tzinfo=None), text
-    t = datetime.fromtimestamp(os.path.getmtime(path), tz=timezone.utc)
+    try:
+        t = datetime.fromtimestamp(os.path.getmtime(path), tz=timezone.utc)
+    except OSError:
+        raise InvalidResultsFile(f"{path}: it says no datetime, and its modification time cannot be read") from None
     return t.replace(tzinfo=None), t.isoformat()
 
 

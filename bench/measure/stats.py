@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 from typing import Sequence
@@ -12,6 +13,7 @@ from scipy import stats as _sps
 CONFIDENCE = 0.95
 
 
+@functools.lru_cache(maxsize=4096)  # a pure function of (n, confidence); the binomial quantiles are slow
 def median_ci_indices(n: int, confidence: float = CONFIDENCE) -> tuple[int, int] | None:
     """0-based order-statistic indices (lo, hi) bounding the median with at least `confidence`.
 

@@ -3,8 +3,10 @@
     from bench.present.report import make_report
     make_report(["reports/sweep.json"], "reports/report.html")
 
-One module per job: `inputs` (finding and reading the files), one per section (`sweeps`, `tta`, `suites`,
-`history`, `environment`), `figures/` (one module per figure family) and `page` (assembling and writing).
+One module per job: `inputs` (finding and reading the files), `store_history` (the nightly history from
+the history store, or from pytest-benchmark files through a temporary one), one per section (`sweeps`,
+`tta`, `suites`, `history`, `environment`), `figures/` (one module per figure family) and `page`
+(assembling and writing).
 """
 
 from __future__ import annotations

@@ -1,5 +1,11 @@
 """Assembling the report: every section's context into the one template, the source data embedded
-inert, and the page written atomically. `make_report` is the whole path from files to page.
+inert, and the page written atomically. `make_report` is the whole path from files (and the history
+store) to page.
+
+Nightly trends come from a history store: the one given (`db`; its trend summaries, not its raw samples,
+are drawn and embedded), else the pytest-benchmark files among the inputs, read into a temporary store
+so that files and stores are judged by the same rules. With both, the files add their own sections
+(sweeps, studies, the latest suite run) and the trends are the store's alone.
 """
 
 from __future__ import annotations
@@ -12,14 +18,21 @@ from typing import Any, Callable, Iterable, Sequence
 
 import bench.present.fmt as fmt
 from bench import __version__
-from bench.analysis.regression import benchmark_history
 from bench.core.errors import BenchError
 from bench.core.io import check_output_file, json_safe, write_text_atomic
+from bench.history.identity import is_bench_fingerprint
+from bench.history.sources import content_hash
 from bench.present.report.common import distinct
 from bench.present.report.environment import environment_table
 from bench.present.report.figures.common import palette
 from bench.present.report.history import history_context
 from bench.present.report.inputs import ReportInputs, load_inputs
+from bench.present.report.store_history import (
+    SOURCE_STORE,
+    NightlyHistory,
+    history_from_db,
+    history_from_files,
+)
 from bench.present.report.suites import suite_context, suite_sweeps
 from bench.present.report.sweeps import (
     legend_labels,
@@ -59,12 +72,16 @@ def _inert(text: str) -> str:
             .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
 
 
-def source_payload(inputs: ReportInputs, max_embed_bytes: int = DEFAULT_MAX_EMBED_BYTES) -> tuple[str, str | None]:
-    """Everything read, as JSON to embed in the page; pytest-benchmark per-round times are left out
-    (with a note, also inside the JSON) if the whole would exceed `max_embed_bytes`."""
+def source_payload(inputs: ReportInputs, max_embed_bytes: int = DEFAULT_MAX_EMBED_BYTES,
+                   history: NightlyHistory | None = None) -> tuple[str, str | None]:
+    """Everything read, as JSON to embed in the page: the input files, and the history's trend summaries
+    (never its raw samples); pytest-benchmark per-round times are left out (with a note, also inside the
+    JSON) if the whole would exceed `max_embed_bytes`."""
     payload = {"generator": {"name": "bench report", "version": __version__},
                "inputs": [{"path": s.path, "kind": s.kind, "data": s.data} for s in inputs.sources],
                "skipped": [{"path": p, "reason": r} for p, r in inputs.skipped]}
+    if history is not None:
+        payload["history"] = history.payload()
     text = _dumps(payload)
     size = len(text.encode("utf-8"))
     if size <= max_embed_bytes:
@@ -103,9 +120,11 @@ def _environment():
                        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
 
 
-def default_title(inputs: ReportInputs) -> str:
+def default_title(inputs: ReportInputs, history: NightlyHistory | None = None) -> str:
     sweeps = [s.record for s in inputs.of(KIND_SWEEP)]
     kinds = {s.kind for s in inputs.sources}
+    if history is not None and history.source == SOURCE_STORE and kinds <= {KIND_PYTEST}:
+        return "Nightly benchmark trends"
     if kinds == {KIND_SWEEP} and len(sweeps) == 1:
         return f"Step time across batch sizes: {sweep_label(sweeps[0])}"
     if kinds == {KIND_SWEEP}:
@@ -119,8 +138,14 @@ def default_title(inputs: ReportInputs) -> str:
 
 
 def build_report(inputs: ReportInputs, *, title: str | None = None, generated: datetime | None = None,
-                 max_embed_bytes: int = DEFAULT_MAX_EMBED_BYTES) -> str:
-    """The whole page as one HTML string: each section's context from its module, then the template."""
+                 max_embed_bytes: int = DEFAULT_MAX_EMBED_BYTES, history: NightlyHistory | None = None,
+                 settings=None, nights: int | None = None) -> str:
+    """The whole page as one HTML string: each section's context from its module, then the template.
+
+    `history`: the nightly history from a store (store_history.history_from_db); without one, two or more
+    pytest-benchmark inputs are read into a temporary store for their trends. `settings`: bench compare's
+    settings (bench.analysis.compare.CompareSettings; default: its defaults) and `nights` (each machine's
+    last N drawn) for the files' trends."""
     generated = generated or datetime.now(timezone.utc)
     sweep_sources = inputs.of(KIND_SWEEP)
     pytest_sources = inputs.of(KIND_PYTEST)
@@ -141,20 +166,29 @@ def build_report(inputs: ReportInputs, *, title: str | None = None, generated: d
     tta_ctx = [tta_context(s, i, lab) for i, (s, lab) in enumerate(zip(tta_sources, study_labels(tta_sources)))]
     curves_ctx = [curves_context(s, i) for i, s in enumerate(inputs.of(KIND_CURVES))]
     suites = suite_context(pytest_sources) if pytest_sources else []
-    history = history_context(benchmark_history(pytest_sources), len(pytest_sources)) if len(pytest_sources) > 1 else None
+    if history is None and len(pytest_sources) > 1:
+        history = history_from_files(pytest_sources, settings=settings, nights=nights)
+    history_ctx = history_context(history)
+    not_in_store = []
+    if history is not None and history.source == SOURCE_STORE:
+        not_in_store = [s.path for s in pytest_sources if content_hash(s.data) not in history.content_hashes]
 
     env_cols = [(f"{c['label']}", r.environment) for c, r in zip(sweep_ctx, results)]
     env_cols += [(t["label"], s.record.environment) for t, s in zip(tta_ctx, inputs.of(KIND_TTA))]
-    payload_json, embed_note = source_payload(inputs, max_embed_bytes)
-    warnings = page_warnings(inputs, results, sweep_ctx, tta_ctx, history)
+    if history is not None and history.source == SOURCE_STORE:
+        env_cols += [(f"{m['label']} (latest night)", fp) for m, fp in zip(history.trends["machines"],
+                                                                           history.fingerprints)
+                     if is_bench_fingerprint(fp)]
+    payload_json, embed_note = source_payload(inputs, max_embed_bytes, history)
+    warnings = page_warnings(inputs, results, sweep_ctx, tta_ctx, history_ctx, not_in_store)
 
     nav = [(id_, name) for id_, name, on in (
         ("summary", "Verdict", True), ("warnings", "Warnings", bool(warnings)), ("step-time", "Step time", bool(sweep_ctx)),
         ("tta", "Time to accuracy", bool(tta_ctx or curves_ctx)), ("suites", "Suites", bool(suites)),
-        ("trends", "Nightly trends", bool(history)), ("environment", "Environment", True), ("data", "Data", True))
+        ("trends", "Nightly trends", bool(history_ctx)), ("environment", "Environment", True), ("data", "Data", True))
         if on]
     ctx = {
-        "title": title or default_title(inputs),
+        "title": title or default_title(inputs, history),
         "generated": generated.strftime("%Y-%m-%d %H:%M:%S UTC"),
         "version": __version__,
         "inputs": [{"path": s.path, "kind": s.kind} for s in inputs.sources],
@@ -165,7 +199,10 @@ def build_report(inputs: ReportInputs, *, title: str | None = None, generated: d
         "ttas": tta_ctx,
         "curves": curves_ctx,
         "suites": suites,
-        "history": history,
+        "history": history_ctx,
+        "store": history.where if history is not None and history.source == SOURCE_STORE else None,
+        "store_empty": history is not None and history.source == SOURCE_STORE and not history.trends["benchmarks"],
+        "not_in_store": not_in_store,
         "warnings": warnings,
         "environment": environment_table(env_cols),
         "embed_note": embed_note,
@@ -178,16 +215,31 @@ def build_report(inputs: ReportInputs, *, title: str | None = None, generated: d
 
 
 def page_warnings(inputs: ReportInputs, results: Sequence[SweepResult], sweep_ctx: Sequence[dict],
-                  tta_ctx: Sequence[dict], history: dict | None) -> list[dict]:
+                  tta_ctx: Sequence[dict], history: dict | None, not_in_store: Sequence[str] = ()) -> list[dict]:
     """Every section's warnings in one list at the top of the page, each linking to where it applies."""
     warnings = []
     for c in sweep_ctx:
         warnings += [{"where": c["label"], "anchor": c["id"], "text": w} for w in c["warnings"]]
     for t in tta_ctx:
         warnings += [{"where": t["label"], "anchor": t["id"], "text": w} for w in t["warnings"]]
-    if history and history["latest_regressions"]:
+    if history:
+        for m in history["latest"]:
+            n = (m["counts"] or {}).get("regression", 0)
+            if n:
+                warnings.append({"where": "nightly trends", "anchor": "trends-latest",
+                                 "text": f"{fmt.plural(n, 'benchmark')} regressed in the latest night on {m['machine']} "
+                                         f"(bench compare against the last good night, {m['baseline']})."})
+            elif m["recorded"] == "regressed":
+                warnings.append({"where": "nightly trends", "anchor": "trends-latest",
+                                 "text": f"bench compare --record marked the latest night on {m['machine']} as "
+                                         "regressed."})
+        for path, why in history["left_out"]:
+            warnings.append({"where": "nightly trends", "anchor": "trends", "text": f"{path} is not in the trends: {why}"})
+    if not_in_store:
         warnings.append({"where": "nightly trends", "anchor": "trends",
-                         "text": f"{fmt.plural(history['latest_regressions'], 'benchmark')} regressed in the latest run."})
+                         "text": f"{fmt.plural(len(not_in_store), 'pytest-benchmark input')} "
+                                 f"({fmt.and_list(list(not_in_store[:3]) + (['…'] if len(not_in_store) > 3 else []))}) "
+                                 "are not in the history store, so not in its trends (bench history ingest adds them)."})
     hashes = {(r.environment or {}).get("hash") for r in results if (r.environment or {}).get("hash")}
     if len(hashes) > 1:
         warnings.append({"where": "comparison", "anchor": "environment",
@@ -224,16 +276,27 @@ def write_report(html: str, path: str | os.PathLike, *, overwrite: bool = False)
         raise BenchError(f"cannot write {path}: {e.strerror or e}") from None
 
 
-def make_report(paths: Iterable[str | os.PathLike], output: str | os.PathLike | None = None, *,
+def make_report(paths: Iterable[str | os.PathLike] = (), output: str | os.PathLike | None = None, *,
                 title: str | None = None, overwrite: bool = False,
-                max_embed_bytes: int = DEFAULT_MAX_EMBED_BYTES,
+                max_embed_bytes: int = DEFAULT_MAX_EMBED_BYTES, db: str | os.PathLike | None = None,
+                nights: int | None = None, settings=None,
                 on_skipped: Callable[[str, str], None] | None = None) -> Path:
-    """Read `paths`, build the page, write it (default reports/report-<time>.html); returns its path.
+    """Read `paths` (and, with `db`, the history store's trends), build the page, write it (default
+    reports/report-<time>.html); returns its path. `nights`: show each machine's last N nights of the
+    history; `settings`: bench compare's (bench.analysis.compare.load_settings; default: its defaults);
     `on_skipped(path, reason)` hears of each file in a folder that was skipped (also listed on the page)."""
     out = Path(output) if output is not None else default_output()
     check_output(out, overwrite)  # fail before the work, not after
-    inputs = load_inputs(paths)
+    paths = list(paths)
+    if not paths and db is None:
+        raise BenchError("no input files given, and no history store (--db)")
+    inputs = load_inputs(paths) if paths else ReportInputs()
     for path, reason in inputs.skipped if on_skipped else ():
         on_skipped(path, reason)
-    html = build_report(inputs, title=title, max_embed_bytes=max_embed_bytes)
+    history = history_from_db(db, settings=settings, nights=nights) if db is not None else None
+    if history is not None and not paths and not history.trends["benchmarks"]:
+        raise BenchError(f"the history store {history.where} holds no benchmark results: nothing to report "
+                         "(bench history ingest FILE... first)")
+    html = build_report(inputs, title=title, max_embed_bytes=max_embed_bytes, history=history, settings=settings,
+                        nights=nights)
     return write_report(html, out, overwrite=overwrite)
