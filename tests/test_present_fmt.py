@@ -7,6 +7,7 @@ import math
 import pytest
 
 import bench.present.fmt as fmt
+from bench.core.numbers import is_number
 
 
 @pytest.mark.parametrize("seconds, shown", [
@@ -61,5 +62,5 @@ def test_lists_of_batch_sizes_and_words():
 
 
 def test_only_finite_numbers_count_as_measured():
-    assert fmt.is_number(1) and fmt.is_number(0.5)
-    assert not any(fmt.is_number(v) for v in (None, True, math.inf, math.nan, "1"))
+    assert is_number(1) and is_number(0.5)
+    assert not any(is_number(v) for v in (None, True, math.inf, math.nan, "1"))

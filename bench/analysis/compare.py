@@ -33,6 +33,7 @@ from scipy import stats as sps
 
 from bench.analysis.diagnosis import THROTTLE_MIN_FRACTION
 from bench.core.errors import BenchError
+from bench.core.numbers import is_number
 from bench.core.vocabulary import STATUS_OK
 from bench.history import query
 from bench.history.sources import HIGHER, ResultRecord, RunRecord, read_results_file
@@ -156,10 +157,6 @@ def load_settings(path: str | os.PathLike | None = None, *, directory: str | os.
 # --------------------------------------------------------------------------- reliability
 
 
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def is_single_value(r: ResultRecord) -> bool:
     return not r.samples and (r.n == 1) and r.ci_low is None and r.q1 is None
 
@@ -169,13 +166,13 @@ def relative_halfwidth(r: ResultRecord) -> float | None:
     IQR (or standard deviation) and the number of rounds; 0 for a single deterministic value."""
     if is_single_value(r):
         return 0.0
-    if _finite(r.ci_rel_halfwidth):
+    if is_number(r.ci_rel_halfwidth):
         return float(r.ci_rel_halfwidth)
-    if not (_finite(r.median) and r.median > 0):
+    if not (is_number(r.median) and r.median > 0):
         return None
-    if _finite(r.ci_low) and _finite(r.ci_high):
+    if is_number(r.ci_low) and is_number(r.ci_high):
         return (r.ci_high - r.ci_low) / 2.0 / r.median
-    sigma = (r.q3 - r.q1) / 1.349 if _finite(r.q1) and _finite(r.q3) else (r.stddev if _finite(r.stddev) else None)
+    sigma = (r.q3 - r.q1) / 1.349 if is_number(r.q1) and is_number(r.q3) else (r.stddev if is_number(r.stddev) else None)
     if sigma is None or not r.n or r.n < 2:
         return None
     return Z95 * 1.2533 * sigma / math.sqrt(r.n) / r.median  # SE of a median ~ 1.2533 sigma / sqrt(n)
@@ -186,10 +183,10 @@ def unreliable_reason(r: ResultRecord, noise_target: float) -> str | None:
     change points and trends all use it."""
     if r.status != STATUS_OK:
         return f"{r.status}" + (f": {r.error}" if r.error else "")
-    if not (_finite(r.median) and r.median > 0):
+    if not (is_number(r.median) and r.median > 0):
         return "no value"
     if r.throttled and (r.throttled_fraction is None or r.throttled_fraction >= THROTTLE_MIN_FRACTION):
-        share = f" in {r.throttled_fraction:.0%} of samples" if _finite(r.throttled_fraction) else ""
+        share = f" in {r.throttled_fraction:.0%} of samples" if is_number(r.throttled_fraction) else ""
         return f"throttled: clocks held down{share}"
     hw = relative_halfwidth(r)
     if hw is None:
@@ -373,7 +370,7 @@ def compare_results(base: ResultRecord, cand: ResultRecord, threshold: float, no
                          candidate_n=cand.n)
     reasons = [f"{side}: {why}" for side, r in (("baseline", base), ("candidate", cand))
                if (why := unreliable_reason(r, noise_target))]
-    if _finite(base.median) and _finite(cand.median) and base.median > 0:
+    if is_number(base.median) and is_number(cand.median) and base.median > 0:
         v.change = cand.median / base.median - 1.0
     if reasons:
         v.reason = "; ".join(reasons)
@@ -411,7 +408,7 @@ def compare_window(window: Sequence[ResultRecord], cand: ResultRecord, threshold
     v.baseline_n = len(good)
     if good:
         v.baseline = float(np.exp(np.mean(np.log(good))))
-        if _finite(cand.median) and cand.median > 0:
+        if is_number(cand.median) and cand.median > 0:
             v.change = cand.median / v.baseline - 1.0
     if why:
         v.reason = f"candidate: {why}"

@@ -19,7 +19,6 @@ for library users and as the baseline scripts/changepoint_quality.py measures th
 
 from __future__ import annotations
 
-import math
 import os
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from bench.core.numbers import as_number, is_number
 from bench.core.vocabulary import STATUS_OK
 from bench.history.identity import (
     PYTEST_SOFTWARE_FIELDS,
@@ -52,14 +52,6 @@ __all__ = ["REGRESSION_MIN_REL", "REGRESSION_RULE", "PYTEST_SOFTWARE_FIELDS", "R
 # Where a run's numbers come from (`RunStats.source`).
 SOURCE_LIBRARY = "bench"  # the library's per-step samples in the benchmark's extra_info
 SOURCE_PYTEST = "pytest-benchmark"  # pytest-benchmark's round statistics (no bench extra_info)
-
-
-def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
-
-
-def _ok(v: Any) -> bool:
-    return _num(v) is not None
 
 
 
@@ -107,17 +99,17 @@ def benchmark_stats(bench: dict) -> BenchmarkStats | None:
     info = bench.get("extra_info")
     m = info.get("measurement") if isinstance(info, dict) and info.get("bench_schema") == EXTRA_INFO_SCHEMA else None
     if isinstance(m, dict) and m.get("status") == STATUS_OK:
-        samples = [float(v) for v in m.get("samples_s") or [] if _ok(v)]
+        samples = [float(v) for v in m.get("samples_s") or [] if is_number(v)]
         if samples:
             q1, med, q3 = (float(v) for v in np.percentile(samples, [25, 50, 75]))
             return BenchmarkStats(med, q1, q3, float(np.mean(samples)),
                                   float(np.std(samples, ddof=1)) if len(samples) > 1 else None, len(samples),
                                   SOURCE_LIBRARY, m.get("timer"))
     st = bench.get("stats") if isinstance(bench.get("stats"), dict) else {}
-    med = _num(st.get("median"))
+    med = as_number(st.get("median"))
     if med is None:
         return None
-    return BenchmarkStats(med, _num(st.get("q1")), _num(st.get("q3")), _num(st.get("mean")), _num(st.get("stddev")),
+    return BenchmarkStats(med, as_number(st.get("q1")), as_number(st.get("q3")), as_number(st.get("mean")), as_number(st.get("stddev")),
                           st.get("rounds") if isinstance(st.get("rounds"), int) else None, SOURCE_PYTEST, HOST_TIMER)
 
 
@@ -142,11 +134,11 @@ def is_regression(prev: RunStats, cur: RunStats, min_rel: float = REGRESSION_MIN
     differently (library samples vs pytest-benchmark rounds, or another clock) are not compared."""
     if (prev.source, prev.timer) != (cur.source, cur.timer):
         return False
-    if not (_ok(prev.median_s) and _ok(cur.median_s)) or prev.median_s <= 0:
+    if not (is_number(prev.median_s) and is_number(cur.median_s)) or prev.median_s <= 0:
         return False
     if cur.median_s <= prev.median_s * (1.0 + min_rel):
         return False
-    if _ok(cur.q1_s) and _ok(prev.q3_s):
+    if is_number(cur.q1_s) and is_number(prev.q3_s):
         return cur.q1_s > prev.q3_s
     return False  # without quartiles the spread is unknown: do not claim a regression
 

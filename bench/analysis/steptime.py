@@ -14,6 +14,8 @@ from scipy import optimize
 from scipy import stats as _sps
 
 from bench.core.errors import BenchError, InvalidResultsFile
+from bench.core.io import json_safe
+from bench.core.numbers import is_number
 from bench.measure.conditions import MachineLoad, machine_load
 from bench.measure.stats import relative_spread
 from bench.measure.timing import BlockShortfall
@@ -93,7 +95,7 @@ class PointSummary:
     block_shortfall: BlockShortfall | None = None
 
     def to_dict(self) -> dict:
-        return _clean({
+        return json_safe({
             "batch_size": self.batch_size,
             "median_s": self.median_s,
             "ci_low_s": self.ci_low_s,
@@ -155,7 +157,7 @@ class StepTimePoint:
     def to_dict(self) -> dict:
         d = {name: getattr(self, name) for name in self.__dataclass_fields__}
         d["block_shortfall"] = self.block_shortfall.to_dict() if self.block_shortfall else None
-        return _clean(d)
+        return json_safe(d)
 
     @classmethod
     def from_dict(cls, d: dict) -> "StepTimePoint":
@@ -192,7 +194,7 @@ class LinearFit:
         return self.slope_s_per_sample * float(batch_size) / t if t > 0 else math.inf
 
     def to_dict(self) -> dict:
-        return _clean({"model": "t = intercept_s + slope_s_per_sample * B",
+        return json_safe({"model": "t = intercept_s + slope_s_per_sample * B",
                        **{name: getattr(self, name) for name in self.__dataclass_fields__}})
 
 
@@ -224,7 +226,7 @@ class HingeFit:
 
     def to_dict(self) -> dict:
         model = "t = plateau_s for B <= knee_batch, plateau_s + slope_s_per_sample * (B - knee_batch) beyond"
-        return _clean({"model": model,
+        return json_safe({"model": model,
                        **{name: getattr(self, name) for name in self.__dataclass_fields__}})
 
 
@@ -300,7 +302,7 @@ class StepTimeAnalysis:
         return f.predict_s(batch_size) if f is not None else None
 
     def to_dict(self) -> dict:
-        return _clean({
+        return json_safe({
             "schema": SCHEMA,
             "schema_version": SCHEMA_VERSION,
             "parameters": {"eps": self.eps, "noise_target": self.noise_target,
@@ -880,43 +882,24 @@ def _checked_points(points: Sequence[PointSummary]) -> list[PointSummary]:
         if b in seen:
             raise BenchError(f"batch size {b} appears more than once")
         seen.add(b)
-        if not (_finite(p.median_s) and p.median_s > 0):
+        if not (is_number(p.median_s) and p.median_s > 0):
             raise BenchError(f"batch {b}: median step time must be a positive number of seconds, got {p.median_s!r}")
         for name in ("ci_low_s", "ci_high_s"):
             v = getattr(p, name)
-            if v is not None and not (_finite(v) and v > 0):
+            if v is not None and not (is_number(v) and v > 0):
                 raise BenchError(f"batch {b}: {name} must be a positive number of seconds or None, got {v!r}")
         tol = 1e-9 * p.median_s
         if p.ci_low_s is not None and p.ci_low_s > p.median_s + tol:
             raise BenchError(f"batch {b}: ci_low_s {p.ci_low_s!r} is above the median {p.median_s!r}")
         if p.ci_high_s is not None and p.ci_high_s < p.median_s - tol:
             raise BenchError(f"batch {b}: ci_high_s {p.ci_high_s!r} is below the median {p.median_s!r}")
-        if p.block_spread_rel is not None and not (_finite(p.block_spread_rel) and p.block_spread_rel >= 0):
+        if p.block_spread_rel is not None and not (is_number(p.block_spread_rel) and p.block_spread_rel >= 0):
             raise BenchError(f"batch {b}: block_spread_rel must be a non-negative number or None, "
                              f"got {p.block_spread_rel!r}")
-        if p.mean_s is not None and not (_finite(p.mean_s) and p.mean_s > 0):
+        if p.mean_s is not None and not (is_number(p.mean_s) and p.mean_s > 0):
             raise BenchError(f"batch {b}: mean_s must be a positive number of seconds or None, got {p.mean_s!r}")
         for name in ("mean_ci_low_s", "mean_ci_high_s"):
             v = getattr(p, name)
-            if v is not None and not _finite(v):
+            if v is not None and not is_number(v):
                 raise BenchError(f"batch {b}: {name} must be a number of seconds or None, got {v!r}")
     return [p if isinstance(p.batch_size, int) else replace(p, batch_size=int(p.batch_size)) for p in pts]
-
-
-def _finite(v: Any) -> bool:
-    return isinstance(v, (int, float, np.floating, np.integer)) and not isinstance(v, bool) and math.isfinite(v)
-
-
-def _clean(o: Any) -> Any:
-    """JSON-ready: numpy scalars to Python, NaN/inf to None, tuples to lists."""
-    if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items()}
-    if isinstance(o, (list, tuple)):
-        return [_clean(v) for v in o]
-    if isinstance(o, (bool, np.bool_)):
-        return bool(o)
-    if isinstance(o, (int, np.integer)):
-        return int(o)
-    if isinstance(o, (float, np.floating)):
-        return float(o) if math.isfinite(o) else None
-    return o

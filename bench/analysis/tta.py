@@ -24,6 +24,7 @@ from bench.analysis.scaling import (
     steps_by_batch,
 )
 from bench.core.errors import BenchError
+from bench.core.numbers import is_number
 from bench.measure.timing import MEASURE_DEFAULTS
 from bench.records.curves import Curve
 from bench.records.tta import (
@@ -72,10 +73,6 @@ def fit_step_time_linear(step_times: Sequence[StepTime]) -> StepTimeFit | None:
     return StepTimeFit(float(a), float(slope), "least squares on relative residuals over the measured step times")
 
 
-def _num(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
-
 def step_time_fit_from_sweep(result) -> StepTimeFit | None:
     """The fit the sweep's analysis chose (its hinge when `best_fit` is "hinge", else its line), else
     our linear fit over its ok points; in global batch size (a data-parallel sweep's fit is per rank:
@@ -83,10 +80,10 @@ def step_time_fit_from_sweep(result) -> StepTimeFit | None:
     an = result.analysis if isinstance(result.analysis, dict) else {}
     n = getattr(result, "world_size", 1) or 1
     hf = an.get("hinge_fit")
-    if an.get("best_fit") == "hinge" and isinstance(hf, dict) and _num(hf.get("plateau_s")) \
-            and _num(hf.get("slope_s_per_sample")):
+    if an.get("best_fit") == "hinge" and isinstance(hf, dict) and is_number(hf.get("plateau_s")) \
+            and is_number(hf.get("slope_s_per_sample")):
         t0, slope, knee = float(hf["plateau_s"]), float(hf["slope_s_per_sample"]) / n, hf.get("knee_batch")
-        if not _num(knee):  # no rise seen: flat over the whole range
+        if not is_number(knee):  # no rise seen: flat over the whole range
             return StepTimeFit(t0, 0.0, "the sweep's hinge fit (no rise over its range)", model="hinge", plateau_s=t0)
         return StepTimeFit(t0 - slope * float(knee) * n, slope, "the sweep's hinge fit", model="hinge",
                            knee_batch=float(knee) * n, plateau_s=t0)
@@ -400,7 +397,7 @@ def tta_from_files(curve_paths: Sequence[str | os.PathLike], *, sweep_path: str 
         fit = step_time_fit_from_sweep(sweep)
         rule = sweep.config.get("stopping_rule") if isinstance(sweep.config.get("stopping_rule"), dict) else {}
         target_ci = rule.get("ci_target", sweep.config.get("ci_target"))
-        ci_target = float(target_ci) if _num(target_ci) and target_ci > 0 else None
+        ci_target = float(target_ci) if is_number(target_ci) and target_ci > 0 else None
     elif step_times_path is not None:
         result.step_times = read_step_times(step_times_path)
         result.step_time_source = f"step-times file {step_times_path}"

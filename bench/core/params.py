@@ -91,8 +91,16 @@ def resolve_callable(spec: str, what: str) -> Callable:
     return target
 
 
-_TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off"}
+TRUE_WORDS = ("1", "true", "yes", "on", "y", "t")
+FALSE_WORDS = ("0", "false", "no", "off", "n", "f")
+
+
+def parse_bool(value: Any) -> bool | None:
+    """True or False from a bool or a word (TRUE_WORDS / FALSE_WORDS, any case); None for anything else."""
+    if isinstance(value, bool):
+        return value
+    word = str(value).strip().lower()
+    return True if word in TRUE_WORDS else False if word in FALSE_WORDS else None
 
 
 def coerce(what: str, name: str, value: Any, default: Any) -> Any:
@@ -100,14 +108,10 @@ def coerce(what: str, name: str, value: Any, default: Any) -> Any:
     owner ("workload mlp") in the error."""
     try:
         if isinstance(default, bool):
-            if isinstance(value, bool):
-                return value
-            text = str(value).strip().lower()
-            if text in _TRUE:
-                return True
-            if text in _FALSE:
-                return False
-            raise ValueError
+            flag = parse_bool(value)
+            if flag is None:
+                raise ValueError
+            return flag
         if isinstance(default, int):
             if isinstance(value, bool):
                 raise ValueError

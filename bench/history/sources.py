@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from bench.core.errors import InvalidResultsFile
+from bench.core.numbers import as_number
 from bench.core.vocabulary import STATUS_OK, STATUSES
 from bench.history.identity import hardware_identity, software_identity
 from bench.measure.stats import SampleStats, summarize
@@ -187,10 +188,6 @@ def _text(v: Any) -> str | None:
     return str(v) if v not in (None, "") else None
 
 
-def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
-
-
 def from_samples(r: ResultRecord, samples: list[float], block_medians: list[float] | None = None,
                  stats: dict | None = None) -> ResultRecord:
     """Fill `r` from raw samples: their median with its 95% CI (bench.measure.stats.summarize, or `stats`,
@@ -198,7 +195,7 @@ def from_samples(r: ResultRecord, samples: list[float], block_medians: list[floa
     x = [float(v) for v in samples if v is not None and math.isfinite(v)]
     if not x:
         return r
-    written = isinstance(stats, dict) and stats.get("n") == len(x) and _num(stats.get("median_s")) is not None
+    written = isinstance(stats, dict) and stats.get("n") == len(x) and as_number(stats.get("median_s")) is not None
     s = SampleStats.from_dict(stats) if written else summarize(x, block_medians=block_medians)
     q1, q3 = (float(v) for v in np.percentile(x, [25, 75]))
     r.samples, r.n, r.median, r.ci_low, r.ci_high = x, s.n, s.median_s, s.ci_low_s, s.ci_high_s
@@ -229,7 +226,7 @@ def _from_measurement(name: str, m: Measurement, noise_target: float | None,
     tel = m.telemetry or {}
     throttled = tel.get("throttled") if isinstance(tel.get("throttled"), bool) else None
     r = ResultRecord(name, STEP_TIME, status=m.status, error=m.error, timer=m.timer, noise_target=noise_target,
-                     throttled=throttled, throttled_fraction=_num(tel.get("throttled_sample_fraction")),
+                     throttled=throttled, throttled_fraction=as_number(tel.get("throttled_sample_fraction")),
                      batch_size=m.case.batch_size, warnings=list(m.warnings))
     if m.ok and m.samples_s:
         from_samples(r, m.samples_s, m.block_medians_s, stats)
@@ -261,8 +258,8 @@ def _pytest_results(p: Path, data: dict) -> list[ResultRecord]:
                 if is_failed:
                     status = bench.get("status") if bench.get("status") in STATUSES else m.status
                     m.status, m.error = status, bench.get("error") or m.error
-                results = _from_measurement(name, m, _num(config.get("ci_target")), info["measurement"].get("stats"))
-                if _num(info.get("peak_allocated_bytes")) is not None and info.get("suite") == "memory":
+                results = _from_measurement(name, m, as_number(config.get("ci_target")), info["measurement"].get("stats"))
+                if as_number(info.get("peak_allocated_bytes")) is not None and info.get("suite") == "memory":
                     results.append(ResultRecord(name, PEAK_MEMORY, batch_size=m.case.batch_size,
                                                 n=1, median=float(info["peak_allocated_bytes"])))
                 lb = info.get("largest_batch") if isinstance(info.get("largest_batch"), dict) else None
@@ -299,10 +296,10 @@ def _foreign(name: str, bench: dict) -> ResultRecord:
     data = stats.get("data")
     if isinstance(data, list) and data:
         return from_samples(r, [float(v) for v in data])
-    r.median = _num(stats.get("median"))
+    r.median = as_number(stats.get("median"))
     if r.median is None:
         raise InvalidResultsFile("stats has neither raw data nor a median")
-    r.q1, r.q3, r.mean, r.stddev = (_num(stats.get(k)) for k in ("q1", "q3", "mean", "stddev"))
+    r.q1, r.q3, r.mean, r.stddev = (as_number(stats.get(k)) for k in ("q1", "q3", "mean", "stddev"))
     r.n = stats.get("rounds") if isinstance(stats.get("rounds"), int) else None
     r.warnings.append("only summary statistics: the file was saved without raw round times")
     return r
@@ -311,7 +308,7 @@ def _foreign(name: str, bench: dict) -> ResultRecord:
 def _sweep_results(sweep: SweepResult) -> list[ResultRecord]:
     args = sweep.config.get("workload_args") or {}
     suffix = f" {json.dumps(args, sort_keys=True, default=str)}" if args else ""
-    target = _num(sweep.config.get("ci_target"))
+    target = as_number(sweep.config.get("ci_target"))
     out = []
     for m in sorted(sweep.points, key=lambda q: q.case.batch_size):
         out += _from_measurement(f"sweep:{m.case.key}{suffix}", m, target)
@@ -329,20 +326,20 @@ def _tta_results(p: Path, data: dict) -> list[ResultRecord]:
         if not isinstance(b, dict) or not isinstance(b.get("batch_size"), int):
             raise InvalidResultsFile(f"{p}: analysis.batches holds an entry without an integer batch_size")
         bench = f"tta:{name}/target={target}/bs{b['batch_size']}"
-        per_seed = [_num(s) for s in b.get("steps_per_seed") or []]
+        per_seed = [as_number(s) for s in b.get("steps_per_seed") or []]
         per_seed = [s for s in per_seed if s is not None]
-        step_t = _num(b.get("step_time_mean_s")) or _num(b.get("step_time_s"))
+        step_t = as_number(b.get("step_time_mean_s")) or as_number(b.get("step_time_s"))
         steps = ResultRecord(bench, STEPS_TO_TARGET, batch_size=b["batch_size"])
         tta = ResultRecord(bench, TIME_TO_TARGET, batch_size=b["batch_size"])
         if per_seed:
             from_samples(steps, per_seed)
             if step_t:
                 from_samples(tta, [s * step_t for s in per_seed])
-        if steps.median is None and _num(b.get("steps_to_target")) is not None:
+        if steps.median is None and as_number(b.get("steps_to_target")) is not None:
             steps.median, steps.n = float(b["steps_to_target"]), 1
-        if tta.median is None and _num(b.get("time_to_target_s")) is not None:
+        if tta.median is None and as_number(b.get("time_to_target_s")) is not None:
             tta.median = float(b["time_to_target_s"])
-            tta.ci_low, tta.ci_high = _num(b.get("time_to_target_low_s")), _num(b.get("time_to_target_high_s"))
+            tta.ci_low, tta.ci_high = as_number(b.get("time_to_target_low_s")), as_number(b.get("time_to_target_high_s"))
             tta.n = tta.n or 1
         for r in (steps, tta):
             if r.median is None:

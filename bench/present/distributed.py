@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import bench.present.fmt as fmt
 from bench.analysis.distributed import analyse_distributed
+from bench.core.numbers import is_number
 from bench.records.distributed import (
     DistributedAnalysis,
     DistributedPointAnalysis,
@@ -127,4 +128,4 @@ def allreduce_verdict(result) -> list[str]:
 
 
 def _gbps(v: float | None) -> str:
-    return f"{v / 1e9:.3g} GB/s" if fmt.is_number(v) else "—"
+    return f"{v / 1e9:.3g} GB/s" if is_number(v) else "—"

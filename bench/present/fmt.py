@@ -6,17 +6,14 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from bench.core.numbers import is_number
+
 TIME_UNITS = ((1.0, "s"), (1e-3, "ms"), (1e-6, "µs"), (1e-9, "ns"))
 # Long durations (a time to target) read best in the largest unit they fill: days from 2 days, hours
 # from 1 hour, minutes from 2 minutes (90 s stays "90 s", 1.5 h is "1.5 h", not "5,400 s").
 LONG_TIME_UNITS = ((86400.0, "d", 2.0), (3600.0, "h", 1.0), (60.0, "min", 2.0))
 # Past this many, a list of batch sizes shows its first three, an ellipsis and the last.
 MAX_LISTED_BATCHES = 8
-
-
-def is_number(x) -> bool:
-    """A finite int or float (not a bool, not None): a value that was measured."""
-    return x is not None and isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def time_unit(seconds: float, digits: int = 3) -> tuple[float, str]:

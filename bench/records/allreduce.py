@@ -10,11 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.core.errors import InvalidResultsFile
-from bench.core.io import read_json, write_json_atomic
 from bench.core.vocabulary import STATUS_OK, STATUSES
 from bench.measure.stats import SampleStats, summarize
 from bench.records.distributed import RankInfo
-from bench.records.envelope import Schema, header, read_header
+from bench.records.envelope import Schema, header, load_record, read_header, save_record
 
 ALLREDUCE = Schema("bench.allreduce", 1, "results file of bench allreduce")
 
@@ -104,12 +103,9 @@ class AllreduceResult:
 
 
 def save_allreduce(result: AllreduceResult, path: str | os.PathLike) -> Path:
-    return write_json_atomic(path, result.to_dict())
+    return save_record(result, path)
 
 
 def load_allreduce(path: str | os.PathLike) -> AllreduceResult:
-    data = read_json(path)
-    try:
-        return AllreduceResult.from_dict(data)
-    except InvalidResultsFile as e:
-        raise InvalidResultsFile(f"{path}: {e}") from None
+    """A bench.allreduce file; one-line InvalidResultsFile naming the path for anything else."""
+    return load_record(path, AllreduceResult.from_dict)

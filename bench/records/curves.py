@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from bench.core.errors import BenchError, InvalidResultsFile
-from bench.core.io import read_json, write_json_atomic
-from bench.records.envelope import Schema, header, read_header
+from bench.records.envelope import Schema, header, load_record, read_header, save_record
 from bench.records.tables import number, read_csv
 from bench.records.validation import dataclass_schema, envelope_schema
 
@@ -229,15 +228,12 @@ class CurvesFile:
 
 
 def save_curves_file(cf: CurvesFile, path: str | os.PathLike) -> Path:
-    return write_json_atomic(path, cf.to_dict())
+    return save_record(cf, path)
 
 
 def load_curves_file(path: str | os.PathLike) -> CurvesFile:
     """A bench.curves file; one-line InvalidResultsFile naming the path for anything else."""
-    try:
-        return CurvesFile.from_dict(read_json(path))
-    except InvalidResultsFile as e:
-        raise InvalidResultsFile(f"{path}: {e}") from None
+    return load_record(path, CurvesFile.from_dict)
 
 
 # ---------------------------------------------------------------------------------------------

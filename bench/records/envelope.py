@@ -9,12 +9,17 @@ record's `from_dict` only ever reads the current shape.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping
+from pathlib import Path
+from typing import Any, Callable, Mapping, TypeVar
 
 from bench.core.errors import InvalidResultsFile
+from bench.core.io import read_json, write_json_atomic
 from bench.measure.telemetry.fingerprint import canonical_fingerprint
 from bench.records.validation import json_type, validate
+
+T = TypeVar("T")
 
 __all__ = ["Schema", "Header", "header", "check_schema", "read_header", "json_type", "TOOL_NAME"]
 
@@ -120,3 +125,17 @@ def read_header(data: Any, schema: Schema) -> tuple[Header, dict]:
                   created=data.get("created"), finished=bool(data.get("finished", False)),
                   environment=canonical_fingerprint(env))
     return head, body
+
+
+def save_record(record: Any, path: str | os.PathLike) -> Path:
+    """A record (anything with `to_dict`) written atomically as strict JSON to `path`."""
+    return write_json_atomic(path, record.to_dict())
+
+
+def load_record(path: str | os.PathLike, from_dict: Callable[[Any], T]) -> T:
+    """`from_dict` of the JSON at `path`; any InvalidResultsFile is one line that names the path."""
+    data = read_json(path)
+    try:
+        return from_dict(data)
+    except InvalidResultsFile as e:
+        raise InvalidResultsFile(f"{path}: {e}") from None

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from bench.core.errors import InvalidResultsFile
-from bench.core.io import read_json, write_json_atomic
 from bench.core.vocabulary import (
     OPTIMIZERS,
     PRECISIONS,
@@ -26,7 +25,7 @@ from bench.core.vocabulary import (
 from bench.measure.stats import SampleStats, summarize
 from bench.measure.timing import BlockShortfall
 from bench.records.distributed import DistributedPoint, DistributedRun
-from bench.records.envelope import Schema, header, read_header
+from bench.records.envelope import Schema, header, load_record, read_header, save_record
 from bench.records.validation import dataclass_schema, envelope_schema, nullable
 
 # "bench.run.sweep" is the name a development build wrote for a while (a module path rewritten by
@@ -487,13 +486,9 @@ def points_dataframe(points: Iterable[Measurement]):
 
 
 def save_sweep(result: SweepResult, path: str | os.PathLike) -> Path:
-    return write_json_atomic(path, result.to_dict())
+    return save_record(result, path)
 
 
 def load_sweep(path: str | os.PathLike) -> SweepResult:
     """A `bench.sweep` file (any version this tool reads); one-line InvalidResultsFile naming the path."""
-    data = read_json(path)
-    try:
-        return SweepResult.from_dict(data)
-    except InvalidResultsFile as e:
-        raise InvalidResultsFile(f"{path}: {e}") from None
+    return load_record(path, SweepResult.from_dict)

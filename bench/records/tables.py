@@ -11,9 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.core.errors import BenchError
-
-TRUE_WORDS = ("true", "yes", "1", "y", "t")
-FALSE_WORDS = ("false", "no", "0", "n", "f")
+from bench.core.params import parse_bool
 
 
 def read_csv(p: Path, required: tuple[str, ...] = (), one_of: tuple[tuple[str, ...], ...] = (),
@@ -66,11 +64,7 @@ def boolean(v: Any, column: str, where: str, default: bool) -> bool:
     """true/false, yes/no, 1/0 from a cell; `default` for an empty one."""
     if v is None or (isinstance(v, str) and v.strip() == ""):
         return default
-    if isinstance(v, bool):
-        return v
-    word = str(v).strip().lower()
-    if word in TRUE_WORDS:
-        return True
-    if word in FALSE_WORDS:
-        return False
+    flag = parse_bool(v)
+    if flag is not None:
+        return flag
     raise BenchError(f"{where}: {column} must be true or false, got {v!r}")

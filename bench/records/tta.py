@@ -15,10 +15,9 @@ from typing import Any
 import numpy as np
 
 from bench.core.errors import BenchError, InvalidResultsFile
-from bench.core.io import read_json, write_json_atomic
 from bench.measure.stats import CONFIDENCE
 from bench.records.curves import Curve, curve_json_schema
-from bench.records.envelope import Schema, header, read_header
+from bench.records.envelope import Schema, header, load_record, read_header, save_record
 from bench.records.tables import number, read_csv
 from bench.records.validation import dataclass_schema, envelope_schema, nullable
 
@@ -458,12 +457,9 @@ def tta_json_schema() -> dict:
 
 
 def save_tta(result: TTAResult, path: str | os.PathLike) -> Path:
-    return write_json_atomic(path, result.to_dict())
+    return save_record(result, path)
 
 
 def load_tta(path: str | os.PathLike) -> TTAResult:
     """A `bench.tta` file (any version this tool reads); one-line InvalidResultsFile naming the path."""
-    try:
-        return TTAResult.from_dict(read_json(path))
-    except InvalidResultsFile as e:
-        raise InvalidResultsFile(f"{path}: {e}") from None
+    return load_record(path, TTAResult.from_dict)

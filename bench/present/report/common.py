@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 from bench.core.vocabulary import TIMER_CUDA_EVENT, TIMER_HOST
-from bench.present.fmt import batch_list, is_number
+from bench.present.fmt import batch_list
 from bench.records.suite import HOST_TIMER
 
 # How each timer took its numbers, in words.
@@ -25,11 +25,6 @@ def cell(text: Any, v: Any = None, title: str | None = None, cls: str | None = N
 def batches(values: Sequence[int]) -> str:
     """Batch sizes as the page lists them: '1, 4, 1,024', or the first few and the last past ten."""
     return batch_list(values, limit=10, thousands=True)
-
-
-def num(v: Any) -> float | None:
-    """`v` as a float when it is a finite number, else None."""
-    return float(v) if is_number(v) else None
 
 
 def hex_color(color) -> str:

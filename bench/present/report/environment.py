@@ -7,7 +7,7 @@ import json
 from typing import Any, Sequence
 
 import bench.present.fmt as fmt
-from bench.present.fmt import is_number
+from bench.core.numbers import is_number
 
 FINGERPRINT_ORDER = (
     "device", "gpu_name", "gpu_compute_capability", "gpu_memory_total_bytes", "gpu_power_limit_w",

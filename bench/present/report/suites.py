@@ -16,8 +16,8 @@ from bench.analysis.regression import (
 )
 from bench.analysis.steptime import add_analysis
 from bench.core.errors import BenchError
-from bench.present.fmt import is_number
-from bench.present.report.common import TIMER_WORDS, cell, markup, num
+from bench.core.numbers import as_number, is_number
+from bench.present.report.common import TIMER_WORDS, cell, markup
 from bench.present.report.figures import trends as F
 from bench.present.report.inputs import Source
 from bench.records.sweep import SweepResult
@@ -67,14 +67,14 @@ def suite_context(sources: Sequence[Source]) -> list[dict]:
                 cell(b.get("group"), b.get("group") or ""),
                 cell(fmt.duration(lib.median_s) if lib else None, lib.median_s if lib else None,
                      title=TIMER_WORDS.get(lib.timer) if lib else "no bench extra_info: pytest-benchmark's numbers only"),
-                cell(fmt.duration(num(st.get("median"))), num(st.get("median"))),
-                cell(f"{fmt.duration(num(st.get('q1')))} – {fmt.duration(num(st.get('q3')))}"
-                     if is_number(st.get("q1")) else None, num(st.get("iqr"))),
-                cell(f"{fmt.duration(num(st.get('mean')))} ± {fmt.duration(num(st.get('stddev')))}"
-                     if is_number(st.get("mean")) else None, num(st.get("mean"))),
-                cell(fmt.duration(num(st.get("min"))), num(st.get("min"))),
-                cell(st.get("rounds"), num(st.get("rounds"))),
-                cell(fmt.quantity(st.get("ops")), num(st.get("ops"))),
+                cell(fmt.duration(as_number(st.get("median"))), as_number(st.get("median"))),
+                cell(f"{fmt.duration(as_number(st.get('q1')))} – {fmt.duration(as_number(st.get('q3')))}"
+                     if is_number(st.get("q1")) else None, as_number(st.get("iqr"))),
+                cell(f"{fmt.duration(as_number(st.get('mean')))} ± {fmt.duration(as_number(st.get('stddev')))}"
+                     if is_number(st.get("mean")) else None, as_number(st.get("mean"))),
+                cell(fmt.duration(as_number(st.get("min"))), as_number(st.get("min"))),
+                cell(st.get("rounds"), as_number(st.get("rounds"))),
+                cell(fmt.quantity(st.get("ops")), as_number(st.get("ops"))),
                 cell(extra_txt[:160] + ("…" if len(extra_txt) > 160 else ""), extra_txt, title=extra_txt or None,
                      cls="notes"),
             ])

@@ -11,6 +11,7 @@ from typing import Sequence
 import bench.present.fmt as fmt
 from bench.analysis.steptime import BEYOND, WITHIN, StepTimeAnalysis
 from bench.core.errors import InvalidResultsFile
+from bench.core.numbers import as_number, is_number
 from bench.core.vocabulary import (
     STATUS_ERROR,
     STATUS_OOM,
@@ -22,14 +23,12 @@ from bench.core.vocabulary import (
     TIMER_HOST,
 )
 from bench.present.distributed import distributed_verdict
-from bench.present.fmt import is_number
 from bench.present.report.common import (
     TIMER_WORDS,
     batches,
     cell,
     hex_color,
     markup,
-    num,
 )
 from bench.present.report.environment import fingerprint_line
 from bench.present.report.figures import sweeps as F
@@ -96,8 +95,8 @@ def sweep_series(result: SweepResult, label: str, color) -> SweepSeries:
     env = result.environment or {}
     s = SweepSeries(label=label, color=color, analysis=analysis,
                     largest_batch_that_fits=result.largest_batch_that_fits,
-                    memory_total_bytes=num(env.get("gpu_memory_total_bytes")),
-                    power_limit_w=num(env.get("gpu_power_limit_w")))
+                    memory_total_bytes=as_number(env.get("gpu_memory_total_bytes")),
+                    power_limit_w=as_number(env.get("gpu_power_limit_w")))
     for m in result.ok_points():
         st = m.stats
         if st is None:
@@ -310,7 +309,7 @@ def telemetry_table(result: SweepResult) -> dict | None:
     for p in points:
         t = p.telemetry or {}
         rows.append([cell(f"{p.batch_size:,}", p.batch_size)]
-                    + [cell(show(t[key]) if is_number(t.get(key)) else None, num(t.get(key)),
+                    + [cell(show(t[key]) if is_number(t.get(key)) else None, as_number(t.get(key)),
                             title=(t.get("null_reasons") or {}).get(key) or p.null_reasons.get(key))
                        for _, key, show in optional])
     return {"columns": ["batch", *[c[0] for c in optional]], "rows": rows}

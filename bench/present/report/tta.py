@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import bench.present.fmt as fmt
-from bench.present.fmt import is_number
+from bench.core.numbers import is_number
 from bench.present.report.common import batches, cell, distinct, markup
 from bench.present.report.figures import tta as F
 from bench.present.report.inputs import Source

@@ -18,6 +18,7 @@ import torch
 
 from bench.core.devices import is_oom, resolve_device
 from bench.core.errors import BenchError
+from bench.core.numbers import is_number
 from bench.core.params import one_line
 from bench.core.vocabulary import TRAINING_PRECISIONS
 from bench.measure.optim import OPTIMIZERS, make_optimizer, set_lr
@@ -118,10 +119,6 @@ class RunConfig:
 
 def _whole(v) -> bool:
     return isinstance(v, int) and not isinstance(v, bool)
-
-
-def _finite(v) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def autocast(precision: str, device: torch.device):
@@ -261,20 +258,20 @@ class GridSpec:
         """One-line BenchError for any setting no run could use (checked before any run starts)."""
         if not self.batch_sizes:
             raise BenchError("no batch sizes given")
-        if not (_finite(self.base_lr) and self.base_lr > 0):
+        if not (is_number(self.base_lr) and self.base_lr > 0):
             raise BenchError(f"base learning rate must be a finite number > 0, got {self.base_lr!r}")
         if not _whole(self.base_batch_size) or self.base_batch_size < 1:
             raise BenchError(f"base batch size must be a whole number >= 1, got {self.base_batch_size!r}")
-        if not (_finite(self.momentum) and self.momentum >= 0):
+        if not (is_number(self.momentum) and self.momentum >= 0):
             raise BenchError(f"momentum must be a finite number >= 0, got {self.momentum!r}")
-        if not (_finite(self.weight_decay) and self.weight_decay >= 0):
+        if not (is_number(self.weight_decay) and self.weight_decay >= 0):
             raise BenchError(f"weight decay must be a finite number >= 0, got {self.weight_decay!r}")
-        if not (_finite(self.trust_coefficient) and self.trust_coefficient > 0):
+        if not (is_number(self.trust_coefficient) and self.trust_coefficient > 0):
             raise BenchError(f"trust coefficient must be a finite number > 0, got {self.trust_coefficient!r}")
-        if not _finite(self.warmup_epochs) or not _whole(self.warmup_steps):
+        if not is_number(self.warmup_epochs) or not _whole(self.warmup_steps):
             raise BenchError(f"warm-up length must be a finite number, got {self.warmup_epochs!r} epochs, "
                              f"{self.warmup_steps!r} steps")
-        if not (_finite(self.warmup_start_factor) and 0 <= self.warmup_start_factor <= 1):
+        if not (is_number(self.warmup_start_factor) and 0 <= self.warmup_start_factor <= 1):
             raise BenchError(f"warm-up start factor must be between 0 and 1, got {self.warmup_start_factor!r}")
         if self.max_lr is not None and not (self.max_lr > 0 and math.isfinite(self.max_lr)):
             raise BenchError(f"LR cap must be a positive number, got {self.max_lr!r}")

@@ -15,7 +15,8 @@ import numpy as np
 from matplotlib import ticker
 from matplotlib.figure import Figure
 
-from bench.present.fmt import compact, is_number, si
+from bench.core.numbers import is_number
+from bench.present.fmt import compact, si
 from bench.present.fmt import time_unit as fmt_time_unit
 
 WIDTH_IN = 8.0
