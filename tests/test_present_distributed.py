@@ -73,7 +73,7 @@ def test_the_report_shows_each_ranks_median_the_spread_and_the_communication_sha
 
 
 def test_the_allreduce_table_gives_algorithm_and_bus_bandwidth():
-    p = AllreducePoint(1 << 20, 1 << 18, "float32", samples_s=[1e-3] * 8, algbw_bytes_per_s=(1 << 20) / 1e-3,
+    p = AllreducePoint(size_bytes=1 << 20, count=1 << 18, dtype="float32", samples_s=[1e-3] * 8, algbw_bytes_per_s=(1 << 20) / 1e-3,
                        busbw_bytes_per_s=(1 << 20) / 1e-3 * 1.5)
     result = AllreduceResult({"world_size": 4, "dtype": "float32", "backend": "nccl", "device": "cuda"}, points=[p])
     lines = allreduce_table(result)

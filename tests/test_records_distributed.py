@@ -64,7 +64,7 @@ def test_an_interval_and_a_run_without_analysis_read_back():
 
 
 def test_an_allreduce_file_round_trips_through_its_versioned_envelope(tmp_path):
-    p = AllreducePoint(4096, 1024, "float32", samples_s=[1e-4, 2e-4, 1.5e-4], rank_samples_s=[[1e-4] * 3, [2e-4] * 3],
+    p = AllreducePoint(size_bytes=4096, count=1024, dtype="float32", samples_s=[1e-4, 2e-4, 1.5e-4], rank_samples_s=[[1e-4] * 3, [2e-4] * 3],
                        algbw_bytes_per_s=4096 / 1.5e-4, busbw_bytes_per_s=4096 / 1.5e-4)
     result = AllreduceResult({"world_size": 2, "dtype": "float32"}, ranks=[RankInfo(0, 0), RankInfo(1, 1)], points=[p],
                              finished=True)

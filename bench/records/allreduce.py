@@ -11,33 +11,20 @@ from typing import Any
 
 from bench.core.errors import InvalidResultsFile
 from bench.core.vocabulary import STATUS_OK, STATUSES
-from bench.measure.stats import SampleStats, summarize
-from bench.records.distributed import RankInfo
+from bench.records.distributed import RankInfo, RankTimedSamples
 from bench.records.envelope import Schema, header, load_record, read_header, save_record
 
 ALLREDUCE = Schema("bench.allreduce", 1, "results file of bench allreduce")
 
 
-def _floats(values: Any) -> list[float]:
-    return [float(v) for v in values or []]
-
-
 @dataclass
-class AllreducePoint:
+class AllreducePoint(RankTimedSamples):
     """One message size: the time of one all-reduce (the slowest rank's, per call), each rank's own
     times, and the bandwidths from the median (nccl-tests' algbw and busbw; None when not measured)."""
 
-    size_bytes: int
-    count: int
-    dtype: str
-    status: str = STATUS_OK
-    error: str | None = None
-    timer: str | None = None
-    samples_s: list[float] = field(default_factory=list)
-    block_medians_s: list[float] = field(default_factory=list)
-    stop_reason: str | None = None
-    warnings: list[str] = field(default_factory=list)
-    rank_samples_s: list[list[float]] = field(default_factory=list)
+    size_bytes: int = 0
+    count: int = 0
+    dtype: str = "float32"
     algbw_bytes_per_s: float | None = None
     busbw_bytes_per_s: float | None = None
     null_reasons: dict[str, str] = field(default_factory=dict)
@@ -46,28 +33,19 @@ class AllreducePoint:
     def ok(self) -> bool:
         return self.status == STATUS_OK
 
-    @property
-    def stats(self) -> SampleStats | None:
-        return summarize(self.samples_s, block_medians=self.block_medians_s) if self.samples_s else None
-
     def to_dict(self) -> dict:
-        s = self.stats
-        return {"size_bytes": self.size_bytes, "count": self.count, "dtype": self.dtype, "status": self.status,
-                "error": self.error, "timer": self.timer, "stop_reason": self.stop_reason,
-                "stats": s.to_dict() if s else None, "algbw_bytes_per_s": self.algbw_bytes_per_s,
-                "busbw_bytes_per_s": self.busbw_bytes_per_s, "samples_s": list(self.samples_s),
-                "block_medians_s": list(self.block_medians_s), "rank_samples_s": [list(r) for r in self.rank_samples_s],
-                "warnings": list(self.warnings), "null_reasons": dict(self.null_reasons)}
+        return {"size_bytes": self.size_bytes, "count": self.count, "dtype": self.dtype, **self.timing_dict(),
+                "algbw_bytes_per_s": self.algbw_bytes_per_s, "busbw_bytes_per_s": self.busbw_bytes_per_s,
+                "null_reasons": dict(self.null_reasons)}
 
     @classmethod
     def from_dict(cls, d: dict) -> "AllreducePoint":
         if d.get("status") not in STATUSES:
             raise InvalidResultsFile(f"all-reduce point of {d.get('size_bytes', '?')} bytes: unknown status "
                                      f"{d.get('status')!r}")
-        return cls(int(d["size_bytes"]), int(d["count"]), str(d["dtype"]), d["status"], d.get("error"), d.get("timer"),
-                   _floats(d.get("samples_s")), _floats(d.get("block_medians_s")), d.get("stop_reason"),
-                   list(d.get("warnings") or []), [_floats(r) for r in d.get("rank_samples_s") or []],
-                   d.get("algbw_bytes_per_s"), d.get("busbw_bytes_per_s"), dict(d.get("null_reasons") or {}))
+        return cls(**cls.timing_fields(d), size_bytes=int(d["size_bytes"]), count=int(d["count"]),
+                   dtype=str(d["dtype"]), algbw_bytes_per_s=d.get("algbw_bytes_per_s"),
+                   busbw_bytes_per_s=d.get("busbw_bytes_per_s"), null_reasons=dict(d.get("null_reasons") or {}))
 
 
 @dataclass

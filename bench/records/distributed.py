@@ -17,7 +17,7 @@ from bench.measure.stats import SampleStats, summarize
 BASELINE_RANK0 = "rank0"  # rank 0 alone, the plain step (no DDP), while the other ranks wait
 
 
-def _floats(values: Any) -> list[float]:
+def floats(values: Any) -> list[float]:
     return [float(v) for v in values or []]
 
 
@@ -47,16 +47,16 @@ class RankPoint:
 
     @classmethod
     def from_dict(cls, d: dict) -> "RankPoint":
-        return cls(int(d["rank"]), _floats(d.get("samples_s")), d.get("peak_allocated_bytes"),
+        return cls(int(d["rank"]), floats(d.get("samples_s")), d.get("peak_allocated_bytes"),
                    d.get("peak_reserved_bytes"), dict(d.get("telemetry") or {}), list(d.get("warnings") or []),
                    dict(d.get("null_reasons") or {}))
 
 
 @dataclass
-class VariantTiming:
-    """The same per-rank batch measured another way beside a point: `no_sync` (DDP without gradient
-    all-reduce, every rank) or `baseline` (one rank alone, the plain step). Raw samples kept;
-    `rank_samples_s` is each rank's own times (empty for the one-rank baseline)."""
+class RankTimedSamples:
+    """Timed samples of a job of several ranks: the slowest rank's time of each step or call
+    (`samples_s`), each rank's own (`rank_samples_s`), and how the measuring ended. Shared by the
+    variants beside a data-parallel point and by the all-reduce probe's points."""
 
     status: str = STATUS_OK
     error: str | None = None
@@ -68,27 +68,41 @@ class VariantTiming:
     rank_samples_s: list[list[float]] = field(default_factory=list)
 
     @property
-    def ok(self) -> bool:
-        return self.status == STATUS_OK and bool(self.samples_s)
-
-    @property
     def stats(self) -> SampleStats | None:
         return summarize(self.samples_s, block_medians=self.block_medians_s) if self.samples_s else None
 
-    def to_dict(self) -> dict:
+    def timing_dict(self) -> dict:
         s = self.stats
         return {"status": self.status, "error": self.error, "timer": self.timer, "stop_reason": self.stop_reason,
                 "stats": s.to_dict() if s else None, "samples_s": list(self.samples_s),
                 "block_medians_s": list(self.block_medians_s), "warnings": list(self.warnings),
                 "rank_samples_s": [list(r) for r in self.rank_samples_s]}
 
+    @staticmethod
+    def timing_fields(d: dict) -> dict:
+        """The shared fields from a record's dict, for the subclass's constructor."""
+        return {"status": str(d.get("status") or STATUS_OK), "error": d.get("error"), "timer": d.get("timer"),
+                "samples_s": floats(d.get("samples_s")), "block_medians_s": floats(d.get("block_medians_s")),
+                "stop_reason": d.get("stop_reason"), "warnings": list(d.get("warnings") or []),
+                "rank_samples_s": [floats(r) for r in d.get("rank_samples_s") or []]}
+
+
+@dataclass
+class VariantTiming(RankTimedSamples):
+    """The same per-rank batch measured another way beside a point: `no_sync` (DDP without gradient
+    all-reduce, every rank) or `baseline` (one rank alone, the plain step). Raw samples kept;
+    `rank_samples_s` is each rank's own times (empty for the one-rank baseline)."""
+
+    @property
+    def ok(self) -> bool:
+        return self.status == STATUS_OK and bool(self.samples_s)
+
+    def to_dict(self) -> dict:
+        return self.timing_dict()
+
     @classmethod
     def from_dict(cls, d: dict | None) -> "VariantTiming | None":
-        if not isinstance(d, dict):
-            return None
-        return cls(str(d.get("status") or STATUS_OK), d.get("error"), d.get("timer"), _floats(d.get("samples_s")),
-                   _floats(d.get("block_medians_s")), d.get("stop_reason"), list(d.get("warnings") or []),
-                   [_floats(r) for r in d.get("rank_samples_s") or []])
+        return cls(**cls.timing_fields(d)) if isinstance(d, dict) else None
 
 
 @dataclass
@@ -184,7 +198,7 @@ class RankSpread:
     def from_dict(cls, d: dict | None) -> "RankSpread | None":
         if not isinstance(d, dict):
             return None
-        return cls(_floats(d.get("rank_medians_s")), float(d["spread_rel"]), int(d["slowest_rank"]),
+        return cls(floats(d.get("rank_medians_s")), float(d["spread_rel"]), int(d["slowest_rank"]),
                    float(d["slowest_share"]))
 
 
