@@ -21,6 +21,7 @@ import torch.utils.benchmark as tub
 
 from bench.core.devices import resolve_device, synchronizer
 from bench.core.io import write_json_atomic
+from bench.measure.stats import median_ci_indices
 from bench.measure.step import StepOptions, TrainStep
 from bench.measure.timing import CIStoppingRule, MeasureLimits, measure, timer_for
 from bench.measure.workloads import load_workload, parse_workload_args
@@ -41,6 +42,21 @@ def wall_clock(step, sync, min_time_s: float, typical_s: float) -> float:
             sync()
         per_step.append((time.perf_counter() - t0) / k)
     return statistics.median(per_step)
+
+
+def ratio_ci(ratios: list[float]) -> list[float] | None:
+    """Distribution-free 95% CI of the median per-round ratio (order statistics); None under 6 rounds."""
+    idx = median_ci_indices(len(ratios))
+    if idx is None:
+        return None
+    ordered = sorted(ratios)
+    return [ordered[idx[0]], ordered[idx[1]]]
+
+
+def describe_ci(ci: list[float] | None, rounds: int) -> str:
+    if ci is None:
+        return f"no 95% CI from {rounds} rounds: run at least 6"
+    return f"95% CI {(ci[0] - 1) * 100:+.1f}% to {(ci[1] - 1) * 100:+.1f}%"
 
 
 def main(argv=None) -> int:
@@ -102,17 +118,20 @@ def main(argv=None) -> int:
         w = statistics.median(walls)
         # Paired per round: the two methods run back to back, so a machine-state change between
         # rounds (e.g. a bimodal thread schedule) cancels out of each ratio.
-        paired = statistics.median(a / b for a, b in zip(ours, theirs))
+        ratios = [a / b for a, b in zip(ours, theirs)]
+        paired = statistics.median(ratios)
         paired_wall = statistics.median(a / b for a, b in zip(walls, theirs))
+        paired_ci = ratio_ci(ratios)
         rows.append({"batch_size": b, "harness_median_s": o, "harness_block_mean_median_s": ob,
                      "wall_median_s": w, "torch_benchmark_median_s": t, "ratio": o / t, "paired_ratio_median": paired,
                      "ratio_block_means": ob / t, "wall_ratio": w / t, "wall_paired_ratio_median": paired_wall,
+                     "paired_ratio_ci95": paired_ci,
                      "harness_round_medians_s": ours, "harness_round_block_mean_medians_s": ours_blocks,
                      "wall_round_medians_s": walls, "torch_benchmark_round_medians_s": theirs})
         print(f"batch {b:>6}: harness median {o * 1e3:8.3f} ms ({(o / t - 1) * 100:+.1f}%), harness median of "
               f"block means {ob * 1e3:8.3f} ms ({(ob / t - 1) * 100:+.1f}%), wall clock {w * 1e3:8.3f} ms "
               f"({(w / t - 1) * 100:+.1f}%), torch.utils.benchmark {t * 1e3:8.3f} ms; median of per-round ratios "
-              f"{paired:.3f} ({(paired - 1) * 100:+.1f}%), wall {paired_wall:.3f}",
+              f"{paired:.3f} ({(paired - 1) * 100:+.1f}%, {describe_ci(paired_ci, len(ratios))}), wall {paired_wall:.3f}",
               flush=True)
     if args.json:
         write_json_atomic(args.json, {"workload": args.workload, "workload_args": args.workload_arg,

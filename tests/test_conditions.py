@@ -84,3 +84,44 @@ def test_without_readings_there_is_no_load_and_a_reason():
     assert machine_load([], "cpu") == (None, "no load-average readings with the points (not recorded, or "
                                              "unreadable on this system)")
     assert machine_load([({}, {"at": 1.0, "load_avg": None})], "cpu")[0] is None
+
+
+def cpu_reading(at: float, busy_s: float, own_s: float, *, load_1m: float = 3.0, cpus: int = 2, threads: int = 2,
+                pid: int = 100) -> dict:
+    return {**reading(at, load_1m, cpus=cpus, threads=threads), "cpu_busy_s": busy_s, "own_cpu_s": own_s, "pid": pid}
+
+
+def test_a_reading_holds_the_machines_busy_cpu_time_and_this_processs_own(tmp_path):
+    paths = fake_machine(tmp_path)
+    # USER_HZ ticks: user nice system idle iowait irq softirq steal guest guest_nice
+    (tmp_path / "stat").write_text("cpu  300 20 80 5000 400 10 5 85 7 0\ncpu0 150 10 40 2500 200 5 2 40 3 0\n")
+    r = read_conditions(torch_threads=lambda: 1, stat_path=tmp_path / "stat", process_cpu=lambda: 12.5, **paths)
+    hz = __import__("os").sysconf("SC_CLK_TCK")
+    assert r["cpu_busy_s"] == pytest.approx((300 + 20 + 80 + 10 + 5 + 85) / hz)  # idle, iowait and guest left out
+    assert r["own_cpu_s"] == 12.5 and r["pid"] == __import__("os").getpid()
+    (tmp_path / "stat").write_text("intr 1 2 3\n")
+    r = read_conditions(torch_threads=lambda: 1, stat_path=tmp_path / "stat", **paths)
+    assert r["cpu_busy_s"] is None and "no aggregate 'cpu' line" in r["null_reasons"]["cpu_busy_s"]
+
+
+def test_cpu_time_measures_other_work_even_in_a_short_window_after_this_process_kept_the_machine_busy():
+    # A suite's cases: this process kept both CPUs busy for the minute before (load average 2.0 at the
+    # start), then ran 9 s more; the machine's busy CPU time grew by exactly the process's own. The load
+    # average alone would call that other work; CPU time says nobody else ran.
+    load, _ = machine_load([(cpu_reading(0.0, 1000.0, 500.0, load_1m=2.0), cpu_reading(9.0, 1018.0, 518.0, load_1m=2.1))],
+                           "cpu")
+    assert load.basis == "cpu time" and load.mean_load == pytest.approx(2.0)
+    assert load.other_load == pytest.approx(0.0) and load.busy is False
+    # Another process used 1.5 CPUs of the two over the same 9 s: this run got only half a CPU.
+    load, _ = machine_load([(cpu_reading(0.0, 1000.0, 500.0), cpu_reading(9.0, 1018.0, 504.5))], "cpu")
+    assert load.other_load == pytest.approx(1.5) and load.busy is True  # more than 0 free CPUs + 0.5
+
+
+def test_cpu_time_needs_one_process_and_a_window_of_a_second_else_the_load_average_decides():
+    # Readings from two processes (a resumed sweep): their own CPU times do not subtract.
+    load, _ = machine_load([(cpu_reading(0.0, 1000.0, 500.0, pid=1), cpu_reading(30.0, 1060.0, 5.0, pid=2))], "cpu")
+    assert load.basis == "window"
+    load, _ = machine_load([(cpu_reading(0.0, 1000.0, 500.0), cpu_reading(0.5, 1001.0, 501.0))], "cpu")
+    assert load.basis == "1-min load average"
+    no_stat = {**cpu_reading(20.0, 0.0, 0.0), "cpu_busy_s": None}
+    assert machine_load([(cpu_reading(0.0, 1000.0, 500.0), no_stat)], "cpu")[0].basis == "window"

@@ -224,8 +224,14 @@ def test_a_busy_machine_is_warned_about_and_a_quiet_one_is_not():
                        busy=True, basis="window", load_avg_1m_max=6.0)
     v = verdict([point(b, 1e-3) for b in (1, 2, 4)], machine_load=busy)
     assert ("The machine was busy while this ran: other work kept about 4.0 threads runnable on average over the "
-            "60 s of measuring, more than the none of its 2 CPUs this run leaves free (it keeps 2 busy); step times "
+            "60 s of measuring, while this run's own 2 threads already fill its 2 CPUs; step times "
             "may include waiting for a CPU, so compare them with a quiet run before trusting small differences.") in v
+    on_gpu = MachineLoad(window_s=9.0, mean_load=16.0, own_threads=1.0, other_load=15.8, cpus=16, free_cpus=15.0,
+                         busy=True, basis="cpu time", load_avg_1m_max=15.0)
+    assert ("The machine was busy while this ran: other processes used about 15.8 CPUs on average over the 9 s of "
+            "measuring (the machine's busy CPU time less this run's own), more than the 15 of its 16 CPUs this run "
+            "leaves free (it keeps 1 busy); step times may include waiting for a CPU, so compare them with a quiet "
+            "run before trusting small differences.") in verdict([point(b, 1e-3) for b in (1, 2, 4)], machine_load=on_gpu)
     quiet = MachineLoad(window_s=60.0, mean_load=2.1, own_threads=2.0, other_load=0.1, cpus=2, free_cpus=0.0,
                         busy=False, basis="window", load_avg_1m_max=2.1)
     assert not any("busy" in s for s in verdict([point(b, 1e-3) for b in (1, 2, 4)], machine_load=quiet))

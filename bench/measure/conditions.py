@@ -1,6 +1,6 @@
 """The machine's state around a measurement, as pyperf records it: load average, CPU governor and
-frequency, torch's thread count; and from readings at the start and end of points, how busy the
-machine was with other work while they ran.
+frequency, torch's thread count, the machine's and this process's CPU time; and from readings at the
+start and end of points, how busy the machine was with other work while they ran.
 
 These are volatile readings: they belong with each measurement (`Measurement.conditions`), never in
 the fingerprint, which is the stable identity that decides whether two results may be compared. The
@@ -32,6 +32,12 @@ BUSY_MARGIN = 0.5
 CPU_ROOT = "/sys/devices/system/cpu"
 LOADAVG_PATH = "/proc/loadavg"
 CPUINFO_PATH = "/proc/cpuinfo"
+STAT_PATH = "/proc/stat"
+# CPU times tick at USER_HZ (10 ms on Linux): a window this long resolves the CPUs others used to ~1%.
+MIN_CPU_WINDOW_S = 1.0
+# /proc/stat's aggregate "cpu" line: user nice system idle iowait irq softirq steal ... ; busy is all but
+# idle and iowait (guest time is already inside user). Steal is time the hypervisor gave to other guests.
+_BUSY_FIELDS = (0, 1, 2, 5, 6, 7)
 
 
 def cpus_available() -> int | None:
@@ -52,6 +58,20 @@ def read_loadavg(path: str | os.PathLike = LOADAVG_PATH) -> tuple[list[float] | 
             return [float(v) for v in os.getloadavg()], None
         except (AttributeError, OSError):
             return None, f"load average unreadable ({path}: {type(e).__name__}; os.getloadavg() unavailable)"
+
+
+def read_cpu_busy(path: str | os.PathLike = STAT_PATH) -> tuple[float | None, str | None]:
+    """(CPU-seconds the whole machine has spent busy since boot, summed over its CPUs, None), or
+    (None, reason): /proc/stat's aggregate line, every state but idle and iowait (steal included)."""
+    try:
+        for line in Path(path).read_text().splitlines():
+            parts = line.split()
+            if parts and parts[0] == "cpu":
+                ticks = [int(v) for v in parts[1:]]
+                return sum(ticks[i] for i in _BUSY_FIELDS if i < len(ticks)) / os.sysconf("SC_CLK_TCK"), None
+        return None, f"no aggregate 'cpu' line in {path}"
+    except (OSError, ValueError, AttributeError) as e:
+        return None, f"machine CPU time unreadable ({path}: {type(e).__name__})"
 
 
 def read_cpu_frequency(root: str | os.PathLike = CPU_ROOT,
@@ -109,21 +129,28 @@ def _torch_threads() -> int | None:
 
 def read_conditions(*, clock: Callable[[], float] = time.time, loadavg_path: str | os.PathLike = LOADAVG_PATH,
                     cpu_root: str | os.PathLike = CPU_ROOT, cpuinfo: str | os.PathLike = CPUINFO_PATH,
-                    torch_threads: Callable[[], int | None] = _torch_threads) -> dict[str, Any]:
+                    torch_threads: Callable[[], int | None] = _torch_threads,
+                    stat_path: str | os.PathLike = STAT_PATH,
+                    process_cpu: Callable[[], float] = time.process_time) -> dict[str, Any]:
     """One reading of the machine's state: `at` (seconds since the epoch), `load_avg` ([1, 5, 15]-minute),
-    `cpus` (CPUs this process may use), `torch_num_threads`, `cpu_governors`, `cpu_freq_mhz`
-    (min/median/max), `cpu_freq_source`, `cpu_max_freq_mhz`; `null_reasons` for what is unreadable."""
+    `cpus` (CPUs this process may use), `torch_num_threads`, `cpu_busy_s` (the machine's busy CPU time
+    since boot, `read_cpu_busy`), `own_cpu_s` (this process's CPU time, all its threads) with its `pid`,
+    `cpu_governors`, `cpu_freq_mhz` (min/median/max), `cpu_freq_source`, `cpu_max_freq_mhz`;
+    `null_reasons` for what is unreadable."""
     null: dict[str, str] = {}
     load, why = read_loadavg(loadavg_path)
     if why:
         null["load_avg"] = why
+    busy, why = read_cpu_busy(stat_path)
+    if why:
+        null["cpu_busy_s"] = why
     freq, freq_null = read_cpu_frequency(cpu_root, cpuinfo)
     null.update(freq_null)
     threads = torch_threads()
     if threads is None:
         null["torch_num_threads"] = "torch is not importable"
     return {"at": clock(), "load_avg": load, "cpus": cpus_available(), "torch_num_threads": threads,
-            **freq, "null_reasons": null}
+            "cpu_busy_s": busy, "own_cpu_s": process_cpu(), "pid": os.getpid(), **freq, "null_reasons": null}
 
 
 # --------------------------------------------------------------------------- how busy the machine was
@@ -133,13 +160,22 @@ def read_conditions(*, clock: Callable[[], float] = time.time, loadavg_path: str
 class MachineLoad:
     """How much other work the machine ran while a sweep's points were measured.
 
-    `mean_load` is the average number of runnable threads over the `window_s` from the first point's
-    start to the last point's end (`basis` "window": the 1-minute load averages at both ends, the
-    kernel's exponential averaging inverted), or, for a window too short for that, the 1-minute load
-    average at its end (`basis` "1-min load average"). `own_threads` is what the run itself keeps
-    runnable (torch's threads on a CPU, the one launching thread on a GPU); `other_load` =
-    `mean_load` minus the run's own share of it; `free_cpus` = `cpus` minus `own_threads`. `busy`:
-    `other_load` exceeds `free_cpus` by more than BUSY_MARGIN, so the run's threads waited for a core.
+    Over the `window_s` from the first point's start to the last point's end, by the first basis the
+    readings allow:
+
+    - `basis` "cpu time": `mean_load` is the CPUs the whole machine kept busy on average (its busy CPU
+      time from /proc/stat over the window) and `other_load` the part of it that was not this process
+      (its own CPU time, every thread, subtracted): other processes, and a hypervisor's steal. Needs
+      both readings from one process and a window of at least MIN_CPU_WINDOW_S.
+    - `basis` "window": `mean_load` is the average number of runnable threads (the 1-minute load
+      averages at both ends, the kernel's exponential averaging inverted) and `other_load` that less
+      the run's own threads. Needs a window of at least MIN_WINDOW_S.
+    - `basis` "1-min load average": the 1-minute load average at the end, less the run's share of it.
+      Coarse: it also counts whatever this process itself ran in the minute before the window.
+
+    `own_threads` is what the run itself keeps runnable (torch's threads on a CPU, the one launching
+    thread on a GPU); `free_cpus` = `cpus` minus `own_threads`. `busy`: `other_load` exceeds
+    `free_cpus` by more than BUSY_MARGIN, so the run's threads waited for a core.
     """
 
     window_s: float
@@ -190,7 +226,13 @@ def machine_load(readings: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]]
     own = own_threads(device_type, max(threads) if threads else None)
     l0, l1 = _load(first), _load(last)
     decay = math.exp(-window / LOADAVG_TAU_S)
-    if window >= MIN_WINDOW_S:
+    cpu_time = _cpu_time_delta(first, last) if window >= MIN_CPU_WINDOW_S else None
+    if cpu_time is not None:
+        busy_s, own_s = cpu_time
+        mean_load = busy_s / window
+        other = max(0.0, (busy_s - own_s) / window)
+        basis = "cpu time"
+    elif window >= MIN_WINDOW_S:
         mean_load = max(0.0, (l1 - l0 * decay) / (1.0 - decay))
         other = max(0.0, mean_load - own)
         basis = "window"
@@ -204,6 +246,20 @@ def machine_load(readings: Iterable[tuple[Mapping[str, Any], Mapping[str, Any]]]
     peak = max(_load(r) for s, e in pairs for r in (s, e))
     return MachineLoad(window_s=window, mean_load=mean_load, own_threads=own, other_load=other, cpus=cpus,
                        free_cpus=free, busy=other > free + BUSY_MARGIN, basis=basis, load_avg_1m_max=peak), None
+
+
+def _cpu_time_delta(first: Mapping[str, Any], last: Mapping[str, Any]) -> tuple[float, float] | None:
+    """(machine busy CPU-seconds, this process's CPU-seconds) between two readings of one process, or
+    None when either is missing or they come from different processes (a resumed sweep)."""
+    values = [r.get(k) for r in (first, last) for k in ("cpu_busy_s", "own_cpu_s")]
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in values):
+        return None
+    if first.get("pid") is None or first.get("pid") != last.get("pid"):
+        return None
+    busy, own = values[2] - values[0], values[3] - values[1]
+    if busy < 0 or own < 0:
+        return None
+    return busy, own
 
 
 def _load(reading: Mapping[str, Any]) -> float | None:

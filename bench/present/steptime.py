@@ -264,15 +264,21 @@ def busy_sentence(a: StepTimeAnalysis) -> str | None:
     load = a.machine_load
     if load is None or not load.busy:
         return None
-    if load.basis == "window":
+    if load.basis == "cpu time":
+        other = (f"other processes used about {load.other_load:.1f} CPUs on average over the "
+                 f"{fmt.duration(load.window_s)} of measuring (the machine's busy CPU time less this run's own)")
+    elif load.basis == "window":
         other = (f"other work kept about {load.other_load:.1f} threads runnable on average over the "
                  f"{fmt.duration(load.window_s)} of measuring")
     else:
         other = (f"other work kept about {load.other_load:.1f} threads runnable (the 1-minute load average "
                  f"at the end of a {fmt.duration(load.window_s)} run was {load.mean_load:.2f})")
-    free = f"{load.free_cpus:g}" if load.free_cpus > 0 else "none"
-    return (f"The machine was busy while this ran: {other}, more than the {free} of its {load.cpus} CPUs "
-            f"this run leaves free (it keeps {load.own_threads:g} busy); step times may include waiting for a "
+    if load.free_cpus > 0:
+        room = (f"more than the {load.free_cpus:g} of its {load.cpus} CPUs this run leaves free (it keeps "
+                f"{load.own_threads:g} busy)")
+    else:
+        room = f"while this run's own {load.own_threads:g} threads already fill its {load.cpus} CPUs"
+    return (f"The machine was busy while this ran: {other}, {room}; step times may include waiting for a "
             "CPU, so compare them with a quiet run before trusting small differences.")
 
 
