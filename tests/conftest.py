@@ -1,9 +1,11 @@
 """Shared test set-up: tests run on the CPU with one thread so parallel runs stay predictable; helper
-modules of input makers are importable by name."""
+modules of input makers are importable by name; `db_url` is a history store on SQLite and, when
+BENCH_TEST_POSTGRES_URL names a server, on PostgreSQL (a fresh database per test)."""
 
 import importlib.util
 import os
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,28 @@ class _HelperModules:
 
 
 sys.meta_path.append(_HelperModules())
+
+
+PG_ENV = "BENCH_TEST_POSTGRES_URL"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A history store location: a SQLite file, or a fresh database on the PostgreSQL server in $BENCH_TEST_POSTGRES_URL."""
+    if request.param == "sqlite":
+        yield str(tmp_path / "history.sqlite")
+        return
+    base = os.environ.get(PG_ENV)
+    if not base:
+        pytest.skip(f"no PostgreSQL server: set {PG_ENV} (e.g. to the URL `bash .ci/postgres.sh` prints)")
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+
+    name = f"bench_test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    yield make_url(base).set(database=name).render_as_string(hide_password=False)
+    with admin.connect() as conn:
+        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()

@@ -7,11 +7,11 @@ import json
 
 import numpy as np
 import pytest
-from history_helpers import db_url, write_night  # noqa: F401 - db_url is a fixture
 
 from bench.analysis.changepoints import detect_steps
 from bench.analysis.trends import FLAG_THROTTLED, history_changes, trend_summaries
 from bench.cli import main
+from bench.history.simulate import write_night
 from bench.history.store import open_store
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from history_helpers import write_night
 
 from bench.analysis.compare import (
     IMPROVEMENT,
@@ -29,7 +28,7 @@ from bench.analysis.compare import (
     load_settings,
 )
 from bench.cli import main
-from bench.history.simulate import fake_fingerprint
+from bench.history.simulate import fake_fingerprint, write_night
 from bench.history.sources import STEP_TIME, THROUGHPUT, TIME, ResultRecord
 
 REPO = Path(__file__).resolve().parents[1]

@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
@@ -21,14 +20,12 @@ from bench.measure.distributed import slowest_per_step
 from bench.records.allreduce import load_allreduce
 from bench.records.sweep import load_sweep
 
-TESTS = Path(__file__).resolve().parent
 JOB_TIMEOUT_S = 240  # a hung job fails the test (every collective inside has a timeout of its own)
 FAST = ["--budget", "0.1", "--min-samples", "6", "--no-telemetry", "-q"]
 
 
 def torchrun(*argv: str, timeout_s: float = JOB_TIMEOUT_S) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(TESTS), os.environ.get("PYTHONPATH", "")]),
-           "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                            "-m", "bench", *argv], capture_output=True, text=True, timeout=timeout_s, env=env)
@@ -44,7 +41,7 @@ def sweep_job(tmp_path_factory):
     """Batches 1 and 2 run on both ranks; at 4 rank 1 raises, at 8 it runs out of memory (both in the
     pre-flight steps, before any all-reduce), so 16 is skipped."""
     out = tmp_path_factory.mktemp("ddp") / "sweep.json"
-    proc = torchrun("sweep", "-w", "dist_workloads:failing", "-a", "plan=4:error,8:oom", "-b", "1,2,4,8,16",
+    proc = torchrun("sweep", "-w", "bench.testing.workloads:failing", "-a", "plan=4:error,8:oom", "-b", "1,2,4,8,16",
                     "--dist-timeout", "30", "-o", str(out), *FAST)
     return proc, out
 
@@ -74,7 +71,7 @@ def test_a_two_rank_sweep_records_every_rank_and_the_slowest_rank_per_step(sweep
 
 def test_only_rank_0_prints_and_the_verdict_states_the_job(sweep_job):
     proc, out = sweep_job
-    assert proc.stdout.count("Results:") == 1 and proc.stdout.count("dist_workloads:failing · fp32") == 1
+    assert proc.stdout.count("Results:") == 1 and proc.stdout.count("bench.testing.workloads:failing · fp32") == 1
     assert "Data parallel: 2 ranks (DDP over gloo, cpu)" in " ".join(proc.stdout.split())
     assert "Weak-scaling efficiency" in proc.stdout and "Gradient all-reduce share" in proc.stdout
     assert "Traceback" not in proc.stderr
@@ -101,7 +98,7 @@ def test_a_rank_that_runs_out_of_memory_is_an_oom_point_and_larger_batches_are_s
 @pytest.fixture(scope="module")
 def dying_job(tmp_path_factory):
     out = tmp_path_factory.mktemp("ddp") / "dying.json"
-    proc = torchrun("sweep", "-w", "dist_workloads:failing", "-a", "plan=2:late-error,4:exit", "-a", "after_calls=12",
+    proc = torchrun("sweep", "-w", "bench.testing.workloads:failing", "-a", "plan=2:late-error,4:exit", "-a", "after_calls=12",
                     "-b", "1,2,4", "--dist-timeout", "3", "--no-comm-share", "--no-scaling-baseline",
                     "-o", str(out), *FAST)
     return proc, out

@@ -16,13 +16,12 @@ from datetime import datetime
 from pathlib import Path
 
 import pytest
-from history_helpers import db_url, write_night  # noqa: F401 - db_url is a fixture
 from sqlalchemy import inspect, select, text
 
 from bench.core.errors import BenchError, InvalidResultsFile
 from bench.history import query
 from bench.history.schema import SCHEMA_VERSION, metadata, migrate, schema_version
-from bench.history.simulate import fake_fingerprint, suite_file
+from bench.history.simulate import fake_fingerprint, suite_file, write_night
 from bench.history.sources import STEP_TIME, THROUGHPUT, read_results_file, run_record
 from bench.history.store import DB_ENV, Store, make_engine, open_store, resolve_url
 

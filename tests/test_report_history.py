@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import report_inputs as R
-from history_helpers import db_url  # noqa: F401 - db_url is a fixture
 
 from bench.cli import main
 from bench.core.errors import BenchError

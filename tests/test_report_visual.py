@@ -1,5 +1,5 @@
 """Visual regression: a fixed set of reports (one sweep, several sweeps, two TTA studies, a TTA study from
-files, suites with a history; tests/visual_reports.py) laid out by a real headless browser, and measured
+files, suites with a history; tests/report_inputs.py) laid out by a real headless browser, and measured
 there: no text overlaps other text, no mark lies outside its axes (nor a line wholly outside, drawn where
 no one sees it), no label is a raw TeX string, and no table is wider than the page.
 
@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import report_inputs as R
-import visual_reports as V
 from test_report_browser import CHROMIUM, run_chromium
 
 from bench.present.report import build_report, load_inputs
@@ -44,7 +43,7 @@ def measure(page: Path, tmp: Path) -> dict:
 def findings(tmp_path_factory) -> dict[str, dict]:
     d = tmp_path_factory.mktemp("visual")
     out = {}
-    for name, paths in V.build_inputs(d / "inputs").items():
+    for name, paths in R.visual_inputs(d / "inputs").items():
         page = d / f"{name}.html"
         page.write_text(build_report(load_inputs(paths), generated=R.FIXED_TIME), encoding="utf-8")
         out[name] = measure(page, d)

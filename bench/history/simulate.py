@@ -8,7 +8,9 @@ plugin writes them.
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -91,3 +93,15 @@ def night(i: int, start: datetime = START) -> datetime:
 def lognormal_samples(rng: np.random.Generator, median_s: float, n: int, spread: float) -> list[float]:
     """`n` step times around `median_s` with log-normal within-run spread `spread` (0.01 = 1%)."""
     return (median_s * np.exp(rng.normal(0.0, spread, n))).tolist()
+
+
+def write_night(folder: Path, i: int, medians: Mapping[str, float], *, seed: int | None = None, spread: float = 0.005,
+                n: int = 60, commit: str | None = None, throttled=(), fingerprint=None, name: str | None = None) -> Path:
+    """Write night `i`'s suite file into `folder`: `n` samples per benchmark around the given medians
+    (seconds), drawn from a generator seeded with `seed` (default: `i`). Returns its path."""
+    rng = np.random.default_rng(i if seed is None else seed)
+    data = suite_file({b: lognormal_samples(rng, m, n, spread) for b, m in medians.items()}, when=night(i),
+                      commit=commit or f"{i:040x}", throttled=throttled, fingerprint=fingerprint)
+    path = Path(folder) / (name or f"night-{i:04d}.json")
+    path.write_text(json.dumps(data))
+    return path

@@ -1,6 +1,8 @@
-"""Workloads for the torchrun tests (tests/test_distributed_launch.py): a tiny linear model that fails on
-one rank only, as a GPU that runs out of memory or a bug on one machine would. Loaded by the `bench`
-command as `dist_workloads:failing` with tests/ on PYTHONPATH."""
+"""A workload that fails on purpose: a tiny linear model that runs out of memory, raises or kills its
+process at chosen batch sizes on one rank only, as a GPU at its memory limit or a bug on one machine
+would. `bench sweep -w bench.testing.workloads:failing -a plan=4:oom` (alone, or under torchrun)
+shows how a job reports and records such failures; tests/test_distributed_launch.py runs it on two
+ranks, and users' own tests of a nightly pipeline's failure handling can too."""
 
 import os
 
