@@ -134,6 +134,28 @@ def make_pytest_run(when: datetime, medians: dict[str, float], *, spread: float 
             "benchmarks": benches, "datetime": when.isoformat(), "version": "5.3.1"}
 
 
+def make_allreduce(*, finished: bool = True, sizes=(4096, 1 << 16, 1 << 20), world_size: int = 2) -> dict:
+    """A bench.allreduce dict: 100 µs of latency then 2 GB/s, the last rank 3% slower than the others,
+    a warning at the smallest size."""
+    from bench.records.allreduce import AllreducePoint, AllreduceResult
+    from bench.records.distributed import RankInfo
+
+    points = []
+    for k, size in enumerate(sizes):
+        t = 1e-4 + size / 2e9
+        samples = [t * (1 + 0.002 * (i % 5)) for i in range(40)]
+        ranks = [[x * 0.97 for x in samples]] * (world_size - 1) + [samples]
+        algbw = size / t
+        points.append(AllreducePoint(size_bytes=size, count=size // 4, dtype="float32", samples_s=samples,
+                                     rank_samples_s=ranks, algbw_bytes_per_s=algbw,
+                                     busbw_bytes_per_s=algbw * 2 * (world_size - 1) / world_size,
+                                     warnings=["a warning"] if k == 0 else []))
+    ranks = [RankInfo(r, r, host="ab"[r % 2], device="cpu") for r in range(world_size)]
+    return AllreduceResult({"world_size": world_size, "dtype": "float32", "backend": "gloo", "device": "cpu"},
+                           {"hash": "abc", "torch_version": "2.13.0"}, ranks, points, "2026-11-30T00:00:00+00:00",
+                           finished).to_dict()
+
+
 def write(path: Path, data) -> Path:
     path.write_text(json.dumps(data))
     return path
@@ -167,15 +189,16 @@ def source_data(html: str):
 #
 # The fixed set of reports the visual regression test renders in a real browser (tests/test_report_visual.py),
 # each built from the project's own records the way the tools write them:
-# 
+#
 # - one sweep (GPU, telemetry, an out-of-memory point);
 # - four sweeps in one page (fast and slow workloads, throughputs past a million samples/s);
 # - two time-to-accuracy studies of the same task that differ only in their LR rule, and a curves file whose
 #   runs span under a decade of steps;
 # - a time-to-accuracy study from files: imported curves and a sweep on a loaded machine (mean step time
 #   many times the median), B* beyond the batch sizes measured;
-# - pytest-benchmark suites with a history (nightly runs), the library's step times beside pytest-benchmark's.
-# 
+# - pytest-benchmark suites with a history (nightly runs), the library's step times beside pytest-benchmark's;
+# - a `bench allreduce` probe over 4 ranks and nine message sizes.
+#
 # `python tests/report_inputs.py OUT` writes them as OUT/<name>.html (for looking at them).
 
 
@@ -249,6 +272,8 @@ def visual_inputs(d: Path) -> dict[str, list[Path]]:
         runs.append(write(d / f"nightly-{i}.json", make_pytest_run(FIXED_TIME + timedelta(days=i), medians,
                                                                       library_medians=library)))
     out["suites-history"] = runs
+    out["allreduce"] = [write(d / "allreduce.json", make_allreduce(sizes=tuple(4 ** k * 1024 for k in range(1, 10)),
+                                                                   world_size=4))]
     return out
 
 

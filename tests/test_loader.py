@@ -70,7 +70,7 @@ def test_anything_else_is_of_no_kind(data):
 
 @pytest.mark.parametrize("content, message", [
     ('{"schema": "something.else"}', "not a results file bench reads (schema 'something.else'); expected a "
-                                     "bench.sweep file, a bench.curves file, a bench.tta file or pytest-benchmark JSON"),
+                                     "bench.sweep file, a bench.curves file, a bench.tta file, a bench.allreduce file or pytest-benchmark JSON"),
     ("[1, 2]", "not a results file bench reads (a JSON array)"),
     ("{}", "not a results file bench reads (an empty object)"),
     ('{"rows": [], "metric": 1}', "not a results file bench reads (an object with keys metric, rows)"),

@@ -3,6 +3,7 @@ the intervals), the report's ranks table and figure, and the `bench allreduce` t
 
 from __future__ import annotations
 
+import pytest
 from test_analysis_distributed import around, dp_point, dp_sweep
 
 from bench.analysis.distributed import analyse_distributed
@@ -79,3 +80,63 @@ def test_the_allreduce_table_gives_algorithm_and_bus_bandwidth():
     lines = allreduce_table(result)
     assert "algbw" in lines[0] and "busbw" in lines[0] and "1.05 GB/s" in lines[1] and "1.57 GB/s" in lines[1]
     assert "Highest bus bandwidth: 1.57 GB/s at 1.0 MiB." in allreduce_verdict(result)[1]
+
+
+def test_the_bus_bandwidth_interval_comes_from_the_times_ci_with_its_ends_swapped():
+    from bench.analysis.distributed import bus_bandwidth_interval
+    from bench.measure.stats import summarize
+
+    times = [1e-3 * (1 + 0.01 * (i % 7 - 3)) for i in range(60)]
+    s = summarize(times)
+    i = bus_bandwidth_interval(1 << 20, s, 4)
+    assert i.value == pytest.approx((1 << 20) / s.median_s * 1.5)
+    assert i.low == pytest.approx((1 << 20) / s.ci_high_s * 1.5) and i.high == pytest.approx((1 << 20) / s.ci_low_s * 1.5)
+    assert i.low < i.value < i.high
+    assert bus_bandwidth_interval(1 << 20, None, 4) is None
+
+
+def _allreduce_file(tmp_path, **kw):
+    from report_inputs import make_allreduce, write
+
+    return write(tmp_path / "allreduce.json", make_allreduce(**kw))
+
+
+def test_the_report_draws_an_allreduce_file_with_its_verdict_figure_table_and_warnings(tmp_path):
+    import re
+
+    from report_inputs import FIXED_TIME, section
+
+    from bench.present.report import build_report, load_inputs
+
+    html = build_report(load_inputs([_allreduce_file(tmp_path, finished=False)]), generated=FIXED_TIME)
+    assert "<title>All-reduce bandwidth across message sizes" in html
+    assert "Highest bus bandwidth:" in html and 'href="#allreduce"' in html
+    part = section(html, "allreduce")
+    assert part.count("<svg") == 1 and "Bus bandwidth" in part
+    assert "Ranks: rank 0: a cpu; rank 1: b cpu." in part
+    header = re.search(r"<thead>(.*?)</thead>", part, re.S).group(1)
+    for col in ("size", "median time", "algbw", "busbw (95% CI)", "rank 0", "rank 1", "rank spread"):
+        assert f">{col}<" in header.replace(" ↕", "")
+    assert part.count("<tr>") == 1 + 3  # the header and one row per size
+    assert "1.0 MiB" in part and "3.1%" in part  # rank 0 runs 3% faster: (1 − 0.97) / 0.97
+    warnings = section(html, "warnings")
+    assert "4.0 KiB: a warning" in warnings and "did not finish" in warnings
+
+
+def test_an_allreduce_file_beside_a_sweep_gets_its_own_environment_column(tmp_path):
+    from report_inputs import FIXED_TIME, make_sweep, write
+
+    from bench.present.report import build_report, load_inputs
+
+    sweep_path = write(tmp_path / "sweep.json", make_sweep())
+    html = build_report(load_inputs([sweep_path, _allreduce_file(tmp_path)]), generated=FIXED_TIME)
+    env = html[html.index('<section id="environment">'):]
+    assert "all-reduce · float32 · 2 ranks · gloo · cpu" in env
+
+
+def test_the_history_store_still_refuses_an_allreduce_file(tmp_path):
+    from bench.core.errors import InvalidResultsFile
+    from bench.history.sources import read_results_file
+
+    with pytest.raises(InvalidResultsFile, match="not a results file bench reads|holds no benchmark"):
+        read_results_file(_allreduce_file(tmp_path))

@@ -25,7 +25,7 @@ pytestmark = [pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (
               pytest.mark.slow]
 
 CHECK = (Path(__file__).parent / "data" / "visual_check.js").read_text()
-REPORTS = ("single-sweep", "several-sweeps", "tta-studies", "tta-from-files", "suites-history")
+REPORTS = ("single-sweep", "several-sweeps", "tta-studies", "tta-from-files", "suites-history", "allreduce")
 
 
 def measure(page: Path, tmp: Path) -> dict:

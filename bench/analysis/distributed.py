@@ -31,7 +31,8 @@ from bench.records.distributed import (
     RankSpread,
 )
 
-__all__ = ["algorithm_bandwidth", "analyse_distributed", "bus_bandwidth", "bus_factor", "comm_share",
+__all__ = ["algorithm_bandwidth", "analyse_distributed", "bus_bandwidth", "bus_bandwidth_interval", "bus_factor",
+           "comm_share",
            "rank_spread", "slowest_per_step", "weak_scaling_efficiency"]
 
 
@@ -88,6 +89,20 @@ def bus_factor(world_size: int) -> float:
 def bus_bandwidth(algbw: float | None, world_size: int) -> float | None:
     """algbw · 2(n−1)/n (nccl-tests' busbw for all-reduce); 0 for one rank, which moves nothing."""
     return None if algbw is None else algbw * bus_factor(world_size)
+
+
+def bus_bandwidth_interval(size_bytes: float, stats: SampleStats | None, world_size: int) -> Interval | None:
+    """busbw from the median time, with the interval its 95% CI gives (the slow end of the time is the
+    low end of the bandwidth; None bounds where the CI is missing); None without a positive median."""
+    if stats is None or not stats.median_s or stats.median_s <= 0:
+        return None
+    factor = bus_factor(world_size)
+
+    def bw(t):
+        v = algorithm_bandwidth(size_bytes, t) if t is not None else None
+        return None if v is None else v * factor
+
+    return Interval(bw(stats.median_s), bw(stats.ci_high_s), bw(stats.ci_low_s))
 
 
 def analyse_distributed(result) -> DistributedAnalysis | None:

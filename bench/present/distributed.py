@@ -105,6 +105,12 @@ def distributed_verdict(result) -> list[str]:
     return out
 
 
+def rank_line(r) -> str:
+    """Where one rank (a RankInfo) ran: 'rank 1: host cuda:1 (GPU name, its UUID), NVLink'."""
+    return (f"rank {r.rank}: {r.host or '?'} {r.device or '?'}" + (f" ({r.gpu_name}, {r.gpu_uuid})" if r.gpu_uuid else "")
+            + (f", {r.interconnect['link']}" if (r.interconnect or {}).get("link") else ""))
+
+
 def allreduce_table(result) -> list[str]:
     """`bench allreduce`'s results as text lines: size, time, algbw, busbw (nccl-tests' definitions)."""
     lines = [f"{'size':>10}  {'time (median)':>14}  {'± CI':>7}  {'algbw':>11}  {'busbw':>11}  status"]

@@ -1,6 +1,7 @@
 """One loader for every results file we read: which kind a file is (`sniff`), and its typed record (`load`).
 
-Kinds: our versioned files (`bench.sweep`, `bench.curves`, `bench.tta`; see bench.records.envelope) and
+Kinds: our versioned files (`bench.sweep`, `bench.curves`, `bench.tta`, `bench.allreduce`; see
+bench.records.envelope) and
 pytest-benchmark JSON (ours, with the suites' extra_info, or any other project's). The report, resume
 and the history store all read through here, so a file kind is added in one place: a `FileKind` in
 KINDS. Anything else is refused in one line that names the file.
@@ -15,6 +16,7 @@ from typing import Any, Callable
 
 from bench.core.errors import BenchError, InvalidResultsFile
 from bench.core.io import read_json
+from bench.records.allreduce import ALLREDUCE, AllreduceResult
 from bench.records.curves import CURVES, Curve, CurvesFile, curves_from_foreign
 from bench.records.envelope import Schema, json_type
 from bench.records.suite import PytestBenchmarkRun, is_pytest_benchmark
@@ -25,6 +27,7 @@ KIND_SWEEP = "sweep"
 KIND_CURVES = "curves"
 KIND_TTA = "tta"
 KIND_PYTEST = "pytest-benchmark"
+KIND_ALLREDUCE = "allreduce"
 
 
 @dataclass(frozen=True)
@@ -47,20 +50,22 @@ KINDS: tuple[FileKind, ...] = (
     FileKind(KIND_SWEEP, f"a {SWEEP.name} file", _ours(SWEEP), lambda d, src: SweepResult.from_dict(d), SWEEP),
     FileKind(KIND_CURVES, f"a {CURVES.name} file", _ours(CURVES), lambda d, src: CurvesFile.from_dict(d), CURVES),
     FileKind(KIND_TTA, f"a {TTA.name} file", _ours(TTA), lambda d, src: TTAResult.from_dict(d), TTA),
+    FileKind(KIND_ALLREDUCE, f"a {ALLREDUCE.name} file", _ours(ALLREDUCE), lambda d, src: AllreduceResult.from_dict(d),
+             ALLREDUCE),
     FileKind(KIND_PYTEST, "pytest-benchmark JSON", is_pytest_benchmark, PytestBenchmarkRun.from_dict),
 )
 _BY_KIND = {k.kind: k for k in KINDS}
 
 
 def sniff(data: Any) -> str | None:
-    """The kind (KIND_SWEEP, KIND_CURVES, KIND_TTA, KIND_PYTEST) of parsed JSON, or None."""
+    """The kind (KIND_SWEEP, KIND_CURVES, KIND_TTA, KIND_ALLREDUCE, KIND_PYTEST) of parsed JSON, or None."""
     return next((k.kind for k in KINDS if k.recognise(data)), None)
 
 
 @dataclass
 class ResultsFile:
     """One results file as read: its kind, the parsed JSON as it is on disk, and its typed record
-    (SweepResult, CurvesFile, TTAResult or PytestBenchmarkRun)."""
+    (SweepResult, CurvesFile, TTAResult, AllreduceResult or PytestBenchmarkRun)."""
 
     path: str
     kind: str

@@ -22,6 +22,7 @@ from bench.core.errors import BenchError
 from bench.core.io import check_output_file, json_safe, write_text_atomic
 from bench.history.identity import is_bench_fingerprint
 from bench.history.sources import content_hash
+from bench.present.report.allreduce import allreduce_context, allreduce_labels
 from bench.present.report.common import distinct
 from bench.present.report.environment import environment_table
 from bench.present.report.figures.common import palette
@@ -42,7 +43,13 @@ from bench.present.report.sweeps import (
     sweep_series,
 )
 from bench.present.report.tta import curves_context, study_labels, tta_context
-from bench.records.loader import KIND_CURVES, KIND_PYTEST, KIND_SWEEP, KIND_TTA
+from bench.records.loader import (
+    KIND_ALLREDUCE,
+    KIND_CURVES,
+    KIND_PYTEST,
+    KIND_SWEEP,
+    KIND_TTA,
+)
 from bench.records.sweep import SweepResult
 
 DEFAULT_REPORTS_DIR = Path("reports")
@@ -131,6 +138,8 @@ def default_title(inputs: ReportInputs, history: NightlyHistory | None = None) -
         return f"Step time across batch sizes: {len(sweeps)} sweeps compared"
     if kinds == {KIND_TTA}:
         return "Time to accuracy across batch sizes"
+    if kinds == {KIND_ALLREDUCE}:
+        return "All-reduce bandwidth across message sizes"
     if kinds == {KIND_PYTEST}:
         n = len(inputs.of(KIND_PYTEST))
         return "Nightly benchmark trends" if n > 1 else "Benchmark suite results"
@@ -165,6 +174,9 @@ def build_report(inputs: ReportInputs, *, title: str | None = None, generated: d
     tta_sources = inputs.of(KIND_TTA)
     tta_ctx = [tta_context(s, i, lab) for i, (s, lab) in enumerate(zip(tta_sources, study_labels(tta_sources)))]
     curves_ctx = [curves_context(s, i) for i, s in enumerate(inputs.of(KIND_CURVES))]
+    allreduce_sources = inputs.of(KIND_ALLREDUCE)
+    allreduce_ctx = [allreduce_context(s, i, lab)
+                     for i, (s, lab) in enumerate(zip(allreduce_sources, allreduce_labels(allreduce_sources)))]
     suites = suite_context(pytest_sources) if pytest_sources else []
     if history is None and len(pytest_sources) > 1:
         history = history_from_files(pytest_sources, settings=settings, nights=nights)
@@ -175,16 +187,18 @@ def build_report(inputs: ReportInputs, *, title: str | None = None, generated: d
 
     env_cols = [(f"{c['label']}", r.environment) for c, r in zip(sweep_ctx, results)]
     env_cols += [(t["label"], s.record.environment) for t, s in zip(tta_ctx, inputs.of(KIND_TTA))]
+    env_cols += [(a["label"], s.record.environment) for a, s in zip(allreduce_ctx, allreduce_sources)]
     if history is not None and history.source == SOURCE_STORE:
         env_cols += [(f"{m['label']} (latest night)", fp) for m, fp in zip(history.trends["machines"],
                                                                            history.fingerprints)
                      if is_bench_fingerprint(fp)]
     payload_json, embed_note = source_payload(inputs, max_embed_bytes, history)
-    warnings = page_warnings(inputs, results, sweep_ctx, tta_ctx, history_ctx, not_in_store)
+    warnings = page_warnings(inputs, results, sweep_ctx, tta_ctx + allreduce_ctx, history_ctx, not_in_store)
 
     nav = [(id_, name) for id_, name, on in (
         ("summary", "Verdict", True), ("warnings", "Warnings", bool(warnings)), ("step-time", "Step time", bool(sweep_ctx)),
-        ("tta", "Time to accuracy", bool(tta_ctx or curves_ctx)), ("suites", "Suites", bool(suites)),
+        ("tta", "Time to accuracy", bool(tta_ctx or curves_ctx)), ("allreduce", "All-reduce", bool(allreduce_ctx)),
+        ("suites", "Suites", bool(suites)),
         ("trends", "Nightly trends", bool(history_ctx)), ("environment", "Environment", True), ("data", "Data", True))
         if on]
     ctx = {
@@ -198,6 +212,7 @@ def build_report(inputs: ReportInputs, *, title: str | None = None, generated: d
         "sweep_figures": sweep_figs,
         "ttas": tta_ctx,
         "curves": curves_ctx,
+        "allreduces": allreduce_ctx,
         "suites": suites,
         "history": history_ctx,
         "store": history.where if history is not None and history.source == SOURCE_STORE else None,
@@ -215,12 +230,13 @@ def build_report(inputs: ReportInputs, *, title: str | None = None, generated: d
 
 
 def page_warnings(inputs: ReportInputs, results: Sequence[SweepResult], sweep_ctx: Sequence[dict],
-                  tta_ctx: Sequence[dict], history: dict | None, not_in_store: Sequence[str] = ()) -> list[dict]:
-    """Every section's warnings in one list at the top of the page, each linking to where it applies."""
+                  cards: Sequence[dict], history: dict | None, not_in_store: Sequence[str] = ()) -> list[dict]:
+    """Every section's warnings in one list at the top of the page, each linking to where it applies
+    (`cards`: the study and all-reduce cards, each with its label, id and warnings)."""
     warnings = []
     for c in sweep_ctx:
         warnings += [{"where": c["label"], "anchor": c["id"], "text": w} for w in c["warnings"]]
-    for t in tta_ctx:
+    for t in cards:
         warnings += [{"where": t["label"], "anchor": t["id"], "text": w} for w in t["warnings"]]
     if history:
         for m in history["latest"]:

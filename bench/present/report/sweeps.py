@@ -22,7 +22,7 @@ from bench.core.vocabulary import (
     TIMER_CUDA_EVENT,
     TIMER_HOST,
 )
-from bench.present.distributed import distributed_verdict
+from bench.present.distributed import distributed_verdict, rank_line
 from bench.present.report.common import (
     TIMER_WORDS,
     batches,
@@ -391,10 +391,8 @@ def distributed_context(result: SweepResult, color) -> dict | None:
     from bench.analysis.distributed import analyse_distributed
 
     a = run.analysis if run.analysis is not None else analyse_distributed(result)
-    ranks = [f"rank {r.rank}: {r.host or '?'} {r.device or '?'}"
-             + (f" ({r.gpu_name}, {r.gpu_uuid})" if r.gpu_uuid else "")
-             + (f", {r.interconnect['link']}" if (r.interconnect or {}).get("link") else "") for r in run.ranks]
-    return {"verdict": distributed_verdict(result), "table": ranks_table(result), "ranks": ranks,
+    return {"verdict": distributed_verdict(result), "table": ranks_table(result),
+            "ranks": [rank_line(r) for r in run.ranks],
             "figure": {"key": "ranks", "title": "Ranks, communication share and efficiency",
                        "svg": markup(ranks_figure(a, hex_color(color))), "missing": "no point ran on every rank"}}
 

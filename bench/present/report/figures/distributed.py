@@ -1,12 +1,15 @@
-"""The data-parallel figure of one sweep measured under torchrun: each rank's median step time beside
+"""The data-parallel figures: for a sweep measured under torchrun, each rank's median step time beside
 the combined step time (the slowest rank's, per step), and the share of the step spent on gradient
-all-reduce with the weak-scaling efficiency, against the batch per rank."""
+all-reduce with the weak-scaling efficiency, against the batch per rank; for `bench allreduce`, the
+time and bus bandwidth against the message size."""
 
 from __future__ import annotations
 
 import numpy as np
-from matplotlib import rc_context
+from matplotlib import rc_context, ticker
 
+import bench.present.fmt as fmt
+from bench.analysis.distributed import bus_bandwidth_interval
 from bench.present.report.figures.common import (
     GUIDE_COLOR,
     batch_axis,
@@ -88,3 +91,43 @@ def ranks_figure(a: DistributedAnalysis | None, color="#1f77b4") -> str | None:
         right.set_ylim(bottom, top * 1.05)
         legend([left, right])
         return to_svg(fig, "step time per rank, communication share and weak-scaling efficiency")
+
+
+def allreduce_figure(result, color="#1f77b4") -> str | None:
+    """`bench allreduce` against the message size (log–log). Left: the median time of one all-reduce
+    (the slowest rank's per call) with its 95% CI. Right: bus bandwidth (nccl-tests' busbw) with the
+    interval the time's CI gives. None with no size measured."""
+    rows = [(p, p.stats) for p in sorted(result.points, key=lambda p: p.size_bytes) if p.stats is not None]
+    if not rows:
+        return None
+    sizes = [p.size_bytes for p, _ in rows]
+    scale, unit = time_unit([s.median_s for _, s in rows])
+    bus = [bus_bandwidth_interval(p.size_bytes, s, result.world_size) for p, s in rows]
+    with rc_context(style()):
+        fig, (left, right) = new_figure(2)
+        med = [s.median_s / scale for _, s in rows]
+        lo = [s.ci_low_s / scale if s.ci_low_s is not None else None for _, s in rows]
+        hi = [s.ci_high_s / scale if s.ci_high_s is not None else None for _, s in rows]
+        left.errorbar(sizes, med, yerr=errs(med, lo, hi), fmt="-o", ms=4, capsize=2.5, color=color,
+                      label="median time, 95% CI")
+        log_y(left)
+        left.set_ylabel(f"time of one all-reduce ({unit})")
+        left.set_title("All-reduce time")
+        pts = [(x, b) for x, b in zip(sizes, bus) if b is not None and b.value]
+        if pts and result.world_size > 1:
+            xs = [x for x, _ in pts]
+            vs = [b.value / 1e9 for _, b in pts]
+            right.errorbar(xs, vs, yerr=errs(vs, [b.low / 1e9 if b.low else None for _, b in pts],
+                                             [b.high / 1e9 if b.high else None for _, b in pts]),
+                           fmt="-s", ms=4, capsize=2.5, color=color, label="busbw = algbw · 2(n−1)/n, 95% CI")
+            log_y(right)
+        else:
+            why = "one rank moves no data" if result.world_size <= 1 else "not measured"
+            right.text(0.5, 0.5, why, transform=right.transAxes, ha="center", va="center", color=GUIDE_COLOR)
+        right.set_ylabel("bus bandwidth (GB/s)")
+        right.set_title("Bus bandwidth")
+        for ax in (left, right):
+            batch_axis(ax, sizes, label="message size", max_ticks=5)  # a half-width panel holds five size labels
+            ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: fmt.nbytes(v).replace(".0 ", " ")))
+        legend([left, right])
+        return to_svg(fig, "all-reduce time and bus bandwidth against the message size")
