@@ -781,3 +781,35 @@ def test_bench_help_speaks_to_users(capsys):
     out = capsys.readouterr().out
     assert "bench sweep" in out and "exit status" in out
     assert "module" not in out.lower()  # nothing about how the code is laid out
+
+
+def _two_nights(tmp_path) -> list[str]:
+    from bench.history.simulate import write_night
+
+    medians = {f"suites/test_step_time.py::test_step_time[mlp-fp32-bs{b}-cpu]": 1e-3 * b for b in (1, 2, 4)}
+    return [str(write_night(tmp_path, i, medians)) for i in (0, 1)]
+
+
+def test_a_closed_standard_output_stops_a_command_in_one_line_with_exit_141(tmp_path):
+    # `bench compare A B | head -1`, made deterministic: the pipe's read end is closed before bench writes.
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        r = subprocess.run([sys.executable, "-m", "bench", "compare", *_two_nights(tmp_path)], stdout=write_end,
+                           stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(write_end)
+    assert r.returncode == 141, r.stderr
+    assert r.stderr == "bench compare: standard output was closed (broken pipe), so it stopped\n"
+
+
+def test_a_broken_pipe_in_the_code_a_command_runs_is_an_error_not_a_closed_output(tmp_path, monkeypatch, capsys):
+    import bench.cli.compare
+
+    def broken(args):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    monkeypatch.setattr(bench.cli.compare, "run", broken)
+    assert main(["compare", *_two_nights(tmp_path)]) == 2
+    assert capsys.readouterr().err == ("bench compare: error: the code it ran wrote to a closed pipe "
+                                       "([Errno 32] Broken pipe)\n")

@@ -36,7 +36,8 @@ first steps:
 
 exit status: 0 done; 1 ran, but nothing was measured (or, with --fail-on-error, some point or run
 failed); 2 bad input or a file that cannot be read or written (one line on stderr says which);
-130 interrupted (what was completed is kept in the results file).
+130 interrupted (what was completed is kept in the results file); 141 its output was closed
+(`bench ... | head`), with what was completed kept too.
 """
 
 
@@ -83,6 +84,23 @@ def _interrupted_message(args: argparse.Namespace) -> str:
     return "interrupted; nothing was saved"
 
 
+def _stdout_closed() -> bool:
+    """Whether nothing reads our standard output any more: the write end of a pipe whose read end is
+    closed polls as an error. Where that cannot be asked, assume it (the usual cause)."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):
+        return False  # no file descriptor behind it (embedded, captured): no pipe of ours to break
+    try:
+        import select
+
+        poller = select.poll()
+        poller.register(fd, select.POLLOUT)
+        return any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poller.poll(0))
+    except (AttributeError, OSError, ValueError):
+        return True
+
+
 def main(argv: list[str] | None = None) -> int:
     previous = install_startup_interrupt_handler()
     try:
@@ -94,6 +112,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str] | None) -> int:
     command = "bench"
+    args = None
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -122,6 +141,18 @@ def _main(argv: list[str] | None) -> int:
     except KeyboardInterrupt:
         print(f"{command}: interrupted while starting; nothing was run", file=sys.stderr)
         return 130
+    except BrokenPipeError as e:
+        if not _stdout_closed():  # a pipe of the code it ran, not our output
+            print(f"{command}: error: the code it ran wrote to a closed pipe ({e})", file=sys.stderr)
+            return 2
+        # The reader of our output went away (`bench compare ... | head`): stop quietly, as other Unix tools
+        # do, with what was completed kept. stdout goes to /dev/null so the exit's flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        saved = ""
+        if getattr(args, "results_path", None) is not None:  # a command that writes results says what it kept
+            saved = "; " + _interrupted_message(args).removeprefix("interrupted; ")
+        print(f"{command}: standard output was closed (broken pipe), so it stopped{saved}", file=sys.stderr)
+        return 141  # 128 + SIGPIPE, what a shell reports for a process a closed pipe ended
 
 
 if __name__ == "__main__":
