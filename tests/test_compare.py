@@ -289,3 +289,42 @@ def test_compare_works_on_another_projects_plain_pytest_benchmark_files(tmp_path
     s.write_text(json.dumps(summary))
     code, out, _ = _cli(capsys, "compare", a, s, "--noise-target", "0.5")
     assert code == 1 and "rule 'summary': summary statistics only" in out
+
+
+def _verdicts(changes, *, metric=STEP_TIME, better="lower"):
+    from bench.analysis.compare import BenchmarkVerdict
+
+    return [BenchmarkVerdict(f"b{i}", metric, "s", better, UNRELIABLE, None, 0.05, 0.025, change=c)
+            for i, c in enumerate(changes)]
+
+
+def test_benchmarks_that_all_moved_one_way_are_a_common_shift_by_a_sign_test():
+    from bench.analysis.compare import common_shift
+
+    cs = common_shift(_verdicts([-0.08, -0.2, -0.12, -0.3, -0.05, -0.1, -0.15, -0.09]))
+    assert (cs.n, cs.better, cs.worse) == (8, 8, 0) and cs.direction == IMPROVEMENT
+    assert cs.p_value == pytest.approx(2 * 0.5 ** 8) and cs.median_change == pytest.approx(-0.11)
+    # Throughput is higher-is-better: falling everywhere is worse everywhere.
+    assert common_shift(_verdicts([-0.1] * 8, metric=THROUGHPUT, better="higher")).direction == REGRESSION
+    # Mixed directions, or too few benchmarks to tell, are no common shift.
+    assert common_shift(_verdicts([-0.1, 0.1] * 5)) is None
+    assert common_shift(_verdicts([-0.1] * 5)) is None  # 2 · 0.5^5 = 0.0625 cannot reach p < 0.01
+
+
+def test_step_time_and_throughput_of_one_benchmark_count_once():
+    from bench.analysis.compare import common_shift
+
+    both = _verdicts([-0.1] * 4) + _verdicts([0.11] * 4, metric=THROUGHPUT, better="higher")
+    assert common_shift(both) is None  # 4 benchmarks, not 8 observations
+
+
+def test_compare_says_when_every_benchmark_moved_together(tmp_path, capsys):
+    medians = {f"suites/test_step_time.py::test_step_time[mlp-fp32-bs{b}-cpu]": 1e-3 * b for b in range(1, 9)}
+    base = write_night(tmp_path, 0, medians)
+    cand = write_night(tmp_path, 1, {k: v * 0.8 for k, v in medians.items()})  # a faster machine, say
+    assert main(["compare", str(base), str(cand)]) == 0
+    out = capsys.readouterr().out
+    assert "the benchmarks moved together: 8 of 8 got better (median change -20.0%; two-sided sign test p = 0.0078)" in out
+    assert main(["compare", str(base), str(cand), "--json"]) == 0
+    shift = json.loads(capsys.readouterr().out)["common_shift"]
+    assert shift["better"] == 8 and shift["direction"] == IMPROVEMENT

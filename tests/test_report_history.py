@@ -286,3 +286,15 @@ def test_an_empty_store_is_said_and_alone_is_nothing_to_report(tmp_path):
     sweep = R.write(tmp_path / "sweep.json", R.make_sweep())
     html = make_report([sweep], tmp_path / "page.html", db=db).read_text(encoding="utf-8")
     assert "holds no benchmark results yet" in R.section(html, "summary") and 'id="trends"' not in html
+
+
+def test_a_latest_night_on_which_every_benchmark_moved_the_same_way_says_so(tmp_path):
+    names = [f"s.py::test_{c}" for c in "abcdefgh"]
+    files = [(f"r{i}.json", R.make_pytest_run(R.FIXED_TIME + timedelta(days=i), {n: 1e-3 * scale for n in names}))
+             for i, scale in enumerate((1.0, 1.0, 1.25))]
+    trends = R.section(R.build(tmp_path, *files), "trends")
+    assert "The benchmarks moved together: 8 of 8 got worse (median change +25.0%" in trends
+    calm = [(f"r{i}.json", R.make_pytest_run(R.FIXED_TIME + timedelta(days=i), {n: 1e-3 for n in names}))
+            for i in range(3)]
+    (tmp_path / "calm").mkdir()
+    assert "moved together" not in R.section(R.build(tmp_path / "calm", *calm), "trends")

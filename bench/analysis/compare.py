@@ -16,6 +16,11 @@ The rules (COMPARE_RULES says them in words):
   of the N nightly medians (night-to-night noise, t distribution).
 A change counts when it is larger than the threshold (default 5%, per-benchmark overrides) and significant;
 worse is slower for latency (lower is better) and lower for throughput (higher is better).
+
+Each benchmark's test sees only its own samples, so a shift that moves every benchmark at once (other
+clocks, a busy or different host, a change in code every workload runs) passes each test as a change
+of that benchmark. `common_shift` looks across them: when significantly more benchmarks moved one way
+than the other (a two-sided sign test), the comparison says so beside the verdicts.
 """
 
 from __future__ import annotations
@@ -55,6 +60,8 @@ DEFAULT_THRESHOLD = 0.05
 DEFAULT_ALPHA = 0.05
 BOOTSTRAP_RESAMPLES = 2000
 MIN_WINDOW_NIGHTS = 3
+COMMON_SHIFT_MIN_BENCHMARKS = 6  # fewer cannot reach p < COMMON_SHIFT_ALPHA in a sign test
+COMMON_SHIFT_ALPHA = 0.01
 Z95 = 1.959963984540054
 
 
@@ -313,6 +320,46 @@ class BenchmarkVerdict:
 
 
 @dataclass
+class CommonShift:
+    """Benchmarks that moved the same way between the runs: of `n` that changed at all (one metric each,
+    unreliable ones included: a shift of the machine makes points noisy too), `better` got better and
+    `worse` worse; `median_change` is the median signed change of the benchmarks in the majority's
+    direction; `p_value` the two-sided sign test of better against worse."""
+
+    n: int
+    better: int
+    worse: int
+    median_change: float
+    p_value: float
+
+    @property
+    def direction(self) -> str:
+        return IMPROVEMENT if self.better > self.worse else REGRESSION
+
+    def to_dict(self) -> dict:
+        return {**{k: getattr(self, k) for k in self.__dataclass_fields__}, "direction": self.direction}
+
+
+def common_shift(verdicts: Sequence["BenchmarkVerdict"], alpha: float = COMMON_SHIFT_ALPHA) -> CommonShift | None:
+    """A shift shared by the benchmarks, or None: per benchmark its first metric's change (step time
+    and throughput of one benchmark are one observation, not two), then a two-sided sign test of how
+    many got better against how many got worse; None below COMMON_SHIFT_MIN_BENCHMARKS or when p >= alpha."""
+    first: dict[str, BenchmarkVerdict] = {}
+    for v in sorted(verdicts, key=lambda v: (v.benchmark, v.metric)):
+        if is_number(v.change) and v.change != 0 and v.benchmark not in first:
+            first[v.benchmark] = v
+    if len(first) < COMMON_SHIFT_MIN_BENCHMARKS:
+        return None
+    better = [v for v in first.values() if (v.change < 0) == (v.better != HIGHER)]
+    worse = [v for v in first.values() if v not in better]
+    p = float(sps.binomtest(len(better), len(first), 0.5).pvalue)
+    if p >= alpha:
+        return None
+    majority = better if len(better) > len(worse) else worse
+    return CommonShift(len(first), len(better), len(worse), float(np.median([v.change for v in majority])), p)
+
+
+@dataclass
 class Comparison:
     baseline: dict
     candidate: dict
@@ -322,6 +369,7 @@ class Comparison:
     only_in_candidate: list[str] = field(default_factory=list)
     cross_hardware: bool = False
     software_changed: bool | None = None
+    common_shift: CommonShift | None = None
 
     def count(self, verdict: str) -> int:
         return sum(1 for v in self.verdicts if v.verdict == verdict)
@@ -335,7 +383,8 @@ class Comparison:
                 "cross_hardware": self.cross_hardware, "software_changed": self.software_changed,
                 "counts": {v: self.count(v) for v in VERDICTS}, "rules": COMPARE_RULES,
                 "verdicts": [v.to_dict() for v in self.verdicts],
-                "only_in_baseline": self.only_in_baseline, "only_in_candidate": self.only_in_candidate}
+                "only_in_baseline": self.only_in_baseline, "only_in_candidate": self.only_in_candidate,
+                "common_shift": self.common_shift.to_dict() if self.common_shift else None}
 
 
 def exit_status(c: Comparison) -> int:
@@ -469,4 +518,5 @@ def compare(baseline: Side | Sequence[Side], candidate: Side, settings: CompareS
                                                threshold, noise, settings.alpha))
     order = {REGRESSION: 0, UNRELIABLE: 1, IMPROVEMENT: 2, UNCHANGED: 3}
     out.verdicts.sort(key=lambda v: (order[v.verdict], v.benchmark, v.metric))
+    out.common_shift = common_shift(out.verdicts)
     return out

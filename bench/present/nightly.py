@@ -59,6 +59,9 @@ def comparison_lines(c: Comparison, *, show_unchanged: bool = True) -> list[str]
     out.append(f"  a change counts when it exceeds {s['threshold']:.1%} and is significant (alpha {s['alpha']:g}); "
                f"a run whose median's 95% CI is wider than ±{s['noise_target']:.1%} is unreliable"
                + (f"; settings from {s['source']}" if s.get("source") else ""))
+    shift = common_shift_sentence(c)
+    if shift:
+        out.append("  " + shift)
     rows = []
     for v in c.verdicts:
         if v.verdict == UNCHANGED and not show_unchanged:
@@ -79,6 +82,18 @@ def comparison_lines(c: Comparison, *, show_unchanged: bool = True) -> list[str]
     for rule in used:
         out.append(f"rule {rule!r}: {COMPARE_RULES[rule]}")
     return out
+
+
+def common_shift_sentence(c: Comparison) -> str | None:
+    """The warning that the benchmarks moved together, or None."""
+    cs = c.common_shift
+    if cs is None:
+        return None
+    most, way = (cs.better, "better") if cs.better > cs.worse else (cs.worse, "worse")
+    return (f"the benchmarks moved together: {most} of {cs.n} got {way} (median change {cs.median_change:+.1%}; "
+            f"two-sided sign test p = {cs.p_value:.2g}). A shift shared by every workload is what other clocks, "
+            "a busy or different host, or a change in code they all run gives: compare the two runs' conditions "
+            "before reading it as a change in any one benchmark.")
 
 
 def changes_lines(changes: Sequence) -> list[str]:

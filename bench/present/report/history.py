@@ -14,7 +14,7 @@ import bench.present.fmt as fmt
 from bench.analysis.compare import IMPROVEMENT, REGRESSION, UNCHANGED, UNRELIABLE
 from bench.analysis.diagnosis import THROTTLE_MIN_FRACTION
 from bench.history.sources import STEP_TIME, TIME, TIME_TO_TARGET
-from bench.present.nightly import signed, value
+from bench.present.nightly import common_shift_sentence, signed, value
 from bench.present.report.common import cell, markup
 from bench.present.report.figures import trends as F
 from bench.present.report.store_history import SOURCE_FILES, NightlyHistory
@@ -105,13 +105,16 @@ def latest_context(h: NightlyHistory) -> list[dict]:
         m = h.trends["machines"][n.machine]
         item: dict[str, Any] = {"machine": m["label"], "run": n.run.id, "time": n.run.time_text,
                                 "commit": (n.run.commit or "")[:12], "recorded": n.run.verdict, "why_none": n.why_none,
-                                "counts": None, "items": [], "baseline": None, "software_changed": False}
+                                "counts": None, "items": [], "baseline": None, "software_changed": False,
+                                "shift": None}
         if n.comparison is not None:
             c = n.comparison
             item["baseline"] = f"run {n.baseline.id} ({n.baseline.time_text}" + (
                 f", commit {n.baseline.commit[:12]})" if n.baseline.commit else ")")
             item["counts"] = {k: c.count(k) for k in (REGRESSION, IMPROVEMENT, UNRELIABLE, UNCHANGED)}
             item["software_changed"] = bool(c.software_changed)
+            shift = common_shift_sentence(c)
+            item["shift"] = shift[0].upper() + shift[1:] if shift else None
             for v in c.verdicts:
                 if v.verdict == UNCHANGED:
                     continue
