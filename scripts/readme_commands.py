@@ -5,7 +5,8 @@ Each ```sh block is split into commands (a line, with its `\\` continuations or 
 each ```python block runs as one script. The first block's set-up commands (`tox -e sweep`,
 `tox -e tests`) run as they are; every later command runs in the README's environment, the `sweep`
 tox environment (`.tox/sweep/bin` first on PATH), from the repository root. A command whose line says
-`# GPU only` is skipped, with that reason, where torch sees no CUDA device.
+`# GPU only` is skipped, with that reason, where torch sees no CUDA device; one marked
+`# several machines only` (a multi-node rendezvous, Slurm) is always skipped.
 
     python scripts/readme_commands.py                    # everything, set-up included (~15 min on 2 CPUs)
     python scripts/readme_commands.py --skip-setup       # reuse .tox/sweep; skip the two set-up commands
@@ -27,6 +28,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 GPU_MARK = "# GPU only"
+CLUSTER_MARK = "# several machines only"  # a rendezvous host or a Slurm allocation: never run here
 SETUP_MARK = "tox -e "  # the set-up commands of the first block: they make the environment themselves
 
 
@@ -40,6 +42,10 @@ class Command:
     @property
     def gpu_only(self) -> bool:
         return GPU_MARK in self.text
+
+    @property
+    def cluster_only(self) -> bool:
+        return CLUSTER_MARK in self.text
 
     @property
     def setup(self) -> bool:
@@ -153,6 +159,9 @@ def main(argv: list[str] | None = None) -> int:
     for c in commands:
         if c.setup and args.skip_setup:
             rows.append((c.shown(), "skipped (--skip-setup)", 0.0))
+            continue
+        if c.cluster_only:
+            rows.append((c.shown(), "skipped: needs several machines (a rendezvous host or Slurm)", 0.0))
             continue
         if c.gpu_only:
             if gpu is None:
