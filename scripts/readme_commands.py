@@ -6,7 +6,8 @@ each ```python block runs as one script. The first block's set-up commands (`tox
 `tox -e tests`) run as they are; every later command runs in the README's environment, the `sweep`
 tox environment (`.tox/sweep/bin` first on PATH), from the repository root. A command whose line says
 `# GPU only` is skipped, with that reason, where torch sees no CUDA device; one marked
-`# several machines only` (a multi-node rendezvous, Slurm) is always skipped.
+`# several machines only` (a multi-node rendezvous, Slurm) is always skipped; one whose comment says
+`exit 0 / 1` (bench compare: 1 is a regression) passes with either.
 
     python scripts/readme_commands.py                    # everything, set-up included (~15 min on 2 CPUs)
     python scripts/readme_commands.py --skip-setup       # reuse .tox/sweep; skip the two set-up commands
@@ -29,6 +30,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 GPU_MARK = "# GPU only"
 CLUSTER_MARK = "# several machines only"  # a rendezvous host or a Slurm allocation: never run here
+ENV_MARK = "\n--readme-commands-env--\n"  # after an `export` command's own output: its environment follows
+EXIT_1_MARK = "exit 0 / 1"  # in a command's comment: exit 1 is one of its documented outcomes (a regression)
 SETUP_MARK = "tox -e "  # the set-up commands of the first block: they make the environment themselves
 
 
@@ -170,20 +173,30 @@ def main(argv: list[str] | None = None) -> int:
                 rows.append((c.shown(), "skipped: GPU only, and torch sees no CUDA device here", 0.0))
                 continue
         run_env = dict(os.environ) if c.setup else env
-        argv_ = [str(bin_dir / "python"), "-"] if c.kind == "python" else ["bash", "-e", "-o", "pipefail", "-c", c.text]
+        exports = c.kind == "sh" and c.text.lstrip().startswith("export ")
+        # An `export` sets a variable for the commands after it, as in the reader's shell: its environment
+        # is printed after a marker and carried on.
+        text = c.text + f"\nprintf '{ENV_MARK}'; env -0" if exports else c.text
+        argv_ = [str(bin_dir / "python"), "-"] if c.kind == "python" else ["bash", "-e", "-o", "pipefail", "-c", text]
         print(f"$ {c.shown()}", flush=True)
         t0 = time.perf_counter()
         try:
             r = subprocess.run(argv_, input=c.text if c.kind == "python" else None, cwd=ROOT, env=run_env,
                                capture_output=True, text=True, timeout=args.timeout)
-            code, output = r.returncode, r.stdout + r.stderr
+            stdout = r.stdout
+            if exports and r.returncode == 0 and ENV_MARK in stdout:
+                stdout, _, blob = stdout.partition(ENV_MARK)
+                env = dict(item.split("=", 1) for item in blob.split("\0") if "=" in item)
+            code, output = r.returncode, stdout + r.stderr
         except subprocess.TimeoutExpired as e:
             code, output = 124, f"timed out after {args.timeout:g} s\n{e.stdout or ''}{e.stderr or ''}"
         seconds = time.perf_counter() - t0
         if log:
             log.write(f"=== {c.text.strip()}\n--- exit {code}, {seconds:.1f} s\n{output}\n")
             log.flush()
-        if code != 0:
+        if code == 1 and EXIT_1_MARK in c.text:
+            rows.append((c.shown(), "ok (exit 1, one of its documented outcomes)", seconds))
+        elif code != 0:
             failed += 1
             tail = " | ".join(output.strip().splitlines()[-3:])
             rows.append((c.shown(), f"FAILED (exit {code}): {tail[:300]}", seconds))

@@ -35,3 +35,28 @@ def test_the_cluster_mark_is_read_from_a_commands_text(tmp_path):
     readme.write_text("```sh\nsrun --nodes=2 torchrun -m bench sweep   # several machines only\n```\n")
     commands = mod.extract(readme)
     assert [c.cluster_only for c in commands] == [True]
+
+
+def test_every_readme_bench_compare_says_exit_1_is_one_of_its_outcomes():
+    # bench compare exits 1 on a regression, which two runs on a noisy CPU can show: readme_commands.py
+    # accepts exit 1 only from a command whose comment says so.
+    mod = _script()
+    compares = [c for c in mod.extract(ROOT / "README.md") if c.text.lstrip().startswith("bench compare")]
+    assert len(compares) >= 3
+    assert all(mod.EXIT_1_MARK in c.text for c in compares), [c.shown() for c in compares]
+
+
+def test_an_exported_variable_reaches_the_commands_after_it_and_exit_1_passes_only_where_documented(tmp_path, capsys):
+    mod = _script()
+    readme = tmp_path / "README.md"
+    out = tmp_path / "seen.txt"
+    readme.write_text("```sh\n"
+                      "export README_PROBE=$(echo hello)   # prints nothing\n"
+                      f"echo \"$README_PROBE\" > {out}\n"
+                      "false || exit 1   # exit 0 / 1 as documented\n"
+                      "```\n")
+    assert mod.main(["--readme", str(readme), "--env", str(tmp_path / "no-env"), "--timeout", "60"]) == 0
+    assert out.read_text() == "hello\n"
+    assert "ok (exit 1, one of its documented outcomes)" in capsys.readouterr().out
+    readme.write_text("```sh\nfalse\n```\n")
+    assert mod.main(["--readme", str(readme), "--env", str(tmp_path / "no-env"), "--timeout", "60"]) == 1
