@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A throwaway PostgreSQL server (Debian's `postgresql` package) for the history store's tests.
-#   url=$(bash .ci/postgres.sh start DIR)   # a cluster in DIR on a free port of 127.0.0.1; prints its URL
+#   url=$(bash .ci/postgres.sh start DIR)   # a fresh cluster in DIR on a free port of 127.0.0.1; prints its URL
 #   bash .ci/postgres.sh stop DIR
+# A cluster this script made earlier in DIR (marked by DIR/.bench-throwaway) is stopped and replaced;
+# any other DIR/data is left alone and refused.
 # Trust authentication on the loopback address only: for tests, never for data anyone keeps.
 set -euo pipefail
 action="${1:?usage: postgres.sh start|stop DIR}"
@@ -26,7 +28,16 @@ if [ -z "$(bin_dir)" ]; then
 fi
 bin="$(bin_dir)"
 port="$(python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')"
+if [ -e "$dir/data" ]; then
+  if [ ! -e "$dir/.bench-throwaway" ]; then
+    echo "$dir/data exists and is not a throwaway cluster this script made: choose another DIR" >&2
+    exit 1
+  fi
+  "${as_server[@]}" "$bin/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+  rm -rf "$dir/data"
+fi
 mkdir -p "$dir"
+touch "$dir/.bench-throwaway"
 if [ "$(id -u)" = 0 ]; then
   chown postgres: "$dir"
 fi
