@@ -15,6 +15,10 @@ fi
 bin_dir() { ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1; }
 
 if [ "$action" = stop ]; then
+  if [ ! -e "$dir/data/postmaster.pid" ]; then
+    echo "no PostgreSQL server runs in $dir/data: nothing to stop" >&2
+    exit 0
+  fi
   "${as_server[@]}" "$(bin_dir)/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null
   exit 0
 fi

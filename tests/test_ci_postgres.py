@@ -39,6 +39,8 @@ def test_a_second_start_on_the_same_folder_replaces_the_first_cluster(open_tmp):
         assert pid_file.exists()  # the new cluster runs; the old one was stopped before its data went
     finally:
         subprocess.run(["bash", str(SCRIPT), "stop", str(folder)], capture_output=True, timeout=120)
+    again = subprocess.run(["bash", str(SCRIPT), "stop", str(folder)], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "nothing to stop" in again.stderr  # a second stop is no failure
 
 
 def test_data_it_did_not_make_is_refused_in_one_line(tmp_path):
