@@ -70,3 +70,19 @@ def db_url(request, tmp_path):
     with admin.connect() as conn:
         conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     admin.dispose()
+
+
+@pytest.fixture
+def counted_threads(monkeypatch):
+    """Every telemetry sampler thread started while the test runs, in a list."""
+    import bench.measure.telemetry.sampler as sampler
+
+    made = []
+
+    class Counted(sampler._SamplerThread):
+        def __init__(self, *a, **kw):
+            super().__init__(*a, **kw)
+            made.append(self)
+
+    monkeypatch.setattr(sampler, "_SamplerThread", Counted)
+    return made

@@ -594,21 +594,13 @@ def test_skipped_steps_count_only_the_timed_steps(monkeypatch):
 # ---- one sampler per point, host syncs, threads (issue 10, items 8, 9; 15) -----------------------------
 
 
-def test_a_point_runs_one_sampler_thread_started_before_warm_up(monkeypatch):
+def test_a_point_runs_one_sampler_thread_started_before_warm_up(monkeypatch, counted_threads):
     import threading
 
     import bench.measure.telemetry.sampler as sampler
     import bench.run.sweep as sweep_module
     from bench.testing.fake_pynvml import make_fake_nvml
 
-    made = []
-
-    class Counted(sampler._SamplerThread):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            made.append(self)
-
-    monkeypatch.setattr(sampler, "_SamplerThread", Counted)
     nvml = make_fake_nvml()
     nvml.nvmlInit()
     monkeypatch.setattr(sweep_module, "_telemetry",
@@ -625,7 +617,7 @@ def test_a_point_runs_one_sampler_thread_started_before_warm_up(monkeypatch):
                   make_batch=lambda b, d: (torch.randn(b, 4, device=d), torch.randint(0, 2, (b,), device=d)),
                   loss_fn=nn.functional.cross_entropy)
     p = run_sweep(SweepConfig(batch_sizes=[4], **{**FAST, "telemetry": True}), workload=wl).point(4)
-    assert len(p.block_sizes) > 1 and len(made) == 1
+    assert len(p.block_sizes) > 1 and len(counted_threads) == 1
     assert running_at_first_step == [True]
     assert p.telemetry["n_blocks"] == len(p.block_sizes)
 

@@ -144,20 +144,6 @@ def test_device_index_follows_cuda_visible_devices(monkeypatch):
 
 # --- one sampler per point (issue 10, item 8) ------------------------------------------------------
 
-@pytest.fixture
-def counted_threads(monkeypatch):
-    import bench.measure.telemetry.sampler as sampler
-
-    made = []
-
-    class Counted(sampler._SamplerThread):
-        def __init__(self, *a, **kw):
-            super().__init__(*a, **kw)
-            made.append(self)
-
-    monkeypatch.setattr(sampler, "_SamplerThread", Counted)
-    return made
-
 
 def test_one_sampler_thread_runs_through_a_point_however_many_blocks(counted_threads):
     tel = Telemetry.for_device("cuda:0", period_s=PERIOD_S, nvml=make_fake_nvml())
