@@ -62,7 +62,16 @@ def pytest_addoption(parser) -> None:
                 help="torch.set_num_threads(N) for the run (default: torch's own choice)")
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-benchmark's own configure reads its output options
 def pytest_configure(config) -> None:
+    from bench.measure.distributed import launched, main_rank
+
+    if launched() and not main_rank():
+        # Under torchrun every rank runs the suites and rank 0's JSON holds every rank's samples: the
+        # other ranks write nothing, so they cannot overwrite it.
+        for name, off in (("benchmark_json", None), ("benchmark_save", None), ("benchmark_autosave", False)):
+            if hasattr(config.option, name):
+                setattr(config.option, name, off)
     try:
         options = SuiteOptions.parse(
             workloads=config.getoption("bench_workloads", None),
@@ -178,6 +187,9 @@ def pytest_benchmark_update_json(config, benchmarks, output_json) -> None:
 def pytest_sessionfinish(session) -> None:
     # Runs after pytest-benchmark saved (its hook wraps this one). With no benchmark timed at all it
     # saved nothing ("no benchmarks have been run"): write the failed cases in its format ourselves.
+    from bench.measure.distributed import leave
+
+    leave()  # the torchrun job's process group, if a case joined one
     config = session.config
     bs = getattr(config, "_benchmarksession", None)
     failed = failed_cases(config)

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -24,11 +25,11 @@ JOB_TIMEOUT_S = 240  # a hung job fails the test (every collective inside has a 
 FAST = ["--budget", "0.1", "--min-samples", "6", "--no-telemetry", "-q"]
 
 
-def torchrun(*argv: str, timeout_s: float = JOB_TIMEOUT_S) -> subprocess.CompletedProcess:
+def torchrun(*argv: str, timeout_s: float = JOB_TIMEOUT_S, module: str = "bench", cwd=None) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
     return subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                           "-m", "bench", *argv], capture_output=True, text=True, timeout=timeout_s, env=env)
+                           "-m", module, *argv], capture_output=True, text=True, timeout=timeout_s, env=env, cwd=cwd)
 
 
 def bench_lines(text: str, command: str) -> list[str]:
@@ -134,3 +135,26 @@ def test_bench_allreduce_reports_algorithm_and_bus_bandwidth_for_every_size(tmp_
         assert p.algbw_bytes_per_s == pytest.approx(p.size_bytes / p.stats.median_s)
         assert p.busbw_bytes_per_s == pytest.approx(p.algbw_bytes_per_s * 2 * (2 - 1) / 2)
     assert proc.stdout.count("Results:") == 1 and "busbw" in proc.stdout
+
+
+def test_the_suites_run_unchanged_under_torchrun_and_rank_0_writes_every_ranks_samples(tmp_path):
+    suites = Path(__file__).resolve().parents[1] / "suites" / "test_step_time.py"
+    proc = torchrun(str(suites), "-k", "mlp-fp32-bs4-cpu", "--bench-budget", "0.3", "--benchmark-json", "out.json",
+                    "-p", "no:cacheprovider", "-q", module="pytest", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    output = proc.stdout + proc.stderr
+    assert output.count("Wrote benchmark data in") == 1  # rank 0 alone writes the JSON
+    data = json.loads((tmp_path / "out.json").read_text())
+    (bench,) = data["benchmarks"]
+    info = bench["extra_info"]
+    m = info["measurement"]
+    assert m["status"] == "ok" and info["batch_size"] == 4
+    d = m["distributed"]
+    assert d["world_size"] == 2 and d["per_rank_batch_size"] == 4 and d["global_batch_size"] == 8
+    per_rank = [r["samples_s"] for r in d["ranks"]]
+    assert len(per_rank) == 2 and all(len(r) == len(m["samples_s"]) for r in per_rank)
+    assert m["samples_s"] == pytest.approx(slowest_per_step(per_rank))  # the slowest rank, step by step
+    assert d["no_sync"]["status"] == "ok" and d["baseline"]["status"] == "ok"
+    # pytest-benchmark timed the DDP step in rounds every rank agreed on (a mismatch would hang the job).
+    timing = info["pytest_benchmark_timing"]
+    assert bench["stats"]["rounds"] == timing["rounds"] and bench["stats"]["iterations"] == timing["steps_per_round"]

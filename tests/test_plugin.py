@@ -110,6 +110,15 @@ def test_a_precision_the_gpu_cannot_run_is_skipped_with_the_library_reason():
     assert all(s.skip_reason is None for s in selected if s.case.precision != "tf32")
 
 
+def test_under_torchrun_the_largest_batch_suite_is_skipped_with_its_reason(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    largest = select("largest_batch", has_cuda=True)
+    assert largest and all(s.skip_reason.startswith("the largest-batch search is one device's") for s in largest)
+    assert all(s.skip_reason is None for s in select("step_time", has_cuda=True))
+    monkeypatch.delenv("WORLD_SIZE")
+    assert all(s.skip_reason is None for s in select("largest_batch", has_cuda=True))
+
+
 @pytest.mark.parametrize("options, message", [
     ({"workloads": "mlp,bert"}, "--bench-workloads: unknown 'bert'"),
     ({"precisions": "fp8"}, "--bench-precisions: unknown 'fp8'"),

@@ -347,6 +347,11 @@ def _torch_note() -> str:
 
 def _skip_reason(case: SuiteCase, options: SuiteOptions, has_cuda: bool,
                  precision_check: Callable[[str, str], str | None], torch_note: str) -> str | None:
+    from bench.measure.distributed import launched
+
+    if case.suite == "largest_batch" and launched():
+        return ("the largest-batch search is one device's: under torchrun every rank would search its own; "
+                "run this suite without torchrun")
     if case.needs_cuda:
         if options.device == "cpu":
             return "needs a CUDA GPU: --bench-device cpu leaves the GPU cases out"
@@ -467,14 +472,16 @@ def benchmark_case(
     its JSON, and the plugin lists it under FAILED_CASES_KEY instead. `synchronize` overrides the device's
     synchronise function (tests pass a fake one); `extra` is merged into extra_info.
     """
+    from bench.measure.distributed import join, rank_device, wrap_ddp
     from bench.measure.step import StepOptions, TrainStep, check_options
     from bench.measure.workloads import load_workload
+    from bench.run.distributed import measure_data_parallel_point
     from bench.run.sweep import measure_point
 
     b = batch_size if batch_size is not None else case.batch_size
     if b is None:
         raise BenchError(f"case {case.id} has no batch size: pass batch_size")
-    device = resolve_device(case.device)
+    device = resolve_device(rank_device(case.device))  # under torchrun: this rank's GPU
     config = case.sweep_config(settings, b)
     config.validate()
     options = StepOptions(precision=case.precision, optimizer=case.optimizer,
@@ -482,7 +489,13 @@ def benchmark_case(
     check_options(options, device)
     workload = load_workload(case.workload, case.args)
 
-    m = measure_point(workload, config, b, device)
+    # Under torchrun every rank runs the suite: each case is a data-parallel point measured by all
+    # ranks together (bench.run.distributed), as `bench sweep` measures one; outside it, one process.
+    ranks = join(device, config.dist_timeout_s)
+    if ranks is None:
+        m = measure_point(workload, config, b, device)
+    else:
+        m = measure_data_parallel_point(measure_point, workload, config, b, device, ranks)
     sync = synchronizer(device) if synchronize is _AUTO else synchronize
     info = _extra_info(case, config, m, settings, batch_size=b)
     info.update(extra or {})
@@ -492,6 +505,10 @@ def benchmark_case(
 
     plan = plan_rounds(m, settings)
     step = TrainStep(workload, b, device, options, seed=config.seed)
+    if ranks is not None:
+        # Every step all-reduces its gradients, so every rank must run exactly as many: rank 0's plan.
+        plan = RoundsPlan(**ranks.broadcast("rounds-plan", asdict(plan) if ranks.is_main else None))
+        step.wrap_model(lambda module: wrap_ddp(module, step.device, ranks))
     try:
         host_samples = time_synchronised(benchmark, step, sync, plan.rounds, plan.warmup_rounds,
                                          plan.steps_per_round)
