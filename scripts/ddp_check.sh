@@ -5,7 +5,8 @@
 # 1. One GPU: the DDP wrapper's overhead. A torchrun job of one process measures each point under
 #    DDP (world size 1) and, beside it, the plain step on the same GPU (the one-rank baseline), so
 #    overhead = t(DDP) / t(plain) - 1 at each batch. A plain `bench sweep` is run too, for reference.
-# 2. Every GPU of the box (when there are more than one): the data-parallel sweep and `bench allreduce`.
+# 2. Every GPU of the box (when there are more than one): the data-parallel sweep, `bench allreduce`
+#    and the suites' step-time cases under torchrun (rank 0 writes the JSON).
 # Results go to $OUT (default docs/gpu), a summary is printed last. It changes no clock or mode.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -18,11 +19,13 @@ log() { printf '\n== %s (%s)\n' "$*" "$(date +%T)"; }
 if [ "${TINY:-0}" = 1 ]; then
   DEV=cpu; NGPU=2; W="-w mlp -a in_features=64 -a hidden=64 -b 4,64 --budget 0.3 --no-telemetry"
   AR="-s 4096,1048576 --budget 0.3"
+  SUITE=(-k "mlp-fp32-bs4-cpu" --bench-budget 0.3)
 else
   DEV=cuda
   NGPU=$($PY -c "import torch; print(torch.cuda.device_count())")
   W="-w resnet50 -p bf16 --channels-last -b 16,64,256 --budget 2"
   AR="--budget 1"
+  SUITE=(--bench-device cuda -k "mlp and bf16" --bench-budget 1)
 fi
 RUN="$PY -m torch.distributed.run --standalone"
 
@@ -40,6 +43,9 @@ if [ "$NGPU" -gt 1 ]; then
   $RUN --nproc_per_node=$NGPU -m bench sweep -d $DEV $W -q --overwrite -o "$OUT/ddp-$NGPU.json" 2>&1 | tail -14
   log "all-reduce bandwidth over $NGPU devices"
   $RUN --nproc_per_node=$NGPU -m bench allreduce -d $DEV $AR --overwrite -o "$OUT/allreduce-$NGPU.json" 2>&1 | tail -14
+  log "the suites' step-time cases over $NGPU devices"
+  $RUN --nproc_per_node=$NGPU -m pytest suites/test_step_time.py "${SUITE[@]}" -q -p no:cacheprovider \
+    --benchmark-json "$OUT/suites-ddp-$NGPU.json" 2>&1 | tail -6
 else
   log "one GPU: no multi-GPU sweep or all-reduce bandwidth"
 fi
