@@ -21,7 +21,7 @@ import torch.utils.benchmark as tub
 
 from bench.core.devices import resolve_device, synchronizer
 from bench.core.io import write_json_atomic
-from bench.measure.stats import median_ci_indices
+from bench.core.stats import median_ci_indices
 from bench.measure.step import StepOptions, TrainStep
 from bench.measure.timing import CIStoppingRule, MeasureLimits, measure, timer_for
 from bench.measure.workloads import load_workload, parse_workload_args

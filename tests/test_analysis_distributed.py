@@ -16,8 +16,7 @@ from bench.analysis.distributed import (
     weak_scaling_efficiency,
 )
 from bench.core.errors import BenchError
-from bench.measure.distributed import slowest_per_step
-from bench.measure.stats import summarize
+from bench.core.stats import slowest_per_step, summarize
 from bench.records.distributed import (
     DistributedPoint,
     DistributedRun,

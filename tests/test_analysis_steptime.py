@@ -483,7 +483,7 @@ def test_a_mean_within_the_noise_target_of_the_median_is_no_heavy_tail():
 
 
 def test_summaries_carry_the_mean_its_ci_and_the_block_shortfall_of_each_point():
-    from bench.measure.timing import BlockShortfall
+    from bench.core.budget import BlockShortfall
 
     short = BlockShortfall(blocks=2, needed=6, budget_s=2.0, step_s=0.5, budget_needed_s=4.0, samples=4)
     m = measurement(4)

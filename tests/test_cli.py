@@ -133,7 +133,7 @@ def test_an_explicit_minimum_time_above_the_budget_is_an_error(capsys, tmp_path)
 def test_the_sweep_command_takes_its_defaults_from_the_measuring_defaults():
     from bench.cli import build_parser
     from bench.cli.sweep import config_from_args
-    from bench.measure.timing import MEASURE_DEFAULTS
+    from bench.core.budget import MEASURE_DEFAULTS
 
     config = config_from_args(build_parser().parse_args(["sweep", "-d", "cpu"])).to_dict()
     assert config["budget_s"] == MEASURE_DEFAULTS["budget_s"]

@@ -7,12 +7,8 @@ import math
 
 import pytest
 
-from bench.measure.conditions import (
-    BUSY_MARGIN,
-    machine_load,
-    own_threads,
-    read_conditions,
-)
+from bench.core.load import BUSY_MARGIN, machine_load, own_threads
+from bench.measure.conditions import read_conditions
 
 
 def fake_machine(tmp_path, *, governors=("performance", "performance"), freqs_khz=(3_000_000, 2_400_000),

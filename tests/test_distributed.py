@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from bench.core.errors import BenchError
+from bench.core.stats import slowest_per_step
 from bench.measure.distributed import (
     FAILED,
     DistributedError,
@@ -21,7 +22,6 @@ from bench.measure.distributed import (
     join,
     main_rank,
     rank_device,
-    slowest_per_step,
 )
 from bench.measure.timing import (
     FixedCountRule,

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.measure.distributed import slowest_per_step
+from bench.core.stats import slowest_per_step
 from bench.records.allreduce import load_allreduce
 from bench.records.sweep import load_sweep
 

@@ -10,13 +10,13 @@ import sys
 import pytest
 
 import bench.measure.telemetry.fingerprint as fp_module
-from bench.measure.telemetry.fingerprint import (
+from bench.core.fingerprint import (
     GPU_FIELDS,
     LEGACY_KEYS,
     canonical_fingerprint,
     comparable,
-    fingerprint,
 )
+from bench.measure.telemetry.fingerprint import fingerprint
 from bench.testing.fake_pynvml import FakeDevice, make_fake_nvml
 
 

@@ -13,8 +13,13 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "bench"
 
-# Bottom to top: a module may import from its own layer and the layers before it.
-LAYERS = ("core", "measure", "records", "history", "analysis", "run", "present", "cli")
+# Bottom to top: a module may import from its own layer and the layers before it, except SIBLINGS.
+LAYERS = ("core", "records", "measure", "history", "analysis", "run", "present", "cli")
+# Layers a layer must not import although they sit below it: measure/ and history/ are siblings (neither
+# imports the other), and what describes or judges a measurement (records, the store, the analysis)
+# never imports what measures: the pure pieces they share (sample statistics, fingerprint identity,
+# machine load as data, the budget's defaults and shortfall record) live in core/.
+FORBIDDEN = {"history": {"measure"}, "measure": {"history"}, "analysis": {"measure"}}
 # Top-level modules and packages outside the layer folders, and the layer they belong to.
 TOP_LEVEL = {"__init__": "core", "testing": "core", "__main__": "cli", "pytest_plugin": "cli"}
 
@@ -73,6 +78,12 @@ def upward_imports(edges: dict[str, set[str]]) -> list[str]:
                   for m, targets in edges.items() for t in targets if layer_of(t) > layer_of(m))
 
 
+def forbidden_imports(edges: dict[str, set[str]]) -> list[str]:
+    return sorted(f"{m} ({LAYERS[layer_of(m)]}) imports {t} ({LAYERS[layer_of(t)]})"
+                  for m, targets in edges.items() for t in targets
+                  if LAYERS[layer_of(t)] in FORBIDDEN.get(LAYERS[layer_of(m)], ()))
+
+
 def import_cycles(edges: dict[str, set[str]]) -> list[list[str]]:
     """Strongly connected components with more than one module (Tarjan, iterative)."""
     index: dict[str, int] = {}
@@ -127,6 +138,10 @@ def test_no_module_imports_from_a_higher_layer():
     assert upward_imports(graph()) == []
 
 
+def test_records_history_and_analysis_import_nothing_that_measures():
+    assert forbidden_imports(graph()) == []
+
+
 def test_no_modules_import_each_other_in_a_circle():
     assert import_cycles(graph()) == []
 
@@ -135,6 +150,10 @@ def test_the_checker_finds_an_upward_import_and_a_cycle():
     edges = {"bench.core.a": {"bench.run.b"}, "bench.run.b": {"bench.run.c"}, "bench.run.c": {"bench.run.b"}}
     assert upward_imports(edges) == ["bench.core.a (core) imports bench.run.b (run)"]
     assert import_cycles(edges) == [["bench.run.b", "bench.run.c"]]
+    edges = {"bench.records.r": {"bench.measure.m"}, "bench.analysis.a": {"bench.measure.m", "bench.records.r"},
+             "bench.measure.m": {"bench.records.r"}}
+    assert upward_imports(edges) == ["bench.records.r (records) imports bench.measure.m (measure)"]
+    assert forbidden_imports(edges) == ["bench.analysis.a (analysis) imports bench.measure.m (measure)"]
 
 
 @pytest.mark.parametrize("source, expected", [

@@ -170,7 +170,7 @@ def test_rounds_stop_at_the_budget_for_slow_steps_but_never_below_the_minimum():
 
 
 def test_suite_settings_take_the_measuring_defaults_and_the_one_minimum_time_rule():
-    from bench.measure.timing import MEASURE_DEFAULTS
+    from bench.core.budget import MEASURE_DEFAULTS
 
     s = SuiteSettings()
     assert (s.budget_s, s.effective_min_time_s, s.min_samples, s.ci_target) == (

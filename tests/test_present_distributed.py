@@ -84,7 +84,7 @@ def test_the_allreduce_table_gives_algorithm_and_bus_bandwidth():
 
 def test_the_bus_bandwidth_interval_comes_from_the_times_ci_with_its_ends_swapped():
     from bench.analysis.distributed import bus_bandwidth_interval
-    from bench.measure.stats import summarize
+    from bench.core.stats import summarize
 
     times = [1e-3 * (1 + 0.01 * (i % 7 - 3)) for i in range(60)]
     s = summarize(times)

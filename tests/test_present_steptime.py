@@ -202,7 +202,7 @@ def test_a_heavy_tail_is_flagged_with_how_far_the_mean_exceeds_the_median():
 
 
 def test_points_with_too_few_blocks_for_a_ci_across_blocks_are_named_with_the_budget_that_would_fit():
-    from bench.measure.timing import BlockShortfall
+    from bench.core.budget import BlockShortfall
 
     def short(step_s, samples):
         return BlockShortfall(blocks=min(samples, 3), needed=6, budget_s=2.0, step_s=step_s,
@@ -218,7 +218,7 @@ def test_points_with_too_few_blocks_for_a_ci_across_blocks_are_named_with_the_bu
 
 
 def test_a_busy_machine_is_warned_about_and_a_quiet_one_is_not():
-    from bench.measure.conditions import MachineLoad
+    from bench.core.load import MachineLoad
 
     busy = MachineLoad(window_s=60.0, mean_load=6.0, own_threads=2.0, other_load=4.0, cpus=2, free_cpus=0.0,
                        busy=True, basis="window", load_avg_1m_max=6.0)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import bench.analysis.regression as R
-from bench.measure.telemetry.fingerprint import HARDWARE_FIELDS, canonical_hash
+from bench.core.fingerprint import HARDWARE_FIELDS, canonical_hash
 
 T0 = datetime(2026, 3, 1, 2, 0, tzinfo=timezone.utc)
 H100 = {"device_type": "cuda", "gpu_name": "NVIDIA H100 80GB HBM3", "gpu_memory_total_bytes": 85520809984,

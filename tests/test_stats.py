@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from bench.measure.stats import median_ci_indices, relative_spread, summarize
+from bench.core.stats import median_ci_indices, relative_spread, summarize
 
 
 def test_median_ci_covers_the_true_median_at_least_95_percent_of_the_time():
@@ -55,7 +55,7 @@ def test_too_few_blocks_leave_the_sample_ci_alone():
 
 
 def test_the_mean_ci_covers_the_true_mean_at_least_95_percent_of_the_time():
-    from bench.measure.stats import mean_ci
+    from bench.core.stats import mean_ci
 
     rng = np.random.default_rng(2)
     true_mean = float(np.exp(0.3**2 / 2))  # lognormal(0, 0.3)
@@ -64,7 +64,7 @@ def test_the_mean_ci_covers_the_true_mean_at_least_95_percent_of_the_time():
 
 
 def test_the_mean_ci_widens_to_the_block_means_when_blocks_sit_at_different_levels():
-    from bench.measure.stats import mean_ci
+    from bench.core.stats import mean_ci
 
     # six blocks of 100 steps, each block at its own level: the pooled t interval believes 600 draws
     levels = [1.0, 1.1, 0.95, 1.05, 1.2, 0.9]

@@ -359,7 +359,7 @@ def test_resume_refuses_a_file_measured_with_another_rule(tmp_path):
 
 
 def test_the_sweep_defaults_are_the_measuring_defaults():
-    from bench.measure.timing import MEASURE_DEFAULTS
+    from bench.core.budget import MEASURE_DEFAULTS
 
     c = SweepConfig()
     assert (c.budget_s, c.min_samples, c.ci_target, c.warmup_max_s) == (

@@ -4,6 +4,7 @@ import statistics
 import numpy as np
 import pytest
 
+from bench.core.budget import MEASURE_DEFAULTS
 from bench.core.errors import BenchError
 from bench.core.vocabulary import (
     STOP_BUDGET,
@@ -16,7 +17,6 @@ from bench.core.vocabulary import (
     WARM_STABLE,
 )
 from bench.measure.timing import (
-    MEASURE_DEFAULTS,
     CIStoppingRule,
     FixedCountRule,
     HostTimer,
@@ -389,7 +389,7 @@ def test_slow_steps_are_timed_in_one_step_blocks_and_get_a_ci_across_blocks():
     res = run_stream(decaying(0.15, "exp", excess=0.0, noise=0.002, seed=1))
     assert set(res.block_sizes) == {1}
     assert len(res.block_medians_s) >= 6
-    from bench.measure.stats import summarize
+    from bench.core.stats import summarize
 
     assert summarize(res.samples_s, block_medians=res.block_medians_s).ci_basis == "samples+blocks"
     assert res.block_shortfall is None
@@ -401,7 +401,7 @@ def test_when_six_blocks_do_not_fit_the_budget_the_point_says_so_with_numbers():
     assert short is not None and short.blocks < short.needed == 6
     assert short.budget_s == 2.0 and short.step_s == 0.4 and short.budget_needed_s > 2.0
     assert short.message in res.warnings and "6 are needed for a CI across blocks" in short.message
-    from bench.measure.timing import BlockShortfall
+    from bench.core.budget import BlockShortfall
 
     assert BlockShortfall.from_dict(short.to_dict()) == short
 

@@ -321,7 +321,7 @@ def test_one_seed_claims_no_ties_and_warns_that_intervals_ignore_run_to_run_spre
 
 
 def test_the_studys_step_timing_takes_the_measuring_defaults():
-    from bench.measure.timing import MEASURE_DEFAULTS
+    from bench.core.budget import MEASURE_DEFAULTS
     from bench.run.study import StudyConfig
 
     assert StudyConfig().sweep_budget_s == MEASURE_DEFAULTS["budget_s"]

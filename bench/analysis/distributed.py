@@ -3,7 +3,7 @@ lie apart; the share of a step spent on gradient all-reduce; weak-scaling effici
 at the same per-rank batch; and all-reduce bandwidth as NCCL's tests define it. Pure functions over
 records; measures nothing, says nothing in words.
 
-- Step time: for each step, the maximum over ranks (`bench.measure.distributed.slowest_per_step`,
+- Step time: for each step, the maximum over ranks (`bench.core.stats.slowest_per_step`,
   the rule the measuring loop itself uses).
 - Spread: (slowest rank's median − fastest rank's median) / median of the ranks' medians.
 - Communication share: 1 − t(no_sync) / t(with all-reduce), at the same per-rank batch.
@@ -22,8 +22,7 @@ import statistics
 from typing import Sequence
 
 from bench.core.errors import BenchError
-from bench.measure.distributed import slowest_per_step
-from bench.measure.stats import SampleStats, summarize
+from bench.core.stats import SampleStats, slowest_per_step, summarize
 from bench.records.distributed import (
     DistributedAnalysis,
     DistributedPointAnalysis,

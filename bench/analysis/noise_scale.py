@@ -23,7 +23,7 @@ from typing import Sequence
 import numpy as np
 
 from bench.core.errors import BenchError
-from bench.measure.stats import CONFIDENCE
+from bench.core.stats import CONFIDENCE
 from bench.records.tta import NoiseScaleEstimate
 
 # How the per-step estimates are combined: numerator and denominator averaged separately, then divided.

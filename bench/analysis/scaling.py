@@ -16,7 +16,7 @@ import numpy as np
 from scipy import optimize, stats
 
 from bench.core.errors import BenchError
-from bench.measure.stats import CONFIDENCE
+from bench.core.stats import CONFIDENCE
 from bench.records.curves import Curve
 from bench.records.steps_table import StepsTable, TableFit
 from bench.records.tta import BatchSteps, LRCell, ScalingFit, steps_model

@@ -13,12 +13,12 @@ import numpy as np
 from scipy import optimize
 from scipy import stats as _sps
 
+from bench.core.budget import BlockShortfall
 from bench.core.errors import BenchError, InvalidResultsFile
 from bench.core.io import json_safe
+from bench.core.load import MachineLoad, machine_load
 from bench.core.numbers import is_number
-from bench.measure.conditions import MachineLoad, machine_load
-from bench.measure.stats import relative_spread
-from bench.measure.timing import BlockShortfall
+from bench.core.stats import relative_spread
 
 if TYPE_CHECKING:
     from bench.records.sweep import Measurement, SweepResult
@@ -422,7 +422,7 @@ def _from_fields(cls, d: dict):
 def summaries_from_measurements(points: Iterable["Measurement"]) -> list[PointSummary]:
     """PointSummary per ok Measurement (oom and error points are skipped), sorted by batch size.
 
-    `block_spread_rel` is `bench.measure.stats.relative_spread(m.block_medians_s)` (None with fewer than two
+    `block_spread_rel` is `bench.core.stats.relative_spread(m.block_medians_s)` (None with fewer than two
     blocks); the mean and its CI and the block shortfall come from the point too. Raises BenchError for an ok point without samples or for points of more than one
     configuration (their step times cannot be compared on one curve).
     """
@@ -459,7 +459,7 @@ def analyse_sweep(result: "SweepResult", *, eps: float | None = None, noise_targ
 
     `eps` and `noise_target` default to the sweep's own settings (`config["eps"]`, `config["ci_target"]`),
     the largest batch that fits to the sweep's, the machine's load to what the points' `conditions`
-    readings say (`bench.measure.conditions.machine_load`). With `diagnose` each ok point is diagnosed from its
+    readings say (`bench.core.load.machine_load`). With `diagnose` each ok point is diagnosed from its
     telemetry and its regime, in two passes: the first labels each point's regime (flat, transition,
     linear) from step times alone, the diagnosis combines it with the telemetry (stored in the point's
     `telemetry["diagnosis"]`), and the second pass writes the verdict with it. BenchError when the

@@ -23,9 +23,9 @@ from bench.analysis.scaling import (
     measured_scaling_exponents,
     steps_by_batch,
 )
+from bench.core.budget import MEASURE_DEFAULTS
 from bench.core.errors import BenchError
 from bench.core.numbers import is_number
-from bench.measure.timing import MEASURE_DEFAULTS
 from bench.records.curves import Curve
 from bench.records.tta import (
     BatchTTA,

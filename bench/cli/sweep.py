@@ -9,6 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 import bench.present.fmt as fmt
+from bench.core.budget import MEASURE_DEFAULTS
 from bench.core.errors import BenchError
 from bench.core.io import check_output_file
 from bench.core.params import (
@@ -19,7 +20,6 @@ from bench.core.params import (
     positive_int,
 )
 from bench.core.vocabulary import PRECISIONS, STEP_OPTIMIZERS
-from bench.measure.timing import MEASURE_DEFAULTS
 
 DEFAULT_REPORTS_DIR = Path("reports")
 

@@ -20,9 +20,9 @@ from bench.cli.train import (
     parse_task_args,
     threads_from_args,
 )
+from bench.core.budget import MEASURE_DEFAULTS
 from bench.core.errors import BenchError
 from bench.core.params import nonnegative_int, positive_float, positive_int
-from bench.measure.timing import MEASURE_DEFAULTS
 
 
 def register(sub) -> None:

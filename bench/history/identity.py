@@ -9,11 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from bench.measure.telemetry.fingerprint import (
-    HARDWARE_FIELDS,
-    hardware_hash,
-    software_hash,
-)
+from bench.core.fingerprint import HARDWARE_FIELDS, hardware_hash, software_hash
 
 # Software of a run without a bench fingerprint, from pytest-benchmark's own machine_info.
 PYTEST_SOFTWARE_FIELDS = ("python_implementation", "python_version", "python_compiler", "release")
@@ -47,7 +43,7 @@ def software_identity(fingerprint: dict | None = None, machine_info: dict | None
     machine_info = machine_info if isinstance(machine_info, dict) else {}
     fp = fingerprint if is_bench_fingerprint(fingerprint) else machine_info.get("bench_fingerprint")
     if is_bench_fingerprint(fp):
-        from bench.measure.telemetry.fingerprint import SOFTWARE_ENV_FIELDS
+        from bench.core.fingerprint import SOFTWARE_ENV_FIELDS
 
         return software_hash(fp), {k: fp.get(k) for k in SOFTWARE_ENV_FIELDS}
     return None, {k: machine_info.get(k) for k in PYTEST_SOFTWARE_FIELDS}

@@ -24,7 +24,7 @@ START = datetime(2026, 1, 1, 2, 0, tzinfo=timezone.utc)
 
 def fake_fingerprint(gpu_name: str = "NVIDIA H100 80GB HBM3", *, torch_version: str = "2.13.0") -> dict:
     """A bench fingerprint for a simulated machine (hash fields as `fingerprint()` computes them)."""
-    from bench.measure.telemetry.fingerprint import (
+    from bench.core.fingerprint import (
         STABLE_FIELDS,
         canonical_hash,
         hardware_hash,

@@ -21,9 +21,9 @@ import numpy as np
 
 from bench.core.errors import InvalidResultsFile
 from bench.core.numbers import as_number
+from bench.core.stats import SampleStats, summarize
 from bench.core.vocabulary import STATUS_OK, STATUSES
 from bench.history.identity import hardware_identity, software_identity
-from bench.measure.stats import SampleStats, summarize
 from bench.records.loader import KIND_PYTEST as LOADER_PYTEST
 from bench.records.loader import KIND_SWEEP as LOADER_SWEEP
 from bench.records.loader import KIND_TTA as LOADER_TTA
@@ -190,7 +190,7 @@ def _text(v: Any) -> str | None:
 
 def from_samples(r: ResultRecord, samples: list[float], block_medians: list[float] | None = None,
                  stats: dict | None = None) -> ResultRecord:
-    """Fill `r` from raw samples: their median with its 95% CI (bench.measure.stats.summarize, or `stats`,
+    """Fill `r` from raw samples: their median with its 95% CI (bench.core.stats.summarize, or `stats`,
     the summary the library wrote beside the same samples), quartiles, mean and spread."""
     x = [float(v) for v in samples if v is not None and math.isfinite(v)]
     if not x:

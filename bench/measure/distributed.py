@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterator, Sequence
 from bench.core.devices import device_type, is_oom
 from bench.core.errors import BenchError
 from bench.core.params import one_line
+from bench.core.stats import slowest_per_step
 from bench.core.vocabulary import STATUS_ERROR, STATUS_OOM
 
 DEFAULT_TIMEOUT_S = 300.0  # how long a rank waits for another inside a collective before giving up
@@ -100,17 +101,6 @@ class RanksFailed(Exception):
 
 # --------------------------------------------------------------------------- combination rule
 
-
-def slowest_per_step(rank_samples: Sequence[Sequence[float]]) -> list[float]:
-    """A data-parallel step's time: for each step, the slowest rank's time (every rank waits for the
-    slowest in the gradient all-reduce, so the job runs at its pace). The ranks must have timed the
-    same number of steps."""
-    if not rank_samples:
-        return []
-    lengths = {len(s) for s in rank_samples}
-    if len(lengths) != 1:
-        raise BenchError(f"ranks timed different numbers of steps ({sorted(lengths)}): they cannot be combined")
-    return [max(step) for step in zip(*rank_samples)]
 
 
 # --------------------------------------------------------------------------- the job

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bench.core.stats import SampleStats, summarize
 from bench.core.vocabulary import STATUS_OK
-from bench.measure.stats import SampleStats, summarize
 
 BASELINE_RANK0 = "rank0"  # rank 0 alone, the plain step (no DDP), while the other ranks wait
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, TypeVar
 
 from bench.core.errors import InvalidResultsFile
+from bench.core.fingerprint import canonical_fingerprint
 from bench.core.io import read_json, write_json_atomic
-from bench.measure.telemetry.fingerprint import canonical_fingerprint
 from bench.records.validation import json_type, validate
 
 T = TypeVar("T")

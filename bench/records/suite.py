@@ -20,9 +20,9 @@ from typing import Any, Mapping
 
 from bench.core.devices import is_oom
 from bench.core.errors import InvalidResultsFile
+from bench.core.fingerprint import canonical_fingerprint
 from bench.core.io import json_safe, read_json
 from bench.core.vocabulary import STATUS_ERROR, STATUS_OOM
-from bench.measure.telemetry.fingerprint import canonical_fingerprint
 from bench.records.envelope import Schema
 from bench.records.sweep import (
     Case,

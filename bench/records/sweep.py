@@ -14,7 +14,9 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
+from bench.core.budget import BlockShortfall
 from bench.core.errors import InvalidResultsFile
+from bench.core.stats import SampleStats, summarize
 from bench.core.vocabulary import (
     OPTIMIZERS,
     PRECISIONS,
@@ -22,8 +24,6 @@ from bench.core.vocabulary import (
     STATUS_OK,
     STATUSES,
 )
-from bench.measure.stats import SampleStats, summarize
-from bench.measure.timing import BlockShortfall
 from bench.records.distributed import DistributedPoint, DistributedRun
 from bench.records.envelope import Schema, header, load_record, read_header, save_record
 from bench.records.validation import dataclass_schema, envelope_schema, nullable

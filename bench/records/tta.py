@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 from bench.core.errors import BenchError, InvalidResultsFile
-from bench.measure.stats import CONFIDENCE
+from bench.core.stats import CONFIDENCE
 from bench.records.curves import Curve, curve_json_schema
 from bench.records.envelope import Schema, header, load_record, read_header, save_record
 from bench.records.tables import number, read_csv

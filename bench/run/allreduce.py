@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from bench.analysis.distributed import algorithm_bandwidth, bus_bandwidth
+from bench.core.budget import MEASURE_DEFAULTS
 from bench.core.devices import resolve_device
 from bench.core.errors import BenchError
 from bench.core.io import check_output_file
@@ -31,7 +32,6 @@ from bench.measure.distributed import (
 from bench.measure.telemetry.fingerprint import fingerprint
 from bench.measure.telemetry.interconnect import interconnect
 from bench.measure.timing import (
-    MEASURE_DEFAULTS,
     CIStoppingRule,
     MeasureLimits,
     WarmupRule,

@@ -19,12 +19,12 @@ from bench.analysis.tta import (
     step_time_fit_from_sweep,
     step_times_from_sweep,
 )
+from bench.core.budget import MEASURE_DEFAULTS
 from bench.core.devices import resolve_device
 from bench.core.errors import BenchError
 from bench.core.vocabulary import TIMED_AS
 from bench.measure.tasks import Task, load_task
 from bench.measure.telemetry.fingerprint import fingerprint
-from bench.measure.timing import MEASURE_DEFAULTS
 from bench.measure.workloads import task_workload
 from bench.records.curves import Curve
 from bench.records.sweep import load_sweep

@@ -17,12 +17,14 @@ import warnings
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Sequence
 
+from bench.core.budget import MEASURE_DEFAULTS
 from bench.core.devices import resolve_device, synchronizer
 from bench.core.errors import BenchError
+from bench.core.fingerprint import PROVENANCE_FIELDS
 from bench.core.io import json_safe
 from bench.core.vocabulary import PRECISIONS, STATUS_ERROR, STATUS_OOM, STEP_OPTIMIZERS
-from bench.measure.telemetry.fingerprint import PROVENANCE_FIELDS, fingerprint
-from bench.measure.timing import MEASURE_DEFAULTS, MeasureLimits
+from bench.measure.telemetry.fingerprint import fingerprint
+from bench.measure.timing import MeasureLimits
 from bench.records.suite import extra_info
 from bench.records.sweep import Case, LargestBatch, Measurement, Probe, case_id
 from bench.run.sweep import DEFAULT_MAX_BATCH, FROM_DEVICE, SweepConfig
@@ -134,7 +136,7 @@ class SuiteCase:
 @dataclass(frozen=True)
 class SuiteSettings:
     """How hard each case is measured (the library's limits and stopping rule, and pytest-benchmark's
-    rounds). The measuring defaults are the library's (bench.measure.timing.MEASURE_DEFAULTS)."""
+    rounds). The measuring defaults are the library's (bench.core.budget.MEASURE_DEFAULTS)."""
 
     budget_s: float = MEASURE_DEFAULTS["budget_s"]  # per case by the library, and again by pytest-benchmark
     min_time_s: float | None = None  # None: the default minimum time, or the budget if smaller
@@ -532,7 +534,7 @@ def host_timing_info(m: Measurement, host_samples_s: Sequence[float] | None, pla
     and how they compare with the library's: `library_to_pytest_benchmark` = library median /
     pytest-benchmark median, `relative_to_library_median` = pytest-benchmark / library - 1, and
     `warning` (None unless they differ by more than DISAGREEMENT)."""
-    from bench.measure.stats import summarize
+    from bench.core.stats import summarize
 
     compared = ("library_median_s", "library_to_pytest_benchmark", "relative_to_library_median")
     out: dict[str, Any] = {"method": HOST_SYNC_METHOD, "synchronize": synchronize_name, **plan.to_dict(),

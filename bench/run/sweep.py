@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterator
 
+from bench.core.budget import MEASURE_DEFAULTS
 from bench.core.devices import free_memory, is_oom, resolve_device
 from bench.core.errors import BenchError
 from bench.core.params import one_line
@@ -36,7 +37,6 @@ from bench.measure.memory import AllocatorMemory, allocator_memory
 from bench.measure.telemetry import Telemetry
 from bench.measure.telemetry.fingerprint import fingerprint
 from bench.measure.timing import (
-    MEASURE_DEFAULTS,
     MeasureLimits,
     StoppingRule,
     WarmupRule,

@@ -17,8 +17,8 @@ from typing import Any, Iterator, Mapping
 
 from bench.core.devices import resolve_device
 from bench.core.errors import BenchError
+from bench.core.stats import relative_spread
 from bench.core.vocabulary import PRECISIONS, TIMER_CUDA_EVENT, TIMER_HOST
-from bench.measure.stats import relative_spread
 
 _ALIASES = {
     "fp32": "fp32", "float32": "fp32", "float": "fp32", "32": "fp32",

@@ -10,6 +10,8 @@ from typing import Sequence
 import numpy as np
 from scipy import stats as _sps
 
+from bench.core.errors import BenchError
+
 CONFIDENCE = 0.95
 
 
@@ -147,3 +149,14 @@ def relative_spread(values: Sequence[float]) -> float | None:
         return None
     med = float(np.median(v))
     return (max(v) - min(v)) / 2.0 / med if med > 0 else None
+
+def slowest_per_step(rank_samples: Sequence[Sequence[float]]) -> list[float]:
+    """A data-parallel step's time: for each step, the slowest rank's time (every rank waits for the
+    slowest in the gradient all-reduce, so the job runs at its pace). The ranks must have timed the
+    same number of steps."""
+    if not rank_samples:
+        return []
+    lengths = {len(s) for s in rank_samples}
+    if len(lengths) != 1:
+        raise BenchError(f"ranks timed different numbers of steps ({sorted(lengths)}): they cannot be combined")
+    return [max(step) for step in zip(*rank_samples)]
