@@ -84,6 +84,15 @@ def _interrupted_message(args: argparse.Namespace) -> str:
     return "interrupted; nothing was saved"
 
 
+def _refuse_empty_outputs(args: argparse.Namespace) -> None:
+    """`-o ""` is a mistake (an unset variable in a script), not a request for the default file name."""
+    for name in ("output", "json_path", "plot"):
+        value = getattr(args, name, None)
+        if isinstance(value, str) and not value.strip():
+            raise BenchError(f"--{name.replace('_path', '')}: the file name is empty; give a file name or leave "
+                             "the option out")
+
+
 def _stdout_closed() -> bool:
     """Whether nothing reads our standard output any more: the write end of a pipe whose read end is
     closed polls as an error. Where that cannot be asked, assume it (the usual cause)."""
@@ -123,6 +132,7 @@ def _main(argv: list[str] | None) -> int:
         if signal.getsignal(signal.SIGINT) is interrupted_while_loading:
             signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, Ctrl-C saves what it can
         try:
+            _refuse_empty_outputs(args)
             return int(args.func(args) or 0)
         except BenchError as e:
             from bench.measure.distributed import main_rank

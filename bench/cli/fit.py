@@ -41,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     if args.bootstrap < 0:
         raise BenchError(f"--bootstrap must be >= 0, got {args.bootstrap}")
     if args.plot:
-        check_output_file(args.plot, resume=None, overwrite=args.overwrite)
+        check_output_file(args.plot, resume=None, overwrite=args.overwrite, inputs=[args.table])
     table = read_steps_table(args.table, dataset_size=args.dataset_size)
     tf = fit_table(table, interval=INTERVAL_PROFILE if args.interval == "profile" else INTERVAL_BOOTSTRAP,
                    confidence=args.confidence, n_bootstrap=args.bootstrap)

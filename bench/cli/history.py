@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from bench.core.errors import BenchError
-from bench.core.io import json_safe, write_json_atomic
+from bench.core.io import check_output_file, json_safe, write_json_atomic
 
 PROGRESS_FROM_FILES = 10  # a progress bar for ingests of more files than this
 
@@ -44,6 +44,7 @@ def register(sub) -> None:
     add_db_option(tr)
     _series_filters(tr)
     tr.add_argument("-o", "--output", help="write the JSON here instead of standard output")
+    tr.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     tr.set_defaults(func=run_trends)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -162,11 +163,13 @@ def run_trends(args: argparse.Namespace) -> int:
     from bench.history.store import open_store
 
     settings = _settings(args)
+    if args.output is not None:  # before the work; never over the store itself (check_output_file)
+        check_output_file(args.output, resume=None, overwrite=args.overwrite)
     with open_store(args.db) as store:
         data = trend_summaries(store, hardware=args.hardware, benchmark=args.benchmark,
                                metrics=args.metric or _primary(), settings=settings, min_change=args.min_change)
-    if args.output:
-        write_json_atomic(args.output, data)
+    if args.output is not None:
+        write_json_atomic(args.output, data, replace=args.overwrite)
         print(f"Trend summaries: {args.output}", file=sys.stderr)
     else:
         print(json.dumps(json_safe(data), separators=(",", ":")))

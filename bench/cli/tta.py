@@ -103,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
         output = Path(args.output) if args.output else _default_output(name)
         if args.resume:
             raise BenchError("--resume applies to end-to-end studies; from files the analysis is simply redone")
-        check_output_file(output, overwrite=args.overwrite)
+        check_output_file(output, overwrite=args.overwrite,
+                          inputs=[*args.curves, *(p for p in (args.sweep, args.step_times) if p)])
         args.results_path = output
         hib = None if args.lower_is_better is None else not args.lower_is_better
         result = tta_from_files(args.curves, sweep_path=args.sweep, target=args.target, metric=args.metric,

@@ -14,10 +14,11 @@ import json
 import math
 import os
 import re
+import stat
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from bench.core.errors import BenchError, InvalidResultsFile
 
@@ -26,6 +27,10 @@ from bench.core.errors import BenchError, InvalidResultsFile
 MAX_JSON_DEPTH = 64
 # A temporary file left by a writer that died: `.NAME.PID-RANDOM.tmp` (older writers: `.NAME.RANDOM.tmp`).
 _ORPHAN_AGE_S = 600.0
+# What the longest file written beside an output adds to its name: the temporary file
+# `.NAME.PID-XXXXXXXX.tmp` (22 with a 7-digit pid) and a rescued copy `STEM.rescued-STAMP-PID.SUFFIX` (32).
+OUTPUT_NAME_ROOM = 32
+SQLITE_MAGIC = b"SQLite format 3\x00"
 
 
 class OutputWriteError(BenchError):
@@ -117,20 +122,25 @@ def remove_orphaned_temporaries(path: str | os.PathLike) -> list[Path]:
     return removed
 
 
+def _temporary_prefix(path: Path) -> str:
+    return f".{path.name}.{os.getpid()}-"
+
+
 def write_text_atomic(path: str | os.PathLike, text: str, *, replace: bool = True) -> Path:
     """Write `text` to a temporary file beside `path`, fsync it, then rename it over `path`.
 
     With `replace=False` an existing file is never replaced, even one created meanwhile: the final
     step is a hard link, which fails if the name exists (BenchError). A write that fails (no space
     left, a read-only or lost file system) raises OutputWriteError, one line naming the path and the
-    cause; `path` itself is then as it was. Temporary files orphaned by earlier interrupted writes to
-    `path` are removed first.
+    cause; `path` itself is then as it was. Never through a symbolic link, into a FIFO or a device, or
+    over an SQLite database (`refuse_unsafe_target`, BenchError). Temporary files orphaned by earlier
+    interrupted writes to `path` are removed first.
     """
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         remove_orphaned_temporaries(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}-", suffix=".tmp", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(path), suffix=".tmp", dir=path.parent)
     except OSError as e:
         raise OutputWriteError(path, e) from None
     try:
@@ -142,6 +152,7 @@ def write_text_atomic(path: str | os.PathLike, text: str, *, replace: bool = Tru
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        refuse_unsafe_target(path)  # checked last, just before the rename: what is there now
         if replace:
             os.replace(tmp, path)
         else:
@@ -172,29 +183,112 @@ def write_json_atomic(path: str | os.PathLike, data: Any, *, replace: bool = Tru
     return write_text_atomic(path, text + "\n", replace=replace)
 
 
-def check_output_file(path: str | os.PathLike, *, resume: bool | None = False, overwrite: bool = False) -> Path:
+def is_sqlite_database(path: str | os.PathLike) -> bool:
+    """Does the file at `path` begin as an SQLite database (a history store) does?"""
+    try:
+        with open(path, "rb") as f:
+            return f.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+    except OSError:
+        return False
+
+
+def _kind_of(mode: int) -> str:
+    return ("a symbolic link" if stat.S_ISLNK(mode) else "a FIFO" if stat.S_ISFIFO(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "not a regular file")
+
+
+def refuse_unsafe_target(path: str | os.PathLike) -> None:
+    """BenchError if a file written to `path` would go through a symbolic link, into a FIFO, a device
+    or a socket, or over an SQLite database (a history store): bench replaces only regular files of
+    its own. Nothing at `path` is fine."""
+    p = Path(path)
+    try:
+        st = os.lstat(p)
+    except OSError:
+        return
+    if stat.S_ISDIR(st.st_mode):
+        raise BenchError(f"output {p} is a directory, expected a file name")
+    if not stat.S_ISREG(st.st_mode):
+        raise BenchError(f"output {p} is {_kind_of(st.st_mode)}: bench writes only regular files (never through "
+                         "a link or into a device or FIFO); give another file name")
+    if is_sqlite_database(p):
+        raise BenchError(f"output {p} is an SQLite database (a history store?): bench never replaces one; "
+                         "give another file name")
+
+
+def output_name_limit(folder: str | os.PathLike) -> int:
+    """The longest output file name (in bytes) that `folder` takes with room for the files written
+    beside it (the temporary file, the lock, a rescued copy): NAME_MAX less OUTPUT_NAME_ROOM."""
+    try:
+        name_max = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError, AttributeError):
+        name_max = 255
+    return max(1, (name_max or 255) - OUTPUT_NAME_ROOM)
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def is_one_of(path: str | os.PathLike, inputs: Iterable[str | os.PathLike]) -> bool:
+    """Is `path` one of `inputs`, or a *.json file inside an input folder (which a folder input reads)?"""
+    p = Path(path)
+    if not p.exists():
+        return False
+    for item in inputs:
+        q = Path(item)
+        if _same_file(p, q):
+            return True
+        if q.is_dir() and p.suffix == ".json" and p.resolve().is_relative_to(q.resolve()):
+            return True
+    return False
+
+
+def _check_name_length(p: Path, folder: Path) -> None:
+    limit = output_name_limit(folder if folder.is_dir() else folder.parent)
+    too_long = [part for part in p.parts if len(os.fsencode(part)) > limit + OUTPUT_NAME_ROOM]
+    if too_long or len(os.fsencode(p.name)) > limit:
+        name = too_long[0] if too_long else p.name
+        raise BenchError(f"cannot write {p}: the name {name[:24]}... is {len(os.fsencode(name))} bytes long; "
+                         f"at most {limit} fit there (the temporary file beside it adds up to {OUTPUT_NAME_ROOM})")
+
+
+def check_output_file(path: str | os.PathLike, *, resume: bool | None = False, overwrite: bool = False,
+                      inputs: Iterable[str | os.PathLike] = ()) -> Path:
     """Fail before any work if results could not be written at `path`, or would replace a file.
 
     An existing file is kept unless `resume` (continue it) or `overwrite` (replace it) is asked for;
-    `resume=None` says the output cannot be resumed at all. Creates missing parent folders, then
-    writes and removes a temporary file there: permission bits mislead root and ACLs, so writing is
-    the honest test.
+    `resume=None` says the output cannot be resumed at all. Never, even with `overwrite`: an empty
+    name, a name too long for the temporary file beside it (`output_name_limit`), a symbolic link, a
+    FIFO, a device, an SQLite database (a history store), or one of the command's `inputs`. Creates
+    missing parent folders, then writes and removes a temporary file there: permission bits mislead
+    root and ACLs, so writing is the honest test.
     """
+    if not os.fspath(path).strip():
+        raise BenchError("output file name is empty: give a file name")
     p = Path(path)
-    if p.is_dir():
-        raise BenchError(f"output {p} is a directory, expected a file name")
+    existing = p.parent
+    while not os.path.exists(existing) and existing != existing.parent:
+        existing = existing.parent
+    _check_name_length(p, existing)  # first: asking about a name too long is itself an error
+    refuse_unsafe_target(p)
+    if is_one_of(p, inputs):
+        raise BenchError(f"output {p} is also an input of this command: bench never replaces what it reads; "
+                         "give another file name")
     if p.exists() and not (resume or overwrite):
         hint = "--resume to continue it or --overwrite to replace it" if resume is not None else "--overwrite to replace it"
         raise BenchError(f"output {p} exists: pass {hint}")
-    existing = p.parent
-    while not existing.exists() and existing != existing.parent:
-        existing = existing.parent
     if not existing.is_dir():
         raise BenchError(f"cannot write {p}: {existing} is not a directory")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=p.parent):
-            pass
+        fd, tmp = tempfile.mkstemp(prefix=_temporary_prefix(p), suffix=".tmp", dir=p.parent)
+        os.close(fd)
+        os.unlink(tmp)
     except OSError as e:
         if e.errno in (errno.EACCES, errno.EPERM):
             why = f"{existing} is not writable"

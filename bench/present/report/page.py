@@ -277,8 +277,8 @@ def default_output(now: datetime | None = None) -> Path:
     return DEFAULT_REPORTS_DIR / f"report-{now.strftime('%Y%m%dT%H%M%S')}.html"
 
 
-def check_output(path: Path, overwrite: bool) -> None:
-    check_output_file(path, resume=None, overwrite=overwrite)  # a report cannot be resumed
+def check_output(path: Path, overwrite: bool, inputs: Iterable[str | os.PathLike] = ()) -> None:
+    check_output_file(path, resume=None, overwrite=overwrite, inputs=inputs)  # a report cannot be resumed
 
 
 def write_report(html: str, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
@@ -302,8 +302,8 @@ def make_report(paths: Iterable[str | os.PathLike] = (), output: str | os.PathLi
     history; `settings`: bench compare's (bench.analysis.compare.load_settings; default: its defaults);
     `on_skipped(path, reason)` hears of each file in a folder that was skipped (also listed on the page)."""
     out = Path(output) if output is not None else default_output()
-    check_output(out, overwrite)  # fail before the work, not after
     paths = list(paths)
+    check_output(out, overwrite, paths)  # fail before the work, not after
     if not paths and db is None:
         raise BenchError("no input files given, and no history store (--db)")
     inputs = load_inputs(paths) if paths else ReportInputs()
