@@ -9,19 +9,28 @@ Load it from a conftest.py by importing its hooks into the conftest's namespace:
 
 (`pytest_addoption` in a conftest takes effect only for a conftest pytest finds at start-up, i.e. one in
 or above the paths given on the command line: `pytest suites/` does.)
+
+`--benchmark-json PATH` is written as every bench file is (bench.core.io): the path is checked before
+any case runs (exit 2, one line, if it could not be written), the file is written to a temporary file
+beside it and renamed (a full disk leaves last night's file whole), never through a symbolic link, and
+a run stopped by Ctrl-C writes what it timed to PATH's `.interrupted` sibling, marked so, not over PATH.
 """
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
 from bench.core.errors import BenchError
-from bench.records.suite import FAILED_CASES_KEY, failed_case_record
+from bench.records.suite import FAILED_CASES_KEY, INTERRUPTED_KEY, failed_case_record
 from bench.run.suite import SuiteOptions, SuiteSettings, select_cases, suite_fingerprint
 
 __all__ = [
     "pytest_addoption",
     "pytest_configure",
+    "pytest_sessionstart",
     "pytest_report_header",
     "pytest_generate_tests",
     "pytest_runtest_makereport",
@@ -39,6 +48,12 @@ CASE_FIXTURES = {"step_case": "step_time", "memory_case": "memory", "largest_bat
 _OPTIONS_KEY = pytest.StashKey[SuiteOptions]()
 _FINGERPRINT_KEY = pytest.StashKey[dict]()
 _FAILED_KEY = pytest.StashKey[list]()
+_JSON_KEY = pytest.StashKey[Path]()          # where --benchmark-json goes, checked at configure
+_SESSION_KEY = pytest.StashKey[object]()
+_WRITE_ERROR_KEY = pytest.StashKey[str]()    # why --benchmark-json could not be written at the end
+# The exit status of a run whose --benchmark-json cannot be written: bench's own for "a file that cannot
+# be read or written" (pytest's 2 is also "interrupted"; the one line on stderr says which).
+EXIT_CANNOT_WRITE = 2
 
 
 def pytest_addoption(parser) -> None:
@@ -91,10 +106,72 @@ def pytest_configure(config) -> None:
             # Asked for the GPU explicitly: skipping every case would let a broken GPU node pass.
             raise pytest.UsageError("--bench-device cuda asked for, but CUDA is not available here")
     config.stash[_OPTIONS_KEY] = options
+    _check_json_output(config)
     if options.cpu_threads is not None:
         import torch
 
         torch.set_num_threads(options.cpu_threads)
+
+
+def _check_json_output(config) -> None:
+    """Before any case runs: could --benchmark-json be written? Refused in one line, exit 2."""
+    from bench.core.io import check_output_file
+
+    path = getattr(config.option, "benchmark_json", None)
+    if path is None:
+        return
+    try:
+        config.stash[_JSON_KEY] = check_output_file(path, resume=None, overwrite=True)  # each night replaces it
+    except BenchError as e:
+        pytest.exit(f"--benchmark-json: {e}; nothing was run", returncode=EXIT_CANNOT_WRITE)
+
+
+def pytest_sessionstart(session) -> None:
+    # pytest-benchmark writes --benchmark-json itself, by opening the path: ours replaces its writer.
+    config = session.config
+    config.stash[_SESSION_KEY] = session
+    bs = getattr(config, "_benchmarksession", None)
+    if bs is not None and _JSON_KEY in config.stash and getattr(bs, "json", None):
+        bs.save_json = lambda output_json: _save_json(config, bs, output_json)
+
+
+def interrupted_path(path: Path) -> Path:
+    """Where a run stopped by Ctrl-C writes what it timed: `NAME.interrupted.json` beside `NAME.json`."""
+    return path.with_name(f"{path.stem}.interrupted{path.suffix or '.json'}")
+
+
+def _save_json(config, bs, output_json: dict) -> None:
+    from pytest_benchmark.utils import safe_dumps
+
+    from bench.core.io import OutputWriteError, write_text_atomic
+    from bench.run.runner import rescue_locations
+
+    path = config.stash[_JSON_KEY]
+    session = config.stash.get(_SESSION_KEY, None)
+    interrupted = getattr(session, "exitstatus", None) == pytest.ExitCode.INTERRUPTED
+    where = interrupted_path(path) if interrupted else path
+    if interrupted:
+        output_json[INTERRUPTED_KEY] = "stopped by Ctrl-C before every case ran"
+    text = safe_dumps(output_json, ensure_ascii=True, indent=4)
+    n = len(output_json.get("benchmarks") or [])
+    try:
+        write_text_atomic(where, text)
+    except (OutputWriteError, BenchError) as e:
+        rescued = None
+        for other in rescue_locations(where):
+            try:
+                rescued = write_text_atomic(other, text)
+                break
+            except (OutputWriteError, BenchError):
+                continue
+        kept = f"the {n} benchmark(s) are saved in {rescued} instead" if rescued else "nowhere else took them either"
+        config.stash[_WRITE_ERROR_KEY] = f"--benchmark-json: {e}; {path} keeps its last complete version; {kept}"
+        return
+    if interrupted:
+        sys.stderr.write(f"bench: interrupted: the {n} benchmark(s) timed so far are in {where}, marked "
+                         f"{INTERRUPTED_KEY}; {path} was left as it was\n")
+    else:
+        bs.logger.info(f"Wrote benchmark data in: {path}", purple=True)
 
 
 def _options(config) -> SuiteOptions:
@@ -191,6 +268,7 @@ def pytest_sessionfinish(session) -> None:
 
     leave()  # the torchrun job's process group, if a case joined one
     config = session.config
+    _report_write_error(session)
     bs = getattr(config, "_benchmarksession", None)
     failed = failed_cases(config)
     if bs is None or not failed or getattr(bs, "benchmarks", True) or getattr(bs, "disabled", True):
@@ -213,6 +291,15 @@ def pytest_sessionfinish(session) -> None:
     if save:
         bs.storage.save(output_json(bool(bs.save_data)), save)
     bs.logger.info(f"bench: no benchmark was timed; saved the {len(failed)} failed case(s) under {FAILED_CASES_KEY!r}")
+    _report_write_error(session)
+
+
+def _report_write_error(session) -> None:
+    error = session.config.stash.get(_WRITE_ERROR_KEY, None)
+    if error is not None and not getattr(session, "_bench_write_error_reported", False):
+        session._bench_write_error_reported = True
+        sys.stderr.write(error + "\n")
+        session.exitstatus = EXIT_CANNOT_WRITE
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

@@ -41,6 +41,9 @@ EXTRA_INFO_VERSION = EXTRA_INFO.version
 # The top-level key of pytest-benchmark's JSON under which the plugin lists the cases pytest-benchmark
 # itself leaves out (it writes only benchmarks it timed): out-of-memory and failed cases are results too.
 FAILED_CASES_KEY = "bench_failed_cases"
+# Set (to the reason) in the JSON of a run stopped before its end (Ctrl-C): its benchmarks are a part of
+# the night's, so the store, compare and the report refuse it rather than read it as a complete run.
+INTERRUPTED_KEY = "bench_interrupted"
 
 PYTEST_BENCHMARK_FORMAT = "pytest-benchmark"
 HOST_TIMER = "pytest-benchmark host"
@@ -199,6 +202,9 @@ class PytestBenchmarkRun:
         if not is_pytest_benchmark(data):
             raise InvalidResultsFile("not a pytest-benchmark JSON file (expected machine_info and a list of benchmarks)")
         validate(data, pytest_benchmark_json_schema(), "pytest-benchmark JSON file")
+        if data.get(INTERRUPTED_KEY):
+            raise InvalidResultsFile(f"the suites' run was interrupted ({INTERRUPTED_KEY}: {data[INTERRUPTED_KEY]}), so "
+                                     "it holds only part of the benchmarks; not read as a complete run")
         return cls(data, source)
 
     @property
