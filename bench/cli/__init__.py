@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from bench.core.errors import BenchError
+from bench.core.text import terminal_safe
 
 # Each module exposes register(subparsers); the parser it adds sets `func` (args -> exit status).
 COMMAND_MODULES = [
@@ -138,7 +139,7 @@ def _main(argv: list[str] | None) -> int:
             from bench.measure.distributed import main_rank
 
             if main_rank():  # under torchrun every rank fails alike: rank 0 says it once
-                print(f"{command}: error: {e}", file=sys.stderr)
+                print(f"{command}: error: {terminal_safe(e)}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print(f"{command}: {_interrupted_message(args)}", file=sys.stderr)

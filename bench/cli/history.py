@@ -9,6 +9,7 @@ from pathlib import Path
 
 from bench.core.errors import BenchError
 from bench.core.io import check_output_file, json_safe, write_json_atomic
+from bench.core.text import shown_name
 
 PROGRESS_FROM_FILES = 10  # a progress bar for ingests of more files than this
 
@@ -109,7 +110,7 @@ def run_ingest(args: argparse.Namespace) -> int:
     else:
         for o in outcomes:
             print(f"{'stored as run' if o.status == 'stored' else 'already stored as run'} {o.run_id}: "
-                  f"{o.path} ({o.n_results} results)")
+                  f"{shown_name(o.path)} ({o.n_results} results)")
     return 0
 
 

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from bench.core.params import positive_float, positive_int
+from bench.core.text import shown_name, terminal_safe
 
 
 def register(sub) -> None:
@@ -53,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
 
     def skip(path: str, reason: str) -> None:
         skipped.append(path)
-        print(f"bench report: skipped {path}: {reason}", file=sys.stderr)
+        print(f"bench report: skipped {shown_name(path)}: {terminal_safe(reason)}", file=sys.stderr)
 
     db = args.db if args.db is not None else (None if args.inputs else resolve_url(None))
     out = make_report(args.inputs, Path(args.output) if args.output else None, title=args.title,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -19,7 +20,13 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, IntegrityError, OperationalError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DBAPIError,
+    IntegrityError,
+    NoSuchModuleError,
+    OperationalError,
+)
 
 from bench.core.errors import BenchError
 from bench.core.io import json_safe
@@ -42,12 +49,28 @@ def resolve_url(db: str | os.PathLike | None = None) -> str:
     return f"sqlite:///{Path(value).expanduser().resolve()}"
 
 
+# user:password@ in anything shaped like a URL, parsed or not: the password is what gets masked.
+_PASSWORD = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.\-]*://[^:/@\s]*:)(?P<password>\S*)(?P<at>@)")
+
+
+def mask_password(text: str) -> str:
+    """`text` with the password of every `scheme://user:password@` in it replaced by `***`."""
+    return _PASSWORD.sub(lambda m: f"{m['head']}***{m['at']}", text)
+
+
+def hide_secret(text: str, url: str) -> str:
+    """`text` (a driver's message) with `url`'s password, wherever it appears, as `***`."""
+    m = _PASSWORD.search(url)
+    text = mask_password(text)
+    return text.replace(m["password"], "***") if m and len(m["password"]) >= 3 else text
+
+
 def describe_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url
+    """The URL without its password, for messages: parsed where it parses, masked as text where not."""
+    try:  # masked as text as well: a password with '@' in it parses as part of the host
+        return mask_password(make_url(url).render_as_string(hide_password=True))
+    except Exception:  # noqa: BLE001 - a URL SQLAlchemy cannot parse (bad port, `[::1`): mask it as text
+        return mask_password(url)
 
 
 @dataclass
@@ -171,17 +194,28 @@ def _result_row(run_id: int, r) -> dict:
     }
 
 
+def _create_engine(url: str, parsed, **kwargs) -> Engine:
+    try:
+        return create_engine(url, **kwargs)
+    except NoSuchModuleError:
+        raise BenchError(f"--db {describe_url(url)}: unknown {parsed.get_backend_name()} driver "
+                         f"{parsed.get_driver_name()!r} (SQLite: a file path; PostgreSQL: postgresql+psycopg://...)") from None
+
+
 def make_engine(url: str) -> Engine:
     """An engine for the store at `url`, set up for it (SQLite: WAL, busy timeout, BEGIN IMMEDIATE for writers)."""
+    if url != url.strip():
+        raise BenchError(f"--db {describe_url(url)!r} begins or ends with white space: give the URL without it")
     try:
         parsed = make_url(url)
-    except ArgumentError:
-        raise BenchError(f"--db {url!r} is neither a file path nor a database URL") from None
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number, `[::1` without `]`
+        raise BenchError(f"--db {describe_url(url)!r} is neither a file path nor a database URL "
+                         "(dialect+driver://user:password@host:port/database)") from None
     if parsed.get_backend_name() == "sqlite":
         database = parsed.database
         if not database or database == ":memory:":
             raise BenchError("the history store must be a file or a server: an in-memory SQLite store would vanish")
-        engine = create_engine(url)
+        engine = _create_engine(url, parsed)
 
         @event.listens_for(engine, "connect")
         def _connect(dbapi_conn, _record):
@@ -200,7 +234,7 @@ def make_engine(url: str) -> Engine:
         return engine
     if parsed.get_backend_name() == "postgresql":
         try:
-            return create_engine(url, pool_pre_ping=True)
+            return _create_engine(url, parsed, pool_pre_ping=True)
         except ImportError as e:
             raise BenchError(f"PostgreSQL needs the psycopg driver (pip install 'psycopg[binary]'): {e}") from None
     raise BenchError(f"--db {describe_url(url)}: the history store runs on SQLite or PostgreSQL "
@@ -237,7 +271,8 @@ def open_store(db: str | os.PathLike | None = None, *, create: bool = False) -> 
     except (OperationalError, DBAPIError) as e:
         store.close()
         msg = str(getattr(e, "orig", e)).strip().splitlines()
-        raise BenchError(f"cannot open the history store {store.where}: {msg[0] if msg else type(e).__name__}") from None
+        why = hide_secret(msg[0], url) if msg else type(e).__name__
+        raise BenchError(f"cannot open the history store {store.where}: {why}") from None
     except BenchError:
         store.close()
         raise

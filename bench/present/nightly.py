@@ -14,6 +14,7 @@ from bench.analysis.compare import (
     UNRELIABLE,
     Comparison,
 )
+from bench.core.text import shown_name, terminal_safe
 
 
 def value(v: float | None, unit: str) -> str:
@@ -31,6 +32,7 @@ def signed(x: float | None) -> str:
 
 
 def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> list[str]:
+    rows = [[terminal_safe(c, None) for c in r] for r in rows]  # names from files: no escape codes reach the terminal
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
     return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
@@ -47,10 +49,10 @@ def comparison_lines(c: Comparison, *, show_unchanged: bool = True) -> list[str]
     head += (f" ({counts[IMPROVEMENT]} improved, {counts[UNCHANGED]} unchanged, "
              f"{counts[UNRELIABLE]} unreliable, never judged)")
     out = [head,
-           f"  baseline:  {b['name']}" + (f", commit {b['commit'][:12]}" if b.get("commit") else "")
-           + f", on {b.get('hardware_label')}",
-           f"  candidate: {k['name']}" + (f", commit {k['commit'][:12]}" if k.get("commit") else "")
-           + f", on {k.get('hardware_label')}"]
+           f"  baseline:  {shown_name(b['name'])}" + (f", commit {b['commit'][:12]}" if b.get("commit") else "")
+           + f", on {shown_name(b.get('hardware_label'))}",
+           f"  candidate: {shown_name(k['name'])}" + (f", commit {k['commit'][:12]}" if k.get("commit") else "")
+           + f", on {shown_name(k.get('hardware_label'))}"]
     if c.cross_hardware and b.get("hardware") != k.get("hardware"):
         out.append("  different hardware (--cross-hardware): the changes include the machines' difference")
     if c.software_changed:
@@ -67,7 +69,7 @@ def comparison_lines(c: Comparison, *, show_unchanged: bool = True) -> list[str]
         if v.verdict == UNCHANGED and not show_unchanged:
             continue
         interval = "—" if v.change_low is None else f"[{v.change_low:+.1%}, {v.change_high:+.1%}]"
-        rows.append([v.verdict.upper() if v.verdict == REGRESSION else v.verdict, v.benchmark, v.metric,
+        rows.append([v.verdict.upper() if v.verdict == REGRESSION else v.verdict, shown_name(v.benchmark), v.metric,
                      f"{value(v.baseline, v.unit)} → {value(v.candidate, v.unit)}", signed(v.change), interval,
                      "—" if v.p_value is None else f"{v.p_value:.2g}", v.rule or "—", v.reason or ""])
     if rows:
@@ -75,9 +77,9 @@ def comparison_lines(c: Comparison, *, show_unchanged: bool = True) -> list[str]
         out += _table(rows, ["verdict", "benchmark", "metric", "baseline → candidate", "change", "95% interval",
                              "p", "rule", "why unreliable"])
     if c.only_in_baseline:
-        out.append(f"only in the baseline ({len(c.only_in_baseline)}): " + ", ".join(c.only_in_baseline))
+        out.append(f"only in the baseline ({len(c.only_in_baseline)}): " + ", ".join(map(shown_name, c.only_in_baseline)))
     if c.only_in_candidate:
-        out.append(f"only in the candidate ({len(c.only_in_candidate)}): " + ", ".join(c.only_in_candidate))
+        out.append(f"only in the candidate ({len(c.only_in_candidate)}): " + ", ".join(map(shown_name, c.only_in_candidate)))
     used = sorted({v.rule for v in c.verdicts if v.rule})
     for rule in used:
         out.append(f"rule {rule!r}: {COMPARE_RULES[rule]}")
@@ -99,7 +101,7 @@ def common_shift_sentence(c: Comparison) -> str | None:
 def changes_lines(changes: Sequence) -> list[str]:
     if not changes:
         return ["No change points: no benchmark's reliable nights stepped."]
-    rows = [[c.kind, c.benchmark, c.metric, c.hardware_label, c.at, f"{value(c.before, c.unit)} → {value(c.after, c.unit)}",
+    rows = [[c.kind, shown_name(c.benchmark), c.metric, shown_name(c.hardware_label), c.at, f"{value(c.before, c.unit)} → {value(c.after, c.unit)}",
              signed(c.change), f"{(c.commit_before or '?')[:12]}..{(c.commit_after or '?')[:12]}",
              f"{c.nights_before}/{c.nights_after}", f"{c.p_value:.2g}"] for c in changes]
     return [f"{len(changes)} change point(s):", *_table(rows, ["kind", "benchmark", "metric", "machine", "from (first run after)",
@@ -109,6 +111,6 @@ def changes_lines(changes: Sequence) -> list[str]:
 def runs_lines(runs: Sequence) -> list[str]:
     if not runs:
         return ["The history store holds no runs."]
-    rows = [[str(r.id), r.time_text, r.kind, (r.commit or "—")[:12] + ("+dirty" if r.dirty else ""), r.hardware_label,
-             str(r.n_results), r.verdict or "—", r.path] for r in runs]
+    rows = [[str(r.id), r.time_text, r.kind, (r.commit or "—")[:12] + ("+dirty" if r.dirty else ""), shown_name(r.hardware_label),
+             str(r.n_results), r.verdict or "—", shown_name(r.path)] for r in runs]
     return _table(rows, ["run", "time", "kind", "commit", "machine", "results", "verdict", "file"])
