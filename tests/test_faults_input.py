@@ -3,9 +3,15 @@ reaching the terminal, no unbounded read, and one line with exit status 2 instea
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
+from pathlib import Path
+
 import pytest
 
 from bench.cli import main
+from bench.core.io import MAX_INPUT_ENV
 from bench.core.text import MAX_SHOWN_NAME, shown_name, terminal_safe
 from bench.history.simulate import write_night
 from bench.history.store import describe_url, mask_password
@@ -108,3 +114,126 @@ def test_an_error_naming_a_file_prints_no_escape_code(tmp_path, capsys):
     bad.write_text("{")
     code, _, err = run_cli(capsys, ["report", bad, "-o", tmp_path / "r.html"])
     assert code == 2 and "\x1b" not in one_line(err) and "\x07" not in err
+
+
+# --------------------------------------------------------------------------- bounded reads
+
+DATA = Path(__file__).parent / "data"
+
+
+@pytest.mark.parametrize("argv", [["report", "{x}", "-o", "{d}/r.html"], ["history", "ingest", "{x}", "--db", "{d}/h.sqlite"],
+                                  ["compare", "{x}", "{x}"], ["fit", "{x}"], ["tta", "--curves", "{x}", "-o", "{d}/t.json"]],
+                         ids=["report", "ingest", "compare", "fit", "tta-curves"])
+@pytest.mark.parametrize("source", ["/dev/zero", "fifo"])
+def test_a_device_or_fifo_is_refused_unread(argv, source, tmp_path, capsys):
+    if source == "fifo":
+        source = str(tmp_path / "pipe.json")
+        os.mkfifo(source)  # opening it to read would wait for a writer forever
+    code, out, err = run_cli(capsys, [a.format(x=source, d=tmp_path) for a in argv])
+    assert code == 2
+    assert "not a results file (bench reads only regular files)" in one_line(err)
+    assert not list(tmp_path.glob("*.html"))
+
+
+def test_a_file_above_the_input_limit_is_refused_and_the_limit_can_be_raised(tmp_path, capsys, monkeypatch):
+    src = tmp_path / "in.json"
+    shutil.copy(DATA / "sweep-v1.json", src)
+    monkeypatch.setenv(MAX_INPUT_ENV, str(src.stat().st_size / 2 ** 20 / 2))
+    code, _, err = run_cli(capsys, ["report", src, "-o", tmp_path / "r.html"])
+    assert code == 2 and "larger than the" in one_line(err) and MAX_INPUT_ENV in err
+    monkeypatch.setenv(MAX_INPUT_ENV, "1")
+    assert run_cli(capsys, ["report", src, "-o", tmp_path / "r.html"])[0] == 0
+
+
+def _with_huge_integer(folder: Path) -> Path:
+    text = (DATA / "sweep-v1.json").read_text().replace('"schema_version": 1', '"schema_version": ' + "9" * 5000, 1)
+    assert "9" * 5000 in text
+    p = folder / "huge-int.json"
+    p.write_text(text)
+    return p
+
+
+def test_an_integer_of_thousands_of_digits_is_one_line(tmp_path, capsys):
+    code, _, err = run_cli(capsys, ["report", _with_huge_integer(tmp_path), "-o", tmp_path / "r.html"])
+    assert code == 2 and "integer too long to read" in one_line(err)
+
+
+def test_a_folder_report_skips_a_file_with_a_huge_integer_and_goes_on(tmp_path, capsys):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    _with_huge_integer(folder)
+    shutil.copy(DATA / "sweep-v1.json", folder / "good.json")
+    code, out, err = run_cli(capsys, ["report", folder, "-o", tmp_path / "r.html"])
+    assert code == 0
+    assert "skipped" in one_line(err) and "integer too long" in err
+    assert (tmp_path / "r.html").exists()
+
+
+def _runs(capsys, db: Path) -> list:
+    code, out, _ = run_cli(capsys, ["history", "list", "--db", db, "--json"])
+    return json.loads(out) if code == 0 else []
+
+
+@pytest.fixture
+def store(tmp_path, capsys) -> Path:
+    db = tmp_path / "h.sqlite"
+    assert run_cli(capsys, ["history", "ingest", DATA / "pytest-benchmark-v1.json", "--db", db, "-q"])[0] == 0
+    return db
+
+
+def test_a_batch_size_of_10_to_the_30_at_ingest_is_one_line_and_stores_nothing(store, tmp_path, capsys):
+    sweep = json.loads((DATA / "sweep-v1.json").read_text())
+    sweep["points"][0]["case"]["batch_size"] = 10 ** 30
+    suite = json.loads((DATA / "pytest-benchmark-v1.json").read_text())
+    suite["datetime"] = "2030-01-01T00:00:00"  # other content than the stored night
+    for b in suite["benchmarks"]:
+        b["extra_info"]["batch_size"] = b["extra_info"]["measurement"]["case"]["batch_size"] = 10 ** 30
+    (tmp_path / "sweep.json").write_text(json.dumps(sweep))
+    (tmp_path / "suite.json").write_text(json.dumps(suite))
+    before = _runs(capsys, store)
+    for name, says in (("sweep.json", "must be <="), ("suite.json", "does not fit the history store")):
+        code, _, err = run_cli(capsys, ["history", "ingest", tmp_path / name, "--db", store])
+        assert code == 2 and says in one_line(err)
+    assert _runs(capsys, store) == before
+
+
+def test_a_store_that_fills_its_disk_during_ingest_is_one_line_and_intact(store, tmp_path, capsys, monkeypatch):
+    from sqlalchemy import event
+
+    import bench.history.store as store_module
+
+    real = store_module.make_engine
+
+    def small_disk(url):  # SQLite's own "database or disk is full" (SQLITE_FULL), at the current size
+        engine = real(url)
+        event.listen(engine, "connect", lambda conn, _: conn.execute(
+            f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}"))
+        return engine
+
+    before = _runs(capsys, store)
+    other = json.loads((DATA / "pytest-benchmark-v1.json").read_text())
+    other["datetime"] = "2030-01-01T00:00:00"
+    (tmp_path / "night.json").write_text(json.dumps(other))
+    monkeypatch.setattr(store_module, "make_engine", small_disk)
+    code, _, err = run_cli(capsys, ["history", "ingest", tmp_path / "night.json", "--db", store])
+    monkeypatch.undo()
+    assert code == 2
+    line = one_line(err)
+    assert "database or disk is full" in line and "nothing was stored" in line and "INSERT" not in line
+    assert _runs(capsys, store) == before
+
+
+LONG = "n" * 300 + ".json"
+
+
+@pytest.mark.parametrize("argv", [["report", "{d}/" + LONG, "-o", "{d}/r.html"],
+                                  ["history", "ingest", "{d}/" + LONG, "--db", "{d}/h.sqlite"],
+                                  ["compare", "{d}/" + LONG, "{d}/" + LONG],
+                                  ["sweep", "-b", "2", "-o", "{d}/" + LONG],
+                                  ["train", "nqm", "-o", "{d}/" + LONG]],
+                         ids=["report", "ingest", "compare", "sweep", "train"])
+def test_a_file_name_over_255_bytes_is_one_line(argv, tmp_path, capsys):
+    code, _, err = run_cli(capsys, [a.format(d=tmp_path) for a in argv])
+    assert code == 2
+    line = one_line(err)
+    assert "too long" in line or "bytes long" in line

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from bench.core.errors import BenchError
-from bench.core.text import terminal_safe
+from bench.core.text import shown_name, terminal_safe
 
 # Each module exposes register(subparsers); the parser it adds sets `func` (args -> exit status).
 COMMAND_MODULES = [
@@ -140,6 +140,15 @@ def _main(argv: list[str] | None) -> int:
 
             if main_rank():  # under torchrun every rank fails alike: rank 0 says it once
                 print(f"{command}: error: {terminal_safe(e)}", file=sys.stderr)
+            return 2
+        except OSError as e:
+            if isinstance(e, BrokenPipeError):
+                raise  # our reader went away: below
+            # A file system's refusal that no check above put in words (a name too long to even ask about).
+            from bench.core.io import describe_os_error
+
+            where = f"{shown_name(e.filename)}: " if e.filename else ""
+            print(f"{command}: error: {where}{describe_os_error(e)}", file=sys.stderr)
             return 2
         except KeyboardInterrupt:
             print(f"{command}: {_interrupted_message(args)}", file=sys.stderr)

@@ -15,6 +15,7 @@ import math
 import os
 import re
 import stat
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -31,6 +32,9 @@ _ORPHAN_AGE_S = 600.0
 # `.NAME.PID-XXXXXXXX.tmp` (22 with a 7-digit pid) and a rescued copy `STEM.rescued-STAMP-PID.SUFFIX` (32).
 OUTPUT_NAME_ROOM = 32
 SQLITE_MAGIC = b"SQLite format 3\x00"
+# Inputs larger than this are refused unread (a nightly file with raw samples is a few MiB).
+DEFAULT_MAX_INPUT_MB = 256
+MAX_INPUT_ENV = "BENCH_MAX_INPUT_MB"
 
 
 class OutputWriteError(BenchError):
@@ -373,14 +377,54 @@ def _not_json(token: str):
     raise _NotJSON(token)
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    """Parse a UTF-8 strict-JSON file; anything unreadable (including `NaN`/`Infinity`, which Python's
-    json would accept, and JSON nested deeper than MAX_JSON_DEPTH) is a one-line InvalidResultsFile
-    naming the path."""
+def max_input_bytes() -> int:
+    """The largest input file bench reads: $BENCH_MAX_INPUT_MB mebibytes, else DEFAULT_MAX_INPUT_MB."""
+    try:
+        mb = float(os.environ.get(MAX_INPUT_ENV) or DEFAULT_MAX_INPUT_MB)
+    except ValueError:
+        raise BenchError(f"${MAX_INPUT_ENV} must be a number of mebibytes, got "
+                         f"{os.environ.get(MAX_INPUT_ENV)!r}") from None
+    if not (mb > 0 and math.isfinite(mb)):
+        raise BenchError(f"${MAX_INPUT_ENV} must be a positive number of mebibytes, got {mb:g}")
+    return int(mb * 2 ** 20)
+
+
+def check_input_file(path: str | os.PathLike) -> int:
+    """Refuse, in one line (InvalidResultsFile), an input that is not a regular file (a device such as
+    /dev/zero, a FIFO, a socket: reading one may never end) or is larger than `max_input_bytes`.
+    Returns the most bytes a reader should take from it."""
     path = Path(path)
     try:
-        with open(path, encoding="utf-8") as f:
-            data = json.load(f, parse_constant=_not_json)
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise InvalidResultsFile(f"{path}: no such file") from None
+    except OSError as e:
+        raise InvalidResultsFile(f"{path}: cannot read ({describe_os_error(e)})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise InvalidResultsFile(f"{path}: is a directory, expected a JSON file")
+    if not stat.S_ISREG(st.st_mode):
+        raise InvalidResultsFile(f"{path}: is {_kind_of(st.st_mode)}, not a results file (bench reads only "
+                                 "regular files)")
+    limit = max_input_bytes()
+    if st.st_size > limit:
+        raise InvalidResultsFile(f"{path}: {st.st_size / 2 ** 20:.0f} MiB, larger than the {limit / 2 ** 20:g} MiB bench "
+                                 f"reads (raise ${MAX_INPUT_ENV} if it really is a results file)")
+    return limit
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a UTF-8 strict-JSON file; anything unreadable (including `NaN`/`Infinity`, which Python's
+    json would accept, JSON nested deeper than MAX_JSON_DEPTH, an integer too long to convert, a file
+    refused by `check_input_file`) is a one-line InvalidResultsFile naming the path."""
+    path = Path(path)
+    limit = check_input_file(path)
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(limit + 1)
+        if len(raw) > limit:  # it grew since it was checked
+            raise InvalidResultsFile(f"{path}: larger than the {limit / 2 ** 20:g} MiB bench reads "
+                                     f"(raise ${MAX_INPUT_ENV} if it really is a results file)")
+        data = json.loads(raw.decode("utf-8"), parse_constant=_not_json)
     except _NotJSON as e:
         raise InvalidResultsFile(f"{path}: holds {e.args[0]}, which is not a JSON number (bench writes a value "
                                  "that could not be measured as null)") from None
@@ -395,6 +439,11 @@ def read_json(path: str | os.PathLike) -> Any:
         raise InvalidResultsFile(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
     except UnicodeDecodeError:
         raise InvalidResultsFile(f"{path}: not UTF-8 text, so not a JSON results file") from None
+    except ValueError as e:  # Python refuses to convert an integer of more than 4,300 digits
+        if "digits" not in str(e):
+            raise
+        raise InvalidResultsFile(f"{path}: holds an integer too long to read (more than "
+                                 f"{sys.get_int_max_str_digits()} digits); no results file holds one") from None
     except OSError as e:
         raise InvalidResultsFile(f"{path}: cannot read ({describe_os_error(e)})") from None
     if json_depth_exceeds(data):

@@ -22,6 +22,7 @@ from sqlalchemy import create_engine, event, select
 from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import (
     ArgumentError,
+    DataError,
     DBAPIError,
     IntegrityError,
     NoSuchModuleError,
@@ -30,6 +31,7 @@ from sqlalchemy.exc import (
 
 from bench.core.errors import BenchError
 from bench.core.io import json_safe
+from bench.core.text import shorten, shown_name
 from bench.history.schema import SCHEMA_VERSION, migrate, results, runs, stored_version
 from bench.history.sources import RunRecord, read_results_file
 
@@ -142,9 +144,19 @@ class Store:
 
     def ingest_records(self, records: Sequence[RunRecord], *, progress: Progress | None = None) -> list[IngestOutcome]:
         """`ingest` for files already read with `read_results_file`."""
+        _check_integers(records)
         for attempt in range(5):
             try:
                 return self._ingest_once(records, progress)
+            except (OverflowError, DataError) as e:  # a value _check_integers does not know of: still one line
+                why = str(getattr(e, "orig", e)).strip().splitlines()
+                raise BenchError(f"a value in these files does not fit the history store "
+                                 f"({why[0] if why else type(e).__name__}); nothing was stored") from None
+            except OperationalError as e:  # a full disk ("database or disk is full"), a lost mount: rolled back
+                why = str(getattr(e, "orig", e)).strip().splitlines()
+                raise BenchError(f"cannot write the history store {self.where}: "
+                                 f"{hide_secret(why[0], self.url) if why else type(e).__name__}; nothing was stored "
+                                 "(the store is as it was before)") from None
             except IntegrityError:
                 # Another process stored one of these files between our check and our insert: its
                 # transaction won; ours rolled back whole. Try again, now seeing that file as stored.
@@ -181,6 +193,21 @@ class Store:
                 if progress:
                     progress(i + 1, len(records), rec.path, out[-1].status)
         return out
+
+
+_INT64 = range(-2 ** 63, 2 ** 63)
+
+
+def _check_integers(records: Sequence[RunRecord]) -> None:
+    """BenchError naming the file and benchmark, before anything is written, for an integer the store's
+    64-bit columns cannot hold (a batch size of 10^30 overflows SQLite and is a DataError on PostgreSQL)."""
+    for rec in records:
+        for r in rec.results:
+            for name in ("batch_size", "n"):
+                v = getattr(r, name, None)
+                if isinstance(v, int) and v not in _INT64:
+                    raise BenchError(f"{rec.path}: {shown_name(r.benchmark)}: {name} {shorten(str(v), 40)} does not fit "
+                                     "the history store's 64-bit integers; nothing was stored")
 
 
 def _result_row(run_id: int, r) -> dict:

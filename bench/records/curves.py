@@ -18,7 +18,7 @@ from typing import Any, Iterable, Sequence
 from bench.core.errors import BenchError, InvalidResultsFile
 from bench.records.envelope import Schema, header, load_record, read_header, save_record
 from bench.records.tables import number, read_csv
-from bench.records.validation import dataclass_schema, envelope_schema
+from bench.records.validation import BATCH_SIZE, dataclass_schema, envelope_schema
 
 CURVES = Schema("bench.curves", 1, "curves file", json_schema=lambda: curves_json_schema())
 CURVES_SCHEMA = CURVES.name
@@ -177,7 +177,7 @@ class Curve:
 def curve_json_schema() -> dict:
     """The JSON Schema of one curve (a Curve's dict form), in bench.curves and bench.tta files."""
     point = dataclass_schema(CurvePoint, {"step": {"minimum": 0}, "examples": {"minimum": 0}})
-    return dataclass_schema(Curve, {"batch_size": {"minimum": 1},
+    return dataclass_schema(Curve, {"batch_size": BATCH_SIZE,
                                     "points": {"type": ["array", "null"], "items": point}},
                             required=["task", "batch_size"])
 

@@ -26,7 +26,12 @@ from bench.core.vocabulary import (
 )
 from bench.records.distributed import DistributedPoint, DistributedRun
 from bench.records.envelope import Schema, header, load_record, read_header, save_record
-from bench.records.validation import dataclass_schema, envelope_schema, nullable
+from bench.records.validation import (
+    BATCH_SIZE,
+    dataclass_schema,
+    envelope_schema,
+    nullable,
+)
 
 # "bench.run.sweep" is the name a development build wrote for a while (a module path rewritten by
 # mistake); it is read as this kind, never written.
@@ -423,7 +428,7 @@ _SECONDS = {"type": "array", "items": {"type": "number", "minimum": 0}}
 @functools.cache
 def measurement_json_schema() -> dict:
     """The JSON Schema of one point (a Measurement's dict form), also inside the suites' extra_info."""
-    case = dataclass_schema(Case, {"batch_size": {"minimum": 1}})
+    case = dataclass_schema(Case, {"batch_size": BATCH_SIZE})
     nonneg_int = {"type": ["integer", "null"], "minimum": 0}
     return dataclass_schema(Measurement, {
         "case": case,
@@ -442,9 +447,9 @@ def measurement_json_schema() -> dict:
 @functools.cache
 def sweep_json_schema() -> dict:
     """The JSON Schema of a bench.sweep file (the current version), checked at every load."""
-    probe = dataclass_schema(Probe, {"batch_size": {"minimum": 1}})
+    probe = dataclass_schema(Probe, {"batch_size": BATCH_SIZE})
     largest = {"type": "object", "properties": {
-        "batch_size": {"type": ["integer", "null"], "minimum": 1},
+        "batch_size": {"type": ["integer", "null"], **BATCH_SIZE},
         "reason": {"type": ["string", "null"]},
         "limited": {"type": "boolean"},
         "probes": {"type": ["array", "null"], "items": probe},

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.core.errors import BenchError
+from bench.core.io import check_input_file
 from bench.core.params import parse_bool
 
 
@@ -19,6 +20,7 @@ def read_csv(p: Path, required: tuple[str, ...] = (), one_of: tuple[tuple[str, .
     """The rows of a CSV file (header names and keys stripped), `#` comment lines skipped. BenchError
     naming the file when it cannot be read, has no header, or lacks a `required` column or one of each
     group in `one_of` (`needs` says in words what a table must have)."""
+    check_input_file(p)  # a regular file of a bounded size: /dev/zero would never end
     try:
         with open(p, newline="", encoding="utf-8-sig") as f:
             lines = [line for line in f if not line.lstrip().startswith("#")]

@@ -19,7 +19,12 @@ from bench.core.stats import CONFIDENCE
 from bench.records.curves import Curve, curve_json_schema
 from bench.records.envelope import Schema, header, load_record, read_header, save_record
 from bench.records.tables import number, read_csv
-from bench.records.validation import dataclass_schema, envelope_schema, nullable
+from bench.records.validation import (
+    BATCH_SIZE,
+    dataclass_schema,
+    envelope_schema,
+    nullable,
+)
 
 TTA = Schema("bench.tta", 1, "time-to-accuracy file", json_schema=lambda: tta_json_schema())
 TTA_SCHEMA = TTA.name
@@ -433,7 +438,7 @@ class TTAResult:
 def tta_json_schema() -> dict:
     """The JSON Schema of a bench.tta file (the current version), checked at every load: every record
     of the study and of its analysis, typed from the dataclasses above."""
-    batch = {"minimum": 1}
+    batch = BATCH_SIZE
     steps = dataclass_schema(BatchSteps, {"batch_size": batch, "lr_cells": {"type": "array",
                                                                             "items": dataclass_schema(LRCell)}})
     analysis = dataclass_schema(TTAAnalysis, {

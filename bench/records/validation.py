@@ -20,6 +20,11 @@ from bench.core.errors import InvalidResultsFile
 
 _SCALARS = {bool: "boolean", int: "integer", float: "number", str: "string"}
 
+# No batch reaches 2**53 (the largest integer a double holds exactly, well inside the store's 64-bit
+# integers): a batch size beyond it is a corrupt file, refused at load rather than overflowing the store.
+MAX_BATCH_SIZE = 2 ** 53
+BATCH_SIZE = {"minimum": 1, "maximum": MAX_BATCH_SIZE}
+
 
 def _schema_of_type(tp: Any) -> dict:
     """The JSON Schema of one annotated type (bool, int, float, str, None, unions, list, dict, a dataclass)."""
