@@ -158,6 +158,18 @@ def test_a_second_writer_is_refused_while_the_first_holds_the_file(tmp_path):
     assert not (tmp_path / ".r.json.lock").exists()
 
 
+def test_a_run_dropped_without_closing_lets_go_of_its_file(tmp_path):
+    import gc
+
+    out = tmp_path / "r.json"
+    run = open_run(out)
+    run.add(("x", True))
+    del run
+    gc.collect()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+    open_run(out, resume=True).finish()
+
+
 def test_an_empty_lock_file_left_by_a_killed_run_is_taken_and_removed(tmp_path):
     (tmp_path / ".r.json.lock").write_bytes(b"")  # what kill -9 leaves: a file, no lock on it
     open_run(tmp_path / "r.json").finish()

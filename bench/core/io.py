@@ -270,6 +270,12 @@ class OutputLock:
     def held(self) -> bool:
         return self._fd is not None
 
+    def __del__(self):  # a run dropped without close (an exception through library code) lets go too
+        try:
+            self.release()
+        except Exception:  # noqa: BLE001 - at interpreter exit the os module may be gone; the OS lets go
+            pass
+
     def __enter__(self) -> "OutputLock":
         return self.acquire()
 
