@@ -100,6 +100,66 @@ def test_python_dash_m_bench_reports_errors_without_traceback(tmp_path):
     assert "Traceback" not in proc.stderr and "nope" in proc.stderr
 
 
+HEAVY_LIBRARIES = ("torch", "pandas", "scipy", "numpy", "seaborn", "sqlalchemy", "matplotlib")
+
+
+def test_help_and_argument_errors_import_no_heavy_library():
+    # What makes `bench --help` take seconds is importing these; a wall-clock limit would flake on a busy
+    # machine, so the test looks at what was imported. One fresh interpreter for every command.
+    script = f"""
+import contextlib, io, sys
+from bench.cli import COMMANDS, main
+for argv in [["--help"], ["no-such-command"]] + [[c, "--no-such-option"] for c in COMMANDS]:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            main(argv)
+        except SystemExit as e:
+            assert e.code in (0, 2), (argv, e.code)
+loaded = [m for m in {HEAVY_LIBRARIES!r} if m in sys.modules]
+print(",".join(loaded) or "none")
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "none"
+
+
+def test_bench_help_lists_every_command_with_its_line():
+    from bench.cli import COMMANDS
+
+    proc = subprocess.run([sys.executable, "-m", "bench", "--help"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    flat = " ".join(proc.stdout.split())
+    for name, command in COMMANDS.items():
+        assert f"{name} {command.help}" in flat
+
+
+def test_each_command_module_registers_the_command_its_table_entry_names():
+    from bench.cli import COMMANDS, build_parser
+
+    for name in COMMANDS:
+        parser = build_parser(name)
+        sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        assert sub.choices[name].get_default("func") is not None, name
+
+
+def test_command_help_shows_the_library_defaults_it_reads_when_asked(capsys):
+    from bench.core.budget import MEASURE_DEFAULTS
+
+    with pytest.raises(SystemExit) as e:
+        main(["sweep", "--help"])
+    assert e.value.code == 0
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"at most (default: {MEASURE_DEFAULTS['budget_s']})" in help_text
+    assert "largest power of two to try (default: 1024 on cpu" in help_text
+
+
+def test_a_deferred_choice_still_rejects_a_bad_value_in_one_line(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["allreduce", "--dtype", "int3"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and "int3" in err and "float32" in err
+
+
 @pytest.mark.parametrize("argv, message", [
     (["sweep", "--resume"], "--resume needs -o"),
     (["sweep", "--resume", "--overwrite", "-o", "x.json"], "contradict"),
@@ -131,11 +191,11 @@ def test_an_explicit_minimum_time_above_the_budget_is_an_error(capsys, tmp_path)
 
 
 def test_the_sweep_command_takes_its_defaults_from_the_measuring_defaults():
-    from bench.cli import build_parser
+    from bench.cli import parse_args
     from bench.cli.sweep import config_from_args
     from bench.core.budget import MEASURE_DEFAULTS
 
-    config = config_from_args(build_parser().parse_args(["sweep", "-d", "cpu"])).to_dict()
+    config = config_from_args(parse_args(["sweep", "-d", "cpu"])).to_dict()
     assert config["budget_s"] == MEASURE_DEFAULTS["budget_s"]
     assert config["min_time_s"] == MEASURE_DEFAULTS["min_time_s"]
     assert config["min_samples"] == MEASURE_DEFAULTS["min_samples"]

@@ -123,6 +123,85 @@ def test_settings_are_compared_as_stored():
         check_identity("f.json", Identity({}), Identity({"extra": 1}))
 
 
+# --------------------------------------------------------------------------- the lock beside the file
+
+
+def test_a_finished_run_leaves_nothing_beside_its_results_file(tmp_path):
+    out = tmp_path / "r.json"
+    run = open_run(out)
+    assert (tmp_path / ".r.json.lock").exists()  # held while the run writes
+    run.add(("x", True))
+    run.finish()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+    open_run(out, resume=True).close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+def test_a_refused_open_leaves_nothing_behind(tmp_path):
+    out = tmp_path / "r.json"
+    out.write_text("not json")
+    with pytest.raises(BenchError):
+        open_run(out, resume=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+def test_a_second_writer_is_refused_while_the_first_holds_the_file(tmp_path):
+    from bench.core.io import OutputLock
+
+    out = tmp_path / "r.json"
+    first = open_run(out)
+    with pytest.raises(BenchError, match="being written by another bench process"):
+        OutputLock(out).acquire()
+    first.finish()
+    with OutputLock(out) as again:
+        assert again.held
+    assert not (tmp_path / ".r.json.lock").exists()
+
+
+def test_a_run_dropped_without_closing_lets_go_of_its_file(tmp_path):
+    import gc
+
+    out = tmp_path / "r.json"
+    run = open_run(out)
+    run.add(("x", True))
+    del run
+    gc.collect()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+    open_run(out, resume=True).finish()
+
+
+def test_an_empty_lock_file_left_by_a_killed_run_is_taken_and_removed(tmp_path):
+    (tmp_path / ".r.json.lock").write_bytes(b"")  # what kill -9 leaves: a file, no lock on it
+    open_run(tmp_path / "r.json").finish()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"]
+
+
+def test_a_lock_file_removed_as_another_process_opened_it_does_not_count_as_held(tmp_path, monkeypatch):
+    import os
+
+    import bench.core.io as io
+    from bench.core.io import OutputLock
+
+    out = tmp_path / "r.json"
+    first = OutputLock(out).acquire()
+    stale = os.open(first.lock_path, os.O_RDWR)  # a second process opens the lock file...
+    first.release()  # ...the first removes it and lets go...
+    third = OutputLock(out).acquire()  # ...and a third takes a new one at the path
+    real_open, calls = os.open, []
+
+    def open_stale_first(path, flags, mode=0o777):
+        calls.append(path)
+        return stale if len(calls) == 1 else real_open(path, flags, mode)
+
+    monkeypatch.setattr(io.os, "open", open_stale_first)
+    with pytest.raises(BenchError, match="being written by another bench process"):
+        OutputLock(out).acquire()  # the stale file locks, but it is no longer the lock: retried, refused
+    assert len(calls) == 2
+    monkeypatch.undo()
+    third.release()
+    assert not third.lock_path.exists()
+
+
 # --------------------------------------------------------------------------- the users of the runner
 
 
@@ -153,6 +232,12 @@ def _grid(tmp_path, **change):
     run_grid(nqm(dim=5), GridSpec(**grid), RunConfig(target=0.5, max_steps=3, eval_every=1), output=out)
     return lambda: run_grid(nqm(dim=5), GridSpec(**{**grid, **change}), RunConfig(target=0.5, max_steps=3, eval_every=1),
                             output=out, resume=True)
+
+
+def test_a_sweep_and_a_training_grid_leave_only_their_results_files(tmp_path):
+    _sweep(tmp_path)
+    _grid(tmp_path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["curves.json", "sweep.json"]
 
 
 @pytest.mark.parametrize("make, change, setting", [

@@ -11,22 +11,66 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any, Callable, Mapping, NamedTuple
 
 from bench.core.errors import BenchError
 from bench.core.text import shown_name, terminal_safe
 
-# Each module exposes register(subparsers); the parser it adds sets `func` (args -> exit status).
-COMMAND_MODULES = [
-    "bench.cli.sweep",
-    "bench.cli.peak",
-    "bench.cli.train",
-    "bench.cli.tta",
-    "bench.cli.fit",
-    "bench.cli.report",
-    "bench.cli.history",
-    "bench.cli.compare",
-    "bench.cli.allreduce",
-]
+
+class Command(NamedTuple):
+    module: str  # exposes register(subparsers); the parser it adds sets `func` (args -> exit status)
+    help: str  # the line `bench --help` shows for it
+
+
+# Every command, in the order `bench --help` lists them. A command's module is imported only when that
+# command is chosen, so `bench --help` and argument errors answer without loading numpy or torch. A new
+# command is one line here and one module in bench/cli/.
+COMMANDS: dict[str, Command] = {
+    "sweep": Command("bench.cli.sweep", "measure training step time across batch sizes"),
+    "peak": Command("bench.cli.peak", "measure matmul TFLOP/s per precision on the device (the MFU denominator)"),
+    "train": Command("bench.cli.train", "train a task across batch sizes, LRs and seeds; write the curves"),
+    "tta": Command("bench.cli.tta", "time to accuracy across batch sizes: steps to target x step time"),
+    "fit": Command("bench.cli.fit", "fit the critical batch size to a table of steps (or epochs) to target"),
+    "report": Command("bench.cli.report",
+                      "make a self-contained HTML report from results files and the history store"),
+    "history": Command("bench.cli.history", "the history store: ingest results, list runs, find change points"),
+    "compare": Command("bench.cli.compare", "regression, improvement, unchanged or unreliable, per benchmark"),
+    "allreduce": Command("bench.cli.allreduce", "all-reduce bandwidth across message sizes (under torchrun)"),
+}
+
+
+class Deferred:
+    """An option's default or choices that live in a module slow to import (numpy, scipy, torch behind
+    it): read only when the command runs or its --help is printed, so an argument error answers at once.
+    `read` returns the value; `text` (optional) what --help shows for it. As `choices`, give the option
+    a metavar too: argparse reads the choices for a missing metavar as soon as the option is added."""
+
+    def __init__(self, read: Callable[[], Any], text: Callable[[], str] | None = None):
+        self._read, self._text = read, text
+
+    @classmethod
+    def attribute(cls, module: str, *path: str) -> "Deferred":
+        """`module`'s attribute at `path` (a mapping's key where the attribute is a mapping), e.g.
+        Deferred.attribute("bench.run.sweep", "SweepConfig", "budget_s")."""
+        def read():
+            value = importlib.import_module(module)
+            for name in path:
+                value = value[name] if isinstance(value, Mapping) else getattr(value, name)
+            return value
+        return cls(read)
+
+    def value(self) -> Any:
+        return self._read()
+
+    def __str__(self) -> str:
+        return str(self._text() if self._text else self._read())
+
+    def __iter__(self):  # as `choices`: argparse lists them in --help
+        return iter(self._read())
+
+    def __contains__(self, item) -> bool:  # as `choices`: argparse checks a value against them
+        return item in self._read()
+
 
 EPILOG = """\
 first steps:
@@ -64,16 +108,47 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def chosen_command(argv: list[str]) -> str | None:
+    """The command `argv` names: its first word that is not an option (bench's own options take no
+    value), or None."""
+    for word in argv:
+        if word == "--":
+            return None
+        if not word.startswith("-"):
+            return word
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The `bench` parser: `command`'s parser in full, every other command a stub that only names it
+    (so `bench --help` lists them all without importing any)."""
     parser = _Parser(prog="bench", description=__doc__, epilog=EPILOG,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
     from bench import __version__
 
     parser.add_argument("--version", action="version", version=f"bench {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    for name in COMMAND_MODULES:
-        importlib.import_module(name).register(sub)
+    for name, cmd in COMMANDS.items():
+        if name == command:
+            importlib.import_module(cmd.module).register(sub)  # its add_parser takes help=COMMANDS[name].help
+        else:
+            sub.add_parser(name, help=cmd.help, add_help=False)
     return parser
+
+
+def resolve_deferred(args: argparse.Namespace) -> argparse.Namespace:
+    """Replace every Deferred default left in `args` by its value (imports what holds it)."""
+    for key, value in vars(args).items():
+        if isinstance(value, Deferred):
+            setattr(args, key, value.value())
+    return args
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """`argv` (default: the command line) parsed as `bench` parses it, defaults resolved. Bad arguments
+    exit 2 with one line on stderr."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    return resolve_deferred(build_parser(chosen_command(argv)).parse_args(argv))
 
 
 def _interrupted_message(args: argparse.Namespace) -> str:
@@ -124,8 +199,9 @@ def _main(argv: list[str] | None) -> int:
     command = "bench"
     args = None
     try:
-        parser = build_parser()
-        args = parser.parse_args(argv)
+        argv = sys.argv[1:] if argv is None else list(argv)
+        parser = build_parser(chosen_command(argv))
+        args = resolve_deferred(parser.parse_args(argv))
         command = f"bench {args.command}" if getattr(args, "command", None) else "bench"
         if not getattr(args, "func", None):
             parser.print_help()

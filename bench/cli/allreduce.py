@@ -7,17 +7,17 @@ from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
 
-import bench.present.fmt as fmt
+from bench.cli import COMMANDS, Deferred
 from bench.core.params import parse_list
 
 DEFAULT_REPORTS_DIR = Path("reports")
 
 
 def register(sub) -> None:
-    from bench.run.allreduce import DTYPES, AllreduceConfig
+    def d(field: str) -> Deferred:  # the library's defaults, read when needed (bench.run.allreduce loads numpy)
+        return Deferred.attribute("bench.run.allreduce", "AllreduceConfig", field)
 
-    d = AllreduceConfig()
-    p = sub.add_parser("allreduce", help="all-reduce bandwidth across message sizes (under torchrun)",
+    p = sub.add_parser("allreduce", help=COMMANDS["allreduce"].help,
                        description="Time torch.distributed.all_reduce over message sizes on every rank of a torchrun "
                                    "job and print algorithm and bus bandwidth as NCCL's tests define them "
                                    "(busbw = algbw * 2(n-1)/n). Launch: torchrun --standalone --nproc_per_node=N "
@@ -27,13 +27,14 @@ def register(sub) -> None:
     p.add_argument("-s", "--sizes", metavar="LIST",
                    help="comma-separated message sizes in bytes (default: powers of 4 from 4 KiB to 64 MiB on a GPU, "
                         "4 MiB on a CPU)")
-    p.add_argument("--dtype", default=d.dtype, choices=DTYPES, help="(default: %(default)s)")
-    p.add_argument("--budget", type=float, default=d.budget_s, help="seconds of measuring per size, at most "
+    p.add_argument("--dtype", default=d("dtype"), choices=Deferred.attribute("bench.run.allreduce", "DTYPES"),
+                   metavar="DTYPE", help="%(choices)s (default: %(default)s)")
+    p.add_argument("--budget", type=float, default=d("budget_s"), help="seconds of measuring per size, at most "
                                                                    "(default: %(default)s)")
-    p.add_argument("--min-samples", type=int, default=d.min_samples, help="(default: %(default)s)")
+    p.add_argument("--min-samples", type=int, default=d("min_samples"), help="(default: %(default)s)")
     p.add_argument("--min-time", type=float, default=None, help="seconds of timed calls per size, at least")
-    p.add_argument("--ci-target", type=float, default=d.ci_target, help="(default: %(default)s)")
-    p.add_argument("--dist-timeout", type=float, default=d.timeout_s, metavar="S",
+    p.add_argument("--ci-target", type=float, default=d("ci_target"), help="(default: %(default)s)")
+    p.add_argument("--dist-timeout", type=float, default=d("timeout_s"), metavar="S",
                    help="seconds a rank waits for another in a collective (default: %(default)s)")
     p.add_argument("-o", "--output", help="results JSON (default: reports/allreduce-<device>-<n>ranks-<time>.json)")
     p.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
@@ -58,6 +59,8 @@ def run(args: argparse.Namespace) -> int:
                              min_time_s=args.min_time, ci_target=args.ci_target, timeout_s=args.dist_timeout)
     config.validate()
     main = main_rank()
+    import bench.present.fmt as fmt
+
     output = Path(args.output) if args.output else DEFAULT_REPORTS_DIR / (
         f"allreduce-{fmt.slug(config.device)}-{_world()}ranks-{datetime.now().strftime('%Y%m%dT%H%M%S')}.json")
     try:

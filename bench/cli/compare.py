@@ -5,13 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
+from bench.cli import COMMANDS
 from bench.cli.history import add_db_option
 from bench.core.errors import BenchError
 from bench.core.io import json_safe
 
 
 def register(sub) -> None:
-    p = sub.add_parser("compare", help="regression, improvement, unchanged or unreliable, per benchmark",
+    p = sub.add_parser("compare", help=COMMANDS["compare"].help,
                        description="Compare a candidate run with a baseline, per benchmark and metric. Each side is "
                                    "a results file (pytest-benchmark JSON, ours or any suite's; a bench sweep or tta "
                                    "file) or a run in the history store (run:ID). Exit status: 0 nothing regressed, "

@@ -8,11 +8,12 @@ import json
 import math
 import sys
 
+from bench.cli import COMMANDS
 from bench.core.errors import BenchError
 
 
 def register(sub) -> None:
-    p = sub.add_parser("fit", help="fit the critical batch size to a table of steps (or epochs) to target",
+    p = sub.add_parser("fit", help=COMMANDS["fit"].help,
                        description="Fit S(B) = S_min·(1 + B_crit/B) to a CSV of batch_size and steps, examples or "
                                    "epochs to target (several rows per batch size are seeds; a row with "
                                    "reached=false is a run that stopped short, a lower bound). Prints S_min, "

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from bench.cli import COMMANDS, Deferred
 from bench.core.errors import BenchError
 from bench.core.io import check_output_file, json_safe, write_json_atomic
 from bench.core.text import shown_name
@@ -21,7 +22,7 @@ def add_db_option(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("history", help="the history store: ingest results, list runs, find change points",
+    p = sub.add_parser("history", help=COMMANDS["history"].help,
                        description="Keep every nightly results file (pytest-benchmark JSON, bench sweep and tta "
                                    "files) in a database with its raw samples, fingerprint, commit and flags, and "
                                    "find where each benchmark's history stepped.")
@@ -51,13 +52,11 @@ def register(sub) -> None:
 
 
 def _series_filters(p: argparse.ArgumentParser) -> None:
-    from bench.analysis.changepoints import DEFAULT_MIN_CHANGE
-
     p.add_argument("--hardware", metavar="KEY", help="only this machine (its hardware key, see `bench history list`)")
     p.add_argument("--benchmark", metavar="TEXT", help="only benchmarks whose name contains TEXT")
     p.add_argument("--metric", action="append", metavar="NAME",
                    help="metric(s) to look at (default: step_time, time, time_to_target)")
-    p.add_argument("--min-change", type=float, default=DEFAULT_MIN_CHANGE,
+    p.add_argument("--min-change", type=float, default=Deferred.attribute("bench.analysis.changepoints", "DEFAULT_MIN_CHANGE"),
                    help="smallest relative step reported (default: %(default)s)")
     p.add_argument("--config", metavar="TOML", help="compare settings (noise target per benchmark); default: "
                                                      "[tool.bench.compare] of ./pyproject.toml")

@@ -4,24 +4,28 @@ from __future__ import annotations
 
 import argparse
 
+from bench.cli import COMMANDS, Deferred
 from bench.core.params import nonnegative_float, positive_float, positive_int
-from bench.measure.telemetry.peaks import PEAK_DEFAULTS, PRECISIONS, measure_peak
+from bench.core.vocabulary import PRECISIONS
+
+
+def _peak_default(key: str) -> Deferred:
+    return Deferred.attribute("bench.measure.telemetry.peaks", "PEAK_DEFAULTS", key)
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser(
-        "peak", help="measure matmul TFLOP/s per precision on the device (the MFU denominator)",
+    p = subparsers.add_parser("peak", help=COMMANDS["peak"].help,
         description="Time n x n x n matmuls per precision (CUDA events on a GPU; on a CPU it measures the "
                     "CPU and says so) and print achieved TFLOP/s beside the datasheet peak.")
     p.add_argument("--device", default=None, help="cuda, cuda:N or cpu (default: cuda if available, else cpu)")
     p.add_argument("--precision", action="append", choices=PRECISIONS, dest="precisions",
                    help="precision to measure; repeat for several (default: all the device supports)")
     p.add_argument("--size", type=positive_int, default=None, help="matrix size n (default: 8192 on a GPU, 1024 on a CPU)")
-    p.add_argument("--warmup", type=nonnegative_float, default=PEAK_DEFAULTS["warmup_s"], dest="warmup_s", metavar="S",
+    p.add_argument("--warmup", type=nonnegative_float, default=_peak_default("warmup_s"), dest="warmup_s", metavar="S",
                    help="seconds of matmuls run and discarded first, so clocks are up (default: %(default)s)")
-    p.add_argument("--repeats", type=positive_int, default=PEAK_DEFAULTS["repeats"],
+    p.add_argument("--repeats", type=positive_int, default=_peak_default("repeats"),
                    help="timed repeats per precision (default: %(default)s)")
-    p.add_argument("--min-repeat-s", type=positive_float, default=PEAK_DEFAULTS["min_repeat_s"],
+    p.add_argument("--min-repeat-s", type=positive_float, default=_peak_default("min_repeat_s"),
                    help="each repeat runs back-to-back matmuls for at least this long (default: %(default)s)")
     p.add_argument("--json", dest="json_path", default=None, help="also write the results to this JSON file")
     p.add_argument("--overwrite", action="store_true", help="replace the --json file if it exists")
@@ -56,6 +60,8 @@ def format_table(results) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from bench.measure.telemetry.peaks import PEAK_DEFAULTS, measure_peak
+
     warmup_s = getattr(args, "warmup_s", PEAK_DEFAULTS["warmup_s"])
     if args.json_path:
         from bench.core.io import check_output_file

@@ -7,12 +7,13 @@ import argparse
 import sys
 from pathlib import Path
 
+from bench.cli import COMMANDS
 from bench.core.params import positive_float, positive_int
 from bench.core.text import shown_name, terminal_safe
 
 
 def register(sub) -> None:
-    p = sub.add_parser("report", help="make a self-contained HTML report from results files and the history store",
+    p = sub.add_parser("report", help=COMMANDS["report"].help,
                        description="Turn results files into one HTML page that opens offline in any browser: "
                                    "verdicts, figures, sortable tables and the source data embedded. Inputs may "
                                    "be files or folders (every *.json inside, recursively): bench sweep files, "

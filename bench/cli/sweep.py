@@ -8,7 +8,7 @@ from contextlib import nullcontext
 from datetime import datetime
 from pathlib import Path
 
-import bench.present.fmt as fmt
+from bench.cli import COMMANDS, Deferred
 from bench.core.budget import MEASURE_DEFAULTS
 from bench.core.errors import BenchError
 from bench.core.io import check_output_file
@@ -25,53 +25,57 @@ DEFAULT_REPORTS_DIR = Path("reports")
 
 
 def register(sub) -> None:
-    from bench.run.sweep import DEFAULT_MAX_BATCH, SweepConfig
+    def d(field: str) -> Deferred:  # every default is the library's (measuring ones: MEASURE_DEFAULTS)
+        return Deferred.attribute("bench.run.sweep", "SweepConfig", field)
 
-    d = SweepConfig()  # every default is the library's (measuring ones: MEASURE_DEFAULTS)
-    p = sub.add_parser("sweep", help="measure training step time across batch sizes",
+    def max_batch_text() -> str:
+        from bench.run.sweep import DEFAULT_MAX_BATCH
+
+        return ", ".join(f"{v} on {k}" for k, v in DEFAULT_MAX_BATCH.items())
+
+    p = sub.add_parser("sweep", help=COMMANDS["sweep"].help,
                        description="Measure a training step across batch sizes and say where 'equal time per "
                                    "step' stops holding. Defaults run on a CPU in well under a minute.")
     w = p.add_argument_group("what to measure")
-    w.add_argument("-w", "--workload", default=d.workload,
+    w.add_argument("-w", "--workload", default=d("workload"),
                    help="built-in (mlp, cnn, resnet50, transformer), torchvision:<name>, or package.module:function "
                         "(default: %(default)s)")
     w.add_argument("-a", "--workload-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="workload parameter, repeatable (e.g. -a seq_len=256)")
     w.add_argument("-d", "--device", default="auto", help="cpu, cuda, cuda:N, or auto (cuda if available; default)")
-    w.add_argument("-p", "--precision", default=d.precision, choices=PRECISIONS,
+    w.add_argument("-p", "--precision", default=d("precision"), choices=PRECISIONS,
                    help="fp32, tf32, bf16 autocast, fp16 autocast with a gradient scaler (default: %(default)s)")
-    w.add_argument("--optimizer", default=d.optimizer, choices=STEP_OPTIMIZERS, help="(default: %(default)s)")
+    w.add_argument("--optimizer", default=d("optimizer"), choices=STEP_OPTIMIZERS, help="(default: %(default)s)")
     w.add_argument("--channels-last", action="store_true", help="channels_last memory format (image workloads)")
     w.add_argument("--compile", action="store_true", help="torch.compile the model")
     b = p.add_argument_group("batch sizes")
     b.add_argument("-b", "--batch-sizes", metavar="LIST",
                    help="comma-separated batch sizes (default: powers of two from --min-batch to --max-batch)")
-    b.add_argument("--min-batch", type=positive_int, default=d.min_batch, help="(default: %(default)s)")
-    b.add_argument("--max-batch", type=positive_int, default=None,
-                   help="largest power of two to try (default: "
-                        + ", ".join(f"{v} on {k}" for k, v in DEFAULT_MAX_BATCH.items()) + "; OOM ends it sooner)")
+    b.add_argument("--min-batch", type=positive_int, default=d("min_batch"), help="(default: %(default)s)")
+    b.add_argument("--max-batch", type=positive_int, default=Deferred(lambda: None, text=max_batch_text),
+                   help="largest power of two to try (default: %(default)s; OOM ends it sooner)")
     b.add_argument("--no-largest-search", action="store_true",
                    help="after an out-of-memory point, do not search for the largest batch that fits (nor confirm it)")
     m = p.add_argument_group("measurement")
-    m.add_argument("--ci-target", type=fraction, default=d.ci_target,
+    m.add_argument("--ci-target", type=fraction, default=d("ci_target"),
                    help="stop a point once the 95%% CI of the median is within ± this fraction (default: %(default)s)")
-    m.add_argument("--min-samples", type=positive_int, default=d.min_samples, help="(default: %(default)s)")
+    m.add_argument("--min-samples", type=positive_int, default=d("min_samples"), help="(default: %(default)s)")
     m.add_argument("--min-time", type=nonnegative_float, default=None,
                    help=f"seconds of measured steps per point, at least (default: {MEASURE_DEFAULTS['min_time_s']:g}, "
                         "or the budget if smaller)")
-    m.add_argument("--budget", type=positive_float, default=d.budget_s,
+    m.add_argument("--budget", type=positive_float, default=d("budget_s"),
                    help="seconds of measuring per point, at most (default: %(default)s)")
-    m.add_argument("--eps", type=fraction, default=d.eps,
+    m.add_argument("--eps", type=fraction, default=d("eps"),
                    help="'equal time' tolerance relative to the smallest batch (default: %(default)s)")
     m.add_argument("--no-telemetry", action="store_true", help="do not sample NVML during timed blocks")
     m.add_argument("--peak-tflops", type=positive_float, default=None,
                    help="peak TFLOP/s for MFU instead of the data-sheet table (e.g. what `bench peak` measured)")
     m.add_argument("--threads", type=int, default=None, metavar="N",
                    help="torch.set_num_threads(N) for the run, recorded in the results (default: torch's own choice)")
-    m.add_argument("--seed", type=int, default=d.seed)
+    m.add_argument("--seed", type=int, default=d("seed"))
     dp = p.add_argument_group("data parallel (under torchrun: every rank measures, rank 0 writes; README, "
                               "'Several GPUs')")
-    dp.add_argument("--dist-timeout", type=float, default=d.dist_timeout_s, metavar="S",
+    dp.add_argument("--dist-timeout", type=float, default=d("dist_timeout_s"), metavar="S",
                     help="seconds a rank waits for another in a collective before the point (or the job) fails "
                          "(default: %(default)s)")
     dp.add_argument("--no-comm-share", action="store_true",
@@ -98,6 +102,8 @@ def auto_device(name: str) -> str:
 
 
 def default_output(workload: str, device: str, precision: str) -> Path:
+    import bench.present.fmt as fmt
+
     stamp = datetime.now().strftime("%Y%m%dT%H%M%S")
     return DEFAULT_REPORTS_DIR / f"sweep-{fmt.slug(workload)}-{fmt.slug(device)}-{precision}-{stamp}.json"
 

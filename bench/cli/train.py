@@ -7,7 +7,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-import bench.present.fmt as fmt
+from bench.cli import COMMANDS
 from bench.core.errors import BenchError
 from bench.core.params import (
     finite_float,
@@ -83,7 +83,7 @@ def threads_from_args(args) -> int | None:
 
 
 def register(sub) -> None:
-    p = sub.add_parser("train", help="train a task across batch sizes, LRs and seeds; write the curves",
+    p = sub.add_parser("train", help=COMMANDS["train"].help,
                        description="Convergence runs: one curve (step, examples, wall time, loss, eval metric) "
                                    "per batch size x learning rate x seed, saved after every run.")
     p.add_argument("task", nargs="?", default="digits",
@@ -145,6 +145,8 @@ def run(args: argparse.Namespace) -> int:
                        eval_every=args.eval_every if args.eval_every is not None else d.get("eval_every", 10),
                        max_time_s=args.max_time, continue_after_target=args.continue_after_target or 0.0,
                        device=args.device)
+    import bench.present.fmt as fmt
+
     output = Path(args.output) if args.output else (
         DEFAULT_REPORTS_DIR / f"curves-{fmt.slug(task.name)}-{datetime.now().strftime('%Y%m%dT%H%M%S')}.json")
     args.results_path = output  # for the message if interrupted

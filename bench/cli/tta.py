@@ -11,7 +11,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-import bench.present.fmt as fmt
+from bench.cli import COMMANDS
 from bench.cli.train import (
     DEFAULT_REPORTS_DIR,
     add_run_arguments,
@@ -26,7 +26,7 @@ from bench.core.params import nonnegative_int, positive_float, positive_int
 
 
 def register(sub) -> None:
-    p = sub.add_parser("tta", help="time to accuracy across batch sizes: steps to target x step time",
+    p = sub.add_parser("tta", help=COMMANDS["tta"].help,
                        description="Time to accuracy per batch size, the critical batch size with its interval, "
                                    "the gradient noise scale and the best batch size for this device. Without "
                                    "--curves it runs end to end on --task (digits by default: a few minutes on a CPU).")
@@ -129,6 +129,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _default_output(name: str) -> Path:
+    import bench.present.fmt as fmt
+
     return DEFAULT_REPORTS_DIR / f"tta-{fmt.slug(name)}-{datetime.now().strftime('%Y%m%dT%H%M%S')}.json"
 
 

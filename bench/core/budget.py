@@ -9,8 +9,6 @@ from dataclasses import asdict, dataclass
 from types import MappingProxyType
 from typing import Any, Mapping
 
-from bench.core.stats import MIN_BLOCKS_FOR_CI
-
 # The one table of measuring defaults. Timing, SweepConfig, `bench sweep`, the pytest suites and the TTA
 # study's step timing all read their defaults here (README, "How a point is measured").
 MEASURE_DEFAULTS: Mapping[str, float] = MappingProxyType({
@@ -42,6 +40,9 @@ class BlockShortfall:
 
     @property
     def message(self) -> str:
+        # Imported here, not at the top: stats loads numpy and scipy, which `bench --help` must not wait for.
+        from bench.core.stats import MIN_BLOCKS_FOR_CI
+
         ci = ("its 95% CI rests on the pooled samples alone" if self.samples >= MIN_BLOCKS_FOR_CI
               else f"{self.samples} sample(s) are too few for any 95% CI")
         return (f"only {self.blocks} timed block(s) of {self.step_s:.3g} s steps fitted the {self.budget_s:g} s budget "

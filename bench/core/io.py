@@ -311,38 +311,68 @@ class OutputLock:
     `with`): a second bench process writing the same file is refused in one line instead of each
     silently replacing the other's points.
 
-    The lock is `.NAME.lock` beside the file (an advisory lock through `filelock`, which the OS
-    drops when the process dies, so a killed run never leaves the file locked). The lock file
-    itself stays; it is empty and harmless.
+    The lock is an advisory `flock` on `.NAME.lock` beside the file, which the OS drops when the
+    process dies, so a killed run never leaves the file locked. Release removes the lock file while
+    still holding the lock, and `acquire` keeps a lock only on a file still at that path (a
+    process that opened it just before it was removed tries again), so at most one process holds
+    it and nothing is left beside the results. A killed run can leave an empty, unlocked lock file;
+    the next run on that output takes it and removes it.
     """
 
     def __init__(self, path: str | os.PathLike):
-        from filelock import FileLock
-
         self.path = Path(path)
         self.lock_path = self.path.with_name(f".{self.path.name}.lock")
-        self._lock = FileLock(str(self.lock_path), timeout=0, thread_local=False)
+        self._fd: int | None = None
 
     def acquire(self) -> "OutputLock":
-        from filelock import Timeout
+        import fcntl
 
+        if self._fd is not None:
+            return self
         try:
             self.lock_path.parent.mkdir(parents=True, exist_ok=True)
-            self._lock.acquire()
-        except Timeout:
-            raise BenchError(f"output {self.path} is being written by another bench process right now; "
-                             "wait for it to finish, or write to another file") from None
+            while True:
+                fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    raise BenchError(f"output {self.path} is being written by another bench process right now; "
+                                     "wait for it to finish, or write to another file") from None
+                except BaseException:
+                    os.close(fd)
+                    raise
+                try:
+                    same = os.path.samestat(os.fstat(fd), os.stat(self.lock_path))
+                except FileNotFoundError:
+                    same = False
+                if same:
+                    self._fd = fd
+                    return self
+                os.close(fd)  # its holder removed it as we opened it: lock the one at the path now
         except OSError as e:
             raise BenchError(f"cannot lock {self.path} for writing: {describe_os_error(e)}") from None
-        return self
 
     def release(self) -> None:
-        if self._lock.is_locked:
-            self._lock.release(force=True)
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            os.unlink(self.lock_path)  # while still locked: no one else can hold a lock on this file
+        except OSError:
+            pass  # already gone, or a read-only folder: an empty file left is harmless
+        finally:
+            os.close(fd)  # closing drops the flock
 
     @property
     def held(self) -> bool:
-        return self._lock.is_locked
+        return self._fd is not None
+
+    def __del__(self):  # a run dropped without close (an exception through library code) lets go too
+        try:
+            self.release()
+        except Exception:  # noqa: BLE001 - at interpreter exit the os module may be gone; the OS lets go
+            pass
 
     def __enter__(self) -> "OutputLock":
         return self.acquire()

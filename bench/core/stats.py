@@ -8,7 +8,6 @@ from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
-from scipy import stats as _sps
 
 from bench.core.errors import BenchError
 
@@ -25,6 +24,9 @@ def median_ci_indices(n: int, confidence: float = CONFIDENCE) -> tuple[int, int]
     """
     if n < 1:
         return None
+    # Imported here, not at the top: scipy takes seconds to load on a busy machine (`bench CMD --help`).
+    from scipy import stats as _sps
+
     alpha = 1.0 - confidence
     # Largest k with P(K <= k-1) <= alpha/2: then [x_(k), x_(n-k+1)] (1-based) has coverage >= 1-alpha.
     k = int(_sps.binom.ppf(alpha / 2.0, n, 0.5))
@@ -79,6 +81,9 @@ def mean_ci(samples: Sequence[float], block_sizes: Sequence[int] | None = None,
     n = int(x.size)
     if n < 2:
         return None
+    # Imported here, as in median_ci_indices.
+    from scipy import stats as _sps
+
     mean = float(x.mean())
     q = 0.5 + confidence / 2.0
     half = float(_sps.t.ppf(q, n - 1) * x.std(ddof=1) / math.sqrt(n))
