@@ -84,7 +84,7 @@ def test_varying_readings_average_to_the_mean_of_the_kept_series():
     assert len(series["t_s"]) == s["n_samples"]
     assert s["kernel_active_pct_mean"] == pytest.approx(sum(series["kernel_active_pct"]) / s["n_samples"])
     assert set(series["kernel_active_pct"]) <= {10, 30, 50}
-    assert s["sm_clock_mhz_min"] == min(series["sm_clock_mhz"])
+    assert s["sm_clock_mhz_min"] == min(v for v in series["sm_clock_mhz"] if v is not None)  # slow ticks only
     assert series["t_s"] == sorted(series["t_s"])
 
 
@@ -237,13 +237,51 @@ def test_mig_instance_in_cuda_visible_devices_gives_nulls(monkeypatch):
 
 
 def test_not_supported_call_nulls_only_its_field_and_is_not_asked_again():
-    fake = make_fake_nvml(not_supported={"nvmlDeviceGetPowerUsage"})
+    fake = make_fake_nvml(not_supported={"nvmlDeviceGetTemperature"})
     s = measure(fake)
-    assert s["power_w_mean"] is None and s["power_w_max"] is None
-    assert "NOT_SUPPORTED" in s["null_reasons"]["power_w_mean"]
+    assert s["temperature_c_max"] is None
+    assert "NOT_SUPPORTED" in s["null_reasons"]["temperature_c_max"]
     assert s["kernel_active_pct_mean"] == 50 and s["power_instant_w_mean"] == pytest.approx(320.0)
     assert "kernel_active_pct_mean" not in s["null_reasons"]
-    assert fake.calls["nvmlDeviceGetPowerUsage"] == 1
+    assert fake.calls["nvmlDeviceGetTemperature"] == 1
+
+
+def test_the_sampler_makes_under_four_nvml_calls_per_tick_reading_slow_fields_every_fourth_tick():
+    from bench.measure.telemetry.nvml import NvmlDevice
+    from bench.measure.telemetry.sampler import SLOW_EVERY, _SamplerThread
+
+    fake = make_fake_nvml()
+    fake.nvmlInit()
+    device = NvmlDevice(fake, fake.nvmlDeviceGetHandleByIndex(0))
+    thread = _SamplerThread(device, lambda s: None, None, 0.05, 0.0, {})
+    before = sum(fake.calls.values())
+    samples = [thread._read() for _ in range(40)]
+    per_tick = (sum(fake.calls.values()) - before) / 40
+    assert per_tick == device.calls / 40 == 3 + 3 / SLOW_EVERY  # 7 per tick before
+    assert fake.calls["nvmlDeviceGetPowerUsage"] == 0  # both powers from one field-values call
+    assert [s.sm_clock_mhz is not None for s in samples[:8]] == [True, False, False, False] * 2
+    assert all(s.power_w == 300.0 and s.power_instant_w == 320.0 and s.clock_event_reasons == 0 for s in samples)
+
+
+def test_without_the_average_power_field_the_sampler_falls_back_to_power_usage_and_stops_asking_the_field():
+    from bench.measure.telemetry.nvml import NvmlDevice
+
+    fake = make_fake_nvml()
+    fake.nvmlInit()
+    real = fake.nvmlDeviceGetFieldValues
+
+    def no_average(handle, ids):
+        out = real(handle, ids)
+        for fv in out:
+            if fv.fieldId == fake.NVML_FI_DEV_POWER_AVERAGE:
+                fv.nvmlReturn = fake.NVML_ERROR_NOT_SUPPORTED
+        return out
+
+    fake.nvmlDeviceGetFieldValues = no_average
+    device = NvmlDevice(fake, fake.nvmlDeviceGetHandleByIndex(0))
+    readings = [device.power_fields() for _ in range(3)]
+    assert all(r[:2] == (300.0, 320.0) for r in readings)
+    assert fake.calls["nvmlDeviceGetPowerUsage"] == 3 and device.calls == 6
 
 
 def test_instant_power_field_not_supported_nulls_only_instant_power():
