@@ -25,6 +25,7 @@ COMMAND_MODULES = [
     "bench.cli.history",
     "bench.cli.compare",
     "bench.cli.allreduce",
+    "bench.cli.doctor",
 ]
 
 EPILOG = """\

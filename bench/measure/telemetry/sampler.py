@@ -180,6 +180,23 @@ class _SamplerThread(threading.Thread):
         return s
 
 
+def tick_cost(device: NvmlDevice, ticks: int = 200, clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
+    """What one sampler tick costs the process: microseconds per tick (median and 90th percentile over
+    `ticks` ticks read back to back, on this thread) and NVML calls per tick. GPM, sampled every
+    GPM_PERIOD_S rather than every tick, is not included."""
+    thread = _SamplerThread(device, lambda s: None, None, DEFAULT_PERIOD_S, clock(), {})
+    calls_before = device.calls
+    times = []
+    for _ in range(ticks):
+        t0 = clock()
+        thread._read()
+        times.append((clock() - t0) * 1e6)
+    times.sort()
+    return {"us_per_tick_median": statistics.median(times), "us_per_tick_p90": times[int(0.9 * (len(times) - 1))],
+            "nvml_calls_per_tick": (device.calls - calls_before) / ticks, "ticks": ticks,
+            "period_s": DEFAULT_PERIOD_S, "slow_fields_every": SLOW_EVERY}
+
+
 class Telemetry:
     """What ran on the GPU during a sweep point's timed blocks, and at what clock and power.
 
