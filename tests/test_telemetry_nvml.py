@@ -36,8 +36,14 @@ def _no_visible_devices(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
 
 
-def measure(fake, blocks=1, block_s=0.03, steps=None, batch_size=None, device="cuda:0"):
-    tel = Telemetry.for_device(device, period_s=PERIOD_S, nvml=fake)
+# The fake's energy counter answers a new value at every call unless a refresh period is configured: a
+# refresh every millisecond, given rather than measured so the configured readings are not spent on it.
+FAKE_ENERGY_REFRESH_S = 0.001
+
+
+def measure(fake, blocks=1, block_s=0.03, steps=None, batch_size=None, device="cuda:0",
+            energy_refresh_s=FAKE_ENERGY_REFRESH_S):
+    tel = Telemetry.for_device(device, period_s=PERIOD_S, nvml=fake, energy_refresh_s=energy_refresh_s)
     try:
         for _ in range(blocks):
             with tel.measuring():
@@ -119,7 +125,7 @@ def test_summarize_blocks_weights_gpm_intervals_by_their_length():
     blocks = [Block(start_s=0.0, end_s=1.0, energy_start_mj=0, energy_end_mj=500,
                     samples=[Sample(0.0, kernel_active_pct=20, power_w=100), Sample(1.0, kernel_active_pct=40, power_w=300)],
                     gpm=[GpmInterval(0.75, 0.75, sm_activity_pct=80), GpmInterval(1.0, 0.25, sm_activity_pct=40)])]
-    s = summarize_blocks(blocks, steps=5, batch_size=10, period_s=0.05)
+    s = summarize_blocks(blocks, steps=5, batch_size=10, period_s=0.05, energy_refresh_s=0.1)
     assert s["kernel_active_pct_mean"] == 30
     assert s["power_w_mean"] == 200
     assert s["sm_activity_pct_mean"] == pytest.approx(70.0)  # (0.75*80 + 0.25*40) / 1.0
@@ -519,3 +525,66 @@ def test_real_nvml_sees_a_busy_gpu_during_matmuls():
     if torch.cuda.get_device_capability(0) >= (9, 0):
         assert s["tensor_activity_pct_mean"] > 10, s["null_reasons"]
     json.dumps(s, allow_nan=False)
+
+
+# --- energy against the counter's refresh period (measured) ---------------------------------------
+
+def counter_blocks(n: int, block_s: float) -> list[Block]:
+    return [Block(start_s=i * block_s, end_s=(i + 1) * block_s, energy_start_mj=i * 1000, energy_end_mj=(i + 1) * 1000)
+            for i in range(n)]
+
+
+def test_energy_over_too_few_counter_refreshes_is_null_too_short_never_zero():
+    # Five 80 ms blocks against a counter refreshed every 100 ms: 4 refreshes, 10 needed.
+    s = summarize_blocks(counter_blocks(5, 0.08), steps=50, batch_size=8, period_s=0.05, energy_refresh_s=0.1)
+    assert s["energy_j"] is None and s["energy_per_step_j"] is None
+    why = s["null_reasons"]["energy_j"]
+    assert why.startswith("too short: the timed blocks lasted 0.4 s in all, 4.0 refreshes") and "100 ms" in why
+    assert s["energy_counter_refresh_s"] == 0.1 and s["energy_counter_refreshes"] == pytest.approx(4.0)
+    # Fifteen such blocks span 12 refreshes: the counter's energy is kept, with its bound.
+    s = summarize_blocks(counter_blocks(15, 0.08), steps=150, batch_size=8, period_s=0.05, energy_refresh_s=0.1)
+    assert s["energy_j"] == 15.0 and s["energy_source"] == "counter"
+    assert "refreshed every 100 ms (measured), 12 times" in s["energy_note"] and "±17%" in s["energy_note"]
+
+
+def test_without_a_measured_refresh_period_the_counters_energy_is_not_claimed():
+    s = summarize_blocks(counter_blocks(15, 0.08), steps=150, batch_size=8, period_s=0.05,
+                         energy_refresh_reason="the energy counter's refresh period could not be measured: x")
+    assert s["energy_j"] is None and "could not be measured: x" in s["null_reasons"]["energy_j"]
+    assert "could not be measured" in s["null_reasons"]["energy_counter_refresh_s"]
+
+
+def test_for_device_measures_the_counters_refresh_once_per_gpu_and_uses_it():
+    import itertools
+
+    from bench.measure.telemetry.sampler import energy_refresh_period
+
+    counter = itertools.count(0, 500)
+    fake = make_fake_nvml([FakeDevice(energy_mj=lambda: next(counter), refresh_s={"energy_mj": 0.01})])
+    tel = Telemetry.for_device("cuda:0", period_s=PERIOD_S, nvml=fake)
+    try:
+        # Real time, polled every millisecond: a loaded machine can only lengthen what it sees.
+        assert 0.009 <= tel.energy_refresh_s <= 0.04
+        calls = fake.calls["nvmlDeviceGetTotalEnergyConsumption"]
+        fake.nvmlInit()
+        assert energy_refresh_period(fake, fake.nvmlDeviceGetHandleByIndex(0)) == (tel.energy_refresh_s, None)
+        assert fake.calls["nvmlDeviceGetTotalEnergyConsumption"] == calls  # kept, not measured again
+        fake.nvmlShutdown()
+        with tel.measuring():
+            time.sleep(0.45)
+        s = tel.summary(steps=10, batch_size=2)
+        assert s["energy_source"] == "counter" and s["energy_counter_refreshes"] >= 10
+    finally:
+        tel.close()
+    still = make_fake_nvml()  # a counter that never moves: no period, and no energy claimed
+    s = measure(still, energy_refresh_s="measure")
+    assert s["energy_j"] is None and "could not be measured" in s["null_reasons"]["energy_j"]
+
+
+def test_nvml_memory_used_is_labelled_device_wide_beside_the_allocator_peaks():
+    s = measure(make_fake_nvml(memory_used_bytes=12 * 2**30))
+    assert s["memory_used_bytes_max"] == 12 * 2**30
+    assert s["memory_used_scope"].startswith("device-wide") and "other" not in s["null_reasons"]
+    assert "every process on the GPU" in s["memory_used_scope"] and "peak_allocated_bytes" in s["memory_used_scope"]
+    none = measure(make_fake_nvml(not_supported={"nvmlDeviceGetMemoryInfo"}))
+    assert none["memory_used_scope"] is None and "NOT_SUPPORTED" in none["null_reasons"]["memory_used_scope"]

@@ -35,13 +35,15 @@ def _readers(device: NvmlDevice) -> dict[str, Callable[[], Any]]:
 def measure_refresh_periods(device: NvmlDevice, *, duration_s: float = 3.0, poll_s: float = 0.002,
                             clock: Callable[[], float] = time.perf_counter,
                             sleep: Callable[[float], None] = time.sleep,
-                            readers: dict[str, Callable[[], Any]] | None = None) -> dict[str, dict[str, Any]]:
+                            readers: dict[str, Callable[[], Any]] | None = None,
+                            stop_after_changes: int | None = None) -> dict[str, dict[str, Any]]:
     """How often each reading's value changes, polling all of them every `poll_s` for `duration_s`.
 
     Per reading: `refresh_s` (median interval between successive changes; None with `reason` under
     MIN_CHANGES changes), `changes`, `polls`,
     `resolution_s` (the measured mean poll interval: no period shorter than it can be seen). A reading
     that holds still (an idle card's utilisation) has no measurable period, which is said, not guessed.
+    `stop_after_changes` ends the polling early once every reading has changed that many times.
     Run it while the GPU works, so the readings have something to change with.
     """
     readers = readers if readers is not None else _readers(device)
@@ -53,6 +55,8 @@ def measure_refresh_periods(device: NvmlDevice, *, duration_s: float = 3.0, poll
     while True:
         now = clock()
         if now - start >= duration_s and polls:
+            break
+        if stop_after_changes and polls and all(len(changes[k]) >= stop_after_changes or k in failed for k in readers):
             break
         polls += 1
         for name, read in readers.items():
