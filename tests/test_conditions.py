@@ -121,3 +121,23 @@ def test_cpu_time_needs_one_process_and_a_window_of_a_second_else_the_load_avera
     assert load.basis == "1-min load average"
     no_stat = {**cpu_reading(20.0, 0.0, 0.0), "cpu_busy_s": None}
     assert machine_load([(cpu_reading(0.0, 1000.0, 500.0), no_stat)], "cpu")[0].basis == "window"
+
+
+def test_a_reading_records_the_environment_settings_that_change_timing_and_leaves_others_out(tmp_path):
+    env = {"CUDA_LAUNCH_BLOCKING": "1", "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True",
+           "TORCH_CUDNN_V8_API_LRU_CACHE_LIMIT": "100", "TORCH_CUDNN_V8_API_SOMETHING_NEW": "x",
+           "OMP_NUM_THREADS": "2", "HOME": "/root", "PATH": "/bin"}
+    r = read_conditions(torch_threads=lambda: 1, environ=env, **fake_machine(tmp_path))
+    assert r["env_settings"] == {"CUDA_LAUNCH_BLOCKING": "1", "OMP_NUM_THREADS": "2",
+                                 "PYTORCH_CUDA_ALLOC_CONF": "expandable_segments:True",
+                                 "TORCH_CUDNN_V8_API_LRU_CACHE_LIMIT": "100", "TORCH_CUDNN_V8_API_SOMETHING_NEW": "x"}
+
+
+def test_thread_counts_and_visible_devices_are_recorded_but_not_hashed_and_launch_blocking_distorts():
+    from bench.measure.conditions import distorting_env_settings, hashed_env_settings
+
+    settings = {"CUDA_LAUNCH_BLOCKING": "1", "CUDA_VISIBLE_DEVICES": "1", "OMP_NUM_THREADS": "4",
+                "NVIDIA_TF32_OVERRIDE": "0"}
+    assert hashed_env_settings(settings) == {"CUDA_LAUNCH_BLOCKING": "1", "NVIDIA_TF32_OVERRIDE": "0"}
+    assert [d["name"] for d in distorting_env_settings(settings)] == ["CUDA_LAUNCH_BLOCKING"]
+    assert distorting_env_settings({"CUDA_LAUNCH_BLOCKING": "0"}) == []

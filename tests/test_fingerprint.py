@@ -171,3 +171,24 @@ def test_real_gpu_fingerprint_reads_identity_and_is_stable():
     assert a["gpu_name"] and a["driver_version"] and a["gpu_uuid"].startswith("GPU-")
     assert a["gpu_max_sm_clock_mhz"] > 0 and a["gpu_power_limit_w"] > 0
     assert a["hash"] == b["hash"]
+
+
+def test_settings_that_change_timing_enter_the_comparability_key_and_old_fingerprints_keep_their_hash(fixed_git):
+    from bench.core.fingerprint import HARDWARE_FIELDS, STABLE_FIELDS, canonical_hash, comparable
+    from bench.history.identity import hardware_identity
+
+    plain = fingerprint("cpu", environ={"HOME": "/root", "OMP_NUM_THREADS": "2"})
+    blocking = fingerprint("cpu", environ={"CUDA_LAUNCH_BLOCKING": "1"})
+    assert plain["timing_env"] == {} and plain["env_settings"] == {"OMP_NUM_THREADS": "2"}
+    assert blocking["timing_env"] == {"CUDA_LAUNCH_BLOCKING": "1"}
+    assert blocking["hash"] != plain["hash"] and blocking["hardware_hash"] != plain["hardware_hash"]
+    assert comparable(plain, blocking)[1] == ["timing_env"]
+    # A fingerprint written before the field existed hashes as one with no setting.
+    old = {k: v for k, v in plain.items() if k not in ("timing_env", "env_settings")}
+    assert canonical_hash(old, STABLE_FIELDS) == plain["hash"]
+    assert canonical_hash(old, HARDWARE_FIELDS) == plain["hardware_hash"]
+    assert comparable(old | {"hash": plain["hash"]}, plain) == (True, [])
+    # `bench compare` keys machines by hardware identity: the two are different machines to it, and says why.
+    key_a, _ = hardware_identity(plain)
+    key_b, label_b = hardware_identity(blocking)
+    assert key_a != key_b and label_b.endswith("under CUDA_LAUNCH_BLOCKING=1")

@@ -36,8 +36,14 @@ def _no_visible_devices(monkeypatch):
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
 
 
-def measure(fake, blocks=1, block_s=0.03, steps=None, batch_size=None, device="cuda:0"):
-    tel = Telemetry.for_device(device, period_s=PERIOD_S, nvml=fake)
+# The fake's energy counter answers a new value at every call unless a refresh period is configured: a
+# refresh every millisecond, given rather than measured so the configured readings are not spent on it.
+FAKE_ENERGY_REFRESH_S = 0.001
+
+
+def measure(fake, blocks=1, block_s=0.03, steps=None, batch_size=None, device="cuda:0",
+            energy_refresh_s=FAKE_ENERGY_REFRESH_S):
+    tel = Telemetry.for_device(device, period_s=PERIOD_S, nvml=fake, energy_refresh_s=energy_refresh_s)
     try:
         for _ in range(blocks):
             with tel.measuring():
@@ -84,7 +90,7 @@ def test_varying_readings_average_to_the_mean_of_the_kept_series():
     assert len(series["t_s"]) == s["n_samples"]
     assert s["kernel_active_pct_mean"] == pytest.approx(sum(series["kernel_active_pct"]) / s["n_samples"])
     assert set(series["kernel_active_pct"]) <= {10, 30, 50}
-    assert s["sm_clock_mhz_min"] == min(series["sm_clock_mhz"])
+    assert s["sm_clock_mhz_min"] == min(v for v in series["sm_clock_mhz"] if v is not None)  # slow ticks only
     assert series["t_s"] == sorted(series["t_s"])
 
 
@@ -119,7 +125,7 @@ def test_summarize_blocks_weights_gpm_intervals_by_their_length():
     blocks = [Block(start_s=0.0, end_s=1.0, energy_start_mj=0, energy_end_mj=500,
                     samples=[Sample(0.0, kernel_active_pct=20, power_w=100), Sample(1.0, kernel_active_pct=40, power_w=300)],
                     gpm=[GpmInterval(0.75, 0.75, sm_activity_pct=80), GpmInterval(1.0, 0.25, sm_activity_pct=40)])]
-    s = summarize_blocks(blocks, steps=5, batch_size=10, period_s=0.05)
+    s = summarize_blocks(blocks, steps=5, batch_size=10, period_s=0.05, energy_refresh_s=0.1)
     assert s["kernel_active_pct_mean"] == 30
     assert s["power_w_mean"] == 200
     assert s["sm_activity_pct_mean"] == pytest.approx(70.0)  # (0.75*80 + 0.25*40) / 1.0
@@ -237,13 +243,51 @@ def test_mig_instance_in_cuda_visible_devices_gives_nulls(monkeypatch):
 
 
 def test_not_supported_call_nulls_only_its_field_and_is_not_asked_again():
-    fake = make_fake_nvml(not_supported={"nvmlDeviceGetPowerUsage"})
+    fake = make_fake_nvml(not_supported={"nvmlDeviceGetTemperature"})
     s = measure(fake)
-    assert s["power_w_mean"] is None and s["power_w_max"] is None
-    assert "NOT_SUPPORTED" in s["null_reasons"]["power_w_mean"]
+    assert s["temperature_c_max"] is None
+    assert "NOT_SUPPORTED" in s["null_reasons"]["temperature_c_max"]
     assert s["kernel_active_pct_mean"] == 50 and s["power_instant_w_mean"] == pytest.approx(320.0)
     assert "kernel_active_pct_mean" not in s["null_reasons"]
-    assert fake.calls["nvmlDeviceGetPowerUsage"] == 1
+    assert fake.calls["nvmlDeviceGetTemperature"] == 1
+
+
+def test_the_sampler_makes_under_four_nvml_calls_per_tick_reading_slow_fields_every_fourth_tick():
+    from bench.measure.telemetry.nvml import NvmlDevice
+    from bench.measure.telemetry.sampler import SLOW_EVERY, _SamplerThread
+
+    fake = make_fake_nvml()
+    fake.nvmlInit()
+    device = NvmlDevice(fake, fake.nvmlDeviceGetHandleByIndex(0))
+    thread = _SamplerThread(device, lambda s: None, None, 0.05, 0.0, {})
+    before = sum(fake.calls.values())
+    samples = [thread._read() for _ in range(40)]
+    per_tick = (sum(fake.calls.values()) - before) / 40
+    assert per_tick == device.calls / 40 == 3 + 3 / SLOW_EVERY  # 7 per tick before
+    assert fake.calls["nvmlDeviceGetPowerUsage"] == 0  # both powers from one field-values call
+    assert [s.sm_clock_mhz is not None for s in samples[:8]] == [True, False, False, False] * 2
+    assert all(s.power_w == 300.0 and s.power_instant_w == 320.0 and s.clock_event_reasons == 0 for s in samples)
+
+
+def test_without_the_average_power_field_the_sampler_falls_back_to_power_usage_and_stops_asking_the_field():
+    from bench.measure.telemetry.nvml import NvmlDevice
+
+    fake = make_fake_nvml()
+    fake.nvmlInit()
+    real = fake.nvmlDeviceGetFieldValues
+
+    def no_average(handle, ids):
+        out = real(handle, ids)
+        for fv in out:
+            if fv.fieldId == fake.NVML_FI_DEV_POWER_AVERAGE:
+                fv.nvmlReturn = fake.NVML_ERROR_NOT_SUPPORTED
+        return out
+
+    fake.nvmlDeviceGetFieldValues = no_average
+    device = NvmlDevice(fake, fake.nvmlDeviceGetHandleByIndex(0))
+    readings = [device.power_fields() for _ in range(3)]
+    assert all(r[:2] == (300.0, 320.0) for r in readings)
+    assert fake.calls["nvmlDeviceGetPowerUsage"] == 3 and device.calls == 6
 
 
 def test_instant_power_field_not_supported_nulls_only_instant_power():
@@ -481,3 +525,66 @@ def test_real_nvml_sees_a_busy_gpu_during_matmuls():
     if torch.cuda.get_device_capability(0) >= (9, 0):
         assert s["tensor_activity_pct_mean"] > 10, s["null_reasons"]
     json.dumps(s, allow_nan=False)
+
+
+# --- energy against the counter's refresh period (measured) ---------------------------------------
+
+def counter_blocks(n: int, block_s: float) -> list[Block]:
+    return [Block(start_s=i * block_s, end_s=(i + 1) * block_s, energy_start_mj=i * 1000, energy_end_mj=(i + 1) * 1000)
+            for i in range(n)]
+
+
+def test_energy_over_too_few_counter_refreshes_is_null_too_short_never_zero():
+    # Five 80 ms blocks against a counter refreshed every 100 ms: 4 refreshes, 10 needed.
+    s = summarize_blocks(counter_blocks(5, 0.08), steps=50, batch_size=8, period_s=0.05, energy_refresh_s=0.1)
+    assert s["energy_j"] is None and s["energy_per_step_j"] is None
+    why = s["null_reasons"]["energy_j"]
+    assert why.startswith("too short: the timed blocks lasted 0.4 s in all, 4.0 refreshes") and "100 ms" in why
+    assert s["energy_counter_refresh_s"] == 0.1 and s["energy_counter_refreshes"] == pytest.approx(4.0)
+    # Fifteen such blocks span 12 refreshes: the counter's energy is kept, with its bound.
+    s = summarize_blocks(counter_blocks(15, 0.08), steps=150, batch_size=8, period_s=0.05, energy_refresh_s=0.1)
+    assert s["energy_j"] == 15.0 and s["energy_source"] == "counter"
+    assert "refreshed every 100 ms (measured), 12 times" in s["energy_note"] and "±17%" in s["energy_note"]
+
+
+def test_without_a_measured_refresh_period_the_counters_energy_is_not_claimed():
+    s = summarize_blocks(counter_blocks(15, 0.08), steps=150, batch_size=8, period_s=0.05,
+                         energy_refresh_reason="the energy counter's refresh period could not be measured: x")
+    assert s["energy_j"] is None and "could not be measured: x" in s["null_reasons"]["energy_j"]
+    assert "could not be measured" in s["null_reasons"]["energy_counter_refresh_s"]
+
+
+def test_for_device_measures_the_counters_refresh_once_per_gpu_and_uses_it():
+    import itertools
+
+    from bench.measure.telemetry.sampler import energy_refresh_period
+
+    counter = itertools.count(0, 500)
+    fake = make_fake_nvml([FakeDevice(energy_mj=lambda: next(counter), refresh_s={"energy_mj": 0.01})])
+    tel = Telemetry.for_device("cuda:0", period_s=PERIOD_S, nvml=fake)
+    try:
+        # Real time, polled every millisecond: a loaded machine can only lengthen what it sees.
+        assert 0.009 <= tel.energy_refresh_s <= 0.04
+        calls = fake.calls["nvmlDeviceGetTotalEnergyConsumption"]
+        fake.nvmlInit()
+        assert energy_refresh_period(fake, fake.nvmlDeviceGetHandleByIndex(0)) == (tel.energy_refresh_s, None)
+        assert fake.calls["nvmlDeviceGetTotalEnergyConsumption"] == calls  # kept, not measured again
+        fake.nvmlShutdown()
+        with tel.measuring():
+            time.sleep(0.45)
+        s = tel.summary(steps=10, batch_size=2)
+        assert s["energy_source"] == "counter" and s["energy_counter_refreshes"] >= 10
+    finally:
+        tel.close()
+    still = make_fake_nvml()  # a counter that never moves: no period, and no energy claimed
+    s = measure(still, energy_refresh_s="measure")
+    assert s["energy_j"] is None and "could not be measured" in s["null_reasons"]["energy_j"]
+
+
+def test_nvml_memory_used_is_labelled_device_wide_beside_the_allocator_peaks():
+    s = measure(make_fake_nvml(memory_used_bytes=12 * 2**30))
+    assert s["memory_used_bytes_max"] == 12 * 2**30
+    assert s["memory_used_scope"].startswith("device-wide") and "other" not in s["null_reasons"]
+    assert "every process on the GPU" in s["memory_used_scope"] and "peak_allocated_bytes" in s["memory_used_scope"]
+    none = measure(make_fake_nvml(not_supported={"nvmlDeviceGetMemoryInfo"}))
+    assert none["memory_used_scope"] is None and "NOT_SUPPORTED" in none["null_reasons"]["memory_used_scope"]

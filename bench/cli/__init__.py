@@ -36,6 +36,7 @@ COMMANDS: dict[str, Command] = {
     "history": Command("bench.cli.history", "the history store: ingest results, list runs, find change points"),
     "compare": Command("bench.cli.compare", "regression, improvement, unchanged or unreliable, per benchmark"),
     "allreduce": Command("bench.cli.allreduce", "all-reduce bandwidth across message sizes (under torchrun)"),
+    "doctor": Command("bench.cli.doctor", "can step times from this machine be trusted? (about 1.5 minutes on a GPU)"),
 }
 
 

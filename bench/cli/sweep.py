@@ -155,6 +155,12 @@ def run(args: argparse.Namespace) -> int:
     warning = long_run_warning(len(config.planned_batch_sizes()), config.budget_s, config.warmup_max_s)
     if warning and main:
         print(f"bench sweep: note: {warning}", file=sys.stderr)
+    if main:  # a setting that distorts every step time: said before anything runs (and kept in each point's conditions)
+        from bench.measure.conditions import distorting_env_settings, read_env_settings
+        from bench.present.doctor import distorting_settings_warning
+
+        for line in distorting_settings_warning(distorting_env_settings(read_env_settings())):
+            print(f"bench sweep: WARNING: {line}", file=sys.stderr)
     try:
         with terminated_as_error() if launched() else nullcontext(), \
                 SweepProgress(console, enabled=main and not args.quiet) as progress:

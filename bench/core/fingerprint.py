@@ -19,23 +19,30 @@ GPU_FIELDS = (
 SOFTWARE_FIELDS = ("torch_version", "cuda_runtime_version", "cudnn_version", "python_version",
                    "python_implementation", "bench_version")
 HOST_FIELDS = ("cpu_model", "cpu_count", "os", "os_release", "machine")
+# The environment settings that change step time or memory (CUDA_LAUNCH_BLOCKING, PYTORCH_CUDA_ALLOC_CONF,
+# ...; `bench.measure.conditions.ENV_SETTINGS`), name -> value. Hashed only when some are set, so a
+# fingerprint without any (every one written before the field existed) keeps its hash.
+ENV_FIELDS = ("timing_env",)
+OPTIONAL_FIELDS = ENV_FIELDS
 # Hashed: what decides whether two step times may be compared.
-STABLE_FIELDS = ("device_type",) + GPU_FIELDS + SOFTWARE_FIELDS + HOST_FIELDS
+STABLE_FIELDS = ("device_type",) + GPU_FIELDS + SOFTWARE_FIELDS + HOST_FIELDS + ENV_FIELDS
 # Recorded, not hashed: the code under test changes between runs that a regression check compares.
 PROVENANCE_FIELDS = ("git_commit", "git_dirty")
 # Per-unit identity: `model_hash` leaves it out, to compare runs on another card of the same model.
 UNIT_FIELDS = ("gpu_uuid",)
 # What the machine is, whatever software it runs: a benchmark's history is kept per `hardware_hash`,
 # so a slowdown that arrives with a torch/CUDA/driver upgrade is compared with the runs before it.
+# The environment settings are part of it: `bench compare` refuses (or, with --cross-hardware, says) to
+# compare a run under CUDA_LAUNCH_BLOCKING=1 with one without, and the history keeps them apart.
 HARDWARE_FIELDS = ("device_type", "gpu_name", "gpu_memory_total_bytes", "gpu_compute_capability", "cpu_model",
-                   "cpu_count")
+                   "cpu_count") + ENV_FIELDS
 # Everything else hashed (software versions, driver, OS, power limit, clocks, ECC, MIG): `software_hash`.
 SOFTWARE_ENV_FIELDS = tuple(k for k in STABLE_FIELDS if k not in HARDWARE_FIELDS and k not in UNIT_FIELDS)
 
 
 def canonical_hash(data: dict[str, Any], fields: tuple[str, ...]) -> str:
     """First 16 hex digits of sha256 over the canonical JSON of `fields` of `data`."""
-    payload = {k: data.get(k) for k in fields}
+    payload = {k: data.get(k) for k in fields if not (k in OPTIONAL_FIELDS and not data.get(k))}
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -92,5 +99,8 @@ def canonical_fingerprint(env: dict[str, Any] | None) -> dict[str, Any]:
 
 def comparable(a: dict[str, Any], b: dict[str, Any]) -> tuple[bool, list[str]]:
     """Whether two fingerprints hash alike, and which stable fields differ."""
-    differ = [k for k in STABLE_FIELDS if a.get(k) != b.get(k)]
+    def value(fp: dict[str, Any], k: str) -> Any:
+        return (fp.get(k) or None) if k in OPTIONAL_FIELDS else fp.get(k)
+
+    differ = [k for k in STABLE_FIELDS if value(a, k) != value(b, k)]
     return a.get("hash") == b.get("hash") and not differ, differ

@@ -30,7 +30,9 @@ def hardware_identity(fingerprint: dict | None = None, machine_info: dict | None
             key = hardware_hash(fp)
         else:  # a fingerprint that names no hardware: only its whole hash can tell machines apart
             key = str(fp.get("model_hash") or fp.get("hash"))
-        return key, f"{name} [{key[:8]}]"
+        env = fp.get("timing_env") or {}
+        under = (" under " + " ".join(f"{k}={v}" for k, v in sorted(env.items()))) if isinstance(env, dict) and env else ""
+        return key, f"{name} [{key[:8]}]{under}"
     cpu = machine_info.get("cpu") if isinstance(machine_info.get("cpu"), dict) else {}
     name = str(cpu.get("brand_raw") or machine_info.get("processor") or machine_info.get("machine") or "machine")
     key = f"{name}|{machine_info.get('system')}|{machine_info.get('machine')}"

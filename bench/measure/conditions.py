@@ -105,6 +105,66 @@ def read_cpu_frequency(root: str | os.PathLike = CPU_ROOT,
     return out, null
 
 
+# Environment settings that change how long a step takes or how much memory it holds. Recorded in every
+# reading (`env_settings`); all but NOT_HASHED_ENV also enter the fingerprint's comparability key
+# (`timing_env`), so results measured under different values are never compared as like for like.
+# CUDA_VISIBLE_DEVICES and the thread counts are recorded, not hashed: the GPU's UUID already says which
+# card ran, and the thread count is a setting of the run (torch_num_threads, the sweep's `threads`).
+ENV_SETTINGS: dict[str, str] = {
+    "CUDA_LAUNCH_BLOCKING": "every kernel launch waits for the kernel to finish: launch-bound steps slow down",
+    "NVIDIA_TF32_OVERRIDE": "forces TF32 on (1) or off (0) in cuBLAS/cuDNN whatever torch asks: fp32 matmul speed",
+    "TORCH_ALLOW_TF32_CUBLAS_OVERRIDE": "forces TF32 in cuBLAS fp32 matmuls",
+    "PYTORCH_CUDA_ALLOC_CONF": "caching-allocator settings: memory held, fragmentation, allocation stalls",
+    "PYTORCH_ALLOC_CONF": "caching-allocator settings: memory held, fragmentation, allocation stalls",
+    "PYTORCH_NO_CUDA_MEMORY_CACHING": "no caching allocator: every allocation calls cudaMalloc (slow steps)",
+    "CUBLAS_WORKSPACE_CONFIG": "cuBLAS workspace size: which kernels cuBLAS may choose",
+    "CUBLASLT_WORKSPACE_SIZE": "cuBLASLt workspace size: which kernels cuBLASLt may choose",
+    "CUDA_MODULE_LOADING": "lazy or eager kernel loading: first-step time and memory",
+    "CUDA_DEVICE_MAX_CONNECTIONS": "hardware work queues: overlap of streams (communication and compute)",
+    "TORCH_USE_CUDA_DSA": "device-side assertions compiled in: slower kernels",
+    "PYTORCH_TUNABLEOP_ENABLED": "TunableOp searches GEMM kernels at run time",
+    "TORCH_CUDNN_V8_API_DISABLED": "cuDNN v7 API instead of v8: other convolution kernels",
+    "TORCH_CUDNN_V8_API_LRU_CACHE_LIMIT": "cuDNN v8 execution-plan cache size",
+    "NCCL_P2P_DISABLE": "NCCL without peer-to-peer: slower all-reduce",
+    "NCCL_IB_DISABLE": "NCCL without InfiniBand: slower all-reduce across hosts",
+    "NCCL_ALGO": "NCCL collective algorithm forced",
+    "NCCL_PROTO": "NCCL protocol forced",
+    "CUDA_VISIBLE_DEVICES": "which GPUs this process sees, in which order",
+    "OMP_NUM_THREADS": "OpenMP threads: CPU step time",
+    "MKL_NUM_THREADS": "MKL threads: CPU step time",
+}
+# Any other variable with one of these prefixes is recorded (and hashed) too.
+ENV_PREFIXES = ("TORCH_CUDNN_V8_API_",)
+NOT_HASHED_ENV = ("CUDA_VISIBLE_DEVICES", "OMP_NUM_THREADS", "MKL_NUM_THREADS")
+# Settings under which step times do not describe ordinary training: (name, values that distort, why).
+DISTORTING_ENV: dict[str, tuple[tuple[str, ...], str]] = {
+    "CUDA_LAUNCH_BLOCKING": (("1",), "each launch waits for its kernel: launch-bound step times are inflated"),
+    "PYTORCH_NO_CUDA_MEMORY_CACHING": (("1",), "the caching allocator is off: every allocation synchronises"),
+    "TORCH_USE_CUDA_DSA": (("1",), "device-side assertions slow every kernel"),
+}
+
+
+def read_env_settings(environ: Any = None) -> dict[str, str]:
+    """The set environment variables of ENV_SETTINGS (and ENV_PREFIXES), name -> value, sorted by name."""
+    env = os.environ if environ is None else environ
+    return {k: str(env[k]) for k in sorted(env) if k in ENV_SETTINGS or k.startswith(ENV_PREFIXES)}
+
+
+def hashed_env_settings(settings: dict[str, str]) -> dict[str, str]:
+    """The settings that enter the fingerprint's comparability key (`timing_env`)."""
+    return {k: v for k, v in settings.items() if k not in NOT_HASHED_ENV}
+
+
+def distorting_env_settings(settings: dict[str, str]) -> list[dict[str, str]]:
+    """[{name, value, why}] of the settings that make step times unrepresentative of ordinary training."""
+    out = []
+    for name, value in settings.items():
+        values, why = DISTORTING_ENV.get(name, ((), ""))
+        if value.strip() in values:
+            out.append({"name": name, "value": value, "why": why})
+    return out
+
+
 def _torch_threads() -> int | None:
     try:
         import torch
@@ -118,11 +178,13 @@ def read_conditions(*, clock: Callable[[], float] = time.time, loadavg_path: str
                     cpu_root: str | os.PathLike = CPU_ROOT, cpuinfo: str | os.PathLike = CPUINFO_PATH,
                     torch_threads: Callable[[], int | None] = _torch_threads,
                     stat_path: str | os.PathLike = STAT_PATH,
-                    process_cpu: Callable[[], float] = time.process_time) -> dict[str, Any]:
+                    process_cpu: Callable[[], float] = time.process_time,
+                    environ: Any = None) -> dict[str, Any]:
     """One reading of the machine's state: `at` (seconds since the epoch), `load_avg` ([1, 5, 15]-minute),
     `cpus` (CPUs this process may use), `torch_num_threads`, `cpu_busy_s` (the machine's busy CPU time
     since boot, `read_cpu_busy`), `own_cpu_s` (this process's CPU time, all its threads) with its `pid`,
-    `cpu_governors`, `cpu_freq_mhz` (min/median/max), `cpu_freq_source`, `cpu_max_freq_mhz`;
+    `cpu_governors`, `cpu_freq_mhz` (min/median/max), `cpu_freq_source`, `cpu_max_freq_mhz`,
+    `env_settings` (the set variables of ENV_SETTINGS that change timing or memory);
     `null_reasons` for what is unreadable."""
     null: dict[str, str] = {}
     load, why = read_loadavg(loadavg_path)
@@ -137,4 +199,6 @@ def read_conditions(*, clock: Callable[[], float] = time.time, loadavg_path: str
     if threads is None:
         null["torch_num_threads"] = "torch is not importable"
     return {"at": clock(), "load_avg": load, "cpus": cpus_available(), "torch_num_threads": threads,
-            "cpu_busy_s": busy, "own_cpu_s": process_cpu(), "pid": os.getpid(), **freq, "null_reasons": null}
+            "cpu_busy_s": busy, "own_cpu_s": process_cpu(), "pid": os.getpid(), **freq,
+            "env_settings": read_env_settings(environ),
+            "null_reasons": null}

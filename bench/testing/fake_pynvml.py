@@ -135,6 +135,18 @@ class FakeDevice:
     pcie_generation: int = 5
     pcie_width: int = 16
     topology: dict[int, int] = field(default_factory=dict)
+    # How often each reading refreshes on the card, seconds, by the name of the field above ("energy_mj",
+    # "power_mw", "power_instant_mw", "utilization", "sm_clock_mhz", ...): between refreshes a call answers
+    # the value of the last refresh (on the module's clock), as NVML does. Missing: a new value every call.
+    refresh_s: dict[str, float] = field(default_factory=dict)
+    # Compute processes on the GPU: (pid, used GPU memory in bytes, or None where NVML cannot tell).
+    processes: list[tuple[int, int | None]] = field(default_factory=list)
+    # Application clocks (current and default, MHz) and the default power limit.
+    app_sm_clock_mhz: int = 1980
+    default_app_sm_clock_mhz: int = 1980
+    app_mem_clock_mhz: int = 2619
+    default_app_mem_clock_mhz: int = 2619
+    default_power_limit_mw: int = 700_000
 
 
 class _Handle:
@@ -170,7 +182,8 @@ class _Reading:
 def make_fake_nvml(devices: list[FakeDevice] | None = None, *, init_error: int | None = None,
                    not_supported: tuple[str, ...] | set[str] = (), driver_version: str = "580.159.04",
                    cuda_driver_version: int = 13000, with_gpm: bool = True,
-                   with_event_reasons: bool = True, **device_fields: Any) -> types.ModuleType:
+                   with_event_reasons: bool = True, clock: Any = time.perf_counter,
+                   **device_fields: Any) -> types.ModuleType:
     """A fresh fake `pynvml` module.
 
     devices: the GPUs (default: one FakeDevice built from `device_fields`).
@@ -179,6 +192,7 @@ def make_fake_nvml(devices: list[FakeDevice] | None = None, *, init_error: int |
         answers per-field NOT_SUPPORTED instead, as the real call does).
     with_gpm / with_event_reasons: False removes the GPM functions / the newer clock-event name,
         as an older nvidia-ml-py would.
+    clock: the time source of the readings' refresh periods (FakeDevice.refresh_s); tests pass a fake one.
     The module records `calls` (a Counter of function names), `init_count` and `gpm_sample_times`
     (time.perf_counter() of each nvmlGpmSampleGet).
     """
@@ -215,9 +229,20 @@ def make_fake_nvml(devices: list[FakeDevice] | None = None, *, init_error: int |
             raise NVMLError(NVML_ERROR_INVALID_ARGUMENT)
         return devs[handle.index]
 
+    refreshed: dict[tuple[int, str], tuple[int, Any]] = {}
+
     def value(handle, key):
         d = dev(handle)
-        return reading.next(handle.index, key, getattr(d, key))
+        period = d.refresh_s.get(key)
+        if not period:
+            return reading.next(handle.index, key, getattr(d, key))
+        # A new value only when the card's refresh period has turned over since the last one.
+        epoch = int(clock() // period)
+        held = refreshed.get((handle.index, key))
+        if held is None or held[0] != epoch:
+            held = (epoch, reading.next(handle.index, key, getattr(d, key)))
+            refreshed[(handle.index, key)] = held
+        return held[1]
 
     @api
     def nvmlInit():
@@ -334,6 +359,29 @@ def make_fake_nvml(devices: list[FakeDevice] | None = None, *, init_error: int |
     @api
     def nvmlDeviceGetEnforcedPowerLimit(handle):
         return dev(handle).enforced_power_limit_mw
+
+    @api
+    def nvmlDeviceGetPowerManagementDefaultLimit(handle):
+        return dev(handle).default_power_limit_mw
+
+    @api
+    def nvmlDeviceGetApplicationsClock(handle, clock_type):
+        d = dev(handle)
+        return d.app_sm_clock_mhz if clock_type in (0, 1) else d.app_mem_clock_mhz
+
+    @api
+    def nvmlDeviceGetDefaultApplicationsClock(handle, clock_type):
+        d = dev(handle)
+        return d.default_app_sm_clock_mhz if clock_type in (0, 1) else d.default_app_mem_clock_mhz
+
+    @api
+    def nvmlDeviceGetComputeRunningProcesses(handle):
+        return [types.SimpleNamespace(pid=pid, usedGpuMemory=used, gpuInstanceId=0xFFFFFFFF,
+                                      computeInstanceId=0xFFFFFFFF) for pid, used in dev(handle).processes]
+
+    @api
+    def nvmlSystemGetProcessName(pid):
+        return f"fake-process-{pid}"
 
     @api
     def nvmlDeviceGetEccMode(handle):

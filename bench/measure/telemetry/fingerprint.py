@@ -173,13 +173,16 @@ def _gpu_from_torch(index: int, fp: dict, null: dict, nvml_reason: str) -> None:
             null.setdefault(k, nvml_reason)
 
 
-def fingerprint(device: Any = "cpu", *, nvml: Any = None, repo_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+def fingerprint(device: Any = "cpu", *, nvml: Any = None, repo_dir: str | os.PathLike | None = None,
+                environ: Any = None) -> dict[str, Any]:
     """Identity of the machine and software for `device`: flat dict, `hash`, and `null_reasons`.
 
     `hash` covers STABLE_FIELDS (hardware, driver, CUDA, cuDNN, torch, Python, OS, CPU);
     `model_hash` the same without the GPU's UUID (another card of the same model and setup);
     `hardware_hash` the hardware identity alone and `software_hash` the rest (see HARDWARE_FIELDS);
-    the project's git commit is recorded but hashed by neither. `nvml` is the module to use
+    the project's git commit is recorded but hashed by neither. `env_settings` records the environment
+    variables that change timing or memory; `timing_env`, those of them that are hashed (into `hash` and
+    `hardware_hash`, only when some are set). `environ` replaces os.environ (tests). `nvml` is the module to use
     (tests inject a fake); None imports pynvml if present. Never raises for a missing GPU.
     """
     fp: dict[str, Any] = {"fingerprint_version": FINGERPRINT_VERSION}
@@ -206,6 +209,10 @@ def fingerprint(device: Any = "cpu", *, nvml: Any = None, repo_dir: str | os.Pat
                 shutdown_nvml(module)
     _software(fp, null)
     _host(fp, null)
+    from bench.measure.conditions import hashed_env_settings, read_env_settings
+
+    fp["env_settings"] = read_env_settings(environ)
+    fp["timing_env"] = hashed_env_settings(fp["env_settings"])
     commit, dirty, why = git_state(repo_dir)
     fp["git_commit"], fp["git_dirty"] = commit, dirty
     if why:

@@ -46,6 +46,7 @@ GPM_MIN_INTERVAL_S = 0.1
 NVML_CLOCK_SM = 1
 NVML_CLOCK_MEM = 2
 NVML_TEMPERATURE_GPU = 0
+NVML_FI_DEV_POWER_AVERAGE = 185
 NVML_FI_DEV_POWER_INSTANT = 186
 NVML_ERROR_NOT_SUPPORTED = 3
 NVML_ERROR_FUNCTION_NOT_FOUND = 13
@@ -230,6 +231,7 @@ class NvmlDevice:
         self.handle = handle
         self._disabled: dict[str, str] = {}
         self._lock = threading.Lock()
+        self.calls = 0  # NVML calls made (the sampler's cost per tick is measured with it)
 
     def disabled_reason(self, key: str) -> str | None:
         return self._disabled.get(key)
@@ -238,6 +240,7 @@ class NvmlDevice:
         reason = self._disabled.get(key)
         if reason is not None:
             raise FieldUnavailable(reason)
+        self.calls += 1
         try:
             return fn()
         except Exception as e:
@@ -280,6 +283,55 @@ class NvmlDevice:
         if mw is None:
             raise FieldUnavailable("NVML_FI_DEV_POWER_INSTANT: field had no value")
         return float(mw) / 1000.0
+
+    def power_fields(self) -> tuple[float | None, float | None, dict[str, str]]:
+        """(1 s average W, instantaneous W, reasons) in one nvmlDeviceGetFieldValues call, where the sampler
+        used to make two. A field the card does not answer is not asked again: the average then comes from
+        nvmlDeviceGetPowerUsage (the same 1 s average on Ampere and later), the instant one is None."""
+        avg_id = _const(self.nvml, "NVML_FI_DEV_POWER_AVERAGE", NVML_FI_DEV_POWER_AVERAGE)
+        inst_id = _const(self.nvml, "NVML_FI_DEV_POWER_INSTANT", NVML_FI_DEV_POWER_INSTANT)
+        wanted = [(key, fid) for key, fid in (("power_avg_field", avg_id), ("power_instant", inst_id))
+                  if key not in self._disabled]
+        values: dict[str, float | None] = {"power_avg_field": None, "power_instant": None}
+        reasons: dict[str, str] = {}
+        if wanted:
+            call = "nvmlDeviceGetFieldValues(NVML_FI_DEV_POWER_AVERAGE, NVML_FI_DEV_POWER_INSTANT)"
+            try:
+                fvs = self._call("power_fields", call,
+                                 lambda: self.nvml.nvmlDeviceGetFieldValues(self.handle, [f for _, f in wanted]))
+            except FieldUnavailable as e:
+                fvs = None
+                reasons["power_fields"] = str(e)
+            for i, (key, fid) in enumerate(wanted):
+                if fvs is None:
+                    continue
+                fv = fvs[i]
+                code = getattr(fv, "nvmlReturn", 0)
+                mw = field_value(fv) if code == 0 else None
+                if code != 0 or mw is None:
+                    name = "NVML_FI_DEV_POWER_AVERAGE" if fid == avg_id else "NVML_FI_DEV_POWER_INSTANT"
+                    why = (f"nvmlDeviceGetFieldValues({name}): not supported on this GPU/driver "
+                           f"(NVML_ERROR_NOT_SUPPORTED)" if code == NVML_ERROR_NOT_SUPPORTED
+                           else f"nvmlDeviceGetFieldValues({name}): " + (f"NVML return code {code}" if code
+                                                                         else "field had no value"))
+                    with self._lock:
+                        self._disabled[key] = why
+                else:
+                    values[key] = float(mw) / 1000.0
+        if "power_fields" in self._disabled:
+            for key in ("power_avg_field", "power_instant"):
+                self._disabled.setdefault(key, self._disabled["power_fields"])
+        avg = values["power_avg_field"]
+        if avg is None:
+            try:
+                avg = self.power_w()
+            except FieldUnavailable as e:
+                reasons["power_w"] = str(e)
+        instant = values["power_instant"]
+        if instant is None:
+            reasons["power_instant_w"] = self._disabled.get("power_instant") or reasons.get(
+                "power_fields", "NVML_FI_DEV_POWER_INSTANT: no value")
+        return avg, instant, reasons
 
     def sm_clock_mhz(self) -> int:
         clock = _const(self.nvml, "NVML_CLOCK_SM", NVML_CLOCK_SM)

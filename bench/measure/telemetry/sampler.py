@@ -14,6 +14,7 @@ import contextlib
 import statistics
 import threading
 import time
+import weakref
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -28,6 +29,7 @@ from bench.measure.telemetry.nvml import (
     GpmReader,
     NvmlDevice,
     NvmlUnavailable,
+    as_text,
     decode_clock_event_reasons,
     device_handle,
     load_nvml,
@@ -37,12 +39,31 @@ from bench.measure.telemetry.nvml import (
 )
 
 DEFAULT_PERIOD_S = 0.05
+# Each tick reads what changes fast (utilisation, both powers in one field-values call, clock-event
+# reasons: 3 NVML calls); every SLOW_EVERY-th tick (the first included) also what changes slowly or is
+# summarised by a median or maximum (memory used, SM clock, temperature: 3 more). 3.75 calls per tick
+# on average, where every tick made 7, each a GIL hand-off that a launch-bound step may wait on.
+SLOW_EVERY = 4
 # A GPM sample is taken only when at least this long has passed since the previous one: twice NVML's
 # documented minimum (GPM_MIN_INTERVAL_S, 0.1 s), so each interval spans several internal refreshes.
 # The GPM interval runs on across the consecutive timed blocks of one point (timed blocks last about
 # 0.1 s each); intervals that begin before the first timed block (in warm-up) are not used, and a last
 # sample closes the interval when the point is summarised, if GPM_MIN_INTERVAL_S has passed.
 GPM_PERIOD_S = 0.2
+# Energy from the counter needs the timed blocks of a point to span at least this many of the counter's
+# refreshes, measured (`energy_refresh_period`): the sum of per-block differences is off by up to a refresh's
+# worth of energy at each end of the timed span, so 10 refreshes bound that error to 20% (far less on
+# average). Shorter points get energy null, "too short", with the figures.
+MIN_ENERGY_REFRESHES = 10
+# How long `for_device` polls the energy counter (once per process and GPU, before any step runs) to find
+# its refresh period; it stops as soon as the counter has changed four times.
+ENERGY_REFRESH_PROBE_S = 0.6
+_ENERGY_REFRESH: "weakref.WeakKeyDictionary[Any, dict[str, tuple[float | None, str | None]]]" = \
+    weakref.WeakKeyDictionary()
+MEASURE = "measure"
+MEMORY_USED_SCOPE = ("device-wide: nvmlDeviceGetMemoryInfo().used counts the CUDA context and every process on the "
+                     "GPU, sampled every few ticks; this process's caching-allocator peaks are peak_allocated_bytes "
+                     "and peak_reserved_bytes")
 # Raw series kept in the summary are thinned to at most this many points (statistics use all).
 MAX_SERIES_POINTS = 400
 
@@ -54,7 +75,7 @@ GPM_FIELDS = tuple(GPM_METRICS)
 SUMMARY_FIELDS = (
     "telemetry_source", "n_samples", "n_blocks", "sample_period_s", "measured_time_s",
     "kernel_active_pct_mean", "kernel_active_pct_max", "mem_ctrl_pct_mean",
-    "memory_used_bytes_max",
+    "memory_used_bytes_max", "memory_used_scope",
     "power_w_energy_mean", "power_source",
     "power_w_mean", "power_w_max", "power_instant_w_mean", "power_instant_w_max",
     "sm_clock_mhz_median", "sm_clock_mhz_min", "sm_clock_mhz_max",
@@ -62,6 +83,7 @@ SUMMARY_FIELDS = (
     "n_gpm_intervals", "sm_activity_pct_mean", "sm_occupancy_pct_mean", "tensor_activity_pct_mean",
     "dram_bw_pct_mean",
     "energy_j", "energy_per_step_j", "energy_per_sample_j", "energy_source", "energy_note",
+    "energy_counter_refresh_s", "energy_counter_refreshes",
     "steps", "batch_size",
     "throttle_reasons", "throttled", "throttled_sample_fraction", "power_capped", "thermally_throttled",
     "hw_slowdown",
@@ -134,6 +156,7 @@ class _SamplerThread(threading.Thread):
         self.clock_zero = clock_zero
         self.reasons = reasons
         self.stop_event = threading.Event()
+        self.ticks = 0
 
     def run(self) -> None:
         while True:
@@ -152,18 +175,65 @@ class _SamplerThread(threading.Thread):
     def _read(self) -> Sample:
         d = self.device
         s = Sample(t_s=time.perf_counter() - self.clock_zero)
+        slow = self.ticks % SLOW_EVERY == 0
+        self.ticks += 1
         try:
             s.kernel_active_pct, s.mem_ctrl_pct = d.utilization_pct()
         except FieldUnavailable as e:
             self.reasons["kernel_active_pct"] = self.reasons["mem_ctrl_pct"] = str(e)
-        for name, read in (("memory_used_bytes", d.memory_used_bytes), ("power_w", d.power_w),
-                           ("power_instant_w", d.power_instant_w), ("sm_clock_mhz", d.sm_clock_mhz),
-                           ("clock_event_reasons", d.clock_event_reasons), ("temperature_c", d.temperature_c)):
+        s.power_w, s.power_instant_w, why = d.power_fields()
+        for name in ("power_w", "power_instant_w"):
+            if name in why:
+                self.reasons[name] = why[name]
+        reads = [("clock_event_reasons", d.clock_event_reasons)]
+        if slow:
+            reads += [("memory_used_bytes", d.memory_used_bytes), ("sm_clock_mhz", d.sm_clock_mhz),
+                      ("temperature_c", d.temperature_c)]
+        for name, read in reads:
             try:
                 setattr(s, name, read())
             except FieldUnavailable as e:
                 self.reasons[name] = str(e)
         return s
+
+
+def tick_cost(device: NvmlDevice, ticks: int = 200, clock: Callable[[], float] = time.perf_counter) -> dict[str, Any]:
+    """What one sampler tick costs the process: microseconds per tick (median and 90th percentile over
+    `ticks` ticks read back to back, on this thread) and NVML calls per tick. GPM, sampled every
+    GPM_PERIOD_S rather than every tick, is not included."""
+    thread = _SamplerThread(device, lambda s: None, None, DEFAULT_PERIOD_S, clock(), {})
+    calls_before = device.calls
+    times = []
+    for _ in range(ticks):
+        t0 = clock()
+        thread._read()
+        times.append((clock() - t0) * 1e6)
+    times.sort()
+    return {"us_per_tick_median": statistics.median(times), "us_per_tick_p90": times[int(0.9 * (len(times) - 1))],
+            "nvml_calls_per_tick": (device.calls - calls_before) / ticks, "ticks": ticks,
+            "period_s": DEFAULT_PERIOD_S, "slow_fields_every": SLOW_EVERY}
+
+
+def energy_refresh_period(nvml: Any, handle: Any, max_s: float = ENERGY_REFRESH_PROBE_S) -> tuple[float | None, str | None]:
+    """(seconds between refreshes of the energy counter, None) or (None, reason): polled every millisecond
+    for at most `max_s`, once per process and GPU (the answer is kept). NVML calls only."""
+    from bench.measure.telemetry.gpu_state import MIN_CHANGES, measure_refresh_periods
+
+    try:
+        uuid = as_text(nvml.nvmlDeviceGetUUID(handle))
+    except Exception:  # noqa: BLE001 - a handle without a UUID is still measured, just not kept
+        uuid = None
+    known = _ENERGY_REFRESH.get(nvml, {})
+    if uuid is not None and uuid in known:
+        return known[uuid]
+    device = NvmlDevice(nvml, handle)
+    row = measure_refresh_periods(device, duration_s=max_s, poll_s=0.001, readers={"energy_counter": device.energy_mj},
+                                  stop_after_changes=MIN_CHANGES + 1)["energy_counter"]
+    answer = (row["refresh_s"], None if row["refresh_s"] is not None else
+              f"the energy counter's refresh period could not be measured: {row['reason']}")
+    if uuid is not None:
+        _ENERGY_REFRESH.setdefault(nvml, {})[uuid] = answer
+    return answer
 
 
 class Telemetry:
@@ -181,11 +251,13 @@ class Telemetry:
         self.period_s = period_s
 
     @classmethod
-    def for_device(cls, device: Any, period_s: float = DEFAULT_PERIOD_S, nvml: Any = None) -> "Telemetry":
+    def for_device(cls, device: Any, period_s: float = DEFAULT_PERIOD_S, nvml: Any = None,
+                   energy_refresh_s: float | str | None = MEASURE) -> "Telemetry":
         """NVML telemetry for a CUDA device, else a no-op Telemetry that says why.
 
         `nvml` is the module to use (tests inject a fake); None imports pynvml if installed.
-        Never raises for an unusable environment.
+        `energy_refresh_s`: the energy counter's refresh period; MEASURE (the default) measures it
+        (`energy_refresh_period`, once per process and GPU). Never raises for an unusable environment.
         """
         if not (isinstance(period_s, (int, float)) and period_s > 0):
             from bench.core.errors import BenchError
@@ -204,7 +276,9 @@ class Telemetry:
             if mig_enabled(module, handle):
                 raise NvmlUnavailable("MIG mode is enabled on this GPU: NVML utilisation, power and energy are "
                                       "device-wide (all MIG instances), not this process's slice, so none are reported")
-            return NvmlTelemetry(module, handle, period_s)
+            refresh, why = (energy_refresh_period(module, handle) if energy_refresh_s == MEASURE
+                            else (energy_refresh_s, None if energy_refresh_s else "not measured (none given)"))
+            return NvmlTelemetry(module, handle, period_s, energy_refresh_s=refresh, energy_refresh_reason=why)
         except NvmlUnavailable as e:
             shutdown_nvml(module)
             return cls(str(e), period_s)
@@ -256,8 +330,12 @@ class NvmlTelemetry(Telemetry):
 
     available = True
 
-    def __init__(self, nvml: Any, handle: Any, period_s: float = DEFAULT_PERIOD_S):
+    def __init__(self, nvml: Any, handle: Any, period_s: float = DEFAULT_PERIOD_S, *,
+                 energy_refresh_s: float | None = None, energy_refresh_reason: str | None = None):
         super().__init__(reason=None, period_s=period_s)
+        self.energy_refresh_s = energy_refresh_s
+        self.energy_refresh_reason = energy_refresh_reason or (
+            None if energy_refresh_s else "the energy counter's refresh period was not measured")
         self.nvml = nvml
         self.device = NvmlDevice(nvml, handle)
         self.gpm = GpmReader(nvml, handle)
@@ -409,7 +487,8 @@ class NvmlTelemetry(Telemetry):
         for name, why in self.gpm.metric_reasons.items():
             reasons.setdefault(name, why)
         return summarize_blocks(self.blocks, steps=steps, batch_size=batch_size, period_s=self.period_s,
-                                reasons=reasons)
+                                reasons=reasons, energy_refresh_s=self.energy_refresh_s,
+                                energy_refresh_reason=self.energy_refresh_reason)
 
     def close(self) -> None:
         if self._closed:
@@ -434,8 +513,12 @@ def _thin(values: list[Any], limit: int = MAX_SERIES_POINTS) -> list[Any]:
 
 
 def summarize_blocks(blocks: list[Block], *, steps: int | None, batch_size: int | None, period_s: float,
-                     reasons: dict[str, str] | None = None) -> dict[str, Any]:
+                     reasons: dict[str, str] | None = None, energy_refresh_s: float | None = None,
+                     energy_refresh_reason: str | None = None) -> dict[str, Any]:
     """Flat, JSON-ready summary of measured blocks; a field that has no data is None with a reason.
+
+    Energy from the counter is kept only when the blocks span MIN_ENERGY_REFRESHES of the counter's
+    refresh period `energy_refresh_s` (measured); without it, energy is None with `energy_refresh_reason`.
 
     `reasons` maps a field (or "energy_counter"/"sampler") to why its reading failed; it is used
     only for fields that end up None.
@@ -478,6 +561,11 @@ def summarize_blocks(blocks: list[Block], *, steps: int | None, batch_size: int 
     stat("kernel_active_pct_max", "kernel_active_pct", max)
     stat("mem_ctrl_pct_mean", "mem_ctrl_pct", statistics.fmean)
     stat("memory_used_bytes_max", "memory_used_bytes", max)
+    if out["memory_used_bytes_max"] is not None:
+        # NVML's figure is the whole GPU's, not this process's allocator: said beside it, in the record.
+        out["memory_used_scope"] = MEMORY_USED_SCOPE
+    else:
+        null["memory_used_scope"] = null["memory_used_bytes_max"]
     stat("power_w_mean", "power_w", statistics.fmean)
     stat("power_w_max", "power_w", max)
     stat("power_instant_w_mean", "power_instant_w", statistics.fmean)
@@ -504,7 +592,7 @@ def summarize_blocks(blocks: list[Block], *, steps: int | None, batch_size: int 
         else:
             null[key] = why(name, no_interval)
 
-    _energy(done, samples, steps, batch_size, reasons, out, null, nothing)
+    _energy(done, samples, steps, batch_size, reasons, out, null, nothing, energy_refresh_s, energy_refresh_reason)
     _power(out, null, reasons, nothing)
     _throttle(samples, out, null, why)
 
@@ -525,19 +613,39 @@ def summarize_blocks(blocks: list[Block], *, steps: int | None, batch_size: int 
 
 
 def _energy(done: list[Block], samples: list[Sample], steps: int | None, batch_size: int | None,
-            reasons: dict[str, str], out: dict, null: dict, nothing: str | None) -> None:
+            reasons: dict[str, str], out: dict, null: dict, nothing: str | None,
+            refresh_s: float | None = None, refresh_reason: str | None = None) -> None:
     energy_j: float | None = None
+    too_short: str | None = None
+    measured = sum(b.duration_s for b in done)
+    out["energy_counter_refresh_s"] = refresh_s
+    if refresh_s:
+        out["energy_counter_refreshes"] = measured / refresh_s
+    else:
+        null["energy_counter_refresh_s"] = null["energy_counter_refreshes"] = (
+            refresh_reason or "the energy counter's refresh period was not measured")
     if not done:
         null["energy_j"] = nothing or "no completed block"
     elif all(b.energy_start_mj is not None and b.energy_end_mj is not None for b in done):
         deltas = [b.energy_end_mj - b.energy_start_mj for b in done]
-        if all(d >= 0 for d in deltas):
+        if not all(d >= 0 for d in deltas):
+            reasons.setdefault("energy_counter", "energy counter went backwards during a block (driver reloaded?)")
+        elif not refresh_s:
+            too_short = (f"energy counter read, but {refresh_reason or 'its refresh period was not measured'}: "
+                         "whether the timed blocks span enough of its refreshes cannot be told")
+        elif measured / refresh_s < MIN_ENERGY_REFRESHES:
+            too_short = (f"too short: the timed blocks lasted {measured:.3g} s in all, {measured / refresh_s:.1f} "
+                         f"refreshes of the energy counter (it refreshed every {refresh_s * 1e3:.0f} ms, measured); "
+                         f"at least {MIN_ENERGY_REFRESHES} are needed")
+        else:
             energy_j = sum(deltas) / 1000.0
             out["energy_source"] = "counter"
-            out["energy_note"] = "nvmlDeviceGetTotalEnergyConsumption difference over each block, summed"
-        else:
-            reasons.setdefault("energy_counter", "energy counter went backwards during a block (driver reloaded?)")
-    if energy_j is None and done:
+            out["energy_note"] = (f"nvmlDeviceGetTotalEnergyConsumption difference over each block, summed; the counter "
+                                  f"refreshed every {refresh_s * 1e3:.0f} ms (measured), {measured / refresh_s:.0f} times "
+                                  f"over the timed blocks: within ±{2 * refresh_s / measured:.0%} of the energy")
+    if too_short is not None:
+        null["energy_j"] = too_short
+    elif energy_j is None and done:
         counter_why = reasons.get("energy_counter", "energy counter not read for every block")
         for source, label in (("power_instant_w", "instantaneous"), ("power_w", "1 s average")):
             per_block = [_values(b.samples, source) for b in done]
