@@ -26,7 +26,7 @@ SOURCES = {
                          "url_benchmarks.url_resolve.benchmark.UrlResolve.time_resolve"]},
     "empymod": {"repo": "emsig/empymod-bench", "dir": "emsig+empymod-bench", "ref": "HEAD",
                 "machine": "results/dtr-latitude", "env_suffix": "-py3.6-numpy1.17.json",
-                "slice": ["kernel.Kernel.time_fields", "kernel.Kernel.time_greenfct",
+                "slice": ["kernel.Kernel.time_fields",
                           "transform.Hankel.time_fht_standard"]},
     "gab": {"repo": "benchmark-action/github-action-benchmark", "dir": "benchmark-action+github-action-benchmark",
             "ref": "gh-pages", "path": "dev/bench/data.js",
@@ -90,8 +90,10 @@ def convert_asv(name: str, src: dict, gitdir: Path, out: Path, slice_: bool) -> 
         data = json.loads(text)
         if keep is not None:
             data["results"] = {k: _slim(v) for k, v in data["results"].items() if k in keep}
-            for k in ("requirements", "durations", "started_at", "ended_at", "benchmark_version", "profiles"):
+            for k in ("requirements", "durations", "ended_at", "benchmark_version", "profiles"):
                 data.pop(k, None)
+            if isinstance(data.get("started_at"), dict):  # format 1: when each benchmark ran
+                data["started_at"] = {k: v for k, v in data["started_at"].items() if k in keep}
         (mdir / Path(path).name).write_text(json.dumps(data, separators=(",", ":")))
     return {"repo": src["repo"], "commit": commit, "path": f"{src['machine']}/*{src['env_suffix']}, results/benchmarks.json",
             "runs": len(files)}

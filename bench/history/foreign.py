@@ -138,9 +138,9 @@ def read_asv_results(path: str | Path) -> Imported:
     """Every results file of every machine in an asv results folder (or of one machine folder in it).
 
     One run per results file (a commit in one environment); the run's machine is the asv machine and
-    environment (a Python 3.8 and a 3.12 series are different histories); the run's time is the commit's
-    date, the order asv draws and detects steps in. Time benchmarks only: track_ and memory benchmarks
-    are counted in `skipped`."""
+    environment (a Python 3.8 and a 3.12 series are different histories); the run's time is when it ran
+    (its earliest `started_at`; the commit's date where none is recorded), the commit's date is kept in
+    the fingerprint. Time benchmarks only: track_ and memory benchmarks are counted in `skipped`."""
     start = Path(path)
     root = asv_results_root(start)
     if root is None:
@@ -171,12 +171,27 @@ def read_asv_results(path: str | Path) -> Imported:
     return imp
 
 
+def _asv_started(data: dict) -> Any:
+    """When the run ran: the earliest `started_at` of its benchmarks (format 2: a column; format 1: a dict),
+    else the commit's date. Runs are ordered by it: a machine's history is the order runs happened in
+    (asv also runs old commits late, and a slow host shows up on the nights it was slow)."""
+    cols = data.get("result_columns")
+    stamps: list = []
+    if isinstance(cols, list) and "started_at" in cols and isinstance(data.get("results"), dict):
+        k = cols.index("started_at")
+        stamps = [row[k] for row in data["results"].values() if isinstance(row, list) and len(row) > k]
+    elif isinstance(data.get("started_at"), dict):
+        stamps = list(data["started_at"].values())
+    stamps = [v for v in stamps if _num(v) is not None]
+    return min(stamps) if stamps else data.get("date")
+
+
 def _asv_run(f: Path, data: dict, machine: dict, benchmarks: dict, imp: Imported, counts: dict) -> RunRecord:
     where = str(f)
     params = data.get("params") if isinstance(data.get("params"), dict) else {}
     mname = str(params.get("machine") or machine.get("machine") or f.parent.name)
     env = str(data.get("env_name") or "")
-    time, text = _utc(data.get("date"), where)
+    time, text = _utc(_asv_started(data), where)
     results: list[ResultRecord] = []
     for name, entry in _asv_entries(data, where).items():
         spec = benchmarks.get(name)
@@ -212,7 +227,8 @@ def _asv_run(f: Path, data: dict, machine: dict, benchmarks: dict, imp: Imported
     return RunRecord(kind=KIND_ASV, path=where, content_hash=content_hash({"asv": data, "machine": mname}),
                      size_bytes=f.stat().st_size, time=time, time_text=text, commit=data.get("commit_hash"),
                      dirty=None, hardware_key=f"asv:{mname}:{env}", hardware_label=label, fingerprint_hash=None,
-                     software_hash=None, fingerprint={"asv_machine": machine, "asv_params": params, "asv_env": env},
+                     software_hash=None, fingerprint={"asv_machine": machine, "asv_params": params, "asv_env": env,
+                                                      "commit_date_ms": data.get("date")},
                      results=results)
 
 
