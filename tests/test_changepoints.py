@@ -123,3 +123,118 @@ def test_trend_summaries_are_compact_and_mark_unreliable_nights_and_changes(tmp_
     out = tmp_path / "trends.json"
     assert main(["history", "trends", "--db", str(db), "-o", str(out)]) == 0
     assert json.loads(out.read_text())["format"] == "bench.trends"
+
+
+# --------------------------------------------------------------------------- real-history judgments (issue 18)
+
+def _gab(path, series: dict, *, suite="S", spread=0.01, rounds=100, start_ms=1_700_000_000_000):
+    """A github-action-benchmark data.js: `series` name -> values (ns) per run, each a mean with a
+    standard deviation of `spread` (relative) over `rounds` samples: summary statistics only."""
+    n = len(next(iter(series.values())))
+    runs = [{"commit": {"id": f"{i:040x}"}, "date": start_ms + i * 86_400_000, "tool": "catch2",
+             "benches": [{"name": k, "value": float(v[i]), "unit": "ns", "range": f"± {float(v[i]) * spread:.6g}",
+                          "extra": f"{rounds} samples"} for k, v in series.items()]} for i in range(n)]
+    path.write_text("window.BENCHMARK_DATA = " + json.dumps({"lastUpdate": 0, "entries": {suite: runs}}))
+    return path
+
+
+def _changes(tmp_path, series, **kw):
+    db = tmp_path / "h.sqlite"
+    f = _gab(tmp_path / "data.js", series, **kw)
+    assert main(["history", "ingest", "--db", str(db), "-q", str(f)]) == 0
+    with open_store(db) as store:
+        return history_changes(store), trend_summaries(store)
+
+
+def test_summary_only_nights_with_mean_and_stddev_enter_change_points(tmp_path):
+    v = noisy(80, 0.01, 21) * 477e6
+    v[40:] = noisy(40, 0.01, 22) * 5.25e6  # 477 ms -> 5.25 ms
+    changes, trends = _changes(tmp_path, {"speedup": v})
+    [c] = changes
+    assert (c.kind, c.scope, c.status) == ("improvement", "benchmark", "confirmed")
+    assert c.change == pytest.approx(5.25 / 477 - 1, abs=0.01)
+    [b] = trends["benchmarks"]
+    assert b["flags"] == [0] * 80 and b["median"][0] == pytest.approx(v[0] * 1e-9, rel=1e-4)
+
+
+def test_a_series_always_noisy_judges_a_step_against_its_own_noise(tmp_path):
+    v = noisy(90, 0.08, 23)
+    v[45:] *= 1.5
+    flat = noisy(90, 0.08, 24)
+    changes, trends = _changes(tmp_path, {"step": v, "flat": flat}, spread=0.3, rounds=5)
+    [c] = changes  # every night is noisy (CI about +-25%): none left out, the 50% step found, nothing else
+    step = next(b for b in trends["benchmarks"] if b["benchmark"] == "step")
+    assert c.benchmark == "step" and abs(step["changes"][0]["run"] - 45) <= 2
+    assert all(f == 0 for b in trends["benchmarks"] for f in b["flags"])
+
+
+def test_many_series_stepping_at_one_run_are_one_machine_event_and_a_contrary_one_stays_alone(tmp_path):
+    series = {}
+    for k in range(8):
+        v = noisy(80, 0.01, 100 + k)
+        v[50:] *= 1.3
+        series[f"crowd{k}"] = v
+    against = noisy(80, 0.01, 200)
+    against[50:] *= 0.8
+    series["against"] = against
+    series["flat"] = noisy(80, 0.01, 201)
+    changes, trends = _changes(tmp_path, series)
+    machine = [c for c in changes if c.scope == "machine"]
+    alone = [c for c in changes if c.scope == "benchmark"]
+    [m] = machine
+    assert m.count == 8 and m.series == 10 and m.benchmarks == sorted(f"crowd{k}" for k in range(8))
+    assert m.kind == "regression" and m.change == pytest.approx(0.3, abs=0.03) and m.p_value < 1e-4
+    assert [(c.benchmark, c.kind) for c in alone] == [("against", "improvement")]
+    d = m.to_dict()
+    assert d["scope"] == "machine" and d["count"] == 8 and d["before"] is None and "benchmarks" in d
+    [event] = trends["machine_events"]
+    assert event["run"] == 50 and event["count"] == 8
+    crowd = next(b for b in trends["benchmarks"] if b["benchmark"] == "crowd0")
+    assert crowd["changes"] == [] and crowd["events"] == [0]
+
+
+def test_a_level_that_returns_within_a_few_runs_is_one_excursion(tmp_path):
+    v = noisy(80, 0.01, 31)
+    v[40:43] *= 1.5
+    changes, _ = _changes(tmp_path, {"host": v})
+    [c] = changes
+    assert c.kind == "excursion" and len(c.runs) == 3 and c.change == pytest.approx(0.5, abs=0.05)
+    assert c.after == pytest.approx(c.before, rel=0.02)
+
+
+def test_a_change_in_the_last_runs_is_provisional(tmp_path):
+    v = noisy(60, 0.01, 41)
+    v[54:] *= 1.2
+    changes, trends = _changes(tmp_path, {"late": v})
+    [c] = changes
+    assert c.kind == "regression" and c.status == "provisional"
+    assert trends["benchmarks"][0]["changes"][0]["status"] == "provisional"
+
+
+def test_changes_json_keeps_its_fields_and_adds_scope_and_status(tmp_path, capsys):
+    v = noisy(60, 0.01, 51)
+    v[30:] *= 1.2
+    db = tmp_path / "h.sqlite"
+    f = _gab(tmp_path / "data.js", {"one": v})
+    assert main(["history", "ingest", "--db", str(db), "-q", str(f)]) == 0
+    capsys.readouterr()
+    assert main(["history", "changes", "--db", str(db), "--json"]) == 0
+    [c] = json.loads(capsys.readouterr().out)
+    assert {"benchmark", "at", "change", "before", "after", "commit_before", "commit_after", "kind"} <= set(c)
+    assert (c["scope"], c["status"]) == ("benchmark", "confirmed") and "count" not in c
+
+
+def test_the_report_figure_draws_one_marker_for_a_machine_event_and_faint_provisional_steps():
+    from datetime import datetime, timedelta
+
+    from bench.present.report.figures import trends as F
+
+    times = [datetime(2026, 1, 1) + timedelta(days=i) for i in range(20)]
+    med = [1e-3] * 10 + [1.3e-3] * 10
+    s = F.TrendSeries("m", times, med, med, med, [0] * 20, [(10, 1e-3, 1.3e-3, "regression", "provisional")],
+                      machine_events=[10])
+    marks: set[str] = set()
+    svg, _ = F.trend_figure("t", [s], marks=marks)
+    assert svg and "machine-wide change (many series at once)" in marks
+    assert "change point: regression (provisional)" in marks
+    assert "machine-wide change" in F.trend_key(marks)

@@ -96,7 +96,7 @@ def test_unreliable_nights_are_marked_apart_by_kind_and_left_out_of_the_trend(st
     assert trends_row(html, A)[1] == f"{NIGHTS - len(THROTTLED)} of {NIGHTS}"  # reliable nights
     assert trends_row(html, A)[6] == "2 throttled"
     assert trends_row(html, B)[6] == "1 noisy, 1 failed"
-    for mark in ("throttled (left out", "noisier than the noise target (left out", "failed or no value (left out"):
+    for mark in ("throttled (left out", "noisier than the noise target (in the change points", "failed or no value (left out"):
         assert mark in trends  # each kind has its own mark in the figures' key
     assert "Unreliable nights." in trends and "never be a change point" in trends  # the rule, stated
     data = R.source_data(html)["history"]["trends"]

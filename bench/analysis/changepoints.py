@@ -7,9 +7,12 @@ differences, which a step does not inflate), after damping one-night outliers (a
 found must change the median by at least `min_change` and separate the nights on either side with a
 Mann-Whitney U test at `alpha`; the weakest failing step is merged away until all pass.
 
-Nights that cannot be trusted (throttled, noisier than the target, failed) are left out by the caller
-(bench.analysis.trends), so they can never become a step. Detection quality on simulated histories:
-scripts/changepoint_quality.py and the README.
+No night is left out for being noisy: a night whose own uncertainty (`rel_se`, e.g. from its CI, its
+quartiles or its standard deviation and rounds) is wider than the series usually is has its deviation
+from the rolling median shrunk by that ratio before the search, so it weighs less; the noise every step
+is judged against is the series' own night-to-night noise, whatever each night claims. Nights with no
+value or throttled clocks are left out by the caller (bench.analysis.trends). Detection quality on
+simulated histories: scripts/changepoint_quality.py; on real ones: scripts/realhist_quality.py.
 """
 
 from __future__ import annotations
@@ -53,12 +56,30 @@ def noise_scale(log_values: np.ndarray) -> float:
     return float(1.4826 * np.median(np.abs(d - np.median(d))) / math.sqrt(2.0))
 
 
-def _damped(y: np.ndarray, sigma: float) -> np.ndarray:
+def _rolling_median(y: np.ndarray) -> np.ndarray:
     half = ROLLING // 2
     padded = np.concatenate([np.full(half, y[0]), y, np.full(half, y[-1])])
-    windows = np.lib.stride_tricks.sliding_window_view(padded, ROLLING)
-    med = np.median(windows, axis=1)
+    return np.median(np.lib.stride_tricks.sliding_window_view(padded, ROLLING), axis=1)
+
+
+def _damped(y: np.ndarray, sigma: float) -> np.ndarray:
+    med = _rolling_median(y)
     return med + np.clip(y - med, -OUTLIER_CLIP * sigma, OUTLIER_CLIP * sigma)
+
+
+def night_weights(rel_se: Sequence[float | None] | None, sigma: float) -> np.ndarray | None:
+    """Per night, the factor (0, 1] its deviation is shrunk by: the series' usual uncertainty (the larger
+    of its night-to-night noise and the median of the nights' own) over the night's own; 1 where unknown."""
+    if rel_se is None:
+        return None
+    se = np.array([np.nan if v is None or not math.isfinite(v) or v < 0 else float(v) for v in rel_se])
+    known = se[np.isfinite(se)]
+    if not known.size:
+        return None
+    ref = max(sigma, float(np.median(known)))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.where(np.isfinite(se) & (se > ref), ref / se, 1.0)
+    return w
 
 
 def _boundary_check(x: np.ndarray, edges: list[int], j: int) -> tuple[float, float, float]:
@@ -76,8 +97,10 @@ def _segments_check(x: np.ndarray, bounds: list[int]) -> list[tuple[float, float
 
 
 def detect_steps(values: Sequence[float], *, min_change: float = DEFAULT_MIN_CHANGE, alpha: float = DEFAULT_ALPHA,
-                 min_size: int = DEFAULT_MIN_SIZE, penalty: float | None = None) -> list[Step]:
-    """Change points in positive `values` (e.g. nightly medians, oldest first), each checked as above."""
+                 min_size: int = DEFAULT_MIN_SIZE, penalty: float | None = None,
+                 rel_se: Sequence[float | None] | None = None) -> list[Step]:
+    """Change points in positive `values` (e.g. nightly medians, oldest first), each checked as above;
+    `rel_se`: each value's own relative standard error (None where unknown), to weigh noisy nights less."""
     import ruptures as rpt
 
     x = np.asarray(values, dtype=float)
@@ -90,6 +113,12 @@ def detect_steps(values: Sequence[float], *, min_change: float = DEFAULT_MIN_CHA
     sigma = noise_scale(y)
     if sigma <= 0:
         sigma = max(float(np.std(y)), 1e-12)  # mostly identical values: any real step stands out
+    w = night_weights(rel_se, sigma)
+    if w is not None:
+        if len(w) != n:
+            raise ValueError("rel_se must give one entry per value")
+        med = _rolling_median(y)
+        y = med + (y - med) * w
     z = _damped(y, sigma) / sigma
     pen = penalty if penalty is not None else PENALTY_PER_LOG_N * math.log(n)
     ends = rpt.KernelCPD(kernel="linear", min_size=min_size).fit(z.reshape(-1, 1)).predict(pen=pen)

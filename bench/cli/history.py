@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
 from bench.cli import COMMANDS, Deferred
 from bench.core.errors import BenchError
@@ -28,8 +27,13 @@ def register(sub) -> None:
                                    "find where each benchmark's history stepped.")
     hs = p.add_subparsers(dest="history_command", metavar="SUBCOMMAND", parser_class=type(p))
     i = hs.add_parser("ingest", help="store results files (one transaction: all of them or none)")
-    i.add_argument("inputs", nargs="+", metavar="FILE", help="results file, or folder (every *.json inside)")
+    i.add_argument("inputs", nargs="+", metavar="FILE",
+                   help="results file, or folder (every *.json inside); also an asv results folder (with its "
+                        "benchmarks.json) and a github-action-benchmark data.js / data.json")
     add_db_option(i)
+    i.add_argument("--skip-unknown-units", action="store_true",
+                   help="leave out (and count) github-action-benchmark results in units bench does not know, "
+                        "instead of refusing the file")
     i.add_argument("-q", "--quiet", action="store_true", help="no progress bar, one summary line")
     i.set_defaults(func=run_ingest)
     ls = hs.add_parser("list", help="the runs in the store, oldest first")
@@ -62,20 +66,6 @@ def _series_filters(p: argparse.ArgumentParser) -> None:
                                                      "[tool.bench.compare] of ./pyproject.toml")
 
 
-def expand_inputs(inputs: list[str]) -> list[str]:
-    files: list[str] = []
-    for item in inputs:
-        p = Path(item)
-        if p.is_dir():
-            found = sorted(str(f) for f in p.rglob("*.json") if f.is_file())
-            if not found:
-                raise BenchError(f"{p}: a folder with no *.json file in it")
-            files += found
-        else:
-            files.append(item)
-    return files
-
-
 def run_ingest(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import (
@@ -86,21 +76,29 @@ def run_ingest(args: argparse.Namespace) -> int:
         TimeElapsedColumn,
     )
 
+    from bench.history.foreign import empty_runs, read_inputs
     from bench.history.store import open_store
 
-    files = expand_inputs(args.inputs)
+    records, notes = read_inputs(args.inputs, skip_unknown_units=args.skip_unknown_units)
+    files = [r.path for r in records]
+    for note in notes:
+        print(note, file=sys.stderr)
+    empty = empty_runs(records)
+    if empty:
+        print(f"warning: {len(empty)} run(s) carry no benchmark result (stored, but nothing to trend), e.g. "
+              f"{empty[0].path}", file=sys.stderr)
     with open_store(args.db, create=True) as store:
         if args.quiet or len(files) <= PROGRESS_FROM_FILES:
-            outcomes = store.ingest(files)
+            outcomes = store.ingest_records(records)
         else:
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                           console=Console(stderr=True), transient=True) as bar:
-                task = bar.add_task("reading", total=2 * len(files))
+                task = bar.add_task("storing", total=len(files))
 
                 def progress(done: int, total: int, path: str, what: str) -> None:
-                    bar.update(task, description="reading" if what == "read" else "storing", advance=1)
+                    bar.update(task, advance=1)
 
-                outcomes = store.ingest(files, progress=progress)
+                outcomes = store.ingest_records(records, progress=progress)
         where = store.where
     stored = [o for o in outcomes if o.status == "stored"]
     dups = [o for o in outcomes if o.status == "duplicate"]

@@ -143,7 +143,8 @@ def set_verdict(store: Store, run_id: int, verdict: str) -> None:
 
 @dataclass
 class Series:
-    """One benchmark's metric on one machine, run by run in time order (summaries only, no samples)."""
+    """One benchmark's metric on one machine, run by run in time order (summaries only, no samples: the
+    median with its CI and quartiles, the mean with its standard deviation, the rounds, the flags)."""
 
     hardware_key: str
     hardware_label: str
@@ -165,7 +166,7 @@ def series(store: Store, *, hardware: str | None = None, benchmark: str | None =
     q = (select(runs.c.hardware_key, runs.c.hardware_label, results.c.benchmark, results.c.metric, results.c.unit,
                 results.c.better, runs.c.id, runs.c.run_time, runs.c.time_text, runs.c.commit_id, results.c.status,
                 results.c.n, results.c.median, results.c.ci_low, results.c.ci_high, results.c.q1, results.c.q3,
-                results.c.ci_rel_halfwidth, results.c.noise_target, results.c.throttled,
+                results.c.mean, results.c.stddev, results.c.ci_rel_halfwidth, results.c.noise_target, results.c.throttled,
                 results.c.throttled_fraction, results.c.timer)
          .select_from(results.join(runs, runs.c.id == results.c.run_id))
          .order_by(runs.c.hardware_key, results.c.benchmark, results.c.metric, runs.c.run_time, runs.c.id))
@@ -189,6 +190,7 @@ def series(store: Store, *, hardware: str | None = None, benchmark: str | None =
             cur.commits.append(r.commit_id)
             cur.results.append(ResultRecord(
                 benchmark=r.benchmark, metric=r.metric, status=r.status, timer=r.timer, n=r.n, median=r.median,
-                ci_low=r.ci_low, ci_high=r.ci_high, q1=r.q1, q3=r.q3, ci_rel_halfwidth=r.ci_rel_halfwidth,
+                ci_low=r.ci_low, ci_high=r.ci_high, q1=r.q1, q3=r.q3, mean=r.mean, stddev=r.stddev,
+                ci_rel_halfwidth=r.ci_rel_halfwidth,
                 noise_target=r.noise_target, throttled=r.throttled, throttled_fraction=r.throttled_fraction))
     return out

@@ -42,17 +42,18 @@ LOWER, HIGHER = "lower", "higher"
 STEP_TIME = "step_time"          # our library's step time (CUDA events on a GPU), seconds
 TIME = "time"                    # another suite's pytest-benchmark round time, seconds
 THROUGHPUT = "throughput"        # batch size / step time, samples per second
+RATE = "rate"                    # another tool's operations per second (github-action-benchmark's ops/sec)
 PEAK_MEMORY = "peak_allocated_bytes"
 LARGEST_BATCH = "largest_batch"
 TIME_TO_TARGET = "time_to_target"
 STEPS_TO_TARGET = "steps_to_target"
 METRICS = {
-    STEP_TIME: ("s", LOWER), TIME: ("s", LOWER), THROUGHPUT: ("samples/s", HIGHER),
+    STEP_TIME: ("s", LOWER), TIME: ("s", LOWER), THROUGHPUT: ("samples/s", HIGHER), RATE: ("1/s", HIGHER),
     PEAK_MEMORY: ("bytes", LOWER), LARGEST_BATCH: ("samples", HIGHER),
     TIME_TO_TARGET: ("s", LOWER), STEPS_TO_TARGET: ("steps", LOWER),
 }
 # The metric a benchmark's trend is drawn from (the others follow from it or are single numbers).
-PRIMARY_METRICS = (STEP_TIME, TIME, TIME_TO_TARGET)
+PRIMARY_METRICS = (STEP_TIME, TIME, TIME_TO_TARGET, RATE)
 
 
 @dataclass

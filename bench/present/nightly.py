@@ -99,13 +99,35 @@ def common_shift_sentence(c: Comparison) -> str | None:
 
 
 def changes_lines(changes: Sequence) -> list[str]:
+    """One row per change: a benchmark's step or excursion, or one machine-wide event (how many of the
+    machine's series stepped together, their median change); provisional ones marked."""
     if not changes:
-        return ["No change points: no benchmark's reliable nights stepped."]
-    rows = [[c.kind, shown_name(c.benchmark), c.metric, shown_name(c.hardware_label), c.at, f"{value(c.before, c.unit)} → {value(c.after, c.unit)}",
-             signed(c.change), f"{(c.commit_before or '?')[:12]}..{(c.commit_after or '?')[:12]}",
-             f"{c.nights_before}/{c.nights_after}", f"{c.p_value:.2g}"] for c in changes]
-    return [f"{len(changes)} change point(s):", *_table(rows, ["kind", "benchmark", "metric", "machine", "from (first run after)",
-                                                             "before → after", "change", "commits", "nights", "p"])]
+        return ["No change points: no benchmark's nights stepped."]
+    rows = []
+    for c in changes:
+        if c.scope == "machine":
+            what = f"machine-wide {c.kind}"
+            level = f"{c.count} of {c.series} series"
+        else:
+            what = c.kind
+            level = f"{value(c.before, c.unit)} → {value(c.after, c.unit)}"
+            if c.kind == "excursion":
+                level += f" (away {len(c.runs or [])} run(s))"
+        rows.append([what + (" (provisional)" if c.status == "provisional" else ""), shown_name(c.benchmark),
+                     c.metric, shown_name(c.hardware_label), c.at, level, signed(c.change),
+                     f"{(c.commit_before or '?')[:12]}..{(c.commit_after or '?')[:12]}",
+                     f"{c.nights_before}/{c.nights_after}", f"{c.p_value:.2g}"])
+    n_machine = sum(1 for c in changes if c.scope == "machine")
+    head = f"{len(changes)} change(s)" + (f", {n_machine} of them machine-wide (one row for the series that stepped "
+                                          "together; their median change)" if n_machine else "") + ":"
+    out = [head, *_table(rows, ["kind", "benchmark", "metric", "machine", "from (first run after)", "before → after",
+                                "change", "commits", "nights", "p"])]
+    for c in changes:
+        if c.scope == "machine":
+            out.append(f"machine-wide at {c.at} on {shown_name(c.hardware_label)}: " + ", ".join(c.benchmarks or []))
+    if any(c.status == "provisional" for c in changes):
+        out.append("provisional: too few runs after it yet to tell a lasting change from an excursion")
+    return out
 
 
 def runs_lines(runs: Sequence) -> list[str]:

@@ -38,19 +38,24 @@ def rules(h: NightlyHistory) -> list[tuple[str, str]]:
     noise = s.noise_target if s.noise_target is not None else s.threshold / 2
     per_bench = " (per-benchmark settings in [tool.bench.compare] apply)" if s.overrides else ""
     return [
-        ("Change points", "Where a benchmark's level stepped, found by bench history changes over its reliable "
-                          "nights on one machine: PELT (ruptures) on the log of the nightly medians, scaled by a "
-                          "robust estimate of the night-to-night noise, one-night outliers damped; a step is kept "
+        ("Change points", "Where a benchmark's level stepped, found by bench history changes over its nights on "
+                          "one machine: PELT (ruptures) on the log of the nightly medians (a summary-only night's "
+                          "mean), scaled by the series' own night-to-night noise, one-night outliers damped and a "
+                          "night noisier than the series usually is weighed less; a step is kept "
                           f"only if it moves the median by at least {t['min_change']:.0%} and a Mann–Whitney test "
                           f"separates the nights on either side (p < {t['alpha']:g}). A step is placed only once at "
                           "least 3 reliable nights follow it (more when the history before it is short), so the "
-                          "newest nights are judged by the latest-night comparison below instead. Each is drawn as a "
+                          "newest nights are judged by the latest-night comparison below instead. A level that returns within a "
+                          "few runs is one excursion; a step shared by many series of a machine at one run is one "
+                          "machine-wide event (drawn once, dash-dotted); a change with few runs after it is "
+                          "provisional (drawn faint). Each step is drawn as a "
                           "vertical line (red: regression, green: improvement) with the level between change "
                           "points dashed."),
         ("Unreliable nights", "A night is left out of the trend and can never be a change point when it was "
                               f"throttled (clocks held down in at least {THROTTLE_MIN_FRACTION:.0%} of its samples; "
-                              "drawn ▽), noisier than the noise target (its median's 95% CI wider than "
-                              f"±{noise:.1%}{per_bench}; drawn ○), or failed or gave no value (✕ along the bottom)."),
+                              "drawn ▽) or failed or gave no value (✕ along the bottom). A night noisier than the "
+                              f"noise target (its median's 95% CI wider than ±{noise:.1%}{per_bench}; drawn ○) "
+                              "stays in the change points, weighed by its noise."),
         ("Latest night", "Each machine's newest run, compared by bench compare with the machine's last good night "
                          "(the newest earlier run not recorded as regressed by bench compare --record; the rule of "
                          f"--against last-good): a change counts when it exceeds {s.threshold:.0%}{per_bench} and "
@@ -166,9 +171,12 @@ def history_context(h: NightlyHistory | None) -> dict | None:
                 runs[idx[-1]].id == latest_by_machine[mi].run.id
             series.append(F.TrendSeries(
                 machines[mi]["label"], [_time(runs[i]) for i in idx], b["median"], b["low"], b["high"], b["flags"],
-                [(pos[c["run"]], c["before"], c["after"], c["kind"]) for c in b["changes"] if c["run"] in pos],
+                [(pos[c["run"]], c["before"], c["after"], c["kind"], c.get("status")) for c in b["changes"]
+                 if c["run"] in pos],
                 [pos[i] for i in sorted(h.environment_changes[mi]) if i in pos],
-                v.verdict if v is not None and is_latest else None))
+                v.verdict if v is not None and is_latest else None,
+                machine_events=[pos[t["machine_events"][e]["run"]] for e in b.get("events", [])
+                                if t["machine_events"][e]["run"] in pos]))
             flags = b["flags"]
             counts = {bit: sum(1 for f in flags if f and F.mark_kind(f) == bit) for bit in (1, 2, 4)}
             n_unreliable += sum(1 for f in flags if f)

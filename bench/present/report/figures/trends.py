@@ -97,9 +97,11 @@ FLAG_FAILED, FLAG_THROTTLED, FLAG_NOISY = 4, 1, 2  # bench.analysis.trends' bits
 UNRELIABLE_MARKS = (
     (FLAG_FAILED, "x", "#8e1b10", "failed or no value (left out)"),
     (FLAG_THROTTLED, "v", "#d35400", "throttled (left out)"),
-    (FLAG_NOISY, "o", "#6c757d", "noisier than the noise target (left out)"),
+    (FLAG_NOISY, "o", "#6c757d", "noisier than the noise target (in the change points, weighed less)"),
 )
 IMPROVEMENT_COLOR = "#1e8449"
+EXCURSION_COLOR = "#b9770e"
+MACHINE_COLOR = "#34495e"
 SOFTWARE_COLOR = "#8e44ad"
 MAX_LABELLED_CHANGES = 8  # the newest change points get their size written beside them
 EDGE_NOTE = " (beyond the axis: on its edge)"
@@ -110,7 +112,8 @@ class TrendSeries:
     """One benchmark's nightly history on one machine, nights in time order (bench.analysis.trends' summaries).
 
     `flags`: the night's bit mask (0 reliable; 1 throttled, 2 noisy, 4 failed); `changes`: (index of the
-    first night after the step, level before, level after, "regression" or "improvement");
+    first night after the step, level before, level after, "regression", "improvement" or "excursion",
+    optionally "provisional"); `machine_events`: the nights where a machine-wide event (many series at once) began;
     `latest_verdict`: what bench compare said of the newest night (None: not compared)."""
 
     label: str
@@ -119,9 +122,10 @@ class TrendSeries:
     low: list[float | None]
     high: list[float | None]
     flags: list[int]
-    changes: list[tuple[int, float, float, str]] = field(default_factory=list)
+    changes: list[tuple] = field(default_factory=list)
     environment_changes: list[int] = field(default_factory=list)  # nights whose software differs from the one before
     latest_verdict: str | None = None
+    machine_events: list[int] = field(default_factory=list)
 
 
 def _floats(values: Sequence[float | None]) -> np.ndarray:
@@ -207,10 +211,11 @@ def trend_figure(title: str, series: Sequence[TrendSeries], *, unit: str = "s", 
                 for (a, b), level in zip(zip(bounds[:-1], bounds[1:]), levels):
                     ax.plot([s.times[a], s.times[b]], [level, level], "--", color="black", lw=1.1, alpha=0.75,
                             label=once("level between change points"))
-            for n, (i, before, after, kind) in enumerate(s.changes):
-                c = REGRESSION_COLOR if kind == "regression" else IMPROVEMENT_COLOR
-                ax.axvline(s.times[i], color=c, lw=1.3, alpha=0.85, zorder=4,
-                           label=once(f"change point: {kind}"))
+            for n, (i, before, after, kind, *status) in enumerate(s.changes):
+                c = {"regression": REGRESSION_COLOR, "excursion": EXCURSION_COLOR}.get(kind, IMPROVEMENT_COLOR)
+                provisional = bool(status) and status[0] == "provisional"
+                ax.axvline(s.times[i], color=c, lw=1.3, alpha=0.35 if provisional else 0.85, zorder=4,
+                           label=once(f"change point: {kind}" + (" (provisional)" if provisional else "")))
                 if n >= len(s.changes) - MAX_LABELLED_CHANGES:
                     ax.annotate(f"{after / before - 1:+.1%}", (s.times[i], 1.0), xycoords=("data", "axes fraction"),
                                 xytext=(2, -9), textcoords="offset points", fontsize=7, color=c)
@@ -231,6 +236,9 @@ def trend_figure(title: str, series: Sequence[TrendSeries], *, unit: str = "s", 
                             transform=ax.get_xaxis_transform(), label=once(text))
                 else:
                     unreliable_points.append((marker, mcolor, text, t, med[idx]))
+            for i in s.machine_events:
+                ax.axvline(s.times[i], color=MACHINE_COLOR, ls="-.", lw=1.4, zorder=3,
+                           label=once("machine-wide change (many series at once)"))
             for i in s.environment_changes:
                 ax.axvline(s.times[i], color=SOFTWARE_COLOR, ls=":", lw=1.1, zorder=2,
                            label=once("software changed from the night before"))
@@ -286,6 +294,10 @@ def trend_key(marks: set[str]) -> str | None:
              "level between change points": Line2D([], [], color="black", ls="--", lw=1.1, alpha=0.75),
              "change point: regression": Line2D([], [], color=REGRESSION_COLOR, lw=1.3),
              "change point: improvement": Line2D([], [], color=IMPROVEMENT_COLOR, lw=1.3),
+             "change point: excursion": Line2D([], [], color=EXCURSION_COLOR, lw=1.3),
+             "change point: regression (provisional)": Line2D([], [], color=REGRESSION_COLOR, lw=1.3, alpha=0.35),
+             "change point: improvement (provisional)": Line2D([], [], color=IMPROVEMENT_COLOR, lw=1.3, alpha=0.35),
+             "machine-wide change (many series at once)": Line2D([], [], color=MACHINE_COLOR, ls="-.", lw=1.4),
              "software changed from the night before": Line2D([], [], color=SOFTWARE_COLOR, ls=":", lw=1.1),
              "latest night: regression (bench compare)": Line2D([], [], marker="o", mfc="none", mec=REGRESSION_COLOR,
                                                                 ms=9, mew=1.8, ls="none"),
