@@ -348,8 +348,10 @@ def _add_flops(m: Measurement, step, config: SweepConfig, device) -> None:
 def probe_fits(workload, config: SweepConfig, batch_size: int, device) -> Probe:
     """Does a training step at `batch_size` run (PROBE_STEPS steps) without running out of memory?
 
-    The allocator's peak statistics are reset before the step is built, so a probe that fits reports
-    its peak reserved bytes (on CUDA), which the largest-batch search's memory model fits."""
+    The allocator's peak statistics are reset after the first step (and its cache emptied), so a probe
+    that fits reports the steady peak reserved bytes (on CUDA), which the largest-batch search's memory
+    model anchors on; one that runs out of memory keeps torch's message, which tells the search what
+    the allocator can reach."""
     import torch
 
     from bench.measure.step import TrainStep
@@ -361,8 +363,14 @@ def probe_fits(workload, config: SweepConfig, batch_size: int, device) -> Probe:
         mem.reset_peaks()
         options = config.step_options()
         step = TrainStep(workload, batch_size, device, options, seed=config.seed)
-        for _ in range(PROBE_STEPS):
+        for i in range(PROBE_STEPS):
             step()
+            if i == 0 and PROBE_STEPS > 1 and device.type == "cuda":
+                # The peak the search fits is the steady one: cuDNN's autotuning in the first step takes
+                # workspace only where it finds room, and its cached segments would hide the steady peak.
+                torch.cuda.synchronize(device)
+                torch.cuda.empty_cache()
+                mem.reset_peaks()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         outcome = Probe(batch_size, True, peak_reserved_bytes=mem.peaks()[1])
