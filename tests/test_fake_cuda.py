@@ -118,3 +118,69 @@ def test_a_launch_bound_step_is_timed_at_the_hosts_pace():
     end.record()
     end.synchronize()
     assert start.elapsed_time(end) == pytest.approx(1.0, rel=0.01)  # 10 launches x 0.1 ms
+
+
+# ---------------------------------------------------------------------------------- timers and the sync check on it
+
+
+def _step(dev, kernels=20, kernel_s=1e-4, sync_every=0):
+    """A training step as the device sees it: `kernels` launches; every `sync_every`-th step reads a
+    value back to the host (a logged loss)."""
+    calls = [0]
+
+    def step():
+        calls[0] += 1
+        for _ in range(kernels):
+            dev.launch(kernel_s)
+        if sync_every and calls[0] % sync_every == 0:
+            dev.item()
+
+    return step
+
+
+def test_the_cuda_event_timer_reads_device_time_with_one_host_sync_per_block():
+    from bench.measure.timing import CudaEventTimer
+
+    dev = FakeDevice(launch_overhead_s=5e-6, launch_latency_s=0.0)
+    cuda = FakeCuda(dev)
+    timer = CudaEventTimer(cuda=cuda, pool_size=8)
+    timer.time_block(_step(dev), 1)  # makes the pool (warm-up)
+    made = len(cuda.events)
+    host_before = dev.host_s
+    times = timer.time_block(_step(dev), 8)
+    assert len(cuda.events) == made  # no event made inside the timed window
+    # Compute-bound: device time, not launch time; the first step of a block also waits for its first launch.
+    assert times[1:] == pytest.approx([20 * 1e-4] * 7, rel=1e-6)
+    assert times[0] == pytest.approx(20 * 1e-4 + 5e-6, rel=1e-6)
+    assert dev.host_s - host_before == pytest.approx(8 * 20 * 1e-4, rel=0.01)  # the host waited once, at the end
+
+
+def test_a_sync_every_third_step_is_missed_by_one_step_and_found_by_the_default_check():
+    from bench.measure.timing import SYNC_CHECK_STEPS, find_host_syncs, sync_check_for
+
+    dev = FakeDevice()
+    cuda = FakeCuda(dev)
+    assert find_host_syncs(_step(dev, sync_every=3), cuda=cuda) == []  # the old check: one step
+    check = sync_check_for("cuda:0")
+    found = check(_step(dev, sync_every=3), cuda=cuda)
+    assert len(found) == 1 and f"(1x in {SYNC_CHECK_STEPS} steps)" in found[0]
+    assert cuda.get_sync_debug_mode() == 0 and sync_check_for("cpu") is None
+
+
+def test_the_sync_check_lets_ddps_bucket_rebuild_pass_before_it_looks():
+    from bench.measure.timing import sync_check_for
+    from bench.run.distributed import DataParallelHooks
+
+    dev = FakeDevice()
+    cuda = FakeCuda(dev)
+    calls = [0]
+
+    def ddp_step():  # the first step the check sees rebuilds DDP's buckets: one synchronising copy
+        calls[0] += 1
+        dev.launch(1e-3)
+        if calls[0] == 1:
+            dev.item()
+
+    assert sync_check_for("cuda", skip=0)(ddp_step, cuda=cuda) != []  # it would warn on every DDP point
+    calls[0] = 0
+    assert sync_check_for("cuda", skip=DataParallelHooks.sync_check_skip)(ddp_step, cuda=cuda) == []

@@ -218,6 +218,7 @@ class PointHooks:
     way; bench.run.distributed.DataParallelHooks overrides them."""
 
     clock = staticmethod(time.perf_counter)
+    sync_check_skip = 0  # warm-up steps the host-sync check lets pass first (DDP's bucket rebuild)
 
     def timer(self, device):
         return timer_for(device)
@@ -272,7 +273,8 @@ def measure_point(workload, config: SweepConfig, batch_size: int, device, *,
         with tel.sampling():
             timing = measure(step, timer=hooks.timer(device), rule=config.rule(), limits=config.limits(),
                              warmup=config.warmup_rule(), around_block=tel.measuring, after_warmup=after_warmup,
-                             check_step=sync_check_for(device), clock=hooks.clock)
+                             check_step=sync_check_for(device, skip=hooks.sync_check_skip),
+                             clock=hooks.clock)
         m.conditions["end"] = read_conditions()
         m.peak_allocated_bytes, m.peak_reserved_bytes = mem.peaks()
         retries = mem.alloc_retries()
