@@ -163,3 +163,67 @@ def test_the_memory_line_uses_the_largest_batches_and_refuses_a_flat_or_single_p
     assert line.largest_within(1036.0) == 1000
     assert fit_memory_line([(8, 10.0)]) is None
     assert fit_memory_line([(8, 10.0), (16, 10.0)]) is None
+
+
+# ---------------------------------------------------------------------------------- a card-like fake
+
+CARD = int(79.5 * GIB)
+
+
+def _card(margin_gib, workspace_gib):
+    from bench.records.sweep import Probe
+    from bench.testing.fake_cuda import FakeConvNet, probe_on_card
+
+    net = FakeConvNet(autotune_workspace_bytes=int(workspace_gib * GIB))
+    margin = int(margin_gib * GIB)
+
+    def probe(b):
+        fits, peak, error, _ = probe_on_card(CARD, margin, net, b)
+        return Probe(b, fits, error, peak)
+
+    known = []
+    for b in (256, 512, 1024):  # a sweep keeps the larger of its timed and warm-up peaks
+        _, peak, _, warm = probe_on_card(CARD, margin, net, b)
+        known.append((b, max(peak, warm)))
+    lo, hi = 1024, 2048
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if probe(mid).fits else (lo, mid)
+    return probe, known, lo
+
+
+@pytest.mark.parametrize("margin_gib", [0.25, 1.0, 2.5, 4.0])
+@pytest.mark.parametrize("workspace_gib", [0.0, 1.5, 3.0])
+def test_on_a_card_like_fake_the_search_learns_the_ceiling_from_the_oom_text(margin_gib, workspace_gib):
+    probe, known, truth = _card(margin_gib, workspace_gib)
+    found = search_largest_batch(probe, lo=1024, hi=2048, known_peaks=known, capacity_bytes=CARD)
+    assert found.largest == truth and found.smallest_oom == truth + 1
+    assert len(found.probes) <= 4
+    assert found.outside_bytes == pytest.approx(margin_gib * GIB, abs=20 * 2**20)  # read off torch's message
+
+
+def test_without_reading_the_oom_text_the_same_card_costs_more_probes():
+    from bench.records.sweep import Probe
+
+    probe, known, truth = _card(2.0, 1.5)
+
+    def mute(b):  # the same probes, their message cut to its first words
+        p = probe(b)
+        return Probe(p.batch_size, p.fits, p.error and "OutOfMemoryError: CUDA out of memory.", p.peak_reserved_bytes)
+
+    learned = search_largest_batch(probe, lo=1024, hi=2048, known_peaks=known, capacity_bytes=CARD)
+    blind = search_largest_batch(mute, lo=1024, hi=2048, known_peaks=known, capacity_bytes=CARD)
+    assert learned.largest == blind.largest == truth
+    assert len(blind.probes) > len(learned.probes) and blind.ceiling_bytes is None
+
+
+def test_parse_oom_reads_torchs_message_and_nothing_else():
+    from bench.run.largest import parse_oom
+
+    text = ("CUDA out of memory. Tried to allocate 20.00 MiB. GPU 0 has a total capacity of 8.00 GiB of which 0 bytes "
+            "is free. Of the allocated memory 14.51 GiB is allocated by PyTorch, and 15.90 MiB is reserved by "
+            "PyTorch but unallocated.")
+    r = parse_oom(text)
+    assert r.requested_bytes == 20 * 2**20 and r.free_bytes == 0 and r.total_bytes == 8 * GIB
+    assert r.ceiling_bytes == pytest.approx(14.51 * GIB + 15.90 * 2**20)
+    assert parse_oom("OutOfMemoryError: CUDA out of memory") is None and parse_oom(None) is None

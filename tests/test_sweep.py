@@ -639,7 +639,7 @@ def test_a_host_sync_in_the_step_becomes_a_warning_on_the_point(monkeypatch):
             self.mode = {"default": 0, "warn": 1}.get(mode, mode)
 
     cuda = DebugMode()
-    monkeypatch.setattr(sweep_module, "sync_check_for", lambda device: partial(find_host_syncs, cuda=cuda))
+    monkeypatch.setattr(sweep_module, "sync_check_for", lambda device, **kw: partial(find_host_syncs, cuda=cuda, **kw))
 
     class ItemCalling(MemoryLimited):
         def forward(self, x):

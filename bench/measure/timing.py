@@ -17,6 +17,7 @@ import warnings
 from collections import Counter
 from contextlib import nullcontext
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import PurePath
 from typing import Any, Callable, ContextManager, Protocol, Sequence
 
@@ -140,10 +141,15 @@ def _where(filename: str, lineno: int) -> str:
     return f"{'/'.join(parts[-2:])}:{lineno}"
 
 
-def find_host_syncs(step: Step, cuda: Any = None) -> list[str]:
-    """Run `step` once under `torch.cuda.set_sync_debug_mode("warn")`; one line per place in Python
-    code that made the host wait for the device (e.g. `.item()`, a GradScaler without a fused
-    optimizer), with how often it did in the step. Empty: no synchronising operation torch knows of.
+SYNC_CHECK_STEPS = 5  # steps checked: a sync every few steps (a logged loss, a scaler's check) shows up
+
+
+def find_host_syncs(step: Step, cuda: Any = None, *, steps: int = 1, skip: int = 0) -> list[str]:
+    """Run `step` `steps` times under `torch.cuda.set_sync_debug_mode("warn")` (after `skip` plain
+    runs: a data-parallel step's bucket rebuild synchronises once, and is not the step's habit); one
+    line per place in Python code that made the host wait for the device (e.g. `.item()`, a GradScaler
+    without a fused optimizer), with how often it did in those steps. Empty: no synchronising operation
+    torch knows of in them (a sync every more than `steps` steps can still hide).
 
     The previous debug mode is put back even if the step raises; warnings other than torch's sync
     warning are passed on. `cuda` is the torch.cuda namespace (tests pass a fake one).
@@ -152,12 +158,15 @@ def find_host_syncs(step: Step, cuda: Any = None) -> list[str]:
         import torch
 
         cuda = torch.cuda
+    for _ in range(skip):
+        step()
     before = cuda.get_sync_debug_mode()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         cuda.set_sync_debug_mode("warn")
         try:
-            step()
+            for _ in range(steps):
+                step()
         finally:
             cuda.set_sync_debug_mode(before)
     places: Counter = Counter()
@@ -169,13 +178,15 @@ def find_host_syncs(step: Step, cuda: Any = None) -> list[str]:
             others.append(w)
     for w in others:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    return [f"{where} ({k}x in one step)" for where, k in places.items()]
+    span = "one step" if steps == 1 else f"{steps} steps"
+    return [f"{where} ({k}x in {span})" for where, k in places.items()]
 
 
-def sync_check_for(device) -> CheckStep | None:
-    """The host-sync check for a device: `find_host_syncs` on CUDA; None elsewhere (nothing to find)."""
+def sync_check_for(device, *, skip: int = 0, steps: int = SYNC_CHECK_STEPS) -> CheckStep | None:
+    """The host-sync check for a device: `find_host_syncs` over `steps` steps after `skip` plain ones
+    on CUDA; None elsewhere (nothing to find)."""
     kind = getattr(device, "type", None) or str(device).split(":")[0]
-    return find_host_syncs if kind == "cuda" else None
+    return partial(find_host_syncs, steps=steps, skip=skip) if kind == "cuda" else None
 
 
 def timer_for(device) -> Timer:
@@ -642,7 +653,7 @@ def measure(
     _warm_up(step, timer, warm, limits, res, clock, t_budget, check_step)
     res.warmup_wall_time_s = clock() - t_start
     if res.host_syncs:
-        res.warnings.append("the step makes the host wait for the device (found by one warm-up step under "
+        res.warnings.append("the step makes the host wait for the device (found by warm-up steps under "
                             "torch.cuda.set_sync_debug_mode('warn')): " + "; ".join(res.host_syncs)
                             + ": every timed step includes that wait")
     if res.warmup_reason != WARM_STABLE:

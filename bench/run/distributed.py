@@ -46,6 +46,10 @@ class DataParallelHooks:
 
     `sync=False` measures the step under DDP's `no_sync` (no gradient all-reduce)."""
 
+    # DDP rebuilds its gradient buckets in the forward after the first synchronised step, with one
+    # synchronising copy: the host-sync check starts after it, or it would warn on every point.
+    sync_check_skip = 1
+
     def __init__(self, ranks: Ranks, *, sync: bool = True):
         self.ranks = ranks
         self.sync = sync

@@ -8,17 +8,66 @@ peak). Every answer is bracketed by a batch seen to fit and the next batch seen 
 memory, so a model that misfits costs probes, never a wrong answer: when a model-guided probe fails
 to halve the bracket twice in a row, the next probe bisects (as Brent's method safeguards the
 secant step).
+
+A card runs out of memory before the capacity the search is told (memory outside the caching
+allocator: the CUDA context, library workspaces; segment rounding; fragmentation), and the peaks a
+sweep measured may hold cuDNN autotuning workspace that a probe near the limit does without. So the
+search learns from each probe: a failed one's out-of-memory text says what PyTorch could reach
+(allocated + reserved + free at the failure: `OomReport.ceiling_bytes`), which replaces the capacity;
+a probe that fits re-anchors the model at its own peak.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Protocol, Sequence
 
 from bench.core.vocabulary import PROBE_KINDS
 
 MODEL_POINTS = 2  # a secant through the two largest batches: memory may bend at small batches
+
+_SIZE = r"([0-9.]+) (bytes|KiB|MiB|GiB)"
+_OOM_RE = re.compile(r"Tried to allocate " + _SIZE + r"\. GPU (\d+) has a total capacity of " + _SIZE + r" of which "
+                     + _SIZE + r" is free\..*?Of the allocated memory " + _SIZE + r" is allocated by PyTorch, .*?"
+                     r"and " + _SIZE + r" is reserved by PyTorch but unallocated")
+_UNITS = {"bytes": 1, "KiB": 2**10, "MiB": 2**20, "GiB": 2**30}
+
+
+@dataclass(frozen=True)
+class OomReport:
+    """What torch's CUDA out-of-memory message says (sizes in bytes, to its two decimals)."""
+
+    requested_bytes: float
+    device_index: int
+    total_bytes: float
+    free_bytes: float
+    allocated_bytes: float
+    reserved_unallocated_bytes: float
+
+    @property
+    def ceiling_bytes(self) -> float:
+        """What PyTorch's allocator could hold on this device: what it held at the failure plus what
+        was free. The rest of the capacity is outside the allocator (context, other libraries)."""
+        return self.allocated_bytes + self.reserved_unallocated_bytes + self.free_bytes
+
+    @property
+    def outside_bytes(self) -> float:
+        return self.total_bytes - self.ceiling_bytes
+
+
+def parse_oom(text: str | None) -> OomReport | None:
+    """The numbers in torch's "CUDA out of memory. Tried to allocate ..." message; None for any other text."""
+    m = _OOM_RE.search(text or "")
+    if m is None:
+        return None
+    g = m.groups()
+
+    def size(i: int) -> float:
+        return float(g[i]) * _UNITS[g[i + 1]]
+
+    return OomReport(size(0), int(g[2]), size(3), size(5), size(7), size(9))
 
 
 class ProbeOutcome(Protocol):
@@ -64,6 +113,16 @@ def fit_memory_line(points: Iterable[tuple[int, float]], max_points: int = MODEL
     return MemoryLine(intercept=my - slope * mx, slope=slope, points=len(chosen))
 
 
+def _memory_line(known: dict[int, float], seen: dict[int, float]) -> MemoryLine | None:
+    """The model's slope: through the known peaks (far apart, so the allocator's rounding hardly tilts
+    it); through the probes' own peaks when fewer than two were known."""
+    if len(seen) >= 2:
+        return fit_memory_line(seen.items())
+    # One probe's peak anchors the line but does not tilt it: the known peaks may hold workspace the
+    # probe did without.
+    return fit_memory_line(known.items()) or fit_memory_line({**known, **seen}.items())
+
+
 @dataclass
 class LargestBatchSearch:
     """What a search found: `largest` fits and `largest + 1` (= `smallest_oom`) does not, both seen;
@@ -78,6 +137,8 @@ class LargestBatchSearch:
     doubling_probes: int = 0
     stopped: str | None = None
     limited: bool = False
+    ceiling_bytes: float | None = None  # what the allocator could reach, read off an out-of-memory message
+    outside_bytes: float | None = None  # the capacity less that: memory outside PyTorch's allocator
 
     @property
     def method(self) -> str:
@@ -118,8 +179,10 @@ def search_largest_batch(probe: ProbeFn, *, lo: int = 0, hi: int | None = None,
     """
     if hi is not None and hi <= lo:
         raise ValueError(f"bracket needs lo < hi, got lo={lo}, hi={hi}")
-    peaks = {int(b): float(p) for b, p in known_peaks if p is not None}
+    known = {int(b): float(p) for b, p in known_peaks if p is not None}
+    seen: dict[int, float] = {}  # peaks of this search's probes: taken as the probe ran, near the limit
     out = LargestBatchSearch(largest=lo or None, smallest_oom=hi)
+    reach = capacity_bytes  # what the allocator can hold: the capacity told, until a failure says
     bisect_next = False
     slow_steps = 0
 
@@ -130,14 +193,19 @@ def search_largest_batch(probe: ProbeFn, *, lo: int = 0, hi: int | None = None,
             out.stopped = f"no out-of-memory up to batch {lo}, the limit: the largest lies beyond"
             break
         guess, kind = None, None
-        line = fit_memory_line(peaks.items()) if use_model and capacity_bytes else None
+        line = _memory_line(known, seen) if use_model and reach else None
         if line is not None and not bisect_next:
-            predicted = line.largest_within(capacity_bytes)
-            if lo in peaks:  # anchor at the largest batch seen to fit: its own peak corrects the offset
-                predicted = lo + int(math.floor((capacity_bytes - peaks[lo]) / line.slope))
-            # A prediction outside the bracket is contradicted by a probe already made: bisect instead.
-            # (Predicting `lo` itself is fine: the next batch up then confirms the boundary.)
-            if predicted >= lo and (hi is None or predicted < hi):
+            predicted = line.largest_within(reach)
+            anchor = seen.get(lo, known.get(lo))
+            if anchor is not None:  # anchor at the largest batch seen to fit: its own peak corrects the offset
+                room = (reach - anchor) / line.slope
+                # A reach read off an out-of-memory message is the allocator's own: its nearest batch
+                # (the rounding errs either way); a capacity told is an upper bound: stay under it.
+                predicted = lo + int(round(room) if out.ceiling_bytes is not None else math.floor(room))
+            # A prediction beyond the bracket is contradicted by a probe already made: bisect instead.
+            # Predicting `lo` or `hi` itself is the model off by its rounding: the batch next to it
+            # inside the bracket is then the best guess.
+            if predicted >= lo and (hi is None or predicted <= hi):
                 guess, kind = predicted, "model"
         if guess is None:
             if hi is not None:
@@ -160,12 +228,16 @@ def search_largest_batch(probe: ProbeFn, *, lo: int = 0, hi: int | None = None,
         if p.fits:
             lo = guess
             if p.peak_bytes is not None:
-                peaks[guess] = float(p.peak_bytes)
+                seen[guess] = float(p.peak_bytes)
         elif p.failed_otherwise:
             out.stopped = f"search stopped: batch {guess} failed for another reason ({p.error})"
             break
         else:
             hi = guess
+            report = parse_oom(p.error)
+            if report is not None and (reach is None or report.ceiling_bytes < reach):
+                reach = report.ceiling_bytes  # what the allocator can really reach on this device
+                out.ceiling_bytes, out.outside_bytes = report.ceiling_bytes, report.outside_bytes
         # Safeguard: after two model steps in a row that did not halve a known bracket, bisect once.
         if kind == "model" and width_before is not None and (hi - lo) * 2 > width_before:
             slow_steps += 1

@@ -218,6 +218,7 @@ class PointHooks:
     way; bench.run.distributed.DataParallelHooks overrides them."""
 
     clock = staticmethod(time.perf_counter)
+    sync_check_skip = 0  # warm-up steps the host-sync check lets pass first (DDP's bucket rebuild)
 
     def timer(self, device):
         return timer_for(device)
@@ -272,7 +273,8 @@ def measure_point(workload, config: SweepConfig, batch_size: int, device, *,
         with tel.sampling():
             timing = measure(step, timer=hooks.timer(device), rule=config.rule(), limits=config.limits(),
                              warmup=config.warmup_rule(), around_block=tel.measuring, after_warmup=after_warmup,
-                             check_step=sync_check_for(device), clock=hooks.clock)
+                             check_step=sync_check_for(device, skip=hooks.sync_check_skip),
+                             clock=hooks.clock)
         m.conditions["end"] = read_conditions()
         m.peak_allocated_bytes, m.peak_reserved_bytes = mem.peaks()
         retries = mem.alloc_retries()
@@ -348,8 +350,10 @@ def _add_flops(m: Measurement, step, config: SweepConfig, device) -> None:
 def probe_fits(workload, config: SweepConfig, batch_size: int, device) -> Probe:
     """Does a training step at `batch_size` run (PROBE_STEPS steps) without running out of memory?
 
-    The allocator's peak statistics are reset before the step is built, so a probe that fits reports
-    its peak reserved bytes (on CUDA), which the largest-batch search's memory model fits."""
+    The allocator's peak statistics are reset after the first step (and its cache emptied), so a probe
+    that fits reports the steady peak reserved bytes (on CUDA), which the largest-batch search's memory
+    model anchors on; one that runs out of memory keeps torch's message, which tells the search what
+    the allocator can reach."""
     import torch
 
     from bench.measure.step import TrainStep
@@ -361,8 +365,14 @@ def probe_fits(workload, config: SweepConfig, batch_size: int, device) -> Probe:
         mem.reset_peaks()
         options = config.step_options()
         step = TrainStep(workload, batch_size, device, options, seed=config.seed)
-        for _ in range(PROBE_STEPS):
+        for i in range(PROBE_STEPS):
             step()
+            if i == 0 and PROBE_STEPS > 1 and device.type == "cuda":
+                # The peak the search fits is the steady one: cuDNN's autotuning in the first step takes
+                # workspace only where it finds room, and its cached segments would hide the steady peak.
+                torch.cuda.synchronize(device)
+                torch.cuda.empty_cache()
+                mem.reset_peaks()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         outcome = Probe(batch_size, True, peak_reserved_bytes=mem.peaks()[1])
