@@ -55,7 +55,7 @@ def test_the_naive_error_names_what_the_rule_predicts_what_is_true_and_how_far_o
     n = a.naive
     n.update(naive_best_predicted_time_s=1.2 * 3600, naive_best_true_time_s=3.4 * 3600)
     sentence = naive_sentence(a)
-    assert "predicts 1.2 h to target; the truth is 3.4 h, so the rule of thumb is off by −65%" in sentence
+    assert "predicts 1.2 h to target; the real time is 3.4 h, so the equal-step-time estimate is 65% short: the real time is" in sentence
 
 
 def test_warnings_come_last_unless_the_caller_shows_them_elsewhere():
@@ -110,7 +110,7 @@ def test_a_study_file_with_prose_summaries_inside_prints_what_bench_tta_printed_
         "Time-vs-examples Pareto frontier: batch 8, 64.",
         "B*: — (no fitted critical batch size).",
         "Equal-step-time rule of thumb (every batch size takes batch 8's step time (789 µs)): it picks batch 64 and "
-        "predicts 58.1 ms to target; the truth is 66.7 ms, so the rule of thumb is off by −13%; that batch is "
+        "predicts 58.1 ms to target; the real time is 66.7 ms, so the equal-step-time estimate is 13% short: the real time is 15% longer; that batch is "
         "also the fastest.",
         "Generalisation: final accuracy 0.9556 at batch 8 vs 0.9611 at batch 64: the largest batch ends no worse.",
         "Warning: one seed at batch size 8, 64: time-to-target intervals ignore run-to-run spread; run 2 or more "
@@ -120,3 +120,11 @@ def test_a_study_file_with_prose_summaries_inside_prints_what_bench_tta_printed_
 
 def test_an_unfinished_study_says_so():
     assert tta_verdict(TTAResult()) == ["The study has no analysis yet (unfinished?)."]
+
+
+def test_the_naive_error_is_said_in_words_that_cannot_be_read_backwards():
+    from bench.present.tta import naive_error_words
+
+    assert naive_error_words(-0.25) == "the equal-step-time estimate is 25% short: the real time is 33% longer"
+    assert naive_error_words(0.2) == "the equal-step-time estimate is 20% long: the real time is 17% shorter"
+    assert "right" in naive_error_words(0.001)

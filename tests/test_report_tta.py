@@ -48,7 +48,7 @@ def test_a_study_written_with_prose_summaries_inside_shows_the_sentences_it_alwa
     assert stored["analysis"]["naive"]["summary"] and stored["analysis"]["generalisation"]["summary"]
     summary = tta_summary(TTAResult.from_dict(stored))
     assert ("Equal-step-time rule of thumb (every batch size takes batch 8's step time (789 µs)): it picks batch 64 "
-            "and predicts 58.1 ms to target; the truth is 66.7 ms, so the rule of thumb is off by −13%; that batch is "
+            "and predicts 58.1 ms to target; the real time is 66.7 ms, so the equal-step-time estimate is 13% short: the real time is 15% longer; that batch is "
             "also the fastest.") in summary
     assert ("Generalisation: final accuracy 0.9556 at batch 8 vs 0.9611 at batch 64: the largest batch ends "
             "no worse.") in summary

@@ -168,7 +168,7 @@ def _study(**kw):
     base = dict(task="nqm", task_params={"dim": 20}, target=1.0, batch_sizes=[2, 8, 32], base_lr=0.5,
                 base_batch_size=2, lr_rule="constant", lr_factors=[1.0], seeds=[0], momentum=0.0, max_steps=200,
                 eval_every=1, continue_after_target=0.0, noise_steps=20, sweep_budget_s=0.05,
-                sweep_min_time_s=0.01, n_bootstrap=50)
+                sweep_min_time_s=0.01, n_bootstrap=50, step_time_rounds=3, round_block_s=0.002)
     base.update(kw)
     return StudyConfig(**base)
 
@@ -299,10 +299,17 @@ def test_time_to_target_multiplies_steps_by_the_mean_step_time_and_keeps_the_med
     row = a.batch(8)
     assert row.time_to_target_basis == "mean" and row.step_time_s == pytest.approx(0.010)
     assert row.time_to_target_s == pytest.approx(row.steps_to_target * row_time.mean_s)
+    # The interval multiplies by the mean's own CI where the step times carry one (the sweep's does) ...
+    assert row.time_to_target_low_s == pytest.approx(row.steps_low * row_time.mean_ci_low_s)
+    assert row.time_to_target_high_s == pytest.approx(row.steps_high * row_time.mean_ci_high_s)
+    assert row.time_to_target_low_s <= row.time_to_target_s <= row.time_to_target_high_s
+    # ... else by the median's CI scaled to the mean.
+    for t in times:
+        t.mean_ci_low_s = t.mean_ci_high_s = None
+    row = analyse_tta(model_curves(), times, 0.5, n_bootstrap=0).batch(8)
     scale = row_time.mean_s / row_time.median_s
     assert row.time_to_target_low_s == pytest.approx(row.steps_low * row_time.ci_low_s * scale)
     assert row.time_to_target_high_s == pytest.approx(row.steps_high * row_time.ci_high_s * scale)
-    assert row.time_to_target_low_s <= row.time_to_target_s <= row.time_to_target_high_s
 
 
 def test_step_times_without_a_mean_fall_back_to_the_median_and_say_so():
@@ -427,3 +434,104 @@ def test_cli_takes_step_times_instead_of_a_sweep(tmp_path, capsys):
     assert load_tta(out).config["step_times"] == str(times)
     with pytest.raises(BenchError, match="--step-times goes with --curves"):
         _cli("--step-times", str(times))
+
+
+class _LoadedTimer:
+    """A fake timer: a step at batch B takes t(B)·load(round), the machine's load changing every round by up
+    to 3x, as other work starts and stops; the rounds module is told nothing about it."""
+
+    name = "host"
+
+    def __init__(self):
+        self.calls = []
+        self.round = 0
+
+    def time_block(self, step, n):
+        b = step.batch_size
+        self.calls.append(b)
+        factor = (1.0, 3.0, 1.5, 2.2, 1.1, 2.8)[self.round % 6]
+        return [(A_S + B_S * b) * factor] * n
+
+
+def _measure_loaded_rounds(rounds=6):
+    from bench.measure.workloads import load_workload
+    from bench.run.rounds import measure_rounds
+
+    timer = _LoadedTimer()
+    seen = []
+
+    def progress(event, info):
+        seen.append(info["round"])
+        timer.round = info["round"]  # the load changes between rounds
+
+    r = measure_rounds(load_workload("mlp", {"in_features": 4, "hidden": 4, "depth": 1, "classes": 2}),
+                       [8, 64, 512], rounds=rounds, block_s=0.01, timer=timer, progress=progress,
+                       warmup_budget_s=0.01)
+    return r, timer, seen
+
+
+def test_interleaved_rounds_time_every_batch_once_per_round_in_a_rotated_order():
+    r, timer, seen = _measure_loaded_rounds()
+    assert seen == [1, 2, 3, 4, 5, 6]
+    assert r.round_orders[:3] == [[8, 64, 512], [64, 512, 8], [512, 8, 64]]
+    assert all(len(r.samples_s[str(b)]) == 6 for b in (8, 64, 512))
+    assert len(r.conditions) == 6 and all(len(pair) == 2 for pair in r.conditions)
+    assert r.machine_load is not None or r.null_reasons["machine_load"]
+
+
+def test_a_load_change_that_hits_every_batch_alike_widens_step_times_but_not_their_ratio():
+    from bench.analysis.tta import paired_ratio, step_times_from_rounds
+
+    r, _, _ = _measure_loaded_rounds()
+    times = {s.batch_size: s for s in step_times_from_rounds(r)}
+    big = times[512]
+    assert big.mean_ci_high_s / big.mean_ci_low_s > 1.5  # the load swings 3x between rounds
+    ratio, lo, hi = paired_ratio(r.round_means(512), r.round_means(8))
+    true = (A_S + B_S * 512) / (A_S + B_S * 8)
+    assert ratio == pytest.approx(true) and lo == pytest.approx(true) and hi == pytest.approx(true)
+
+
+def test_the_naive_error_gets_an_interval_from_per_round_ratios_and_it_holds_the_estimate():
+    from bench.analysis.tta import step_times_from_rounds
+
+    r, _, _ = _measure_loaded_rounds()
+    # A second batch size ratio that wobbles: round 2's big-batch step is 20% slower than the load explains.
+    r.samples_s["512"][2] = [x * 1.2 for x in r.samples_s["512"][2]]
+    curves = [curve(b, int(round(steps_model(b, S_MIN, B_CRIT))), seed=s) for b in (8, 64, 512) for s in (0, 1)]
+    a = analyse_tta(curves, step_times_from_rounds(r), 0.5, n_bootstrap=0, rounds=r)
+    ref, big = a.batch(8), a.batch(512)
+    assert (ref.naive_rel_error, ref.naive_rel_error_low, ref.naive_rel_error_high) == (0.0, 0.0, 0.0)
+    assert big.naive_rel_error_low < big.naive_rel_error < big.naive_rel_error_high < 0
+    assert big.naive_rel_error == pytest.approx(1.0 / big.step_time_ratio - 1.0)
+    assert "per-round ratios over 6 interleaved rounds" in a.naive["interval_basis"]
+    d = json.loads(json.dumps(a.to_dict()))["batches"][2]
+    assert {"naive_rel_error", "naive_rel_error_low", "naive_rel_error_high"} <= set(d)
+
+
+def test_without_rounds_the_naive_interval_comes_from_independent_mean_intervals_or_is_null_with_a_reason():
+    times = step_times()
+    a = analyse_tta(model_curves(), times, 0.5, n_bootstrap=0)
+    assert a.batch(64).naive_rel_error_low is None
+    assert "no interval of their mean" in a.batch(64).null_reasons["naive_rel_error_interval"]
+    for t in times:
+        t.mean_s, t.mean_ci_low_s, t.mean_ci_high_s = t.median_s, 0.95 * t.median_s, 1.05 * t.median_s
+    a = analyse_tta(model_curves(), times, 0.5, n_bootstrap=0)
+    row = a.batch(64)
+    assert row.naive_rel_error_low < row.naive_rel_error < row.naive_rel_error_high
+    assert "independent" in a.naive["interval_basis"]
+
+
+def test_the_study_times_its_steps_in_interleaved_rounds_and_keeps_them(tmp_path):
+    from bench.run.study import run_study
+
+    r = run_study(_study(), output=tmp_path / "tta.json")
+    rounds = load_tta(tmp_path / "tta.json").step_time_rounds
+    assert rounds.rounds == 3 and rounds.batch_sizes == [2, 8, 32]
+    assert "interleaved rounds" in r.step_time_source
+    assert all(s.mean_ci_low_s is not None for s in r.step_times)
+    assert r.analysis.batch(32).naive_rel_error_low is not None
+
+
+def test_interleaved_rounds_must_be_zero_or_at_least_two():
+    with pytest.raises(BenchError, match="interleaved rounds"):
+        _study(step_time_rounds=1).validate()

@@ -26,12 +26,14 @@ from bench.analysis.scaling import (
 from bench.core.budget import MEASURE_DEFAULTS
 from bench.core.errors import BenchError
 from bench.core.numbers import is_number
+from bench.core.stats import CONFIDENCE, summarize
 from bench.records.curves import Curve
 from bench.records.tta import (
     BatchTTA,
     NoiseScaleEstimate,
     StepTime,
     StepTimeFit,
+    StepTimeRounds,
     TTAAnalysis,
     TTAResult,
 )
@@ -57,8 +59,54 @@ def step_times_from_sweep(result) -> tuple[list[StepTime], dict[int, str]]:
                                                     or "the sweep did not measure energy per step")
         if s.ci_low_s is None:
             st.null_reasons["ci"] = "too few samples for a 95% interval of the median"
+        st.mean_ci_low_s, st.mean_ci_high_s = s.mean_ci_low_s, s.mean_ci_high_s
         times.append(st)
     return times, missing
+
+
+def step_times_from_rounds(rounds: StepTimeRounds, energy: dict[int, StepTime] | None = None) -> list[StepTime]:
+    """Step times from interleaved rounds: the median and mean over every timed step; the median's CI
+    widened by the round medians and the mean's by the round means (steps of one round share its load).
+    `energy` (step times by batch, e.g. the sweep's) lends its energy per step."""
+    out = []
+    for b in rounds.batch_sizes:
+        per_round = [r for r in rounds.samples_s.get(str(b), []) if r]
+        if not per_round:
+            continue
+        flat = [x for r in per_round for x in r]
+        s = summarize(flat, block_medians=[float(np.median(r)) for r in per_round],
+                      block_sizes=[len(r) for r in per_round])
+        st = StepTime(b, s.median_s, s.ci_low_s, s.ci_high_s, mean_s=s.mean_s,
+                      mean_ci_low_s=s.mean_ci_low_s, mean_ci_high_s=s.mean_ci_high_s)
+        other = (energy or {}).get(b)
+        if other is not None and other.energy_per_step_j is not None:
+            st.energy_per_step_j = other.energy_per_step_j
+        else:
+            st.null_reasons["energy_per_step_j"] = ((other.null_reasons.get("energy_per_step_j") if other else None)
+                                                    or "energy per step was not measured")
+        if s.ci_low_s is None:
+            st.null_reasons["ci"] = "too few samples for a 95% interval of the median"
+        out.append(st)
+    return out
+
+
+def paired_ratio(numer: Sequence[float], denom: Sequence[float],
+                 confidence: float = CONFIDENCE) -> tuple[float, float | None, float | None]:
+    """R = mean(numer)/mean(denom) over paired rounds, with a `confidence` interval by the delta method
+    on the paired residuals d_r = numer_r − R·denom_r (Student t over the rounds): a load change that
+    scales both members of a round alike leaves d_r, and so the interval, untouched. (R, None, None)
+    with fewer than 2 pairs."""
+    x, y = np.asarray(numer, dtype=float), np.asarray(denom, dtype=float)
+    n = min(x.size, y.size)
+    x, y = x[:n], y[:n]
+    ratio = float(x.mean() / y.mean())
+    if n < 2:
+        return ratio, None, None
+    from scipy import stats as _st
+
+    d = x - ratio * y
+    half = float(_st.t.ppf(0.5 + confidence / 2, n - 1) * d.std(ddof=1) / (math.sqrt(n) * y.mean()))
+    return ratio, max(ratio - half, ratio * 1e-3), ratio + half
 
 
 def fit_step_time_linear(step_times: Sequence[StepTime]) -> StepTimeFit | None:
@@ -130,12 +178,13 @@ def analyse_tta(curves: Sequence[Curve], step_times: Sequence[StepTime], target:
                 step_time_fit: StepTimeFit | None = None, step_time_missing: dict[int, str] | None = None,
                 noise_scale: NoiseScaleEstimate | None = None, n_bootstrap: int = 1000,
                 bootstrap_seed: int = 0, interval: str = INTERVAL_PROFILE,
-                ci_target: float | None = None) -> TTAAnalysis:
+                ci_target: float | None = None, rounds: StepTimeRounds | None = None) -> TTAAnalysis:
     """Join steps to target with step times and derive the best batch sizes.
 
     `interval` is the scaling fit's interval method (bench.analysis.scaling); `ci_target` the relative
     precision the step times were measured to (default: the measuring default), beyond which a mean
-    step time far above its median is flagged."""
+    step time far above its median is flagged. `rounds`: the interleaved rounds the step times came from
+    (bench.run.rounds), whose per-round ratios give the step-time ratios and the naive error's interval."""
     if not curves:
         raise BenchError("no curves to analyse")
     metric, hib = curves[0].metric, curves[0].higher_is_better
@@ -179,6 +228,7 @@ def analyse_tta(curves: Sequence[Curve], step_times: Sequence[StepTime], target:
                 row.null_reasons["energy_per_step_j"] = st.null_reasons.get("energy_per_step_j", "not measured")
         if st is not None:
             row.step_time_mean_s = st.mean_s
+            row.step_time_mean_ci_low_s, row.step_time_mean_ci_high_s = st.mean_ci_low_s, st.mean_ci_high_s
             if st.mean_s is None:
                 row.null_reasons["step_time_mean_s"] = "the step times carry no mean (an older file?)"
         if bs.reached and st is not None:
@@ -187,12 +237,16 @@ def analyse_tta(curves: Sequence[Curve], step_times: Sequence[StepTime], target:
             row.time_to_target_basis = "mean" if st.mean_s is not None else "median"
             row.step_time_used_s = t
             row.time_to_target_s = bs.steps_to_target * t
-            # Conservative interval: fewest seed steps x CI low, most seed steps x CI high, with the
-            # median's CI scaled to the mean (that CI already allows for steps correlated within timing
-            # blocks, which stdev/sqrt(n) would not).
+            # Conservative interval: fewest seed steps x CI low, most seed steps x CI high. The mean's CI
+            # where measured (over interleaved rounds: it holds the load's drift during the study), else
+            # the median's CI scaled to the mean (that CI already allows for steps correlated within
+            # timing blocks, which stdev/sqrt(n) would not).
             scale = t / st.median_s
-            lo_t = st.ci_low_s * scale if st.ci_low_s is not None else t
-            hi_t = st.ci_high_s * scale if st.ci_high_s is not None else t
+            if row.time_to_target_basis == "mean" and st.mean_ci_low_s is not None and st.mean_ci_high_s is not None:
+                lo_t, hi_t = st.mean_ci_low_s, st.mean_ci_high_s
+            else:
+                lo_t = st.ci_low_s * scale if st.ci_low_s is not None else t
+                hi_t = st.ci_high_s * scale if st.ci_high_s is not None else t
             row.time_to_target_low_s = bs.steps_low * lo_t
             row.time_to_target_high_s = bs.steps_high * hi_t
             if st.ci_low_s is None:
@@ -217,7 +271,7 @@ def analyse_tta(curves: Sequence[Curve], step_times: Sequence[StepTime], target:
             f"{', '.join(str(b) for b, _ in heavy)} (up to {worst:.3g}x, at {worst_b}): a few slow steps (a loaded "
             "machine?) dominate; time to target multiplies the mean, the step-time fit and B* the median")
     _best_batches(a)
-    _naive(a)
+    _naive(a, rounds, times)
     _b_star(a, times)
     _generalisation(a, curves)
     a.noise_scale_vs_b_crit = compare_with_critical_batch(noise_scale.b_simple if noise_scale else None, fit.b_crit)
@@ -267,16 +321,47 @@ def _best_batches(a: TTAAnalysis) -> None:
         a.null_reasons["compute_optimal_batch"] = "no batch size reached the target"
 
 
-def _naive(a: TTAAnalysis) -> None:
+def _step_time_ratio(b: BatchTTA, ref: BatchTTA, rounds: StepTimeRounds | None,
+                     times: dict[int, StepTime]) -> tuple[float, float | None, float | None, str]:
+    """t(B)/t(reference) from the step times TTA used, with a 95% interval and what it rests on."""
+    t_b, t_ref = b.step_time_used_s, ref.step_time_used_s
+    if b is ref:
+        return 1.0, 1.0, 1.0, "the reference batch itself"
+    if rounds is not None and b.time_to_target_basis == "mean" and ref.time_to_target_basis == "mean":
+        mb, mr = rounds.round_means(b.batch_size), rounds.round_means(ref.batch_size)
+        if len(mb) >= 2 and len(mb) == len(mr):
+            r, lo, hi = paired_ratio(mb, mr)
+            return r, lo, hi, f"per-round ratios over {len(mb)} interleaved rounds"
+    sb, sr = times.get(b.batch_size), times.get(ref.batch_size)
+    lo_b, hi_b = (sb.mean_ci_low_s, sb.mean_ci_high_s) if sb and b.time_to_target_basis == "mean" else (None, None)
+    lo_r, hi_r = (sr.mean_ci_low_s, sr.mean_ci_high_s) if sr and ref.time_to_target_basis == "mean" else (None, None)
+    if None in (lo_b, hi_b, lo_r, hi_r) or not (lo_b > 0 and lo_r > 0):
+        return t_b / t_ref, None, None, "no interval: the step times carry no interval of their mean"
+    return (t_b / t_ref, lo_b / hi_r, hi_b / lo_r,
+            "independent step-time intervals (not measured in interleaved rounds: a load change between the "
+            "two batch sizes widens it)")
+
+
+def _naive(a: TTAAnalysis, rounds: StepTimeRounds | None = None, times: dict[int, StepTime] | None = None) -> None:
     timed = [b for b in a.batches if b.time_to_target_s is not None]
     if not timed:
         a.naive = {"reason": "no batch size has both steps to target and a step time"}
         return
     ref = min(timed, key=lambda b: b.batch_size)
     ref_t = ref.time_to_target_s / ref.steps_to_target  # the step time TTA used there (mean, or median)
+    bases = set()
     for b in timed:
         b.naive_time_to_target_s = b.steps_to_target * ref_t
         b.naive_rel_error = b.naive_time_to_target_s / b.time_to_target_s - 1.0
+        # naive/true − 1 = t(ref)/t(B) − 1: the steps cancel, so its interval is the step-time ratio's.
+        r, lo, hi, basis = _step_time_ratio(b, ref, rounds, times or {})
+        b.step_time_ratio, b.step_time_ratio_low, b.step_time_ratio_high = r, lo, hi
+        if lo is not None and hi is not None:
+            b.naive_rel_error_low, b.naive_rel_error_high = 1.0 / hi - 1.0, 1.0 / lo - 1.0
+        else:
+            b.null_reasons["naive_rel_error_interval"] = basis
+        if b is not ref:
+            bases.add(basis)
     nb = min(timed, key=lambda b: b.naive_time_to_target_s)
     best = a.batch(a.best_time_batch)
     penalty = nb.time_to_target_s / best.time_to_target_s - 1.0
@@ -289,6 +374,7 @@ def _naive(a: TTAAnalysis) -> None:
         "penalty_rel": penalty,
         "largest_abs_rel_error": max(abs(b.naive_rel_error) for b in timed),
         "naive_best_is_fastest": nb.batch_size == best.batch_size,
+        "interval_basis": "; ".join(sorted(bases)) if bases else None,
     }
 
 

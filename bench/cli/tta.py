@@ -23,6 +23,7 @@ from bench.cli.train import (
 from bench.core.budget import MEASURE_DEFAULTS
 from bench.core.errors import BenchError
 from bench.core.params import nonnegative_int, positive_float, positive_int
+from bench.run.rounds import DEFAULT_BLOCK_S, DEFAULT_ROUNDS
 
 
 def register(sub) -> None:
@@ -52,6 +53,11 @@ def register(sub) -> None:
     n.add_argument("--no-step-time", action="store_true", help="do not time steps (no --sweep either: no TTA)")
     n.add_argument("--sweep-budget", type=positive_float, default=MEASURE_DEFAULTS["budget_s"],
                    help="seconds of timing per batch size, at most (default: %(default)s)")
+    n.add_argument("--rounds", type=nonnegative_int, default=DEFAULT_ROUNDS,
+                   help="after the sweep, time the step times TTA uses in this many interleaved rounds across the "
+                        "batch sizes, so a load change hits them alike (default: %(default)s; 0: the sweep's own)")
+    n.add_argument("--round-block", type=positive_float, default=DEFAULT_BLOCK_S, metavar="S",
+                   help="seconds of steps per batch size in each round (default: %(default)s)")
     n.add_argument("--bootstrap", type=nonnegative_int, default=1000,
                    help="resamples of the noise scale's block bootstrap (default: %(default)s; B_crit's interval is a "
                         "profile likelihood, docs/tta.md)")
@@ -76,7 +82,8 @@ def study_config_from_args(args: argparse.Namespace):
                       threads=threads_from_args(args), noise_scale=not args.no_noise_scale,
                       noise_batch_small=args.noise_batch_small, noise_batch_big=args.noise_batch_big,
                       noise_steps=args.noise_steps, sweep_path=args.sweep, measure_step_time=not args.no_step_time,
-                      sweep_budget_s=args.sweep_budget, n_bootstrap=args.bootstrap)
+                      sweep_budget_s=args.sweep_budget, n_bootstrap=args.bootstrap,
+                      step_time_rounds=args.rounds, round_block_s=args.round_block)
     factors = lr_factors_from_args(args)
     if factors:
         cfg.lr_factors = factors
@@ -148,6 +155,9 @@ def _progress(console):
         elif event == "noise":
             console.print(f"gradient noise scale: batch {info['batch_small']} vs {info['batch_big']}, "
                           f"{info['steps']} steps at lr {info['lr']:.3g}", highlight=False)
+        elif event == "rounds":
+            console.print(f"timing steps again in {info['rounds']} interleaved rounds at batch sizes "
+                          f"{', '.join(map(str, info['batch_sizes']))}", highlight=False)
         elif event == "sweep":
             console.print(f"timing steps at batch sizes {', '.join(map(str, info['batch_sizes']))}", highlight=False)
 

@@ -99,9 +99,15 @@ def tta_verdict(result, *, warnings: bool = True) -> list[str]:
         lines.append(f"From the fits, B* = {a.b_star:.3g} (predicted {fmt.duration(a.b_star_time_s)}), as {rule}.")
     elif a.null_reasons.get("b_star"):
         lines.append(f"B*: — ({a.null_reasons['b_star']}).")
+    rounds = rounds_sentence(getattr(result, "step_time_rounds", None))
+    if rounds:
+        lines.append(rounds)
     naive = naive_sentence(a)
     if naive:
         lines.append(naive)
+    errors = naive_errors_sentence(a)
+    if errors:
+        lines.append(errors)
     general = generalisation_sentence(a)
     if general:
         lines.append(general)
@@ -128,6 +134,23 @@ def noise_scale_agreement(comparison: dict[str, Any] | None) -> str | None:
     return f"B_simple and B_crit {words}"
 
 
+def naive_error_words(err: float | None) -> str:
+    """naive/true − 1 in words that cannot be read backwards: −0.25 -> 'the equal-step-time estimate is
+    25% short: the real time is 33% longer'; +0.2 -> '… 20% long: the real time is 17% shorter'."""
+    if err is None:
+        return "no equal-step-time estimate"
+    if round(100 * err) == 0:
+        return "the equal-step-time estimate is right (within 0.5%)"
+    if err < 0:
+        return (f"the equal-step-time estimate is {-err:.0%} short: the real time is "
+                f"{1.0 / (1.0 + err) - 1.0:.0%} longer")
+    return f"the equal-step-time estimate is {err:.0%} long: the real time is {1.0 - 1.0 / (1.0 + err):.0%} shorter"
+
+
+def _short_long(err: float) -> str:
+    return "0%" if round(100 * err) == 0 else f"{-err:.0%} short" if err < 0 else f"{err:.0%} long"
+
+
 def naive_sentence(a) -> str | None:
     """What the equal-step-time rule of thumb picks and how far off it is; None without a naive estimate."""
     n = a.naive or {}
@@ -138,15 +161,59 @@ def naive_sentence(a) -> str | None:
         fastest = n["naive_best_batch"] == a.best_time_batch
     predicted, true = n["naive_best_predicted_time_s"], n["naive_best_true_time_s"]
     off = predicted / true - 1.0 if predicted and true else None
-    summary = (f"it picks batch {n['naive_best_batch']} and predicts {fmt.duration(predicted)} to target; the truth "
-               f"is {fmt.duration(true)}" + (f", so the rule of thumb is off by {fmt.signed_percent(off)}"
-                                             if off is not None else "")
+    summary = (f"it picks batch {n['naive_best_batch']} and predicts {fmt.duration(predicted)} to target; the real "
+               f"time is {fmt.duration(true)}" + (f", so {naive_error_words(off)}" if off is not None else "")
                + "; " + ("that batch is also the fastest" if fastest
                          else f"that batch is {n['penalty_rel']:.0%} slower than the fastest, batch "
                               f"{a.best_time_batch} ({fmt.duration(a.best_time_s)})"))
     assumption = (f"every batch size takes batch {n['reference_batch']}'s step time "
                   f"({fmt.duration(n['assumed_step_time_s'])})")
     return f"Equal-step-time rule of thumb ({assumption}): {summary}."
+
+
+def naive_errors_sentence(a) -> str | None:
+    """Per batch size, how short or long the equal-step-time estimate is, with its 95% interval; a batch
+    whose interval holds zero is said to be within the noise."""
+    n = a.naive or {}
+    ref = n.get("reference_batch")
+    rows = [b for b in a.batches if b.naive_rel_error is not None and b.batch_size != ref]
+    if not rows or "interval_basis" not in n:  # files from before the intervals: said as they were then
+        return None
+    parts = []
+    for b in rows:
+        lo, hi = b.naive_rel_error_low, b.naive_rel_error_high
+        if lo is None or hi is None:
+            parts.append(f"{b.batch_size}: {_short_long(b.naive_rel_error)} (no interval)")
+        elif lo <= 0 <= hi:
+            parts.append(f"{b.batch_size}: {_short_long(b.naive_rel_error)} (95% interval "
+                         f"{fmt.signed_percent(lo)} to {fmt.signed_percent(hi)}: holds 0, within the noise)")
+        else:
+            parts.append(f"{b.batch_size}: {_short_long(b.naive_rel_error)} (95% interval {fmt.signed_percent(lo)} "
+                         f"to {fmt.signed_percent(hi)})")
+    basis = n.get("interval_basis")
+    return (f"Equal-step-time estimate against the real time to target, by batch (short: the real time is "
+            f"longer; intervals from {basis or 'the step times'}): " + "; ".join(parts) + ".")
+
+
+def rounds_sentence(rounds) -> str | None:
+    """How the step times were measured in interleaved rounds, and how busy the machine was meanwhile."""
+    if rounds is None:
+        return None
+    done = [b for b in rounds.batch_sizes if rounds.samples_s.get(str(b))]
+    head = (f"Step times: {rounds.rounds} interleaved rounds across {fmt.plural(len(done), 'batch size')} "
+            f"(order rotated each round, blocks of about {fmt.duration(rounds.block_s)}"
+            + (f", {fmt.duration(rounds.wall_time_s)} in all" if rounds.wall_time_s else "") + ")")
+    if rounds.missing:
+        head += "; not timed in rounds: " + "; ".join(f"batch {b} ({why})" for b, why in sorted(
+            rounds.missing.items(), key=lambda kv: int(kv[0])))
+    load = rounds.machine_load
+    if not load:
+        why = (rounds.null_reasons or {}).get("machine_load", "not recorded")
+        return f"{head}; machine load: unknown ({why})."
+    busy = "busy: step times include waiting for a CPU" if load.get("busy") else "not busy beyond its free CPUs"
+    return (f"{head}; meanwhile other work kept about {load['other_load']:.1f} CPUs busy "
+            f"({load['basis']}; the run's own {load['own_threads']:g} of {load['cpus']} CPUs; 1-minute load average "
+            f"up to {load['load_avg_1m_max']:.2f}): the machine was {busy}.")
 
 
 def generalisation_sentence(a) -> str | None:

@@ -50,6 +50,9 @@ class StepTime:
     energy_per_step_j: float | None = None
     null_reasons: dict[str, str] = field(default_factory=dict)
     mean_s: float | None = None
+    # 95% CI of the mean (what time to target multiplies); from interleaved rounds, over the round means.
+    mean_ci_low_s: float | None = None
+    mean_ci_high_s: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -106,6 +109,42 @@ def read_step_times(path: str | os.PathLike) -> list[StepTime]:
             st.null_reasons["energy_per_step_j"] = f"not given in {p.name}"
         out[b] = st
     return [out[b] for b in sorted(out)]
+
+
+@dataclass
+class StepTimeRounds:
+    """Step times measured in interleaved rounds: each round times one block of steps at every batch
+    size in turn (the order rotated each round), so a change in the machine's load hits every batch size
+    alike and the ratio of two batch sizes' step times can be read round by round.
+
+    `samples_s[str(B)][r]` holds round r's step times at batch B (`steps_per_block[str(B)]` of them);
+    `round_orders[r]` the order the batch sizes ran in; `conditions[r]` the machine readings
+    (bench.measure.conditions.read_conditions) at the start and end of round r; `machine_load` the
+    bench.core.load.MachineLoad over all rounds (null with its reason in `null_reasons`).
+    """
+
+    batch_sizes: list[int]
+    rounds: int
+    block_s: float
+    steps_per_block: dict[str, int] = field(default_factory=dict)
+    samples_s: dict[str, list[list[float]]] = field(default_factory=dict)
+    round_orders: list[list[int]] = field(default_factory=list)
+    conditions: list[list[dict]] = field(default_factory=list)
+    machine_load: dict | None = None
+    wall_time_s: float | None = None
+    missing: dict[str, str] = field(default_factory=dict)  # batch -> why it has no rounds
+    null_reasons: dict[str, str] = field(default_factory=dict)
+
+    def round_means(self, batch_size: int) -> list[float]:
+        """The mean step time of each round at `batch_size` (empty where it has no rounds)."""
+        return [float(np.mean(r)) for r in self.samples_s.get(str(batch_size), []) if r]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "StepTimeRounds":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
 
 
 @dataclass
@@ -311,6 +350,14 @@ class BatchTTA:
     energy_to_target_j: float | None = None
     naive_time_to_target_s: float | None = None
     naive_rel_error: float | None = None  # naive/true − 1: −0.5 means the rule of thumb halves the time
+    naive_rel_error_low: float | None = None  # its 95% interval (from per-round step-time ratios where measured)
+    naive_rel_error_high: float | None = None
+    # t(B)/t(reference batch) from the mean step times, with its 95% interval (paired over interleaved rounds)
+    step_time_ratio: float | None = None
+    step_time_ratio_low: float | None = None
+    step_time_ratio_high: float | None = None
+    step_time_mean_ci_low_s: float | None = None
+    step_time_mean_ci_high_s: float | None = None
     regime: str | None = None
     measured_scaling_exponent: float | None = None
     final_eval_metric: float | None = None
@@ -394,6 +441,7 @@ class TTAResult:
     step_times: list[StepTime] = field(default_factory=list)
     step_time_source: str | None = None
     step_time_missing: dict[str, str] = field(default_factory=dict)
+    step_time_rounds: StepTimeRounds | None = None  # the raw interleaved rounds the step times came from
     noise_scale: NoiseScaleEstimate | None = None
     analysis: TTAAnalysis | None = None
     environment: dict[str, Any] = field(default_factory=dict)
@@ -409,6 +457,7 @@ class TTAResult:
             "step_time_source": self.step_time_source,
             "step_times": [s.to_dict() for s in self.step_times],
             "step_time_missing": dict(self.step_time_missing),
+            "step_time_rounds": self.step_time_rounds.to_dict() if self.step_time_rounds else None,
             "noise_scale": self.noise_scale.to_dict() if self.noise_scale else None,
             "analysis": self.analysis.to_dict() if self.analysis else None,
             "null_reasons": dict(self.null_reasons),
@@ -425,6 +474,8 @@ class TTAResult:
                 step_times=[StepTime.from_dict(s) for s in d.get("step_times") or []],
                 step_time_source=d.get("step_time_source"),
                 step_time_missing={str(k): v for k, v in (d.get("step_time_missing") or {}).items()},
+                step_time_rounds=(StepTimeRounds.from_dict(d["step_time_rounds"]) if d.get("step_time_rounds")
+                                  else None),
                 noise_scale=NoiseScaleEstimate.from_dict(d["noise_scale"]) if d.get("noise_scale") else None,
                 analysis=TTAAnalysis.from_dict(d["analysis"]) if d.get("analysis") else None,
                 environment=head.environment, created=head.created, finished=head.finished,
@@ -454,6 +505,7 @@ def tta_json_schema() -> dict:
         "step_times": {"type": ["array", "null"], "items": dataclass_schema(StepTime, {
             "batch_size": batch, "median_s": {"minimum": 0}})},
         "step_time_missing": {"type": ["object", "null"]},
+        "step_time_rounds": {"type": ["object", "null"]},
         "noise_scale": nullable(dataclass_schema(NoiseScaleEstimate)),
         "analysis": nullable(analysis),
         "null_reasons": {"type": ["object", "null"]},

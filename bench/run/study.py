@@ -17,6 +17,7 @@ import torch
 from bench.analysis.tta import (
     analyse_tta,
     step_time_fit_from_sweep,
+    step_times_from_rounds,
     step_times_from_sweep,
 )
 from bench.core.budget import MEASURE_DEFAULTS
@@ -30,6 +31,7 @@ from bench.records.curves import Curve
 from bench.records.sweep import load_sweep
 from bench.records.tta import TTAResult, load_tta, save_tta
 from bench.run.bounds import check_task_fits
+from bench.run.rounds import DEFAULT_BLOCK_S, DEFAULT_ROUNDS, measure_rounds
 from bench.run.runner import Resumable
 from bench.run.train.lr import log_spaced_factors
 from bench.run.train.noise import measure_noise_scale
@@ -80,6 +82,9 @@ class StudyConfig:
     measure_step_time: bool = True
     sweep_budget_s: float = MEASURE_DEFAULTS["budget_s"]  # step timing per batch size, at most
     sweep_min_time_s: float | None = None  # None: the default minimum time, or the budget if smaller
+    # Step times for TTA from interleaved rounds across the batch sizes (bench.run.rounds); 0: the sweep's own.
+    step_time_rounds: int = DEFAULT_ROUNDS
+    round_block_s: float = DEFAULT_BLOCK_S
     n_bootstrap: int = 1000
 
     def resolved(self, task: Task) -> "StudyConfig":
@@ -124,6 +129,11 @@ class StudyConfig:
                 raise BenchError(f"{name.replace('_', ' ')} must be a whole number >= 1, got {v!r}")
         if not isinstance(self.n_bootstrap, int) or isinstance(self.n_bootstrap, bool) or self.n_bootstrap < 0:
             raise BenchError(f"bootstrap resamples must be a whole number >= 0, got {self.n_bootstrap!r}")
+        r = self.step_time_rounds
+        if not isinstance(r, int) or isinstance(r, bool) or r < 0 or r == 1:
+            raise BenchError(f"interleaved rounds must be 0 (off) or a whole number >= 2, got {r!r}")
+        if not (isinstance(self.round_block_s, (int, float)) and self.round_block_s > 0):
+            raise BenchError(f"the block time of a round must be > 0 seconds, got {self.round_block_s!r}")
         if self.threads is not None and (not isinstance(self.threads, int) or self.threads < 1):
             raise BenchError(f"threads must be >= 1, got {self.threads}")
         if self.measure_step_time and self.sweep_path is None:
@@ -227,13 +237,26 @@ def run_study(cfg: StudyConfig, *, output: str | os.PathLike | None = None, resu
         result.step_time_source = (f"measured on the spot by bench.run.sweep on {cfg.device} ({cfg.precision}, "
                                    f"optimizer {TIMED_AS.get(cfg.optimizer, cfg.optimizer)}, same model)")
         fit = step_time_fit_from_sweep(sweep)
+        if cfg.step_time_rounds and len(times) >= 2:
+            sc = cfg.sweep_config(seed=cfg.seeds[0], workload=f"task:{task.name}")
+            notify("rounds", {"batch_sizes": [t.batch_size for t in times], "rounds": cfg.step_time_rounds})
+            rounds = measure_rounds(task_workload(task), [t.batch_size for t in times], device=cfg.device,
+                                    step_options=sc.step_options(), seed=cfg.seeds[0],
+                                    rounds=cfg.step_time_rounds, block_s=cfg.round_block_s)
+            result.step_time_rounds = rounds
+            by_batch = {t.batch_size: t for t in times}
+            from_rounds = {t.batch_size: t for t in step_times_from_rounds(rounds, by_batch)}
+            result.step_times = [from_rounds.get(t.batch_size, t) for t in times]
+            result.step_time_source += (f"; the step times TTA uses from {rounds.rounds} interleaved rounds across "
+                                        "the batch sizes (bench.run.rounds)")
         save()
     elif not result.step_times:
         result.null_reasons["step_times"] = "not measured (turned off) and no sweep file given"
 
     result.analysis = analyse_tta(result.curves, result.step_times, cfg.target, step_time_fit=fit,
                                   step_time_missing={int(k): v for k, v in result.step_time_missing.items()},
-                                  noise_scale=result.noise_scale, n_bootstrap=cfg.n_bootstrap)
+                                  noise_scale=result.noise_scale, n_bootstrap=cfg.n_bootstrap,
+                                  rounds=result.step_time_rounds)
     if cfg.sweep_path is not None and sweep.config.get("workload") not in (f"task:{task.name}", task.name):
         result.analysis.warnings.append(
             f"the sweep timed workload {sweep.config.get('workload')!r}, not task {task.name!r}: "
