@@ -180,9 +180,11 @@ def figures_in(html_part: str) -> dict[str, int]:
 
 
 def source_data(html: str):
-    m = re.search(r'<script type="application/json" id="source-data">(.*?)</script>', html, re.S)
+    from bench.present.report import read_embedded
+
+    m = re.search(r'<script [^>]*id="source-data"[^>]*>(.*?)</script>', html, re.S)
     assert m
-    return json.loads(m.group(1))
+    return read_embedded(m.group(1))
 
 
 # --------------------------------------------------------------------------- the visual set
@@ -277,7 +279,23 @@ def visual_inputs(d: Path) -> dict[str, list[Path]]:
     return out
 
 
+def measure_pages(pages: list[str]) -> None:
+    """Print each page's laid-out height, first figure's top, text before it and bytes (headless chromium at
+    1280x800; a screenshot of the first screen is written beside each page as NAME-first-screen.png)."""
+    import tempfile
+
+    from test_report_browser import page_metrics
+
+    for page in map(Path, pages):
+        with tempfile.TemporaryDirectory() as tmp:
+            shot = page.with_name(page.stem + "-first-screen.png")
+            print(page, json.dumps(page_metrics(page.resolve(), Path(tmp), screenshot=shot.resolve())))
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "measure":  # python tests/report_inputs.py measure PAGE.html...
+        measure_pages(sys.argv[2:])
+        sys.exit(0)
     target = Path(sys.argv[1])
     for name, paths in visual_inputs(target / "inputs").items():
         (target / f"{name}.html").write_text(build_report(load_inputs(paths), generated=FIXED_TIME))

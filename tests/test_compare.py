@@ -328,3 +328,16 @@ def test_compare_says_when_every_benchmark_moved_together(tmp_path, capsys):
     assert main(["compare", str(base), str(cand), "--json"]) == 0
     shift = json.loads(capsys.readouterr().out)["common_shift"]
     assert shift["better"] == 8 and shift["direction"] == IMPROVEMENT
+
+
+def test_a_noisy_reason_never_shows_the_ci_rounded_to_the_target():
+    from bench.analysis.compare import percents_apart, unreliable_reason
+
+    assert percents_apart(0.02504, 0.025) == ("2.504%", "2.500%")
+    assert percents_apart(0.031, 0.025) == ("3.1%", "2.5%")
+    def summary(halfwidth):
+        return ResultRecord(NAME, STEP_TIME, n=30, median=0.01, ci_rel_halfwidth=halfwidth)
+
+    why = unreliable_reason(summary(0.02504), 0.025)
+    assert why == "noisy: its median's 95% CI is ±2.504%, wider than the noise target ±2.500%"
+    assert unreliable_reason(summary(0.025), 0.025) is None  # equal is not wider

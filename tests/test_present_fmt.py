@@ -64,3 +64,18 @@ def test_lists_of_batch_sizes_and_words():
 def test_only_finite_numbers_count_as_measured():
     assert is_number(1) and is_number(0.5)
     assert not any(is_number(v) for v in (None, True, math.inf, math.nan, "1"))
+
+
+def test_a_ci_width_is_shown_to_two_figures():
+    assert fmt.ci_percent(3.357) == "340%"
+    assert fmt.ci_percent(5.18441) == "520%"  # not "518.441%"
+    assert fmt.ci_percent(0.809) == "81%" and fmt.ci_percent(0.0137) == "1.4%" and fmt.ci_percent(0.00123) == "0.12%"
+    assert fmt.ci_percent(None) == "—"
+
+
+def test_a_duration_keeps_only_the_figures_its_ci_supports():
+    assert fmt.duration_ci(0.01523, 0.00608, 0.0307) == "15 ms"  # ±12 ms: the tenths say nothing
+    assert fmt.duration_ci(0.01523, 0.01518, 0.01528) == "15.2 ms"  # ±0.05 ms: three figures
+    assert fmt.duration_ci(0.01523, None, None) == "15 ms"  # no interval: two figures, not three
+    assert fmt.interval(0.00608, 0.0307, 0.01523) == "6.1 ms – 31 ms"
+    assert fmt.interval(None, 0.0307) is None

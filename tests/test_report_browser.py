@@ -6,6 +6,7 @@ Skipped only when no chromium is installed (`apt-get install chromium`); CI has 
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -18,7 +19,7 @@ import pytest
 import report_inputs as R
 
 import bench.present.report.page as report_page
-from bench.present.report import build_report, load_inputs, write_report
+from bench.present.report import build_report, embed_json, load_inputs, write_report
 
 CHROMIUM = next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no chromium on PATH (apt-get install chromium): "
@@ -30,18 +31,74 @@ BROWSER_OWN = "not an origin"  # the initiator of chromium's own background requ
 TEMPLATES = Path(report_page.__file__).parent / "templates"
 
 
-def run_chromium(url: str, tmp: Path, *, screenshot: Path | None = None) -> tuple[str, str, list[dict]]:
+def run_chromium(url: str, tmp: Path, *, screenshot: Path | None = None,
+                 window: str = "1280,2000") -> tuple[str, str, list[dict]]:
     """(DOM after load, stderr with console lines, requests the page made) for one headless visit."""
     net = tmp / "net.json"
     cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
            "--disable-background-networking", "--disable-component-update", "--disable-sync", "--disable-extensions",
-           "--hide-scrollbars", f"--user-data-dir={tmp / 'profile'}", "--enable-logging=stderr", "--v=0",
-           f"--log-net-log={net}", "--window-size=1280,2000", "--dump-dom"]
+           "--hide-scrollbars", "--virtual-time-budget=5000", f"--user-data-dir={tmp / 'profile'}", "--enable-logging=stderr", "--v=0",
+           f"--log-net-log={net}", f"--window-size={window}", "--dump-dom"]
     if screenshot is not None:
         cmd.append(f"--screenshot={screenshot}")
     proc = subprocess.run(cmd + [url], capture_output=True, text=True, timeout=90, cwd=tmp)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return proc.stdout, proc.stderr, page_requests(net)
+
+
+# Injected at the end of a copy of a page: how tall it lays out at 1280 px, where its first figure starts and
+# how much visible text comes before it (innerText skips folded <details> and hidden elements), and whether
+# any axis of a figure repeats a tick label. Written into the DOM as JSON for --dump-dom.
+MEASURE_JS = r"""
+(function () {
+  var out = {height: document.documentElement.scrollHeight, width: document.documentElement.scrollWidth};
+  var fig = document.querySelector("figure.fig svg");
+  if (fig) {
+    out.first_figure_top = Math.round(fig.getBoundingClientRect().top + window.scrollY);
+    var mark = document.createElement("span");
+    mark.textContent = "\u2063FIRST-FIGURE\u2063";
+    fig.parentNode.insertBefore(mark, fig);
+    var text = document.body.innerText, at = text.indexOf(mark.textContent);
+    var before = text.slice(0, at).replace(/\s+/g, " ").trim();
+    out.text_before_figure_chars = before.length;
+    out.text_before_figure_words = before ? before.split(" ").length : 0;
+    mark.remove();
+  }
+  out.sections = {};
+  Array.prototype.forEach.call(document.querySelectorAll("main > section"), function (s) {
+    out.sections[s.id] = Math.round(s.getBoundingClientRect().height);
+  });
+  out.repeated_tick_labels = [];
+  Array.prototype.forEach.call(document.querySelectorAll("figure.fig svg"), function (svg) {
+    Array.prototype.forEach.call(svg.querySelectorAll('g[id$="matplotlib.axis_1"], g[id$="matplotlib.axis_2"]'),
+      function (axis) {
+        var seen = {};
+        Array.prototype.forEach.call(axis.querySelectorAll('g[id*="xtick_"] > g > text, g[id*="ytick_"] > g > text'),
+          function (t) {
+            var label = t.textContent.trim();
+            if (label && seen[label]) out.repeated_tick_labels.push((svg.getAttribute("aria-label") || "?") + ": " + label);
+            seen[label] = true;
+          });
+      });
+  });
+  var pre = document.createElement("pre");
+  pre.id = "page-measure";
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+})();
+"""
+
+
+def page_metrics(page: Path, tmp: Path, *, screenshot: Path | None = None) -> dict:
+    """The laid-out page at 1280 px: its height, first figure's top, the visible text before that figure
+    (characters, words), repeated tick labels, and its size in bytes."""
+    probe = tmp / f"{page.stem}-measure.html"
+    text = page.read_text(encoding="utf-8")
+    probe.write_text(text.replace("</body>", f"<script>{MEASURE_JS}</script></body>", 1), encoding="utf-8")
+    dom, _, _ = run_chromium(probe.as_uri(), tmp, screenshot=screenshot, window="1280,800")
+    found = re.findall(r'<pre id="page-measure">(.*?)</pre>', dom, re.S)
+    assert found, "the measuring script did not run to its end"
+    return {**json.loads(html.unescape(found[-1])), "bytes": len(text.encode("utf-8"))}
 
 
 def page_requests(net_log: Path) -> list[dict]:
@@ -142,6 +199,7 @@ def test_a_store_backed_page_renders_without_errors_or_requests(store_rendered):
 def test_the_report_runs_its_script_to_the_end_without_console_errors(rendered):
     dom = rendered["dom"]
     assert 'data-report-ready="1"' in dom  # the page script got to its last line
+    assert 'data-source-ok="1"' in dom  # and the embedded data decompressed and parsed in the browser
     assert "data-js-errors" not in re.search(r"<html[^>]*>", dom).group(0)
     assert console_lines(rendered["stderr"]) == []
 
@@ -204,7 +262,7 @@ def test_clicking_a_heading_sorts_numbers_as_numbers_with_missing_values_last(tm
     page.write_text(
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><script>{(templates / 'capture.js').read_text()}</script>"
         f"</head><body><table class='sortable'><thead><tr><th>v</th><th>name</th></tr></thead><tbody>{rows}</tbody>"
-        "</table><script type='application/json' id='source-data'>{}</script>"
+        f"</table><script type='application/octet-stream' id='source-data'>{embed_json({})}</script>"
         f"<script>{(templates / 'report.js').read_text()}</script><script>"
         "var th = document.querySelectorAll('th'), order = function (i) { return Array.prototype.map.call("
         "document.querySelectorAll('tbody tr'), function (r) { return r.children[i].textContent; }).join(','); };"

@@ -12,7 +12,13 @@ import report_inputs as R
 
 import bench.present.report.page as page
 from bench.core.errors import BenchError
-from bench.present.report import build_report, embed_json, load_inputs, write_report
+from bench.present.report import (
+    build_report,
+    embed_json,
+    load_inputs,
+    read_embedded,
+    write_report,
+)
 
 
 @pytest.fixture(scope="module")
@@ -37,10 +43,13 @@ def test_untrusted_strings_from_every_input_are_escaped_in_text_attributes_figur
     assert kinds["tta"]["task"]["name"] == R.EVIL
 
 
-def test_embedded_json_cannot_close_its_script_element():
-    text = embed_json({"a": "</script><!-- & \u2028", "b": [1.5, float("nan")]})
-    assert "<" not in text and ">" not in text and "&" not in text
-    assert json.loads(text) == {"a": "</script><!-- & \u2028", "b": [1.5, None]}
+def test_embedded_data_cannot_close_its_script_element_and_reads_back_whole():
+    data = {"a": "</script><!-- & \u2028", "b": [1.5, float("nan")], "samples": [1e-3 * (1 + i / 7) for i in range(5000)]}
+    text = embed_json(data)
+    assert re.fullmatch(r"[A-Za-z0-9+/=]+", text)  # base64: no '<', '>' or '&'
+    assert read_embedded(text) == {**data, "b": [1.5, None]}
+    assert len(text) < len(json.dumps(data)) / 2  # gzipped: raw samples embed whole and still small
+    assert embed_json(data) == text  # no timestamp inside: the same data gives the same page
 
 
 def test_page_makes_no_external_references(gpu_report):

@@ -198,9 +198,20 @@ def unreliable_reason(r: ResultRecord, noise_target: float) -> str | None:
     hw = relative_halfwidth(r)
     if hw is None:
         return "no spread to judge its noise (fewer than 2 samples)"
-    if hw > noise_target:
-        return f"noisy: its median's 95% CI is ±{hw:.1%}, wider than the noise target ±{noise_target:.1%}"
+    if hw > noise_target:  # judged on the unrounded values; shown with the digits that tell them apart
+        shown, target = percents_apart(hw, noise_target)
+        return f"noisy: its median's 95% CI is ±{shown}, wider than the noise target ±{target}"
     return None
+
+
+def percents_apart(a: float, b: float, max_decimals: int = 4) -> tuple[str, str]:
+    """`a` and `b` as percentages with the fewest decimals (at least one) that show them different:
+    (0.02504, 0.025) -> ('2.504%', '2.500%'), never '2.5%' wider than '2.5%'."""
+    for d in range(1, max_decimals + 1):
+        shown = f"{a:.{d}%}", f"{b:.{d}%}"
+        if shown[0] != shown[1]:
+            break
+    return shown
 
 
 # --------------------------------------------------------------------------- the two sides

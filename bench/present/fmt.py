@@ -118,6 +118,42 @@ def percent(x: float | None, digits: int = 1) -> str:
     return f"{100 * x:.{digits}f}%"
 
 
+def figures(v: float, digits: int = 2) -> str:
+    """`v` to `digits` significant figures, without e-notation below a million: 335.7 -> '340', 0.1234 -> '0.12'."""
+    return f"{float(f'{v:.{digits}g}'):g}"
+
+
+def ci_percent(rel_halfwidth: float | None) -> str:
+    """A 95% CI's half-width relative to its value, to the two figures such a width is known to: 3.357 ->
+    '340%', 0.809 -> '81%', 0.0137 -> '1.4%' (never '335.7%' or '518.441%')."""
+    if not is_number(rel_halfwidth):
+        return "—"
+    return f"{figures(100 * rel_halfwidth)}%"
+
+
+def supported_digits(value: float | None, low: float | None, high: float | None, most: int = 3) -> int:
+    """Significant figures of `value` its interval [low, high] supports: down to the second figure of the
+    interval's half-width, at least 2 and at most `most`; 2 where there is no interval (15.2 ms with a
+    ±12 ms CI -> 2: '15 ms'; 15.23 ms with a ±0.05 ms CI -> 3: '15.2 ms')."""
+    if not (is_number(value) and value and is_number(low) and is_number(high) and high > low):
+        return 2
+    half = (high - low) / 2
+    return max(2, min(most, int(math.floor(math.log10(abs(value))) - math.floor(math.log10(half))) + 2))
+
+
+def duration_ci(value: float | None, low: float | None, high: float | None) -> str:
+    """A measured duration to the figures its 95% CI supports ('—' when not measured)."""
+    return duration(value, supported_digits(value, low, high))
+
+
+def interval(low: float | None, high: float | None, value: float | None = None) -> str | None:
+    """'6.1 ms – 31 ms': a CI's bounds to the figures its width supports; None without one."""
+    if not (is_number(low) and is_number(high)):
+        return None
+    d = supported_digits(value if is_number(value) else (low + high) / 2, low, high)
+    return f"{duration(low, d)} – {duration(high, d)}"
+
+
 def signed_percent(x: float | None, digits: int = 0) -> str:
     """A relative difference with its sign: 0.12 -> '+12%', -0.33 -> '−33%' (a minus sign, not a hyphen),
     and '0%' where it rounds to nothing ('-0%' says nothing)."""

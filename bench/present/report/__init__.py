@@ -16,9 +16,11 @@ from bench.present.report.page import (
     build_report,
     embed_json,
     make_report,
+    read_embedded,
     write_report,
 )
 
 __all__ = [
-    "ReportInputs", "Source", "build_report", "embed_json", "load_inputs", "make_report", "write_report",
+    "ReportInputs", "Source", "build_report", "embed_json", "load_inputs", "make_report", "read_embedded",
+    "write_report",
 ]

@@ -10,6 +10,8 @@ so that files and stores are judged by the same rules. With both, the files add 
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
 import os
 from datetime import datetime, timezone
@@ -69,14 +71,19 @@ def _dumps(data: Any) -> str:
 
 
 def embed_json(data: Any) -> str:
-    """JSON safe inside <script type="application/json">: no '<', '>' or '&' can close the element or
-    open a comment, and JSON.parse of the element's text gives `data` back."""
-    return _inert(_dumps(data))
+    """`data` as the page embeds it: compact JSON, gzipped (no timestamp: the same data gives the same
+    page) and base64-encoded. The base64 alphabet has no '<', '>' or '&', so nothing in the data can
+    close the <script> element it sits in; gzip keeps a page with every raw sample small."""
+    return embed_text(_dumps(data))
 
 
-def _inert(text: str) -> str:
-    return (text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-            .replace("\u2028", "\\u2028").replace("\u2029", "\\u2029"))
+def embed_text(json_text: str) -> str:
+    return base64.b64encode(gzip.compress(json_text.encode("utf-8"), compresslevel=9, mtime=0)).decode("ascii")
+
+
+def read_embedded(encoded: str) -> Any:
+    """The data a page embeds, back from the text of its source-data element (embed_json's inverse)."""
+    return json.loads(gzip.decompress(base64.b64decode(encoded)).decode("utf-8"))
 
 
 def source_payload(inputs: ReportInputs, max_embed_bytes: int = DEFAULT_MAX_EMBED_BYTES,
@@ -221,7 +228,7 @@ def build_report(inputs: ReportInputs, *, title: str | None = None, generated: d
         "warnings": warnings,
         "environment": environment_table(env_cols),
         "embed_note": embed_note,
-        "source_json": _json_markup(_inert(payload_json)),
+        "source_json": embed_text(payload_json),
         "css": _static("report.css"),
         "js": _static("report.js"),
         "capture_js": _static("capture.js"),
@@ -264,12 +271,6 @@ def page_warnings(inputs: ReportInputs, results: Sequence[SweepResult], sweep_ct
     for path, why in inputs.skipped:
         warnings.append({"where": "inputs", "anchor": "data", "text": f"Skipped {path}: {why}"})
     return warnings
-
-
-def _json_markup(text: str):
-    from markupsafe import Markup
-
-    return Markup(text)  # embed_json already made it inert inside <script>
 
 
 def default_output(now: datetime | None = None) -> Path:
