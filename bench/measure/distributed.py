@@ -32,7 +32,6 @@ from typing import Any, Callable, Iterator, Sequence
 from bench.core.devices import device_type, is_oom
 from bench.core.errors import BenchError
 from bench.core.params import one_line
-from bench.core.stats import slowest_per_step
 from bench.core.vocabulary import STATUS_ERROR, STATUS_OOM
 
 DEFAULT_TIMEOUT_S = 300.0  # how long a rank waits for another inside a collective before giving up
@@ -373,6 +372,10 @@ class DistributedTimer:
         blocks = self._ranks.exchange("samples", [float(v) for v in block])
         for r, b in enumerate(blocks):
             self._per_rank[r] += b
+        from bench.core.stats import (
+            slowest_per_step,  # numpy and scipy: not at `bench sweep --help`
+        )
+
         return slowest_per_step(blocks)
 
     def rank_samples(self, last: int) -> list[list[float]]:
