@@ -121,9 +121,10 @@ def row(median, lo, hi):
 
 
 def test_the_verdict_gives_the_widest_timer_disagreement_and_names_distorting_settings():
-    report = {"timers": {"launch_bound": {"harness_vs_torch": row(1.01, 0.99, 1.03),
+    report = {"timers": {"launch_bound": {"harness_blocks_vs_torch": row(1.01, 0.99, 1.03),
+                                          "harness_vs_torch": row(0.8, 0.7, 0.9),  # per-step: not like for like
                                           "wall_vs_torch": row(1.02, 1.0, 1.04)},
-                         "compute_bound": {"harness_vs_torch": row(0.995, 0.99, 1.0),
+                         "compute_bound": {"harness_blocks_vs_torch": row(0.995, 0.99, 1.0),
                                            "wall_vs_torch": {"ratio_median": 1.005, "ratio_ci95": None}}},
               "distorting_env": [{"name": "CUDA_LAUNCH_BLOCKING", "value": "1", "why": "each launch waits"}],
               "skipped": {"nvml": "not a GPU"}}
@@ -218,6 +219,7 @@ def test_bench_doctor_runs_on_the_cpu_and_names_what_it_skipped(tmp_path, capsys
         t = report["timers"][name]
         assert t["timer"] == "host" and len(t["harness_round_medians_s"]) == 6
         assert t["harness_vs_torch"]["ratio_ci95"] is not None
+        assert t["harness_blocks_vs_torch"]["ratio_ci95"] is not None
     assert report["sustained"]["duration_s"] >= 1.0 and report["sustained"]["intervals"] >= 2
     assert report["env_settings"]["CUDA_LAUNCH_BLOCKING"] == "1"
     assert report["fingerprint"]["timing_env"] == {"CUDA_LAUNCH_BLOCKING": "1"}

@@ -132,8 +132,9 @@ def doctor_card(report: dict[str, Any]) -> list[str]:
     for name, row in (report.get("timers") or {}).items():
         first = "CUDA events" if row["timer"] == TIMER_CUDA_EVENT else "host clock per step"
         lines.append(f"timers      {name.replace('_', '-')} ({row['step']}): torch.utils.benchmark "
-                     f"{_ms(row['torch_benchmark_median_s'])}; {first} {_ratio_text(row['harness_vs_torch'])}; "
-                     f"synchronised wall clock {_ratio_text(row['wall_vs_torch'])}")
+                     f"{_ms(row['torch_benchmark_median_s'])}; {first}, median of block means "
+                     f"{_ratio_text(row['harness_blocks_vs_torch'])} (median step "
+                     f"{_ratio_text(row['harness_vs_torch'])}); synchronised wall clock {_ratio_text(row['wall_vs_torch'])}")
     sus = report.get("sustained")
     if sus:
         parts = [f"step time {_pct(sus['step_s_last_over_first'])}"]
