@@ -174,7 +174,12 @@ def test_real_gpu_fingerprint_reads_identity_and_is_stable():
 
 
 def test_settings_that_change_timing_enter_the_comparability_key_and_old_fingerprints_keep_their_hash(fixed_git):
-    from bench.core.fingerprint import HARDWARE_FIELDS, STABLE_FIELDS, canonical_hash, comparable
+    from bench.core.fingerprint import (
+        HARDWARE_FIELDS,
+        STABLE_FIELDS,
+        canonical_hash,
+        comparable,
+    )
     from bench.history.identity import hardware_identity
 
     plain = fingerprint("cpu", environ={"HOME": "/root", "OMP_NUM_THREADS": "2"})
