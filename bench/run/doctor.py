@@ -61,6 +61,16 @@ def ratio_summary(ratios: list[float]) -> dict[str, Any]:
     return out
 
 
+def median_of_block_means(samples_s: list[float], block_sizes: list[int]) -> float:
+    """The median over blocks of each block's mean step: what torch.utils.benchmark reports, so the
+    like-for-like figure beside it (a skewed distribution puts a per-step median below every block mean)."""
+    means, i = [], 0
+    for n in block_sizes:
+        means.append(sum(samples_s[i:i + n]) / n)
+        i += n
+    return statistics.median(means)
+
+
 def wall_clock_per_step(step: Callable[[], None], sync: Callable[[], None] | None, min_time_s: float,
                         typical_s: float) -> float:
     """Median over blocks of a host clock around k steps and one device synchronise, divided by k (k the
@@ -102,13 +112,7 @@ def timer_agreement(step: Callable[[], None], device: Any, *, rounds: int, budge
                 res = measure(step, timer=timer, rule=CIStoppingRule(ci_target=0.01),
                               limits=MeasureLimits(min_samples=10, min_time_s=min_time_s, budget_s=budget_s))
                 harness.append(statistics.median(res.samples_s))
-                # torch.utils.benchmark reports the median of per-block means: the like-for-like figure
-                # (a skewed step-time distribution puts a per-step median below every block mean).
-                means, i = [], 0
-                for n in res.block_sizes:
-                    means.append(sum(res.samples_s[i:i + n]) / n)
-                    i += n
-                harness_blocks.append(statistics.median(means))
+                harness_blocks.append(median_of_block_means(res.samples_s, res.block_sizes))
             elif method == "wall":
                 typical = statistics.median(harness) if harness else 0.0
                 wall.append(wall_clock_per_step(step, sync, min_time_s, typical))
