@@ -21,7 +21,7 @@ import sys
 from bench.core.devices import resolve_device
 from bench.core.params import parse_list
 from bench.measure.step import StepOptions, TrainStep
-from bench.measure.telemetry.sampler import NvmlTelemetry, Telemetry
+from bench.measure.telemetry.sampler import NvmlTelemetry, Telemetry, tick_cost
 from bench.measure.workloads import load_workload, parse_workload_args
 from bench.run.doctor import sampler_overhead
 
@@ -48,6 +48,7 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=1.0, help="seconds per measurement (default: 1)")
     ap.add_argument("--period", type=float, default=0.05, help="sampling period, seconds")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--ticks", type=int, default=2000, help="ticks timed for the cost of one tick (default: 2000)")
     ap.add_argument("--json", help="write the raw rounds here")
     args = ap.parse_args(argv)
     import torch
@@ -64,6 +65,12 @@ def main(argv=None) -> int:
     print(f"sampler: {source}, period {args.period * 1e3:.0f} ms, on {device} ({torch.get_num_threads()} torch "
           f"thread(s)), {workload.description or args.workload}, {args.rounds} rounds per batch size, "
           f"{args.budget:g} s per measurement")
+    if not tel.available:
+        print(f"no sampler on {device}: {tel.reason}")
+        return 1
+    tick = tick_cost(tel.device, ticks=args.ticks)
+    print(f"one tick: {tick['us_per_tick_median']:.1f} µs median (p90 {tick['us_per_tick_p90']:.1f} µs) over "
+          f"{tick['ticks']} ticks read back to back, {tick['nvml_calls_per_tick']:.2f} NVML calls per tick")
     print(f"{'batch':>6} {'off median':>12} {'on median':>12} {'on/off':>8}   95% CI")
     rows = []
     for b in sizes:
@@ -86,7 +93,7 @@ def main(argv=None) -> int:
                                       "workload_args": parse_workload_args(args.workload_arg),
                                       "rounds": args.rounds, "budget_s": args.budget,
                                       "sampler": "one thread per point, started before warm-up",
-                                      "batch_sizes": rows})
+                                      "tick": tick, "batch_sizes": rows})
     return 0
 
 
