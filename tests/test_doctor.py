@@ -103,8 +103,11 @@ def test_changed_application_clocks_and_a_lowered_power_limit_are_read_as_found(
 def test_nvml_checks_measure_the_samplers_cost_per_tick_and_put_everything_in_the_verdict():
     clock = FakeTime()
     nvml = card(clock, processes=[(4242, 5 * 2**30)], app_sm_clock_mhz=1200)
+    worked = []
     gpu = nvml_checks(nvml, nvml.nvmlDeviceGetHandleByIndex(0), refresh_poll_s=1.0, ticks=40, clock=clock,
-                      sleep=clock.sleep)
+                      sleep=clock.sleep, busy=lambda: worked.append(clock()))
+    assert len(worked) == gpu["refresh"]["energy_counter"]["polls"] in (500, 501)  # one unit of work per 2 ms poll
+    assert gpu["refresh"]["energy_counter"]["refresh_s"] == pytest.approx(0.1, abs=0.003)
     tick = gpu["sampler_tick"]
     assert tick["nvml_calls_per_tick"] == 3.75 and tick["ticks"] == 40 and tick["us_per_tick_median"] > 0
     report = {"gpu": gpu, "fingerprint": {}, "distorting_env": [], "timers": {}, "skipped": {}}

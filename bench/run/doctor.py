@@ -245,8 +245,9 @@ def nvml_checks(nvml: Any, handle: Any, *, refresh_poll_s: float, busy: Callable
                 ticks: int = 200, clock: Callable[[], float] = time.perf_counter,
                 sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
     """What doctor reads and measures through NVML alone: the card's settings, the other processes on
-    it, how often each reading refreshes (polled while `busy()`'s queued work runs, if given) and the
-    sampler's cost per tick. No CUDA call is made here (tests run it on the fake NVML)."""
+    it, how often each reading refreshes (polled while `busy()`, called at every poll, keeps the GPU
+    working) and the sampler's cost per tick. Nothing here calls CUDA but `busy` (tests run it on the
+    fake NVML)."""
     from bench.measure.telemetry.gpu_state import (
         measure_refresh_periods,
         read_gpu_settings,
@@ -256,9 +257,7 @@ def nvml_checks(nvml: Any, handle: Any, *, refresh_poll_s: float, busy: Callable
     from bench.measure.telemetry.sampler import tick_cost
 
     device = NvmlDevice(nvml, handle)
-    if busy is not None:
-        busy()
-    refresh = measure_refresh_periods(device, duration_s=refresh_poll_s, clock=clock, sleep=sleep)
+    refresh = measure_refresh_periods(device, duration_s=refresh_poll_s, clock=clock, sleep=sleep, work=busy)
     return {"settings": read_gpu_settings(nvml, handle), "processes": read_processes(nvml, handle),
             "refresh": refresh, "sampler_tick": tick_cost(NvmlDevice(nvml, handle), ticks=ticks)}
 
@@ -352,12 +351,14 @@ def run_doctor(config: DoctorConfig | None = None, progress: Callable[[str], Non
             say("polling NVML readings for their refresh periods")
             nvml_device = NvmlDevice(nvml, handle)
 
-            def busy() -> None:  # queue a few seconds of matrix products for the readings to change with
-                x = torch.randn(4096, 4096, device=device, dtype=torch.bfloat16)
-                for _ in range(int(cfg.refresh_poll_s * 400) + 1):
-                    x = (x @ x).clamp_(-1, 1)
-
-            report["gpu"] = nvml_checks(nvml, handle, refresh_poll_s=cfg.refresh_poll_s, busy=busy)
+            # One 8192^3 bf16 product (about 1.1 TFLOP, 1-2 ms on a Hopper card) queued per 2 ms poll keeps the
+            # GPU working, so power, utilisation and clocks have something to change with, without the
+            # launch queue filling up and blocking the polls.
+            a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+            b, c = torch.randn_like(a), torch.empty_like(a)
+            report["gpu"] = nvml_checks(nvml, handle, refresh_poll_s=cfg.refresh_poll_s,
+                                        busy=lambda: torch.mm(a, b, out=c))
+            del a, b, c
             if sync is not None:
                 sync()
             say("timing the sampler's overhead on a launch-bound step")
