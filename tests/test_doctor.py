@@ -246,3 +246,39 @@ def test_a_sweep_under_cuda_launch_blocking_warns_loudly_and_records_it_in_each_
     point = data["points"][0]
     assert point["conditions"]["start"]["env_settings"]["CUDA_LAUNCH_BLOCKING"] == "1"
     assert data["environment"]["timing_env"] == {"CUDA_LAUNCH_BLOCKING": "1"}  # the sweep's fingerprint
+
+
+def test_the_gpu_path_reads_the_fake_card_and_its_card_names_every_gpu_finding(tmp_path, capsys):
+    """run_doctor's NVML half on the CPU: steps on the CPU, NVML from a fake card (real time, short periods)."""
+    import time
+
+    from bench.run.doctor import DoctorConfig, run_doctor
+
+    started = []  # when the sustained load (1 s with --quick) began: half a second in, the fake card hits its cap
+
+    def capped() -> bool:
+        return bool(started) and time.perf_counter() - started[0] > 0.5
+
+    device = FakeDevice(energy_mj=counting(1_000_000), power_mw=counting(300_000), power_instant_mw=counting(320_000),
+                        sm_clock_mhz=lambda: 1440 if capped() else 1980, clock_reasons=lambda: 0x4 if capped() else 0,
+                        refresh_s={"energy_mj": 0.02, "power_mw": 0.02, "power_instant_mw": 0.01},
+                        processes=[(4242, 5 * 2**30)])
+    nvml = make_fake_nvml([device])
+    report = run_doctor(DoctorConfig(device="cpu", quick=True, threads=1, nvml=nvml, nvml_device="cuda:0",
+                                     sustained_s=2.0),
+                        progress=lambda text: started.append(time.perf_counter()) if text.startswith("sustained") else None)
+    gpu = report["gpu"]
+    assert 0.009 <= gpu["refresh"]["power_instant_w"]["refresh_s"] <= 0.05  # real time on a loaded machine
+    assert gpu["refresh"]["kernel_active_pct"]["refresh_s"] is None  # the fake's utilisation holds still
+    assert gpu["sampler_tick"]["nvml_calls_per_tick"] == 3.75
+    assert report["sampler_overhead"]["rounds"] == 6 and report["sampler_overhead"]["ratio_ci95"] is not None
+    assert report["sustained"]["timeline"][0]["clock_mhz"] == 1980 and report["sustained"]["clock_not_kept"]
+    assert nvml.init_count == 0  # every nvmlInit balanced
+    kinds = [p["kind"] for p in report["verdict"]["problems"]]
+    assert "processes" in kinds and "sustained" in kinds and "nvml" not in report["skipped"]
+    card = doctor_card(json.loads(json.dumps(report)))
+    text = "\n".join(card)
+    assert "processes   pid 4242 (5,120 MiB)" in text and "sampler     " in text and "nvml        refreshes every" in text
+    assert "overhead    sampler on vs off at a launch-bound step" in text
+    assert "clock-event reasons at the end: sw_power_cap" in text
+    assert card[-1].startswith("verdict     ") and "short points run at clocks a long run does not keep" in card[-1]

@@ -39,13 +39,17 @@ class DoctorConfig:
     budget_s: float = 0.5
     nvml: Any = None  # the NVML module (tests pass a fake); None imports pynvml on a CUDA device
     threads: int | None = None
+    # The GPU NVML reads, when not the device the steps run on: tests run the GPU path's NVML half on
+    # the CPU with the fake NVML (nvml_device="cuda:0", device="cpu"), as scripts/sampler_overhead.py does.
+    nvml_device: str | None = None
 
     def effective(self) -> "DoctorConfig":
         if not self.quick:
             return self
         return DoctorConfig(device=self.device, quick=True, sustained_s=min(self.sustained_s, 1.0),
                             refresh_poll_s=min(self.refresh_poll_s, 0.5), rounds=MIN_ROUNDS,
-                            budget_s=min(self.budget_s, 0.03), nvml=self.nvml, threads=self.threads)
+                            budget_s=min(self.budget_s, 0.03), nvml=self.nvml, threads=self.threads,
+                            nvml_device=self.nvml_device)
 
 
 def ratio_summary(ratios: list[float]) -> dict[str, Any]:
@@ -295,6 +299,7 @@ def run_doctor(config: DoctorConfig | None = None, progress: Callable[[str], Non
         device_handle,
         load_nvml,
         mig_enabled,
+        parse_device,
         shutdown_nvml,
     )
     from bench.measure.telemetry.sampler import Telemetry
@@ -330,10 +335,11 @@ def run_doctor(config: DoctorConfig | None = None, progress: Callable[[str], Non
 
     nvml = handle = None
     nvml_device = None
-    if device.type == "cuda":
+    nvml_target = cfg.nvml_device or device
+    if parse_device(nvml_target)[0] == "cuda":
         try:
             nvml = load_nvml(cfg.nvml)
-            handle = device_handle(nvml, device)
+            handle = device_handle(nvml, nvml_target)
             if mig_enabled(nvml, handle):
                 raise NvmlUnavailable("MIG mode is on: NVML readings cover the whole GPU, not this slice")
         except NvmlUnavailable as e:
@@ -354,15 +360,21 @@ def run_doctor(config: DoctorConfig | None = None, progress: Callable[[str], Non
             # One 8192^3 bf16 product (about 1.1 TFLOP, 1-2 ms on a Hopper card) queued per 2 ms poll keeps the
             # GPU working, so power, utilisation and clocks have something to change with, without the
             # launch queue filling up and blocking the polls.
-            a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
-            b, c = torch.randn_like(a), torch.empty_like(a)
-            report["gpu"] = nvml_checks(nvml, handle, refresh_poll_s=cfg.refresh_poll_s,
-                                        busy=lambda: torch.mm(a, b, out=c))
-            del a, b, c
+            busy = None
+            if device.type == "cuda":
+                a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+                b, c = torch.randn_like(a), torch.empty_like(a)
+
+                def busy() -> None:
+                    torch.mm(a, b, out=c)
+
+            report["gpu"] = nvml_checks(nvml, handle, refresh_poll_s=cfg.refresh_poll_s, busy=busy)
+            if busy is not None:
+                del a, b, c, busy  # 384 MiB the rest does not need
             if sync is not None:
                 sync()
             say("timing the sampler's overhead on a launch-bound step")
-            tel = Telemetry.for_device(device, nvml=cfg.nvml)
+            tel = Telemetry.for_device(nvml_target, nvml=cfg.nvml)
             try:
                 report["sampler_overhead"] = {"step": launch_desc, **sampler_overhead(
                     launch, device, tel, rounds=cfg.rounds, budget_s=cfg.budget_s)}
