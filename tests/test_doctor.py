@@ -282,3 +282,30 @@ def test_the_gpu_path_reads_the_fake_card_and_its_card_names_every_gpu_finding(t
     assert "overhead    sampler on vs off at a launch-bound step" in text
     assert "clock-event reasons at the end: sw_power_cap" in text
     assert card[-1].startswith("verdict     ") and "short points run at clocks a long run does not keep" in card[-1]
+
+
+def test_a_check_that_fails_is_named_with_its_error_and_the_others_still_report(monkeypatch):
+    import bench.run.doctor as doctor
+
+    def oom(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore text")
+
+    monkeypatch.setattr(doctor, "sustained_load", oom)
+    calls = []
+
+    def first_fails(step, device, **kwargs):  # the launch-bound step fails, the compute-bound one agrees
+        calls.append(step)
+        if len(calls) == 1:
+            oom()
+        return {"timer": "host", "harness_blocks_vs_torch": row(1.01, 0.99, 1.02), "harness_vs_torch": row(1.0, 0.99, 1.01),
+                "wall_vs_torch": row(1.02, 1.0, 1.03), "torch_benchmark_median_s": 0.01}
+
+    monkeypatch.setattr(doctor, "timer_agreement", first_fails)
+    report = doctor.run_doctor(doctor.DoctorConfig(device="cpu", quick=True, threads=1))
+    assert report["skipped"]["sustained"] == "failed: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert report["skipped"]["timers.launch_bound"].startswith("failed: RuntimeError")
+    assert report["sustained"] is None and list(report["timers"]) == ["compute_bound"]
+    assert report["verdict"]["timers_agree_within"] == pytest.approx(0.03)
+    card = doctor_card(report)
+    assert "skipped     sustained: failed: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB" in card
+    assert card[-1].startswith("verdict     step times from this machine agree within ±3.0%")

@@ -328,6 +328,15 @@ def run_doctor(config: DoctorConfig | None = None, progress: Callable[[str], Non
     report["env_settings"] = conditions["env_settings"]
     report["distorting_env"] = distorting_env_settings(conditions["env_settings"])
 
+    def attempt(name: str, fn: Callable[[], Any]) -> Any:
+        """One check's result, or None with the failure under `skipped`: one failing check (an
+        out-of-memory on a small card, a driver error) must not hide what the others found."""
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001
+            report["skipped"][name] = f"failed: {type(e).__name__}: {e}".splitlines()[0]
+            return None
+
     steps = _steps(device, cfg.quick)
     (launch, launch_desc), (compute, compute_desc) = steps
     report["steps"] = {"launch_bound": launch_desc, "compute_bound": compute_desc}
@@ -368,7 +377,8 @@ def run_doctor(config: DoctorConfig | None = None, progress: Callable[[str], Non
                 def busy() -> None:
                     torch.mm(a, b, out=c)
 
-            report["gpu"] = nvml_checks(nvml, handle, refresh_poll_s=cfg.refresh_poll_s, busy=busy)
+            report["gpu"] = attempt("gpu", lambda: nvml_checks(nvml, handle, refresh_poll_s=cfg.refresh_poll_s,
+                                                               busy=busy))
             if busy is not None:
                 del a, b, c, busy  # 384 MiB the rest does not need
             if sync is not None:
@@ -376,8 +386,9 @@ def run_doctor(config: DoctorConfig | None = None, progress: Callable[[str], Non
             say("timing the sampler's overhead on a launch-bound step")
             tel = Telemetry.for_device(nvml_target, nvml=cfg.nvml)
             try:
-                report["sampler_overhead"] = {"step": launch_desc, **sampler_overhead(
-                    launch, device, tel, rounds=cfg.rounds, budget_s=cfg.budget_s)}
+                overhead = attempt("sampler_overhead", lambda: sampler_overhead(
+                    launch, device, tel, rounds=cfg.rounds, budget_s=cfg.budget_s))
+                report["sampler_overhead"] = {"step": launch_desc, **overhead} if overhead else None
             finally:
                 tel.close()
         else:
@@ -388,15 +399,16 @@ def run_doctor(config: DoctorConfig | None = None, progress: Callable[[str], Non
         report["timers"] = {}
         for name, (step, desc) in (("launch_bound", steps[0]), ("compute_bound", steps[1])):
             say(f"timer agreement on the {name.replace('_', '-')} step ({desc})")
-            report["timers"][name] = {"step": desc, **timer_agreement(
-                step, device, rounds=cfg.rounds, budget_s=max(cfg.budget_s * 2, 0.05),
-                min_time_s=cfg.budget_s)}
+            row = attempt(f"timers.{name}", lambda: timer_agreement(
+                step, device, rounds=cfg.rounds, budget_s=max(cfg.budget_s * 2, 0.05), min_time_s=cfg.budget_s))
+            if row is not None:
+                report["timers"][name] = {"step": desc, **row}
         say(f"sustained load for {cfg.sustained_s:g} s")
         reader = _gpu_state_reader(nvml_device) if nvml_device is not None else _cpu_state
-        report["sustained"] = {"step": compute_desc, **sustained_load(
-            compute, sync, duration_s=cfg.sustained_s, read_state=reader,
-            interval_s=min(0.5, cfg.sustained_s / 5))}
-        if nvml_device is None:
+        sustained = attempt("sustained", lambda: sustained_load(
+            compute, sync, duration_s=cfg.sustained_s, read_state=reader, interval_s=min(0.5, cfg.sustained_s / 5)))
+        report["sustained"] = {"step": compute_desc, **sustained} if sustained else None
+        if sustained and nvml_device is None:
             report["sustained"]["clock_source"] = report["sustained"]["timeline"][0].get("clock_source")
     finally:
         for step, _ in steps:
