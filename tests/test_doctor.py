@@ -309,3 +309,19 @@ def test_a_check_that_fails_is_named_with_its_error_and_the_others_still_report(
     card = doctor_card(report)
     assert "skipped     sustained: failed: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB" in card
     assert card[-1].startswith("verdict     step times from this machine agree within ±3.0%")
+
+
+def test_the_gpu_lines_of_the_card_say_unknown_for_what_the_card_did_not_answer():
+    nvml = make_fake_nvml(not_supported={"nvmlDeviceGetPowerManagementDefaultLimit", "nvmlDeviceGetComputeRunningProcesses"})
+    nvml.nvmlInit()
+    clock = FakeTime()
+    gpu = nvml_checks(nvml, nvml.nvmlDeviceGetHandleByIndex(0), refresh_poll_s=0.1, ticks=4, clock=clock,
+                      sleep=clock.sleep)
+    report = {"device": "cuda:0", "fingerprint": {"gpu_name": "NVIDIA H100 80GB HBM3", "gpu_ecc_enabled": True},
+              "gpu": gpu, "timers": {"launch_bound": None}, "distorting_env": [], "skipped": {}}
+    report["verdict"] = verdict(report)
+    text = "\n".join(doctor_card(report))
+    assert "power limit 700 W (default unknown)" in text and "ECC on" in text and "persistence ?" in text
+    assert "processes   unknown (nvmlDeviceGetComputeRunningProcesses: not supported" in text
+    assert "nvml        refreshes every: energy_counter ?" in text  # the fake's counter held still
+    assert report["verdict"]["timers_agree_within"] is None

@@ -427,7 +427,7 @@ def verdict(report: dict[str, Any]) -> dict[str, Any]:
     machine untrustworthy, each an item with a `kind`."""
     spans = []
     for row in (report.get("timers") or {}).values():
-        for key in ("harness_blocks_vs_torch", "wall_vs_torch"):
+        for key in ("harness_blocks_vs_torch", "wall_vs_torch") if row else ():
             r = row[key]
             bounds = r["ratio_ci95"] or [r["ratio_median"]]
             spans += [abs(b - 1) for b in bounds if b is not None]
