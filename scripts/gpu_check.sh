@@ -12,7 +12,8 @@
 # Each check runs under its own time limit (seconds, below) so one that hangs cannot take the others'
 # time: with the summary's and the tarball's, the limits and their 2 s kill-afters add to 358 s, so the
 # run stays under 6 minutes even if every check used all of its limit. A check cut off keeps what it
-# wrote (sweep files are rewritten after every point) and the table says "timed out".
+# wrote (sweep files are rewritten after every point, the doctor's JSON before each of its checks) and
+# the table says "timed out".
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
@@ -61,12 +62,12 @@ check() {
 check wheels 15 bash -c "if compgen -G '.whl/*.whl' > /dev/null; then $PY -m pip install -q --no-index --no-deps \
   --target '$SITE' .whl/*.whl && echo installed: .whl/*.whl; else echo 'no .whl/*.whl: run scripts/gpu_wheels.sh'; fi"
 export PYTHONPATH=$PYTHONPATH:$SITE
-check doctor 100 $PY -m bench doctor $DOCTOR --json "$WORK/doctor.json"
-check gpu-tests 50 $PY -m pytest -p bench.testing.skip_missing_store $GPU_TESTS -m gpu -q -p no:cacheprovider \
+check doctor 90 $PY -m bench doctor $DOCTOR --json "$WORK/doctor.json"
+check gpu-tests 65 $PY -m pytest -p bench.testing.skip_missing_store $GPU_TESTS -m gpu -q -p no:cacheprovider \
   --junitxml "$WORK/gpu-tests.xml"
 check resnet50 70 $PY -m bench sweep -d $DEV $R50 -q --overwrite -o "$WORK/sweep-resnet50.json"
 check transformer 30 $PY -m bench sweep -d $DEV $TF -q --overwrite -o "$WORK/sweep-transformer.json"
-check suites 35 $PY -m pytest suites/test_step_time.py -q -p no:cacheprovider $SUITES --benchmark-json "$WORK/suites.json"
+check suites 30 $PY -m pytest suites/test_step_time.py -q -p no:cacheprovider $SUITES --benchmark-json "$WORK/suites.json"
 check peak 15 $PY -m bench peak $PEAK --json "$WORK/peak.json"
 
 printf '\n== summary (%s)\n' "$(date +%T)"

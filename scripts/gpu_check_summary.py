@@ -97,6 +97,8 @@ def doctor(path: Path) -> dict[str, Any]:
         parts.append(f"{tick['us_per_tick_median']:.0f} µs and {tick['nvml_calls_per_tick']:.2f} NVML calls per tick")
     if report.get("skipped"):
         parts.append("skipped: " + ", ".join(sorted(report["skipped"])))
+    if report.get("unfinished"):
+        parts.append(f"cut off while {report['unfinished']}")
     return {"verdict": verdict_line(report), "doctor_wall_time_s": report.get("wall_time_s"),
             "result": "; ".join(parts) or "nothing measured"}
 

@@ -301,7 +301,13 @@ def test_a_check_that_fails_is_named_with_its_error_and_the_others_still_report(
                 "wall_vs_torch": row(1.02, 1.0, 1.03), "torch_benchmark_median_s": 0.01}
 
     monkeypatch.setattr(doctor, "timer_agreement", first_fails)
-    report = doctor.run_doctor(doctor.DoctorConfig(device="cpu", quick=True, threads=1))
+    kept = []
+    report = doctor.run_doctor(doctor.DoctorConfig(device="cpu", quick=True, threads=1),
+                               checkpoint=lambda partial: kept.append(json.loads(json.dumps(partial))))
+    # Before each check the report so far is handed out (a run cut off keeps it), saying what was running.
+    assert [k["unfinished"].split(" ")[0] for k in kept] == ["timer", "timer", "sustained"]
+    assert kept[0]["timers"] == {} and list(kept[2]["timers"]) == ["compute_bound"] and "verdict" in kept[0]
+    assert "unfinished" not in report
     assert report["skipped"]["sustained"] == "failed: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
     assert report["skipped"]["timers.launch_bound"].startswith("failed: RuntimeError")
     assert report["sustained"] is None and list(report["timers"]) == ["compute_bound"]
@@ -325,3 +331,28 @@ def test_the_gpu_lines_of_the_card_say_unknown_for_what_the_card_did_not_answer(
     assert "processes   unknown (nvmlDeviceGetComputeRunningProcesses: not supported" in text
     assert "nvml        refreshes every: energy_counter ?" in text  # the fake's counter held still
     assert report["verdict"]["timers_agree_within"] is None
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA device")
+def test_quick_doctor_on_a_real_gpu_reads_nvml_and_times_with_cuda_events():
+    from bench.run.doctor import DoctorConfig, run_doctor
+
+    report = run_doctor(DoctorConfig(device="cuda", quick=True))
+    assert "nvml" not in report["skipped"], report["skipped"]
+    gpu = report["gpu"]
+    assert gpu["sampler_tick"]["nvml_calls_per_tick"] <= 4.75 and gpu["sampler_tick"]["us_per_tick_median"] > 0
+    assert set(gpu["refresh"]) == {"energy_counter", "power_w", "power_instant_w", "kernel_active_pct", "sm_clock_mhz"}
+    assert gpu["refresh"]["energy_counter"]["refresh_s"] is not None  # the counter moves on any powered card
+    assert all(row["timer"] == "cuda_event" for row in report["timers"].values())
+    assert report["sustained"]["timeline"][0]["clock_mhz"] is not None
+    assert doctor_card(report)[-1].startswith("verdict     step times from this machine agree within ±")

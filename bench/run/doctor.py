@@ -286,9 +286,12 @@ def _steps(device: Any, quick: bool):
     return out
 
 
-def run_doctor(config: DoctorConfig | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_doctor(config: DoctorConfig | None = None, progress: Callable[[str], None] | None = None,
+               checkpoint: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Everything `bench doctor` reports, as one JSON-ready dict (see docs/doctor.md for each field).
-    What does not apply to the device (NVML on a CPU) is under `skipped`, with the reason."""
+    What does not apply to the device (NVML on a CPU) is under `skipped`, with the reason.
+    `progress(text)` hears which check starts; `checkpoint(report)` gets the report so far before each
+    check (with its `verdict` from what is in), so a run cut off by a time limit keeps what it found."""
     import torch
 
     from bench.core.devices import resolve_device, synchronizer
@@ -305,7 +308,15 @@ def run_doctor(config: DoctorConfig | None = None, progress: Callable[[str], Non
     from bench.measure.telemetry.sampler import Telemetry
 
     cfg = (config or DoctorConfig()).effective()
-    say = progress or (lambda text: None)
+
+    def say(text: str) -> None:
+        if checkpoint is not None and "fingerprint" in report:
+            report["verdict"] = verdict(report)
+            report["unfinished"] = text
+            checkpoint(report)
+        if progress is not None:
+            progress(text)
+
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     started = time.perf_counter()
@@ -416,6 +427,7 @@ def run_doctor(config: DoctorConfig | None = None, progress: Callable[[str], Non
         if nvml is not None:
             shutdown_nvml(nvml)
     report["verdict"] = verdict(report)
+    report.pop("unfinished", None)
     report["wall_time_s"] = time.perf_counter() - started
     return report
 
