@@ -30,7 +30,7 @@ if [ "${TINY:-0}" = 1 ]; then
   DOCTOR="--device cpu --quick --threads 1"
   GPU_TESTS="tests/test_memory.py tests/test_timing.py"   # every GPU-marked test skips here: collect a few
   R50="-w cnn -a image_size=8 -a width=2 -a blocks=1 -b 2,4 --budget 0.2"
-  TF="-w transformer -a seq_len=16 -a d_model=16 -a n_layers=1 -a n_heads=2 -a vocab=32 -b 2,8 --budget 0.1 --no-largest-search"
+  TF="-w transformer -a seq_len=16 -a d_model=16 -a n_layers=1 -a n_heads=2 -a vocab=32 -b 2 --budget 0.1 --no-largest-search"
   SUITES="--bench-device cpu --bench-workloads mlp --bench-batch-sizes 4 --bench-precisions bf16 --bench-budget 0.1"
   PEAK="--device cpu --precision fp32 --size 128 --warmup 0.05 --repeats 2 --min-repeat-s 0.02"
 else
