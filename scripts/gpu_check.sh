@@ -22,6 +22,7 @@ WORK=$(mktemp -d "${TMPDIR:-/tmp}/gpu-check.XXXXXX")   # what goes into the tarb
 SITE=$(mktemp -d "${TMPDIR:-/tmp}/gpu-site.XXXXXX")    # the installed wheels (not packed)
 mkdir -p "$OUT"
 exec > >(tee "$OUT/gpu-check.log") 2>&1
+TEE_PID=$!
 : > "$WORK/sections.tsv"
 PY=${PYTHON:-python3}
 
@@ -74,3 +75,5 @@ printf '\n== summary (%s)\n' "$(date +%T)"
 timeout -k 2 15 $PY scripts/gpu_check_summary.py "$WORK" "$OUT"
 timeout -k 2 10 tar -czf "$OUT/results.tar.gz" -C "$WORK" .
 rm -rf "$WORK" "$SITE"
+exec >&- 2>&-
+wait $TEE_PID   # the log is complete in $OUT before the call returns

@@ -20,7 +20,7 @@ def pytest_make_collect_report(collector):
         return
     text = str(report.longrepr)
     for name in OPTIONAL_PACKAGES:
-        if f"No module named '{name}'" in text:
+        if f"No module named '{name}'" in text or f"No module named '{name}." in text:
             report.outcome = "skipped"
             report.longrepr = (str(collector.path), 0, f"Skipped: needs {name} (a package of the history store), "
                                                        "not installed here")
