@@ -21,36 +21,17 @@ import torch.utils.benchmark as tub
 
 from bench.core.devices import resolve_device, synchronizer
 from bench.core.io import write_json_atomic
-from bench.core.stats import median_ci_indices
 from bench.measure.step import StepOptions, TrainStep
 from bench.measure.timing import CIStoppingRule, MeasureLimits, measure, timer_for
 from bench.measure.workloads import load_workload, parse_workload_args
+from bench.run.doctor import median_of_block_means, ratio_summary, wall_clock_per_step
 
-WALL_BLOCK_S = 0.010  # a wall-clock block lasts at least this long: k steps, then one synchronise
-
-
-def wall_clock(step, sync, min_time_s: float, typical_s: float) -> float:
-    """Median over blocks of the per-step time of a block (a host clock around k steps and one device
-    synchronise, k the fewest that last WALL_BLOCK_S), blocks repeated for `min_time_s`."""
-    k = max(1, int(WALL_BLOCK_S / typical_s + 0.999)) if typical_s > 0 else 1
-    per_step, start = [], time.perf_counter()
-    while not per_step or time.perf_counter() - start < min_time_s:
-        t0 = time.perf_counter()
-        for _ in range(k):
-            step()
-        if sync is not None:
-            sync()
-        per_step.append((time.perf_counter() - t0) / k)
-    return statistics.median(per_step)
+wall_clock = wall_clock_per_step  # a host clock around k steps and one device synchronise (bench.run.doctor)
 
 
 def ratio_ci(ratios: list[float]) -> list[float] | None:
     """Distribution-free 95% CI of the median per-round ratio (order statistics); None under 6 rounds."""
-    idx = median_ci_indices(len(ratios))
-    if idx is None:
-        return None
-    ordered = sorted(ratios)
-    return [ordered[idx[0]], ordered[idx[1]]]
+    return ratio_summary(ratios)["ratio_ci95"]
 
 
 def describe_ci(ci: list[float] | None, rounds: int) -> str:
@@ -93,12 +74,7 @@ def main(argv=None) -> int:
                                   rule=CIStoppingRule(ci_target=0.01),
                                   limits=MeasureLimits(min_samples=10, min_time_s=min_time, budget_s=args.budget))
                     ours.append(statistics.median(res.samples_s))
-                    # torch.utils.benchmark reports the median of per-block *means*: the like-for-like figure.
-                    means, i = [], 0
-                    for n in res.block_sizes:
-                        means.append(sum(res.samples_s[i:i + n]) / n)
-                        i += n
-                    ours_blocks.append(statistics.median(means))
+                    ours_blocks.append(median_of_block_means(res.samples_s, res.block_sizes))
                 elif method == "wall":
                     typical = statistics.median(ours) if ours else 0.0
                     if not typical:  # nothing measured yet: one synchronised step sizes the blocks

@@ -1,8 +1,9 @@
-"""The summary of one `scripts/gpu_check.sh` run: the two sweeps' verdicts (made from each file's analysis
-fields by bench.present.steptime.sweep_verdict, never read back from stored prose), then a short table,
-one row per section, printed last. Also writes summary.json and summary.md beside the results.
+"""The summary of one `scripts/gpu_check.sh` run: `bench doctor`'s verdict line and the two sweeps' verdicts
+(made from each file's fields by bench.present, never read back from stored prose), then a short table,
+one row per section, printed last. Also writes summary.json and summary.md into OUT_DIR (default: the
+results directory).
 
-    python scripts/gpu_check_summary.py OUT_DIR
+    python scripts/gpu_check_summary.py RESULTS_DIR [OUT_DIR]
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 from bench.core.io import write_json_atomic, write_text_atomic
+from bench.present.doctor import verdict_line
 from bench.present.steptime import sweep_verdict
 from bench.records.suite import PytestBenchmarkRun
 from bench.records.sweep import load_sweep
 
 # section name (as gpu_check.sh records it in sections.tsv) -> its results file under OUT
-FILES = {"gpu-tests": "gpu-tests.xml", "peak": "peak.json", "resnet50": "sweep-resnet50.json",
-         "transformer": "sweep-transformer.json", "timers": "compare-timer.json",
-         "sampler": "sampler-overhead.json", "suites": "suites.json"}
+FILES = {"doctor": "doctor.json", "gpu-tests": "gpu-tests.xml", "resnet50": "sweep-resnet50.json",
+         "transformer": "sweep-transformer.json", "suites": "suites.json", "peak": "peak.json"}
 
 
 def _ms(seconds: float | None) -> str:
@@ -79,18 +80,27 @@ def sweep(path: Path) -> dict[str, Any]:
             "result": f"{len(ok)} ok point(s){span}; {largest}{thr}"}
 
 
-def timers(path: Path) -> dict[str, Any]:
-    d = json.loads(path.read_text())
-    parts = [f"bs{r['batch_size']}: events {_pct(r['ratio'])}, wall {_pct(r.get('wall_ratio'))} vs torch Timer"
-             for r in d["rows"]]
-    return {**d, "result": "; ".join(parts)}
-
-
-def sampler(path: Path) -> dict[str, Any]:
-    d = json.loads(path.read_text())
-    parts = [f"bs{r['batch_size']} {_pct(r['ratio_median'])} ({_pct(r['ratio_ci95'][0])}..{_pct(r['ratio_ci95'][1])})"
-             for r in d["batch_sizes"]]
-    return {**d, "result": f"on/off ({d['source']}): " + "; ".join(parts)}
+def doctor(path: Path) -> dict[str, Any]:
+    """`bench doctor`'s verdict (made again from its fields), its timer and sampler figures, what it skipped."""
+    report = json.loads(path.read_text())
+    parts = []
+    for name, row in (report.get("timers") or {}).items():
+        parts.append(f"{name}: timer {_pct(row['harness_blocks_vs_torch']['ratio_median'])}, "
+                     f"wall {_pct(row['wall_vs_torch']['ratio_median'])} vs torch.utils.benchmark")
+    over = report.get("sampler_overhead")
+    if over:
+        ci = over.get("ratio_ci95")
+        parts.append(f"sampler on/off {_pct(over['ratio_median'])}"
+                     + (f" ({_pct(ci[0])}..{_pct(ci[1])})" if ci else ""))
+    tick = (report.get("gpu") or {}).get("sampler_tick")
+    if tick:
+        parts.append(f"{tick['us_per_tick_median']:.0f} µs and {tick['nvml_calls_per_tick']:.2f} NVML calls per tick")
+    if report.get("skipped"):
+        parts.append("skipped: " + ", ".join(sorted(report["skipped"])))
+    if report.get("unfinished"):
+        parts.append(f"cut off while {report['unfinished']}")
+    return {"verdict": verdict_line(report), "doctor_wall_time_s": report.get("wall_time_s"),
+            "result": "; ".join(parts) or "nothing measured"}
 
 
 def suites(path: Path) -> dict[str, Any]:
@@ -110,9 +120,8 @@ def suites(path: Path) -> dict[str, Any]:
             "result": f"{len(cases)} timed, {failed} failed; {span}; {len(off)} off by more than 10%"}
 
 
-READERS: dict[str, Callable[[Path], dict]] = {"gpu-tests": gpu_tests, "peak": peak, "resnet50": sweep,
-                                              "transformer": sweep, "timers": timers, "sampler": sampler,
-                                              "suites": suites}
+READERS: dict[str, Callable[[Path], dict]] = {"doctor": doctor, "gpu-tests": gpu_tests, "peak": peak,
+                                              "resnet50": sweep, "transformer": sweep, "suites": suites}
 
 
 def sections(out: Path) -> dict[str, dict]:
@@ -130,6 +139,8 @@ def sections(out: Path) -> dict[str, dict]:
 def summarise(out: Path) -> dict[str, Any]:
     ran = sections(out)
     summary: dict[str, Any] = {"sections": {}}
+    if "wheels" in ran:
+        summary["wheels"] = ran["wheels"]
     for name, filename in FILES.items():
         entry: dict[str, Any] = dict(ran.get(name, {}))
         path = out / filename
@@ -157,8 +168,12 @@ def table(summary: dict[str, Any]) -> str:
 
 
 def main(argv=None) -> int:
-    out = Path((argv or sys.argv[1:] or ["docs/gpu"])[0])
-    summary = summarise(out)
+    args = argv or sys.argv[1:] or ["docs/gpu"]
+    results = Path(args[0])
+    out = Path(args[1]) if len(args) > 1 else results
+    summary = summarise(results)
+    if summary["sections"]["doctor"].get("verdict"):
+        print(f"doctor verdict: {summary['sections']['doctor']['verdict']}")
     for name in ("resnet50", "transformer"):
         verdict = summary["sections"][name].get("verdict")
         if verdict:

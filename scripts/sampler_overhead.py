@@ -3,7 +3,7 @@
 "On" is how a sweep point runs it: one sampler thread for the whole point, started before warm-up,
 with the timed blocks marked within it. Rounds alternate off/on (the order flipping each round) so
 drift on a noisy machine hits both alike; the figure per batch size is the median of the per-round
-ratios (on/off) with a bootstrap 95% interval. The default batch sizes, MLP 1-64, are where a step is
+ratios (on/off) with a distribution-free 95% interval (order statistics: at least 6 rounds). The default batch sizes, MLP 1-64, are where a step is
 launch-bound on a GPU, the regime most sensitive to a thread taking the GIL; add a large batch for a
 compute-bound one. On CUDA it samples the real GPU through pynvml; elsewhere it runs the real sampler
 thread against the fake NVML module of the tests, a CPU stand-in (its Python work per tick holds the
@@ -16,17 +16,14 @@ GIL, so it is pessimistic against real NVML calls, which release it). Usage:
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-
-import numpy as np
 
 from bench.core.devices import resolve_device
 from bench.core.params import parse_list
 from bench.measure.step import StepOptions, TrainStep
-from bench.measure.telemetry.sampler import NvmlTelemetry, Telemetry
-from bench.measure.timing import CIStoppingRule, MeasureLimits, measure, timer_for
+from bench.measure.telemetry.sampler import NvmlTelemetry, Telemetry, tick_cost
 from bench.measure.workloads import load_workload, parse_workload_args
+from bench.run.doctor import sampler_overhead
 
 
 def fake_telemetry(period_s: float):
@@ -36,15 +33,6 @@ def fake_telemetry(period_s: float):
     nvml.nvmlInit()
     return (NvmlTelemetry(nvml, nvml.nvmlDeviceGetHandleByIndex(0), period_s),
             "fake pynvml (bench/testing/fake_pynvml.py): a CPU stand-in")
-
-
-def ratio_ci(on: list[float], off: list[float], seed: int = 0) -> tuple[float, float, float]:
-    """Median of the per-round on/off ratios and a bootstrap 95% interval of it."""
-    ratios = np.array(on) / np.array(off)
-    rng = np.random.default_rng(seed)
-    boot = [np.median(rng.choice(ratios, ratios.size)) for _ in range(2000)]
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    return float(np.median(ratios)), float(lo), float(hi)
 
 
 def main(argv=None) -> int:
@@ -60,6 +48,7 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=1.0, help="seconds per measurement (default: 1)")
     ap.add_argument("--period", type=float, default=0.05, help="sampling period, seconds")
     ap.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    ap.add_argument("--ticks", type=int, default=2000, help="ticks timed for the cost of one tick (default: 2000)")
     ap.add_argument("--json", help="write the raw rounds here")
     args = ap.parse_args(argv)
     import torch
@@ -72,34 +61,29 @@ def main(argv=None) -> int:
         tel, source = Telemetry.for_device(device, period_s=args.period), "pynvml"
     else:
         tel, source = fake_telemetry(args.period)
-    rule = CIStoppingRule(ci_target=0.005)
-    limits = MeasureLimits(min_samples=20, min_time_s=min(0.3, args.budget), budget_s=args.budget)
     workload = load_workload(args.workload, parse_workload_args(args.workload_arg))
     print(f"sampler: {source}, period {args.period * 1e3:.0f} ms, on {device} ({torch.get_num_threads()} torch "
           f"thread(s)), {workload.description or args.workload}, {args.rounds} rounds per batch size, "
           f"{args.budget:g} s per measurement")
+    if not tel.available:
+        print(f"no sampler on {device}: {tel.reason}")
+        return 1
+    tick = tick_cost(tel.device, ticks=args.ticks)
+    print(f"one tick: {tick['us_per_tick_median']:.1f} µs median (p90 {tick['us_per_tick_p90']:.1f} µs) over "
+          f"{tick['ticks']} ticks read back to back, {tick['nvml_calls_per_tick']:.2f} NVML calls per tick")
     print(f"{'batch':>6} {'off median':>12} {'on median':>12} {'on/off':>8}   95% CI")
     rows = []
     for b in sizes:
         step = TrainStep(workload, b, device, StepOptions())
-        timer = timer_for(device)
-        off, on = [], []
-        for r in range(args.rounds):
-            # Alternate which goes first, so a drift within a round favours neither.
-            for sampling in ((False, True) if r % 2 == 0 else (True, False)):
-                if sampling:
-                    with tel.sampling():
-                        res = measure(step, timer=timer, rule=rule, limits=limits, around_block=tel.measuring)
-                    tel.reset()
-                else:
-                    res = measure(step, timer=timer, rule=rule, limits=limits)
-                (on if sampling else off).append(statistics.median(res.samples_s))
+        # The loop of `bench doctor` (bench.run.doctor.sampler_overhead): rounds alternate which goes first.
+        r = sampler_overhead(step, device, tel, rounds=args.rounds, budget_s=args.budget)
         step.release()
-        med, lo, hi = ratio_ci(on, off)
-        rows.append({"batch_size": b, "off_medians_s": off, "on_medians_s": on, "ratio_median": med,
-                     "ratio_ci95": [lo, hi]})
-        print(f"{b:>6} {statistics.median(off) * 1e3:>9.3f} ms {statistics.median(on) * 1e3:>9.3f} ms "
-              f"{(med - 1) * 100:>+7.2f}%   {(lo - 1) * 100:+.2f}% .. {(hi - 1) * 100:+.2f}%", flush=True)
+        ci = r["ratio_ci95"]
+        rows.append({"batch_size": b, "off_medians_s": r["off_round_medians_s"], "on_medians_s": r["on_round_medians_s"],
+                     "ratio_median": r["ratio_median"], "ratio_ci95": ci, "ci_reason": r.get("ci_reason")})
+        interval = f"{(ci[0] - 1) * 100:+.2f}% .. {(ci[1] - 1) * 100:+.2f}%" if ci else r["ci_reason"]
+        print(f"{b:>6} {r['off_median_s'] * 1e3:>9.3f} ms {r['on_median_s'] * 1e3:>9.3f} ms "
+              f"{(r['ratio_median'] - 1) * 100:>+7.2f}%   {interval}", flush=True)
     tel.close()
     if args.json:
         from bench.core.io import write_json_atomic
@@ -109,7 +93,7 @@ def main(argv=None) -> int:
                                       "workload_args": parse_workload_args(args.workload_arg),
                                       "rounds": args.rounds, "budget_s": args.budget,
                                       "sampler": "one thread per point, started before warm-up",
-                                      "batch_sizes": rows})
+                                      "tick": tick, "batch_sizes": rows})
     return 0
 
 

@@ -103,8 +103,11 @@ def test_changed_application_clocks_and_a_lowered_power_limit_are_read_as_found(
 def test_nvml_checks_measure_the_samplers_cost_per_tick_and_put_everything_in_the_verdict():
     clock = FakeTime()
     nvml = card(clock, processes=[(4242, 5 * 2**30)], app_sm_clock_mhz=1200)
+    worked = []
     gpu = nvml_checks(nvml, nvml.nvmlDeviceGetHandleByIndex(0), refresh_poll_s=1.0, ticks=40, clock=clock,
-                      sleep=clock.sleep)
+                      sleep=clock.sleep, busy=lambda: worked.append(clock()))
+    assert len(worked) == gpu["refresh"]["energy_counter"]["polls"] in (500, 501)  # one unit of work per 2 ms poll
+    assert gpu["refresh"]["energy_counter"]["refresh_s"] == pytest.approx(0.1, abs=0.003)
     tick = gpu["sampler_tick"]
     assert tick["nvml_calls_per_tick"] == 3.75 and tick["ticks"] == 40 and tick["us_per_tick_median"] > 0
     report = {"gpu": gpu, "fingerprint": {}, "distorting_env": [], "timers": {}, "skipped": {}}
@@ -121,9 +124,10 @@ def row(median, lo, hi):
 
 
 def test_the_verdict_gives_the_widest_timer_disagreement_and_names_distorting_settings():
-    report = {"timers": {"launch_bound": {"harness_vs_torch": row(1.01, 0.99, 1.03),
+    report = {"timers": {"launch_bound": {"harness_blocks_vs_torch": row(1.01, 0.99, 1.03),
+                                          "harness_vs_torch": row(0.8, 0.7, 0.9),  # per-step: not like for like
                                           "wall_vs_torch": row(1.02, 1.0, 1.04)},
-                         "compute_bound": {"harness_vs_torch": row(0.995, 0.99, 1.0),
+                         "compute_bound": {"harness_blocks_vs_torch": row(0.995, 0.99, 1.0),
                                            "wall_vs_torch": {"ratio_median": 1.005, "ratio_ci95": None}}},
               "distorting_env": [{"name": "CUDA_LAUNCH_BLOCKING", "value": "1", "why": "each launch waits"}],
               "skipped": {"nvml": "not a GPU"}}
@@ -218,6 +222,7 @@ def test_bench_doctor_runs_on_the_cpu_and_names_what_it_skipped(tmp_path, capsys
         t = report["timers"][name]
         assert t["timer"] == "host" and len(t["harness_round_medians_s"]) == 6
         assert t["harness_vs_torch"]["ratio_ci95"] is not None
+        assert t["harness_blocks_vs_torch"]["ratio_ci95"] is not None
     assert report["sustained"]["duration_s"] >= 1.0 and report["sustained"]["intervals"] >= 2
     assert report["env_settings"]["CUDA_LAUNCH_BLOCKING"] == "1"
     assert report["fingerprint"]["timing_env"] == {"CUDA_LAUNCH_BLOCKING": "1"}
@@ -241,3 +246,113 @@ def test_a_sweep_under_cuda_launch_blocking_warns_loudly_and_records_it_in_each_
     point = data["points"][0]
     assert point["conditions"]["start"]["env_settings"]["CUDA_LAUNCH_BLOCKING"] == "1"
     assert data["environment"]["timing_env"] == {"CUDA_LAUNCH_BLOCKING": "1"}  # the sweep's fingerprint
+
+
+def test_the_gpu_path_reads_the_fake_card_and_its_card_names_every_gpu_finding(tmp_path, capsys):
+    """run_doctor's NVML half on the CPU: steps on the CPU, NVML from a fake card (real time, short periods)."""
+    import time
+
+    from bench.run.doctor import DoctorConfig, run_doctor
+
+    started = []  # when the sustained load (1 s with --quick) began: half a second in, the fake card hits its cap
+
+    def capped() -> bool:
+        return bool(started) and time.perf_counter() - started[0] > 0.5
+
+    device = FakeDevice(energy_mj=counting(1_000_000), power_mw=counting(300_000), power_instant_mw=counting(320_000),
+                        sm_clock_mhz=lambda: 1440 if capped() else 1980, clock_reasons=lambda: 0x4 if capped() else 0,
+                        refresh_s={"energy_mj": 0.02, "power_mw": 0.02, "power_instant_mw": 0.01},
+                        processes=[(4242, 5 * 2**30)])
+    nvml = make_fake_nvml([device])
+    report = run_doctor(DoctorConfig(device="cpu", quick=True, threads=1, nvml=nvml, nvml_device="cuda:0",
+                                     sustained_s=2.0),
+                        progress=lambda text: started.append(time.perf_counter()) if text.startswith("sustained") else None)
+    gpu = report["gpu"]
+    assert 0.009 <= gpu["refresh"]["power_instant_w"]["refresh_s"] <= 0.05  # real time on a loaded machine
+    assert gpu["refresh"]["kernel_active_pct"]["refresh_s"] is None  # the fake's utilisation holds still
+    assert gpu["sampler_tick"]["nvml_calls_per_tick"] == 3.75
+    assert report["sampler_overhead"]["rounds"] == 6 and report["sampler_overhead"]["ratio_ci95"] is not None
+    assert report["sustained"]["timeline"][0]["clock_mhz"] == 1980 and report["sustained"]["clock_not_kept"]
+    assert nvml.init_count == 0  # every nvmlInit balanced
+    kinds = [p["kind"] for p in report["verdict"]["problems"]]
+    assert "processes" in kinds and "sustained" in kinds and "nvml" not in report["skipped"]
+    card = doctor_card(json.loads(json.dumps(report)))
+    text = "\n".join(card)
+    assert "processes   pid 4242 (5,120 MiB)" in text and "sampler     " in text and "nvml        refreshes every" in text
+    assert "overhead    sampler on vs off at a launch-bound step" in text
+    assert "clock-event reasons at the end: sw_power_cap" in text
+    assert card[-1].startswith("verdict     ") and "short points run at clocks a long run does not keep" in card[-1]
+
+
+def test_a_check_that_fails_is_named_with_its_error_and_the_others_still_report(monkeypatch):
+    import bench.run.doctor as doctor
+
+    def oom(*args, **kwargs):
+        raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore text")
+
+    monkeypatch.setattr(doctor, "sustained_load", oom)
+    calls = []
+
+    def first_fails(step, device, **kwargs):  # the launch-bound step fails, the compute-bound one agrees
+        calls.append(step)
+        if len(calls) == 1:
+            oom()
+        return {"timer": "host", "harness_blocks_vs_torch": row(1.01, 0.99, 1.02), "harness_vs_torch": row(1.0, 0.99, 1.01),
+                "wall_vs_torch": row(1.02, 1.0, 1.03), "torch_benchmark_median_s": 0.01}
+
+    monkeypatch.setattr(doctor, "timer_agreement", first_fails)
+    kept = []
+    report = doctor.run_doctor(doctor.DoctorConfig(device="cpu", quick=True, threads=1),
+                               checkpoint=lambda partial: kept.append(json.loads(json.dumps(partial))))
+    # Before each check the report so far is handed out (a run cut off keeps it), saying what was running.
+    assert [k["unfinished"].split(" ")[0] for k in kept] == ["timer", "timer", "sustained"]
+    assert kept[0]["timers"] == {} and list(kept[2]["timers"]) == ["compute_bound"] and "verdict" in kept[0]
+    assert "unfinished" not in report
+    assert report["skipped"]["sustained"] == "failed: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB"
+    assert report["skipped"]["timers.launch_bound"].startswith("failed: RuntimeError")
+    assert report["sustained"] is None and list(report["timers"]) == ["compute_bound"]
+    assert report["verdict"]["timers_agree_within"] == pytest.approx(0.03)
+    card = doctor_card(report)
+    assert "skipped     sustained: failed: RuntimeError: CUDA out of memory. Tried to allocate 2.00 GiB" in card
+    assert card[-1].startswith("verdict     step times from this machine agree within ±3.0%")
+
+
+def test_the_gpu_lines_of_the_card_say_unknown_for_what_the_card_did_not_answer():
+    nvml = make_fake_nvml(not_supported={"nvmlDeviceGetPowerManagementDefaultLimit", "nvmlDeviceGetComputeRunningProcesses"})
+    nvml.nvmlInit()
+    clock = FakeTime()
+    gpu = nvml_checks(nvml, nvml.nvmlDeviceGetHandleByIndex(0), refresh_poll_s=0.1, ticks=4, clock=clock,
+                      sleep=clock.sleep)
+    report = {"device": "cuda:0", "fingerprint": {"gpu_name": "NVIDIA H100 80GB HBM3", "gpu_ecc_enabled": True},
+              "gpu": gpu, "timers": {"launch_bound": None}, "distorting_env": [], "skipped": {}}
+    report["verdict"] = verdict(report)
+    text = "\n".join(doctor_card(report))
+    assert "power limit 700 W (default unknown)" in text and "ECC on" in text and "persistence ?" in text
+    assert "processes   unknown (nvmlDeviceGetComputeRunningProcesses: not supported" in text
+    assert "nvml        refreshes every: energy_counter ?" in text  # the fake's counter held still
+    assert report["verdict"]["timers_agree_within"] is None
+
+
+def _cuda_available() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except Exception:  # noqa: BLE001
+        return False
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not _cuda_available(), reason="needs a CUDA device")
+def test_quick_doctor_on_a_real_gpu_reads_nvml_and_times_with_cuda_events():
+    from bench.run.doctor import DoctorConfig, run_doctor
+
+    report = run_doctor(DoctorConfig(device="cuda", quick=True))
+    assert "nvml" not in report["skipped"], report["skipped"]
+    gpu = report["gpu"]
+    assert gpu["sampler_tick"]["nvml_calls_per_tick"] <= 4.75 and gpu["sampler_tick"]["us_per_tick_median"] > 0
+    assert set(gpu["refresh"]) == {"energy_counter", "power_w", "power_instant_w", "kernel_active_pct", "sm_clock_mhz"}
+    assert gpu["refresh"]["energy_counter"]["refresh_s"] is not None  # the counter moves on any powered card
+    assert all(row["timer"] == "cuda_event" for row in report["timers"].values())
+    assert report["sustained"]["timeline"][0]["clock_mhz"] is not None
+    assert doctor_card(report)[-1].startswith("verdict     step times from this machine agree within ±")

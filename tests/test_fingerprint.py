@@ -197,3 +197,23 @@ def test_settings_that_change_timing_enter_the_comparability_key_and_old_fingerp
     key_a, _ = hardware_identity(plain)
     key_b, label_b = hardware_identity(blocking)
     assert key_a != key_b and label_b.endswith("under CUDA_LAUNCH_BLOCKING=1")
+
+
+def test_bench_compare_refuses_runs_under_different_timing_settings_unless_cross_hardware(tmp_path, capsys):
+    import report_inputs as R
+
+    from bench.cli import main
+
+    plain = R.make_sweep("mlp", "bf16", seed=1)
+    blocking = R.make_sweep("mlp", "bf16", seed=2)
+    blocking["environment"]["timing_env"] = {"CUDA_LAUNCH_BLOCKING": "1"}
+    (tmp_path / "a.json").write_text(json.dumps(plain))
+    (tmp_path / "b.json").write_text(json.dumps(blocking))
+    assert main(["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "different hardware" in err[0] and "under CUDA_LAUNCH_BLOCKING=1" in err[0]
+    assert main(["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--cross-hardware"]) in (0, 1)
+    # The same runs without the setting compare as one machine.
+    (tmp_path / "c.json").write_text(json.dumps(R.make_sweep("mlp", "bf16", seed=2)))
+    assert main(["compare", str(tmp_path / "a.json"), str(tmp_path / "c.json")]) in (0, 1)
+    assert "different hardware" not in capsys.readouterr().err

@@ -42,7 +42,11 @@ def run(args: argparse.Namespace) -> int:
     to_stdout = args.json_path == "-"
     config = DoctorConfig(device=args.device, quick=args.quick, sustained_s=args.sustained_s, rounds=args.rounds,
                           threads=args.threads)
-    report = run_doctor(config, progress=lambda text: print(f"bench doctor: {text}", file=sys.stderr, flush=True))
+    # The JSON file is rewritten before each check, so a run cut off by a time limit keeps what it found
+    # (its `unfinished` says which check was running).
+    keep = (lambda partial: write_json_atomic(args.json_path, partial)) if args.json_path and not to_stdout else None
+    report = run_doctor(config, progress=lambda text: print(f"bench doctor: {text}", file=sys.stderr, flush=True),
+                        checkpoint=keep)
     if to_stdout:
         print(json.dumps(json_safe(report), indent=1, allow_nan=False))
         return 0

@@ -100,10 +100,13 @@ def doctor_card(report: dict[str, Any]) -> list[str]:
                            ("gpu_mig_enabled", "MIG")):
             val = fp.get(key)
             flags.append(f"{label} {'?' if val is None else 'on' if val else 'off'}")
+        def default(key: str, unit: str) -> str:
+            return "default unknown" if s.get(key) is None else f"default {s[key]:g} {unit}"
+
         if s.get("power_limit_w") is not None:
-            flags.append(f"power limit {s['power_limit_w']:g} W (default {s.get('default_power_limit_w')} W)")
+            flags.append(f"power limit {s['power_limit_w']:g} W ({default('default_power_limit_w', 'W')})")
         if s.get("app_sm_clock_mhz") is not None:
-            flags.append(f"application clocks SM {s['app_sm_clock_mhz']} MHz (default {s.get('default_app_sm_clock_mhz')})")
+            flags.append(f"application clocks SM {s['app_sm_clock_mhz']} MHz ({default('default_app_sm_clock_mhz', 'MHz')})")
         if s.get("clock_event_reasons_now") is not None:
             flags.append("clock-event reasons now: " + (", ".join(s["clock_event_reasons_now"]) or "none"))
         lines.append("gpu         " + "; ".join(flags))
@@ -130,10 +133,13 @@ def doctor_card(report: dict[str, Any]) -> list[str]:
     if over:
         lines.append(f"overhead    sampler on vs off at a launch-bound step: {_ratio_text(over)}")
     for name, row in (report.get("timers") or {}).items():
+        if not row:
+            continue
         first = "CUDA events" if row["timer"] == TIMER_CUDA_EVENT else "host clock per step"
         lines.append(f"timers      {name.replace('_', '-')} ({row['step']}): torch.utils.benchmark "
-                     f"{_ms(row['torch_benchmark_median_s'])}; {first} {_ratio_text(row['harness_vs_torch'])}; "
-                     f"synchronised wall clock {_ratio_text(row['wall_vs_torch'])}")
+                     f"{_ms(row['torch_benchmark_median_s'])}; {first}, median of block means "
+                     f"{_ratio_text(row['harness_blocks_vs_torch'])} (median step "
+                     f"{_ratio_text(row['harness_vs_torch'])}); synchronised wall clock {_ratio_text(row['wall_vs_torch'])}")
     sus = report.get("sustained")
     if sus:
         parts = [f"step time {_pct(sus['step_s_last_over_first'])}"]

@@ -39,13 +39,17 @@ class DoctorConfig:
     budget_s: float = 0.5
     nvml: Any = None  # the NVML module (tests pass a fake); None imports pynvml on a CUDA device
     threads: int | None = None
+    # The GPU NVML reads, when not the device the steps run on: tests run the GPU path's NVML half on
+    # the CPU with the fake NVML (nvml_device="cuda:0", device="cpu"), as scripts/sampler_overhead.py does.
+    nvml_device: str | None = None
 
     def effective(self) -> "DoctorConfig":
         if not self.quick:
             return self
         return DoctorConfig(device=self.device, quick=True, sustained_s=min(self.sustained_s, 1.0),
                             refresh_poll_s=min(self.refresh_poll_s, 0.5), rounds=MIN_ROUNDS,
-                            budget_s=min(self.budget_s, 0.03), nvml=self.nvml, threads=self.threads)
+                            budget_s=min(self.budget_s, 0.03), nvml=self.nvml, threads=self.threads,
+                            nvml_device=self.nvml_device)
 
 
 def ratio_summary(ratios: list[float]) -> dict[str, Any]:
@@ -59,6 +63,16 @@ def ratio_summary(ratios: list[float]) -> dict[str, Any]:
         ordered = sorted(ratios)
         out["ratio_ci95"] = [ordered[idx[0]], ordered[idx[1]]]
     return out
+
+
+def median_of_block_means(samples_s: list[float], block_sizes: list[int]) -> float:
+    """The median over blocks of each block's mean step: what torch.utils.benchmark reports, so the
+    like-for-like figure beside it (a skewed distribution puts a per-step median below every block mean)."""
+    means, i = [], 0
+    for n in block_sizes:
+        means.append(sum(samples_s[i:i + n]) / n)
+        i += n
+    return statistics.median(means)
 
 
 def wall_clock_per_step(step: Callable[[], None], sync: Callable[[], None] | None, min_time_s: float,
@@ -92,6 +106,7 @@ def timer_agreement(step: Callable[[], None], device: Any, *, rounds: int, budge
     sync = synchronizer(device)
     timer = timer_for(device)
     harness: list[float] = []
+    harness_blocks: list[float] = []
     wall: list[float] = []
     theirs: list[float] = []
     methods = ("harness", "wall", "torch")
@@ -101,6 +116,7 @@ def timer_agreement(step: Callable[[], None], device: Any, *, rounds: int, budge
                 res = measure(step, timer=timer, rule=CIStoppingRule(ci_target=0.01),
                               limits=MeasureLimits(min_samples=10, min_time_s=min_time_s, budget_s=budget_s))
                 harness.append(statistics.median(res.samples_s))
+                harness_blocks.append(median_of_block_means(res.samples_s, res.block_sizes))
             elif method == "wall":
                 typical = statistics.median(harness) if harness else 0.0
                 wall.append(wall_clock_per_step(step, sync, min_time_s, typical))
@@ -109,9 +125,12 @@ def timer_agreement(step: Callable[[], None], device: Any, *, rounds: int, budge
                 theirs.append(t.blocked_autorange(min_run_time=min_time_s).median)
     return {"timer": timer.name, "harness_median_s": statistics.median(harness),
             "wall_median_s": statistics.median(wall), "torch_benchmark_median_s": statistics.median(theirs),
+            "harness_block_mean_median_s": statistics.median(harness_blocks),
             "harness_vs_torch": ratio_summary([a / b for a, b in zip(harness, theirs)]),
+            "harness_blocks_vs_torch": ratio_summary([a / b for a, b in zip(harness_blocks, theirs)]),
             "wall_vs_torch": ratio_summary([a / b for a, b in zip(wall, theirs)]),
-            "harness_round_medians_s": harness, "wall_round_medians_s": wall,
+            "harness_round_medians_s": harness, "harness_round_block_mean_medians_s": harness_blocks,
+            "wall_round_medians_s": wall,
             "torch_benchmark_round_medians_s": theirs}
 
 
@@ -230,8 +249,9 @@ def nvml_checks(nvml: Any, handle: Any, *, refresh_poll_s: float, busy: Callable
                 ticks: int = 200, clock: Callable[[], float] = time.perf_counter,
                 sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
     """What doctor reads and measures through NVML alone: the card's settings, the other processes on
-    it, how often each reading refreshes (polled while `busy()`'s queued work runs, if given) and the
-    sampler's cost per tick. No CUDA call is made here (tests run it on the fake NVML)."""
+    it, how often each reading refreshes (polled while `busy()`, called at every poll, keeps the GPU
+    working) and the sampler's cost per tick. Nothing here calls CUDA but `busy` (tests run it on the
+    fake NVML)."""
     from bench.measure.telemetry.gpu_state import (
         measure_refresh_periods,
         read_gpu_settings,
@@ -241,9 +261,7 @@ def nvml_checks(nvml: Any, handle: Any, *, refresh_poll_s: float, busy: Callable
     from bench.measure.telemetry.sampler import tick_cost
 
     device = NvmlDevice(nvml, handle)
-    if busy is not None:
-        busy()
-    refresh = measure_refresh_periods(device, duration_s=refresh_poll_s, clock=clock, sleep=sleep)
+    refresh = measure_refresh_periods(device, duration_s=refresh_poll_s, clock=clock, sleep=sleep, work=busy)
     return {"settings": read_gpu_settings(nvml, handle), "processes": read_processes(nvml, handle),
             "refresh": refresh, "sampler_tick": tick_cost(NvmlDevice(nvml, handle), ticks=ticks)}
 
@@ -268,9 +286,12 @@ def _steps(device: Any, quick: bool):
     return out
 
 
-def run_doctor(config: DoctorConfig | None = None, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+def run_doctor(config: DoctorConfig | None = None, progress: Callable[[str], None] | None = None,
+               checkpoint: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Everything `bench doctor` reports, as one JSON-ready dict (see docs/doctor.md for each field).
-    What does not apply to the device (NVML on a CPU) is under `skipped`, with the reason."""
+    What does not apply to the device (NVML on a CPU) is under `skipped`, with the reason.
+    `progress(text)` hears which check starts; `checkpoint(report)` gets the report so far before each
+    check (with its `verdict` from what is in), so a run cut off by a time limit keeps what it found."""
     import torch
 
     from bench.core.devices import resolve_device, synchronizer
@@ -281,12 +302,21 @@ def run_doctor(config: DoctorConfig | None = None, progress: Callable[[str], Non
         device_handle,
         load_nvml,
         mig_enabled,
+        parse_device,
         shutdown_nvml,
     )
     from bench.measure.telemetry.sampler import Telemetry
 
     cfg = (config or DoctorConfig()).effective()
-    say = progress or (lambda text: None)
+
+    def say(text: str) -> None:
+        if checkpoint is not None and "fingerprint" in report:
+            report["verdict"] = verdict(report)
+            report["unfinished"] = text
+            checkpoint(report)
+        if progress is not None:
+            progress(text)
+
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     started = time.perf_counter()
@@ -309,6 +339,15 @@ def run_doctor(config: DoctorConfig | None = None, progress: Callable[[str], Non
     report["env_settings"] = conditions["env_settings"]
     report["distorting_env"] = distorting_env_settings(conditions["env_settings"])
 
+    def attempt(name: str, fn: Callable[[], Any]) -> Any:
+        """One check's result, or None with the failure under `skipped`: one failing check (an
+        out-of-memory on a small card, a driver error) must not hide what the others found."""
+        try:
+            return fn()
+        except Exception as e:  # noqa: BLE001
+            report["skipped"][name] = f"failed: {type(e).__name__}: {e}".splitlines()[0]
+            return None
+
     steps = _steps(device, cfg.quick)
     (launch, launch_desc), (compute, compute_desc) = steps
     report["steps"] = {"launch_bound": launch_desc, "compute_bound": compute_desc}
@@ -316,10 +355,11 @@ def run_doctor(config: DoctorConfig | None = None, progress: Callable[[str], Non
 
     nvml = handle = None
     nvml_device = None
-    if device.type == "cuda":
+    nvml_target = cfg.nvml_device or device
+    if parse_device(nvml_target)[0] == "cuda":
         try:
             nvml = load_nvml(cfg.nvml)
-            handle = device_handle(nvml, device)
+            handle = device_handle(nvml, nvml_target)
             if mig_enabled(nvml, handle):
                 raise NvmlUnavailable("MIG mode is on: NVML readings cover the whole GPU, not this slice")
         except NvmlUnavailable as e:
@@ -337,19 +377,29 @@ def run_doctor(config: DoctorConfig | None = None, progress: Callable[[str], Non
             say("polling NVML readings for their refresh periods")
             nvml_device = NvmlDevice(nvml, handle)
 
-            def busy() -> None:  # queue a few seconds of matrix products for the readings to change with
-                x = torch.randn(4096, 4096, device=device, dtype=torch.bfloat16)
-                for _ in range(int(cfg.refresh_poll_s * 400) + 1):
-                    x = (x @ x).clamp_(-1, 1)
+            # One 8192^3 bf16 product (about 1.1 TFLOP, 1-2 ms on a Hopper card) queued per 2 ms poll keeps the
+            # GPU working, so power, utilisation and clocks have something to change with, without the
+            # launch queue filling up and blocking the polls.
+            busy = None
+            if device.type == "cuda":
+                a = torch.randn(8192, 8192, device=device, dtype=torch.bfloat16)
+                b, c = torch.randn_like(a), torch.empty_like(a)
 
-            report["gpu"] = nvml_checks(nvml, handle, refresh_poll_s=cfg.refresh_poll_s, busy=busy)
+                def busy() -> None:
+                    torch.mm(a, b, out=c)
+
+            report["gpu"] = attempt("gpu", lambda: nvml_checks(nvml, handle, refresh_poll_s=cfg.refresh_poll_s,
+                                                               busy=busy))
+            if busy is not None:
+                del a, b, c, busy  # 384 MiB the rest does not need
             if sync is not None:
                 sync()
             say("timing the sampler's overhead on a launch-bound step")
-            tel = Telemetry.for_device(device, nvml=cfg.nvml)
+            tel = Telemetry.for_device(nvml_target, nvml=cfg.nvml)
             try:
-                report["sampler_overhead"] = {"step": launch_desc, **sampler_overhead(
-                    launch, device, tel, rounds=cfg.rounds, budget_s=cfg.budget_s)}
+                overhead = attempt("sampler_overhead", lambda: sampler_overhead(
+                    launch, device, tel, rounds=cfg.rounds, budget_s=cfg.budget_s))
+                report["sampler_overhead"] = {"step": launch_desc, **overhead} if overhead else None
             finally:
                 tel.close()
         else:
@@ -360,15 +410,16 @@ def run_doctor(config: DoctorConfig | None = None, progress: Callable[[str], Non
         report["timers"] = {}
         for name, (step, desc) in (("launch_bound", steps[0]), ("compute_bound", steps[1])):
             say(f"timer agreement on the {name.replace('_', '-')} step ({desc})")
-            report["timers"][name] = {"step": desc, **timer_agreement(
-                step, device, rounds=cfg.rounds, budget_s=max(cfg.budget_s * 2, 0.05),
-                min_time_s=cfg.budget_s)}
+            row = attempt(f"timers.{name}", lambda: timer_agreement(
+                step, device, rounds=cfg.rounds, budget_s=max(cfg.budget_s * 2, 0.05), min_time_s=cfg.budget_s))
+            if row is not None:
+                report["timers"][name] = {"step": desc, **row}
         say(f"sustained load for {cfg.sustained_s:g} s")
         reader = _gpu_state_reader(nvml_device) if nvml_device is not None else _cpu_state
-        report["sustained"] = {"step": compute_desc, **sustained_load(
-            compute, sync, duration_s=cfg.sustained_s, read_state=reader,
-            interval_s=min(0.5, cfg.sustained_s / 5))}
-        if nvml_device is None:
+        sustained = attempt("sustained", lambda: sustained_load(
+            compute, sync, duration_s=cfg.sustained_s, read_state=reader, interval_s=min(0.5, cfg.sustained_s / 5)))
+        report["sustained"] = {"step": compute_desc, **sustained} if sustained else None
+        if sustained and nvml_device is None:
             report["sustained"]["clock_source"] = report["sustained"]["timeline"][0].get("clock_source")
     finally:
         for step, _ in steps:
@@ -376,16 +427,19 @@ def run_doctor(config: DoctorConfig | None = None, progress: Callable[[str], Non
         if nvml is not None:
             shutdown_nvml(nvml)
     report["verdict"] = verdict(report)
+    report.pop("unfinished", None)
     report["wall_time_s"] = time.perf_counter() - started
     return report
 
 
 def verdict(report: dict[str, Any]) -> dict[str, Any]:
-    """The agreement between timers (the widest CI bound of any ratio, else the widest median) and the
-    list of what makes step times from this machine untrustworthy, each an item with a `kind`."""
+    """The agreement between timers (the widest CI bound of any like-for-like ratio, else the widest
+    median: the harness's median of block means and the synchronised wall clock, each against
+    torch.utils.benchmark's median of block means) and the list of what makes step times from this
+    machine untrustworthy, each an item with a `kind`."""
     spans = []
     for row in (report.get("timers") or {}).values():
-        for key in ("harness_vs_torch", "wall_vs_torch"):
+        for key in ("harness_blocks_vs_torch", "wall_vs_torch") if row else ():
             r = row[key]
             bounds = r["ratio_ci95"] or [r["ratio_median"]]
             spans += [abs(b - 1) for b in bounds if b is not None]

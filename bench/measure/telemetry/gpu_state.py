@@ -36,7 +36,8 @@ def measure_refresh_periods(device: NvmlDevice, *, duration_s: float = 3.0, poll
                             clock: Callable[[], float] = time.perf_counter,
                             sleep: Callable[[float], None] = time.sleep,
                             readers: dict[str, Callable[[], Any]] | None = None,
-                            stop_after_changes: int | None = None) -> dict[str, dict[str, Any]]:
+                            stop_after_changes: int | None = None,
+                            work: Callable[[], Any] | None = None) -> dict[str, dict[str, Any]]:
     """How often each reading's value changes, polling all of them every `poll_s` for `duration_s`.
 
     Per reading: `refresh_s` (median interval between successive changes; None with `reason` under
@@ -44,6 +45,8 @@ def measure_refresh_periods(device: NvmlDevice, *, duration_s: float = 3.0, poll
     `resolution_s` (the measured mean poll interval: no period shorter than it can be seen). A reading
     that holds still (an idle card's utilisation) has no measurable period, which is said, not guessed.
     `stop_after_changes` ends the polling early once every reading has changed that many times.
+    `work()`, if given, is called at every poll (e.g. to queue one large kernel, keeping the GPU busy
+    without filling its launch queue).
     Run it while the GPU works, so the readings have something to change with.
     """
     readers = readers if readers is not None else _readers(device)
@@ -59,6 +62,8 @@ def measure_refresh_periods(device: NvmlDevice, *, duration_s: float = 3.0, poll
         if stop_after_changes and polls and all(len(changes[k]) >= stop_after_changes or k in failed for k in readers):
             break
         polls += 1
+        if work is not None:
+            work()
         for name, read in readers.items():
             if name in failed:
                 continue

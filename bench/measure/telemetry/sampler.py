@@ -57,7 +57,7 @@ GPM_PERIOD_S = 0.2
 MIN_ENERGY_REFRESHES = 10
 # How long `for_device` polls the energy counter (once per process and GPU, before any step runs) to find
 # its refresh period; it stops as soon as the counter has changed four times.
-ENERGY_REFRESH_PROBE_S = 0.6
+ENERGY_REFRESH_PROBE_S = 1.0
 _ENERGY_REFRESH: "weakref.WeakKeyDictionary[Any, dict[str, tuple[float | None, str | None]]]" = \
     weakref.WeakKeyDictionary()
 MEASURE = "measure"
