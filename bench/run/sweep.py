@@ -127,7 +127,8 @@ class SweepConfig:
             raise BenchError(f"peak TFLOP/s must be a positive number, got {self.peak_tflops}")
         if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool)
                                          or not 1 <= self.threads <= MAX_THREADS):
-            raise BenchError(f"threads must be a whole number from 1 to {MAX_THREADS}, got {self.threads!r}")
+            raise BenchError(f"threads must be a positive integer, at most {MAX_THREADS} (more threads than any "
+                             f"machine has cores), got {str(self.threads)[:24]}")
         check_timeout(self.dist_timeout_s)
         # Each builds and validates its own fields (one-line errors).
         self.rule()
