@@ -190,3 +190,8 @@ def test_the_longest_name_allowed_can_be_written_with_its_temporary_file(tmp_pat
     write_json_atomic(tmp_path / name, {"ok": True})
     assert (tmp_path / name).read_text().strip().endswith("}")
     no_temporaries(tmp_path)
+
+
+def test_trends_never_writes_into_a_device_node(store, capsys):
+    code, _, err = run_cli(capsys, ["history", "trends", "--db", str(store), "-o", "/dev/null", "--overwrite"])
+    assert code == 2 and "a device" in one_line(err)
