@@ -165,7 +165,8 @@ def _save_json(config, bs, output_json: dict) -> None:
             except (OutputWriteError, BenchError):
                 continue
         kept = f"the {n} benchmark(s) are saved in {rescued} instead" if rescued else "nowhere else took them either"
-        config.stash[_WRITE_ERROR_KEY] = f"--benchmark-json: {e}; {path} keeps its last complete version; {kept}"
+        old = f"{path} keeps its last complete version" if path.exists() else f"nothing was written to {path}"
+        config.stash[_WRITE_ERROR_KEY] = f"--benchmark-json: {e}; {old}; {kept}"
         return
     if interrupted:
         sys.stderr.write(f"bench: interrupted: the {n} benchmark(s) timed so far are in {where}, marked "

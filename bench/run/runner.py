@@ -189,8 +189,10 @@ class Resumable(Generic[R]):
                 tail = (f"the {n} completed item(s) are saved in {rescued} instead; {first} to {self.path} "
                         "and run the same command with --resume to continue")
             else:
+                kept = (f"{self.path} keeps its last complete version" if self.path.exists()
+                        else f"nothing was written to {self.path}")  # never claim a version that is not there
                 tail = (f"nowhere else would take the {n} completed item(s) either ({'; '.join(tried) or 'no other folder'}); "
-                        f"{self.path} keeps its last complete version")
+                        f"{kept}")
             raise ResultsNotSaved(f"{e}; {tail}", result=self.result, path=self.path, rescued_to=rescued,
                                   cause=e) from None
 
