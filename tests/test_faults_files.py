@@ -214,3 +214,16 @@ def test_a_first_save_that_fails_everywhere_does_not_claim_a_complete_version(tm
         run.save()
     assert f"nothing was written to {tmp_path / 'out.json'}" in str(e.value)
     assert "keeps its last complete version" not in str(e.value)
+
+
+def test_fit_and_tta_overwrite_never_replace_the_table_or_curves_they_read(tmp_path, capsys):
+    table = tmp_path / "steps.csv"
+    shutil.copy(DATA / "mlperf_bert_rcps_v3.1.csv", table)
+    curves = tmp_path / "curves.json"
+    shutil.copy(DATA / "curves-v1.json", curves)
+    before = snapshot(table, curves)
+    code, _, err = run_cli(capsys, ["fit", str(table), "--plot", str(table), "--overwrite"])
+    assert code == 2 and "also an input" in one_line(err)
+    code, _, err = run_cli(capsys, ["tta", "--curves", str(curves), "-o", str(curves), "--overwrite"])
+    assert code == 2 and "also an input" in one_line(err)
+    assert_unchanged(before)
