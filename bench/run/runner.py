@@ -89,6 +89,19 @@ def rescue_locations(path: Path) -> list[Path]:
     return [f / name for f in dict.fromkeys(folders) if f.resolve() != path.parent.resolve()]
 
 
+def save_elsewhere(save_to: Callable[[Path], object], path: Path) -> tuple[Path | None, list[str]]:
+    """Save what could not be written to `path` (`save_to(other_path)`) in the first of
+    `rescue_locations` that takes it: that place (None if none did), and why each other refused."""
+    tried: list[str] = []
+    for where in rescue_locations(path):
+        try:
+            save_to(where)
+            return where, tried
+        except (BenchError, OSError) as again:  # OutputWriteError is a BenchError
+            tried.append(str(again))
+    return None, tried
+
+
 class Resumable(Generic[R]):
     """A results record being made, and the file it is saved to after each item (None: kept in memory).
 
@@ -175,14 +188,7 @@ class Resumable(Generic[R]):
             self._save(self.result, self.path)
         except OutputWriteError as e:
             n = len(self._entries(self.result))
-            rescued, tried = None, []
-            for where in rescue_locations(self.path):
-                try:
-                    self._save(self.result, where)
-                    rescued = where
-                    break
-                except (OutputWriteError, OSError) as again:
-                    tried.append(str(again))
+            rescued, tried = save_elsewhere(lambda where: self._save(self.result, where), self.path)
             self.close()
             if rescued is not None:
                 first = "free space, then move it" if e.errno == errno.ENOSPC else "once that folder can be written, move it"
