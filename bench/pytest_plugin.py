@@ -144,7 +144,7 @@ def _save_json(config, bs, output_json: dict) -> None:
     from pytest_benchmark.utils import safe_dumps
 
     from bench.core.io import OutputWriteError, write_text_atomic
-    from bench.run.runner import rescue_locations
+    from bench.run.runner import save_elsewhere
 
     path = config.stash[_JSON_KEY]
     session = config.stash.get(_SESSION_KEY, None)
@@ -157,15 +157,10 @@ def _save_json(config, bs, output_json: dict) -> None:
     try:
         write_text_atomic(where, text)
     except (OutputWriteError, BenchError) as e:
-        rescued = None
-        for other in rescue_locations(where):
-            try:
-                rescued = write_text_atomic(other, text)
-                break
-            except (OutputWriteError, BenchError):
-                continue
+        rescued, _ = save_elsewhere(lambda other: write_text_atomic(other, text), where)
         kept = f"the {n} benchmark(s) are saved in {rescued} instead" if rescued else "nowhere else took them either"
-        config.stash[_WRITE_ERROR_KEY] = f"--benchmark-json: {e}; {path} keeps its last complete version; {kept}"
+        old = f"{path} keeps its last complete version" if path.exists() else f"nothing was written to {path}"
+        config.stash[_WRITE_ERROR_KEY] = f"--benchmark-json: {e}; {old}; {kept}"
         return
     if interrupted:
         sys.stderr.write(f"bench: interrupted: the {n} benchmark(s) timed so far are in {where}, marked "

@@ -190,3 +190,40 @@ def test_the_longest_name_allowed_can_be_written_with_its_temporary_file(tmp_pat
     write_json_atomic(tmp_path / name, {"ok": True})
     assert (tmp_path / name).read_text().strip().endswith("}")
     no_temporaries(tmp_path)
+
+
+def test_trends_never_writes_into_a_device_node(store, capsys):
+    code, _, err = run_cli(capsys, ["history", "trends", "--db", str(store), "-o", "/dev/null", "--overwrite"])
+    assert code == 2 and "a device" in one_line(err)
+
+
+def test_a_first_save_that_fails_everywhere_does_not_claim_a_complete_version(tmp_path):
+    import errno
+    from types import SimpleNamespace
+
+    from bench.core.io import OutputWriteError
+    from bench.run.runner import Identity, ResultsNotSaved, Resumable
+
+    def full_disk(result, path):
+        raise OutputWriteError(path, OSError(errno.ENOSPC, "No space left on device"))
+
+    run = Resumable.open(tmp_path / "out.json", create=lambda: SimpleNamespace(finished=False, items=[1]),
+                         load=lambda p: None, save=full_disk, entries=lambda r: r.items, key=lambda e: e,
+                         identity=Identity(), identity_of=lambda r: Identity())
+    with pytest.raises(ResultsNotSaved) as e:
+        run.save()
+    assert f"nothing was written to {tmp_path / 'out.json'}" in str(e.value)
+    assert "keeps its last complete version" not in str(e.value)
+
+
+def test_fit_and_tta_overwrite_never_replace_the_table_or_curves_they_read(tmp_path, capsys):
+    table = tmp_path / "steps.csv"
+    shutil.copy(DATA / "mlperf_bert_rcps_v3.1.csv", table)
+    curves = tmp_path / "curves.json"
+    shutil.copy(DATA / "curves-v1.json", curves)
+    before = snapshot(table, curves)
+    code, _, err = run_cli(capsys, ["fit", str(table), "--plot", str(table), "--overwrite"])
+    assert code == 2 and "also an input" in one_line(err)
+    code, _, err = run_cli(capsys, ["tta", "--curves", str(curves), "-o", str(curves), "--overwrite"])
+    assert code == 2 and "also an input" in one_line(err)
+    assert_unchanged(before)

@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -101,12 +103,12 @@ def test_compare_prints_no_escape_code_from_a_benchmark_name(tmp_path, capsys):
 
 
 def test_a_huge_benchmark_name_is_shortened_in_the_terminal(tmp_path, capsys):
-    huge = "b" * 1_000_000
+    huge = "b" * 4000  # the longest a file may hold is shown at 160 characters
     base = write_night(tmp_path, 1, {huge: 0.010})
     cand = write_night(tmp_path, 2, {huge: 0.010})
     code, out, err = run_cli(capsys, ["compare", base, cand])
     assert code == 0, err
-    assert max(len(line) for line in out.splitlines()) < 2000
+    assert max(len(line) for line in out.splitlines()) < 1000 and "more)" in out
 
 
 def test_an_error_naming_a_file_prints_no_escape_code(tmp_path, capsys):
@@ -204,8 +206,8 @@ def test_a_store_that_fills_its_disk_during_ingest_is_one_line_and_intact(store,
 
     real = store_module.make_engine
 
-    def small_disk(url):  # SQLite's own "database or disk is full" (SQLITE_FULL), at the current size
-        engine = real(url)
+    def small_disk(url, **kwargs):  # SQLite's own "database or disk is full" (SQLITE_FULL), at its current size
+        engine = real(url, **kwargs)
         event.listen(engine, "connect", lambda conn, _: conn.execute(
             f"PRAGMA max_page_count = {conn.execute('PRAGMA page_count').fetchone()[0]}"))
         return engine
@@ -237,3 +239,109 @@ def test_a_file_name_over_255_bytes_is_one_line(argv, tmp_path, capsys):
     assert code == 2
     line = one_line(err)
     assert "too long" in line or "bytes long" in line
+
+
+# --------------------------------------------------------------------------- numbers checked up front
+
+
+@pytest.mark.parametrize("argv,says", [
+    (["sweep", "--threads", "100000"], "at most 1024"),
+    (["train", "nqm", "--threads", "100000"], "at most 1024"),
+    (["sweep", "--seed", "1" + "0" * 30], "too large"),
+    (["sweep", "-a", "hidden=1" + "0" * 30, "-b", "2"], "parameter 'hidden'"),
+    (["train", "nqm", "--seeds", "1" + "0" * 30], "seed 1000"),
+    (["sweep", "-b", "1" + "0" * 30], "too large"),
+    (["train", "nqm", "--max-steps", "1" + "0" * 30], "too large"),
+], ids=["sweep-threads", "train-threads", "sweep-seed", "workload-arg", "train-seeds", "batch", "max-steps"])
+def test_a_huge_number_is_refused_before_anything_runs(argv, says, tmp_path, capsys):
+    code, out, err = run_cli(capsys, [*argv, "-o", tmp_path / "out.json"])
+    assert code == 2 and says in one_line(err)
+    assert not (tmp_path / "out.json").exists()
+
+
+def test_peak_that_measured_nothing_exits_1_and_says_so(capsys, monkeypatch):
+    import bench.cli.peak as peak
+    from bench.measure.telemetry.peaks import PeakMeasurement
+
+    def nothing(**kwargs):
+        return [PeakMeasurement(precision=p, device="cpu", device_name=None, measured="cpu", size=kwargs["size"],
+                                null_reasons={"tflops_median": "matmul failed: RuntimeError: can't allocate memory"})
+                for p in ("fp32", "bf16")]
+
+    monkeypatch.setattr(peak, "measure_peak", nothing)
+    code, out, err = run_cli(capsys, ["peak", "--size", "200000"])
+    assert code == 1
+    assert "nothing was measured" in one_line(err) and "can't allocate memory" in err
+
+
+def test_suites_refuse_a_batch_size_no_machine_holds_and_threads_no_machine_has():
+    from bench.core.errors import BenchError
+    from bench.run.suite import SuiteOptions
+
+    with pytest.raises(BenchError, match="--bench-batch-sizes: batch size 1,000,000,000,000,000,000 cannot fit"):
+        SuiteOptions.parse(batch_sizes="8,1000000000000000000", device="cpu")
+    with pytest.raises(BenchError, match="--bench-cpu-threads: must be at most 1024"):
+        SuiteOptions.parse(cpu_threads="100000")
+    assert SuiteOptions.parse(batch_sizes="8,64", device="cpu").batch_sizes == (8, 64)
+
+
+# --------------------------------------------------------------------------- a store on a read-only mount
+
+
+@pytest.fixture
+def read_only_store(tmp_path, capsys):
+    """A history store on a tmpfs remounted read-only (needs root and mount); skipped where it cannot be made."""
+    mnt = tmp_path / "ro"
+    mnt.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], capture_output=True, text=True)
+    if r.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip() or r.returncode})")
+    try:
+        db = mnt / "h.sqlite"
+        assert run_cli(capsys, ["history", "ingest", DATA / "pytest-benchmark-v1.json", "--db", db, "-q"])[0] == 0
+        subprocess.run(["mount", "-o", "remount,ro", str(mnt)], check=True, capture_output=True)
+        yield db
+    finally:
+        subprocess.run(["umount", str(mnt)], capture_output=True)
+
+
+def test_a_store_on_a_read_only_mount_is_read_by_list_report_and_compare(read_only_store, tmp_path, capsys):
+    before = read_only_store.read_bytes()
+    code, out, err = run_cli(capsys, ["history", "list", "--db", read_only_store])
+    assert code == 0 and "pytest-benchmark" in out, err
+    code, out, err = run_cli(capsys, ["report", "--db", read_only_store, "-o", tmp_path / "r.html"])
+    assert code == 0 and (tmp_path / "r.html").exists(), err
+    code, out, err = run_cli(capsys, ["compare", "run:1", DATA / "pytest-benchmark-v1.json", "--db", read_only_store])
+    assert code == 0, err
+    assert read_only_store.read_bytes() == before
+
+
+# --------------------------------------------------------------------------- Ctrl-C once the work is done
+
+
+def test_ctrl_c_after_the_command_finished_says_what_was_kept_and_keeps_its_status(tmp_path):
+    out = tmp_path / "r.html"
+    script = (f"import os, signal, sys, time\nfrom bench.cli import main\n"
+              f"sys.argv = ['bench', 'report', {str(DATA / 'sweep-v1.json')!r}, '-o', {str(out)!r}]\n"
+              "code = main()\nos.kill(os.getpid(), signal.SIGINT)\ntime.sleep(30)\nsys.exit(99)\n")
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert p.returncode == 0, p.stderr
+    assert p.stderr.strip().splitlines()[-1] == (f"bench: interrupted while exiting, after the command had finished; "
+                                                 f"its results are in {out}")
+    assert out.exists() and "Report:" in p.stdout
+
+
+def test_a_10_mib_name_is_refused_at_load_so_no_page_or_store_grows_with_it(tmp_path, capsys):
+    suite = json.loads((DATA / "pytest-benchmark-v1.json").read_text())
+    suite["benchmarks"][0]["name"] = "x" * (10 * 2 ** 20)
+    sweep = json.loads((DATA / "sweep-v1.json").read_text())
+    sweep["points"][0]["case"]["workload"] = "w" * (10 * 2 ** 20)
+    for name, data, where in (("suite.json", suite, "benchmarks[0].name"), ("sweep.json", sweep, "points[0].case.workload")):
+        (tmp_path / name).write_text(json.dumps(data))
+        for argv in (["report", tmp_path / name, "-o", tmp_path / "r.html"],
+                     ["history", "ingest", tmp_path / name, "--db", tmp_path / "h.sqlite"]):
+            code, _, err = run_cli(capsys, argv)
+            line = one_line(err)
+            assert code == 2 and where in line and "4096 characters" in line and len(line) < 500
+    assert not (tmp_path / "r.html").exists()

@@ -149,3 +149,10 @@ def test_ctrl_c_keeps_the_complete_file_and_writes_the_part_marked_interrupted(s
     assert f"timed so far are in {part}" in result.stderr.str()
     with pytest.raises(InvalidResultsFile, match="interrupted"):
         read_results_file(part)  # ingest, compare and the report refuse it
+
+
+def test_a_missing_folder_is_made_before_any_case_as_for_every_bench_output(suite):
+    out = suite.path / "new" / "folder" / "out.json"
+    result = run(suite, f"--benchmark-json={out}")
+    assert result.ret == 0
+    assert [b["name"] for b in json.loads(out.read_text())["benchmarks"]] == ["test_a", "test_b"]

@@ -189,11 +189,32 @@ def _stdout_closed() -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     previous = install_startup_interrupt_handler()
+    code = None
     try:
-        return _main(argv)
+        code = _main(argv)
+        return code
     finally:
         if previous is not None or signal.getsignal(signal.SIGINT) is interrupted_while_loading:
             signal.signal(signal.SIGINT, previous or signal.default_int_handler)
+        if argv is None and code is not None:  # the process's own command: it exits next
+            install_finished_interrupt_handler(code, _last_kept)
+
+
+_last_kept = ""  # what the finished command kept, for a Ctrl-C while the process exits
+
+
+def install_finished_interrupt_handler(code: int, kept: str):
+    """After the command is done, a Ctrl-C (the process exits slowly: torch's teardown) says the work was
+    done and what was kept, and exits with the command's own status. Returns the handler it replaced."""
+    def finished(signum, frame):  # pragma: no cover - exercised in a child process
+        try:
+            sys.stdout.flush()
+        except (OSError, ValueError):
+            pass
+        os.write(2, f"bench: interrupted while exiting, after the command had finished{kept}\n".encode())
+        os._exit(code)
+
+    return signal.signal(signal.SIGINT, finished)
 
 
 def _main(argv: list[str] | None) -> int:
@@ -211,7 +232,11 @@ def _main(argv: list[str] | None) -> int:
             signal.signal(signal.SIGINT, signal.default_int_handler)  # from here on, Ctrl-C saves what it can
         try:
             _refuse_empty_outputs(args)
-            return int(args.func(args) or 0)
+            code = int(args.func(args) or 0)
+            global _last_kept
+            out = getattr(args, "results_path", None)
+            _last_kept = f"; its results are in {out}" if out is not None and Path(out).exists() else ""
+            return code
         except BenchError as e:
             from bench.measure.distributed import main_rank
 

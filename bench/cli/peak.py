@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from bench.cli import COMMANDS, Deferred
 from bench.core.params import nonnegative_float, positive_float, positive_int
@@ -77,5 +78,10 @@ def run(args: argparse.Namespace) -> int:
         # Without --overwrite, never replace a file, even one that appeared while measuring.
         write_json_atomic(args.json_path, {"peak": [r.to_dict() for r in results]}, replace=getattr(args, "overwrite", False))
         print(f"wrote {args.json_path}")
+    if results and all(r.tflops_median is None for r in results):  # the epilog's 1: ran, measured nothing
+        first = results[0]
+        print(f"bench peak: nothing was measured: every precision failed ({first.precision}: "
+              f"{first.null_reasons.get('tflops_median', 'not measured')})", file=sys.stderr)
+        return 1
     return 0
 

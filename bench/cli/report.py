@@ -61,5 +61,6 @@ def run(args: argparse.Namespace) -> int:
     out = make_report(args.inputs, Path(args.output) if args.output else None, title=args.title,
                       overwrite=args.overwrite, max_embed_bytes=limit, on_skipped=skip, db=db, nights=args.nights,
                       settings=load_settings(args.config))
+    args.results_path = out  # written: what a Ctrl-C from here on says was kept
     print(f"Report: {out}")
     return 1 if skipped and args.fail_on_error else 0

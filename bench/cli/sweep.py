@@ -15,6 +15,7 @@ from bench.core.io import check_output_file
 from bench.core.params import (
     fraction,
     nonnegative_float,
+    nonnegative_int,
     parse_list,
     positive_float,
     positive_int,
@@ -70,9 +71,9 @@ def register(sub) -> None:
     m.add_argument("--no-telemetry", action="store_true", help="do not sample NVML during timed blocks")
     m.add_argument("--peak-tflops", type=positive_float, default=None,
                    help="peak TFLOP/s for MFU instead of the data-sheet table (e.g. what `bench peak` measured)")
-    m.add_argument("--threads", type=int, default=None, metavar="N",
+    m.add_argument("--threads", type=int, default=None, metavar="N",  # SweepConfig checks it
                    help="torch.set_num_threads(N) for the run, recorded in the results (default: torch's own choice)")
-    m.add_argument("--seed", type=int, default=d("seed"))
+    m.add_argument("--seed", type=nonnegative_int, default=d("seed"))
     dp = p.add_argument_group("data parallel (under torchrun: every rank measures, rank 0 writes; README, "
                               "'Several GPUs')")
     dp.add_argument("--dist-timeout", type=float, default=d("dist_timeout_s"), metavar="S",

@@ -17,6 +17,7 @@ from bench.core.params import (
     parse_list,
     positive_float,
     positive_int,
+    thread_count,
 )
 
 DEFAULT_REPORTS_DIR = Path("reports")
@@ -52,7 +53,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--warmup-epochs", type=nonnegative_float, default=0.0, help="linear warm-up length in epochs")
     g.add_argument("--precision", choices=["fp32", "bf16"], default="fp32", help="bf16 = autocast (default: fp32)")
     g.add_argument("-d", "--device", default="cpu", help="cpu, cuda, cuda:N (default: %(default)s)")
-    g.add_argument("--threads", type=positive_int, default=None,
+    g.add_argument("--threads", type=thread_count, default=None,
                    help="torch CPU threads (default: 1 on cpu, where tiny models run fastest single-threaded)")
     s = p.add_argument_group("stopping")
     s.add_argument("--target", type=finite_float, help="metric value to reach (default: the task's)")

@@ -14,6 +14,12 @@ from typing import Any, Callable, Mapping
 
 from bench.core.errors import BenchError
 
+# Whole numbers given by a user fit 64 bits (torch, numpy and the store take no more): a larger one is
+# refused up front instead of overflowing deep inside a run.
+LARGEST_INT = 2 ** 63 - 1
+# More threads than any machine bench runs on has cores; 100,000 of them exhaust memory starting up.
+MAX_THREADS = 1024
+
 
 def one_line(exc: BaseException) -> str:
     """An exception as one line: its type and the first line of its message, white space folded."""
@@ -37,6 +43,8 @@ def parse_list(text: str | None, kind=int, what: str = "batch size", *, positive
             raise BenchError(f"{what} {part!r} is not {'an integer' if kind is int else 'a number'}") from None
         if isinstance(value, float) and not math.isfinite(value):
             raise BenchError(f"{what} must be a finite number, got {part!r}")
+        if isinstance(value, int) and abs(value) > LARGEST_INT:
+            raise BenchError(f"{what} {_digits(part)} is too large: at most {LARGEST_INT} (64 bits)")
         if positive and value <= 0:
             raise BenchError(f"{what} must be a positive {'integer' if kind is int else 'number'}, got {value}")
         out.append(value)
@@ -115,11 +123,12 @@ def coerce(what: str, name: str, value: Any, default: Any) -> Any:
         if isinstance(default, int):
             if isinstance(value, bool):
                 raise ValueError
-            if isinstance(value, int):
-                return value
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            return int(str(value).strip())
+            result = value if isinstance(value, int) else (
+                int(value) if isinstance(value, float) and value.is_integer() else int(str(value).strip()))
+            if abs(result) > LARGEST_INT:
+                raise BenchError(f"{what}: parameter {name!r} is {_digits(str(result))}, too large: at most "
+                                 f"{LARGEST_INT} (64 bits)")
+            return result
         if isinstance(default, float):
             if isinstance(value, bool):
                 raise ValueError
@@ -234,11 +243,19 @@ def fraction(text: str) -> float:
     return value
 
 
+def _digits(text: str) -> str:
+    text = text.strip()
+    return text if len(text) <= 24 else f"{text[:12]}...({len(text)} digits)"
+
+
 def _whole(text: str) -> int:
     try:
-        return int(text)
+        value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        raise argparse.ArgumentTypeError(f"{_digits(text)!r} is not a whole number") from None
+    if abs(value) > LARGEST_INT:
+        raise argparse.ArgumentTypeError(f"{_digits(text)} is too large: at most {LARGEST_INT} (64 bits)")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -246,6 +263,15 @@ def positive_int(text: str) -> int:
     value = _whole(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number >= 1, got {text!r}")
+    return value
+
+
+def thread_count(text: str) -> int:
+    """A number of CPU threads: a whole number from 1 to MAX_THREADS."""
+    value = positive_int(text)
+    if value > MAX_THREADS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_THREADS} (more threads than any machine has cores), "
+                                         f"got {value}")
     return value
 
 

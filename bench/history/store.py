@@ -229,8 +229,21 @@ def _create_engine(url: str, parsed, **kwargs) -> Engine:
                          f"{parsed.get_driver_name()!r} (SQLite: a file path; PostgreSQL: postgresql+psycopg://...)") from None
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for the store at `url`, set up for it (SQLite: WAL, busy timeout, BEGIN IMMEDIATE for writers)."""
+def read_only_place(path: Path) -> str | None:
+    """How an SQLite store at `path` can only be read: "immutable" on a read-only file system (nobody
+    can change it while we read, and SQLite cannot make its shared-memory file there), "ro" where we
+    may not write the file or its folder, None where it can be written."""
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return "immutable"
+    except (OSError, AttributeError):
+        pass
+    return None if os.access(path, os.W_OK) and os.access(path.parent, os.W_OK) else "ro"
+
+
+def make_engine(url: str, *, read_only: str | None = None) -> Engine:
+    """An engine for the store at `url`, set up for it (SQLite: WAL, busy timeout, BEGIN IMMEDIATE for
+    writers). `read_only` (SQLite, see `read_only_place`): opened with mode=ro (and immutable=1)."""
     if url != url.strip():
         raise BenchError(f"--db {describe_url(url)!r} begins or ends with white space: give the URL without it")
     try:
@@ -242,14 +255,22 @@ def make_engine(url: str) -> Engine:
         database = parsed.database
         if not database or database == ":memory:":
             raise BenchError("the history store must be a file or a server: an in-memory SQLite store would vanish")
-        engine = _create_engine(url, parsed)
+        if read_only:
+            import sqlite3
+            from urllib.parse import quote
+
+            uri = f"file:{quote(database)}?mode=ro" + ("&immutable=1" if read_only == "immutable" else "")
+            engine = _create_engine(url, parsed, creator=lambda: sqlite3.connect(uri, uri=True, check_same_thread=False))
+        else:
+            engine = _create_engine(url, parsed)
 
         @event.listens_for(engine, "connect")
         def _connect(dbapi_conn, _record):
             dbapi_conn.isolation_level = None  # SQLAlchemy, not the sqlite3 module, issues BEGIN (below)
             cur = dbapi_conn.cursor()
             cur.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT_MS}")
-            cur.execute("PRAGMA journal_mode = WAL")
+            if not read_only:  # a write; a store made by bench is in WAL mode already
+                cur.execute("PRAGMA journal_mode = WAL")
             cur.execute("PRAGMA foreign_keys = ON")
             cur.close()
 
@@ -274,16 +295,19 @@ def open_store(db: str | os.PathLike | None = None, *, create: bool = False) -> 
     `create=False` (reading): a store that does not exist is a BenchError saying so, not a new empty file.
     """
     url = resolve_url(db)
-    engine = make_engine(url)
-    store = Store(engine, url)
-    parsed = make_url(url)
+    read_only = None
+    probe = make_engine(url)  # checks the URL (one line, password masked) before anything else
+    parsed = probe.url
+    probe.dispose()
     if parsed.get_backend_name() == "sqlite":
         path = Path(parsed.database)
         if not path.exists():
             if not create:
-                store.close()
                 raise BenchError(f"no history store at {path}: ingest results first (bench history ingest FILE...)")
             path.parent.mkdir(parents=True, exist_ok=True)
+        elif not create:
+            read_only = read_only_place(path)  # a store on a read-only mount is still read
+    store = Store(make_engine(url, read_only=read_only), url)
     try:
         if not create:
             with store.read() as conn:
@@ -293,6 +317,9 @@ def open_store(db: str | os.PathLike | None = None, *, create: bool = False) -> 
                                  "(bench history ingest FILE...)")
             if version == SCHEMA_VERSION:
                 return store
+            if read_only:
+                raise BenchError(f"{store.where} can only be read here, and its tables are of an older version "
+                                 f"({version}, now {SCHEMA_VERSION}): open it once where it can be written")
         with store.write() as conn:
             migrate(conn)
     except (OperationalError, DBAPIError) as e:

@@ -32,7 +32,7 @@ from bench.records.sweep import (
     measurement_json_schema,
     parse_case_id,
 )
-from bench.records.validation import validate
+from bench.records.validation import NAME, nullable, validate
 
 # Marks the extra_info written here, so readers know its layout (its keys: bench_schema, bench_schema_version).
 EXTRA_INFO = Schema("bench.pytest", 1, "bench extra_info")
@@ -179,8 +179,7 @@ def pytest_benchmark_json_schema() -> dict:
     stats = {"type": "object", "properties": {"data": {"type": ["array", "null"], "items": {"type": "number", "minimum": 0}},
                                               "iterations": {"type": ["integer", "null"]}}}
     bench = {"type": "object", "properties": {
-        "name": {"type": ["string", "null"]}, "fullname": {"type": ["string", "null"]},
-        "group": {"type": ["string", "null"]}, "params": {"type": ["object", "null"]},
+        "name": nullable(NAME), "fullname": nullable(NAME), "group": nullable(NAME), "params": {"type": ["object", "null"]},
         "stats": stats, "extra_info": {"type": ["object", "null"]}}}
     return {"$schema": "http://json-schema.org/draft-07/schema#", "type": "object", "properties": {
         "machine_info": {"type": "object"}, "commit_info": {"type": ["object", "null"]},

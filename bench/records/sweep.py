@@ -28,6 +28,7 @@ from bench.records.distributed import DistributedPoint, DistributedRun
 from bench.records.envelope import Schema, header, load_record, read_header, save_record
 from bench.records.validation import (
     BATCH_SIZE,
+    NAME,
     dataclass_schema,
     envelope_schema,
     nullable,
@@ -428,7 +429,7 @@ _SECONDS = {"type": "array", "items": {"type": "number", "minimum": 0}}
 @functools.cache
 def measurement_json_schema() -> dict:
     """The JSON Schema of one point (a Measurement's dict form), also inside the suites' extra_info."""
-    case = dataclass_schema(Case, {"batch_size": BATCH_SIZE})
+    case = dataclass_schema(Case, {"batch_size": BATCH_SIZE, "workload": NAME})
     nonneg_int = {"type": ["integer", "null"], "minimum": 0}
     return dataclass_schema(Measurement, {
         "case": case,

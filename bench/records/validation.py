@@ -24,6 +24,9 @@ _SCALARS = {bool: "boolean", int: "integer", float: "number", str: "string"}
 # integers): a batch size beyond it is a corrupt file, refused at load rather than overflowing the store.
 MAX_BATCH_SIZE = 2 ** 53
 BATCH_SIZE = {"minimum": 1, "maximum": MAX_BATCH_SIZE}
+# A name (a benchmark, a workload) longer than this is no name: a 10 MiB one made a 100 MiB report page.
+MAX_NAME_CHARS = 4096
+NAME = {"type": "string", "maxLength": MAX_NAME_CHARS}
 
 
 def _schema_of_type(tp: Any) -> dict:

@@ -89,6 +89,19 @@ def rescue_locations(path: Path) -> list[Path]:
     return [f / name for f in dict.fromkeys(folders) if f.resolve() != path.parent.resolve()]
 
 
+def save_elsewhere(save_to: Callable[[Path], object], path: Path) -> tuple[Path | None, list[str]]:
+    """Save what could not be written to `path` (`save_to(other_path)`) in the first of
+    `rescue_locations` that takes it: that place (None if none did), and why each other refused."""
+    tried: list[str] = []
+    for where in rescue_locations(path):
+        try:
+            save_to(where)
+            return where, tried
+        except (BenchError, OSError) as again:  # OutputWriteError is a BenchError
+            tried.append(str(again))
+    return None, tried
+
+
 class Resumable(Generic[R]):
     """A results record being made, and the file it is saved to after each item (None: kept in memory).
 
@@ -175,22 +188,17 @@ class Resumable(Generic[R]):
             self._save(self.result, self.path)
         except OutputWriteError as e:
             n = len(self._entries(self.result))
-            rescued, tried = None, []
-            for where in rescue_locations(self.path):
-                try:
-                    self._save(self.result, where)
-                    rescued = where
-                    break
-                except (OutputWriteError, OSError) as again:
-                    tried.append(str(again))
+            rescued, tried = save_elsewhere(lambda where: self._save(self.result, where), self.path)
             self.close()
             if rescued is not None:
                 first = "free space, then move it" if e.errno == errno.ENOSPC else "once that folder can be written, move it"
                 tail = (f"the {n} completed item(s) are saved in {rescued} instead; {first} to {self.path} "
                         "and run the same command with --resume to continue")
             else:
+                kept = (f"{self.path} keeps its last complete version" if self.path.exists()
+                        else f"nothing was written to {self.path}")  # never claim a version that is not there
                 tail = (f"nowhere else would take the {n} completed item(s) either ({'; '.join(tried) or 'no other folder'}); "
-                        f"{self.path} keeps its last complete version")
+                        f"{kept}")
             raise ResultsNotSaved(f"{e}; {tail}", result=self.result, path=self.path, rescued_to=rescued,
                                   cause=e) from None
 

@@ -22,6 +22,7 @@ from bench.core.devices import resolve_device, synchronizer
 from bench.core.errors import BenchError
 from bench.core.fingerprint import PROVENANCE_FIELDS
 from bench.core.io import json_safe
+from bench.core.params import LARGEST_INT, MAX_THREADS
 from bench.core.vocabulary import PRECISIONS, STATUS_ERROR, STATUS_OOM, STEP_OPTIMIZERS
 from bench.measure.telemetry.fingerprint import fingerprint
 from bench.measure.timing import MeasureLimits
@@ -202,6 +203,7 @@ class SuiteOptions:
             bs = tuple(sorted({_positive_int("--bench-batch-sizes", p) for p in str(batch_sizes).split(",") if p.strip()}))
             if not bs:
                 raise BenchError("--bench-batch-sizes is empty")
+            _check_batches_can_fit(bs, device)
         if device not in DEVICE_CHOICES:
             raise BenchError(f"--bench-device must be one of {', '.join(DEVICE_CHOICES)}, got {device!r}")
         if subset not in SUBSETS:
@@ -212,7 +214,7 @@ class SuiteOptions:
                 settings = replace(settings, budget_s=float(budget))  # the limits check it
             except (ValueError, BenchError):
                 raise BenchError(f"--bench-budget must be a positive number of seconds, got {budget!r}") from None
-        threads = None if cpu_threads is None else _positive_int("--bench-cpu-threads", cpu_threads)
+        threads = None if cpu_threads is None else _positive_int("--bench-cpu-threads", cpu_threads, MAX_THREADS)
         return cls(workloads=wl, precisions=pr, batch_sizes=bs, device=device, subset=subset,
                    cpu_threads=threads, settings=settings)
 
@@ -236,14 +238,31 @@ def _name_list(option: str, text: str | None, known: Sequence[str]) -> tuple[str
     return names
 
 
-def _positive_int(option: str, text: Any) -> int:
+def _positive_int(option: str, text: Any, largest: int = LARGEST_INT) -> int:
     try:
         value = int(str(text).strip())
     except ValueError:
-        raise BenchError(f"{option}: {str(text).strip()!r} is not an integer") from None
+        raise BenchError(f"{option}: {str(text).strip()[:40]!r} is not an integer") from None
     if value < 1:
         raise BenchError(f"{option}: must be a positive integer, got {value}")
+    if value > largest:
+        raise BenchError(f"{option}: must be at most {largest}, got {str(value)[:24]}")
     return value
+
+
+def _check_batches_can_fit(batch_sizes: Sequence[int], device: str) -> None:
+    """BenchError if the largest batch could not fit on any device the run may use, even at one byte
+    per example (before any case is collected; the sweep bounds each workload's own inputs)."""
+    from bench.run.bounds import device_memory_bytes
+
+    devices = ["cpu"] if device == "cpu" else ["cpu", "cuda"] if cuda_available() else ["cpu"]
+    sizes = [device_memory_bytes(d) for d in devices]
+    known = [(m, where) for m, where in sizes if m]
+    largest = max(batch_sizes)
+    if known and all(largest > m for m, _ in known):
+        memory, where = max(known)
+        raise BenchError(f"--bench-batch-sizes: batch size {largest:,} cannot fit: even at one byte per example its "
+                         f"inputs need {largest / 2 ** 30:,.0f} GiB, more than {where} ({memory / 2 ** 30:,.0f} GiB)")
 
 
 # --------------------------------------------------------------------------- selecting cases

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterator
 from bench.core.budget import MEASURE_DEFAULTS
 from bench.core.devices import free_memory, is_oom, resolve_device
 from bench.core.errors import BenchError
-from bench.core.params import one_line
+from bench.core.params import MAX_THREADS, one_line
 from bench.core.vocabulary import STATUS_ERROR, STATUS_OK, STATUS_OOM
 from bench.measure.conditions import read_conditions
 from bench.measure.distributed import (
@@ -126,8 +126,9 @@ class SweepConfig:
         if self.peak_tflops is not None and not 0 < self.peak_tflops < float("inf"):
             raise BenchError(f"peak TFLOP/s must be a positive number, got {self.peak_tflops}")
         if self.threads is not None and (not isinstance(self.threads, int) or isinstance(self.threads, bool)
-                                         or self.threads < 1):
-            raise BenchError(f"threads must be a positive integer, got {self.threads!r}")
+                                         or not 1 <= self.threads <= MAX_THREADS):
+            raise BenchError(f"threads must be a positive integer, at most {MAX_THREADS} (more threads than any "
+                             f"machine has cores), got {str(self.threads)[:24]}")
         check_timeout(self.dist_timeout_s)
         # Each builds and validates its own fields (one-line errors).
         self.rule()
