@@ -2,7 +2,7 @@
 ResNet-style conv net about the size of ResNet-18 (the built-in `cnn`, width 64, two blocks per stage)
 timed on the CPU by the same loop as `bench sweep` (`bench.measure.timing.measure`).
 
-    python scripts/budget_check.py [--budget 2] [--batch-sizes 1,4,16] [--image-size 64] [--warmup-max 30]
+    python scripts/budget_check.py [--budget 2] [--batch-sizes 2,8,32] [--image-size 64] [--warmup-max 30]
 
 Prints, per batch size: the median step, the warm-up's wall time and how it ended, the timed steps'
 wall time against the budget (the ceiling is the budget to within one step), the samples and blocks
@@ -22,7 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--budget", type=positive_float, default=2.0)
     p.add_argument("--warmup-max", type=positive_float, default=30.0)
-    p.add_argument("--batch-sizes", default="1,4,16")
+    p.add_argument("--batch-sizes", default="2,8,32")
     p.add_argument("--image-size", type=positive_int, default=64)
     p.add_argument("--width", type=positive_int, default=64)
     p.add_argument("--blocks", type=positive_int, default=2)
@@ -46,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         timed = res.wall_time_s - res.warmup_wall_time_s
         print(f"batch {b}: step {statistics.median(res.samples_s):.3g} s; warm-up {res.warmup_wall_time_s:.2f} s "
               f"({len(res.warmup_samples_s)} steps, {res.warmup_reason}); timed {timed:.2f} s of a {args.budget:g} s "
-              f"budget ({timed / args.budget:.0%}); {len(res.samples_s)} samples in {len(res.block_sizes)} blocks; "
-              f"stopped: {res.stop_reason}")
+              f"budget ({timed / args.budget:.0%}); point after its first step {res.wall_time_s - res.warmup_samples_s[0]:.2f} s; "
+              f"{len(res.samples_s)} samples in {len(res.block_sizes)} blocks; stopped: {res.stop_reason}")
         for w in res.warnings:
             print(f"    {w}")
     return 0

@@ -85,7 +85,7 @@ def test_invalid_rule_parameters_are_rejected():
 
 def test_the_defaults_live_in_one_table():
     limits = MeasureLimits()
-    assert limits.budget_s == MEASURE_DEFAULTS["budget_s"] == 2.0  # the README's "How a point is measured"
+    assert limits.budget_s == MEASURE_DEFAULTS["budget_s"] == 2.0  # docs/measuring.md, "How a point is measured"
     assert limits.effective_min_time_s == MEASURE_DEFAULTS["min_time_s"] == 0.5
     assert limits.min_samples == MEASURE_DEFAULTS["min_samples"] == 10
     assert limits.max_samples == MEASURE_DEFAULTS["max_samples"]

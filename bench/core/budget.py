@@ -10,7 +10,7 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 # The one table of measuring defaults. Timing, SweepConfig, `bench sweep`, the pytest suites and the TTA
-# study's step timing all read their defaults here (README, "How a point is measured").
+# study's step timing all read their defaults here (docs/measuring.md, "How a point is measured").
 MEASURE_DEFAULTS: Mapping[str, float] = MappingProxyType({
     "budget_s": 2.0,  # wall time of timed steps per point, at most (to within a step; warm-up is apart)
     "min_time_s": 0.5,  # measured step time before a rule may stop a point (lowered to a smaller budget)
