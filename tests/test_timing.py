@@ -497,6 +497,16 @@ def test_when_six_blocks_do_not_fit_the_budget_the_point_says_so_with_numbers():
     assert BlockShortfall.from_dict(short.to_dict()) == short
 
 
+def test_the_budget_named_for_six_blocks_is_more_than_the_one_that_fitted_fewer():
+    # Median steps of 0.3 s, but every third one slow: six median steps would fit 2 s, yet only five
+    # blocks did. The budget named must be one that fits six, not the median's arithmetic.
+    res = run_stream(itertools.cycle([0.3, 0.3, 0.7]), limits=MeasureLimits(budget_s=2.0),
+                     warmup=WarmupRule(max_time_s=1.0))
+    short = res.block_shortfall
+    assert short is not None and short.blocks < 6
+    assert short.budget_needed_s > 2.0
+
+
 # --------------------------------------------------------------------------- CUDA events from a pool (issue 10, item 7)
 
 

@@ -751,7 +751,8 @@ def measure(
         if reason:
             res.stop_reason = reason
             break
-    res.wall_time_s = clock() - t_start
+    t_end = clock()
+    res.wall_time_s = t_end - t_start
     if res.stop_reason in (STOP_BUDGET, STOP_MAX_SAMPLES) and len(res.samples_s) < limits.min_samples:
         res.warnings.append(f"only {len(res.samples_s)} samples (fewer than the minimum {limits.min_samples}) "
                             "within the time budget")
@@ -761,7 +762,11 @@ def measure(
             res.warnings.append(f"time budget ran out before {what}")
         if len(res.block_medians_s) < MIN_BLOCKS_FOR_CI:
             step_s = statistics.median(res.samples_s)
-            needed_s = max(MIN_BLOCKS_FOR_CI * max(step_s, limits.block_target_s), limits.effective_min_time_s)
+            # From the median step, and from the wall time the blocks really took (slow steps, the loop's
+            # own time): the larger, so that the budget named is never one that was just too small.
+            per_block_s = (t_end - t_measure) / max(1, len(res.block_medians_s))
+            needed_s = max(MIN_BLOCKS_FOR_CI * max(step_s, limits.block_target_s, per_block_s),
+                           limits.effective_min_time_s)
             res.block_shortfall = BlockShortfall(blocks=len(res.block_medians_s), needed=MIN_BLOCKS_FOR_CI,
                                                  budget_s=limits.budget_s, step_s=step_s,
                                                  budget_needed_s=needed_s, samples=len(res.samples_s))
