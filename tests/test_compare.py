@@ -328,3 +328,12 @@ def test_compare_says_when_every_benchmark_moved_together(tmp_path, capsys):
     assert main(["compare", str(base), str(cand), "--json"]) == 0
     shift = json.loads(capsys.readouterr().out)["common_shift"]
     assert shift["better"] == 8 and shift["direction"] == IMPROVEMENT
+
+
+def test_a_ci_just_wider_than_the_noise_target_is_not_printed_as_equal_to_it():
+    from bench.analysis.compare import distinct_percents, unreliable_reason
+
+    r = ResultRecord(benchmark="b", metric=STEP_TIME, samples=[1.0, 1.1], n=2, median=1.0, ci_rel_halfwidth=0.02504)
+    assert unreliable_reason(r, 0.025) == "noisy: its median's 95% CI is ±2.504%, wider than the noise target ±2.500%"
+    assert distinct_percents(0.031, 0.025) == ("3.1%", "2.5%")
+

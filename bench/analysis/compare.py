@@ -199,8 +199,19 @@ def unreliable_reason(r: ResultRecord, noise_target: float) -> str | None:
     if hw is None:
         return "no spread to judge its noise (fewer than 2 samples)"
     if hw > noise_target:
-        return f"noisy: its median's 95% CI is ±{hw:.1%}, wider than the noise target ±{noise_target:.1%}"
+        shown_hw, shown_target = distinct_percents(hw, noise_target)
+        return f"noisy: its median's 95% CI is ±{shown_hw}, wider than the noise target ±{shown_target}"
     return None
+
+
+def distinct_percents(a: float, b: float, max_digits: int = 4) -> tuple[str, str]:
+    """`a` and `b` as percentages with one decimal, or more where one decimal would print two different
+    numbers alike ("±2.5%, wider than ±2.5%")."""
+    for digits in range(1, max_digits + 1):
+        shown = f"{a:.{digits}%}", f"{b:.{digits}%}"
+        if shown[0] != shown[1]:
+            break
+    return shown
 
 
 # --------------------------------------------------------------------------- the two sides
