@@ -95,8 +95,8 @@ def test_sweep_prints_a_table_and_verdict_and_writes_json(capsys, tmp_path):
     assert "(limit 0.05 s, --warmup-max)" in " ".join(stdout.split())
 
 
-def test_the_warm_up_sentence_names_the_points_whose_warm_up_hit_its_limit():
-    from bench.present.steptime import warmup_sentence
+def test_the_warm_up_cost_sentence_names_the_points_whose_warm_up_hit_its_limit():
+    from bench.present.steptime import warmup_cost_sentence
     from bench.records.sweep import Case, Measurement, SweepResult
 
     def point(b, reason):
@@ -105,10 +105,10 @@ def test_the_warm_up_sentence_names_the_points_whose_warm_up_hit_its_limit():
 
     result = SweepResult(config={"budget_s": 2.0, "warmup_rule": {"max_time_s": 30.0}},
                          points=[point(1, "stable"), point(8, "max_time")])
-    sentence = warmup_sentence(result)
+    sentence = warmup_cost_sentence(result)
     assert sentence.startswith("Warm-up, apart from the 2 s budget of timed steps per point: 30 ms of steps")
     assert "At batch 8 warm-up reached its limit" in sentence
-    assert warmup_sentence(SweepResult(config={}, points=[])) is None
+    assert warmup_cost_sentence(SweepResult(config={}, points=[])) is None
 
 
 def test_python_dash_m_bench_reports_errors_without_traceback(tmp_path):

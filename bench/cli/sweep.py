@@ -141,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
         terminated_as_error,
     )
     from bench.present.distributed import distributed_verdict
-    from bench.present.steptime import sweep_verdict, warmup_sentence
+    from bench.present.steptime import sweep_verdict, warmup_cost_sentence
     from bench.present.tables import sweep_table
     from bench.run.sweep import prepare, run_sweep
 
@@ -174,7 +174,7 @@ def run(args: argparse.Namespace) -> int:
     if not main:
         return 0
     console.print(sweep_table(result))
-    for sentence in sweep_verdict(result) + distributed_verdict(result) + [warmup_sentence(result)]:
+    for sentence in sweep_verdict(result) + distributed_verdict(result) + [warmup_cost_sentence(result)]:
         if sentence:
             console.print(sentence, highlight=False)
     if result.largest_batch_reason:

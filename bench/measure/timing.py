@@ -312,7 +312,7 @@ class MeasureLimits:
     def to_dict(self) -> dict:
         """The limits as used (the minimum time in force, not None)."""
         d = {"min_samples": self.min_samples, "min_time_s": self.effective_min_time_s, "budget_s": self.budget_s,
-             "max_samples": self.max_samples}
+             "max_samples": self.max_samples, "budget_of": "timed steps"}  # files before: the point, warm-up included
         if self.target_block_s is not None:
             d["target_block_s"] = self.target_block_s
         return d
@@ -583,8 +583,10 @@ class WarmupRule:
         return self.min_time_s * WARMUP_LAG_OF_MIN_TIME
 
     def to_dict(self) -> dict:
+        # `either_way`: drift both ways holds warm-up, noise does not, and its limits are its own (files
+        # written before it only held falling times, and warm-up had a share of the budget).
         return {"min_time_s": self.min_time_s, "tolerance": self.tolerance, "max_steps": self.max_steps,
-                "max_time_s": self.max_time_s, "block_s": self.block_s}
+                "max_time_s": self.max_time_s, "block_s": self.block_s, "either_way": True}
 
 
 # --------------------------------------------------------------------------- the loop

@@ -290,7 +290,7 @@ def sweep_verdict(result) -> list[str]:
 
 
 
-def warmup_sentence(result) -> str | None:
+def warmup_cost_sentence(result) -> str | None:
     """What warm-up cost a sweep, apart from the budget of timed steps (it has limits of its own), and
     which points it left still moving; None without measured points. From a SweepResult."""
     from bench.core.vocabulary import WARM_STABLE
