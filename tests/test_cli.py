@@ -52,6 +52,14 @@ def test_argparse_errors_also_exit_2_in_one_line(capsys):
     assert len(err.strip().splitlines()) == 1 and "fp8" in err
 
 
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_a_warm_up_limit_that_is_not_a_positive_number_is_one_line_and_exit_2(capsys, value):
+    with pytest.raises(SystemExit) as e:
+        main(["sweep", "--warmup-max", value])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and "--warmup-max" in err
+
+
 def test_unwritable_output_path_fails_before_measuring(capsys, tmp_path):
     # /proc refuses new files even to root, so this holds whoever runs the tests
     code, out, err = run_cli(capsys, "sweep", "-o", "/proc/bench-test/out.json", *TINY)
