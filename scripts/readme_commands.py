@@ -6,8 +6,10 @@ each ```python block runs as one script. The first block's set-up commands (`tox
 `tox -e tests`) run as they are; every later command runs in the README's environment, the `sweep`
 tox environment (`.tox/sweep/bin` first on PATH), from the repository root. A command whose line says
 `# GPU only` is skipped, with that reason, where torch sees no CUDA device; one marked
-`# several machines only` (a multi-node rendezvous, Slurm) is always skipped; one whose comment says
-`exit 0 / 1` (bench compare: 1 is a regression) passes with either.
+`# several machines only` (a multi-node rendezvous, Slurm) is always skipped; one marked
+`# needs the PyTorch wheel index` is skipped, with that reason, where that index cannot be reached (an
+offline machine); one whose comment says `exit 0 / 1` (bench compare: 1 is a regression) passes with
+either.
 
     python scripts/readme_commands.py                    # everything, set-up included (~15 min on 2 CPUs)
     python scripts/readme_commands.py --skip-setup       # reuse .tox/sweep; skip the two set-up commands
@@ -32,6 +34,8 @@ GPU_MARK = "# GPU only"
 CLUSTER_MARK = "# several machines only"  # a rendezvous host or a Slurm allocation: never run here
 ENV_MARK = "\n--readme-commands-env--\n"  # after an `export` command's own output: its environment follows
 EXIT_1_MARK = "exit 0 / 1"  # in a command's comment: exit 1 is one of its documented outcomes (a regression)
+NETWORK_MARK = "# needs the PyTorch wheel index"  # e.g. the CPU build of torchvision: skipped where unreachable
+PYTORCH_INDEX = "https://download.pytorch.org/whl/cpu/"
 SETUP_MARK = "tox -e "  # the set-up commands of the first block: they make the environment themselves
 
 
@@ -49,6 +53,10 @@ class Command:
     @property
     def cluster_only(self) -> bool:
         return CLUSTER_MARK in self.text
+
+    @property
+    def needs_pytorch_index(self) -> bool:
+        return NETWORK_MARK in self.text
 
     @property
     def setup(self) -> bool:
@@ -128,6 +136,20 @@ def extract(readme: Path) -> list[Command]:
     return out
 
 
+def reachable(url: str, timeout_s: float = 10.0) -> bool:
+    """Whether `url` answers at all (any HTTP status): an offline machine cannot install from it."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(url, timeout=timeout_s).close()
+        return True
+    except urllib.error.HTTPError:
+        return True
+    except (OSError, ValueError):
+        return False
+
+
 def cuda_available(python: str) -> bool:
     r = subprocess.run([python, "-c", "import torch; print(torch.cuda.is_available())"], capture_output=True, text=True)
     return r.stdout.strip() == "True"
@@ -158,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     log = open(args.log, "w", encoding="utf-8") if args.log else None
     rows: list[tuple[str, str, float]] = []
     gpu: bool | None = None
+    online: bool | None = None
     failed = 0
     for c in commands:
         if c.setup and args.skip_setup:
@@ -166,6 +189,13 @@ def main(argv: list[str] | None = None) -> int:
         if c.cluster_only:
             rows.append((c.shown(), "skipped: needs several machines (a rendezvous host or Slurm)", 0.0))
             continue
+        if c.needs_pytorch_index:
+            if online is None:
+                online = reachable(PYTORCH_INDEX)
+            if not online:
+                rows.append((c.shown(), f"skipped: needs the PyTorch wheel index ({PYTORCH_INDEX}), which cannot "
+                                        "be reached from here", 0.0))
+                continue
         if c.gpu_only:
             if gpu is None:
                 gpu = cuda_available(str(bin_dir / "python")) if (bin_dir / "python").exists() else False

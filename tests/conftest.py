@@ -86,3 +86,44 @@ def counted_threads(monkeypatch):
 
     monkeypatch.setattr(sampler, "_SamplerThread", Counted)
     return made
+
+
+# What a skipped test waited for, by words in its reason: the one line at the end of a run names them.
+SKIP_KINDS = (
+    ("headless Chromium", ("chromium",)),
+    ("a PostgreSQL server", ("postgresql", "postgres")),
+    ("a CUDA GPU", ("cuda", "gpu", "nvidia-ml-py")),
+)
+FULL_SET = "`bash .ci/run` runs the full CPU set (it installs Chromium and starts PostgreSQL); GPU tests need a GPU machine"
+
+
+def skip_summary(reasons) -> str | None:
+    """One line naming what the skipped tests waited for and how to run them; None when none skipped."""
+    reasons = [str(r) for r in reasons]
+    if not reasons:
+        return None
+    counts: dict[str, int] = {}
+    for reason in reasons:
+        low = reason.lower()
+        kind = next((name for name, words in SKIP_KINDS if any(w in low for w in words)), "other reasons")
+        counts[kind] = counts.get(kind, 0) + 1
+    order = [name for name, _ in SKIP_KINDS] + ["other reasons"]
+    parts = [f"{counts[k]} for want of {k}" if k != "other reasons" else f"{counts[k]} for other reasons (-rs lists them)"
+             for k in order if k in counts]
+    return f"{len(reasons)} test(s) skipped: {', '.join(parts)}; {FULL_SET}."
+
+
+def _skip_reason(report) -> str:
+    longrepr = getattr(report, "longrepr", None)
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr or "")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    # Printed just above pytest's own list of skips and its "N passed, M skipped" line, which stays
+    # the run's last line (tools that read a run's result look for it there).
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if getattr(r, "skipped", False)]
+    line = skip_summary(_skip_reason(r) for r in skipped)
+    if line:
+        terminalreporter.write_line(line)

@@ -14,7 +14,7 @@ from bench.core.errors import BenchError
 from bench.present.steptime import steptime_verdict
 
 TINY = ["-a", "in_features=16", "-a", "hidden=16", "-a", "depth=1", "--min-samples", "6", "--min-time", "0.005",
-        "--budget", "0.05", "-q"]
+        "--budget", "0.05", "--warmup-max", "0.05", "-q"]
 
 
 def run_cli(capsys, *argv):
@@ -50,6 +50,14 @@ def test_argparse_errors_also_exit_2_in_one_line(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and "fp8" in err
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_a_warm_up_limit_that_is_not_a_positive_number_is_one_line_and_exit_2(capsys, value):
+    with pytest.raises(SystemExit) as e:
+        main(["sweep", "--warmup-max", value])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1 and "--warmup-max" in err
 
 
 def test_unwritable_output_path_fails_before_measuring(capsys, tmp_path):
@@ -91,6 +99,24 @@ def test_sweep_prints_a_table_and_verdict_and_writes_json(capsys, tmp_path):
     assert "verdict" not in data["analysis"]  # the file holds the typed analysis; sentences are made from it
     verdict = steptime_verdict(StepTimeAnalysis.from_dict(data["analysis"]))
     assert verdict and all(" ".join(sentence.split()) in " ".join(stdout.split()) for sentence in verdict)
+    assert "Warm-up, apart from the 0.05 s budget of timed steps per point:" in " ".join(stdout.split())
+    assert "(limit 0.05 s, --warmup-max)" in " ".join(stdout.split())
+
+
+def test_the_warm_up_cost_sentence_names_the_points_whose_warm_up_hit_its_limit():
+    from bench.present.steptime import warmup_cost_sentence
+    from bench.records.sweep import Case, Measurement, SweepResult
+
+    def point(b, reason):
+        return Measurement(case=Case(workload="w", batch_size=b, device="cpu", precision="fp32"),
+                           samples_s=[0.01] * 6, warmup_samples_s=[0.5, 0.01, 0.02], warmup_reason=reason)
+
+    result = SweepResult(config={"budget_s": 2.0, "warmup_rule": {"max_time_s": 30.0}},
+                         points=[point(1, "stable"), point(8, "max_time")])
+    sentence = warmup_cost_sentence(result)
+    assert sentence.startswith("Warm-up, apart from the 2 s budget of timed steps per point: 30 ms of steps")
+    assert "At batch 8 warm-up reached its limit" in sentence
+    assert warmup_cost_sentence(SweepResult(config={}, points=[])) is None
 
 
 def test_python_dash_m_bench_reports_errors_without_traceback(tmp_path):
@@ -149,7 +175,7 @@ def test_command_help_shows_the_library_defaults_it_reads_when_asked(capsys):
         main(["sweep", "--help"])
     assert e.value.code == 0
     help_text = " ".join(capsys.readouterr().out.split())
-    assert f"at most (default: {MEASURE_DEFAULTS['budget_s']})" in help_text
+    assert f"warm-up is apart (default: {MEASURE_DEFAULTS['budget_s']})" in help_text
     assert "largest power of two to try (default: 1024 on cpu" in help_text
 
 

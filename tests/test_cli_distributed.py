@@ -34,6 +34,7 @@ def test_bad_input_or_no_torchrun_is_one_line_and_exit_2(capsys, tmp_path, argv,
 def test_a_sweep_outside_torchrun_is_the_single_process_sweep(capsys, tmp_path):
     out = tmp_path / "s.json"
     code, stdout, err = run_cli(capsys, "sweep", "-b", "2", "-a", "in_features=8", "-a", "hidden=8", "-a", "depth=1",
-                                "--budget", "0.05", "--min-time", "0.005", "--min-samples", "6", "-q", "-o", str(out))
+                                "--budget", "0.05", "--warmup-max", "0.05", "--min-time", "0.005", "--min-samples", "6", "-q",
+                                "-o", str(out))
     assert code == 0, err
     assert "Data parallel" not in stdout and '"distributed"' not in out.read_text()

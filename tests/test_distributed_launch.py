@@ -22,7 +22,7 @@ from bench.records.allreduce import load_allreduce
 from bench.records.sweep import load_sweep
 
 JOB_TIMEOUT_S = 240  # a hung job fails the test (every collective inside has a timeout of its own)
-FAST = ["--budget", "0.1", "--min-samples", "6", "--no-telemetry", "-q"]
+FAST = ["--budget", "0.1", "--warmup-max", "0.1", "--min-samples", "6", "--no-telemetry", "-q"]
 
 
 def torchrun(*argv: str, timeout_s: float = JOB_TIMEOUT_S, module: str = "bench", cwd=None) -> subprocess.CompletedProcess:

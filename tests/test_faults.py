@@ -37,7 +37,7 @@ from bench.records.loader import load
 ROOT = Path(__file__).resolve().parents[1]
 # A sweep that takes about a second a point on a 2-core CPU.
 QUICK = ["-a", "in_features=16", "-a", "hidden=16", "-a", "depth=1", "--min-samples", "3", "--min-time", "0.005",
-         "--budget", "0.05", "-q"]
+         "--budget", "0.05", "--warmup-max", "0.05", "-q"]
 TRAIN_QUICK = ["--max-steps", "4", "--eval-every", "2", "--seeds", "0", "-q"]
 
 

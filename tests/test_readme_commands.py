@@ -60,3 +60,26 @@ def test_an_exported_variable_reaches_the_commands_after_it_and_exit_1_passes_on
     assert "ok (exit 1, one of its documented outcomes)" in capsys.readouterr().out
     readme.write_text("```sh\nfalse\n```\n")
     assert mod.main(["--readme", str(readme), "--env", str(tmp_path / "no-env"), "--timeout", "60"]) == 1
+
+
+def test_a_command_that_needs_the_pytorch_index_is_skipped_with_its_reason_where_it_cannot_be_reached(
+        tmp_path, capsys, monkeypatch):
+    mod = _script()
+    readme = tmp_path / "README.md"
+    readme.write_text("```sh\nfalse   # needs the PyTorch wheel index\necho ran\n```\n")
+    assert [c.needs_pytorch_index for c in mod.extract(readme)] == [True, False]
+    monkeypatch.setattr(mod, "reachable", lambda url, timeout_s=10.0: False)
+    assert mod.main(["--readme", str(readme), "--env", str(tmp_path / "no-env"), "--timeout", "60"]) == 0
+    out = capsys.readouterr().out
+    assert "skipped: needs the PyTorch wheel index" in out and "1 failed" not in out
+
+
+def test_the_readme_installs_torchvision_without_replacing_torch():
+    # Unpinned, pip takes the newest torchvision and replaces the installed torch (a CPU build with a
+    # CUDA one and its NVIDIA packages): the README pins the installed torch as a constraint first.
+    mod = _script()
+    installs = [c.text for c in mod.extract(ROOT / "README.md") if "install" in c.text and "torchvision" in c.text]
+    assert installs, "the README shows how to add torchvision"
+    assert all("-c " in t and mod.NETWORK_MARK in t for t in installs), installs
+    pins = [c.text for c in mod.extract(ROOT / "README.md") if "torch.__version__" in c.text and "torch==" in c.text]
+    assert pins, "the README writes the installed torch's version to the constraint file"

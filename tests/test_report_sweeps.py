@@ -155,7 +155,11 @@ def test_the_method_says_how_warm_up_ended_under_todays_rule_and_under_the_old_s
     from bench.run.sweep import SweepConfig
 
     today = warmup_sentence(SweepConfig().to_dict()["warmup_rule"])
-    assert "500 ms of steps" in today and "1% below" in today and "?" not in today
+    assert "500 ms of steps" in today and "neither way by more than 1%" in today and "apart from the budget" in today
+    assert "?" not in today
+    before = warmup_sentence({"min_time_s": 0.5, "tolerance": 0.01, "max_steps": 100000, "max_time_s": 30.0,
+                              "block_s": 0.125})
+    assert "1% below" in before and "half the point's budget" in before
     old = warmup_sentence({"min_steps": 2, "window": 3, "tolerance": 0.05, "max_steps": 200, "max_time_s": 30.0})
     assert "at least 2 steps" in old and "last 3 within 5%" in old
 
@@ -170,6 +174,15 @@ def test_the_method_names_the_stopping_rule_the_sweep_used(rule, words):
 
     text = stopping_sentence({**rule, "min_samples": 10, "min_time_s": 0.5, "budget_s": 2.0, "max_samples": 100000})
     assert words in text and "2 s budget per point" in text and "?" not in text
+
+
+def test_the_method_says_whether_the_budget_counted_warm_up():
+    from bench.present.report.sweeps import stopping_sentence
+    from bench.run.sweep import SweepConfig
+
+    assert "(warm-up apart)" in stopping_sentence(SweepConfig().to_dict()["stopping_rule"])
+    old = {"name": "ci", "ci_target": 0.01, "min_samples": 10, "min_time_s": 0.5, "budget_s": 2.0, "max_samples": 100000}
+    assert "(warm-up included)" in stopping_sentence(old)
 
 
 def test_two_sweeps_of_the_same_configuration_get_distinct_card_titles(tmp_path):

@@ -65,7 +65,11 @@ def register(sub) -> None:
                    help=f"seconds of measured steps per point, at least (default: {MEASURE_DEFAULTS['min_time_s']:g}, "
                         "or the budget if smaller)")
     m.add_argument("--budget", type=positive_float, default=d("budget_s"),
-                   help="seconds of measuring per point, at most (default: %(default)s)")
+                   help="seconds of timed steps per point, at most, to within a step; warm-up is apart "
+                        "(default: %(default)s)")
+    m.add_argument("--warmup-max", type=positive_float, default=d("warmup_max_s"), metavar="S",
+                   help="seconds of warm-up per point, at most, after its first step; warm-up ends sooner once "
+                        "step times stop moving either way (default: %(default)s)")
     m.add_argument("--eps", type=fraction, default=d("eps"),
                    help="'equal time' tolerance relative to the smallest batch (default: %(default)s)")
     m.add_argument("--no-telemetry", action="store_true", help="do not sample NVML during timed blocks")
@@ -119,6 +123,7 @@ def config_from_args(args: argparse.Namespace):
         channels_last=args.channels_last, compile=args.compile,
         batch_sizes=parse_list(args.batch_sizes, int, "batch size", positive=True), min_batch=args.min_batch, max_batch=args.max_batch,
         ci_target=args.ci_target, min_samples=args.min_samples, min_time_s=args.min_time, budget_s=args.budget,
+        warmup_max_s=args.warmup_max,
         eps=args.eps, find_largest=not args.no_largest_search, peak_tflops=args.peak_tflops, seed=args.seed, telemetry=not args.no_telemetry,
         threads=args.threads, dist_timeout_s=args.dist_timeout, comm_share=not args.no_comm_share,
         scaling_baseline=not args.no_scaling_baseline,
@@ -137,7 +142,7 @@ def run(args: argparse.Namespace) -> int:
         terminated_as_error,
     )
     from bench.present.distributed import distributed_verdict
-    from bench.present.steptime import sweep_verdict
+    from bench.present.steptime import sweep_verdict, warmup_cost_sentence
     from bench.present.tables import sweep_table
     from bench.run.sweep import prepare, run_sweep
 
@@ -176,8 +181,9 @@ def run(args: argparse.Namespace) -> int:
     if not main:
         return 0
     console.print(sweep_table(result))
-    for sentence in sweep_verdict(result) + distributed_verdict(result):
-        console.print(sentence, highlight=False)
+    for sentence in sweep_verdict(result) + distributed_verdict(result) + [warmup_cost_sentence(result)]:
+        if sentence:
+            console.print(sentence, highlight=False)
     if result.largest_batch_reason:
         console.print(f"Largest batch that fits: {result.largest_batch_that_fits or '—'} "
                       f"({result.largest_batch_reason}).", highlight=False)

@@ -10,15 +10,15 @@ from types import MappingProxyType
 from typing import Any, Mapping
 
 # The one table of measuring defaults. Timing, SweepConfig, `bench sweep`, the pytest suites and the TTA
-# study's step timing all read their defaults here (README, "How a point is measured").
+# study's step timing all read their defaults here (docs/measuring.md, "How a point is measured").
 MEASURE_DEFAULTS: Mapping[str, float] = MappingProxyType({
-    "budget_s": 2.0,  # wall time spent measuring one point, at most
+    "budget_s": 2.0,  # wall time of timed steps per point, at most (to within a step; warm-up is apart)
     "min_time_s": 0.5,  # measured step time before a rule may stop a point (lowered to a smaller budget)
     "min_samples": 10,  # samples before a rule may stop a point
     "max_samples": 100_000,  # samples per point, at most
     "ci_target": 0.01,  # the CI rule: stop once the 95% CI of the median is within ±1% of it
-    "warmup_min_s": 0.5,  # warm-up step time, at least (after the first step; lowered to a small budget's share)
-    "warmup_max_s": 30.0,  # warm-up time, at most (after the first step)
+    "warmup_min_s": 0.5,  # warm-up step time, at least (after the first step; whatever the budget)
+    "warmup_max_s": 30.0,  # warm-up time, at most (after the first step; apart from the budget)
 })
 
 
@@ -28,7 +28,7 @@ class BlockShortfall:
 
     Without that CI the point's 95% CI rests on the pooled samples alone, which drift makes too
     narrow (or, with fewer than 6 samples, there is none). `budget_needed_s` is about the budget
-    that would have fitted `needed` blocks at this step time, warm-up included.
+    that would have fitted `needed` blocks at this step time (warm-up has limits of its own).
     """
 
     blocks: int

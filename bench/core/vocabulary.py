@@ -37,7 +37,7 @@ STOP_COUNT = "count"  # a fixed number of samples was asked for
 WARM_STABLE = "stable"  # after the minimum time, block medians that far apart no longer fall by more than the CI target
 WARM_MAX_STEPS = "max_steps"
 WARM_MAX_TIME = "max_time"
-WARM_BUDGET = "budget"  # the point's time budget left no more time for warm-up
+WARM_BUDGET = "budget"  # (files before warm-up had its own limits) the point's budget left no more time for warm-up
 
 # How the largest-batch search chose a probe (bench.run.largest).
 PROBE_DOUBLING = "doubling"

@@ -2,14 +2,17 @@
 
 The timers return raw per-step seconds for a block of steps. On CUDA a pair of events brackets each
 step and the host synchronises once per block, never inside the timed window; on the CPU a host clock
-brackets each step. `MeasureLimits` holds the per-point budget, the floors and the block sizing, with
-their defaults in one table (MEASURE_DEFAULTS); `WarmupRule` says when warm-up is over; stopping rules
-are small pluggable objects (after NVBench's stopping criteria) that the loop in `measure` asks after
-every block whether to stop.
+brackets each step. `MeasureLimits` holds the per-point budget of timed steps, the floors and the block
+sizing, with their defaults in one table (MEASURE_DEFAULTS); `WarmupRule`, with limits of its own,
+says when warm-up is over; stopping rules are small pluggable objects (after NVBench's stopping
+criteria) that the loop in `measure` asks after every block whether to stop. A timer may take
+`stop`, a function it asks after each step whether to end the block early: that is how a budget
+holds when the step time jumps inside a block.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import statistics
 import time
@@ -23,7 +26,7 @@ from typing import Any, Callable, ContextManager, Protocol, Sequence
 
 from bench.core.budget import MEASURE_DEFAULTS, BlockShortfall
 from bench.core.errors import BenchError
-from bench.core.stats import MIN_BLOCKS_FOR_CI, summarize
+from bench.core.stats import MIN_BLOCKS_FOR_CI, median_ci_indices, summarize
 from bench.core.vocabulary import (
     STOP_BUDGET,
     STOP_CI,
@@ -31,13 +34,13 @@ from bench.core.vocabulary import (
     STOP_MAX_SAMPLES,
     TIMER_CUDA_EVENT,
     TIMER_HOST,
-    WARM_BUDGET,
     WARM_MAX_STEPS,
     WARM_MAX_TIME,
     WARM_STABLE,
 )
 
 Step = Callable[[], object]
+StopBlock = Callable[[], bool]  # asked after each step: end the block now?
 
 
 # --------------------------------------------------------------------------- timers
@@ -47,7 +50,16 @@ class Timer(Protocol):
     name: str
 
     def time_block(self, step: Step, n: int) -> list[float]:
-        """Run `step` n times; return each step's duration in seconds."""
+        """Run `step` n times; return each step's duration in seconds. A timer may also take
+        `stop=None`: a function asked after each step, outside its timed window, that ends the
+        block early (after at least one step) when it returns True."""
+
+
+def _takes_stop(timer: Timer) -> bool:
+    try:
+        return "stop" in inspect.signature(timer.time_block).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 class HostTimer:
@@ -64,7 +76,7 @@ class HostTimer:
         self._sync = synchronize
         self._clock = clock
 
-    def time_block(self, step: Step, n: int) -> list[float]:
+    def time_block(self, step: Step, n: int, stop: StopBlock | None = None) -> list[float]:
         clock, sync = self._clock, self._sync
         out = []
         for _ in range(n):
@@ -73,6 +85,8 @@ class HostTimer:
             if sync is not None:
                 sync()
             out.append(clock() - t0)
+            if stop is not None and stop():
+                break
         return out
 
 
@@ -117,17 +131,23 @@ class CudaEventTimer:
         self._starts += starts
         self._ends += ends
 
-    def time_block(self, step: Step, n: int) -> list[float]:
+    def time_block(self, step: Step, n: int, stop: StopBlock | None = None) -> list[float]:
         with self._cuda.device(self._device):
             # Outside the timed window: a no-op once the pool holds n pairs (MAX_BLOCK by default).
             self._grow_pool(n)
             starts, ends = self._starts, self._ends
+            done = n
             for i in range(n):
                 starts[i].record()
                 step()
                 ends[i].record()
-            ends[n - 1].synchronize()
-            return [starts[i].elapsed_time(ends[i]) / 1e3 for i in range(n)]
+                # Between two steps' events, so outside both windows. The host runs ahead of the device
+                # by the launch queue at most, so a host-clock deadline ends the block about on time.
+                if stop is not None and stop():
+                    done = i + 1
+                    break
+            ends[done - 1].synchronize()
+            return [starts[i].elapsed_time(ends[i]) / 1e3 for i in range(done)]
 
 
 # --------------------------------------------------------------------------- hidden host synchronisation
@@ -209,12 +229,9 @@ def timer_for(device) -> Timer:
 BLOCKS_PER_MIN_TIME = MIN_BLOCKS_FOR_CI  # enough blocks within the minimum time for a CI across blocks
 MIN_BLOCK = 3  # a block cut short (by the budget or a count) below this and below its planned size is not a block median
 MAX_BLOCK = 200
-# Warm-up may spend half the budget, less if the minimum measuring time and samples need more, but at
-# least a quarter of it.
-WARMUP_BUDGET_SHARE = 0.5
-WARMUP_MIN_BUDGET_SHARE = 0.25
 WARMUP_BLOCKS_PER_MIN_TIME = 4  # warm-up blocks last at least a quarter of the warm-up's minimum time
-WARMUP_LAG_OF_MIN_TIME = 1.0  # the blocks compared are at least this many minimum times apart
+WARMUP_LAG_OF_MIN_TIME = 1.0  # the blocks compared start at least this many minimum times apart
+WARMUP_MIN_BLOCK = 3  # steps per warm-up block, at least: a block's spread is what tells drift from noise
 
 
 def _positive_number(value: Any) -> bool:
@@ -231,9 +248,11 @@ class MeasureLimits:
     wants no more samples, as a fixed count does). Blocks of steps between host synchronisations
     last about `block_target_s` (one step, when a step is longer).
 
-    The budget is the point's: it counts from the end of the point's first step (which compiles,
-    autotunes and allocates, and which no budget could bound), so warm-up spends it too (see
-    `warmup_cap_s`), and at least one timed step runs whatever is left.
+    The budget is the timed steps': it counts from the end of warm-up, which has limits of its own
+    (`WarmupRule`), so a small budget neither starves warm-up nor is spent by it. It is a ceiling
+    to within a step: the timer ends a block when the budget is spent (when it takes `stop`; a
+    timer that does not has its blocks sized by the slowest recent step instead), and at least one
+    timed step runs.
 
     `min_time_s=None` (the default) is MEASURE_DEFAULTS' minimum time, lowered to the budget when the
     budget is smaller: a small budget alone asks for a quick measurement, not a contradiction. A
@@ -280,13 +299,6 @@ class MeasureLimits:
         basis = self.effective_min_time_s or min(MEASURE_DEFAULTS["min_time_s"], self.budget_s)
         return basis / BLOCKS_PER_MIN_TIME
 
-    def warmup_cap_s(self, step_s: float = 0.0) -> float:
-        """How much of the budget warm-up may spend: half of it, less when the minimum measuring time
-        (or `min_samples` steps of `step_s`) needs more of it, but at least a quarter of it."""
-        reserve = max(self.effective_min_time_s, self.min_samples * step_s)
-        share = min(WARMUP_BUDGET_SHARE * self.budget_s, self.budget_s - reserve)
-        return max(share, WARMUP_MIN_BUDGET_SHARE * self.budget_s)
-
     def floors_met(self, samples: Sequence[float]) -> bool:
         """Enough samples and enough measured time for a rule to be asked."""
         return len(samples) >= self.min_samples and sum(samples) >= self.effective_min_time_s
@@ -295,8 +307,7 @@ class MeasureLimits:
                     block_medians: Sequence[float] | None = None, *, spent_s: float | None = None) -> str | None:
         """Why to stop measuring now, or None: the sample cap; else the rule, once the floors are met
         (or once it wants no more samples); else the budget. `elapsed_s` is the time spent measuring
-        (what the rule is told); `spent_s` what counts against the budget (default `elapsed_s`; in
-        `measure`, warm-up after the first step too)."""
+        (what the rule is told); `spent_s` what counts against the budget (default `elapsed_s`)."""
         n = len(samples)
         spent_s = elapsed_s if spent_s is None else spent_s
         if n >= self.max_samples:
@@ -312,7 +323,7 @@ class MeasureLimits:
     def to_dict(self) -> dict:
         """The limits as used (the minimum time in force, not None)."""
         d = {"min_samples": self.min_samples, "min_time_s": self.effective_min_time_s, "budget_s": self.budget_s,
-             "max_samples": self.max_samples}
+             "max_samples": self.max_samples, "budget_of": "timed steps"}  # files before: the point, warm-up included
         if self.target_block_s is not None:
             d["target_block_s"] = self.target_block_s
         return d
@@ -460,21 +471,47 @@ def make_stopping_rule(name: str, **params) -> StoppingRule:
         raise BenchError(f"stopping rule {name!r}: {e}") from None
 
 
+def noise_band(block: Sequence[float]) -> tuple[float, float]:
+    """Where a block's median lies, as far as its own spread tells: the distribution-free 95% CI of
+    its median with enough steps for one (6), else the range of its steps."""
+    x = sorted(block)
+    idx = median_ci_indices(len(x))
+    return (x[idx[0]], x[idx[1]]) if idx else (x[0], x[-1])
+
+
+@dataclass(frozen=True)
+class Drift:
+    """How the median of one warm-up block moved against an earlier one's: `rel` (later / earlier - 1)
+    over `over_s` seconds of steps; `beyond_noise` when the blocks' noise bands do not overlap."""
+
+    rel: float
+    over_s: float
+    beyond_noise: bool
+
+    def drifting(self, tolerance: float) -> bool:
+        """A trend either way: beyond the tolerance and beyond the blocks' own noise."""
+        return abs(self.rel) > tolerance and self.beyond_noise
+
+    @property
+    def direction(self) -> str:
+        return "rising" if self.rel > 0 else "falling"
+
+
 @dataclass(frozen=True)
 class WarmupRule:
-    """When warm-up is over.
+    """When warm-up is over. Its limits are its own, independent of the point's budget.
 
     The point's first step (compilation, cuDNN autotuning, lazy allocation) is always warm-up and
-    counts toward no limit. After it, steps run in blocks of about `block_s`, and warm-up ends once
-    `min_time_s` of step time has passed and the median of the last block is no more than
-    `tolerance` below the median of the block before (None: the stopping rule's CI target): the
-    times no longer fall by more than the precision the point is measured to. Noise that makes a
-    block slower does not hold warm-up up; a trend down does.
+    counts toward no limit. After it, steps run in blocks of about `block_s` (at least
+    WARMUP_MIN_BLOCK steps), and warm-up ends once `min_time_s` of step time has passed and the
+    median of the last block has not moved, either way, by more than `tolerance` (None: the
+    stopping rule's CI target) from that of a block begun at least `min_time_s` earlier, unless the
+    two blocks' noise bands overlap (`noise_band`). Falling times (caches, clocks ramping up) and
+    rising ones (a power cap or heat throttling the clocks) both hold it; noise does not.
 
-    Caps (then the reason says warm-up was cut short, and the point carries a warning):
-    `max_steps` steps, `max_time_s` of wall time after the first step, and the point's budget
-    (`MeasureLimits.warmup_cap_s`: half of it, less when the measuring floors need more). The minimum
-    time is lowered to that cap when the cap is smaller.
+    Caps (then the reason says warm-up was cut short, and the point carries a warning that says
+    which way the times were still moving): `max_steps` steps and `max_time_s` of wall time after
+    the first step. The minimum time is lowered to `max_time_s` when that is smaller.
     """
 
     min_time_s: float = MEASURE_DEFAULTS["warmup_min_s"]
@@ -497,36 +534,53 @@ class WarmupRule:
 
     def in_force(self, limits: MeasureLimits | None = None, rule: StoppingRule | None = None) -> "WarmupRule":
         """This rule with every value as a point under `limits` and `rule` uses it: the tolerance (the
-        rule's CI target, or the default one), the minimum time (lowered to the budget's cap,
-        `limits.warmup_cap_s`) and the block duration."""
+        rule's CI target, or the default one), the minimum time (lowered to the time limit, never to
+        the budget) and the block duration."""
         limits = limits if limits is not None else MeasureLimits()
         tolerance = self.tolerance
         if tolerance is None:
             target = getattr(rule, "ci_target", None)
             tolerance = float(target) if _positive_number(target) else MEASURE_DEFAULTS["ci_target"]
-        min_time = min(float(self.min_time_s), limits.warmup_cap_s(), float(self.max_time_s))
+        min_time = min(float(self.min_time_s), float(self.max_time_s))
         block_s = self.block_s if self.block_s is not None else max(
             limits.block_target_s, min_time / WARMUP_BLOCKS_PER_MIN_TIME)
         return WarmupRule(min_time_s=min_time, tolerance=tolerance, max_steps=self.max_steps,
                           max_time_s=self.max_time_s, block_s=block_s)
 
+    def drift(self, block_medians: Sequence[float], block_starts_s: Sequence[float],
+              block_bands: Sequence[tuple[float, float]] | None = None) -> Drift | None:
+        """How the last block's median moved against the latest block begun at least `lag_s` before
+        it; None while there is no such block. `block_bands[i]`: block i's noise band (None: none)."""
+        if len(block_medians) < 2:
+            return None
+        last_start = block_starts_s[-1]
+        earlier = [i for i, start in enumerate(block_starts_s[:-1]) if start <= last_start - self.lag_s]
+        if not earlier:
+            return None
+        i = earlier[-1]
+        rel = block_medians[-1] / block_medians[i] - 1.0 if block_medians[i] > 0 else 0.0
+        beyond = True
+        if block_bands is not None:
+            (lo_a, hi_a), (lo_b, hi_b) = block_bands[i], block_bands[-1]
+            beyond = hi_b < lo_a or lo_b > hi_a
+        return Drift(rel=rel, over_s=last_start - block_starts_s[i], beyond_noise=beyond)
+
     def is_warm(self, block_medians: Sequence[float], block_starts_s: Sequence[float], step_time_s: float,
-                steps: int, elapsed_s: float | None = None) -> str | None:
+                steps: int, elapsed_s: float | None = None,
+                block_bands: Sequence[tuple[float, float]] | None = None) -> str | None:
         """Why warm-up is over, or None.
 
         `block_medians[i]` is the median of warm-up block i after the first step and `block_starts_s[i]`
         the step time (after the first step) at which it began; `step_time_s` the step time so far;
         `steps` the warm-up steps so far, the first included; `elapsed_s` the wall time after the first
-        step (default `step_time_s`). Stable: the last block's median is no more than the tolerance
-        below that of the latest block that ended at least `lag_s` before the last one began.
+        step (default `step_time_s`); `block_bands` each block's noise band (None: every move beyond
+        the tolerance counts). Stable: see the class.
         """
         elapsed_s = step_time_s if elapsed_s is None else elapsed_s
         tolerance = self.tolerance if self.tolerance is not None else MEASURE_DEFAULTS["ci_target"]
-        if step_time_s >= self.min_time_s and len(block_medians) >= 2:
-            last_start = block_starts_s[-1]
-            ends = list(block_starts_s[1:])
-            earlier = [i for i, end in enumerate(ends) if end <= last_start - self.lag_s]
-            if earlier and block_medians[-1] >= block_medians[earlier[-1]] * (1.0 - tolerance):
+        if step_time_s >= self.min_time_s:
+            moved = self.drift(block_medians, block_starts_s, block_bands)
+            if moved is not None and not moved.drifting(tolerance):
                 return WARM_STABLE
         if steps >= self.max_steps:
             return WARM_MAX_STEPS
@@ -536,12 +590,14 @@ class WarmupRule:
 
     @property
     def lag_s(self) -> float:
-        """How far apart (in step time) the two blocks whose medians must agree are, at least."""
+        """How far apart (in step time) the starts of the two blocks whose medians must agree are, at least."""
         return self.min_time_s * WARMUP_LAG_OF_MIN_TIME
 
     def to_dict(self) -> dict:
+        # `either_way`: drift both ways holds warm-up, noise does not, and its limits are its own (files
+        # written before it only held falling times, and warm-up had a share of the budget).
         return {"min_time_s": self.min_time_s, "tolerance": self.tolerance, "max_steps": self.max_steps,
-                "max_time_s": self.max_time_s, "block_s": self.block_s}
+                "max_time_s": self.max_time_s, "block_s": self.block_s, "either_way": True}
 
 
 # --------------------------------------------------------------------------- the loop
@@ -579,43 +635,46 @@ def _block_size(median_s: float, target_block_s: float) -> int:
     return max(1, min(MAX_BLOCK, int(round(target_block_s / median_s))))
 
 
-def _warm_up(step: Step, timer: Timer, warm: WarmupRule, limits: MeasureLimits, res: TimingResult,
-             clock: Callable[[], float], t_budget: float, check_step: CheckStep | None) -> None:
-    """The warm-up after the first step, in blocks, until `warm` says it is over or the budget's
-    share for warm-up is spent (see WarmupRule)."""
+def _time_block(timer: Timer, step: Step, n: int, stop: StopBlock, takes_stop: bool) -> list[float]:
+    return timer.time_block(step, n, stop=stop) if takes_stop else timer.time_block(step, n)
+
+
+def _warm_up(step: Step, timer: Timer, warm: WarmupRule, res: TimingResult, clock: Callable[[], float],
+             t_first: float, check_step: CheckStep | None) -> Drift | None:
+    """The warm-up after the first step, in blocks, until `warm` says it is over or its own limits are
+    spent (see WarmupRule); returns the last drift it measured (None: none yet)."""
     medians = res.warmup_block_medians_s
     starts: list[float] = []
-    wall_per_step = 0.0  # a block's wall time per step: the step plus the loop and timer around it
+    bands: list[tuple[float, float]] = []
+    takes_stop = _takes_stop(timer)
+    deadline = t_first + warm.max_time_s
+
+    def past_limit() -> bool:
+        return clock() >= deadline
+
     if check_step is not None:
         found: list[str] = []
-        t0 = clock()
         block = timer.time_block(lambda: found.extend(check_step(step)), 1)
-        wall_per_step = clock() - t0
         starts.append(0.0)
         res.warmup_samples_s += block
         medians.append(statistics.median(block))
+        bands.append(noise_band(block))
         res.host_syncs = found
     typical = res.warmup_samples_s[-1]
     while True:
-        elapsed = clock() - t_budget
-        reason = warm.is_warm(medians, starts, sum(res.warmup_samples_s[1:]), len(res.warmup_samples_s), elapsed)
-        per_step = max(typical, wall_per_step)
-        cap = min(limits.warmup_cap_s(per_step), warm.max_time_s)
-        if reason is None and medians and elapsed >= cap:
-            reason = WARM_BUDGET if cap < warm.max_time_s else WARM_MAX_TIME
+        elapsed = clock() - t_first
+        reason = warm.is_warm(medians, starts, sum(res.warmup_samples_s[1:]), len(res.warmup_samples_s), elapsed,
+                              block_bands=bands)
         if reason:
             res.warmup_reason = reason
-            return
-        n = _block_size(typical, warm.block_s)
-        if per_step > 0:  # do not run far past the cap
-            n = max(1, min(n, int((cap - elapsed) / per_step)))
+            return warm.drift(medians, starts, bands)
+        n = max(WARMUP_MIN_BLOCK, _block_size(typical, warm.block_s))
         n = max(1, min(n, warm.max_steps - len(res.warmup_samples_s)))
         starts.append(sum(res.warmup_samples_s[1:]))
-        t0 = clock()
-        block = timer.time_block(step, n)
-        wall_per_step = (clock() - t0) / len(block)
+        block = _time_block(timer, step, n, past_limit, takes_stop)
         res.warmup_samples_s += block
         medians.append(statistics.median(block))
+        bands.append(noise_band(block))
         # Sized by the recent steps (at least 3), so that one slow step does not shrink the next block.
         typical = statistics.median(res.warmup_samples_s[1:][-max(3, len(block)):])
 
@@ -635,8 +694,8 @@ def measure(
     """Warm `step` up, then time it in blocks until `limits` or `rule` say stop.
 
     `rule` defaults to CIStoppingRule(), `limits` to MeasureLimits(), `warmup` to WarmupRule(): the
-    defaults of MEASURE_DEFAULTS. The budget counts from the end of the first step, warm-up
-    included; at least one timed step runs. `around_block` (e.g. a telemetry sampler's block marker)
+    defaults of MEASURE_DEFAULTS. Warm-up has its own limits (`warmup`); the budget counts from its
+    end and bounds the timed steps to within a step; at least one timed step runs. `around_block` (e.g. a telemetry sampler's block marker)
     is entered around each timed block, outside the per-step timing. `after_warmup` runs once between
     warm-up and the first timed block (e.g. to reset peak-memory statistics). `check_step(step)`,
     if given, runs the second warm-up step and returns the host synchronisations it found
@@ -649,51 +708,64 @@ def measure(
     res = TimingResult(timer=timer.name)
     t_start = clock()
     res.warmup_samples_s += timer.time_block(step, 1)
-    t_budget = clock()  # the budget counts from here: the first step is bounded by nothing
-    _warm_up(step, timer, warm, limits, res, clock, t_budget, check_step)
+    t_first = clock()  # warm-up's limits count from here: the first step is bounded by nothing
+    drift = _warm_up(step, timer, warm, res, clock, t_first, check_step)
     res.warmup_wall_time_s = clock() - t_start
     if res.host_syncs:
         res.warnings.append("the step makes the host wait for the device (found by warm-up steps under "
                             "torch.cuda.set_sync_debug_mode('warn')): " + "; ".join(res.host_syncs)
                             + ": every timed step includes that wait")
     if res.warmup_reason != WARM_STABLE:
-        cap = {WARM_BUDGET: f"its share of the {limits.budget_s:g} s budget",
-               WARM_MAX_TIME: f"its time limit ({warm.max_time_s:g} s)",
+        cap = {WARM_MAX_TIME: f"its time limit ({warm.max_time_s:g} s)",
                WARM_MAX_STEPS: f"its step limit ({warm.max_steps})"}.get(res.warmup_reason, res.warmup_reason)
-        res.warnings.append(f"warm-up ended by {cap} after {len(res.warmup_samples_s)} steps, before its block "
-                            f"medians stopped falling by more than {warm.tolerance:.1%} over {warm.lag_s:.2g} s: the "
-                            "timed steps may still be warming up")
+        if drift is not None and drift.drifting(warm.tolerance):
+            state = (f"with block medians still {drift.direction} ({drift.rel:+.1%} over {drift.over_s:.2g} s, beyond "
+                     f"their noise and the {warm.tolerance:.1%} tolerance)")
+        else:
+            state = f"before two blocks {warm.lag_s:.2g} s apart could be compared"
+        res.warnings.append(f"warm-up ended by {cap} after {len(res.warmup_samples_s)} steps, {state}: the timed "
+                            "steps may still be drifting (a longer warm-up limit may reach stability; a trend that "
+                            "persists is the machine's, e.g. throttling)")
     if after_warmup is not None:
         after_warmup()
 
+    takes_stop = _takes_stop(timer)
     typical = statistics.median(res.warmup_samples_s[1:][-3:])  # warm-up ran at least one step after the first
-    t_measure = clock()
+    slowest = max(res.warmup_samples_s[1:][-3:])
+    t_measure = clock()  # the budget counts from here: warm-up had its own limits
+    deadline = t_measure + limits.budget_s
+
+    def budget_spent() -> bool:
+        return clock() >= deadline
+
     while True:
         taken = len(res.samples_s)
         planned = _block_size(typical, limits.block_target_s)
         n = planned
-        if typical > 0:
-            n = min(n, int((limits.budget_s - (clock() - t_budget)) / typical))
+        if slowest > 0:  # the slowest recent step sizes what is left, for a timer that cannot stop early
+            n = min(n, int((deadline - clock()) / slowest))
         wanted = rule_max_more_samples(rule, taken)
         if wanted is not None:
             n = min(n, wanted)
         n = max(1, min(n, limits.max_samples - taken))
         with (around_block() if around_block else nullcontext()):
-            block = timer.time_block(step, n)
+            block = _time_block(timer, step, n, budget_spent, takes_stop)
         res.samples_s += block
         res.block_sizes.append(len(block))
         # A block cut short (by the budget or a count) says little about agreement, unless its
         # planned size was that small anyway (a slow step: one-step blocks).
         if len(block) >= min(MIN_BLOCK, planned):
             res.block_medians_s.append(statistics.median(block))
-        typical = statistics.median(res.samples_s[-min(len(res.samples_s), 3 * MAX_BLOCK):])
+        recent = res.samples_s[-min(len(res.samples_s), 3 * MAX_BLOCK):]
+        typical = statistics.median(recent)
+        slowest = max(res.samples_s[-min(len(res.samples_s), max(3, len(block))):])
         now = clock()
-        reason = limits.stop_reason(rule, res.samples_s, now - t_measure, res.block_medians_s,
-                                    spent_s=now - t_budget)
+        reason = limits.stop_reason(rule, res.samples_s, now - t_measure, res.block_medians_s)
         if reason:
             res.stop_reason = reason
             break
-    res.wall_time_s = clock() - t_start
+    t_end = clock()
+    res.wall_time_s = t_end - t_start
     if res.stop_reason in (STOP_BUDGET, STOP_MAX_SAMPLES) and len(res.samples_s) < limits.min_samples:
         res.warnings.append(f"only {len(res.samples_s)} samples (fewer than the minimum {limits.min_samples}) "
                             "within the time budget")
@@ -703,7 +775,11 @@ def measure(
             res.warnings.append(f"time budget ran out before {what}")
         if len(res.block_medians_s) < MIN_BLOCKS_FOR_CI:
             step_s = statistics.median(res.samples_s)
-            needed_s = (t_measure - t_budget) + MIN_BLOCKS_FOR_CI * max(step_s, limits.block_target_s)
+            # From the median step, and from the wall time the blocks really took (slow steps, the loop's
+            # own time): the larger, so that the budget named is never one that was just too small.
+            per_block_s = (t_end - t_measure) / max(1, len(res.block_medians_s))
+            needed_s = max(MIN_BLOCKS_FOR_CI * max(step_s, limits.block_target_s, per_block_s),
+                           limits.effective_min_time_s)
             res.block_shortfall = BlockShortfall(blocks=len(res.block_medians_s), needed=MIN_BLOCKS_FOR_CI,
                                                  budget_s=limits.budget_s, step_s=step_s,
                                                  budget_needed_s=needed_s, samples=len(res.samples_s))

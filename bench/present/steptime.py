@@ -288,3 +288,26 @@ def sweep_verdict(result) -> list[str]:
     a = sweep_analysis(result.analysis)
     return steptime_verdict(a) if a is not None else []
 
+
+
+def warmup_cost_sentence(result) -> str | None:
+    """What warm-up cost a sweep, apart from the budget of timed steps (it has limits of its own), and
+    which points it left still moving; None without measured points. From a SweepResult."""
+    from bench.core.vocabulary import WARM_STABLE
+
+    pts = [p for p in result.points if p.ok and p.warmup_samples_s]
+    if not pts:
+        return None
+    rule = result.config.get("warmup_rule") or {}
+    warm_s = sorted(sum(p.warmup_samples_s[1:]) for p in pts)  # after each point's first step
+    budget = result.config.get("budget_s")
+    limit = rule.get("max_time_s")
+    span = (fmt.duration(warm_s[0]) if warm_s[0] == warm_s[-1]
+            else f"{fmt.duration(warm_s[0])} to {fmt.duration(warm_s[-1])}")
+    out = (f"Warm-up, apart from the {budget:g} s budget of timed steps per point: {span} of steps per point after "
+           f"its first" + (f" (limit {limit:g} s, --warmup-max)" if limit else "") + ".")
+    cut = [p.batch_size for p in pts if p.warmup_reason != WARM_STABLE]
+    if cut:
+        out += (f" At batch {fmt.batch_list(cut)} warm-up reached its limit before step times stopped moving: "
+                "those points may still be drifting (each says how in its warnings).")
+    return out

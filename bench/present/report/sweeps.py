@@ -128,6 +128,11 @@ def sweep_series(result: SweepResult, label: str, color) -> SweepSeries:
 def warmup_sentence(wr: dict) -> str:
     """How warm-up ended, from a sweep config's `warmup_rule` (today's keys, or the step-count rule
     files written before the warm-up became time-based carry)."""
+    if "min_time_s" in wr and wr.get("either_way"):
+        return (f"Warm-up (discarded; apart from the budget): the first step, then at least "
+                f"{fmt.duration(wr.get('min_time_s'))} of steps until a block's median has moved neither way by more "
+                f"than {fmt.pct(wr.get('tolerance'))} (nor more than the blocks' own noise) from one begun "
+                f"{fmt.duration(wr.get('min_time_s'))} earlier; at most {fmt.duration(wr.get('max_time_s'))}.")
     if "min_time_s" in wr:
         return (f"Warm-up (discarded): the first step, then at least {fmt.duration(wr.get('min_time_s'))} of steps "
                 f"until a block's median is no more than {fmt.pct(wr.get('tolerance'))} below one "
@@ -143,7 +148,8 @@ def stopping_sentence(sr: dict) -> str:
     and the measuring limits)."""
     floors = (f"at least {sr['min_samples']} samples and {fmt.duration(sr.get('min_time_s'))} of timed steps; then "
               if is_number(sr.get("min_samples")) and is_number(sr.get("min_time_s")) else "")
-    budget = (f"the {fmt.duration(sr['budget_s'])} budget per point (warm-up included) runs out"
+    included = "warm-up apart" if sr.get("budget_of") == "timed steps" else "warm-up included"
+    budget = (f"the {fmt.duration(sr['budget_s'])} budget per point ({included}) runs out"
               if is_number(sr.get("budget_s")) else "its budget runs out")
     cap = f" (at most {sr['max_samples']:,} samples)" if is_number(sr.get("max_samples")) else ""
     name = sr.get("name")
