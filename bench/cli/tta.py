@@ -11,7 +11,7 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from bench.cli import COMMANDS
+from bench.cli import COMMANDS, Deferred
 from bench.cli.train import (
     DEFAULT_REPORTS_DIR,
     add_run_arguments,
@@ -23,7 +23,6 @@ from bench.cli.train import (
 from bench.core.budget import MEASURE_DEFAULTS
 from bench.core.errors import BenchError
 from bench.core.params import nonnegative_int, positive_float, positive_int
-from bench.run.rounds import DEFAULT_BLOCK_S, DEFAULT_ROUNDS
 
 
 def register(sub) -> None:
@@ -53,10 +52,10 @@ def register(sub) -> None:
     n.add_argument("--no-step-time", action="store_true", help="do not time steps (no --sweep either: no TTA)")
     n.add_argument("--sweep-budget", type=positive_float, default=MEASURE_DEFAULTS["budget_s"],
                    help="seconds of timing per batch size, at most (default: %(default)s)")
-    n.add_argument("--rounds", type=nonnegative_int, default=DEFAULT_ROUNDS,
+    n.add_argument("--rounds", type=nonnegative_int, default=Deferred.attribute("bench.run.rounds", "DEFAULT_ROUNDS"),
                    help="after the sweep, time the step times TTA uses in this many interleaved rounds across the "
                         "batch sizes, so a load change hits them alike (default: %(default)s; 0: the sweep's own)")
-    n.add_argument("--round-block", type=positive_float, default=DEFAULT_BLOCK_S, metavar="S",
+    n.add_argument("--round-block", type=positive_float, default=Deferred.attribute("bench.run.rounds", "DEFAULT_BLOCK_S"), metavar="S",
                    help="seconds of steps per batch size in each round (default: %(default)s)")
     n.add_argument("--bootstrap", type=nonnegative_int, default=1000,
                    help="resamples of the noise scale's block bootstrap (default: %(default)s; B_crit's interval is a "
