@@ -180,3 +180,37 @@ def test_under_torchrun_each_rank_measures_on_its_own_gpu(monkeypatch):
 def test_a_collective_timeout_must_be_a_positive_number_of_seconds(value):
     with pytest.raises(BenchError, match="collective timeout"):
         check_timeout(value)
+
+
+def test_per_rank_jitter_biases_the_per_step_maximum_but_not_the_block_totals():
+    """Two ranks meet in every step's all-reduce (10 ms apart); each rank's events land with its own
+    jitter (0.5 ms), so a rank's late step end is its next step's early start."""
+    import numpy as np
+
+    from bench.core.stats import slowest_rank_per_block
+
+    rng = np.random.default_rng(7)
+    n = 200
+    bounds = np.arange(n + 1) * 0.010
+    ranks_ = [list(np.diff(bounds + rng.normal(0, 0.0005, n + 1))) for _ in range(2)]
+    per_step = slowest_per_step(ranks_)
+    blocks = slowest_rank_per_block(ranks_, [50] * 4)
+    assert np.mean(per_step) > 0.0103  # +3% or more from the jitter alone
+    assert abs(np.mean(blocks) - 0.010) < 0.0001  # within 1%
+
+
+def test_the_timer_returns_the_block_of_the_rank_whose_block_took_longest_in_total():
+    # rank 1 is slower in step 0 only, but faster in total: its per-step maximum would mix the ranks
+    dist = FakeDist(lambda kind, p: (kind, [p[0] + 1.0] + [0.0] * (len(p) - 1) if kind == "samples" else p))
+    timer = DistributedTimer(ScriptedBlocks([[1.0, 3.0, 3.0]]), ranks(dist))
+    assert timer.time_block(lambda: None, 3) == [1.0, 3.0, 3.0]  # rank 0's: 7 s against 2 s
+
+
+class ScriptedBlocks:
+    name = "scripted"
+
+    def __init__(self, blocks):
+        self.blocks = list(blocks)
+
+    def time_block(self, step, n):
+        return self.blocks.pop(0)
