@@ -549,6 +549,28 @@ def test_the_memory_model_finds_the_exact_largest_batch_in_a_few_probes_and_a_fu
                                                                        for p in result.probes]
 
 
+def test_a_run_cut_off_before_the_confirmation_keeps_the_largest_batch_found_so_far(tmp_path, fake_allocator):
+    fake = fake_allocator(FakeAllocator(lambda b: 1_500 + 40 * b, capacity=80_000))  # truth: 1962
+    out = tmp_path / "sweep.json"
+    seen = []
+
+    def progress(event, info):
+        if event == "probe":  # the file as it stands before each probe
+            saved = load_sweep(out)
+            seen.append((saved.largest_batch_that_fits, saved.largest_batch_reason))
+        if event == "confirm":
+            raise KeyboardInterrupt  # the job is cut off before the full measurement
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(SweepConfig(batch_sizes=SWEEP, **FAST), workload=allocator_workload(fake), output=out,
+                  progress=progress)
+    assert seen[0][0] == 1024 and seen[0][1].startswith("provisional: batch 1024 fits and 2048 does not")
+    saved = load_sweep(out)
+    assert saved.largest_batch_that_fits == 1962
+    assert saved.largest_batch_reason.startswith("provisional: batch 1962 fits a 2-step probe and 1963 does not")
+    assert "not yet confirmed by a full measurement" in saved.largest_batch_reason
+
+
 def test_a_batch_that_passes_its_short_probe_but_not_a_full_measurement_is_backed_off_from(fake_allocator):
     # Steps after the second need 20 units more: a 2-step probe fits up to 180, a full measurement to 176.
     fake = fake_allocator(FakeAllocator(lambda b: 100 + 5 * b, capacity=1000, later_extra=20))

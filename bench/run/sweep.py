@@ -595,14 +595,28 @@ def prepare(config: SweepConfig, workload=None):
     return workload, device
 
 
+def _provisional(result: SweepResult, run: Resumable, batch_size: int, reason: str) -> None:
+    """Record `batch_size` as the largest batch that fits so far, with `reason`, and save the file."""
+    result.largest_batch_that_fits = batch_size
+    result.largest_batch_reason = "provisional: " + reason
+    run.save()
+
+
 def _find_and_confirm_largest(workload, config: SweepConfig, device, result: SweepResult, run: Resumable,
                               bounds: tuple[int, int], notify: ProgressFn) -> None:
     """Search between `bounds` (largest known to fit, smallest known not to), confirm the answer with a
     full measurement (backing off on out-of-memory), and say in the reason how it was found."""
     lo, hi = bounds
+    # Saved as soon as known, each answer provisional until the next: a run cut off keeps the best so far.
+    if lo > 0:
+        _provisional(result, run, lo, f"batch {lo} fits and {hi} does not in the sweep; the search for the largest "
+                                      "batch between them had not finished")
 
     def record(probe: Probe, kind: str) -> None:
         result.probes.append(probe)
+        if probe.fits and probe.batch_size > (result.largest_batch_that_fits or 0):
+            _provisional(result, run, probe.batch_size,
+                         f"batch {probe.batch_size} fits a {PROBE_STEPS}-step probe; the search had not finished")
         run.save()
 
     search = search_largest(workload, config, device, lo=lo, hi=hi, known_peaks=_known_peaks(result),
@@ -622,6 +636,9 @@ def _find_and_confirm_largest(workload, config: SweepConfig, device, result: Swe
         run.add(m)
         notify("confirmed", {"batch_size": m.batch_size, "measurement": m})
 
+    _provisional(result, run, search.largest, f"batch {search.largest} fits a {PROBE_STEPS}-step probe and "
+                                               f"{search.smallest_oom} does not ({found}); not yet confirmed by a "
+                                               "full measurement")
     notify("confirm", {"batch_size": search.largest})
     confirmed = confirm_largest_batch(workload, config, device, search.largest, floor=floor, measured_ok=measured_ok,
                                       on_measured=measured)
