@@ -613,6 +613,34 @@ def test_skipped_steps_count_only_the_timed_steps(monkeypatch):
     assert p.skipped_steps == 0
 
 
+def test_skipped_fp16_steps_are_in_the_terminal_verdict_not_only_the_report(monkeypatch):
+    import bench.measure.step as step_module
+    from bench.measure.step import ScaleDropCounter, TrainStep
+    from bench.present.steptime import sweep_verdict
+
+    class ScalerSkipping(TrainStep):
+        """A loss scale that halves at every step: every timed step is skipped."""
+
+        def _build(self, seed):
+            super()._build(seed)
+            self.calls = 0
+            self._scale_drops = ScaleDropCounter(2.0 ** 16, "cpu")
+
+        def _step(self):
+            super()._step()
+            self.calls += 1
+            self._scale_drops.observe(torch.tensor(2.0 ** (16 - self.calls)))
+
+    monkeypatch.setattr(step_module, "TrainStep", ScalerSkipping)
+    result = run_sweep(SweepConfig(batch_sizes=[4], **FAST), workload=tiny_workload())
+    p = result.point(4)
+    assert p.skipped_steps == len(p.samples_s) > 0
+    said = [s for s in sweep_verdict(result) if "gradient scaler skipped" in s]
+    assert said == [f"The fp16 gradient scaler skipped the optimizer update (inf/NaN gradients) in timed steps: "
+                    f"{p.skipped_steps} of {len(p.samples_s)} at batch 4; those steps did less work than a training "
+                    "step, so the step times there are not all of full steps."]
+
+
 # ---- one sampler per point, host syncs, threads (issue 10, items 8, 9; 15) -----------------------------
 
 
