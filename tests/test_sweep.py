@@ -613,6 +613,30 @@ def test_skipped_steps_count_only_the_timed_steps(monkeypatch):
     assert p.skipped_steps == 0
 
 
+def test_under_compile_flops_are_counted_on_the_eager_model_and_the_compiled_one_never_runs_after_timing(
+        monkeypatch):
+    compiled_calls = []
+
+    class Compiled(nn.Module):  # what torch.compile returns, as FlopCounterMode sees it: nothing counted
+        def __init__(self, module):
+            super().__init__()
+            self.inner = module
+
+        def forward(self, x):
+            compiled_calls.append(1)
+            with torch.no_grad():
+                out = self.inner(x)
+            return out.detach().requires_grad_()  # no counted backward either
+
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: Compiled(module))
+    p = run_sweep(SweepConfig(batch_sizes=[4], compile=True, **FAST), workload=tiny_workload()).point(4)
+    assert p.ok
+    # nn.Linear(4, 2) at batch 4: forward 2·4·4·2, the weight's gradient as much (the input needs none)
+    assert p.telemetry["flops_per_step"] == 2 * (2 * 4 * 4 * 2)
+    assert p.telemetry["flops_counted"].endswith("counted on the model before torch.compile")
+    assert len(compiled_calls) == len(p.warmup_samples_s) + len(p.samples_s)  # no step after the timing
+
+
 def test_skipped_fp16_steps_are_in_the_terminal_verdict_not_only_the_report(monkeypatch):
     import bench.measure.step as step_module
     from bench.measure.step import ScaleDropCounter, TrainStep

@@ -333,7 +333,10 @@ def _add_flops(m: Measurement, step, config: SweepConfig, device) -> None:
         peak_tflops,
     )
 
-    flops, why = flops_per_step(step)
+    # On the eager module: torch.compile's kernels run where FlopCounterMode cannot see them (0 FLOPs),
+    # and counting through the compiled one could recompile after the timing.
+    with step.eager():
+        flops, why = flops_per_step(step)
     if config.peak_tflops is not None:
         peak_args = (config.peak_tflops, "user override (--peak-tflops)", None)
     elif device.type == "cuda":
@@ -344,6 +347,8 @@ def _add_flops(m: Measurement, step, config: SweepConfig, device) -> None:
         peak_args = (None, None, f"no peak table for {device.type} devices (NVIDIA GPUs only; see `bench peak`)")
     fields = flop_fields(flops, why, m.stats.median_s if m.samples_s else None, *peak_args)
     m.null_reasons.update(fields.pop("null_reasons", {}) or {})
+    if config.compile and fields["flops_counted"]:
+        fields["flops_counted"] += "; counted on the model before torch.compile"
     m.telemetry.update(fields)
 
 
