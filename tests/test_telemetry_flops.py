@@ -263,3 +263,26 @@ def test_the_cuda_kernels_formulas_halve_causal_attention_too():
     assert flash(q, k, v, 0.0, True) == int(full * (SEQ + 1) / (2 * SEQ))
     assert efficient(q, k, v, None, True, 0.0, True) == int(full * (SEQ + 1) / (2 * SEQ))
     assert efficient(q, k, v, None, True, 0.0, False) == full
+
+
+# ---- `bench peak` keeps the device busy (issue 21, defect 10) ------------------------------------------
+
+
+def test_peak_repeats_are_queued_back_to_back_so_the_device_never_idles_between_them():
+    from bench.measure.telemetry.peaks import timed_repeats
+    from bench.testing.fake_cuda import FakeCuda, FakeDevice
+
+    dev = FakeDevice(launch_overhead_s=1e-5, launch_latency_s=0.0)
+    cuda = FakeCuda(dev)
+    dev.host_work(0.01)  # the host was busy before: the device waited, which is not the repeats' doing
+    times = timed_repeats(lambda count: [dev.launch(1e-3) for _ in range(count)], 5, 10, cuda)
+    assert times == pytest.approx([1e-2] * 5, rel=0.01)
+    assert dev.idle_s == 0.0  # one host synchronisation, at the end
+
+    # The way it used to run: a host synchronisation after each repeat, host work before the next.
+    dev2 = FakeDevice(launch_overhead_s=1e-5, launch_latency_s=0.0)
+    cuda2 = FakeCuda(dev2)
+    for _ in range(5):
+        timed_repeats(lambda count: [dev2.launch(1e-3) for _ in range(count)], 1, 10, cuda2)
+        dev2.host_work(1e-3)  # telemetry markers, bookkeeping
+    assert dev2.idle_s > 4 * 1e-3
