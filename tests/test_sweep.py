@@ -1,6 +1,7 @@
 """The sweep: OOM is a result, errors are recorded, the largest batch is found, results survive interruption."""
 
 import json
+import statistics
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ from torch import nn
 
 from bench.core.errors import BenchError
 from bench.measure.workloads import Workload
-from bench.records.sweep import load_sweep
+from bench.records.sweep import Measurement, load_sweep
 from bench.run.sweep import SweepConfig, run_sweep
 
 FAST = dict(device="cpu", min_samples=6, min_time_s=0.005, budget_s=0.05, warmup_max_s=0.05, telemetry=False)
@@ -579,6 +580,46 @@ def test_a_batch_that_passes_its_short_probe_but_not_a_full_measurement_is_backe
     assert result.point(180).status == "oom" and result.point(176).ok and result.point(177).status == "oom"
     assert "ran out of memory in a full measurement" in result.largest_batch_reason
     assert result.largest_batch_reason.startswith("batch 177 runs out of memory in a full measurement")
+
+
+def _timed_by_formula(monkeypatch, fake, slow: bool):
+    """Points measured by formula instead of the clock (this test is about the verdict, not the timer):
+    20 µs per sample with 1% noise (seeded); twice that when its memory is within 10% of the capacity
+    and `slow` (cuDNN's autotuning has dropped the fast algorithms for want of room)."""
+    import numpy as np
+
+    import bench.run.sweep as sweep_module
+
+    rng = np.random.default_rng(3)
+
+    def measure(workload, config, b, device, **kw):
+        m = Measurement(case=config.case(b, workload.name))
+        if fake.memory(b) > fake.capacity:
+            m.status, m.error = "oom", "OutOfMemoryError: CUDA out of memory"
+            return m
+        per_sample = 40e-6 if slow and fake.memory(b) >= 0.9 * fake.capacity else 20e-6
+        m.samples_s = list(b * per_sample * (1 + 0.01 * rng.standard_normal(60)))
+        m.block_sizes, m.block_medians_s = [20] * 3, [statistics.median(m.samples_s[i:i + 20]) for i in (0, 20, 40)]
+        m.peak_reserved_bytes = m.warmup_peak_reserved_bytes = fake.memory(b)
+        return m
+
+    monkeypatch.setattr(sweep_module, "measure_point", measure)
+
+
+@pytest.mark.parametrize("slow", [True, False])
+def test_a_largest_batch_slowed_near_the_memory_limit_is_reported_as_a_possible_false_knee(
+        monkeypatch, fake_allocator, slow):
+    fake = fake_allocator(FakeAllocator(lambda b: 100 + 10 * b, capacity=1000))  # truth: 90
+    _timed_by_formula(monkeypatch, fake, slow)
+    result = run_sweep(SweepConfig(batch_sizes=[16, 32, 64, 128], **FAST), workload=allocator_workload(fake))
+    assert result.largest_batch_that_fits == 90 and result.point(90).ok
+    said = [w for w in result.point(90).warnings if "false knee" in w]
+    if slow:
+        assert len(said) == 1 and said[0].startswith("time per sample at batch 90 is 10")  # about +100%
+        assert "above batch 64's while its peak memory is 100% of what the allocator could reach" in said[0]
+        assert said[0] in result.largest_batch_reason
+    else:
+        assert said == [] and "false knee" not in result.largest_batch_reason
 
 
 def test_turning_the_search_off_still_reports_the_bracket(fake_allocator):

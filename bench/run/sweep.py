@@ -600,6 +600,40 @@ def prepare(config: SweepConfig, workload=None):
     return workload, device
 
 
+FALSE_KNEE_JUMP = 0.10  # time per sample this much above the batch below it, beyond both CIs
+NEAR_CAPACITY = 0.90  # peak reserved memory at least this share of what the allocator could reach
+
+
+def false_knee(result: SweepResult, capacity_bytes: float | None) -> str | None:
+    """A sentence when the largest batch that fits looks timed with slower kernels: its time per sample
+    jumps (by more than FALSE_KNEE_JUMP, beyond both 95% CIs) above the next smaller measured batch's
+    while its peak memory is near the device's capacity. cuDNN's autotuning then drops the algorithms
+    whose workspace no longer fits, so the step slows for want of memory, not of compute: a false
+    knee. None when it does not look so, or when a reading is missing (no capacity off CUDA)."""
+    b = result.largest_batch_that_fits
+    if b is None or not capacity_bytes:
+        return None
+    ok = sorted((p for p in result.points if p.ok and p.samples_s), key=lambda p: p.batch_size)
+    top = next((p for p in ok if p.batch_size == b), None)
+    below = [p for p in ok if p.batch_size < b]
+    if top is None or not below:
+        return None
+    prev = below[-1]
+    peak = max((v for v in (top.peak_reserved_bytes, top.warmup_peak_reserved_bytes) if v is not None), default=None)
+    if peak is None or peak < NEAR_CAPACITY * capacity_bytes:
+        return None
+    s, q = top.stats, prev.stats
+    if None in (s.ci_low_s, q.ci_high_s):
+        return None
+    jump = (s.median_s / b) / (q.median_s / prev.batch_size) - 1
+    if jump <= FALSE_KNEE_JUMP or s.ci_low_s / b <= q.ci_high_s / prev.batch_size:
+        return None
+    return (f"time per sample at batch {b:,} is {jump:.0%} above batch {prev.batch_size:,}'s while its peak memory "
+            f"is {peak / capacity_bytes:.0%} of what the allocator could reach: cuDNN's autotuning may have dropped "
+            "algorithms whose workspace no longer fit, so this point may be timed with slower kernels (a false "
+            "knee); a batch a little smaller shows the card's own step time")
+
+
 def _provisional(result: SweepResult, run: Resumable, batch_size: int, reason: str) -> None:
     """Record `batch_size` as the largest batch that fits so far, with `reason`, and save the file."""
     result.largest_batch_that_fits = batch_size
@@ -653,6 +687,10 @@ def _find_and_confirm_largest(workload, config: SweepConfig, device, result: Swe
     if confirmed.backed_off:
         head = f"batch {confirmed.smallest_oom} runs out of memory in a full measurement"
     result.largest_batch_reason = f"{head}; found {found}; {confirmed.note}"
+    knee = false_knee(result, allocator_memory(device).capacity_bytes())
+    if knee:
+        result.largest_batch_reason += f"; {knee}"
+        result.point(confirmed.batch_size).warnings.append(knee)
 
 
 def run_sweep(
