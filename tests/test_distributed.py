@@ -5,6 +5,8 @@ torch.distributed whose all_gather_object answers for it."""
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 import torch
 
@@ -214,3 +216,43 @@ class ScriptedBlocks:
 
     def time_block(self, step, n):
         return self.blocks.pop(0)
+
+
+def test_a_ddp_step_on_two_fake_async_devices_is_timed_by_events_and_combined_by_block_totals():
+    """Two ranks' devices (bench.testing.fake_cuda): each step queues its compute, then an all-reduce
+    that ends on both devices together; rank 1 computes 10% longer. Rank 0's events include its wait
+    for rank 1, so both ranks time the job's pace, and the timer returns it."""
+    from bench.measure.timing import CudaEventTimer
+    from bench.testing.fake_cuda import FakeCuda, FakeDevice
+
+    devs = [FakeDevice(launch_overhead_s=5e-6, launch_latency_s=0.0) for _ in range(2)]
+    cudas = [FakeCuda(d) for d in devs]
+    other_events = []
+    compute_s, comm_s = (1e-3, 1.1e-3), 2e-4
+
+    def step():
+        s1 = cudas[1].Event(enable_timing=True)
+        s1.record()
+        for d, c in zip(devs, compute_s):
+            d.launch(c)
+        done = max(d.device_free_at_s for d in devs) + comm_s  # the all-reduce ends when both arrive
+        for d in devs:
+            d.device_free_at_s = done
+        e1 = cudas[1].Event(enable_timing=True)
+        e1.record()
+        other_events.append((s1, e1))
+
+    def rank1_samples(kind, payload):
+        if kind != "samples":
+            return kind, payload
+        devs[1].synchronize()
+        mine = [s.elapsed_time(e) / 1e3 for s, e in other_events[-len(payload):]]
+        return kind, mine
+
+    timer = DistributedTimer(CudaEventTimer(cuda=cudas[0], pool_size=16), ranks(FakeDist(rank1_samples)))
+    timer.time_block(step, 1)  # the event pool is made in warm-up
+    block = timer.time_block(step, 10)
+    assert len(block) == 10
+    assert statistics.mean(block) == pytest.approx(1.1e-3 + 2e-4, rel=0.02)  # the slower rank's pace
+    r0, r1 = timer.rank_samples(10)
+    assert statistics.mean(r0) == pytest.approx(statistics.mean(r1), rel=0.02)  # rank 0 waited in the all-reduce
