@@ -207,11 +207,13 @@ def search_largest_batch(probe: ProbeFn, *, lo: int = 0, hi: int | None = None,
                 # (the rounding errs either way); a capacity told is an upper bound: stay under it.
                 predicted = lo + int(round(room) if out.ceiling_bytes is not None else math.floor(room))
             # A prediction beyond the bracket is contradicted by a probe already made: bisect instead.
-            # Predicting `lo` or `hi` itself is the model off by its rounding: the batch next to it
-            # inside the bracket is then the best guess.
-            if predicted >= lo and (hi is None or predicted <= hi):
+            # Predicting `lo` itself, or `hi` from a reach read off an out-of-memory message (to its
+            # rounding), is the model off by one: the batch next to it inside the bracket is then
+            # the best guess.
+            at_hi = hi is not None and predicted == hi and out.ceiling_bytes is not None
+            if predicted >= lo and (hi is None or predicted < hi or at_hi):
                 guess, kind = predicted, "model"
-                edge = predicted == lo or predicted == hi  # a probe next to a bound, to confirm it
+                edge = predicted == lo or at_hi  # a probe next to a bound, to confirm it
         if guess is None:
             if hi is not None:
                 guess, kind = (lo + hi) // 2, "bisection"
