@@ -550,6 +550,42 @@ def test_the_memory_model_finds_the_exact_largest_batch_in_a_few_probes_and_a_fu
                                                                        for p in result.probes]
 
 
+class TorchWordedAllocator(FakeAllocator):
+    """FakeAllocator in bytes, out of memory in torch's words, with `outside` bytes of the capacity
+    beyond the allocator's reach (bench.testing.fake_cuda formats the message)."""
+
+    def __init__(self, memory, capacity, outside):
+        super().__init__(memory, capacity - outside)
+        self.total, self.outside = capacity, outside
+
+    def run(self, b):
+        from bench.testing.fake_cuda import format_size
+
+        self.calls += 1
+        need = self.memory(b)
+        if need > self.capacity:
+            held = self.capacity - 30 * 2**20
+            raise torch.cuda.OutOfMemoryError(
+                f"CUDA out of memory. Tried to allocate {format_size(need - held)}. GPU 0 has a total capacity of "
+                f"{format_size(self.total)} of which {format_size(self.capacity - held)} is free. Of the allocated "
+                f"memory {format_size(held)} is allocated by PyTorch, and 0 bytes is reserved by PyTorch but "
+                "unallocated.")
+        self.peak = max(self.peak, need)
+
+    def capacity_bytes(self):
+        return self.total  # what the search is told: more than the allocator can reach
+
+
+def test_the_reason_says_what_the_out_of_memory_message_taught_the_search(fake_allocator):
+    GIB = 2**30
+    fake = fake_allocator(TorchWordedAllocator(lambda b: GIB + 40 * 2**20 * b, capacity=80 * GIB, outside=3 * GIB))
+    result = run_sweep(SweepConfig(batch_sizes=[256, 512, 1024, 2048], **FAST), workload=allocator_workload(fake))
+    truth = (77 * GIB - GIB) // (40 * 2**20)  # 1945
+    assert result.largest_batch_that_fits == truth and len(result.probes) <= 4
+    assert "an out-of-memory message said the allocator can reach 77.00 GiB (3.00 GiB of the device's capacity " \
+           "is outside it)" in result.largest_batch_reason
+
+
 def test_a_run_cut_off_before_the_confirmation_keeps_the_largest_batch_found_so_far(tmp_path, fake_allocator):
     fake = fake_allocator(FakeAllocator(lambda b: 1_500 + 40 * b, capacity=80_000))  # truth: 1962
     out = tmp_path / "sweep.json"

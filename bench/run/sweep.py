@@ -665,6 +665,9 @@ def _find_and_confirm_largest(workload, config: SweepConfig, device, result: Swe
     measured_ok = {p.batch_size for p in result.points if p.ok}
     n_points = len(result.points)
     found = f"after the sweep's {n_points} measured point(s), {describe_probes([p.kind for p in result.probes])}"
+    if search.ceiling_bytes is not None:
+        found += (f"; an out-of-memory message said the allocator can reach {search.ceiling_bytes / 2**30:.2f} GiB "
+                  f"({search.outside_bytes / 2**30:.2f} GiB of the device's capacity is outside it)")
     if search.largest is None:
         result.largest_batch_that_fits = None
         result.largest_batch_reason = search.stopped or f"even batch {search.smallest_oom} runs out of memory ({found})"
