@@ -5,6 +5,8 @@ torch.distributed whose all_gather_object answers for it."""
 
 from __future__ import annotations
 
+import statistics
+
 import pytest
 import torch
 
@@ -180,3 +182,77 @@ def test_under_torchrun_each_rank_measures_on_its_own_gpu(monkeypatch):
 def test_a_collective_timeout_must_be_a_positive_number_of_seconds(value):
     with pytest.raises(BenchError, match="collective timeout"):
         check_timeout(value)
+
+
+def test_per_rank_jitter_biases_the_per_step_maximum_but_not_the_block_totals():
+    """Two ranks meet in every step's all-reduce (10 ms apart); each rank's events land with its own
+    jitter (0.5 ms), so a rank's late step end is its next step's early start."""
+    import numpy as np
+
+    from bench.core.stats import slowest_rank_per_block
+
+    rng = np.random.default_rng(7)
+    n = 200
+    bounds = np.arange(n + 1) * 0.010
+    ranks_ = [list(np.diff(bounds + rng.normal(0, 0.0005, n + 1))) for _ in range(2)]
+    per_step = slowest_per_step(ranks_)
+    blocks = slowest_rank_per_block(ranks_, [50] * 4)
+    assert np.mean(per_step) > 0.0103  # +3% or more from the jitter alone
+    assert abs(np.mean(blocks) - 0.010) < 0.0001  # within 1%
+
+
+def test_the_timer_returns_the_block_of_the_rank_whose_block_took_longest_in_total():
+    # rank 1 is slower in step 0 only, but faster in total: its per-step maximum would mix the ranks
+    dist = FakeDist(lambda kind, p: (kind, [p[0] + 1.0] + [0.0] * (len(p) - 1) if kind == "samples" else p))
+    timer = DistributedTimer(ScriptedBlocks([[1.0, 3.0, 3.0]]), ranks(dist))
+    assert timer.time_block(lambda: None, 3) == [1.0, 3.0, 3.0]  # rank 0's: 7 s against 2 s
+
+
+class ScriptedBlocks:
+    name = "scripted"
+
+    def __init__(self, blocks):
+        self.blocks = list(blocks)
+
+    def time_block(self, step, n):
+        return self.blocks.pop(0)
+
+
+def test_a_ddp_step_on_two_fake_async_devices_is_timed_by_events_and_combined_by_block_totals():
+    """Two ranks' devices (bench.testing.fake_cuda): each step queues its compute, then an all-reduce
+    that ends on both devices together; rank 1 computes 10% longer. Rank 0's events include its wait
+    for rank 1, so both ranks time the job's pace, and the timer returns it."""
+    from bench.measure.timing import CudaEventTimer
+    from bench.testing.fake_cuda import FakeCuda, FakeDevice
+
+    devs = [FakeDevice(launch_overhead_s=5e-6, launch_latency_s=0.0) for _ in range(2)]
+    cudas = [FakeCuda(d) for d in devs]
+    other_events = []
+    compute_s, comm_s = (1e-3, 1.1e-3), 2e-4
+
+    def step():
+        s1 = cudas[1].Event(enable_timing=True)
+        s1.record()
+        for d, c in zip(devs, compute_s):
+            d.launch(c)
+        done = max(d.device_free_at_s for d in devs) + comm_s  # the all-reduce ends when both arrive
+        for d in devs:
+            d.device_free_at_s = done
+        e1 = cudas[1].Event(enable_timing=True)
+        e1.record()
+        other_events.append((s1, e1))
+
+    def rank1_samples(kind, payload):
+        if kind != "samples":
+            return kind, payload
+        devs[1].synchronize()
+        mine = [s.elapsed_time(e) / 1e3 for s, e in other_events[-len(payload):]]
+        return kind, mine
+
+    timer = DistributedTimer(CudaEventTimer(cuda=cudas[0], pool_size=16), ranks(FakeDist(rank1_samples)))
+    timer.time_block(step, 1)  # the event pool is made in warm-up
+    block = timer.time_block(step, 10)
+    assert len(block) == 10
+    assert statistics.mean(block) == pytest.approx(1.1e-3 + 2e-4, rel=0.02)  # the slower rank's pace
+    r0, r1 = timer.rank_samples(10)
+    assert statistics.mean(r0) == pytest.approx(statistics.mean(r1), rel=0.02)  # rank 0 waited in the all-reduce

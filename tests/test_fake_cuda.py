@@ -162,9 +162,19 @@ def test_a_sync_every_third_step_is_missed_by_one_step_and_found_by_the_default_
     cuda = FakeCuda(dev)
     assert find_host_syncs(_step(dev, sync_every=3), cuda=cuda) == []  # the old check: one step
     check = sync_check_for("cuda:0")
-    found = check(_step(dev, sync_every=3), cuda=cuda)
+    found = check(_step(dev, sync_every=3), cuda=cuda, clock=dev.clock)  # the device's clock: no wall-time race
     assert len(found) == 1 and f"(1x in {SYNC_CHECK_STEPS} steps)" in found[0]
     assert cuda.get_sync_debug_mode() == 0 and sync_check_for("cpu") is None
+
+
+def test_the_sync_check_stops_adding_steps_once_its_time_is_spent_and_says_how_many_it_checked():
+    from bench.measure.timing import find_host_syncs
+
+    dev = FakeDevice()
+    cuda = FakeCuda(dev)
+    step = _step(dev, kernels=1, kernel_s=0.4, sync_every=1)  # a 0.4 s step that syncs each time
+    found = find_host_syncs(step, cuda=cuda, steps=5, max_s=1.0, clock=dev.clock)
+    assert found and "(3x in 3 steps)" in found[0]  # 0.4, 0.8, 1.2 s: the third passes the limit
 
 
 def test_the_sync_check_lets_ddps_bucket_rebuild_pass_before_it_looks():
@@ -181,6 +191,6 @@ def test_the_sync_check_lets_ddps_bucket_rebuild_pass_before_it_looks():
         if calls[0] == 1:
             dev.item()
 
-    assert sync_check_for("cuda", skip=0)(ddp_step, cuda=cuda) != []  # it would warn on every DDP point
+    assert sync_check_for("cuda", skip=0)(ddp_step, cuda=cuda, clock=dev.clock) != []  # it would warn on every DDP point
     calls[0] = 0
-    assert sync_check_for("cuda", skip=DataParallelHooks.sync_check_skip)(ddp_step, cuda=cuda) == []
+    assert sync_check_for("cuda", skip=DataParallelHooks.sync_check_skip)(ddp_step, cuda=cuda, clock=dev.clock) == []

@@ -66,3 +66,19 @@ def test_real_cuda_peaks_reset_and_capacity():
     assert mem.alloc_retries() >= 0
     free, total = torch.cuda.mem_get_info()
     assert free <= mem.capacity_bytes() <= total
+
+
+def test_on_the_card_like_fake_the_capacity_read_is_what_the_oom_text_says_the_allocator_can_reach():
+    from bench.run.largest import parse_oom
+    from bench.testing.fake_cuda import GIB, MIB, FakeCachingAllocator, FakeCuda
+
+    cuda = FakeCuda(alloc=FakeCachingAllocator(int(79.5 * GIB), outside_bytes=int(1.25 * GIB)))
+    mem = allocator_memory("cuda:0", cuda=cuda)
+    held = cuda.alloc.malloc(30 * GIB)
+    cuda.alloc.free(cuda.alloc.malloc(5 * MIB))  # a cached 20 MiB segment
+    assert mem.capacity_bytes() == int(78.25 * GIB)  # free plus what the allocator holds
+    with pytest.raises(torch.cuda.OutOfMemoryError) as e:
+        cuda.alloc.malloc(60 * GIB)
+    assert parse_oom(str(e.value)).ceiling_bytes == pytest.approx(mem.capacity_bytes(), abs=10 * MIB)
+    assert mem.alloc_retries() == 1  # it emptied its cache and tried again before giving up
+    cuda.alloc.free(held)

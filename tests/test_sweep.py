@@ -1,6 +1,7 @@
 """The sweep: OOM is a result, errors are recorded, the largest batch is found, results survive interruption."""
 
 import json
+import statistics
 
 import pytest
 import torch
@@ -8,7 +9,7 @@ from torch import nn
 
 from bench.core.errors import BenchError
 from bench.measure.workloads import Workload
-from bench.records.sweep import load_sweep
+from bench.records.sweep import Measurement, load_sweep
 from bench.run.sweep import SweepConfig, run_sweep
 
 FAST = dict(device="cpu", min_samples=6, min_time_s=0.005, budget_s=0.05, warmup_max_s=0.05, telemetry=False)
@@ -549,6 +550,64 @@ def test_the_memory_model_finds_the_exact_largest_batch_in_a_few_probes_and_a_fu
                                                                        for p in result.probes]
 
 
+class TorchWordedAllocator(FakeAllocator):
+    """FakeAllocator in bytes, out of memory in torch's words, with `outside` bytes of the capacity
+    beyond the allocator's reach (bench.testing.fake_cuda formats the message)."""
+
+    def __init__(self, memory, capacity, outside):
+        super().__init__(memory, capacity - outside)
+        self.total, self.outside = capacity, outside
+
+    def run(self, b):
+        from bench.testing.fake_cuda import format_size
+
+        self.calls += 1
+        need = self.memory(b)
+        if need > self.capacity:
+            held = self.capacity - 30 * 2**20
+            raise torch.cuda.OutOfMemoryError(
+                f"CUDA out of memory. Tried to allocate {format_size(need - held)}. GPU 0 has a total capacity of "
+                f"{format_size(self.total)} of which {format_size(self.capacity - held)} is free. Of the allocated "
+                f"memory {format_size(held)} is allocated by PyTorch, and 0 bytes is reserved by PyTorch but "
+                "unallocated.")
+        self.peak = max(self.peak, need)
+
+    def capacity_bytes(self):
+        return self.total  # what the search is told: more than the allocator can reach
+
+
+def test_the_reason_says_what_the_out_of_memory_message_taught_the_search(fake_allocator):
+    GIB = 2**30
+    fake = fake_allocator(TorchWordedAllocator(lambda b: GIB + 40 * 2**20 * b, capacity=80 * GIB, outside=3 * GIB))
+    result = run_sweep(SweepConfig(batch_sizes=[256, 512, 1024, 2048], **FAST), workload=allocator_workload(fake))
+    truth = (77 * GIB - GIB) // (40 * 2**20)  # 1945
+    assert result.largest_batch_that_fits == truth and len(result.probes) <= 4
+    assert "an out-of-memory message said the allocator can reach 77.00 GiB (3.00 GiB of the device's capacity " \
+           "is outside it)" in result.largest_batch_reason
+
+
+def test_a_run_cut_off_before_the_confirmation_keeps_the_largest_batch_found_so_far(tmp_path, fake_allocator):
+    fake = fake_allocator(FakeAllocator(lambda b: 1_500 + 40 * b, capacity=80_000))  # truth: 1962
+    out = tmp_path / "sweep.json"
+    seen = []
+
+    def progress(event, info):
+        if event == "probe":  # the file as it stands before each probe
+            saved = load_sweep(out)
+            seen.append((saved.largest_batch_that_fits, saved.largest_batch_reason))
+        if event == "confirm":
+            raise KeyboardInterrupt  # the job is cut off before the full measurement
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(SweepConfig(batch_sizes=SWEEP, **FAST), workload=allocator_workload(fake), output=out,
+                  progress=progress)
+    assert seen[0][0] == 1024 and seen[0][1].startswith("provisional: batch 1024 fits and 2048 does not")
+    saved = load_sweep(out)
+    assert saved.largest_batch_that_fits == 1962
+    assert saved.largest_batch_reason.startswith("provisional: batch 1962 fits a 2-step probe and 1963 does not")
+    assert "not yet confirmed by a full measurement" in saved.largest_batch_reason
+
+
 def test_a_batch_that_passes_its_short_probe_but_not_a_full_measurement_is_backed_off_from(fake_allocator):
     # Steps after the second need 20 units more: a 2-step probe fits up to 180, a full measurement to 176.
     fake = fake_allocator(FakeAllocator(lambda b: 100 + 5 * b, capacity=1000, later_extra=20))
@@ -557,6 +616,46 @@ def test_a_batch_that_passes_its_short_probe_but_not_a_full_measurement_is_backe
     assert result.point(180).status == "oom" and result.point(176).ok and result.point(177).status == "oom"
     assert "ran out of memory in a full measurement" in result.largest_batch_reason
     assert result.largest_batch_reason.startswith("batch 177 runs out of memory in a full measurement")
+
+
+def _timed_by_formula(monkeypatch, fake, slow: bool):
+    """Points measured by formula instead of the clock (this test is about the verdict, not the timer):
+    20 µs per sample with 1% noise (seeded); twice that when its memory is within 10% of the capacity
+    and `slow` (cuDNN's autotuning has dropped the fast algorithms for want of room)."""
+    import numpy as np
+
+    import bench.run.sweep as sweep_module
+
+    rng = np.random.default_rng(3)
+
+    def measure(workload, config, b, device, **kw):
+        m = Measurement(case=config.case(b, workload.name))
+        if fake.memory(b) > fake.capacity:
+            m.status, m.error = "oom", "OutOfMemoryError: CUDA out of memory"
+            return m
+        per_sample = 40e-6 if slow and fake.memory(b) >= 0.9 * fake.capacity else 20e-6
+        m.samples_s = list(b * per_sample * (1 + 0.01 * rng.standard_normal(60)))
+        m.block_sizes, m.block_medians_s = [20] * 3, [statistics.median(m.samples_s[i:i + 20]) for i in (0, 20, 40)]
+        m.peak_reserved_bytes = m.warmup_peak_reserved_bytes = fake.memory(b)
+        return m
+
+    monkeypatch.setattr(sweep_module, "measure_point", measure)
+
+
+@pytest.mark.parametrize("slow", [True, False])
+def test_a_largest_batch_slowed_near_the_memory_limit_is_reported_as_a_possible_false_knee(
+        monkeypatch, fake_allocator, slow):
+    fake = fake_allocator(FakeAllocator(lambda b: 100 + 10 * b, capacity=1000))  # truth: 90
+    _timed_by_formula(monkeypatch, fake, slow)
+    result = run_sweep(SweepConfig(batch_sizes=[16, 32, 64, 128], **FAST), workload=allocator_workload(fake))
+    assert result.largest_batch_that_fits == 90 and result.point(90).ok
+    said = [w for w in result.point(90).warnings if "false knee" in w]
+    if slow:
+        assert len(said) == 1 and said[0].startswith("time per sample at batch 90 is 10")  # about +100%
+        assert "above batch 64's while its peak memory is 100% of what the allocator could reach" in said[0]
+        assert said[0] in result.largest_batch_reason
+    else:
+        assert said == [] and "false knee" not in result.largest_batch_reason
 
 
 def test_turning_the_search_off_still_reports_the_bracket(fake_allocator):
@@ -589,6 +688,58 @@ def test_skipped_steps_count_only_the_timed_steps(monkeypatch):
     monkeypatch.setattr(step_module, "TrainStep", ScalerSettling)
     p = run_sweep(SweepConfig(batch_sizes=[4], **FAST), workload=tiny_workload()).point(4)
     assert p.skipped_steps == 0
+
+
+def test_under_compile_flops_are_counted_on_the_eager_model_and_the_compiled_one_never_runs_after_timing(
+        monkeypatch):
+    compiled_calls = []
+
+    class Compiled(nn.Module):  # what torch.compile returns, as FlopCounterMode sees it: nothing counted
+        def __init__(self, module):
+            super().__init__()
+            self.inner = module
+
+        def forward(self, x):
+            compiled_calls.append(1)
+            with torch.no_grad():
+                out = self.inner(x)
+            return out.detach().requires_grad_()  # no counted backward either
+
+    monkeypatch.setattr(torch, "compile", lambda module, **kw: Compiled(module))
+    p = run_sweep(SweepConfig(batch_sizes=[4], compile=True, **FAST), workload=tiny_workload()).point(4)
+    assert p.ok
+    # nn.Linear(4, 2) at batch 4: forward 2·4·4·2, the weight's gradient as much (the input needs none)
+    assert p.telemetry["flops_per_step"] == 2 * (2 * 4 * 4 * 2)
+    assert p.telemetry["flops_counted"].endswith("counted on the model before torch.compile")
+    assert len(compiled_calls) == len(p.warmup_samples_s) + len(p.samples_s)  # no step after the timing
+
+
+def test_skipped_fp16_steps_are_in_the_terminal_verdict_not_only_the_report(monkeypatch):
+    import bench.measure.step as step_module
+    from bench.measure.step import ScaleDropCounter, TrainStep
+    from bench.present.steptime import sweep_verdict
+
+    class ScalerSkipping(TrainStep):
+        """A loss scale that halves at every step: every timed step is skipped."""
+
+        def _build(self, seed):
+            super()._build(seed)
+            self.calls = 0
+            self._scale_drops = ScaleDropCounter(2.0 ** 16, "cpu")
+
+        def _step(self):
+            super()._step()
+            self.calls += 1
+            self._scale_drops.observe(torch.tensor(2.0 ** (16 - self.calls)))
+
+    monkeypatch.setattr(step_module, "TrainStep", ScalerSkipping)
+    result = run_sweep(SweepConfig(batch_sizes=[4], **FAST), workload=tiny_workload())
+    p = result.point(4)
+    assert p.skipped_steps == len(p.samples_s) > 0
+    said = [s for s in sweep_verdict(result) if "gradient scaler skipped" in s]
+    assert said == [f"The fp16 gradient scaler skipped the optimizer update (inf/NaN gradients) in timed steps: "
+                    f"{p.skipped_steps} of {len(p.samples_s)} at batch 4; those steps did less work than a training "
+                    "step, so the step times there are not all of full steps."]
 
 
 # ---- one sampler per point, host syncs, threads (issue 10, items 8, 9; 15) -----------------------------

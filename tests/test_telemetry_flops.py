@@ -221,3 +221,68 @@ def test_measure_peak_on_a_gpu_lands_near_its_datasheet():
     assert r.tflops_median > 0
     if r.table_tflops:
         assert 0.2 < r.fraction_of_table < 1.2
+
+
+# ---- attention (issue 21, defect 5) ----------------------------------------------------------------------
+
+BATCH, HEADS, SEQ, DIM = 2, 4, 64, 16
+
+
+def _qkv():
+    torch.manual_seed(0)
+    return [torch.randn(BATCH, HEADS, SEQ, DIM, requires_grad=True) for _ in range(3)]
+
+
+def test_attention_on_the_cpu_is_counted_not_zero():
+    q, k, v = _qkv()
+    flops, reason = flops_per_step(lambda: torch.nn.functional.scaled_dot_product_attention(q, k, v))
+    assert reason is None
+    assert flops == 2 * (2 * BATCH * HEADS * SEQ * SEQ * DIM)  # scores q·kᵀ, then weights·v
+
+
+def test_causal_attention_counts_the_masked_share_only_forward_and_backward():
+    from bench.measure.telemetry.flops import causal_fraction
+
+    q, k, v = _qkv()
+    sdpa = torch.nn.functional.scaled_dot_product_attention
+    full, _ = flops_per_step(lambda: sdpa(q, k, v).sum().backward())
+    causal, _ = flops_per_step(lambda: sdpa(q, k, v, is_causal=True).sum().backward())
+    assert causal_fraction(SEQ, SEQ) == pytest.approx((SEQ + 1) / (2 * SEQ))
+    assert causal == pytest.approx(full * causal_fraction(SEQ, SEQ), rel=1e-6)
+
+
+def test_the_cuda_kernels_formulas_halve_causal_attention_too():
+    from bench.measure.telemetry.flops import attention_formulas
+
+    q, k, v = _qkv()
+    formulas = attention_formulas()
+    flash = formulas[torch.ops.aten._scaled_dot_product_flash_attention]
+    efficient = formulas[torch.ops.aten._scaled_dot_product_efficient_attention]
+    full = 2 * (2 * BATCH * HEADS * SEQ * SEQ * DIM)
+    assert flash(q, k, v, 0.0, False) == full
+    assert flash(q, k, v, 0.0, True) == int(full * (SEQ + 1) / (2 * SEQ))
+    assert efficient(q, k, v, None, True, 0.0, True) == int(full * (SEQ + 1) / (2 * SEQ))
+    assert efficient(q, k, v, None, True, 0.0, False) == full
+
+
+# ---- `bench peak` keeps the device busy (issue 21, defect 10) ------------------------------------------
+
+
+def test_peak_repeats_are_queued_back_to_back_so_the_device_never_idles_between_them():
+    from bench.measure.telemetry.peaks import timed_repeats
+    from bench.testing.fake_cuda import FakeCuda, FakeDevice
+
+    dev = FakeDevice(launch_overhead_s=1e-5, launch_latency_s=0.0)
+    cuda = FakeCuda(dev)
+    dev.host_work(0.01)  # the host was busy before: the device waited, which is not the repeats' doing
+    times = timed_repeats(lambda count: [dev.launch(1e-3) for _ in range(count)], 5, 10, cuda)
+    assert times == pytest.approx([1e-2] * 5, rel=0.01)
+    assert dev.idle_s == 0.0  # one host synchronisation, at the end
+
+    # The way it used to run: a host synchronisation after each repeat, host work before the next.
+    dev2 = FakeDevice(launch_overhead_s=1e-5, launch_latency_s=0.0)
+    cuda2 = FakeCuda(dev2)
+    for _ in range(5):
+        timed_repeats(lambda count: [dev2.launch(1e-3) for _ in range(count)], 1, 10, cuda2)
+        dev2.host_work(1e-3)  # telemetry markers, bookkeeping
+    assert dev2.idle_s > 4 * 1e-3

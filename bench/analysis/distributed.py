@@ -3,8 +3,9 @@ lie apart; the share of a step spent on gradient all-reduce; weak-scaling effici
 at the same per-rank batch; and all-reduce bandwidth as NCCL's tests define it. Pure functions over
 records; measures nothing, says nothing in words.
 
-- Step time: for each step, the maximum over ranks (`bench.core.stats.slowest_per_step`,
-  the rule the measuring loop itself uses).
+- Step time: for each block of steps, the steps of the rank whose block took longest in total
+  (`bench.core.stats.slowest_rank_per_block`, the rule the measuring loop itself uses; the maximum
+  over ranks of each step, `slowest_per_step`, is biased upward by per-rank jitter).
 - Spread: (slowest rank's median − fastest rank's median) / median of the ranks' medians.
 - Communication share: 1 − t(no_sync) / t(with all-reduce), at the same per-rank batch.
 - Weak-scaling efficiency: t(one rank) / t(n ranks) at the same per-rank batch (1: the n ranks
@@ -22,7 +23,12 @@ import statistics
 from typing import Sequence
 
 from bench.core.errors import BenchError
-from bench.core.stats import SampleStats, slowest_per_step, summarize
+from bench.core.stats import (
+    SampleStats,
+    slowest_per_step,
+    slowest_rank_per_block,
+    summarize,
+)
 from bench.records.distributed import (
     DistributedAnalysis,
     DistributedPointAnalysis,
@@ -32,7 +38,7 @@ from bench.records.distributed import (
 
 __all__ = ["algorithm_bandwidth", "analyse_distributed", "bus_bandwidth", "bus_bandwidth_interval", "bus_factor",
            "comm_share",
-           "rank_spread", "slowest_per_step", "weak_scaling_efficiency"]
+           "rank_spread", "slowest_per_step", "slowest_rank_per_block", "weak_scaling_efficiency"]
 
 
 def rank_spread(rank_samples: Sequence[Sequence[float]]) -> RankSpread | None:
@@ -149,7 +155,9 @@ def analyse_distributed(result) -> DistributedAnalysis | None:
     return out
 
 
-def combined_stats(rank_samples: Sequence[Sequence[float]]) -> SampleStats | None:
-    """Statistics of the slowest-rank-per-step times of `rank_samples` (None with no samples)."""
-    combined = slowest_per_step(rank_samples)
+def combined_stats(rank_samples: Sequence[Sequence[float]],
+                   block_sizes: Sequence[int] | None = None) -> SampleStats | None:
+    """Statistics of the job's step times from `rank_samples`, block by block the slowest rank's
+    (`slowest_rank_per_block`; None with no samples)."""
+    combined = slowest_rank_per_block(rank_samples, block_sizes)
     return summarize(combined) if combined else None

@@ -155,6 +155,32 @@ def relative_spread(values: Sequence[float]) -> float | None:
     med = float(np.median(v))
     return (max(v) - min(v)) / 2.0 / med if med > 0 else None
 
+def slowest_rank_per_block(rank_samples: Sequence[Sequence[float]],
+                           block_sizes: Sequence[int] | None = None) -> list[float]:
+    """A data-parallel job's step times: for each block of steps (`block_sizes`; one block when
+    None), the steps of the rank whose block took longest in total. Its mean is the maximum over
+    ranks of the block's total / steps. Unlike the maximum over ranks of each step, it is not biased
+    upward by per-rank jitter: the ranks meet in every step's all-reduce, so one rank's late step end
+    is its next step's early start, and what differs step by step is mostly noise whose per-step
+    maximum is always positive."""
+    if not rank_samples:
+        return []
+    lengths = {len(s) for s in rank_samples}
+    if len(lengths) != 1:
+        raise BenchError(f"ranks timed different numbers of steps ({sorted(lengths)}): they cannot be combined")
+    n = lengths.pop()
+    sizes = list(block_sizes) if block_sizes else [n]
+    if sum(sizes) != n:
+        raise BenchError(f"block sizes add up to {sum(sizes)} steps, the ranks timed {n}")
+    out: list[float] = []
+    i = 0
+    for size in sizes:
+        blocks = [list(s[i:i + size]) for s in rank_samples]
+        out += max(blocks, key=sum)  # ties: the lowest rank
+        i += size
+    return out
+
+
 def slowest_per_step(rank_samples: Sequence[Sequence[float]]) -> list[float]:
     """A data-parallel step's time: for each step, the slowest rank's time (every rank waits for the
     slowest in the gradient all-reduce, so the job runs at its pace). The ranks must have timed the

@@ -1,11 +1,11 @@
 """Measuring under torch.distributed (launched by torchrun): every rank's place in the job, a control
 channel every rank answers in lockstep, and a timer that puts a barrier before each timed block and
-takes a step's time as the slowest rank's.
+takes a block's time as the slowest rank's.
 
 A data-parallel point is measured by every rank at once, and every rank must take the same decisions
 (how many steps in a block, when to stop, when a point failed), or the ranks' collectives stop
 matching and the job hangs. So every decision is made from values all ranks share: the ranks' samples
-are exchanged after each block and combined (`slowest_per_step`), and the clock the measuring loop
+are exchanged after each block and combined (`slowest_rank_per_block`), and the clock the measuring loop
 reads is rank 0's, handed to every rank (`Ranks.clock`). These exchanges run on a Gloo control group
 of their own (host memory, never the GPU stream), so they never sit inside a timed window.
 
@@ -350,8 +350,9 @@ class DistributedTimer:
     Before each block: a barrier on the control group, outside the timed window, so every rank
     starts the block together. The block itself has no host synchronisation beyond the inner
     timer's own (one per block on CUDA). After it: every rank's samples are exchanged, kept per rank
-    (`rank_samples`), and the block returned to the measuring loop is the slowest rank's time of each
-    step (`slowest_per_step`), the same on every rank. A step that raises on one rank is announced to
+    (`rank_samples`), and the block returned to the measuring loop is that of the rank whose block took
+    longest in total (`slowest_rank_per_block`: the maximum over ranks of each step would be biased
+    upward by per-rank jitter), the same on every rank. A step that raises on one rank is announced to
     all (`Ranks.announce`), and every rank raises the same `RanksFailed`.
     """
 
@@ -372,11 +373,9 @@ class DistributedTimer:
         blocks = self._ranks.exchange("samples", [float(v) for v in block])
         for r, b in enumerate(blocks):
             self._per_rank[r] += b
-        from bench.core.stats import (
-            slowest_per_step,  # numpy and scipy: not at `bench sweep --help`
-        )
+        from bench.core.stats import slowest_rank_per_block  # numpy and scipy: not at `bench sweep --help`
 
-        return slowest_per_step(blocks)
+        return slowest_rank_per_block(blocks)
 
     def rank_samples(self, last: int) -> list[list[float]]:
         """Each rank's own times of the last `last` steps (the timed ones, after warm-up)."""

@@ -278,6 +278,17 @@ class TrainStep:
             self.model = wrapped
 
     @contextmanager
+    def eager(self):
+        """Steps run inside use the model before `torch.compile` (the same module, so the same
+        weights): what FlopCounterMode can count, and no recompilation after the timed steps."""
+        before = self.model
+        self.model = getattr(self, "wrapped", None) or self.module
+        try:
+            yield self
+        finally:
+            self.model = before
+
+    @contextmanager
     def gradient_sync(self, enabled: bool):
         """Steps run inside skip the wrapper's gradient all-reduce (DDP's `no_sync`) when `enabled`
         is False. Without a wrapper that has `no_sync` nothing changes."""

@@ -162,14 +162,17 @@ def _where(filename: str, lineno: int) -> str:
 
 
 SYNC_CHECK_STEPS = 5  # steps checked: a sync every few steps (a logged loss, a scaler's check) shows up
+SYNC_CHECK_MAX_S = 1.0  # but no more steps once this much host time has gone (slow steps, small budgets)
 
 
-def find_host_syncs(step: Step, cuda: Any = None, *, steps: int = 1, skip: int = 0) -> list[str]:
+def find_host_syncs(step: Step, cuda: Any = None, *, steps: int = 1, skip: int = 0, max_s: float | None = None,
+                    clock: Callable[[], float] = time.perf_counter) -> list[str]:
     """Run `step` `steps` times under `torch.cuda.set_sync_debug_mode("warn")` (after `skip` plain
-    runs: a data-parallel step's bucket rebuild synchronises once, and is not the step's habit); one
-    line per place in Python code that made the host wait for the device (e.g. `.item()`, a GradScaler
-    without a fused optimizer), with how often it did in those steps. Empty: no synchronising operation
-    torch knows of in them (a sync every more than `steps` steps can still hide).
+    runs: a data-parallel step's bucket rebuild synchronises once, and is not the step's habit; and
+    no further step once `max_s` seconds have gone); one line per place in Python code that made the
+    host wait for the device (e.g. `.item()`, a GradScaler without a fused optimizer), with how often
+    it did in the steps checked. Empty: no synchronising operation torch knows of in them (a sync
+    every more than that many steps can still hide).
 
     The previous debug mode is put back even if the step raises; warnings other than torch's sync
     warning are passed on. `cuda` is the torch.cuda namespace (tests pass a fake one).
@@ -184,9 +187,14 @@ def find_host_syncs(step: Step, cuda: Any = None, *, steps: int = 1, skip: int =
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         cuda.set_sync_debug_mode("warn")
+        checked = 0
+        t0 = clock()
         try:
-            for _ in range(steps):
+            while checked < steps:
                 step()
+                checked += 1
+                if max_s is not None and clock() - t0 >= max_s:
+                    break
         finally:
             cuda.set_sync_debug_mode(before)
     places: Counter = Counter()
@@ -198,15 +206,16 @@ def find_host_syncs(step: Step, cuda: Any = None, *, steps: int = 1, skip: int =
             others.append(w)
     for w in others:
         warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-    span = "one step" if steps == 1 else f"{steps} steps"
+    span = "one step" if checked == 1 else f"{checked} steps"
     return [f"{where} ({k}x in {span})" for where, k in places.items()]
 
 
-def sync_check_for(device, *, skip: int = 0, steps: int = SYNC_CHECK_STEPS) -> CheckStep | None:
-    """The host-sync check for a device: `find_host_syncs` over `steps` steps after `skip` plain ones
-    on CUDA; None elsewhere (nothing to find)."""
+def sync_check_for(device, *, skip: int = 0, steps: int = SYNC_CHECK_STEPS,
+                   max_s: float | None = SYNC_CHECK_MAX_S) -> CheckStep | None:
+    """The host-sync check for a device: `find_host_syncs` over up to `steps` steps (within `max_s`)
+    after `skip` plain ones on CUDA; None elsewhere (nothing to find)."""
     kind = getattr(device, "type", None) or str(device).split(":")[0]
-    return partial(find_host_syncs, steps=steps, skip=skip) if kind == "cuda" else None
+    return partial(find_host_syncs, steps=steps, skip=skip, max_s=max_s) if kind == "cuda" else None
 
 
 def timer_for(device) -> Timer:

@@ -282,11 +282,25 @@ def busy_sentence(a: StepTimeAnalysis) -> str | None:
             "CPU, so compare them with a quiet run before trusting small differences.")
 
 
+def skipped_steps_sentence(result) -> str | None:
+    """Where fp16's gradient scaler skipped the optimizer update in timed steps (None: nowhere)."""
+    skipped = sorted((p.batch_size, p.skipped_steps, len(p.samples_s or [])) for p in result.points
+                     if isinstance(p.skipped_steps, int) and p.skipped_steps > 0)
+    if not skipped:
+        return None
+    where = ", ".join(f"{n} of {m} at batch {b:,}" if m else f"{n} at batch {b:,}" for b, n, m in skipped)
+    return (f"The fp16 gradient scaler skipped the optimizer update (inf/NaN gradients) in timed steps: {where}; "
+            "those steps did less work than a training step, so the step times there are not all of full steps.")
+
+
 def sweep_verdict(result) -> list[str]:
-    """The verdict of a SweepResult's analysis; [] when it has none. InvalidResultsFile for an analysis
-    that cannot be read."""
+    """The verdict of a SweepResult's analysis, then the steps fp16's gradient scaler skipped; [] when
+    it has no analysis. InvalidResultsFile for an analysis that cannot be read."""
     a = sweep_analysis(result.analysis)
-    return steptime_verdict(a) if a is not None else []
+    if a is None:
+        return []
+    skipped = skipped_steps_sentence(result)
+    return steptime_verdict(a) + ([skipped] if skipped else [])
 
 
 

@@ -23,8 +23,8 @@ def floats(values: Any) -> list[float]:
 
 @dataclass
 class RankPoint:
-    """One rank's side of a point: its own times of the timed steps (the point's `samples_s` are the
-    slowest rank's time of each step), its memory peaks and telemetry."""
+    """One rank's side of a point: its own times of the timed steps (the point's `samples_s` are, block by
+    block, the steps of the rank whose block took longest), its memory peaks and telemetry."""
 
     rank: int
     samples_s: list[float] = field(default_factory=list)
@@ -54,8 +54,8 @@ class RankPoint:
 
 @dataclass
 class RankTimedSamples:
-    """Timed samples of a job of several ranks: the slowest rank's time of each step or call
-    (`samples_s`), each rank's own (`rank_samples_s`), and how the measuring ended. Shared by the
+    """Timed samples of a job of several ranks: block by block the steps or calls of the rank
+    whose block took longest (`samples_s`), each rank's own (`rank_samples_s`), and how the measuring ended. Shared by the
     variants beside a data-parallel point and by the all-reduce probe's points."""
 
     status: str = STATUS_OK
@@ -204,7 +204,7 @@ class RankSpread:
 
 @dataclass
 class DistributedPointAnalysis:
-    """One point of a data-parallel sweep, combined: the step time (slowest rank per step), the ranks'
+    """One point of a data-parallel sweep, combined: the step time (block by block the slowest rank's), the ranks'
     spread, the share of the step spent on gradient all-reduce, and the weak-scaling efficiency."""
 
     per_rank_batch_size: int

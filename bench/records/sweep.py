@@ -169,7 +169,7 @@ class Measurement:
     block_shortfall: BlockShortfall | None = None
     conditions: dict[str, Any] = field(default_factory=dict)
     # Measured by every rank of a data-parallel job (torchrun): then `case.batch_size` is the batch per
-    # rank, `samples_s` the slowest rank's time of each step, and this holds each rank's side.
+    # rank, `samples_s` block by block the slowest rank's steps, and this holds each rank's side.
     distributed: DistributedPoint | None = None
 
     @property

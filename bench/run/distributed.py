@@ -1,5 +1,6 @@
 """A data-parallel point: every rank of a torchrun job measures the same per-rank batch under DDP, in
-lockstep, and the point records the slowest rank's time of each step with each rank's own times.
+lockstep, and the point records, block by block, the steps of the rank whose block took longest, with each
+rank's own times.
 
 Beside each point, at the same per-rank batch:
 - the step without gradient all-reduce (DDP's `no_sync`, every rank), for the communication share;

@@ -26,6 +26,7 @@ from typing import Callable, Iterable, Protocol, Sequence
 
 from bench.core.vocabulary import PROBE_KINDS
 
+LOCAL_SPAN = 16  # probes closer than this: the allocator's segment rounding would tilt their slope
 MODEL_POINTS = 2  # a secant through the two largest batches: memory may bend at small batches
 
 _SIZE = r"([0-9.]+) (bytes|KiB|MiB|GiB)"
@@ -114,10 +115,13 @@ def fit_memory_line(points: Iterable[tuple[int, float]], max_points: int = MODEL
 
 
 def _memory_line(known: dict[int, float], seen: dict[int, float]) -> MemoryLine | None:
-    """The model's slope: through the known peaks (far apart, so the allocator's rounding hardly tilts
-    it); through the probes' own peaks when fewer than two were known."""
-    if len(seen) >= 2:
-        return fit_memory_line(seen.items())
+    """The model's slope: through this search's own probes when they lie far enough apart (they are
+    taken the way the next probe's will be, and near it); else through the known peaks (far apart, so
+    the allocator's rounding hardly tilts them), the probes' added when fewer than two were known."""
+    if len(seen) >= 2 and max(seen) - min(seen) >= LOCAL_SPAN:
+        line = fit_memory_line(seen.items())
+        if line is not None:
+            return line
     # One probe's peak anchors the line but does not tilt it: the known peaks may hold workspace the
     # probe did without.
     return fit_memory_line(known.items()) or fit_memory_line({**known, **seen}.items())
@@ -192,7 +196,7 @@ def search_largest_batch(probe: ProbeFn, *, lo: int = 0, hi: int | None = None,
             out.limited = True
             out.stopped = f"no out-of-memory up to batch {lo}, the limit: the largest lies beyond"
             break
-        guess, kind = None, None
+        guess, kind, edge = None, None, False
         line = _memory_line(known, seen) if use_model and reach else None
         if line is not None and not bisect_next:
             predicted = line.largest_within(reach)
@@ -203,10 +207,13 @@ def search_largest_batch(probe: ProbeFn, *, lo: int = 0, hi: int | None = None,
                 # (the rounding errs either way); a capacity told is an upper bound: stay under it.
                 predicted = lo + int(round(room) if out.ceiling_bytes is not None else math.floor(room))
             # A prediction beyond the bracket is contradicted by a probe already made: bisect instead.
-            # Predicting `lo` or `hi` itself is the model off by its rounding: the batch next to it
-            # inside the bracket is then the best guess.
-            if predicted >= lo and (hi is None or predicted <= hi):
+            # Predicting `lo` itself, or `hi` from a reach read off an out-of-memory message (to its
+            # rounding), is the model off by one: the batch next to it inside the bracket is then
+            # the best guess.
+            at_hi = hi is not None and predicted == hi and out.ceiling_bytes is not None
+            if predicted >= lo and (hi is None or predicted < hi or at_hi):
                 guess, kind = predicted, "model"
+                edge = predicted == lo or at_hi  # a probe next to a bound, to confirm it
         if guess is None:
             if hi is not None:
                 guess, kind = (lo + hi) // 2, "bisection"
@@ -239,7 +246,8 @@ def search_largest_batch(probe: ProbeFn, *, lo: int = 0, hi: int | None = None,
                 reach = report.ceiling_bytes  # what the allocator can really reach on this device
                 out.ceiling_bytes, out.outside_bytes = report.ceiling_bytes, report.outside_bytes
         # Safeguard: after two model steps in a row that did not halve a known bracket, bisect once.
-        if kind == "model" and width_before is not None and (hi - lo) * 2 > width_before:
+        # (A probe next to a bound that the model pointed at confirms it, and counts as no slow step.)
+        if kind == "model" and not edge and width_before is not None and (hi - lo) * 2 > width_before:
             slow_steps += 1
         else:
             slow_steps = 0

@@ -334,7 +334,10 @@ def _add_flops(m: Measurement, step, config: SweepConfig, device) -> None:
         peak_tflops,
     )
 
-    flops, why = flops_per_step(step)
+    # On the eager module: torch.compile's kernels run where FlopCounterMode cannot see them (0 FLOPs),
+    # and counting through the compiled one could recompile after the timing.
+    with step.eager():
+        flops, why = flops_per_step(step)
     if config.peak_tflops is not None:
         peak_args = (config.peak_tflops, "user override (--peak-tflops)", None)
     elif device.type == "cuda":
@@ -345,6 +348,8 @@ def _add_flops(m: Measurement, step, config: SweepConfig, device) -> None:
         peak_args = (None, None, f"no peak table for {device.type} devices (NVIDIA GPUs only; see `bench peak`)")
     fields = flop_fields(flops, why, m.stats.median_s if m.samples_s else None, *peak_args)
     m.null_reasons.update(fields.pop("null_reasons", {}) or {})
+    if config.compile and fields["flops_counted"]:
+        fields["flops_counted"] += "; counted on the model before torch.compile"
     m.telemetry.update(fields)
 
 
@@ -596,14 +601,62 @@ def prepare(config: SweepConfig, workload=None):
     return workload, device
 
 
+FALSE_KNEE_JUMP = 0.10  # time per sample this much above the batch below it, beyond both CIs
+NEAR_CAPACITY = 0.90  # peak reserved memory at least this share of what the allocator could reach
+
+
+def false_knee(result: SweepResult, capacity_bytes: float | None) -> str | None:
+    """A sentence when the largest batch that fits looks timed with slower kernels: its time per sample
+    jumps (by more than FALSE_KNEE_JUMP, beyond both 95% CIs) above the next smaller measured batch's
+    while its peak memory is near the device's capacity. cuDNN's autotuning then drops the algorithms
+    whose workspace no longer fits, so the step slows for want of memory, not of compute: a false
+    knee. None when it does not look so, or when a reading is missing (no capacity off CUDA)."""
+    b = result.largest_batch_that_fits
+    if b is None or not capacity_bytes:
+        return None
+    ok = sorted((p for p in result.points if p.ok and p.samples_s), key=lambda p: p.batch_size)
+    top = next((p for p in ok if p.batch_size == b), None)
+    below = [p for p in ok if p.batch_size < b]
+    if top is None or not below:
+        return None
+    prev = below[-1]
+    peak = max((v for v in (top.peak_reserved_bytes, top.warmup_peak_reserved_bytes) if v is not None), default=None)
+    if peak is None or peak < NEAR_CAPACITY * capacity_bytes:
+        return None
+    s, q = top.stats, prev.stats
+    if None in (s.ci_low_s, q.ci_high_s):
+        return None
+    jump = (s.median_s / b) / (q.median_s / prev.batch_size) - 1
+    if jump <= FALSE_KNEE_JUMP or s.ci_low_s / b <= q.ci_high_s / prev.batch_size:
+        return None
+    return (f"time per sample at batch {b:,} is {jump:.0%} above batch {prev.batch_size:,}'s while its peak memory "
+            f"is {peak / capacity_bytes:.0%} of what the allocator could reach: cuDNN's autotuning may have dropped "
+            "algorithms whose workspace no longer fit, so this point may be timed with slower kernels (a false "
+            "knee); a batch a little smaller shows the card's own step time")
+
+
+def _provisional(result: SweepResult, run: Resumable, batch_size: int, reason: str) -> None:
+    """Record `batch_size` as the largest batch that fits so far, with `reason`, and save the file."""
+    result.largest_batch_that_fits = batch_size
+    result.largest_batch_reason = "provisional: " + reason
+    run.save()
+
+
 def _find_and_confirm_largest(workload, config: SweepConfig, device, result: SweepResult, run: Resumable,
                               bounds: tuple[int, int], notify: ProgressFn) -> None:
     """Search between `bounds` (largest known to fit, smallest known not to), confirm the answer with a
     full measurement (backing off on out-of-memory), and say in the reason how it was found."""
     lo, hi = bounds
+    # Saved as soon as known, each answer provisional until the next: a run cut off keeps the best so far.
+    if lo > 0:
+        _provisional(result, run, lo, f"batch {lo} fits and {hi} does not in the sweep; the search for the largest "
+                                      "batch between them had not finished")
 
     def record(probe: Probe, kind: str) -> None:
         result.probes.append(probe)
+        if probe.fits and probe.batch_size > (result.largest_batch_that_fits or 0):
+            _provisional(result, run, probe.batch_size,
+                         f"batch {probe.batch_size} fits a {PROBE_STEPS}-step probe; the search had not finished")
         run.save()
 
     search = search_largest(workload, config, device, lo=lo, hi=hi, known_peaks=_known_peaks(result),
@@ -613,6 +666,9 @@ def _find_and_confirm_largest(workload, config: SweepConfig, device, result: Swe
     measured_ok = {p.batch_size for p in result.points if p.ok}
     n_points = len(result.points)
     found = f"after the sweep's {n_points} measured point(s), {describe_probes([p.kind for p in result.probes])}"
+    if search.ceiling_bytes is not None:
+        found += (f"; an out-of-memory message said the allocator can reach {search.ceiling_bytes / 2**30:.2f} GiB "
+                  f"({search.outside_bytes / 2**30:.2f} GiB of the device's capacity is outside it)")
     if search.largest is None:
         result.largest_batch_that_fits = None
         result.largest_batch_reason = search.stopped or f"even batch {search.smallest_oom} runs out of memory ({found})"
@@ -623,6 +679,9 @@ def _find_and_confirm_largest(workload, config: SweepConfig, device, result: Swe
         run.add(m)
         notify("confirmed", {"batch_size": m.batch_size, "measurement": m})
 
+    _provisional(result, run, search.largest, f"batch {search.largest} fits a {PROBE_STEPS}-step probe and "
+                                               f"{search.smallest_oom} does not ({found}); not yet confirmed by a "
+                                               "full measurement")
     notify("confirm", {"batch_size": search.largest})
     confirmed = confirm_largest_batch(workload, config, device, search.largest, floor=floor, measured_ok=measured_ok,
                                       on_measured=measured)
@@ -632,6 +691,10 @@ def _find_and_confirm_largest(workload, config: SweepConfig, device, result: Swe
     if confirmed.backed_off:
         head = f"batch {confirmed.smallest_oom} runs out of memory in a full measurement"
     result.largest_batch_reason = f"{head}; found {found}; {confirmed.note}"
+    knee = false_knee(result, allocator_memory(device).capacity_bytes())
+    if knee:
+        result.largest_batch_reason += f"; {knee}"
+        result.point(confirmed.batch_size).warnings.append(knee)
 
 
 def run_sweep(

@@ -266,6 +266,7 @@ class FakeDevice:
         self.device_free_at_s = 0.0
         self.launch_overhead_s, self.launch_latency_s = launch_overhead_s, launch_latency_s
         self.launches = 0
+        self.idle_s = 0.0  # time the device sat with an empty queue between kernels
         self.host_syncs = 0
         self.sync_debug_mode = 0
 
@@ -275,12 +276,16 @@ class FakeDevice:
     def launch(self, duration_s: float) -> None:
         self.host_s += self.launch_overhead_s
         start = max(self.device_free_at_s, self.host_s + self.launch_latency_s)
+        if self.launches:
+            self.idle_s += start - self.device_free_at_s
         self.device_free_at_s = start + duration_s
         self.launches += 1
 
     def stamp(self) -> float:
         """Where an event recorded now lands: after the queued work, or when the host records it."""
         t = max(self.device_free_at_s, self.host_s + self.launch_latency_s)
+        if self.launches:
+            self.idle_s += t - self.device_free_at_s
         self.device_free_at_s = t
         return t
 

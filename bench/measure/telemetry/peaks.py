@@ -13,7 +13,7 @@ import statistics
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 from bench.core.devices import resolve_device
 from bench.core.errors import BenchError
@@ -309,6 +309,27 @@ def measure_peak(device: Any = None, precisions: tuple[str, ...] | list[str] | N
     return results
 
 
+def timed_repeats(work: Callable[[int], None], repeats: int, count: int, cuda: Any = None,
+                  clock: Callable[[], float] = time.perf_counter) -> list[float]:
+    """Seconds of each of `repeats` runs of `work(count)`. With `cuda` (the torch.cuda namespace), a
+    pair of events around each run, all queued back to back and one host synchronisation at the end:
+    the device never waits for the host between repeats. Without, a host clock around each run."""
+    if cuda is None:
+        out = []
+        for _ in range(repeats):
+            t0 = clock()
+            work(count)
+            out.append(clock() - t0)
+        return out
+    events = [(cuda.Event(enable_timing=True), cuda.Event(enable_timing=True)) for _ in range(repeats)]
+    for start, end in events:
+        start.record()
+        work(count)
+        end.record()
+    events[-1][1].synchronize()
+    return [start.elapsed_time(end) / 1000.0 for start, end in events]
+
+
 def _time_matmul(r: PeakMeasurement, dev, n: int, repeats: int, min_repeat_s: float, nvml: Any,
                  warmup_s: float) -> None:
     import torch
@@ -322,48 +343,37 @@ def _time_matmul(r: PeakMeasurement, dev, n: int, repeats: int, min_repeat_s: fl
             b = torch.randn(n, n, device=dev, dtype=dtype)
             c = torch.empty(n, n, device=dev, dtype=dtype)
 
-            def run(count: int) -> float:
-                """Seconds for `count` back-to-back matmuls."""
-                if cuda:
-                    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-                    start.record()
-                    for _ in range(count):
-                        torch.matmul(a, b, out=c)
-                    end.record()
-                    end.synchronize()
-                    return start.elapsed_time(end) / 1000.0
-                t0 = time.perf_counter()
+            def work(count: int) -> None:
                 for _ in range(count):
                     torch.matmul(a, b, out=c)
-                return time.perf_counter() - t0
 
-            warm = run(2)  # library selection
-            one = max(run(1), 1e-9)
-            warm += one
-            while warm < warmup_s:  # clocks up: at least warmup_s of matmuls, in chunks of about 0.1 s
-                count = max(1, math.ceil(min(0.1, warmup_s - warm) / one))
-                t = run(count)
-                warm += t
-                one = max(t / count, 1e-9)
-            r.warmup_s = warm
-            inner = max(1, math.ceil(min_repeat_s / one))
+            # Made before warm-up: its start (NVML) would otherwise idle the GPU between warm-up and
+            # the timed repeats, and the clocks would drop.
             telemetry = None
             if cuda:
                 from bench.measure.telemetry.sampler import Telemetry
 
                 telemetry = Telemetry.for_device(dev, nvml=nvml)
-            per_matmul = []
+            cuda_ns = torch.cuda if cuda else None
             try:
-                for _ in range(repeats):
-                    if telemetry is not None:
-                        with telemetry.measuring():
-                            per_matmul.append(run(inner) / inner)
-                    else:
-                        per_matmul.append(run(inner) / inner)
+                warm = sum(timed_repeats(work, 1, 2, cuda_ns))  # library selection
+                one = max(timed_repeats(work, 1, 1, cuda_ns)[0], 1e-9)
+                warm += one
+                while warm < warmup_s:  # clocks up: at least warmup_s of matmuls, in chunks of about 0.1 s
+                    count = max(1, math.ceil(min(0.1, warmup_s - warm) / one))
+                    t = timed_repeats(work, 1, count, cuda_ns)[0]
+                    warm += t
+                    one = max(t / count, 1e-9)
+                r.warmup_s = warm
+                inner = max(1, math.ceil(min_repeat_s / one))
                 if telemetry is not None:
+                    with telemetry.measuring():
+                        per_matmul = [t / inner for t in timed_repeats(work, repeats, inner, cuda_ns)]
                     s = telemetry.summary(steps=repeats * inner)
                     r.telemetry = {k: s.get(k) for k in _TELEMETRY_KEYS}
                     r.telemetry["null_reasons"] = {k: v for k, v in s["null_reasons"].items() if k in _TELEMETRY_KEYS}
+                else:
+                    per_matmul = [t / inner for t in timed_repeats(work, repeats, inner, cuda_ns)]
             finally:
                 if telemetry is not None:
                     telemetry.close()

@@ -34,7 +34,11 @@ from bench.present.report.environment import fingerprint_line
 from bench.present.report.figures import sweeps as F
 from bench.present.report.figures.distributed import ranks_figure
 from bench.present.report.figures.sweeps import SweepSeries
-from bench.present.steptime import steptime_verdict, sweep_analysis
+from bench.present.steptime import (
+    skipped_steps_sentence,
+    steptime_verdict,
+    sweep_analysis,
+)
 from bench.records.sweep import SweepResult
 
 STOP_WORDS = {STOP_CI: "CI target reached", STOP_BUDGET: "time budget ran out", STOP_MAX_SAMPLES: "sample cap",
@@ -247,9 +251,9 @@ def sweep_warnings(result: SweepResult) -> list[str]:
         out.append(f"Throttled: clocks were held down (power cap, thermal or hardware slowdown) at batch "
                    f"{batches([b for b, _ in throttled])}" + (f" ({', '.join(reasons)})" if reasons else "")
                    + ": those step times are slower than the card's boost clock allows.")
-    skipped = [(p.batch_size, p.skipped_steps) for p in result.points if is_number(p.skipped_steps) and p.skipped_steps > 0]
+    skipped = skipped_steps_sentence(result)
     if skipped:
-        out.append("fp16 gradient scaler skipped steps: " + ", ".join(f"batch {b}: {n}" for b, n in skipped) + ".")
+        out.append(skipped)
     for p in sorted(result.points, key=lambda p: p.batch_size):
         if p.status == STATUS_OOM:
             out.append(f"Batch {p.batch_size:,}: out of memory" + (f" ({p.error})" if p.error else "") + ".")

@@ -57,7 +57,7 @@ def ranks_figure(a: DistributedAnalysis | None, color="#1f77b4") -> str | None:
             ys = [p.spread.rank_medians_s[r] / scale for p in rows if p.spread and r < len(p.spread.rank_medians_s)]
             left.plot(xs, ys, ls="none", marker="o", ms=4, alpha=0.75, color=colors[r], label=f"rank {r}")
         left.plot(batches, [p.step_time_s / scale for p in rows], "-", color=color, lw=1.6,
-                  label="step time (slowest rank per step)")
+                  label="step time (slowest rank, block by block)")
         nosync = [(p.per_rank_batch_size, p.no_sync_step_time_s / scale) for p in rows if p.no_sync_step_time_s]
         if nosync:
             left.plot(*zip(*nosync), "--", color=GUIDE_COLOR, lw=1.2, label="without all-reduce (no_sync)")
