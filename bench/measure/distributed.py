@@ -373,7 +373,9 @@ class DistributedTimer:
         blocks = self._ranks.exchange("samples", [float(v) for v in block])
         for r, b in enumerate(blocks):
             self._per_rank[r] += b
-        from bench.core.stats import slowest_rank_per_block  # numpy and scipy: not at `bench sweep --help`
+        from bench.core.stats import (
+            slowest_rank_per_block,  # numpy and scipy: not at `bench sweep --help`
+        )
 
         return slowest_rank_per_block(blocks)
 
