@@ -670,3 +670,15 @@ def test_real_cuda_events_are_made_once_per_point_and_never_during_timed_steps(m
     res = measure(step, timer=CudaEventTimer(torch.device("cuda")), limits=MeasureLimits(budget_s=0.5))
     assert len(made_at) == 2 * MAX_BLOCK and set(made_at) == {0}  # all made before the first step
     assert len(res.block_sizes) >= 6 and all(s > 0 for s in res.samples_s)
+
+
+def test_the_host_sync_checks_sample_of_several_steps_is_no_warm_up_block():
+    # The check runs several steps (under sync-debug mode) inside one timed "step": its sample is time
+    # spent warming up, not a step time, so it neither sizes the first block nor enters the drift test.
+    timer = ScriptedTimer(itertools.chain([0.02, 0.05], itertools.repeat(0.01)))  # first step, the check (5 steps)
+    res = measure(lambda: None, timer=timer, clock=timer.clock, check_step=lambda step: [],
+                  limits=MeasureLimits(min_samples=10, min_time_s=0.1, budget_s=1.0))
+    assert res.warmup_samples_s[:2] == [0.02, 0.05]
+    assert 0.05 not in res.warmup_block_medians_s
+    assert all(m == pytest.approx(0.01) for m in res.warmup_block_medians_s)
+    assert res.host_syncs == []

@@ -661,15 +661,14 @@ def _warm_up(step: Step, timer: Timer, warm: WarmupRule, res: TimingResult, cloc
     def past_limit() -> bool:
         return clock() >= deadline
 
+    typical = res.warmup_samples_s[-1]  # the first step's time, until warm-up blocks tell better
     if check_step is not None:
         found: list[str] = []
         block = timer.time_block(lambda: found.extend(check_step(step)), 1)
-        starts.append(0.0)
+        # One sample spanning the check's several steps under sync-debug mode: time spent warming up,
+        # but no step time, so it sizes no block and enters no drift comparison.
         res.warmup_samples_s += block
-        medians.append(statistics.median(block))
-        bands.append(noise_band(block))
         res.host_syncs = found
-    typical = res.warmup_samples_s[-1]
     while True:
         elapsed = clock() - t_first
         reason = warm.is_warm(medians, starts, sum(res.warmup_samples_s[1:]), len(res.warmup_samples_s), elapsed,
@@ -685,7 +684,7 @@ def _warm_up(step: Step, timer: Timer, warm: WarmupRule, res: TimingResult, cloc
         medians.append(statistics.median(block))
         bands.append(noise_band(block))
         # Sized by the recent steps (at least 3), so that one slow step does not shrink the next block.
-        typical = statistics.median(res.warmup_samples_s[1:][-max(3, len(block)):])
+        typical = statistics.median(block if len(block) >= 3 else res.warmup_samples_s[1:][-3:])
 
 
 def measure(
