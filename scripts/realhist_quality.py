@@ -229,6 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bed", default=str(REPO / "tests" / "data" / "realhist"),
                     help="the test bed (scripts/realhist_convert.py's output); default: the tests' slices")
     ap.add_argument("--source", action="append", choices=("django", "empymod", "gab"))
+    ap.add_argument("--stores", help="keep each source's store in this folder and reuse it on later runs "
+                                     "(the ingest is then not timed again)")
     args = ap.parse_args(argv)
     bed = Path(args.bed)
     events = load_events(None)
@@ -238,8 +240,9 @@ def main(argv: list[str] | None = None) -> int:
     print("|---|---|" + "---|" * len(cols))
     for name in args.source or ["django", "empymod", "gab"]:
         with tempfile.TemporaryDirectory() as tmp:
-            db = Path(tmp) / "h.sqlite"
-            ingest_s, _ = ingest(bed, name, db)
+            db = Path(args.stores or tmp) / f"{name}.sqlite"
+            db.parent.mkdir(parents=True, exist_ok=True)
+            ingest_s = ingest(bed, name, db)[0] if not db.exists() else float("nan")
             res = evaluate(name, db, [e for e in events if e.source == name])
         info = res.pop("_info")
         label = f"{name} ({info['series']} series, {info['runs']} runs, {info['events']} documented events; ingest {ingest_s:.1f} s)"

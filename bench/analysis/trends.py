@@ -14,6 +14,8 @@ Then, per machine and per series:
   same way (worse, or better) within MACHINE_WITHIN runs of one run, and that many would be unlikely by
   chance at the machine's own rate of steps (binomial, MACHINE_ALPHA), they are one event of scope "machine" with the
   number of series, the median change and the benchmarks; a series that moved otherwise stays on its own;
+- a step that does not hold (the medians of the HOLD_RUNS runs before and after it differ by less than
+  the smallest change reported) is not reported;
 - status: a step or event with fewer than CONFIRM_RUNS runs after it is "provisional" (later runs could
   still turn it into an excursion), else "confirmed".
 """
@@ -50,6 +52,7 @@ SIGNIFICANT_DIGITS = 5
 Z95 = 1.959963984540054
 
 EXCURSION_RUNS = 10        # a level that returns within this many runs is an excursion
+HOLD_RUNS = 20             # a step must still hold over this many runs on either side
 CONFIRM_RUNS = 10          # runs after a change before it is "confirmed"
 MACHINE_SHARE = 0.2        # share of a machine's series stepping the same way at one run: a machine-wide event...
 MACHINE_MIN_SERIES = 3
@@ -167,7 +170,26 @@ def _series_steps(s: query.Series, settings: CompareSettings, min_change: float,
             last_before=s.time_texts[prev], commit_before=s.commits[prev], commit_after=s.commits[i],
             before=st.before, after=st.after, change=st.change, kind=REGRESSION if worse else IMPROVEMENT,
             p_value=st.p_value, nights_before=st.n_before, nights_after=st.n_after, worse=worse))
-    return _SeriesSteps(s, flags, keep, _excursions(s, keep, out, min_change))
+    merged = _excursions(s, keep, out, min_change)
+    return _SeriesSteps(s, flags, keep, _lasting(s, keep, values, merged, min_change))
+
+
+def _lasting(s: query.Series, keep: list[int], values: list[float], changes: list[ChangePoint],
+             min_change: float) -> list[ChangePoint]:
+    """Drop a step that does not hold: the medians of the HOLD_RUNS trended nights before and after it
+    differ by less than `min_change`, or the other way (the level came back after more than EXCURSION_RUNS
+    runs, or the step sits among others). Excursions and steps too near an end to tell are kept."""
+    position = {s.run_ids[k]: j for j, k in enumerate(keep)}
+    out = []
+    for c in changes:
+        j = position[c.run_id]
+        before, after = values[max(0, j - HOLD_RUNS):j], values[j:j + HOLD_RUNS]
+        if c.kind != EXCURSION and len(before) >= HOLD_RUNS // 2 and len(after) >= HOLD_RUNS // 2:
+            held = float(np.median(after)) / float(np.median(before)) - 1.0
+            if held * c.change <= 0 or abs(held) < min_change:
+                continue
+        out.append(c)
+    return out
 
 
 def _excursions(s: query.Series, keep: list[int], steps: list[ChangePoint], min_change: float) -> list[ChangePoint]:
