@@ -245,3 +245,17 @@ def test_the_report_figure_draws_one_marker_for_a_machine_event_and_faint_provis
     assert svg and "machine-wide change (many series at once)" in marks
     assert "change point: regression (provisional)" in marks
     assert "machine-wide change" in F.trend_key(marks)
+
+
+def test_the_lean_mann_whitney_p_value_is_scipys():
+    from scipy import stats as sps
+
+    from bench.analysis.changepoints import mann_whitney_p
+
+    rng = np.random.default_rng(5)
+    for n1, n2, ties in [(3, 40, False), (9, 12, False), (30, 200, True), (100, 100, True), (50, 60, False)]:
+        a, b = rng.normal(0, 1, n1), rng.normal(0.4, 1, n2)
+        if ties:
+            a, b = np.round(a, 1), np.round(b, 1)
+        want = sps.mannwhitneyu(a, b, alternative="two-sided").pvalue
+        assert mann_whitney_p(a, b) == pytest.approx(want, rel=1e-9, abs=1e-15)
