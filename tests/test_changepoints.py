@@ -4,6 +4,7 @@ trend summaries a report embeds (bench.analysis.trends), and `bench history chan
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -198,6 +199,11 @@ def test_many_series_stepping_at_one_run_are_one_machine_event_and_a_contrary_on
     assert event["run"] == 50 and event["count"] == 8
     crowd = next(b for b in trends["benchmarks"] if b["benchmark"] == "crowd0")
     assert crowd["changes"] == [] and crowd["events"] == [0]
+    from bench.present.nightly import changes_lines
+
+    text = "\n".join(changes_lines(changes))
+    assert "1 of them machine-wide" in text and "machine-wide regression" in text and "8 of 10 series" in text
+    assert "crowd0, crowd1" in text and re.search(r"\+(29|30|31)\.\d%", text)
 
 
 def test_a_level_that_returns_within_a_few_runs_is_one_excursion(tmp_path):
