@@ -11,7 +11,7 @@ Sources: the test bed written by scripts/realhist_convert.py (tests/data/realhis
   machine events      machine-wide events reported (bench only)
   transients          per-benchmark changes whose 20-run medians before and after agree within 2%
   series lost         series with values but no night left in the trend (the noise gate's loss)
-  wall time           detection only (the ingest is timed apart)
+  wall time           detection only, wall and CPU (the ingest is timed apart)
 
 asv is installed for this script only (pip install asv); it is not a dependency of bench.
 
@@ -102,13 +102,13 @@ def asv_steps(s) -> tuple[list[tuple[int, float]], float]:
 
     keep = [i for i, r in enumerate(s.results) if night_value(r) is not None and not (r.throttled)]
     if len(keep) < 2:
-        return [], 0.0
+        return [], np.zeros(2)
     y = [night_value(s.results[i]) for i in keep]
     se = [night_rel_se(s.results[i]) for i in keep]
     w = [None if e is None or e <= 0 else 1.0 / (e * v) for e, v in zip(se, y)]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     steps = detect_steps(y, w)
-    dt = time.perf_counter() - t0
+    dt = np.array([time.perf_counter() - t0, time.process_time() - c0])
     out = []
     for a, b in zip(steps[:-1], steps[1:]):
         out.append((s.run_ids[keep[b[0]]], b[2] / a[2] - 1.0))
@@ -151,12 +151,12 @@ def evaluate(name: str, db: Path, events: list[Event]) -> dict[str, dict]:
         n_series[s.hardware_key] += 1
     values = {(s.hardware_key, s.benchmark, s.metric): (s, [night_value(r) for r in s.results]) for s in all_series}
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     per_series, changes = analyse(all_series)
-    bench_time = time.perf_counter() - t0
+    bench_time = (time.perf_counter() - t0, time.process_time() - c0)
     lost = sum(1 for ss in per_series if not ss.keep and any(night_value(r) for r in ss.series.results))
 
-    asv_time, asv_changes = 0.0, []  # (machine, benchmark, metric, run id, change, worse)
+    asv_time, asv_changes = np.zeros(2), []  # (machine, benchmark, metric, run id, change, worse)
     for s in all_series:
         found, dt = asv_steps(s)
         asv_time += dt
@@ -206,7 +206,7 @@ def evaluate(name: str, db: Path, events: list[Event]) -> dict[str, dict]:
     out["bench"] = {"change points": len(bench_rows) + len(machine_rows), "documented": documented,
                     "in clusters": len(in_cl), "machine events": len(machine_rows),
                     "transients": f"{trans} of {len(steps_only)}", "series lost": lost,
-                    "wall time": f"{bench_time:.1f} s"}
+                    "wall time": f"{bench_time[0]:.1f} s ({bench_time[1]:.1f} s CPU)"}
     # asv
     asv_ways = [(m, pos[m][rid], 1 if worse else -1) for m, b, met, rid, ch, worse in asv_changes]
     in_cl = clusters(asv_ways, n_series)
@@ -218,7 +218,8 @@ def evaluate(name: str, db: Path, events: list[Event]) -> dict[str, dict]:
                               for m, b, met, rid, ch, worse in asv_changes)
     out["asv.step_detect"] = {"change points": len(asv_changes), "documented": documented, "in clusters": len(in_cl),
                               "machine events": "—", "transients": f"{trans} of {len(asv_changes)}",
-                              "series lost": "—", "wall time": f"{asv_time:.1f} s"}
+                              "series lost": "—",
+                              "wall time": f"{asv_time[0]:.1f} s ({asv_time[1]:.1f} s CPU)"}
     out["_info"] = {"series": len(all_series), "runs": sum(len(v) for v in order.values()),
                     "events": sum(len(event_runs(e)) for e in events)}
     return out
@@ -242,10 +243,11 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             db = Path(args.stores or tmp) / f"{name}.sqlite"
             db.parent.mkdir(parents=True, exist_ok=True)
-            ingest_s = ingest(bed, name, db)[0] if not db.exists() else float("nan")
+            ingest_s = ingest(bed, name, db)[0] if not db.exists() else None
             res = evaluate(name, db, [e for e in events if e.source == name])
         info = res.pop("_info")
-        label = f"{name} ({info['series']} series, {info['runs']} runs, {info['events']} documented events; ingest {ingest_s:.1f} s)"
+        label = f"{name} ({info['series']} series, {info['runs']} runs, {info['events']} documented events; " + \
+            (f"ingest {ingest_s:.1f} s)" if ingest_s is not None else "store reused)")
         for rule, row in res.items():
             print(f"| {label} | {rule} | " + " | ".join(str(row[c]) for c in cols) + " |")
     return 0
