@@ -265,3 +265,21 @@ def test_the_lean_mann_whitney_p_value_is_scipys():
             a, b = np.round(a, 1), np.round(b, 1)
         want = sps.mannwhitneyu(a, b, alternative="two-sided").pvalue
         assert mann_whitney_p(a, b) == pytest.approx(want, rel=1e-9, abs=1e-15)
+
+
+def test_a_report_cut_to_the_last_nights_keeps_the_machine_event_it_shows(tmp_path):
+    from bench.present.report.store_history import history_from_store
+
+    series = {}
+    for k in range(5):
+        v = noisy(80, 0.01, 300 + k)
+        v[50:] *= 1.3
+        series[f"s{k}"] = v
+    db = tmp_path / "h.sqlite"
+    assert main(["history", "ingest", "--db", str(db), "-q", str(_gab(tmp_path / "data.js", series))]) == 0
+    with open_store(db) as store:
+        shown = history_from_store(store, nights=40).trends
+        gone = history_from_store(store, nights=20).trends
+    [e] = shown["machine_events"]
+    assert e["run"] == 10 and all(b["events"] == [0] for b in shown["benchmarks"])
+    assert gone["machine_events"] == [] and all(b["events"] == [] for b in gone["benchmarks"])
