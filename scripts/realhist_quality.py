@@ -41,6 +41,12 @@ from bench.history.foreign import read_inputs
 from bench.history.store import open_store
 
 REPO = Path(__file__).resolve().parents[1]
+try:
+    import asv.step_detect  # noqa: F401  (installed for this script only)
+
+    HAVE_ASV = True
+except ImportError:
+    HAVE_ASV = False
 WITHIN = 2            # runs: a documented event found this close, same direction
 CLUSTER_SHARE = 0.2   # share of a machine's series stepping together: a machine-wide cluster
 TRANSIENT_RUNS, TRANSIENT_AGREE = 20, 0.02
@@ -157,7 +163,7 @@ def evaluate(name: str, db: Path, events: list[Event]) -> dict[str, dict]:
     lost = sum(1 for ss in per_series if not ss.keep and any(night_value(r) for r in ss.series.results))
 
     asv_time, asv_changes = np.zeros(2), []  # (machine, benchmark, metric, run id, change, worse)
-    for s in all_series:
+    for s in (all_series if HAVE_ASV else []):
         found, dt = asv_steps(s)
         asv_time += dt
         for rid, ch in found:
@@ -216,7 +222,7 @@ def evaluate(name: str, db: Path, events: list[Event]) -> dict[str, dict]:
         for em, at in event_runs(e):
             documented += any(abs(pos[m][rid] - at) <= WITHIN and way_ok(e, worse) and m == em and e.benchmark in b
                               for m, b, met, rid, ch, worse in asv_changes)
-    out["asv.step_detect"] = {"change points": len(asv_changes), "documented": documented, "in clusters": len(in_cl),
+    out["asv.step_detect" if HAVE_ASV else "asv.step_detect (not installed: pip install asv)"] = {"change points": len(asv_changes), "documented": documented, "in clusters": len(in_cl),
                               "machine events": "—", "transients": f"{trans} of {len(asv_changes)}",
                               "series lost": "—",
                               "wall time": f"{asv_time[0]:.1f} s ({asv_time[1]:.1f} s CPU)"}
