@@ -283,3 +283,20 @@ def test_a_report_cut_to_the_last_nights_keeps_the_machine_event_it_shows(tmp_pa
     [e] = shown["machine_events"]
     assert e["run"] == 10 and all(b["events"] == [0] for b in shown["benchmarks"])
     assert gone["machine_events"] == [] and all(b["events"] == [] for b in gone["benchmarks"])
+
+
+def test_a_benchmark_filter_still_judges_machine_wide_events_over_the_whole_machine(tmp_path):
+    series = {}
+    for k in range(6):
+        v = noisy(80, 0.01, 400 + k)
+        v[50:] *= 1.3
+        series[f"crowd{k}"] = v
+    series["flat"] = noisy(80, 0.01, 410)
+    db = tmp_path / "h.sqlite"
+    assert main(["history", "ingest", "--db", str(db), "-q", str(_gab(tmp_path / "data.js", series))]) == 0
+    with open_store(db) as store:
+        [m] = history_changes(store, benchmark="crowd3")
+        assert history_changes(store, benchmark="flat") == []
+        t = trend_summaries(store, benchmark="crowd3")
+    assert (m.scope, m.count, m.series) == ("machine", 6, 7)
+    assert [b["benchmark"] for b in t["benchmarks"]] == ["crowd3"] and t["benchmarks"][0]["events"] == [0]

@@ -302,8 +302,20 @@ def history_changes(store: Store, *, hardware: str | None = None, benchmark: str
                     metrics: Sequence[str] | None = PRIMARY_METRICS, settings: CompareSettings | None = None,
                     min_change: float = DEFAULT_MIN_CHANGE, alpha: float = DEFAULT_ALPHA) -> list[ChangePoint]:
     """Every change point, excursion and machine-wide event in every machine's histories, in time order."""
-    all_series = query.series(store, hardware=hardware, benchmark=benchmark, metrics=metrics)
-    return analyse(all_series, settings, min_change=min_change, alpha=alpha)[1]
+    return _analysed(store, hardware, benchmark, metrics, settings, min_change, alpha)[2]
+
+
+def _analysed(store: Store, hardware, benchmark, metrics, settings, min_change, alpha):
+    """(series, per-series steps, changes), judged over every series of the machines, then cut to the
+    benchmarks whose name contains `benchmark`: whether a step is machine-wide depends on the machine's
+    other series, shown or not. A machine event is kept when one of its series is shown."""
+    all_series = query.series(store, hardware=hardware, metrics=metrics)
+    per_series, changes = analyse(all_series, settings, min_change=min_change, alpha=alpha)
+    if not benchmark:
+        return all_series, per_series, changes
+    shown = [ss for ss in per_series if benchmark in ss.series.benchmark]
+    changes = [c for c in changes if any(benchmark in b for b in (c.benchmarks or [c.benchmark]))]
+    return [ss.series for ss in shown], shown, changes
 
 
 def _sig(v: float | None) -> float | None:
@@ -330,8 +342,7 @@ def trend_summaries(store: Store, *, hardware: str | None = None, benchmark: str
                          "series", "benchmarks", "p_value", "commit_before", "commit_after"}]}
     Numbers carry 5 significant digits.
     """
-    all_series = query.series(store, hardware=hardware, benchmark=benchmark, metrics=metrics)
-    per_series, changes = analyse(all_series, settings, min_change=min_change, alpha=alpha)
+    all_series, per_series, changes = _analysed(store, hardware, benchmark, metrics, settings, min_change, alpha)
     machines: dict[str, dict] = {}
     run_index: dict[str, dict[int, int]] = {}
     commit_index: dict[str, dict[str, int]] = {}
@@ -354,7 +365,7 @@ def trend_summaries(store: Store, *, hardware: str | None = None, benchmark: str
     order = {k: i for i, k in enumerate(machines)}
     events, member_of = [], defaultdict(list)
     for c in changes:
-        if c.scope != SCOPE_MACHINE:
+        if c.scope != SCOPE_MACHINE or c.run_id not in run_index.get(c.hardware, {}):
             continue
         for b in c.benchmarks or []:
             member_of[(c.hardware, b, c.metric)].append(len(events))
