@@ -33,6 +33,7 @@ import numpy as np
 from bench.analysis.trends import (
     SCOPE_MACHINE,
     analyse,
+    machine_runs,
     night_rel_se,
     night_value,
 )
@@ -94,14 +95,6 @@ def ingest(bed: Path, name: str, db: Path) -> tuple[float, list[str]]:
     return time.perf_counter() - t0, notes
 
 
-def machine_order(all_series) -> dict[str, list[int]]:
-    seen: dict[str, dict[int, object]] = defaultdict(dict)
-    for s in all_series:
-        for rid, t in zip(s.run_ids, s.times):
-            seen[s.hardware_key][rid] = (t, rid)
-    return {k: [rid for rid, _ in sorted(v.items(), key=lambda kv: kv[1])] for k, v in seen.items()}
-
-
 def asv_steps(s) -> tuple[list[tuple[int, float]], float]:
     """asv's change points in one series: (run id of the first night after, relative change)."""
     from asv.step_detect import detect_steps
@@ -146,7 +139,7 @@ def clusters(changes: list[tuple[str, int, int]], n_series: dict[str, int]) -> s
 def evaluate(name: str, db: Path, events: list[Event]) -> dict[str, dict]:
     with open_store(db) as store:
         all_series = query.series(store)
-    order = machine_order(all_series)
+    order = machine_runs(all_series)
     pos = {m: {rid: i for i, rid in enumerate(ids)} for m, ids in order.items()}
     commits = {m: [None] * len(ids) for m, ids in order.items()}
     for s in all_series:

@@ -214,7 +214,7 @@ def _excursions(s: query.Series, keep: list[int], steps: list[ChangePoint], min_
     return out
 
 
-def _machine_runs(all_series: Sequence[query.Series]) -> dict[str, list[int]]:
+def machine_runs(all_series: Sequence[query.Series]) -> dict[str, list[int]]:
     """Each machine's run ids in time order."""
     seen: dict[str, dict[int, tuple]] = defaultdict(dict)
     for s in all_series:
@@ -289,7 +289,7 @@ def analyse(all_series: Sequence[query.Series], settings: CompareSettings | None
     """(per series: flags, trended nights and its own changes; every change and machine event, with status)."""
     settings = settings or CompareSettings()
     per_series = [_series_steps(s, settings, min_change, alpha) for s in all_series]
-    runs = _machine_runs(all_series)
+    runs = machine_runs(all_series)
     changes = _machine_events(per_series, runs)
     for c in changes:
         after_runs = len(runs[c.hardware]) - c.machine_run
