@@ -62,6 +62,7 @@ def main() -> None:
     ap.add_argument("--benchmarks", type=int, default=60)
     ap.add_argument("--db", help="store URL or file (default: a SQLite file in the temporary folder)")
     ap.add_argument("--keep", help="keep the generated files and store in this folder")
+    ap.add_argument("--no-report", action="store_true", help="skip `bench report` (the store's steps only)")
     a = ap.parse_args()
     work = Path(a.keep or tempfile.mkdtemp(prefix="bench-history-scale-"))
     files_dir = work / "nights"
@@ -92,7 +93,7 @@ def main() -> None:
     trends_s, _ = bench("history", "trends", "--db", db, "-o", str(trends_path))
     list_s, _ = bench("history", "list", "--json", "--db", db)
     page = work / "report.html"
-    report_s, _ = bench("report", "--db", db, "-o", str(page), "--overwrite")
+    report_s = None if a.no_report else bench("report", "--db", db, "-o", str(page), "--overwrite")[0]
     store_bytes = sum(p.stat().st_size for p in work.glob("history.sqlite*")) if not a.db else None
 
     found = {c["benchmark"].split("[")[1].rstrip("]"): c for c in changes if c.get("scope", "benchmark") == "benchmark"}
@@ -110,13 +111,15 @@ def main() -> None:
     print(f"| ingest + change points together | | {_sum(ingest_s, changes_s)} |")
     print(f"| trend summaries | `bench history trends --db DB -o trends.json` | {trends_s} |")
     print(f"| list runs | `bench history list --json --db DB` | {list_s} |")
-    print(f"| report | `bench report --db DB -o report.html` | {report_s} |")
+    if report_s:
+        print(f"| report | `bench report --db DB -o report.html` | {report_s} |")
     print()
     print(f"store: {'%.0f MiB' % (store_bytes / 2**20) if store_bytes else a.db.split('@')[-1]}; trend summaries: "
           f"{compact / 1e6:.2f} MB ({compact / (a.nights * a.benchmarks):.0f} bytes per benchmark-night)")
-    html = page.read_text(encoding="utf-8")
-    print(f"report: {page.stat().st_size / 1e6:.2f} MB ({page.stat().st_size / 2**20:.2f} MiB), "
-          f"{html.count('<svg')} figures")
+    if report_s:
+        html = page.read_text(encoding="utf-8")
+        print(f"report: {page.stat().st_size / 1e6:.2f} MB ({page.stat().st_size / 2**20:.2f} MiB), "
+              f"{html.count('<svg')} figures")
     print(f"change points: {len(changes)} reported; the {len(steps)} injected 5% steps found within +-1 night: "
           f"{len(hits)} of {len(steps)}; others: {len(changes) - len(hits)}")
     if not a.keep:
