@@ -69,7 +69,10 @@ MIN_BLOCKS_FOR_CI = 6  # the distribution-free 95% CI of a median needs at least
 @functools.lru_cache(maxsize=1024)
 def _t_quantile(q: float, df: int) -> float:
     """Student's t quantile, cached: scipy's ppf costs ~50 us a call, and an ingest summarises tens of thousands."""
-    return float(_sps.t.ppf(q, df))
+    # Imported here: scipy is slow to load.
+    from scipy import stats as scipy_stats
+
+    return float(scipy_stats.t.ppf(q, df))
 
 
 def mean_ci(samples: Sequence[float], block_sizes: Sequence[int] | None = None,
