@@ -55,7 +55,7 @@ TRANSIENT_RUNS, TRANSIENT_AGREE = 20, 0.02
 
 @dataclass(frozen=True)
 class Event:
-    """A documented event: on `machine` (a hardware key; a prefix such as "gab:" for every suite), at the
+    """A documented event: on `machine` (a hardware key; one ending in ":" is a prefix, "gab:" every suite), at the
     run of commit `commit` (a prefix), on the series whose name contains `benchmark` ("" for all), in
     direction `way` (+1 slower, -1 faster, 0 not documented: either counts), and its evidence."""
 
@@ -74,8 +74,12 @@ EVENTS = [
     Event("gab", "gab:", "da5ac2e", "", -1,
           "every suite of data.js ran faster from this run on, after a 4-month gap; GitHub moved public "
           "repositories' Linux runners to 4 vCPUs in January 2024 (from memory, not verified offline)"),
-    Event("gab", "gab:", "fd128cf", "", 0,
-          "commit message in data.js: 'chore: update ubuntu runner from 20.04 to latest (#312)'"),
+    # fd128cf changed `runs-on: ubuntu-20.04` to ubuntu-latest in catch2.yml, catch2_v2.yml and cpp.yml only
+    # (and examples/cpp/Makefile): the suites those workflows run.
+    *[Event("gab", f"gab:{suite}", "fd128cf", "", 0,
+            "commit fd128cf 'chore: update ubuntu runner from 20.04 to latest (#312)': its diff moves this "
+            "suite's workflow from ubuntu-20.04 to ubuntu-latest")
+      for suite in ("C++ Benchmark", "Catch2 Benchmark", "Catch2 Benchmark (v3)")],
 ]
 # django/django-asv: no documented performance event could be verified offline (its own commits change
 # benchmarks and workflow permissions, not the runners; Django's commits are not in the snapshot).
@@ -178,7 +182,7 @@ def evaluate(name: str, db: Path, events: list[Event]) -> dict[str, dict]:
         """(machine, run position) of the event on every machine it names; none before a machine's 2nd run."""
         out = []
         for m in order:
-            if not m.startswith(e.machine):
+            if not (m == e.machine or (e.machine.endswith(":") and m.startswith(e.machine))):
                 continue
             at = next((i for i, c in enumerate(commits[m]) if c and c.startswith(e.commit)), None)
             if at:
