@@ -11,7 +11,8 @@ one-night outliers (2% of nights, 10-30% slower, not flagged) and throttled nigh
            the step) and placed (within +-1 night); other nights reported are false alarms
 
 Rules compared, each on the same histories:
-  change points   bench history changes (bench.analysis.changepoints over reliable nights)
+  change points   bench history changes (bench.analysis.changepoints: throttled and failed nights left out,
+                  noisy ones weighed by their own noise)
   IQR overlap     the report's former rule (bench.analysis.regression.is_regression, night vs night before)
   compare last    bench compare --against last (raw samples, 5% threshold, night vs night before)
   compare window  bench compare --against window:7 (the night vs the 7 nights before)
@@ -32,7 +33,7 @@ import numpy as np
 from bench.analysis.changepoints import detect_steps
 from bench.analysis.compare import REGRESSION, compare_results, compare_window
 from bench.analysis.regression import RunStats, is_regression
-from bench.analysis.trends import night_flags
+from bench.analysis.trends import LEFT_OUT, night_flags, night_rel_se
 from bench.history.sources import STEP_TIME, ResultRecord, from_samples
 
 WITHIN_NIGHT_SPREAD = 0.01
@@ -66,8 +67,9 @@ def simulate(rng: np.random.Generator, nights: int, sigma: float, step_at: int |
 def flagged_nights(rule: str, nights: list[ResultRecord]) -> list[int]:
     """Indices of the nights a rule reports as the first night of a regression."""
     if rule == "change points":
-        keep = [i for i, r in enumerate(nights) if night_flags(r, NOISE_TARGET) == 0]
-        steps = detect_steps([nights[i].median for i in keep])
+        # as bench history changes judges them: throttled and failed nights left out, noisy ones weighed
+        keep = [i for i, r in enumerate(nights) if not night_flags(r, NOISE_TARGET) & LEFT_OUT]
+        steps = detect_steps([nights[i].median for i in keep], rel_se=[night_rel_se(nights[i]) for i in keep])
         return [keep[s.index] for s in steps if s.change > 0]
     out = []
     t = datetime(2026, 1, 1, tzinfo=timezone.utc)

@@ -1,7 +1,7 @@
-"""Scale of the history store: ingest 1,000 nights x 50 benchmarks, find the change points, build the
+"""Scale of the history store: ingest 1,000 nights x 60 benchmarks, find the change points, build the
 trend summaries a report embeds and the report itself, and time each step (a benchmark, not a test).
 
-The nights are simulated suite files in the plugin's format (bench.history.simulate): 50 step-time
+The nights are simulated suite files in the plugin's format (bench.history.simulate): 60 step-time
 benchmarks with 60 device-timed samples each (plus pytest-benchmark's host rounds), 1% night-to-night
 noise, 3% of nights throttled, and a 5% slowdown injected into 5 benchmarks at known nights. Each step
 runs as the `bench` command a user would type; its wall time and its CPU time (user + system, which a
@@ -49,12 +49,20 @@ def bench(*args: str) -> tuple[str, str]:
     return f"{time.perf_counter() - t0:.1f} s ({_children_cpu() - c0:.1f} s CPU)", done.stdout
 
 
+def _sum(*timings: str) -> str:
+    """Add '<wall> s (<cpu> s CPU)' strings."""
+    wall = sum(float(t.split(" s (")[0]) for t in timings)
+    cpu = sum(float(t.split(" s (")[1].split(" s CPU")[0]) for t in timings)
+    return f"{wall:.1f} s ({cpu:.1f} s CPU)"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--nights", type=int, default=1000)
-    ap.add_argument("--benchmarks", type=int, default=50)
+    ap.add_argument("--benchmarks", type=int, default=60)
     ap.add_argument("--db", help="store URL or file (default: a SQLite file in the temporary folder)")
     ap.add_argument("--keep", help="keep the generated files and store in this folder")
+    ap.add_argument("--no-report", action="store_true", help="skip `bench report` (the store's steps only)")
     a = ap.parse_args()
     work = Path(a.keep or tempfile.mkdtemp(prefix="bench-history-scale-"))
     files_dir = work / "nights"
@@ -85,10 +93,10 @@ def main() -> None:
     trends_s, _ = bench("history", "trends", "--db", db, "-o", str(trends_path))
     list_s, _ = bench("history", "list", "--json", "--db", db)
     page = work / "report.html"
-    report_s, _ = bench("report", "--db", db, "-o", str(page), "--overwrite")
+    report_s = None if a.no_report else bench("report", "--db", db, "-o", str(page), "--overwrite")[0]
     store_bytes = sum(p.stat().st_size for p in work.glob("history.sqlite*")) if not a.db else None
 
-    found = {c["benchmark"].split("[")[1].rstrip("]"): c for c in changes}
+    found = {c["benchmark"].split("[")[1].rstrip("]"): c for c in changes if c.get("scope", "benchmark") == "benchmark"}
     hits = [n for n, at in steps.items() if n in found and abs(
         int(found[n]["commit_after"], 16) - at) <= 1]
     compact = len(json.dumps(json.loads(trends_path.read_text()), separators=(",", ":")).encode())
@@ -100,15 +108,18 @@ def main() -> None:
     print("|---|---|---|")
     print(f"| ingest every night | `bench history ingest --quiet --db DB nights/` | {ingest_s} |")
     print(f"| change points | `bench history changes --json --db DB` | {changes_s} |")
+    print(f"| ingest + change points together | | {_sum(ingest_s, changes_s)} |")
     print(f"| trend summaries | `bench history trends --db DB -o trends.json` | {trends_s} |")
     print(f"| list runs | `bench history list --json --db DB` | {list_s} |")
-    print(f"| report | `bench report --db DB -o report.html` | {report_s} |")
+    if report_s:
+        print(f"| report | `bench report --db DB -o report.html` | {report_s} |")
     print()
     print(f"store: {'%.0f MiB' % (store_bytes / 2**20) if store_bytes else a.db.split('@')[-1]}; trend summaries: "
           f"{compact / 1e6:.2f} MB ({compact / (a.nights * a.benchmarks):.0f} bytes per benchmark-night)")
-    html = page.read_text(encoding="utf-8")
-    print(f"report: {page.stat().st_size / 1e6:.2f} MB ({page.stat().st_size / 2**20:.2f} MiB), "
-          f"{html.count('<svg')} figures")
+    if report_s:
+        html = page.read_text(encoding="utf-8")
+        print(f"report: {page.stat().st_size / 1e6:.2f} MB ({page.stat().st_size / 2**20:.2f} MiB), "
+              f"{html.count('<svg')} figures")
     print(f"change points: {len(changes)} reported; the {len(steps)} injected 5% steps found within +-1 night: "
           f"{len(hits)} of {len(steps)}; others: {len(changes) - len(hits)}")
     if not a.keep:

@@ -4,12 +4,19 @@ trend summaries a report embeds (bench.analysis.trends), and `bench history chan
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
 
 from bench.analysis.changepoints import detect_steps
-from bench.analysis.trends import FLAG_THROTTLED, history_changes, trend_summaries
+from bench.analysis.trends import (
+    FLAG_NOISY,
+    FLAG_THROTTLED,
+    LEFT_OUT,
+    history_changes,
+    trend_summaries,
+)
 from bench.cli import main
 from bench.history.simulate import write_night
 from bench.history.store import open_store
@@ -165,7 +172,8 @@ def test_a_series_always_noisy_judges_a_step_against_its_own_noise(tmp_path):
     [c] = changes  # every night is noisy (CI about +-25%): none left out, the 50% step found, nothing else
     step = next(b for b in trends["benchmarks"] if b["benchmark"] == "step")
     assert c.benchmark == "step" and abs(step["changes"][0]["run"] - 45) <= 2
-    assert all(f == 0 for b in trends["benchmarks"] for f in b["flags"])
+    flags = [f for b in trends["benchmarks"] for f in b["flags"]]
+    assert FLAG_NOISY in flags and not any(f & LEFT_OUT for f in flags)  # flagged noisy, yet none left out
 
 
 def test_many_series_stepping_at_one_run_are_one_machine_event_and_a_contrary_one_stays_alone(tmp_path):
@@ -191,6 +199,11 @@ def test_many_series_stepping_at_one_run_are_one_machine_event_and_a_contrary_on
     assert event["run"] == 50 and event["count"] == 8
     crowd = next(b for b in trends["benchmarks"] if b["benchmark"] == "crowd0")
     assert crowd["changes"] == [] and crowd["events"] == [0]
+    from bench.present.nightly import changes_lines
+
+    text = "\n".join(changes_lines(changes))
+    assert "1 of them machine-wide" in text and "machine-wide regression" in text and "8 of 10 series" in text
+    assert "crowd0, crowd1" in text and re.search(r"\+(29|30|31)\.\d%", text)
 
 
 def test_a_level_that_returns_within_a_few_runs_is_one_excursion(tmp_path):
@@ -238,3 +251,52 @@ def test_the_report_figure_draws_one_marker_for_a_machine_event_and_faint_provis
     assert svg and "machine-wide change (many series at once)" in marks
     assert "change point: regression (provisional)" in marks
     assert "machine-wide change" in F.trend_key(marks)
+
+
+def test_the_lean_mann_whitney_p_value_is_scipys():
+    from scipy import stats as sps
+
+    from bench.analysis.changepoints import mann_whitney_p
+
+    rng = np.random.default_rng(5)
+    for n1, n2, ties in [(3, 40, False), (9, 12, False), (30, 200, True), (100, 100, True), (50, 60, False)]:
+        a, b = rng.normal(0, 1, n1), rng.normal(0.4, 1, n2)
+        if ties:
+            a, b = np.round(a, 1), np.round(b, 1)
+        want = sps.mannwhitneyu(a, b, alternative="two-sided").pvalue
+        assert mann_whitney_p(a, b) == pytest.approx(want, rel=1e-9, abs=1e-15)
+
+
+def test_a_report_cut_to_the_last_nights_keeps_the_machine_event_it_shows(tmp_path):
+    from bench.present.report.store_history import history_from_store
+
+    series = {}
+    for k in range(5):
+        v = noisy(80, 0.01, 300 + k)
+        v[50:] *= 1.3
+        series[f"s{k}"] = v
+    db = tmp_path / "h.sqlite"
+    assert main(["history", "ingest", "--db", str(db), "-q", str(_gab(tmp_path / "data.js", series))]) == 0
+    with open_store(db) as store:
+        shown = history_from_store(store, nights=40).trends
+        gone = history_from_store(store, nights=20).trends
+    [e] = shown["machine_events"]
+    assert e["run"] == 10 and all(b["events"] == [0] for b in shown["benchmarks"])
+    assert gone["machine_events"] == [] and all(b["events"] == [] for b in gone["benchmarks"])
+
+
+def test_a_benchmark_filter_still_judges_machine_wide_events_over_the_whole_machine(tmp_path):
+    series = {}
+    for k in range(6):
+        v = noisy(80, 0.01, 400 + k)
+        v[50:] *= 1.3
+        series[f"crowd{k}"] = v
+    series["flat"] = noisy(80, 0.01, 410)
+    db = tmp_path / "h.sqlite"
+    assert main(["history", "ingest", "--db", str(db), "-q", str(_gab(tmp_path / "data.js", series))]) == 0
+    with open_store(db) as store:
+        [m] = history_changes(store, benchmark="crowd3")
+        assert history_changes(store, benchmark="flat") == []
+        t = trend_summaries(store, benchmark="crowd3")
+    assert (m.scope, m.count, m.series) == ("machine", 6, 7)
+    assert [b["benchmark"] for b in t["benchmarks"]] == ["crowd3"] and t["benchmarks"][0]["events"] == [0]

@@ -141,3 +141,14 @@ def test_a_run_with_no_benchmarks_is_warned_about(tmp_path, capsys):
 def test_read_inputs_refuses_a_folder_without_results(tmp_path):
     with pytest.raises(InvalidResultsFile, match="no \\*.json"):
         read_inputs([str(tmp_path)])
+
+
+def test_a_nights_quartiles_are_numpys():
+    import numpy as np
+
+    from bench.history.sources import _quartiles
+
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 3, 7, 10, 51):
+        x = rng.lognormal(0, 0.1, n).tolist()
+        assert _quartiles(sorted(x)) == pytest.approx(tuple(np.percentile(x, [25, 75])), rel=1e-12)

@@ -5,7 +5,7 @@ log of the medians scaled by a robust estimate of the night-to-night noise (the 
 differences, which a step does not inflate), after damping one-night outliers (a residual from the
 5-night rolling median beyond 3 noise units is clipped), with a BIC-like penalty. Check: each step
 found must change the median by at least `min_change` and separate the nights on either side with a
-Mann-Whitney U test at `alpha`; the weakest failing step is merged away until all pass.
+Mann-Whitney U test at `alpha` (`mann_whitney_p`); the weakest failing step is merged away until all pass.
 
 No night is left out for being noisy: a night whose own uncertainty (`rel_se`, e.g. from its CI, its
 quartiles or its standard deviation and rounds) is wider than the series usually is has its deviation
@@ -82,18 +82,44 @@ def night_weights(rel_se: Sequence[float | None] | None, sigma: float) -> np.nda
     return w
 
 
-def _boundary_check(x: np.ndarray, edges: list[int], j: int) -> tuple[float, float, float]:
-    """(p value, change, |change|) of inner boundary `edges[j]` between its neighbouring segments."""
+EXACT_UP_TO = 8  # segment sizes up to which scipy's exact Mann-Whitney distribution is used
+
+
+def mann_whitney_p(a: np.ndarray, b: np.ndarray) -> float:
+    """Two-sided Mann-Whitney U p value: scipy's (exact) for a side of EXACT_UP_TO values or fewer, else
+    the normal approximation with tie and continuity corrections that scipy's "auto" method uses there,
+    computed here directly (scipy's wrapper costs ~4 ms a call; a long history checks thousands of steps)."""
+    n1, n2 = a.size, b.size
+    if min(n1, n2) <= EXACT_UP_TO:
+        return float(sps.mannwhitneyu(a, b, alternative="two-sided").pvalue)
+    both = np.sort(np.concatenate([a, b]))
+    ranks = (np.searchsorted(both, a, "left") + np.searchsorted(both, a, "right") + 1) / 2.0
+    u1 = float(ranks.sum()) - n1 * (n1 + 1) / 2.0
+    n = n1 + n2
+    _, counts = np.unique(both, return_counts=True)
+    ties = float((counts ** 3 - counts).sum())
+    sigma = math.sqrt(n1 * n2 / 12.0 * ((n + 1) - ties / (n * (n - 1))))
+    if sigma == 0:
+        return 1.0
+    u = max(u1, n1 * n2 - u1)
+    z = (u - n1 * n2 / 2.0 - 0.5) / sigma
+    return min(1.0, math.erfc(z / math.sqrt(2.0)))
+
+
+def _boundary_check(x: np.ndarray, edges: list[int], j: int, min_change: float = 0.0) -> tuple[float, float, float]:
+    """(p value, change, |change|) of inner boundary `edges[j]` between its neighbouring segments; a
+    boundary smaller than `min_change` fails whatever its test says, so it gets p = 1 untested."""
     left, right = x[edges[j - 1]:edges[j]], x[edges[j]:edges[j + 1]]
-    p = float(sps.mannwhitneyu(left, right, alternative="two-sided").pvalue)
     change = float(np.median(right) / np.median(left)) - 1.0
-    return p, change, abs(change)
+    if abs(change) < min_change:
+        return 1.0, change, abs(change)
+    return mann_whitney_p(left, right), change, abs(change)
 
 
-def _segments_check(x: np.ndarray, bounds: list[int]) -> list[tuple[float, float, float]]:
+def _segments_check(x: np.ndarray, bounds: list[int], min_change: float = 0.0) -> list[tuple[float, float, float]]:
     """(p value, change, |change|) for each inner boundary between its neighbouring segments."""
     edges = [0, *bounds, len(x)]
-    return [_boundary_check(x, edges, j) for j in range(1, len(edges) - 1)]
+    return [_boundary_check(x, edges, j, min_change) for j in range(1, len(edges) - 1)]
 
 
 def detect_steps(values: Sequence[float], *, min_change: float = DEFAULT_MIN_CHANGE, alpha: float = DEFAULT_ALPHA,
@@ -123,7 +149,7 @@ def detect_steps(values: Sequence[float], *, min_change: float = DEFAULT_MIN_CHA
     pen = penalty if penalty is not None else PENALTY_PER_LOG_N * math.log(n)
     ends = rpt.KernelCPD(kernel="linear", min_size=min_size).fit(z.reshape(-1, 1)).predict(pen=pen)
     bounds = [int(e) for e in ends if 0 < e < n]
-    checks = _segments_check(x, bounds)
+    checks = _segments_check(x, bounds, min_change)
     while bounds:
         failing = [j for j, (p, _, mag) in enumerate(checks) if p >= alpha or mag < min_change]
         if not failing:
@@ -135,7 +161,7 @@ def detect_steps(values: Sequence[float], *, min_change: float = DEFAULT_MIN_CHA
         edges = [0, *bounds, n]
         for j in (worst - 1, worst):
             if 0 <= j < len(bounds):
-                checks[j] = _boundary_check(x, edges, j + 1)
+                checks[j] = _boundary_check(x, edges, j + 1, min_change)
     edges = [0, *bounds, n]
     steps = []
     for j, (p, change, _) in enumerate(_segments_check(x, bounds) if bounds else []):

@@ -14,6 +14,8 @@ Then, per machine and per series:
   same way (worse, or better) within MACHINE_WITHIN runs of one run, and that many would be unlikely by
   chance at the machine's own rate of steps (binomial, MACHINE_ALPHA), they are one event of scope "machine" with the
   number of series, the median change and the benchmarks; a series that moved otherwise stays on its own;
+- a step that does not hold (the medians of the HOLD_RUNS runs before and after it differ by less than
+  the smallest change reported) is not reported;
 - status: a step or event with fewer than CONFIRM_RUNS runs after it is "provisional" (later runs could
   still turn it into an excursion), else "confirmed".
 """
@@ -50,6 +52,7 @@ SIGNIFICANT_DIGITS = 5
 Z95 = 1.959963984540054
 
 EXCURSION_RUNS = 10        # a level that returns within this many runs is an excursion
+HOLD_RUNS = 20             # a step must still hold over this many runs on either side
 CONFIRM_RUNS = 10          # runs after a change before it is "confirmed"
 MACHINE_SHARE = 0.2        # share of a machine's series stepping the same way at one run: a machine-wide event...
 MACHINE_MIN_SERIES = 3
@@ -167,7 +170,26 @@ def _series_steps(s: query.Series, settings: CompareSettings, min_change: float,
             last_before=s.time_texts[prev], commit_before=s.commits[prev], commit_after=s.commits[i],
             before=st.before, after=st.after, change=st.change, kind=REGRESSION if worse else IMPROVEMENT,
             p_value=st.p_value, nights_before=st.n_before, nights_after=st.n_after, worse=worse))
-    return _SeriesSteps(s, flags, keep, _excursions(s, keep, out, min_change))
+    merged = _excursions(s, keep, out, min_change)
+    return _SeriesSteps(s, flags, keep, _lasting(s, keep, values, merged, min_change))
+
+
+def _lasting(s: query.Series, keep: list[int], values: list[float], changes: list[ChangePoint],
+             min_change: float) -> list[ChangePoint]:
+    """Drop a step that does not hold: the medians of the HOLD_RUNS trended nights before and after it
+    differ by less than `min_change`, or the other way (the level came back after more than EXCURSION_RUNS
+    runs, or the step sits among others). Excursions and steps too near an end to tell are kept."""
+    position = {s.run_ids[k]: j for j, k in enumerate(keep)}
+    out = []
+    for c in changes:
+        j = position[c.run_id]
+        before, after = values[max(0, j - HOLD_RUNS):j], values[j:j + HOLD_RUNS]
+        if c.kind != EXCURSION and len(before) >= HOLD_RUNS // 2 and len(after) >= HOLD_RUNS // 2:
+            held = float(np.median(after)) / float(np.median(before)) - 1.0
+            if held * c.change <= 0 or abs(held) < min_change:
+                continue
+        out.append(c)
+    return out
 
 
 def _excursions(s: query.Series, keep: list[int], steps: list[ChangePoint], min_change: float) -> list[ChangePoint]:
@@ -192,7 +214,7 @@ def _excursions(s: query.Series, keep: list[int], steps: list[ChangePoint], min_
     return out
 
 
-def _machine_runs(all_series: Sequence[query.Series]) -> dict[str, list[int]]:
+def machine_runs(all_series: Sequence[query.Series]) -> dict[str, list[int]]:
     """Each machine's run ids in time order."""
     seen: dict[str, dict[int, tuple]] = defaultdict(dict)
     for s in all_series:
@@ -267,7 +289,7 @@ def analyse(all_series: Sequence[query.Series], settings: CompareSettings | None
     """(per series: flags, trended nights and its own changes; every change and machine event, with status)."""
     settings = settings or CompareSettings()
     per_series = [_series_steps(s, settings, min_change, alpha) for s in all_series]
-    runs = _machine_runs(all_series)
+    runs = machine_runs(all_series)
     changes = _machine_events(per_series, runs)
     for c in changes:
         after_runs = len(runs[c.hardware]) - c.machine_run
@@ -280,8 +302,20 @@ def history_changes(store: Store, *, hardware: str | None = None, benchmark: str
                     metrics: Sequence[str] | None = PRIMARY_METRICS, settings: CompareSettings | None = None,
                     min_change: float = DEFAULT_MIN_CHANGE, alpha: float = DEFAULT_ALPHA) -> list[ChangePoint]:
     """Every change point, excursion and machine-wide event in every machine's histories, in time order."""
-    all_series = query.series(store, hardware=hardware, benchmark=benchmark, metrics=metrics)
-    return analyse(all_series, settings, min_change=min_change, alpha=alpha)[1]
+    return _analysed(store, hardware, benchmark, metrics, settings, min_change, alpha)[2]
+
+
+def _analysed(store: Store, hardware, benchmark, metrics, settings, min_change, alpha):
+    """(series, per-series steps, changes), judged over every series of the machines, then cut to the
+    benchmarks whose name contains `benchmark`: whether a step is machine-wide depends on the machine's
+    other series, shown or not. A machine event is kept when one of its series is shown."""
+    all_series = query.series(store, hardware=hardware, metrics=metrics)
+    per_series, changes = analyse(all_series, settings, min_change=min_change, alpha=alpha)
+    if not benchmark:
+        return all_series, per_series, changes
+    shown = [ss for ss in per_series if benchmark in ss.series.benchmark]
+    changes = [c for c in changes if any(benchmark in b for b in (c.benchmarks or [c.benchmark]))]
+    return [ss.series for ss in shown], shown, changes
 
 
 def _sig(v: float | None) -> float | None:
@@ -308,8 +342,7 @@ def trend_summaries(store: Store, *, hardware: str | None = None, benchmark: str
                          "series", "benchmarks", "p_value", "commit_before", "commit_after"}]}
     Numbers carry 5 significant digits.
     """
-    all_series = query.series(store, hardware=hardware, benchmark=benchmark, metrics=metrics)
-    per_series, changes = analyse(all_series, settings, min_change=min_change, alpha=alpha)
+    all_series, per_series, changes = _analysed(store, hardware, benchmark, metrics, settings, min_change, alpha)
     machines: dict[str, dict] = {}
     run_index: dict[str, dict[int, int]] = {}
     commit_index: dict[str, dict[str, int]] = {}
@@ -332,7 +365,7 @@ def trend_summaries(store: Store, *, hardware: str | None = None, benchmark: str
     order = {k: i for i, k in enumerate(machines)}
     events, member_of = [], defaultdict(list)
     for c in changes:
-        if c.scope != SCOPE_MACHINE:
+        if c.scope != SCOPE_MACHINE or c.run_id not in run_index.get(c.hardware, {}):
             continue
         for b in c.benchmarks or []:
             member_of[(c.hardware, b, c.metric)].append(len(events))

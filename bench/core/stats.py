@@ -68,6 +68,15 @@ class SampleStats:
 MIN_BLOCKS_FOR_CI = 6  # the distribution-free 95% CI of a median needs at least 6 values
 
 
+@functools.lru_cache(maxsize=1024)
+def _t_quantile(q: float, df: int) -> float:
+    """Student's t quantile, cached: scipy's ppf costs ~50 us a call, and an ingest summarises tens of thousands."""
+    # Imported here: scipy is slow to load.
+    from scipy import stats as scipy_stats
+
+    return float(scipy_stats.t.ppf(q, df))
+
+
 def mean_ci(samples: Sequence[float], block_sizes: Sequence[int] | None = None,
             confidence: float = CONFIDENCE) -> tuple[float, float] | None:
     """A `confidence` interval of the mean of `samples`, or None with fewer than two samples.
@@ -81,18 +90,15 @@ def mean_ci(samples: Sequence[float], block_sizes: Sequence[int] | None = None,
     n = int(x.size)
     if n < 2:
         return None
-    # Imported here, as in median_ci_indices.
-    from scipy import stats as _sps
-
     mean = float(x.mean())
     q = 0.5 + confidence / 2.0
-    half = float(_sps.t.ppf(q, n - 1) * x.std(ddof=1) / math.sqrt(n))
+    half = float(_t_quantile(q, n - 1) * x.std(ddof=1) / math.sqrt(n))
     sizes = [int(k) for k in (block_sizes or ())]
     if len(sizes) >= MIN_BLOCKS_FOR_CI and all(k > 0 for k in sizes) and sum(sizes) == n:
         ends = np.cumsum(sizes)
         means = np.array([x[e - k:e].mean() for k, e in zip(sizes, ends)])
         k = means.size
-        half = max(half, float(_sps.t.ppf(q, k - 1) * means.std(ddof=1) / math.sqrt(k)))
+        half = max(half, float(_t_quantile(q, k - 1) * means.std(ddof=1) / math.sqrt(k)))
     return mean - half, mean + half
 
 

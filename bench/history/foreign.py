@@ -138,9 +138,10 @@ def read_asv_results(path: str | Path) -> Imported:
     """Every results file of every machine in an asv results folder (or of one machine folder in it).
 
     One run per results file (a commit in one environment); the run's machine is the asv machine and
-    environment (a Python 3.8 and a 3.12 series are different histories); the run's time is when it ran
-    (its earliest `started_at`; the commit's date where none is recorded), the commit's date is kept in
-    the fingerprint. Time benchmarks only: track_ and memory benchmarks are counted in `skipped`."""
+    environment (a Python 3.8 and a 3.12 series are different histories); the run's time is its commit's
+    date, the order asv draws and detects steps in (asv runs old commits late: empymod's whole history was
+    run in one night), and when it ran is kept in the fingerprint. Time benchmarks only: track_ and memory
+    benchmarks are counted in `skipped`."""
     start = Path(path)
     root = asv_results_root(start)
     if root is None:
@@ -173,8 +174,8 @@ def read_asv_results(path: str | Path) -> Imported:
 
 def _asv_started(data: dict) -> Any:
     """When the run ran: the earliest `started_at` of its benchmarks (format 2: a column; format 1: a dict),
-    else the commit's date. Runs are ordered by it: a machine's history is the order runs happened in
-    (asv also runs old commits late, and a slow host shows up on the nights it was slow)."""
+    else the commit's date (kept in the fingerprint: runs are ordered by commit date, as asv orders them,
+    since asv runs old commits late, e.g. a whole history backfilled in one night)."""
     cols = data.get("result_columns")
     stamps: list = []
     if isinstance(cols, list) and "started_at" in cols and isinstance(data.get("results"), dict):
@@ -191,7 +192,7 @@ def _asv_run(f: Path, data: dict, machine: dict, benchmarks: dict, imp: Imported
     params = data.get("params") if isinstance(data.get("params"), dict) else {}
     mname = str(params.get("machine") or machine.get("machine") or f.parent.name)
     env = str(data.get("env_name") or "")
-    time, text = _utc(_asv_started(data), where)
+    time, text = _utc(data.get("date"), where)
     results: list[ResultRecord] = []
     for name, entry in _asv_entries(data, where).items():
         spec = benchmarks.get(name)
@@ -228,7 +229,7 @@ def _asv_run(f: Path, data: dict, machine: dict, benchmarks: dict, imp: Imported
                      size_bytes=f.stat().st_size, time=time, time_text=text, commit=data.get("commit_hash"),
                      dirty=None, hardware_key=f"asv:{mname}:{env}", hardware_label=label, fingerprint_hash=None,
                      software_hash=None, fingerprint={"asv_machine": machine, "asv_params": params, "asv_env": env,
-                                                      "commit_date_ms": data.get("date")},
+                                                      "started_at_ms": _asv_started(data)},
                      results=results)
 
 

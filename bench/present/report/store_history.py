@@ -90,8 +90,8 @@ class NightlyHistory:
 
 
 def _cut(trends: dict, runs: list[list[query.RunInfo]], nights: int) -> tuple[dict, list[list[query.RunInfo]], int]:
-    """The summaries of each machine's last `nights` runs (change points found over the whole history
-    stay where they were; older ones are dropped and counted)."""
+    """The summaries of each machine's last `nights` runs (change points and machine-wide events found over
+    the whole history stay where they were; older ones are dropped and counted)."""
     starts = []
     machines = []
     for m, rs in zip(trends["machines"], runs):
@@ -100,6 +100,15 @@ def _cut(trends: dict, runs: list[list[query.RunInfo]], nights: int) -> tuple[di
         starts.append(start)
         machines.append({**m, "runs": {key: vals[start:] for key, vals in m["runs"].items()}})
     hidden = 0
+    # machine-wide events: shifted like the runs; older ones dropped and counted, the series' references renumbered
+    events, renumber = [], {}
+    for e_i, e in enumerate(trends.get("machine_events", [])):
+        start = starts[e["machine"]]
+        if e["run"] >= start:
+            renumber[e_i] = len(events)
+            events.append({**e, "run": e["run"] - start})
+        else:
+            hidden += 1
     benches = []
     for b in trends["benchmarks"]:
         start = starts[b["machine"]]
@@ -107,14 +116,16 @@ def _cut(trends: dict, runs: list[list[query.RunInfo]], nights: int) -> tuple[di
         idx = b["run"] if b["run"] is not None else list(range(k))
         keep = [p for p, i in enumerate(idx) if i >= start]
         new_idx = [idx[p] - start for p in keep]
-        changes = [{**c, "run": c["run"] - start} for c in b["changes"] if c["run"] >= start]
+        changes = [{**c, "run": c["run"] - start, **({"runs": [r - start for r in c["runs"] if r >= start]}
+                                                     if "runs" in c else {})}
+                   for c in b["changes"] if c["run"] >= start]
         hidden += len(b["changes"]) - len(changes)
         every = new_idx == list(range(k - start))
         benches.append({**b, "run": None if every else new_idx,
                         **{key: [b[key][p] for p in keep] for key in ("median", "low", "high", "flags")},
-                        "changes": changes})
+                        "changes": changes, "events": [renumber[e] for e in b.get("events", []) if e in renumber]})
     out_runs = [rs[s:] for rs, s in zip(runs, starts)]
-    return {**trends, "machines": machines, "benchmarks": benches}, out_runs, hidden
+    return {**trends, "machines": machines, "benchmarks": benches, "machine_events": events}, out_runs, hidden
 
 
 def _software(fp: dict) -> dict:
