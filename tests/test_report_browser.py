@@ -64,6 +64,14 @@ MEASURE_JS = r"""
     out.text_before_figure_words = before ? before.split(" ").length : 0;
     mark.remove();
   }
+  // Rendered lines of text in each verdict card (its heading left out): each paragraph's height over its
+  // line height.
+  out.card_lines = Array.prototype.map.call(document.querySelectorAll(".verdict-card .verdict-text"), function (c) {
+    return Array.prototype.reduce.call(c.querySelectorAll("p"), function (n, p) {
+      var lh = parseFloat(getComputedStyle(p).lineHeight) || 1;
+      return n + Math.round(p.getBoundingClientRect().height / lh);
+    }, 0);
+  });
   out.sections = {};
   Array.prototype.forEach.call(document.querySelectorAll("main > section"), function (s) {
     out.sections[s.id] = Math.round(s.getBoundingClientRect().height);
@@ -191,7 +199,8 @@ def test_a_store_backed_page_renders_without_errors_or_requests(store_rendered):
     assert store_rendered["requests"] == []
     trends = section(dom, "trends")
     figs = re.findall(r'<figure class="fig" data-fig="([^"]+)">\s*<svg', trends)
-    assert figs.count("trend") == 2 and figs.count("trend-key") == 1
+    assert figs.count("trend") == 1 and figs.count("trend-key") == 1  # and one beside the nightly card
+    assert re.findall(r'<figure class="fig" data-fig="([^"]+)">\s*<svg', section(dom, "summary")) == ["trend"]
     assert "change point: regression" in trends and "throttled (left out" in trends
     assert "&lt;script&gt;document.documentElement" in trends  # the hostile name, as text
 
@@ -223,10 +232,12 @@ def test_every_section_shows_its_figures(rendered):
     def figs(part: str) -> list[str]:
         return re.findall(r'<figure class="fig" data-fig="([^"]+)">\s*<svg', part)
 
+    # Each input's headline figure beside its verdict card, the rest in its section; none drawn twice.
+    assert figs(section(dom, "summary")) == ["step-time", "step-time", "tta", "trend"]
     assert set(figs(section(dom, "step-time"))) == {"step-time", "throughput", "memory", "telemetry"}
-    assert set(figs(section(dom, "tta"))) == {"convergence", "steps", "tta"}
-    assert figs(section(dom, "suites")) == ["suite"]
-    assert figs(section(dom, "trends")).count("trend") == 2
+    assert set(figs(section(dom, "tta"))) == {"convergence", "steps"}
+    assert figs(section(dom, "suites")) == ["suite"]  # with nightly trends, the suite run has no card of its own
+    assert figs(section(dom, "trends")).count("trend") == 1
 
 
 def test_the_screenshot_is_not_blank(rendered):

@@ -38,7 +38,7 @@ def duration(seconds: float | None, digits: int = 3) -> str:
     if abs(seconds) < 1e-12:
         return "0 s"
     scale, unit = time_unit(seconds, digits)
-    return f"{float(f'{seconds / scale:.{digits}g}'):.{digits}g} {unit}"
+    return f"{figures(seconds / scale, digits)} {unit}"
 
 
 def slope(s_per_sample: float, reference_s: float) -> str:
