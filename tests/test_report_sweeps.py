@@ -57,8 +57,8 @@ def test_table_numbers_carry_the_digits_their_ci_supports_and_notes_are_folded(t
     shown = [re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<td[^>]*>(.*?)</td>", table.split("</tr>")[1])]
     assert re.fullmatch(r"\d+(\.\d)?%", shown[4]) and len(shown[4].rstrip("%").replace(".", "")) <= 2  # ± CI: 2 figures
     assert "peak memory" not in table  # no CPU point has one: left out, with why
-    assert "Not shown (no point has a value): peak memory (allocator peak statistics" in html
-    assert "No GPU telemetry: device cpu is not a CUDA device" in html and "GPU telemetry per point" not in html
+    assert "Not in the points tables (no point of any sweep has a value): peak memory (allocator peak statistics" in html
+    assert "No GPU telemetry table: device cpu is not a CUDA device" in html and "GPU telemetry per point" not in html
 
 
 def test_sweep_figures_are_labelled_with_units_and_mark_knee_equal_time_and_oom(gpu_report):

@@ -231,6 +231,9 @@ def build_report(inputs: ReportInputs, *, title: str | None = None, generated: d
         "not_in_store": not_in_store,
         "warnings": warnings,
         "warning_groups": group_warnings(warnings),
+        # What every sweep lacks alike is said once for the section, not once per sweep.
+        "common_left_out": _shared([c["table"]["left_out"] for c in sweep_ctx]),
+        "common_no_telemetry": _shared([c["no_telemetry"] for c in sweep_ctx]),
         "cards": cards,
         "environment": environment_table(env_cols),
         "embed_note": embed_note,
@@ -328,6 +331,11 @@ def page_warnings(inputs: ReportInputs, results: Sequence[SweepResult], sweep_ct
     for path, why in inputs.skipped:
         warnings.append({"kind": "Skipped input", "where": "inputs", "anchor": "data", "text": f"Skipped {path}: {why}"})
     return warnings
+
+
+def _shared(values: Sequence[Any]) -> Any:
+    """The value every item has alike (None, or nothing, when they differ or there are none)."""
+    return values[0] if values and values[0] and all(v == values[0] for v in values) else None
 
 
 def group_warnings(warnings: Sequence[dict]) -> list[dict]:

@@ -69,14 +69,13 @@ def suite_context(sources: Sequence[Source]) -> list[dict]:
                 cell(b.get("group"), b.get("group") or ""),
                 cell(fmt.duration(lib.median_s) if lib else None, lib.median_s if lib else None,
                      title=TIMER_WORDS.get(lib.timer) if lib else "no bench extra_info: pytest-benchmark's numbers only"),
-                cell(fmt.duration(as_number(st.get("median"))), as_number(st.get("median"))),
+                cell(fmt.duration(as_number(st.get("median"))), as_number(st.get("median")),
+                     title=f"min {fmt.duration(as_number(st.get('min')))}, {fmt.quantity(st.get('ops'))} ops/s"),
                 cell(f"{fmt.duration(as_number(st.get('q1')))} – {fmt.duration(as_number(st.get('q3')))}"
                      if is_number(st.get("q1")) else None, as_number(st.get("iqr"))),
                 cell(f"{fmt.duration(as_number(st.get('mean')))} ± {fmt.duration(as_number(st.get('stddev')))}"
                      if is_number(st.get("mean")) else None, as_number(st.get("mean"))),
-                cell(fmt.duration(as_number(st.get("min"))), as_number(st.get("min"))),
                 cell(st.get("rounds"), as_number(st.get("rounds"))),
-                cell(fmt.quantity(st.get("ops")), as_number(st.get("ops"))),
                 cell(fmt.plural(len(extra_brief), "field") if extra_brief else None, len(extra_brief or ()),
                      json=extra_txt or None),
             ])
@@ -95,7 +94,7 @@ def suite_context(sources: Sequence[Source]) -> list[dict]:
             "n": len(benches),
             "table": compact_table({"columns": ["benchmark", "group", "bench step time (device clock)",
                                                 "pytest-benchmark median (host clock)", "IQR (q1–q3)",
-                                                "mean ± sd", "min", "rounds", "ops/s", "extra_info"], "rows": rows},
+                                                "mean ± sd", "rounds", "extra_info"], "rows": rows},
                                    keep=("benchmark",)),
             "clocks": CLOCKS_NOTE if any(r[2]["v"] is not None for r in rows) else None,
             "figure": {"key": "suite", "title": "Benchmarks", "missing": "no benchmark has a median",
