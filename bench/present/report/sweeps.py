@@ -289,12 +289,12 @@ def sweep_headline(result: SweepResult, a: StepTimeAnalysis | None) -> list[str]
         return [f"Only batch {ref.batch_size:,} was measured ({_step(ref)} per step): no curve to judge."]
     eps = fmt.pct(a.eps)
     # Points without a CI are judged on their medians: the caveats line names them ("No confidence interval").
-    basis = "on the medians: no point has a 95% CI" if len(a.points_without_ci) == len(pts) else "by the 95% CIs"
+    basis = "medians: no point has a 95% CI" if len(a.points_without_ci) == len(pts) else "95% CIs"
     within = f"within {eps} of batch {ref.batch_size:,}'s {_step(ref)}"
     if a.equal_time_reaches_largest:
         lines = [f"Equal step time ({within}) at every batch up to {pts[-1].batch_size:,} ({basis})."]
     elif a.equal_time_max_batch == ref.batch_size and pts[1].equal_time == BEYOND:
-        lines = [f"No equal-time range: batch {pts[1].batch_size:,} is already more than {eps} slower than batch "
+        lines = [f"No equal-time range: batch {pts[1].batch_size:,} is already over {eps} slower than batch "
                  f"{ref.batch_size:,}'s {_step(ref)} ({basis})."]
     elif a.equal_time_max_batch == ref.batch_size:
         maybe = (f", possibly up to {a.equal_time_max_batch_possible:,}"
@@ -306,23 +306,24 @@ def sweep_headline(result: SweepResult, a: StepTimeAnalysis | None) -> list[str]
                  if (a.equal_time_max_batch_possible or 0) > (a.equal_time_max_batch or 0) else "")
         lines = [f"Equal step time ({within}) up to batch {a.equal_time_max_batch:,}{maybe} ({basis})."]
     growth = a.growth() if a.first_beyond_batch is not None else None
+    beyond = "then" if a.first_beyond_batch == pts[1].batch_size else f"from batch {a.first_beyond_batch or 0:,}"
     if growth == GROWTH_LINEAR:
-        lines[0] = lines[0][:-1] + (f"; from batch {a.first_beyond_batch:,} it grows "
-                                    f"{fmt.slope(a.fit().slope_s_per_sample, ref.median_s)} ({knee_text(a)}).")
+        lines[0] = lines[0][:-1] + (f"; {beyond} it grows {fmt.slope(a.fit().slope_s_per_sample, ref.median_s)} "
+                                    f"({knee_text(a)}).")
     elif growth == GROWTH_IRREGULAR:
-        lines[0] = lines[0][:-1] + (f"; from batch {a.first_beyond_batch:,} it grows irregularly "
+        lines[0] = lines[0][:-1] + (f"; {beyond} it grows irregularly "
                                     f"(best fit: {a.fit().rel_rms_residual:.0%} RMS residual).")
     if a.peak_throughput_samples_per_s is not None:
-        sat = (f"; {fmt.pct(a.saturation_fraction)} of it from batch {a.throughput_saturation_batch:,}"
+        sat = (f"; {fmt.pct(a.saturation_fraction)} of it from {a.throughput_saturation_batch:,}"
                if a.throughput_saturation_batch is not None and a.throughput_saturation_batch < a.peak_throughput_batch
                else "")
-        top = " (the largest measured: it may rise further)" if a.peak_at_largest_batch else ""
-        lines.append(f"Peak throughput {fmt.number(a.peak_throughput_samples_per_s)} samples/s at batch "
+        top = ", the largest measured" if a.peak_at_largest_batch else ""
+        peak = a.peak_throughput_samples_per_s
+        lines.append(f"Peak throughput {fmt.si(peak) if peak >= 1e6 else fmt.number(peak)} samples/s at batch "
                      f"{a.peak_throughput_batch:,}{top}{sat}.")
     lbf = result.largest_batch_that_fits
-    if lbf is not None:
-        lines.append(f"Largest batch that fits: {lbf:,}" + (f" ({result.largest_batch_reason})." if
-                                                           result.largest_batch_reason else "."))
+    if lbf is not None:  # how it was found is in the full verdict
+        lines.append(f"Largest batch that fits: {lbf:,}.")
     return lines
 
 
