@@ -52,7 +52,7 @@ def tta_headline(result) -> list[str]:
     if f is not None and f.b_crit is not None:
         ci = f.b_crit_ci
         shown = fmt.figures(f.b_crit, fmt.supported_digits(f.b_crit, *ci) if ci else 2)
-        lines.append(f"Critical batch size B_crit ≈ {shown}" + (f" (95% CI {fmt.figures(ci[0], 2)}–{fmt.figures(ci[1], 2)})"
+        lines.append(f"Critical batch size B_crit ≈ {shown}" + (f" (95% CI {fmt.figures(ci[0], 3)}–{fmt.figures(ci[1], 3)})"
                                                                  if ci else " (no interval)")
                      + f"; S_min ≈ {fmt.figures(f.s_min, 2)} steps.")
     naive = [b for b in a.batches if is_number(b.naive_rel_error)]
