@@ -175,6 +175,9 @@ def history_context(h: NightlyHistory | None) -> dict | None:
                 v.verdict if v is not None and is_latest else None))
             flags = b["flags"]
             counts = {bit: sum(1 for f in flags if f and F.mark_kind(f) == bit) for bit in (1, 2, 4)}
+            # A night flagged as having no usable spread but with a value did not fail: too few samples.
+            counts[0] = sum(1 for f, m in zip(flags, b["median"]) if f and F.mark_kind(f) == 4 and m is not None)
+            counts[4] -= counts[0]
             n_unreliable += sum(1 for f in flags if f)
             reliable = sum(1 for f in flags if f == 0)
             last_ok = next((p for p in range(len(flags) - 1, -1, -1) if flags[p] == 0 and b["median"][p] is not None),
@@ -207,7 +210,8 @@ def history_context(h: NightlyHistory | None) -> dict | None:
                 cell(None if not last_change else f"{signed(last_change['change'])} since {_when(runs[last_change['run']])}",
                      "" if not last_change else runs[last_change["run"]].time.isoformat(),
                      title=None if not last_change else _commit_range(last_change)),
-                cell(", ".join(f"{counts[bit]} {word}" for bit, word in ((1, "throttled"), (2, "noisy"), (4, "failed"))
+                cell(", ".join(f"{counts[bit]} {word}" for bit, word in ((1, "throttled"), (2, "noisy"),
+                                                                        (0, "too few samples"), (4, "failed"))
                                if counts[bit]) or None, sum(counts.values())),
             ])
             for c in b["changes"]:
