@@ -88,7 +88,8 @@ def _commit_range(c: dict) -> str:
 def _verdict_cell(v) -> dict:
     if v is None:
         return cell(None, "", title="not in the latest night, or the machine's first night")
-    text = v.verdict if v.change is None else f"{v.verdict} {signed(v.change)}"
+    word = night_state(v.reason) if v.verdict == UNRELIABLE else v.verdict  # named as it is: noisy, too few samples…
+    text = word if v.change is None else f"{word} {signed(v.change)}"
     title = None
     if v.change_low is not None:
         title = f"95% interval {signed(v.change_low)} to {signed(v.change_high)}; rule: {v.rule}"
