@@ -28,6 +28,7 @@ from bench.history.sources import content_hash
 from bench.present.report.allreduce import allreduce_context, allreduce_labels
 from bench.present.report.common import distinct, markup
 from bench.present.report.environment import environment_table
+from bench.present.report.figures import sweeps as SF
 from bench.present.report.figures.common import palette
 from bench.present.report.history import history_context
 from bench.present.report.inputs import ReportInputs, load_inputs
@@ -39,6 +40,7 @@ from bench.present.report.store_history import (
 )
 from bench.present.report.suites import suite_context, suite_sweeps
 from bench.present.report.sweeps import (
+    caveat_line,
     legend_labels,
     sweep_context,
     sweep_figures,
@@ -250,9 +252,6 @@ def verdict_cards(sweep_sources, sweep_ctx: Sequence[dict], series, tta_ctx: Seq
     """One card per input, verdict first: a title, at most five short lines and the caveats' kinds, with the
     input's headline figure beside it (taken out of its section, so no figure is drawn twice). The full
     verdict and how it was measured are in each input's section."""
-    from bench.present.report.figures import sweeps as SF
-    from bench.present.report.sweeps import caveat_line
-
     cards = []
     n_files = len(sweep_sources)
     for c, s in zip(sweep_ctx[:n_files], series[:n_files]):
