@@ -77,5 +77,8 @@ def test_a_duration_keeps_only_the_figures_its_ci_supports():
     assert fmt.duration_ci(0.01523, 0.00608, 0.0307) == "15 ms"  # ±12 ms: the tenths say nothing
     assert fmt.duration_ci(0.01523, 0.01518, 0.01528) == "15.2 ms"  # ±0.05 ms: three figures
     assert fmt.duration_ci(0.01523, None, None) == "15 ms"  # no interval: two figures, not three
-    assert fmt.interval(0.00608, 0.0307, 0.01523) == "6.1 ms – 31 ms"
+    assert fmt.duration_ci(0.315, None, None) == "320 ms"  # never "3.2e+02 ms"
+    assert fmt.interval(0.00608, 0.0307, 0.01523) == "6 ms – 31 ms"  # rounded outward: never narrower
+    assert fmt.outward(6.08, 2, up=False) == pytest.approx(6.0) and fmt.outward(30.7, 2, up=True) == pytest.approx(31)
+    assert fmt.outward(6.1, 2, up=False) == pytest.approx(6.1)  # already at two figures: unchanged
     assert fmt.interval(None, 0.0307) is None

@@ -64,6 +64,14 @@ MEASURE_JS = r"""
     out.text_before_figure_words = before ? before.split(" ").length : 0;
     mark.remove();
   }
+  // Rendered lines of text in each verdict card (its heading left out): each paragraph's height over its
+  // line height.
+  out.card_lines = Array.prototype.map.call(document.querySelectorAll(".verdict-card .verdict-text"), function (c) {
+    return Array.prototype.reduce.call(c.querySelectorAll("p"), function (n, p) {
+      var lh = parseFloat(getComputedStyle(p).lineHeight) || 1;
+      return n + Math.round(p.getBoundingClientRect().height / lh);
+    }, 0);
+  });
   out.sections = {};
   Array.prototype.forEach.call(document.querySelectorAll("main > section"), function (s) {
     out.sections[s.id] = Math.round(s.getBoundingClientRect().height);
@@ -191,7 +199,8 @@ def test_a_store_backed_page_renders_without_errors_or_requests(store_rendered):
     assert store_rendered["requests"] == []
     trends = section(dom, "trends")
     figs = re.findall(r'<figure class="fig" data-fig="([^"]+)">\s*<svg', trends)
-    assert figs.count("trend") == 2 and figs.count("trend-key") == 1
+    assert figs.count("trend") == 1 and figs.count("trend-key") == 1  # and one beside the nightly card
+    assert re.findall(r'<figure class="fig" data-fig="([^"]+)">\s*<svg', section(dom, "summary")) == ["trend"]
     assert "change point: regression" in trends and "throttled (left out" in trends
     assert "&lt;script&gt;document.documentElement" in trends  # the hostile name, as text
 
@@ -223,10 +232,12 @@ def test_every_section_shows_its_figures(rendered):
     def figs(part: str) -> list[str]:
         return re.findall(r'<figure class="fig" data-fig="([^"]+)">\s*<svg', part)
 
+    # Each input's headline figure beside its verdict card, the rest in its section; none drawn twice.
+    assert figs(section(dom, "summary")) == ["step-time", "step-time", "tta", "trend"]
     assert set(figs(section(dom, "step-time"))) == {"step-time", "throughput", "memory", "telemetry"}
-    assert set(figs(section(dom, "tta"))) == {"convergence", "steps", "tta"}
-    assert figs(section(dom, "suites")) == ["suite"]
-    assert figs(section(dom, "trends")).count("trend") == 2
+    assert set(figs(section(dom, "tta"))) == {"convergence", "steps"}
+    assert figs(section(dom, "suites")) == ["suite"]  # with nightly trends, the suite run has no card of its own
+    assert figs(section(dom, "trends")).count("trend") == 1
 
 
 def test_the_screenshot_is_not_blank(rendered):
@@ -275,3 +286,46 @@ def test_clicking_a_heading_sorts_numbers_as_numbers_with_missing_values_last(tm
     assert 'data-desc="B,b,a,c"' in dom  # missing still last
     assert 'data-text="a,b,B,c"' in dom or 'data-text="a,B,b,c"' in dom  # text: locale order
     assert "data-js-errors" not in re.search(r"<html[^>]*>", dom).group(0) and console_lines(stderr) == []
+
+
+@pytest.fixture(scope="module")
+def default_three(tmp_path_factory) -> dict:
+    """The page of the README's first three results, laid out at 1280x800: a default CPU sweep (batch 1 to
+    1,024), one CPU suite run (six groups at three batch sizes, bench's step times inside) and a study."""
+    d = tmp_path_factory.mktemp("three")
+    medians = {f"suites/test_step_time.py::test_{w}_{p}[{b}]": 4e-4 * k * (1 + b / 64)
+               for k, w in enumerate(("mlp", "cnn", "transformer"), 1) for p in ("fp32", "bf16") for b in (4, 16, 64)}
+    suite = R.make_pytest_run(R.FIXED_TIME, {k: 30 * v for k, v in medians.items()}, library_medians=medians)
+    files = [R.write(d / "sweep.json", R.make_sweep(gpu=False, oom_from=None, batches=tuple(2 ** i for i in range(11)))),
+             R.write(d / "suites.json", suite), R.write(d / "tta.json", R.make_tta())]
+    out = d / "report.html"
+    write_report(build_report(load_inputs(files), generated=R.FIXED_TIME), out)
+    return page_metrics(out, tmp_path_factory.mktemp("three-chromium"))
+
+
+def test_the_default_three_input_report_is_short_small_and_shows_a_figure_on_its_first_screen(default_three):
+    m = default_three
+    assert m["height"] <= 12_000 and m["bytes"] <= 2_000_000, m
+    assert m["first_figure_top"] < 800, m  # within the first screen at 1280x800
+    assert m["text_before_figure_words"] <= 120, m  # a heading and one short card, not screens of prose
+    assert len(m["card_lines"]) == 3 and max(m["card_lines"]) <= 6, m  # one card per input, six lines at most
+    assert m["repeated_tick_labels"] == [], m
+
+
+def test_the_page_measure_catches_a_tall_page_prose_first_and_repeated_tick_labels(tmp_path):
+    """The measuring script is not vacuous: prose before the figure, a tall page and an axis labelling two
+    ticks alike are all reported."""
+    from matplotlib.figure import Figure
+
+    from bench.present.report.figures.common import to_svg
+
+    fig = Figure(figsize=(4, 3))
+    ax = fig.add_subplot()
+    ax.plot([0, 1, 2], [0, 1, 2])
+    ax.set_xticks([0, 1, 2], ["same", "same", "other"])
+    page = tmp_path / "bad.html"
+    page.write_text("<!DOCTYPE html><html><body>" + "<p>words words words</p>" * 400
+                    + f"<figure class='fig'>{to_svg(fig, 'repeats')}</figure></body></html>", encoding="utf-8")
+    m = page_metrics(page, tmp_path)
+    assert m["text_before_figure_words"] == 1200 and m["first_figure_top"] > 800 and m["height"] > 8000
+    assert m["repeated_tick_labels"] == ["repeats: same"]

@@ -22,7 +22,7 @@ def test_names_with_dollar_signs_or_a_leading_underscore_are_drawn_as_plain_text
               ("b.json", R.make_sweep(workload="$x^2$", batches=(1, 4), oom_from=None, seed=1))]
     html = R.build(tmp_path, *runs, *sweeps)  # "$^$" is not valid mathtext: this used to raise
     assert "t.py::test_cost[$^$]" in R.section(html, "trends")
-    step = re.search(r'data-fig="step-time">(.*?)</figure>', html, re.S).group(1)
+    step = re.search(r'data-fig="step-time">(.*?)</figure>', R.section(html, "step-time"), re.S).group(1)
     assert "_private: median, 95% CI" in step  # matplotlib would hide a legend label starting with "_"
     assert "$x^2$: median, 95% CI" in step  # shown as written, not rendered as maths
 
@@ -200,3 +200,19 @@ def test_the_time_to_target_legend_lists_only_what_is_drawn_and_names_the_rest_a
     lo, hi = ax.get_ylim()
     model = [l for l in ax.get_lines() if l.get_label().startswith("model")]
     assert all(lo <= y <= hi for l in model for y in l.get_ydata())
+
+
+@pytest.mark.parametrize("step, n", [(timedelta(seconds=20), 4), (timedelta(minutes=3), 12), (timedelta(hours=12), 7),
+                                     (timedelta(days=1), 12), (timedelta(days=6), 12)])
+def test_each_tick_of_a_trend_figure_has_a_label_of_its_own(step, n):
+    """Suite runs seconds apart were all labelled '01-02 03:04', a few days of nights had each date twice, and
+    a couple of months of nights each month twice."""
+    from bench.present.report.figures.trends import TrendSeries, trend_figure
+
+    times = [R.FIXED_TIME.replace(tzinfo=None) + i * step for i in range(n)]
+    s = TrendSeries("m", times, [1e-3 * (1 + 0.01 * (i % 3)) for i in range(n)], [None] * n, [None] * n, [0] * n)
+    svg, _ = trend_figure("b", [s], marks=set())
+    axis = re.search(r'id="[^"]*matplotlib\.axis_1">(.*?)id="[^"]*matplotlib\.axis_2"', svg, re.S).group(1)
+    labels = [re.sub(r"<[^>]+>", "", t).strip() for t in re.findall(r"<text[^>]*>(.*?)</text>", axis, re.S)]
+    labels = [lab for lab in labels if lab and lab != "night (UTC)"]
+    assert len(labels) >= 2 and len(set(labels)) == len(labels), labels

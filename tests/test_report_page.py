@@ -86,3 +86,28 @@ def test_the_same_inputs_give_the_same_page(tmp_path):
     assert first == second
     ids = re.findall(r'<[a-zA-Z][^<>]*?\sid="([^"]+)"', first)
     assert len(ids) == len(set(ids))  # many SVGs share one document: no id may repeat
+
+
+def test_warnings_are_grouped_by_kind_one_folded_line_each_with_its_count(tmp_path):
+    sweeps = [(f"s{i}.json", R.make_sweep(gpu=False, oom_from=None, seed=i, batches=(1, 4, 16), precision=p))
+              for i, p in enumerate(("fp32", "bf16"))]
+    html = R.build(tmp_path, *sweeps, ("t.json", R.make_tta()))
+    w = R.section(html, "warnings")
+    groups = re.findall(r'<details class="warn-group"><summary><strong>(.*?)</strong> ×(\d+) · (.*?)</summary>(.*?)</details>',
+                        w, re.S)
+    kinds = [g[0] for g in groups]
+    assert len(kinds) == len(set(kinds)) >= 2  # one line per kind
+    assert all(int(n) == body.count("<li>") for _, n, _, body in groups)  # its count is what it folds
+    budget = next(g for g in groups if g[0] == "Budget-limited")
+    assert budget[1] == "2" and budget[2] == "in 2 sweeps"
+    total = sum(int(g[1]) for g in groups)
+    assert f"<h2>Warnings ({total}, {len(groups)} kinds)</h2>" in w
+    assert "<details open" not in w  # the details are folded
+
+
+def test_what_every_sweep_lacks_is_said_once_for_the_section(tmp_path):
+    sweeps = [(f"s{i}.json", R.make_sweep(gpu=False, oom_from=None, seed=i, batches=(1, 4, 16), precision=p))
+              for i, p in enumerate(("fp32", "bf16"))]
+    step = R.section(R.build(tmp_path, *sweeps), "step-time")
+    assert step.count("No GPU telemetry") == 1 and "No GPU telemetry tables: device cpu is not a CUDA device" in step
+    assert step.count("peak memory (allocator peak statistics") == 1

@@ -27,19 +27,38 @@ def gpu_report(tmp_path_factory) -> str:
     return R.build(tmp_path_factory.mktemp("gpu"), ("sweep.json", R.make_sweep()))
 
 
-def test_one_sweep_puts_the_verdict_first_then_figures_and_the_points_table(gpu_report):
+def test_one_sweep_puts_a_short_verdict_beside_its_step_time_figure_first(gpu_report):
     html = gpu_report
     verdict = R.section(html, "summary")
-    assert "Step time stays within 5%" in verdict or "Step time" in verdict
-    assert "The largest batch that fits is 1023." in verdict and "Largest batch that fits:" not in verdict
-    assert "NVIDIA H100 80GB HBM3" in verdict  # the fingerprint sits beside the verdict
-    assert "stop at a ±1% CI of the median" in verdict  # and how it was measured
+    card = re.search(r'<div class="verdict-text">(.*?)</div>', verdict, re.S).group(1)
+    assert len(re.findall(r"<p[ >]", card)) <= 5  # a heading and at most five short lines
+    assert "Equal step time (within 5% of batch 1&#39;s" in card and "Peak throughput" in card
+    assert "Largest batch that fits: 1,023" in card and "NVIDIA H100 80GB HBM3" in card  # where it ran
+    assert "Caveats: Budget-limited, Throttled, Out of memory." in card  # the warnings' kinds, not their prose
+    assert R.figures_in(verdict) == {"step-time": 1}  # its figure beside it
     assert html.index('id="summary"') < html.index('id="step-time"')
-    figs = R.figures_in(R.section(html, "step-time"))
-    assert figs == {"step-time": 1, "throughput": 1, "memory": 1, "telemetry": 1}
+    section = R.section(html, "step-time")
+    assert R.figures_in(section) == {"throughput": 1, "memory": 1, "telemetry": 1}  # the step time is not drawn twice
+    # The full verdict and how it was measured, folded in the sweep's card.
+    full = re.search(r'<details class="method">(.*?)</details>', section, re.S).group(1)
+    assert "The largest batch that fits is 1023." in full and "Largest batch that fits:" not in full
+    assert "stop at a ±1% CI of the median" in full
     table = re.search(r'<table class="sortable" id="sweep-0-table">(.*?)</table>', html, re.S).group(1)
     assert table.count("<tr>") == 1 + 6  # heading + every point, the OOM one included
     assert ">oom<" in table and "launch-bound" in table and "compute-bound" in table
+
+
+def test_table_numbers_carry_the_digits_their_ci_supports_and_notes_are_folded(tmp_path):
+    data = R.make_sweep(gpu=False, oom_from=None, batches=(1, 4, 16))
+    wide = data["points"][0]
+    wide["samples_s"] = [0.01 * (1 + 3 * (i % 7) / 7) for i in range(40)]  # a CI hundreds of % wide
+    html = R.build(tmp_path, ("wide.json", data))
+    table = re.search(r'<table class="sortable" id="sweep-0-table">(.*?)</table>', html, re.S).group(1)
+    shown = [re.sub(r"<[^>]+>", "", c) for c in re.findall(r"<td[^>]*>(.*?)</td>", table.split("</tr>")[1])]
+    assert re.fullmatch(r"\d+(\.\d)?%", shown[4]) and len(shown[4].rstrip("%").replace(".", "")) <= 2  # ± CI: 2 figures
+    assert "peak memory" not in table  # no CPU point has one: left out, with why
+    assert "Not in the points tables (no point of any sweep has a value): peak memory (allocator peak statistics" in html
+    assert "No GPU telemetry table: device cpu is not a CUDA device" in html and "GPU telemetry per point" not in html
 
 
 def test_sweep_figures_are_labelled_with_units_and_mark_knee_equal_time_and_oom(gpu_report):
@@ -72,7 +91,7 @@ def test_two_sweeps_share_each_figure_with_a_legend_naming_only_what_differs(tmp
                  ("b.json", R.make_sweep(precision="bf16", base_s=0.006, slope_s=2e-5, seed=1)))
     figs = R.figures_in(R.section(html, "step-time"))
     assert figs["step-time"] == 1 and figs["throughput"] == 1
-    step = re.search(r'data-fig="step-time">(.*?)</figure>', html, re.S).group(1)
+    step = re.search(r'data-fig="step-time">(.*?)</figure>', R.section(html, "step-time"), re.S).group(1)
     assert "fp32: median, 95% CI" in step and "bf16: median, 95% CI" in step
     assert "mlp" not in re.sub(r"<[^>]+>", "", step).replace("samples per step", "")  # same workload: not in legend
     assert html.count('<article class="card" id="sweep-') == 2
@@ -83,7 +102,7 @@ def test_two_sweeps_share_each_figure_with_a_legend_naming_only_what_differs(tmp
 def test_cpu_sweep_without_memory_or_telemetry_says_why_those_figures_are_missing(tmp_path):
     html = R.build(tmp_path, ("cpu.json", R.make_sweep(gpu=False, oom_from=None)))
     figs = R.figures_in(R.section(html, "step-time"))
-    assert set(figs) == {"step-time", "throughput"}
+    assert set(figs) == {"throughput"} and R.figures_in(R.section(html, "summary")) == {"step-time": 1}
     assert "Not drawn: Peak memory (not measured: allocator peak statistics exist only on CUDA devices)" in html
     assert "Not drawn: GPU activity and power (not measured: device cpu is not a CUDA device)" in html
 
@@ -91,7 +110,7 @@ def test_cpu_sweep_without_memory_or_telemetry_says_why_those_figures_are_missin
 def test_unfinished_sweep_without_analysis_still_gives_a_report(tmp_path):
     html = R.build(tmp_path, ("part.json", R.make_sweep(finished=False, analysed=False, batches=(1, 4))))
     assert "The sweep did not finish" in html and "No step-time analysis" in html
-    assert R.figures_in(R.section(html, "step-time"))["step-time"] == 1
+    assert R.figures_in(R.section(html, "summary"))["step-time"] == 1
 
 
 def test_sweep_where_every_point_failed_still_gives_a_report(tmp_path):
@@ -112,7 +131,7 @@ def test_a_sweep_written_with_its_verdict_inside_shows_the_same_sentences_made_f
     old = stored["analysis"]["verdict"]
     assert why is None and made[0] == old[0] and "from the median step time" in made[1]
     assert "beyond the 95% CIs" in old[2] and "on the medians, without a 95% CI at batch 8" in made[2]
-    summary = R.section(R.build(tmp_path, ("old.json", stored)), "summary")
+    summary = R.section(R.build(tmp_path, ("old.json", stored)), "step-time")
     for sentence in made:
         assert sentence.replace("'", "&#39;") in summary
 
@@ -137,10 +156,10 @@ def test_an_analysis_that_cannot_be_read_is_a_warning_not_a_crash(tmp_path):
     data["analysis"]["schema_version"] = 99
     result = SweepResult.from_dict(data)
     assert read_analysis(result)[0] is None
-    assert any("No step-time analysis" in w and "version 99" in w for w in sweep_warnings(result))
+    assert any("No step-time analysis" in w["text"] and "version 99" in w["text"] for w in sweep_warnings(result))
     html = R.build(tmp_path, ("future.json", data))
     assert "No verdict: the sweep has no step-time analysis." in html
-    assert R.figures_in(R.section(html, "step-time"))["step-time"] == 1
+    assert R.figures_in(R.section(html, "summary"))["step-time"] == 1
 
 
 def test_the_stored_analysis_reads_back_into_the_same_record():

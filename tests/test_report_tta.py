@@ -24,13 +24,18 @@ def tta_report(tmp_path_factory) -> str:
 
 def test_tta_alone_draws_convergence_steps_to_target_and_time_to_accuracy(tta_report):
     tta = R.section(tta_report, "tta")
-    assert R.figures_in(tta) == {"convergence": 1, "steps": 1, "tta": 1}
-    assert "B_crit ≈" in tta and "S(B) = S_min·(1 + B_crit/B)" in tta
-    assert "naive: every batch at batch 8" in tta and "fastest measured: batch" in tta and "B* = √(B_crit·a/b)" in tta
-    assert "not reached: at least this many steps" in tta  # batch 2048 never got there: a lower bound
     summary = R.section(tta_report, "summary")
-    assert "Fastest to target: batch" in summary and "Critical batch size B_crit =" in summary
-    assert "Equal-step-time rule of thumb" in summary
+    assert R.figures_in(tta) == {"convergence": 1, "steps": 1} and R.figures_in(summary) == {"tta": 1}
+    assert "B_crit ≈" in tta and "S(B) = S_min·(1 + B_crit/B)" in tta
+    assert "naive: every batch at batch 8" in summary and "fastest measured: batch" in summary
+    assert "B* = √(B_crit·a/b)" in summary
+    assert "not reached: at least this many steps" in tta  # batch 2048 never got there: a lower bound
+    card = re.search(r'<div class="verdict-text">(.*?)</div>', summary, re.S).group(1)
+    assert "Fastest to accuracy ≥ 0.81: batch" in card and "Critical batch size B_crit ≈" in card
+    assert "The naive estimate (every batch at the smallest batch&#39;s step time) is off by up to" in card
+    assert len(re.findall(r"<p[ >]", card)) <= 5
+    # The full verdict, folded in the study's card.
+    assert "Fastest to target: batch" in tta and "Equal-step-time rule of thumb" in tta
     assert 'id="step-time"' not in tta_report
 
 
@@ -38,7 +43,8 @@ def test_curves_file_alone_draws_the_convergence_curves(tmp_path):
     curves = TTAResult.from_dict(R.make_tta()).curves
     cf = CurvesFile(curves=curves, config={"target": 0.81}, task={"name": "demo"}, finished=True)
     html = R.build(tmp_path, ("c.json", cf.to_dict()))
-    assert R.figures_in(R.section(html, "tta")) == {"convergence": 1}
+    assert R.figures_in(R.section(html, "summary")) == {"convergence": 1}  # beside the card
+    assert R.figures_in(R.section(html, "tta")) == {}  # not drawn twice
 
 
 def test_a_study_written_with_prose_summaries_inside_shows_the_sentences_it_always_did(tmp_path):
@@ -54,7 +60,8 @@ def test_a_study_written_with_prose_summaries_inside_shows_the_sentences_it_alwa
             "no worse.") in summary
     assert not any(s.startswith("Warning:") for s in summary)  # the page lists warnings in their own section
     html = R.build(tmp_path, ("old.json", stored))
-    assert "Fastest to target: batch 64, 66.7 ms" in R.section(html, "summary")
+    assert "Fastest to target: batch 64, 66.7 ms" in R.section(html, "tta")
+    assert "Fastest to accuracy ≥ 0.96: batch 64, 67 ms" in R.section(html, "summary")
 
 
 def test_two_studies_of_the_same_task_are_named_by_what_distinguishes_them(tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import report_inputs as R
-from test_report_browser import CHROMIUM, run_chromium
+from test_report_browser import CHROMIUM, page_metrics, run_chromium
 
 from bench.present.report import build_report, load_inputs
 
@@ -56,6 +56,24 @@ def test_every_report_of_the_fixed_set_was_measured(findings):
         assert f["figures"], f"{name}: no figure measured"
         plots = [fig for fig in f["figures"] if not fig["label"].startswith("key to")]  # a key has no axes
         assert plots and all(fig["texts"] > 3 and fig["marks"] > 0 for fig in plots), name
+
+
+@pytest.fixture(scope="module")
+def layouts(tmp_path_factory) -> dict[str, dict]:
+    d = tmp_path_factory.mktemp("layout")
+    out = {}
+    for name, paths in R.visual_inputs(d / "inputs").items():
+        page = d / f"{name}.html"
+        page.write_text(build_report(load_inputs(paths), generated=R.FIXED_TIME), encoding="utf-8")
+        out[name] = page_metrics(page, d)
+    return out
+
+
+@pytest.mark.parametrize("name", REPORTS)
+def test_verdict_cards_are_short_and_the_first_figure_is_on_the_first_screen(layouts, name):
+    m = layouts[name]
+    assert m["card_lines"] and max(m["card_lines"]) <= 6, m
+    assert m["first_figure_top"] < 800 and m["repeated_tick_labels"] == [], m
 
 
 @pytest.mark.parametrize("name", REPORTS)

@@ -38,7 +38,7 @@ def duration(seconds: float | None, digits: int = 3) -> str:
     if abs(seconds) < 1e-12:
         return "0 s"
     scale, unit = time_unit(seconds, digits)
-    return f"{float(f'{seconds / scale:.{digits}g}'):.{digits}g} {unit}"
+    return f"{figures(seconds / scale, digits)} {unit}"
 
 
 def slope(s_per_sample: float, reference_s: float) -> str:
@@ -147,11 +147,22 @@ def duration_ci(value: float | None, low: float | None, high: float | None) -> s
 
 
 def interval(low: float | None, high: float | None, value: float | None = None) -> str | None:
-    """'6.1 ms – 31 ms': a CI's bounds to the figures its width supports; None without one."""
+    """'6 ms – 31 ms': a CI's bounds to the figures its width supports, rounded outward (the interval
+    shown never claims more than the one computed); None without one."""
     if not (is_number(low) and is_number(high)):
         return None
     d = supported_digits(value if is_number(value) else (low + high) / 2, low, high)
-    return f"{duration(low, d)} – {duration(high, d)}"
+    return f"{duration(outward(low, d, up=False), d)} – {duration(outward(high, d, up=True), d)}"
+
+
+def outward(x: float, digits: int, *, up: bool) -> float:
+    """`x` rounded to `digits` significant figures away from the inside of an interval: up for its upper
+    bound, down for its lower (6.08 -> 6.0, 30.7 -> 31 at two figures)."""
+    if x == 0:
+        return 0.0
+    q = 10.0 ** (math.floor(math.log10(abs(x))) - digits + 1)
+    steps = round(x / q, 6)  # 60.9999999 is 61, not 60
+    return (math.ceil(steps) if up else math.floor(steps)) * q
 
 
 def signed_percent(x: float | None, digits: int = 0) -> str:

@@ -69,9 +69,10 @@ def allreduce_table(result) -> dict:
 
 def allreduce_context(src: Source, index: int, label: str) -> dict:
     r = src.record
-    warnings = [f"{fmt.nbytes(p.size_bytes)}: {w}" for p in r.points for w in p.warnings]
+    warnings = [{"kind": "All-reduce", "text": f"{fmt.nbytes(p.size_bytes)}: {w}"} for p in r.points for w in p.warnings]
     if not r.finished:
-        warnings.insert(0, "The probe did not finish (interrupted, or a rank failed): the sizes listed are those it measured.")
+        warnings.insert(0, {"kind": "Unfinished", "text": "The probe did not finish (interrupted, or a rank failed): the "
+                                                          "sizes listed are those it measured."})
     return {"id": f"allreduce-{index}", "label": label, "path": src.path, "created": r.created,
             "verdict": allreduce_verdict(r), "ranks": [rank_line(x) for x in r.ranks], "warnings": warnings,
             "fingerprint": fingerprint_line(r.environment), "table": allreduce_table(r),

@@ -17,9 +17,22 @@ TIMER_WORDS = {
 }
 
 
-def cell(text: Any, v: Any = None, title: str | None = None, cls: str | None = None) -> dict:
-    """One table cell: shown text, the value to sort by (number or string), an optional tooltip."""
-    return {"text": "—" if text is None or text == "" else str(text), "v": v, "title": title, "cls": cls}
+def cell(text: Any, v: Any = None, title: str | None = None, cls: str | None = None, json: str | None = None) -> dict:
+    """One table cell: shown text, the value to sort by (number or string), an optional tooltip; with `json`,
+    the text is the summary of a folded block holding that JSON (it scrolls, never cut at the card's edge)."""
+    return {"text": "—" if text is None or text == "" else str(text), "v": v, "title": title, "cls": cls, "json": json}
+
+
+def compact_table(table: dict, keep: Sequence[str] = ()) -> dict:
+    """`table` without the columns in which no row has a value (all "—"), so a table fits the page one line
+    per row; their names go to `left_out` (added to any already there), for one line under the table.
+    Columns named in `keep` stay."""
+    rows = table["rows"]
+    used = [i for i, c in enumerate(table["columns"])
+            if c in keep or not rows or any(r[i]["text"] != "—" for r in rows)]
+    dropped = [c for i, c in enumerate(table["columns"]) if i not in used]
+    return {**table, "columns": [table["columns"][i] for i in used], "rows": [[r[i] for i in used] for r in rows],
+            "left_out": list(table.get("left_out") or []) + dropped}
 
 
 def batches(values: Sequence[int]) -> str:

@@ -55,12 +55,12 @@ def environment_table(columns: Sequence[tuple[str, dict]]) -> dict | None:
         rows.append({"key": k, "differs": differs,
                      "values": [{"text": s, "title": (e.get("null_reasons") or {}).get(k) if v is None else None}
                                 for s, v, (_, e) in zip(shown, vals, envs)]})
-    return {"columns": [n for n, _ in envs], "rows": rows,
+    return {"columns": [n for n, _ in envs], "rows": rows, "n_differ": sum(1 for r in rows if r["differs"]),
             "missing": [{"reason": r, "fields": ", ".join(f)} for r, f in missing.items()]}
 
 
-def fingerprint_line(env: dict) -> str:
-    """The few fields a reader wants first: what ran it, with which software."""
+def fingerprint_line(env: dict, brief: bool = False) -> str:
+    """The few fields a reader wants first: what ran it, with which software (`brief`: without the hash)."""
     if not env:
         return "no fingerprint recorded"
     mi = env.get("pytest_benchmark_machine_info")
@@ -82,6 +82,6 @@ def fingerprint_line(env: dict) -> str:
     py = env.get("python_version") or env.get("python")
     if py:
         parts.append(f"Python {py}")
-    if env.get("hash"):
+    if env.get("hash") and not brief:
         parts.append(f"fingerprint {env['hash']}")
     return " · ".join(parts)

@@ -93,7 +93,8 @@ def _commit_range(c: dict) -> str:
 def _verdict_cell(v) -> dict:
     if v is None:
         return cell(None, "", title="not in the latest night, or the machine's first night")
-    text = v.verdict if v.change is None else f"{v.verdict} {signed(v.change)}"
+    word = night_state(v.reason) if v.verdict == UNRELIABLE else v.verdict  # named as it is: noisy, too few samples…
+    text = word if v.change is None else f"{word} {signed(v.change)}"
     title = None
     if v.change_low is not None:
         title = f"95% interval {signed(v.change_low)} to {signed(v.change_high)}; rule: {v.rule}"
@@ -110,13 +111,15 @@ def latest_context(h: NightlyHistory) -> list[dict]:
         m = h.trends["machines"][n.machine]
         item: dict[str, Any] = {"machine": m["label"], "run": n.run.id, "time": n.run.time_text,
                                 "commit": (n.run.commit or "")[:12], "recorded": n.run.verdict, "why_none": n.why_none,
-                                "counts": None, "items": [], "baseline": None, "software_changed": False,
+                                "counts": None, "items": [], "baseline": None, "software_changed": False, "unreliable_states": [],
                                 "shift": None}
         if n.comparison is not None:
             c = n.comparison
             item["baseline"] = f"run {n.baseline.id} ({n.baseline.time_text}" + (
                 f", commit {n.baseline.commit[:12]})" if n.baseline.commit else ")")
             item["counts"] = {k: c.count(k) for k in (REGRESSION, IMPROVEMENT, UNRELIABLE, UNCHANGED)}
+            states = [night_state(v.reason) for v in c.verdicts if v.verdict == UNRELIABLE]
+            item["unreliable_states"] = [f"{states.count(w)} {w}" for w in dict.fromkeys(states)]
             item["software_changed"] = bool(c.software_changed)
             shift = common_shift_sentence(c)
             item["shift"] = shift[0].upper() + shift[1:] if shift else None
@@ -130,7 +133,9 @@ def latest_context(h: NightlyHistory) -> list[dict]:
                         if v.change_low is not None else ")"
                 if v.verdict == UNRELIABLE and v.reason:
                     text += f": {v.reason}"
-                item["items"].append({"verdict": v.verdict, "name": v.benchmark, "metric": v.metric, "text": text})
+                item["items"].append({"verdict": v.verdict, "name": v.benchmark, "metric": v.metric, "text": text,
+                                      "reason": v.reason,
+                                      "state": night_state(v.reason) if v.verdict == UNRELIABLE else v.verdict})
         out.append(item)
     return out
 
@@ -179,6 +184,9 @@ def history_context(h: NightlyHistory | None) -> dict | None:
                                 if t["machine_events"][e]["run"] in pos]))
             flags = b["flags"]
             counts = {bit: sum(1 for f in flags if f and F.mark_kind(f) == bit) for bit in (1, 2, 4)}
+            # A night flagged as having no usable spread but with a value did not fail: too few samples.
+            counts[0] = sum(1 for f, m in zip(flags, b["median"]) if f and F.mark_kind(f) == 4 and m is not None)
+            counts[4] -= counts[0]
             n_unreliable += sum(1 for f in flags if f)
             reliable = sum(1 for f in flags if f == 0)
             last_ok = next((p for p in range(len(flags) - 1, -1, -1) if flags[p] == 0 and b["median"][p] is not None),
@@ -211,7 +219,8 @@ def history_context(h: NightlyHistory | None) -> dict | None:
                 cell(None if not last_change else f"{signed(last_change['change'])} since {_when(runs[last_change['run']])}",
                      "" if not last_change else runs[last_change["run"]].time.isoformat(),
                      title=None if not last_change else _commit_range(last_change)),
-                cell(", ".join(f"{counts[bit]} {word}" for bit, word in ((1, "throttled"), (2, "noisy"), (4, "failed"))
+                cell(", ".join(f"{counts[bit]} {word}" for bit, word in ((1, "throttled"), (2, "noisy"),
+                                                                        (0, "too few samples"), (4, "failed"))
                                if counts[bit]) or None, sum(counts.values())),
             ])
             for c in b["changes"]:
@@ -219,6 +228,7 @@ def history_context(h: NightlyHistory | None) -> dict | None:
                 changes.append({
                     "time": run.time, "when": run.time_text, "name": title,
                     "machine": machines[mi]["label"] if multi_machine else None, "kind": c["kind"],
+                    "status": c.get("status"),
                     "text": f"{value(c['before'], unit)} → {value(c['after'], unit)} ({signed(c['change'])}, "
                             f"p = {c['p_value']:.2g}); {_commit_range(c)}",
                 })
@@ -236,7 +246,10 @@ def history_context(h: NightlyHistory | None) -> dict | None:
     latest = latest_context(h)
     all_runs = [r for rs in h.runs for r in rs]
     n_nights = max((len(rs) for rs in h.runs), default=0)
+    n_regressions = sum(1 for c in changes if c["kind"] == "regression")
     return {
+        "headline": headline(len(groups), len(machines), n_nights, all_runs, latest, changes, n_regressions,
+                             window=_nights_note(h) is not None, hidden=h.hidden_changes),
         "rules": rules(h),
         "numbers": numbers_sentence(metrics),
         "source": source_sentence(h),
@@ -265,6 +278,52 @@ def history_context(h: NightlyHistory | None) -> dict | None:
         "max_points": F.MAX_TREND_POINTS,
         "left_out": h.left_out,
     }
+
+
+# A night's state as bench compare gives it, by the reason it was unreliable: named as it is, never all "failed".
+STATE_WORDS = (("throttled", "throttled"), ("noisy", "noisy"), ("fewer than 2 samples", "too few samples"),
+               ("no spread", "too few samples"))
+
+
+def night_state(reason: str | None) -> str:
+    """'noisy', 'throttled', 'too few samples' or 'failed' (an error, out of memory or no value)."""
+    low = (reason or "").lower()
+    return next((word for key, word in STATE_WORDS if key in low), "failed")
+
+
+def latest_states(latest: list[dict]) -> list[str]:
+    """The latest nights' verdicts counted by what they are: '1 regressed', '2 noisy', '1 too few samples'."""
+    counts: dict[str, int] = {}
+    for m in latest:
+        for v in m["items"]:
+            word = night_state(v["reason"]) if v["verdict"] == UNRELIABLE else \
+                {REGRESSION: "regressed", IMPROVEMENT: "improved"}.get(v["verdict"], v["verdict"])
+            counts[word] = counts.get(word, 0) + 1
+    return [f"{n} {word}" for word, n in counts.items()]
+
+
+def headline(n_benchmarks: int, n_machines: int, n_nights: int, runs, latest: list[dict], changes: list[dict],
+             n_regressions: int, *, window: bool = False, hidden: int = 0) -> list[str]:
+    """The nightly card's lines: what the history holds, the latest night's verdicts by state, the change points."""
+    where = f" on {n_machines} machines" if n_machines > 1 else ""
+    first, last = min(r.time for r in runs).strftime("%Y-%m-%d"), max(r.time for r in runs).strftime("%Y-%m-%d")
+    lines = [f"{fmt.plural(n_benchmarks, 'benchmark')}{where} over {fmt.plural(n_nights, 'night')} ({first} to {last})."]
+    compared = [m for m in latest if m["counts"] is not None]
+    if compared:
+        states = latest_states(compared)
+        if not any(st.endswith(" regressed") for st in states):
+            states.insert(0, "none regressed")
+        lines.append("Latest night against the last good one (bench compare): " + ", ".join(states) + ".")
+    else:
+        lines.append("Latest night: not compared (" + "; ".join(m["why_none"] or "no baseline" for m in latest) + ").")
+    provisional = sum(1 for c in changes if c.get("status") == "provisional")
+    lines.append(f"{fmt.plural(len(changes), 'change point')} in {'the nights shown' if window else 'the history'} "
+                 f"({n_regressions} regression{'s' if n_regressions != 1 else ''}"
+                 + (f", {provisional} provisional" if provisional else "") + (f"; {hidden} earlier" if hidden else "")
+                 + ")"
+                 + (f"; the newest: {changes[0]['name']}, {changes[0]['kind']} from {changes[0]['when']}." if changes
+                    else "."))
+    return lines
 
 
 def _nights_note(h: NightlyHistory) -> str | None:

@@ -14,6 +14,7 @@ import base64
 import gzip
 import json
 import os
+from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -25,8 +26,9 @@ from bench.core.io import check_output_file, json_safe, write_text_atomic
 from bench.history.identity import is_bench_fingerprint
 from bench.history.sources import content_hash
 from bench.present.report.allreduce import allreduce_context, allreduce_labels
-from bench.present.report.common import distinct
+from bench.present.report.common import distinct, markup
 from bench.present.report.environment import environment_table
+from bench.present.report.figures import sweeps as SF
 from bench.present.report.figures.common import palette
 from bench.present.report.history import history_context
 from bench.present.report.inputs import ReportInputs, load_inputs
@@ -38,6 +40,7 @@ from bench.present.report.store_history import (
 )
 from bench.present.report.suites import suite_context, suite_sweeps
 from bench.present.report.sweeps import (
+    caveat_line,
     legend_labels,
     sweep_context,
     sweep_figures,
@@ -208,6 +211,9 @@ def build_report(inputs: ReportInputs, *, title: str | None = None, generated: d
         ("suites", "Suites", bool(suites)),
         ("trends", "Nightly trends", bool(history_ctx)), ("environment", "Environment", True), ("data", "Data", True))
         if on]
+    cards = verdict_cards(sweep_sources, sweep_ctx, series, tta_ctx, curves_ctx, allreduce_ctx, suites, history_ctx)
+    if len(series) == 1 and len(sweep_sources) == 1:  # the one sweep's step-time figure is its card's: not drawn twice
+        sweep_figs = [f for f in sweep_figs if f["key"] != "step-time"]
     ctx = {
         "title": title or default_title(inputs, history),
         "generated": generated.strftime("%Y-%m-%d %H:%M:%S UTC"),
@@ -226,6 +232,11 @@ def build_report(inputs: ReportInputs, *, title: str | None = None, generated: d
         "store_empty": history is not None and history.source == SOURCE_STORE and not history.trends["benchmarks"],
         "not_in_store": not_in_store,
         "warnings": warnings,
+        "warning_groups": group_warnings(warnings),
+        # What every sweep lacks alike is said once for the section, not once per sweep.
+        "common_left_out": _shared([c["table"]["left_out"] for c in sweep_ctx]),
+        "common_no_telemetry": _shared([c["no_telemetry"] for c in sweep_ctx]),
+        "cards": cards,
         "environment": environment_table(env_cols),
         "embed_note": embed_note,
         "source_json": embed_text(payload_json),
@@ -236,41 +247,119 @@ def build_report(inputs: ReportInputs, *, title: str | None = None, generated: d
     return _environment().get_template("report.html").render(**ctx)
 
 
+def verdict_cards(sweep_sources, sweep_ctx: Sequence[dict], series, tta_ctx: Sequence[dict], curves_ctx: Sequence[dict],
+                  allreduce_ctx: Sequence[dict], suites: Sequence[dict], history: dict | None) -> list[dict]:
+    """One card per input, verdict first: a title, at most five short lines and the caveats' kinds, with the
+    input's headline figure beside it (taken out of its section, so no figure is drawn twice). The full
+    verdict and how it was measured are in each input's section."""
+    cards = []
+    n_files = len(sweep_sources)
+    for c, s in zip(sweep_ctx[:n_files], series[:n_files]):
+        cards.append({"id": c["id"], "title": c["label"], "color": c["color"], "lines": c["headline"] or c["verdict"][:1],
+                      "caveats": c["caveats"], "muted": [f"Ran on {c['ran_on']}"],
+                      "figure": {"key": "step-time", "title": "Step time",
+                                 "svg": markup(SF.step_time_figure([s])), "missing": "no successful point to draw"}})
+    from_suites = sweep_ctx[n_files:]
+    for su in suites:
+        if history:
+            break  # the nightly card speaks for the suite runs
+        curves = [c for c in from_suites if c["path"] == su["path"]]
+        lines = [f"{fmt.plural(su['n'], 'benchmark')} on {su['machine']}."]
+        if curves:
+            lines.append(f"{fmt.plural(len(curves), 'step-time curve')} over batch size: under Step time.")
+        lines.append("One run: trends need two or more (or bench report --db).")
+        cards.append({"id": su["id"], "title": f"Suite run {su['when']}", "color": None, "lines": lines,
+                      "caveats": caveat_line([w for c in curves for w in c["warnings"]]), "muted": [],
+                      "figure": su.pop("figure")})
+    for t in tta_ctx:
+        figure = next((f for f in t["figures"] if f["key"] == "tta"), None)
+        t["figures"] = [f for f in t["figures"] if f is not figure]
+        cards.append({"id": t["id"], "title": t["label"], "color": None, "lines": t["headline"],
+                      "caveats": caveat_line(t["warnings"]), "muted": [], "figure": figure})
+    for c in curves_ctx:
+        cards.append({"id": c["id"], "title": c["label"], "color": None, "lines": c["summary"], "caveats": None,
+                      "muted": [], "figure": c.pop("figure")})
+    for a in allreduce_ctx:
+        cards.append({"id": a["id"], "title": a["label"], "color": None, "lines": a["verdict"][:4],
+                      "caveats": caveat_line(a["warnings"]), "muted": [f"Ran on {a['fingerprint']}"],
+                      "figure": a.pop("figure")})
+    if history:
+        first = next((e for e in history["entries"] if e["svg"]), None)
+        if first is not None:
+            first["shown_above"] = True
+        cards.append({"id": "trends", "title": "Nightly trends", "color": None, "lines": history["headline"],
+                      "caveats": None, "muted": [],
+                      "figure": {"key": "trend", "title": first["name"], "svg": first["svg"], "missing": ""} if first
+                      else None})
+    return cards
+
+
 def page_warnings(inputs: ReportInputs, results: Sequence[SweepResult], sweep_ctx: Sequence[dict],
                   cards: Sequence[dict], history: dict | None, not_in_store: Sequence[str] = ()) -> list[dict]:
-    """Every section's warnings in one list at the top of the page, each linking to where it applies
-    (`cards`: the study and all-reduce cards, each with its label, id and warnings)."""
+    """Every section's warnings in one list, each with its kind (how the page groups them) and a link to
+    where it applies (`cards`: the study and all-reduce cards, each with its label, id and warnings)."""
     warnings = []
     for c in sweep_ctx:
-        warnings += [{"where": c["label"], "anchor": c["id"], "text": w} for w in c["warnings"]]
+        warnings += [{"where": c["label"], "anchor": c["id"], **w} for w in c["warnings"]]
     for t in cards:
-        warnings += [{"where": t["label"], "anchor": t["id"], "text": w} for w in t["warnings"]]
+        warnings += [{"where": t["label"], "anchor": t["id"], **w} for w in t["warnings"]]
     if history:
         for m in history["latest"]:
             n = (m["counts"] or {}).get("regression", 0)
             if n:
-                warnings.append({"where": "nightly trends", "anchor": "trends-latest",
+                warnings.append({"kind": "Regressed", "where": "nightly trends", "anchor": "trends-latest",
                                  "text": f"{fmt.plural(n, 'benchmark')} regressed in the latest night on {m['machine']} "
                                          f"(bench compare against the last good night, {m['baseline']})."})
             elif m["recorded"] == "regressed":
-                warnings.append({"where": "nightly trends", "anchor": "trends-latest",
+                warnings.append({"kind": "Regressed", "where": "nightly trends", "anchor": "trends-latest",
                                  "text": f"bench compare --record marked the latest night on {m['machine']} as "
                                          "regressed."})
         for path, why in history["left_out"]:
-            warnings.append({"where": "nightly trends", "anchor": "trends", "text": f"{path} is not in the trends: {why}"})
+            warnings.append({"kind": "Not in the trends", "where": "nightly trends", "anchor": "trends",
+                             "text": f"{path} is not in the trends: {why}"})
     if not_in_store:
-        warnings.append({"where": "nightly trends", "anchor": "trends",
+        warnings.append({"kind": "Not in the store", "where": "nightly trends", "anchor": "trends",
                          "text": f"{fmt.plural(len(not_in_store), 'pytest-benchmark input')} "
                                  f"({fmt.and_list(list(not_in_store[:3]) + (['…'] if len(not_in_store) > 3 else []))}) "
                                  "are not in the history store, so not in its trends (bench history ingest adds them)."})
     hashes = {(r.environment or {}).get("hash") for r in results if (r.environment or {}).get("hash")}
     if len(hashes) > 1:
-        warnings.append({"where": "comparison", "anchor": "environment",
+        warnings.append({"kind": "Different machines", "where": "comparison", "anchor": "environment",
                          "text": f"The sweeps ran on {len(hashes)} different hardware/software fingerprints: compare "
                                  "them knowing that (the differing fields are highlighted under Environment)."})
     for path, why in inputs.skipped:
-        warnings.append({"where": "inputs", "anchor": "data", "text": f"Skipped {path}: {why}"})
+        warnings.append({"kind": "Skipped input", "where": "inputs", "anchor": "data", "text": f"Skipped {path}: {why}"})
     return warnings
+
+
+def _shared(values: Sequence[Any]) -> Any:
+    """The value every item has alike (None, or nothing, when they differ or there are none)."""
+    return values[0] if values and values[0] and all(v == values[0] for v in values) else None
+
+
+def group_warnings(warnings: Sequence[dict]) -> list[dict]:
+    """The warnings grouped by kind, in order of first appearance: {"kind", "count", "where", "items"}, where
+    `where` names the inputs it concerns (the first three, then how many more)."""
+    groups: dict[str, list[dict]] = {}
+    for w in warnings:
+        groups.setdefault(w["kind"], []).append(w)
+    out = []
+    for kind, items in groups.items():
+        anchors: dict[str, str] = {}  # each place the kind concerns, and its anchor
+        for w in items:
+            anchors.setdefault(w["where"], w["anchor"])
+        if len(anchors) == 1:
+            said = next(iter(anchors))
+        else:
+            what = Counter(_PLACES.get(a.split("-")[0], "place") for a in anchors.values())
+            said = "in " + fmt.and_list([fmt.plural(n, word, _PLURAL.get(word)) for word, n in what.items()])
+        out.append({"kind": kind, "count": len(items), "where": said, "items": items})
+    return out
+
+
+# What a warning's anchor names, for "in 7 sweeps and 1 study".
+_PLACES = {"sweep": "sweep", "tta": "study", "allreduce": "probe", "trends": "nightly trend", "suite": "suite run"}
+_PLURAL = {"study": "studies"}
 
 
 def default_output(now: datetime | None = None) -> Path:

@@ -17,7 +17,7 @@ from bench.analysis.regression import (
 from bench.analysis.steptime import add_analysis
 from bench.core.errors import BenchError
 from bench.core.numbers import as_number, is_number
-from bench.present.report.common import TIMER_WORDS, cell, markup
+from bench.present.report.common import TIMER_WORDS, cell, compact_table, markup
 from bench.present.report.figures import trends as F
 from bench.present.report.inputs import Source
 from bench.records.sweep import SweepResult
@@ -47,11 +47,13 @@ def suite_context(sources: Sequence[Source]) -> list[dict]:
         d = src.data
         benches = [b for b in d.get("benchmarks") or [] if isinstance(b, dict)]
         rows, names, med, q1, q3, drawn_from = [], [], [], [], [], set()
-        for b in benches:
+        shorts = [str(b.get("name") or b.get("fullname") or "?") for b in benches]
+        for b, short_name in zip(benches, shorts):
             st = b.get("stats") if isinstance(b.get("stats"), dict) else {}
             name = str(b.get("fullname") or b.get("name") or "?")
+            shown = short_name if shorts.count(short_name) == 1 else name  # the full name where the short repeats
             drawn = benchmark_stats(b)  # the library's step times where recorded: what the trends use too
-            names.append(name)
+            names.append(shown)
             med.append(drawn.median_s if drawn else None)
             q1.append(drawn.q1_s if drawn else None)
             q3.append(drawn.q3_s if drawn else None)
@@ -61,22 +63,21 @@ def suite_context(sources: Sequence[Source]) -> list[dict]:
             extra = b.get("extra_info") or {}
             extra_brief = {k: v for k, v in extra.items() if k not in ("measurement", "config", "largest_batch")} \
                 if isinstance(extra, dict) else extra
-            extra_txt = json.dumps(extra_brief, default=str, ensure_ascii=False) if extra_brief else ""
+            extra_txt = json.dumps(extra_brief, default=str, ensure_ascii=False, indent=1) if extra_brief else ""
             rows.append([
-                cell(name, name),
+                cell(shown, name, title=name),  # the short name; the full one on hover
                 cell(b.get("group"), b.get("group") or ""),
                 cell(fmt.duration(lib.median_s) if lib else None, lib.median_s if lib else None,
                      title=TIMER_WORDS.get(lib.timer) if lib else "no bench extra_info: pytest-benchmark's numbers only"),
-                cell(fmt.duration(as_number(st.get("median"))), as_number(st.get("median"))),
+                cell(fmt.duration(as_number(st.get("median"))), as_number(st.get("median")),
+                     title=f"min {fmt.duration(as_number(st.get('min')))}, {fmt.quantity(st.get('ops'))} ops/s"),
                 cell(f"{fmt.duration(as_number(st.get('q1')))} – {fmt.duration(as_number(st.get('q3')))}"
                      if is_number(st.get("q1")) else None, as_number(st.get("iqr"))),
                 cell(f"{fmt.duration(as_number(st.get('mean')))} ± {fmt.duration(as_number(st.get('stddev')))}"
                      if is_number(st.get("mean")) else None, as_number(st.get("mean"))),
-                cell(fmt.duration(as_number(st.get("min"))), as_number(st.get("min"))),
                 cell(st.get("rounds"), as_number(st.get("rounds"))),
-                cell(fmt.quantity(st.get("ops")), as_number(st.get("ops"))),
-                cell(extra_txt[:160] + ("…" if len(extra_txt) > 160 else ""), extra_txt, title=extra_txt or None,
-                     cls="notes"),
+                cell(fmt.plural(len(extra_brief), "field") if extra_brief else None, len(extra_brief or ()),
+                     json=extra_txt or None),
             ])
         mi = d.get("machine_info") or {}
         info_rows = [(k, v) for k, v in _flatten(mi).items() if not k.startswith("bench_fingerprint.null_reasons")
@@ -86,18 +87,32 @@ def suite_context(sources: Sequence[Source]) -> list[dict]:
             "id": f"suite-{i}",
             "path": src.path,
             "datetime": d.get("datetime"),
+            "when": _when(d.get("datetime")),
             "version": d.get("version"),
             "machine": machine_key(mi)[1],
             "commit": ci.get("id"),
             "n": len(benches),
-            "table": {"columns": ["benchmark", "group", "bench step time (device clock)",
-                                  "pytest-benchmark median (host clock)", "IQR (q1–q3)",
-                                  "mean ± sd", "min", "rounds", "ops/s", "extra_info"], "rows": rows},
+            "table": compact_table({"columns": ["benchmark", "group", "bench step time (device clock)",
+                                                "pytest-benchmark median (host clock)", "IQR (q1–q3)",
+                                                "mean ± sd", "rounds", "extra_info"], "rows": rows},
+                                   keep=("benchmark",)),
             "clocks": CLOCKS_NOTE if any(r[2]["v"] is not None for r in rows) else None,
-            "svg": markup(F.suite_figure(names, med, q1, q3, x_label=_x_label(drawn_from))),
+            "figure": {"key": "suite", "title": "Benchmarks", "missing": "no benchmark has a median",
+                       "svg": markup(F.suite_figure(names, med, q1, q3, x_label=_x_label(drawn_from)))},
             "machine_info": info_rows,
         })
     return out
+
+
+def _when(text: Any) -> str:
+    """A run's ISO time to the minute ('2026-12-06 01:30 UTC'), or as written when it is not ISO."""
+    from datetime import datetime
+
+    try:
+        t = datetime.fromisoformat(str(text))
+    except ValueError:
+        return str(text)
+    return t.strftime("%Y-%m-%d %H:%M") + (" UTC" if t.utcoffset() is not None and not t.utcoffset() else "")
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, str]:

@@ -9,7 +9,13 @@ from collections import Counter
 from typing import Sequence
 
 import bench.present.fmt as fmt
-from bench.analysis.steptime import BEYOND, WITHIN, StepTimeAnalysis
+from bench.analysis.steptime import (
+    BEYOND,
+    GROWTH_IRREGULAR,
+    GROWTH_LINEAR,
+    WITHIN,
+    StepTimeAnalysis,
+)
 from bench.core.errors import InvalidResultsFile
 from bench.core.numbers import as_number, is_number
 from bench.core.vocabulary import (
@@ -27,6 +33,7 @@ from bench.present.report.common import (
     TIMER_WORDS,
     batches,
     cell,
+    compact_table,
     hex_color,
     markup,
 )
@@ -35,6 +42,7 @@ from bench.present.report.figures import sweeps as F
 from bench.present.report.figures.distributed import ranks_figure
 from bench.present.report.figures.sweeps import SweepSeries
 from bench.present.steptime import (
+    knee_text,
     skipped_steps_sentence,
     steptime_verdict,
     sweep_analysis,
@@ -226,76 +234,174 @@ def method_brief(result: SweepResult) -> str:
     return " · ".join(parts)
 
 
-def sweep_warnings(result: SweepResult) -> list[str]:
-    """What a reader must know before trusting the numbers of one sweep."""
+# The kinds of warning a sweep can carry, as the page groups them (one line per kind, with a count).
+KIND_UNFINISHED = "Unfinished"
+KIND_NO_ANALYSIS = "No analysis"
+KIND_BUDGET = "Budget-limited"
+KIND_NOISY = "Noisy"
+KIND_NO_CI = "No confidence interval"
+KIND_THROTTLED = "Throttled"
+KIND_SKIPPED_STEPS = "fp16 skipped steps"
+KIND_OOM = "Out of memory"
+KIND_FAILED = "Failed"
+
+
+def sweep_warnings(result: SweepResult) -> list[dict]:
+    """What a reader must know before trusting the numbers of one sweep: {"kind", "text"} each, the kind
+    being how the page groups warnings."""
     a, why = read_analysis(result)
     out = []
+
+    def add(kind: str, text: str) -> None:
+        out.append({"kind": kind, "text": text})
+
     if not result.finished:
-        out.append("The sweep did not finish (interrupted, or still running): the points shown are those completed.")
+        add(KIND_UNFINISHED, "The sweep did not finish (interrupted, or still running): the points shown are those "
+                             "completed.")
     if a is None:
-        out.append(f"No step-time analysis: {why}.")
+        add(KIND_NO_ANALYSIS, f"No step-time analysis: {why}.")
     budget = [p.batch_size for p in result.points if p.ok and p.stop_reason == STOP_BUDGET]
     if budget:
         target = (result.config.get("stopping_rule") or {}).get("ci_target", result.config.get("ci_target"))
-        out.append(f"Budget-limited: the time budget ran out before the 95% CI reached ±{fmt.pct(target)} at batch "
-                   f"{batches(budget)}; their CIs are wider than the target.")
+        add(KIND_BUDGET, f"The time budget ran out before the 95% CI reached ±{fmt.pct(target)} at batch "
+                         f"{batches(budget)}; their CIs are wider than the target.")
     if a is not None and a.noisy_batches:
-        out.append(f"Noisy: repeated timing blocks disagree by more than ±{fmt.pct(a.noise_target)} "
-                   f"at batch {batches(a.noisy_batches)}.")
+        add(KIND_NOISY, f"Repeated timing blocks disagree by more than ±{fmt.pct(a.noise_target)} "
+                        f"at batch {batches(a.noisy_batches)}.")
     if a is not None and a.points_without_ci:
-        out.append(f"No confidence interval (too few samples) at batch {batches(a.points_without_ci)}: "
-                   "those points are judged on their medians alone.")
+        add(KIND_NO_CI, f"Too few samples for a 95% CI at batch {batches(a.points_without_ci)}: "
+                        "those points are judged on their medians alone.")
     throttled = [(p.batch_size, p.telemetry.get("throttle_reasons")) for p in result.points if (p.telemetry or {}).get("throttled")]
     if throttled:
         reasons = sorted({r for _, rs in throttled for r in (rs or [])})
-        out.append(f"Throttled: clocks were held down (power cap, thermal or hardware slowdown) at batch "
-                   f"{batches([b for b, _ in throttled])}" + (f" ({', '.join(reasons)})" if reasons else "")
-                   + ": those step times are slower than the card's boost clock allows.")
+        add(KIND_THROTTLED, f"Clocks were held down (power cap, thermal or hardware slowdown) at batch "
+                            f"{batches([b for b, _ in throttled])}" + (f" ({', '.join(reasons)})" if reasons else "")
+                            + ": those step times are slower than the card's boost clock allows.")
     skipped = skipped_steps_sentence(result)
     if skipped:
-        out.append(skipped)
+        add(KIND_SKIPPED_STEPS, skipped)
     for p in sorted(result.points, key=lambda p: p.batch_size):
         if p.status == STATUS_OOM:
-            out.append(f"Batch {p.batch_size:,}: out of memory" + (f" ({p.error})" if p.error else "") + ".")
+            add(KIND_OOM, f"Batch {p.batch_size:,}: out of memory" + (f" ({p.error})" if p.error else "") + ".")
         elif p.status == STATUS_ERROR:
-            out.append(f"Batch {p.batch_size:,} failed: {p.error or 'no message'}")
+            add(KIND_FAILED, f"Batch {p.batch_size:,} failed: {p.error or 'no message'}")
     return out
 
 
+def sweep_headline(result: SweepResult, a: StepTimeAnalysis | None) -> list[str]:
+    """The sweep's verdict in at most three short lines, each a claim of the full verdict (present.steptime)
+    cut to its numbers: the equal-time range and the growth past it, the peak throughput, the largest batch."""
+    if a is None or not a.points:
+        return []
+    pts = a.points
+    ref = pts[0]
+    if len(pts) == 1:
+        return [f"Only batch {ref.batch_size:,} was measured ({_step(ref)} per step): no curve to judge."]
+    eps = fmt.pct(a.eps)
+    # Points without a CI are judged on their medians: the caveats line names them ("No confidence interval").
+    basis = "medians: no point has a 95% CI" if len(a.points_without_ci) == len(pts) else "95% CIs"
+    within = f"within {eps} of batch {ref.batch_size:,}'s {_step(ref)}"
+    if a.equal_time_reaches_largest:
+        lines = [f"Equal step time ({within}) at every batch up to {pts[-1].batch_size:,} ({basis})."]
+    elif a.equal_time_max_batch == ref.batch_size and pts[1].equal_time == BEYOND:
+        lines = [f"No equal-time range: batch {pts[1].batch_size:,} is already over {eps} slower than batch "
+                 f"{ref.batch_size:,}'s {_step(ref)} ({basis})."]
+    elif a.equal_time_max_batch == ref.batch_size:
+        maybe = (f", possibly up to {a.equal_time_max_batch_possible:,}"
+                 if (a.equal_time_max_batch_possible or 0) > pts[1].batch_size else "")
+        lines = [f"Equal step time ({within}): undecided from batch {pts[1].batch_size:,}, the 95% CIs too wide"
+                 f"{maybe}."]
+    else:
+        maybe = (f", possibly to {a.equal_time_max_batch_possible:,}"
+                 if (a.equal_time_max_batch_possible or 0) > (a.equal_time_max_batch or 0) else "")
+        lines = [f"Equal step time ({within}) up to batch {a.equal_time_max_batch:,}{maybe} ({basis})."]
+    growth = a.growth() if a.first_beyond_batch is not None else None
+    beyond = "then" if a.first_beyond_batch == pts[1].batch_size else f"from batch {a.first_beyond_batch or 0:,}"
+    if growth == GROWTH_LINEAR:
+        lines[0] = lines[0][:-1] + (f"; {beyond} it grows {fmt.slope(a.fit().slope_s_per_sample, ref.median_s)} "
+                                    f"({knee_text(a)}).")
+    elif growth == GROWTH_IRREGULAR:
+        lines[0] = lines[0][:-1] + (f"; {beyond} it grows irregularly "
+                                    f"(best fit: {a.fit().rel_rms_residual:.0%} RMS residual).")
+    if a.peak_throughput_samples_per_s is not None:
+        sat = (f"; {fmt.pct(a.saturation_fraction)} of it from {a.throughput_saturation_batch:,}"
+               if a.throughput_saturation_batch is not None and a.throughput_saturation_batch < a.peak_throughput_batch
+               else "")
+        top = ", the largest measured" if a.peak_at_largest_batch else ""
+        peak = a.peak_throughput_samples_per_s
+        lines.append(f"Peak throughput {fmt.si(peak) if peak >= 1e6 else fmt.number(peak)} samples/s at batch "
+                     f"{a.peak_throughput_batch:,}{top}{sat}.")
+    lbf = result.largest_batch_that_fits
+    if lbf is not None:  # how it was found is in the full verdict
+        lines.append(f"Largest batch that fits: {lbf:,}.")
+    return lines
+
+
+def _step(p) -> str:
+    return fmt.duration_ci(p.median_s, p.ci_low_s, p.ci_high_s)
+
+
+def caveat_line(warnings: Sequence[dict]) -> str | None:
+    """The warnings of one input in a line: each kind with how many there are ('Budget-limited, Noisy ×2')."""
+    kinds = Counter(w["kind"] for w in warnings)
+    if not kinds:
+        return None
+    return "Caveats: " + ", ".join(k + (f" ×{n}" if n > 1 else "") for k, n in kinds.items()) + "."
+
+
 def sweep_table(result: SweepResult) -> dict:
-    """Every point of one sweep as a sortable table: the raw numbers behind the figures."""
+    """Every point of one sweep as a sortable table, one line per point: the raw numbers behind the figures,
+    each to the figures its CI supports. Columns no point has a value for are left out (named in
+    `left_out`); each point's notes in full go to `notes`, shown folded under the table."""
     analysis, _ = read_analysis(result)
     per = {p.batch_size: p for p in analysis.points} if analysis is not None else {}
     points = sorted(result.points, key=lambda p: p.batch_size)
-    cols = ["batch", "status", "median step", "95% CI", "± CI", "samples/s (mean step)", "n", "stop", "peak memory",
+    has_memory = any(p.peak_allocated_bytes is not None for p in points)
+    has_gpu_telemetry = any((p.telemetry or {}).get("telemetry_source") for p in points)
+    flops = not has_gpu_telemetry and any(is_number((p.telemetry or {}).get("achieved_tflops")) for p in points)
+    cols = ["batch", "status", "median step", "95% CI", "± CI", "samples/s (mean step)", "n", "stop",
+            *(["peak memory"] if has_memory else []), *(["TFLOP/s"] if flops else []),
             "vs smallest", "regime", "diagnosis", "notes"]
-    rows = []
+    rows, notes = [], []
     for p in points:
         s = p.stats
         a = per.get(p.batch_size)
         t = p.telemetry or {}
         diag = t.get("diagnosis") if isinstance(t.get("diagnosis"), dict) else {}
         label = diag.get("label") or (a.diagnosis if a is not None else None)
-        notes = list(p.warnings)
+        full = list(p.warnings)
+        tags = []
         if a is not None and a.noisy:
-            notes.append(f"repeated blocks disagree by ±{fmt.pct(a.block_spread_rel)}")
+            tags.append("noisy blocks")
+            full.append(f"repeated blocks disagree by ±{fmt.ci_percent(a.block_spread_rel)}")
+        if a is not None and a.heavy_tail:
+            tags.append("heavy tail")
         if t.get("throttled"):
-            notes.append("throttled: " + ", ".join(t.get("throttle_reasons") or []))
+            tags.append("throttled")
+            full.append("throttled: " + ", ".join(t.get("throttle_reasons") or []))
         if p.error:
-            notes.append(p.error)
-        ci = s and s.ci_low_s is not None
+            tags.append("error")
+            full.append(p.error)
+        if p.warnings:
+            tags.append(fmt.plural(len(p.warnings), "note"))
+        if full:
+            notes.append((f"{p.batch_size:,}", full))
+        ci = s is not None and s.ci_low_s is not None
+        tflops = t.get("achieved_tflops")
         rows.append([
             cell(f"{p.batch_size:,}", p.batch_size),
             cell(p.status, p.status, cls=None if p.ok else "bad"),
-            cell(fmt.duration(s.median_s) if s else None, s.median_s if s else None),
-            cell(f"{fmt.duration(s.ci_low_s)} – {fmt.duration(s.ci_high_s)}" if ci else None,
+            cell(fmt.duration_ci(s.median_s, s.ci_low_s, s.ci_high_s) if s else None, s.median_s if s else None),
+            cell(fmt.interval(s.ci_low_s, s.ci_high_s, s.median_s) if ci else None,
                  s.ci_low_s if ci else None, title=None if ci else "too few samples for a 95% interval of the median"),
-            cell(fmt.percent(s.ci_rel_halfwidth) if s else None, s.ci_rel_halfwidth if s else None),
+            cell(fmt.ci_percent(s.ci_rel_halfwidth) if s else None, s.ci_rel_halfwidth if s else None),
             cell(fmt.rate(p.throughput, "") if p.throughput else None, p.throughput),
             cell(s.n if s else None, s.n if s else None),
             cell(p.stop_reason, p.stop_reason),
-            cell(fmt.nbytes(p.peak_allocated_bytes) if p.peak_allocated_bytes is not None else None,
-                 p.peak_allocated_bytes, title=p.null_reasons.get("peak_allocated_bytes")),
+            *([cell(fmt.nbytes(p.peak_allocated_bytes) if p.peak_allocated_bytes is not None else None,
+                    p.peak_allocated_bytes, title=p.null_reasons.get("peak_allocated_bytes"))] if has_memory else []),
+            *([cell(f"{tflops:.2g}" if is_number(tflops) else None, as_number(tflops),
+                    title=t.get("flops_counted"))] if flops else []),
             cell(a.equal_time if a is not None and p.ok else None, a.equal_time if a is not None else None,
                  title=(f"t/t_ref = {a.ratio_to_reference:.3g} (interval {a.ratio_low:.3g}–{a.ratio_high:.3g})"
                         if a is not None else None),
@@ -303,15 +409,24 @@ def sweep_table(result: SweepResult) -> dict:
             cell(a.regime if a is not None else None, a.regime if a is not None else None,
                  title=a.regime_reason if a is not None else None),
             cell(label, label, title=diag.get("sentence")),
-            cell("; ".join(notes), None, cls="notes"),
+            cell(", ".join(tags), None, title="; ".join(full) or None, cls="notes"),
         ])
-    return {"columns": cols, "rows": rows}
+    left_out = []
+    if not has_memory:
+        why = next((p.null_reasons.get("peak_allocated_bytes") for p in points
+                    if p.null_reasons.get("peak_allocated_bytes")), "not measured")
+        left_out.append(f"peak memory ({why})")
+    return compact_table({"columns": cols, "rows": rows, "notes": notes, "left_out": left_out},
+                         keep=("batch", "status", "median step"))
 
 
 def telemetry_table(result: SweepResult) -> dict | None:
     """The GPU telemetry of each point (the fields measured anywhere in the sweep), beside the points table
-    rather than in it: one table of both is wider than the page."""
+    rather than in it: one table of both is wider than the page. None without GPU telemetry (a CPU run:
+    its FLOP rate is a column of the points table instead)."""
     points = sorted(result.points, key=lambda p: p.batch_size)
+    if not any((p.telemetry or {}).get("telemetry_source") for p in points):
+        return None
     optional = [c for c in fmt.TELEMETRY_COLUMNS if any(is_number((p.telemetry or {}).get(c[1])) for p in points)]
     if not optional:
         return None
@@ -323,6 +438,15 @@ def telemetry_table(result: SweepResult) -> dict | None:
                             title=(t.get("null_reasons") or {}).get(key) or p.null_reasons.get(key))
                        for _, key, show in optional])
     return {"columns": ["batch", *[c[0] for c in optional]], "rows": rows}
+
+
+def no_telemetry_reason(result: SweepResult) -> str | None:
+    """Why a sweep has no GPU telemetry table, in one line (None where it has one)."""
+    if any((p.telemetry or {}).get("telemetry_source") for p in result.points):
+        return None
+    return next((p.null_reasons.get("telemetry_source") or p.null_reasons.get("kernel_active_pct_mean")
+                 for p in result.points if p.null_reasons.get("telemetry_source")
+                 or p.null_reasons.get("kernel_active_pct_mean")), None) or "not measured"
 
 
 def largest_batch_line(result: SweepResult, analysis: StepTimeAnalysis | None) -> str | None:
@@ -408,17 +532,20 @@ def distributed_context(result: SweepResult, color) -> dict | None:
 
 
 def sweep_context(index: int, path: str, result: SweepResult, legend: str, color, title: str | None = None) -> dict:
-    """One sweep's card: verdict first, then its largest batch, method, warnings, fingerprint and table;
-    `title` its heading, unique on the page (default: sweep_label)."""
+    """One sweep's card: its short verdict (the full one, its method and fingerprint folded), warnings and
+    table; `title` its heading, unique on the page (default: sweep_label)."""
     a, _ = read_analysis(result)
+    warnings = sweep_warnings(result)
     return {
         "id": f"sweep-{index}", "label": title or sweep_label(result), "legend": legend, "color": hex_color(color),
         "path": path, "timer_note": timer_note(result),
         "created": result.created, "verdict": steptime_verdict(a) if a is not None else [],
+        "headline": sweep_headline(result, a), "caveats": caveat_line(warnings),
         "largest": largest_batch_line(result, a), "method": method_sentences(result),
-        "method_brief": method_brief(result), "warnings": sweep_warnings(result),
-        "fingerprint": fingerprint_line(result.environment), "table": sweep_table(result),
-        "telemetry_table": telemetry_table(result),
+        "method_brief": method_brief(result), "warnings": warnings,
+        "fingerprint": fingerprint_line(result.environment), "ran_on": fingerprint_line(result.environment, brief=True),
+        "table": sweep_table(result),
+        "telemetry_table": telemetry_table(result), "no_telemetry": no_telemetry_reason(result),
         "distributed": distributed_context(result, color),
     }
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import bench.present.fmt as fmt
 from bench.core.numbers import is_number
-from bench.present.report.common import batches, cell, distinct, markup
+from bench.present.report.common import batches, cell, compact_table, distinct, markup
 from bench.present.report.figures import tta as F
 from bench.present.report.inputs import Source
 from bench.present.tta import interval_method, tta_verdict
@@ -19,6 +19,48 @@ def tta_summary(result) -> list[str]:
         return ["The study has no analysis yet (unfinished?): only its curves are shown."
                 + (f" {result.null_reasons.get('analysis')}" if result.null_reasons.get("analysis") else "")]
     return tta_verdict(result, warnings=False)
+
+
+# What a study's warning is about, by the words the analysis (bench.analysis.tta) starts it with: the page
+# groups warnings by kind. Anything else is grouped as "Time to accuracy".
+_STUDY_WARNING_KINDS = (("mean step time exceeds the median", "Heavy tail"),
+                        ("best learning rate at the edge", "LR at the grid's edge"),
+                        ("fitted b_crit", "B_crit out of range"), ("one seed", "One seed"))
+
+
+def study_warning_kind(text: str) -> str:
+    low = text.lower()
+    return next((kind for start, kind in _STUDY_WARNING_KINDS if start in low), "Time to accuracy")
+
+
+def tta_headline(result) -> list[str]:
+    """The study's verdict in at most three short lines: the fastest batch to the target, B_crit with its
+    interval, and where the naive estimate (every batch at the smallest batch's step time) goes wrong."""
+    a = result.analysis
+    if a is None:
+        return tta_summary(result)
+    better = "≥" if a.higher_is_better else "≤"
+    lines = []
+    if a.best_time_batch is not None:
+        ties = f" (tied within the intervals: {', '.join(map(str, a.best_time_ties))})" if a.best_time_ties else ""
+        lines.append(f"Fastest to {a.metric} {better} {a.target:.4g}: batch {a.best_time_batch:,}, "
+                     f"{fmt.duration(a.best_time_s, 2)}{ties}.")
+    else:
+        lines.append(f"Target {a.metric} {better} {a.target:.4g}: no fastest batch "
+                     f"({a.null_reasons.get('best_time_batch') or 'none reached it'}).")
+    f = a.scaling_fit
+    if f is not None and f.b_crit is not None:
+        ci = f.b_crit_ci
+        shown = fmt.figures(f.b_crit, fmt.supported_digits(f.b_crit, *ci) if ci else 2)
+        lines.append(f"Critical batch size B_crit ≈ {shown}" + (f" (95% CI {fmt.figures(ci[0], 3)}–{fmt.figures(ci[1], 3)})"
+                                                                 if ci else " (no interval)")
+                     + f"; S_min ≈ {fmt.figures(f.s_min, 2)} steps.")
+    naive = [b for b in a.batches if is_number(b.naive_rel_error)]
+    if naive:
+        worst = max(naive, key=lambda b: abs(b.naive_rel_error))
+        lines.append(f"The naive estimate (every batch at the smallest batch's step time) is off by up to "
+                     f"{fmt.signed_percent(worst.naive_rel_error)} (batch {worst.batch_size:,}).")
+    return lines
 
 
 def tta_table(a) -> dict:
@@ -122,9 +164,10 @@ def tta_context(src: Source, index: int, label: str | None = None) -> dict:
         ("tta", "Time to accuracy", F.tta_figure(a) if a else None,
          (a.null_reasons.get("best_time_batch") or "no time to target") if a else "no analysis"),
     ]
-    warnings = list(a.warnings) if a else []
+    warnings = [{"kind": study_warning_kind(w), "text": w[0].upper() + w[1:] + ("" if w.endswith(".") else ".")}
+                for w in (a.warnings if a else [])]
     if not r.finished:
-        warnings.insert(0, "The study did not finish (interrupted, or still running).")
+        warnings.insert(0, {"kind": "Unfinished", "text": "The study did not finish (interrupted, or still running)."})
     method = []
     if r.step_time_source:
         method.append(f"Step times: {r.step_time_source}.")
@@ -148,10 +191,11 @@ def tta_context(src: Source, index: int, label: str | None = None) -> dict:
         "label": label or study_label(src),
         "path": src.path,
         "summary": tta_summary(r),
+        "headline": tta_headline(r),
         "warnings": warnings,
         "method": method,
         "figures": [{"key": k, "title": t, "svg": markup(svg), "missing": None if svg else why} for k, t, svg, why in figs],
-        "table": tta_table(a) if a else None,
+        "table": compact_table(tta_table(a), keep=("batch",)) if a else None,
         "pareto": a.pareto_time_examples if a else [],
     }
 
@@ -167,4 +211,5 @@ def curves_context(src: Source, index: int) -> dict:
             "label": f"{(cf.task or {}).get('name') or Path(src.path).stem} · {fmt.plural(len(cf.curves), 'run')}",
             "summary": [f"{fmt.plural(len(cf.curves), 'training run')} at batch {batches(sizes)}"
                         + ("" if cf.finished else " (unfinished: more runs were planned)") + "."],
-            "svg": markup(svg)}
+            "figure": {"key": "convergence", "title": "Convergence curves", "svg": markup(svg),
+                       "missing": "no curve has evaluations"}}

@@ -16,6 +16,7 @@ from bench.present.report.figures.common import (
     MAX_TREND_POINTS,
     REGRESSION_COLOR,
     WIDTH_IN,
+    date_axis,
     errs,
     legend,
     log_y,
@@ -167,7 +168,6 @@ def trend_figure(title: str, series: Sequence[TrendSeries], *, unit: str = "s", 
         drawn_marks.add(label)
         return label
 
-    import matplotlib.dates as mdates
 
     with rc_context(style()):
         # Fixed margins: constrained layout would double the cost of each of possibly many trend figures.
@@ -259,12 +259,7 @@ def trend_figure(title: str, series: Sequence[TrendSeries], *, unit: str = "s", 
             ax.set_ylim(*y_lim)
         ax.set_ylabel(f"{y_label} ({shown_unit})")
         ax.set_xlabel("night (UTC)")
-        loc = mdates.AutoDateLocator(minticks=3, maxticks=8)
-        ax.xaxis.set_major_locator(loc)
-        days = (max(t for s in series for t in s.times) - min(t for s in series for t in s.times)).days
-        # Plain formats: matplotlib's concise date formatter costs a sixth of a figure's drawing time.
-        ax.xaxis.set_major_formatter(mdates.DateFormatter("%Y-%m" if days > 60 else "%Y-%m-%d" if days >= 3
-                                                          else "%m-%d %H:%M"))
+        date_axis(ax)
         # An explicit title height and legend corner: matplotlib's automatic ones measure every tick label and
         # data point, which is most of the cost of each of possibly many trend figures.
         ax.set_title(short(title, 90), fontsize=9.5, y=1.0)
