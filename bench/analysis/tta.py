@@ -387,8 +387,31 @@ def _mean_to_median(times: dict[int, StepTime], batch: float) -> float:
     return near.mean_s / near.median_s
 
 
+def model_free_b_star(batches: Sequence[BatchTTA], sf: StepTimeFit, ratio_at) -> tuple[float, float] | None:
+    """B* and its predicted time without the McCandlish curve: steps interpolated piecewise-linearly in
+    log-log between the measured batch sizes (no extrapolation) times the step-time fit; None with fewer
+    than 2 measured batch sizes."""
+    pts = sorted((b.batch_size, b.steps_to_target) for b in batches if b.steps_to_target)
+    if len(pts) < 2:
+        return None
+    lb, ls = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
+    grid = np.exp(np.linspace(lb[0], lb[-1], 400))
+    steps = np.exp(np.interp(np.log(grid), lb, ls))
+    t = np.array([sf.predict_s(g) * ratio_at(g) for g in grid])
+    i = int(np.argmin(steps * t))
+    return float(grid[i]), float(steps[i] * t[i])
+
+
 def _b_star(a: TTAAnalysis, times: dict[int, StepTime] | None = None) -> None:
     fit, sf = a.scaling_fit, a.step_time_fit
+    if fit is not None and fit.fits is False and sf is not None:
+        got = model_free_b_star(a.batches, sf, lambda b: _mean_to_median(times or {}, b))
+        if got is not None:
+            a.b_star, a.b_star_time_s = got
+            a.b_star_rule = (f"model-free, since the McCandlish curve does not fit: steps interpolated in log-log "
+                             f"between the measured batch sizes × {sf.source} (× mean/median), minimised over the "
+                             "measured range")
+            return
     knee = sf.knee_batch if sf is not None and sf.model == "hinge" else None
     value, reason = b_star(fit.b_crit if fit else None, sf.a_s if sf else None, sf.b_s_per_example if sf else None,
                            knee_batch=knee)

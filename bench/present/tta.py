@@ -63,6 +63,30 @@ def scaling_sentence(f) -> str:
     return f"{head}; S_min = {s_min}, E_min = {e_min}; fit residual {f.rel_rms_residual:.1%} rms."
 
 
+def fit_check_sentence(f) -> str | None:
+    """Whether the curve fits (the lack-of-fit test) and how the batch sizes were weighed by their noise."""
+    if f is None or f.b_crit is None:
+        return None
+    lof = getattr(f, "lack_of_fit", None)
+    nm = getattr(f, "noise_model", None) or {}
+    parts = []
+    if lof:
+        name = "F" if lof["test"].startswith("F") else "runs"
+        df = lof.get("df") or []
+        on = (f" on {df[0]} and {df[1]} df" if name == "F" and len(df) == 2 else "")
+        verdict = ("the McCandlish curve does not fit, so no interval is printed for it" if lof["fails"]
+                   else "no evidence that the curve does not fit")
+        parts.append(f"Fit check ({lof['test']}): {name} = {lof['statistic']:.3g}{on}, p = {lof['p_value']:.2g}: {verdict}")
+    elif (f.null_reasons or {}).get("lack_of_fit"):
+        parts.append(f"Fit check: not made ({f.null_reasons['lack_of_fit']})")
+    if nm.get("slope") is not None:
+        parts.append(f"seed noise weighed per batch size (its spread changes {nm['sd_ratio']:.2g}x from the smallest "
+                     "batch to the largest)")
+    if not parts:
+        return None
+    return "; ".join(parts) + "."
+
+
 def tta_verdict(result, *, warnings: bool = True) -> list[str]:
     """Plain sentences on a finished study (a TTAResult); with `warnings`, the analysis's warnings last."""
     a = result.analysis
@@ -71,6 +95,9 @@ def tta_verdict(result, *, warnings: bool = True) -> list[str]:
     better = "≥" if a.higher_is_better else "≤"
     lines = [f"Target: {a.metric} {better} {a.target:.4g}."]
     lines.append(scaling_sentence(a.scaling_fit))
+    check = fit_check_sentence(a.scaling_fit)
+    if check:
+        lines.append(check)
     ns = result.noise_scale
     if ns is not None and ns.b_simple is not None:
         agree = noise_scale_agreement(a.noise_scale_vs_b_crit)
@@ -265,6 +292,9 @@ def table_fit_lines(tf) -> list[str]:
             + (f"; not reached at batch {fmt.batch_list(unreached, thousands=True)} (lower bounds)" if unreached else "")
             + ".")
     lines = [head, scaling_sentence(f)]
+    check = fit_check_sentence(f)
+    if check:
+        lines.append(check)
     if tf.e_min_epochs is not None:
         lines.append(f"E_min = {tf.e_min_epochs:.3g} epochs {_ci(tf.e_min_epochs_ci)} of the {tf.dataset_size:,} "
                      "training examples.")

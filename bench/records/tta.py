@@ -269,8 +269,22 @@ class ScalingFit:
     residuals: dict[str, float] = field(default_factory=dict)  # per reached batch size: steps / fitted - 1
     censored_bounds: dict[str, float] = field(default_factory=dict)  # unreached batch -> lower bound on its steps
     censored_used: list[int] = field(default_factory=list)  # the bounds the fit used
+    # Does the curve fit? {"test", "statistic", "df", "p_value", "alpha", "fails", "reason"}: an F test of the
+    # curve against the per-batch means with the seeds' pure error, or without seeds a runs test on the
+    # residuals' signs; null with `null_reasons.lack_of_fit` where neither can be done.
+    lack_of_fit: dict[str, Any] | None = None
+    # How the seed noise varies with batch size and how the batch sizes are weighted: {"model", "slope",
+    # "sd_ratio", "weights"}, "equal" where too few batch sizes have 2 or more seeds to tell.
+    noise_model: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
     null_reasons: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def fits(self) -> bool | None:
+        """False where the lack-of-fit check rejects the curve; None where it could not be checked."""
+        if not self.lack_of_fit or self.lack_of_fit.get("fails") is None:
+            return None
+        return not self.lack_of_fit["fails"]
 
     def predict_steps(self, batch_size: float) -> float | None:
         if self.s_min is None or self.b_crit is None:
