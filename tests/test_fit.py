@@ -168,3 +168,20 @@ def test_two_independent_halves_of_the_published_seeds_reach_the_same_verdict(tm
     a, b = halves
     assert a.fits is False and b.fits is False  # each half alone rejects the curve too
     assert a.b_crit == pytest.approx(b.b_crit, rel=0.25)
+
+
+def test_bench_fit_into_a_closed_pipe_stops_in_one_line_with_exit_141():
+    # `bench fit TABLE | head -1`, made deterministic: the pipe's read end is closed before bench writes.
+    import os
+    import subprocess
+    import sys
+
+    read_end, write_end = os.pipe()
+    os.close(read_end)
+    try:
+        r = subprocess.run([sys.executable, "-m", "bench", "fit", str(MLPERF_BERT)], stdout=write_end,
+                           stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(write_end)
+    assert r.returncode == 141, r.stderr
+    assert r.stderr == "bench fit: standard output was closed (broken pipe), so it stopped\n"

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import sys
 
 from bench.core.errors import BenchError
 
@@ -56,12 +55,11 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(json_safe(tf.to_dict()), indent=1, ensure_ascii=False))
         return 0
-    from rich.console import Console
-
+    from bench.cli import output_console
     from bench.present.tables import table_fit_table
     from bench.present.tta import table_fit_lines
 
-    console = Console() if sys.stdout.isatty() else Console(width=160)
+    console = output_console()
     lines = table_fit_lines(tf)
     console.print(lines[0], highlight=False)
     console.print(table_fit_table(tf))

@@ -7,7 +7,6 @@ the gradient noise scale, and step times of the same model measured on the spot.
 from __future__ import annotations
 
 import argparse
-import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -96,13 +95,12 @@ def study_config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from bench.analysis.tta import tta_from_files
+    from bench.cli import output_console
     from bench.core.io import check_output_file
     from bench.records.tta import save_tta
 
-    console = Console() if sys.stdout.isatty() else Console(width=160)
+    console = output_console()
     if args.step_times and not args.curves:
         raise BenchError("--step-times goes with --curves (an end-to-end study times its own steps)")
     if args.curves:
