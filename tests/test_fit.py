@@ -185,3 +185,46 @@ def test_bench_fit_into_a_closed_pipe_stops_in_one_line_with_exit_141():
         os.close(write_end)
     assert r.returncode == 141, r.stderr
     assert r.stderr == "bench fit: standard output was closed (broken pipe), so it stopped\n"
+
+
+def _rcp_from_csv(path, tmp_path):
+    """The MLPerf RCP JSON the BERT CSV was copied from, rebuilt in its own format (rcps_bert.json)."""
+    by_batch = {}
+    for line in MLPERF_BERT.read_text().splitlines():
+        if line and line[0].isdigit():
+            b, examples, _ = line.split(",")
+            by_batch.setdefault(int(b), []).append(int(examples))
+    data = {f"bert_ref_{b}": {"Benchmark": "bert", "Creator": "x", "BS": b, "Hyperparams": {},
+                              "Epochs to converge": v} for b, v in by_batch.items()}
+    out = tmp_path / "rcps_bert.json"
+    out.write_text(json.dumps(data, indent=1))
+    return out
+
+
+def test_an_mlperf_rcp_json_goes_in_directly_and_fits_as_the_csv_copied_from_it(tmp_path, capsys):
+    rcp = _rcp_from_csv(MLPERF_BERT, tmp_path)
+    from_json, from_csv = fit_table(read_steps_table(rcp)), fit_table(read_steps_table(MLPERF_BERT))
+    assert from_json.unit == "examples" and sum(b.n_runs for b in from_json.batches) == 263
+    assert from_json.fit.b_crit == pytest.approx(from_csv.fit.b_crit, rel=1e-9)
+    assert from_json.fit.lack_of_fit["p_value"] == pytest.approx(from_csv.fit.lack_of_fit["p_value"], rel=1e-6)
+    assert main(["fit", str(rcp), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["fit"]["lack_of_fit"]["p_value"] < 1e-40
+    # Other benchmarks count epochs there: they need the training set size.
+    assert main(["fit", str(rcp), "--rcp-unit", "epochs"]) == 2
+    assert "--dataset-size" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name,text,message", [
+    ("x.json", '{"a": 1}', "not an MLPerf reference-convergence-point (RCP) file"),
+    ("x.json", "[1, 2", "not an MLPerf reference-convergence-point (RCP) file: JSONDecodeError"),
+    ("x.json", '{"r": {"Benchmark": "bert", "BS": 8, "Epochs to converge": [100, -5]}}', "run 2: examples to target must be a number > 0"),
+    ("x.json", '{"r": {"Benchmark": "bert", "BS": 8, "Epochs to converge": [100, 120]}}', "one batch size (8)"),
+    ("x.csv", "batch_size,steps,reached\n8,100,false\n16,60,false\n32,40,false\n", "no run reached the target at any"),
+    ("x.csv", "batch_size,steps\n8,100\n16,-60\n", "steps must be > 0"),
+])
+def test_a_bad_table_or_rcp_file_is_one_line_and_exit_2(tmp_path, capsys, name, text, message):
+    p = tmp_path / name
+    p.write_text(text)
+    assert main(["fit", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err

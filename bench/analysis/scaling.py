@@ -662,6 +662,12 @@ def fit_table(table: StepsTable, *, interval: str = INTERVAL_PROFILE, confidence
     target, with intervals, regimes and residuals (see fit_scaling); E_min also in epochs when the
     table knows its training set size."""
     batches = batches_from_table(table)
+    where = table.source or "the table"
+    if len(batches) < 2:
+        raise BenchError(f"{where}: one batch size ({batches[0].batch_size if batches else 'none'}): a fit of steps "
+                         "against batch size needs steps to target at 3 or more batch sizes")
+    if not any(b.reached for b in batches):
+        raise BenchError(f"{where}: no run reached the target at any of its {len(batches)} batch sizes: nothing to fit")
     fit = fit_scaling(batches, interval=interval, confidence=confidence, n_bootstrap=n_bootstrap, seed=seed)
     out = TableFit(table.source, table.unit, table.dataset_size, batches, fit, comments=list(table.comments))
     if table.dataset_size and fit.e_min is not None:

@@ -16,8 +16,12 @@ def register(sub) -> None:
                                    "epochs to target (several rows per batch size are seeds; a row with "
                                    "reached=false is a run that stopped short, a lower bound). Prints S_min, "
                                    "B_crit and E_min with intervals, the regimes and the residuals.")
-    p.add_argument("table", metavar="TABLE.csv",
-                   help="CSV: batch_size, steps | examples | epochs [, seed, reached]; '#' lines are comments")
+    p.add_argument("table", metavar="TABLE",
+                   help="CSV: batch_size, steps | examples | epochs [, seed, reached] ('#' lines are comments), or an "
+                        "MLPerf reference-convergence-point JSON (mlcommons/logging rcps_*.json)")
+    p.add_argument("--rcp-unit", choices=["steps", "examples", "epochs"],
+                   help="what an RCP JSON's 'Epochs to converge' counts (default: examples for bert, which counts "
+                        "samples there, else epochs)")
     p.add_argument("--dataset-size", type=int, metavar="N",
                    help="training set size in examples: turns epochs into steps, and reports E_min in epochs")
     p.add_argument("--interval", choices=["profile", "bootstrap"], default="profile",
@@ -41,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
         raise BenchError(f"--bootstrap must be >= 0, got {args.bootstrap}")
     if args.plot:
         check_output_file(args.plot, resume=None, overwrite=args.overwrite)
-    table = read_steps_table(args.table, dataset_size=args.dataset_size)
+    table = read_steps_table(args.table, dataset_size=args.dataset_size, unit=args.rcp_unit)
     tf = fit_table(table, interval=INTERVAL_PROFILE if args.interval == "profile" else INTERVAL_BOOTSTRAP,
                    confidence=args.confidence, n_bootstrap=args.bootstrap)
     if args.plot:
