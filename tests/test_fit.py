@@ -228,3 +228,22 @@ def test_a_bad_table_or_rcp_file_is_one_line_and_exit_2(tmp_path, capsys, name, 
     assert main(["fit", str(p)]) == 2
     err = capsys.readouterr().err
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_the_tolerance_critical_batch_of_a_hyperbola_is_1_2_b0_plus_0_2_b_crit_measured_and_fitted(tmp_path, capsys):
+    # S = 100·(1 + 256/B) on a dense grid: where steps exceed perfect scaling from B0 = 16 by 20%,
+    # a·B + b = 1.2·(a·B0 + b), i.e. B = 1.2·16 + 0.2·256 = 70.4, read off the measured steps and the fit.
+    sizes = sorted({int(round(16 * 1.05 ** k)) for k in range(60)})
+    p = tmp_path / "t.csv"
+    p.write_text("batch_size,steps\n" + "".join(f"{b},{float(steps_model(b, 100.0, 256.0))}\n" for b in sizes))
+    tf = fit_table(read_steps_table(p))
+    tol = tf.critical_batch["tolerance"]
+    assert tol["reference_batch"] == 16 and tol["from_fit"] == pytest.approx(1.2 * 16 + 0.2 * 256, rel=1e-6)
+    assert tol["measured"] == pytest.approx(70.4, rel=0.01)
+    assert tf.critical_batch["mccandlish"]["b_crit"] == pytest.approx(256, rel=1e-6)
+    wider = fit_table(read_steps_table(p), reference_batch=32, tolerance=0.5)
+    assert wider.critical_batch["tolerance"]["from_fit"] == pytest.approx(1.5 * 32 + 0.5 * 256, rel=1e-6)
+    assert main(["fit", str(p), "--reference-batch", "15"]) == 2
+    assert "reference batch 15 is not one of the batch sizes" in capsys.readouterr().err
+    assert main(["fit", str(p)]) == 0
+    assert "(1 + 0.2)·16 + 0.2·B_crit = 70.4" in capsys.readouterr().out.replace("\n", " ")

@@ -626,6 +626,68 @@ def measured_scaling_exponents(batches: Sequence[BatchSteps]) -> dict[str, float
 
 
 # ---------------------------------------------------------------------------------------------
+# Critical batch size: definitions side by side
+
+DEFAULT_TOLERANCE = 0.2
+
+
+def critical_batch_definitions(batches: Sequence[BatchSteps], fit: ScalingFit, *, reference_batch: int | None = None,
+                               tolerance: float = DEFAULT_TOLERANCE, b_simple: float | None = None,
+                               b_simple_reason: str | None = None) -> dict:
+    """Three critical batch sizes, each by its own definition:
+
+    - McCandlish et al.: B_crit = B_noise = b/a of the hyperbola S = a + b/B (the fit's B_crit);
+    - tolerance: the batch size where steps exceed perfect linear scaling from a reference batch B0 by
+      `tolerance` τ, i.e. where S(B)·B = (1 + τ)·S(B0)·B0. Measured: interpolated (in log B) between the
+      measured batch sizes where the examples ratio E(B)/E(B0) crosses 1 + τ. For the hyperbola,
+      a·B + b = (1 + τ)(a·B0 + b) gives B = (1 + τ)·B0 + τ·b/a = (1 + τ)·B0 + τ·B_crit;
+    - B_simple, the gradient noise scale, where it was measured.
+    """
+    if not (isinstance(tolerance, (int, float)) and 0 < tolerance):
+        raise BenchError(f"tolerance must be > 0, got {tolerance!r}")
+    reached = sorted((b for b in batches if b.reached), key=lambda b: b.batch_size)
+    sizes = sorted(b.batch_size for b in batches)
+    if reference_batch is not None and reference_batch not in sizes:
+        raise BenchError(f"reference batch {reference_batch} is not one of the batch sizes ({', '.join(map(str, sizes))})")
+    out: dict = {"mccandlish": {"b_crit": fit.b_crit, "ci": fit.b_crit_ci,
+                                "definition": "B_noise = b/a of the fitted hyperbola S = a + b/B (a = S_min, b = E_min)",
+                                "reason": None if fit.b_crit is not None else fit.reason}}
+    tol: dict = {"tolerance": float(tolerance), "reference_batch": None, "measured": None, "measured_reason": None,
+                 "from_fit": None, "from_fit_reason": None,
+                 "definition": "the batch size where steps exceed perfect linear scaling from the reference batch B0 "
+                               "by the tolerance: S(B)·B = (1 + tolerance)·S(B0)·B0",
+                 "relation": "for the hyperbola: (1 + tolerance)·B0 + tolerance·B_crit"}
+    out["tolerance"] = tol
+    ref = reference_batch if reference_batch is not None else (reached[0].batch_size if reached else None)
+    tol["reference_batch"] = ref
+    at_ref = next((b for b in reached if b.batch_size == ref), None)
+    if ref is None or at_ref is None:
+        tol["measured_reason"] = tol["from_fit_reason"] = (
+            f"the reference batch {ref} did not reach the target" if ref is not None else "no batch size reached the target")
+    else:
+        e0 = at_ref.steps_to_target * ref
+        pts = [(b.batch_size, b.steps_to_target * b.batch_size / e0) for b in reached if b.batch_size >= ref]
+        limit = 1.0 + tolerance
+        for (b0, r0), (b1, r1) in zip(pts, pts[1:]):
+            if r0 <= limit < r1:
+                frac = (limit - r0) / (r1 - r0)
+                tol["measured"] = float(math.exp(math.log(b0) + frac * (math.log(b1) - math.log(b0))))
+                break
+        if tol["measured"] is None:
+            tol["measured_reason"] = (f"steps stay within {tolerance:.0%} of perfect scaling from batch {ref} up to the "
+                                      f"largest batch that reached the target ({pts[-1][0]}): it lies beyond"
+                                      if len(pts) > 1 else f"no batch size above the reference batch {ref} reached the target")
+        if fit.b_crit is not None:
+            tol["from_fit"] = (1.0 + tolerance) * ref + tolerance * fit.b_crit
+        else:
+            tol["from_fit_reason"] = f"no fit: {fit.reason}"
+    out["b_simple"] = {"value": b_simple, "reason": None if b_simple is not None else (b_simple_reason or "not measured"),
+                       "definition": "gradient noise scale tr(Σ)/|G|² (McCandlish et al.: B_crit ≈ B_simple within "
+                                     "about an order of magnitude)"}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # A table the user already has
 
 
@@ -657,7 +719,8 @@ def batches_from_table(table: StepsTable) -> list[BatchSteps]:
 
 
 def fit_table(table: StepsTable, *, interval: str = INTERVAL_PROFILE, confidence: float = CONFIDENCE,
-              n_bootstrap: int = 1000, seed: int = 0) -> TableFit:
+              n_bootstrap: int = 1000, seed: int = 0, reference_batch: int | None = None,
+              tolerance: float = DEFAULT_TOLERANCE) -> TableFit:
     """`bench fit`: S(B) = S_min·(1 + B_crit/B) fitted to a table of steps (or examples, or epochs) to
     target, with intervals, regimes and residuals (see fit_scaling); E_min also in epochs when the
     table knows its training set size."""
@@ -670,6 +733,8 @@ def fit_table(table: StepsTable, *, interval: str = INTERVAL_PROFILE, confidence
         raise BenchError(f"{where}: no run reached the target at any of its {len(batches)} batch sizes: nothing to fit")
     fit = fit_scaling(batches, interval=interval, confidence=confidence, n_bootstrap=n_bootstrap, seed=seed)
     out = TableFit(table.source, table.unit, table.dataset_size, batches, fit, comments=list(table.comments))
+    out.critical_batch = critical_batch_definitions(batches, fit, reference_batch=reference_batch, tolerance=tolerance,
+                                                    b_simple_reason="a table carries no gradient noise scale")
     if table.dataset_size and fit.e_min is not None:
         out.e_min_epochs = fit.e_min / table.dataset_size
         if fit.e_min_ci:

@@ -18,7 +18,9 @@ import numpy as np
 
 from bench.analysis.noise_scale import compare_with_critical_batch
 from bench.analysis.scaling import (
+    DEFAULT_TOLERANCE,
     INTERVAL_PROFILE,
+    critical_batch_definitions,
     fit_scaling,
     measured_scaling_exponents,
     steps_by_batch,
@@ -178,7 +180,8 @@ def analyse_tta(curves: Sequence[Curve], step_times: Sequence[StepTime], target:
                 step_time_fit: StepTimeFit | None = None, step_time_missing: dict[int, str] | None = None,
                 noise_scale: NoiseScaleEstimate | None = None, n_bootstrap: int = 1000,
                 bootstrap_seed: int = 0, interval: str = INTERVAL_PROFILE,
-                ci_target: float | None = None, rounds: StepTimeRounds | None = None) -> TTAAnalysis:
+                ci_target: float | None = None, rounds: StepTimeRounds | None = None,
+                reference_batch: int | None = None, tolerance: float = DEFAULT_TOLERANCE) -> TTAAnalysis:
     """Join steps to target with step times and derive the best batch sizes.
 
     `interval` is the scaling fit's interval method (bench.analysis.scaling); `ci_target` the relative
@@ -275,6 +278,10 @@ def analyse_tta(curves: Sequence[Curve], step_times: Sequence[StepTime], target:
     _b_star(a, times)
     _generalisation(a, curves)
     a.noise_scale_vs_b_crit = compare_with_critical_batch(noise_scale.b_simple if noise_scale else None, fit.b_crit)
+    a.critical_batch = critical_batch_definitions(
+        sel, fit, reference_batch=reference_batch, tolerance=tolerance,
+        b_simple=noise_scale.b_simple if noise_scale else None,
+        b_simple_reason=(noise_scale.null_reasons.get("b_simple") if noise_scale else "not measured"))
     a.warnings += fit.warnings
     edge = [b.batch_size for b in sel if b.best_lr_at_grid_edge]
     if edge:
@@ -461,7 +468,8 @@ def _generalisation(a: TTAAnalysis, curves: Sequence[Curve]) -> None:
 def tta_from_files(curve_paths: Sequence[str | os.PathLike], *, sweep_path: str | os.PathLike | None = None,
                    target: float | None = None, metric: str | None = None, higher_is_better: bool | None = None,
                    batch_sizes: Sequence[int] | None = None, n_bootstrap: int = 1000,
-                   step_times_path: str | os.PathLike | None = None) -> TTAResult:
+                   step_times_path: str | os.PathLike | None = None, reference_batch: int | None = None,
+                   tolerance: float = DEFAULT_TOLERANCE) -> TTAResult:
     """A TTAResult from curves files (bench.curves, bench.tta, CSV or JSON rows) and the step times of
     the same model: a sweep file, or a CSV of step times measured elsewhere (`step_times_path`,
     bench.records.tta.read_step_times), not both."""
@@ -520,7 +528,8 @@ def tta_from_files(curve_paths: Sequence[str | os.PathLike], *, sweep_path: str 
         result.null_reasons["environment"] = ("no sweep file given: nothing was measured on a known machine "
                                               "(the fingerprint is the sweep's)")
     result.analysis = analyse_tta(curves, result.step_times, target, step_time_fit=fit, step_time_missing=missing,
-                                  n_bootstrap=n_bootstrap, ci_target=ci_target)
+                                  n_bootstrap=n_bootstrap, ci_target=ci_target, reference_batch=reference_batch,
+                                  tolerance=tolerance)
     if sweep_path is not None and curves[0].task not in str(sweep.config.get("workload")):
         result.analysis.warnings.append(
             f"the sweep timed workload {sweep.config.get('workload')!r} and the curves come from task "

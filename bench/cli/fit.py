@@ -8,6 +8,7 @@ import json
 import math
 
 from bench.core.errors import BenchError
+from bench.core.params import positive_float, positive_int
 
 
 def register(sub) -> None:
@@ -28,6 +29,10 @@ def register(sub) -> None:
                    help="interval method (default: %(default)s likelihood; see docs/tta.md for coverage)")
     p.add_argument("--bootstrap", type=int, default=1000, metavar="N", help="resamples for --interval bootstrap")
     p.add_argument("--confidence", type=float, default=0.95, help="interval confidence (default: %(default)s)")
+    p.add_argument("--reference-batch", type=positive_int, metavar="B0",
+                   help="reference batch of the tolerance definition of the critical batch (default: the smallest)")
+    p.add_argument("--tolerance", type=positive_float, default=0.2,
+                   help="steps may exceed perfect linear scaling from B0 by this much (default: %(default)s)")
     p.add_argument("--json", action="store_true", help="print the fit as JSON instead of text")
     p.add_argument("--plot", metavar="OUT.svg", help="draw the fitted hyperbola over the data into this SVG file")
     p.add_argument("--overwrite", action="store_true", help="replace --plot if it exists")
@@ -47,7 +52,8 @@ def run(args: argparse.Namespace) -> int:
         check_output_file(args.plot, resume=None, overwrite=args.overwrite)
     table = read_steps_table(args.table, dataset_size=args.dataset_size, unit=args.rcp_unit)
     tf = fit_table(table, interval=INTERVAL_PROFILE if args.interval == "profile" else INTERVAL_BOOTSTRAP,
-                   confidence=args.confidence, n_bootstrap=args.bootstrap)
+                   confidence=args.confidence, n_bootstrap=args.bootstrap, reference_batch=args.reference_batch,
+                   tolerance=args.tolerance)
     if args.plot:
         from bench.present.report.figures.common import svg_document
         from bench.present.report.figures.tta import scaling_figure

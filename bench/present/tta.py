@@ -87,6 +87,30 @@ def fit_check_sentence(f) -> str | None:
     return "; ".join(parts) + "."
 
 
+def critical_batch_sentence(defs: dict | None) -> str | None:
+    """The critical batch size by each definition, side by side, and how they relate."""
+    if not defs:
+        return None
+    mc, tol, bs = defs.get("mccandlish") or {}, defs.get("tolerance") or {}, defs.get("b_simple") or {}
+    parts = []
+    if mc.get("b_crit") is not None:
+        parts.append(f"McCandlish B_crit (B_noise = b/a of S = a + b/B) {_n(mc['b_crit'])}"
+                     + (f" {_ci(mc['ci'])}" if mc.get("ci") else " (no interval)"))
+    if tol.get("reference_batch") is not None:
+        t, b0 = tol["tolerance"], tol["reference_batch"]
+        what = f"steps {t:.0%} above perfect linear scaling from batch {b0}"
+        measured = (f"at batch {_n(tol['measured'])} (measured, interpolated)" if tol.get("measured") is not None
+                    else f"not within the batch sizes measured ({tol.get('measured_reason')})")
+        fitted = (f"; the hyperbola puts it at (1 + {t:g})·{b0} + {t:g}·B_crit = {_n(tol['from_fit'])}"
+                  if tol.get("from_fit") is not None else "")
+        parts.append(f"{what}: {measured}{fitted}")
+    if bs.get("value") is not None:
+        parts.append(f"gradient noise scale B_simple {_n(bs['value'])}")
+    if not parts:
+        return None
+    return "Critical batch size by definition: " + "; ".join(parts) + "."
+
+
 def tta_verdict(result, *, warnings: bool = True) -> list[str]:
     """Plain sentences on a finished study (a TTAResult); with `warnings`, the analysis's warnings last."""
     a = result.analysis
@@ -98,6 +122,9 @@ def tta_verdict(result, *, warnings: bool = True) -> list[str]:
     check = fit_check_sentence(a.scaling_fit)
     if check:
         lines.append(check)
+    defs = critical_batch_sentence(getattr(a, "critical_batch", None))
+    if defs:
+        lines.append(defs)
     ns = result.noise_scale
     if ns is not None and ns.b_simple is not None:
         agree = noise_scale_agreement(a.noise_scale_vs_b_crit)
@@ -295,6 +322,9 @@ def table_fit_lines(tf) -> list[str]:
     check = fit_check_sentence(f)
     if check:
         lines.append(check)
+    defs = critical_batch_sentence(getattr(tf, "critical_batch", None))
+    if defs:
+        lines.append(defs)
     if tf.e_min_epochs is not None:
         lines.append(f"E_min = {tf.e_min_epochs:.3g} epochs {_ci(tf.e_min_epochs_ci)} of the {tf.dataset_size:,} "
                      "training examples.")

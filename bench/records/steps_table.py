@@ -151,6 +151,7 @@ class TableFit:
     fit: ScalingFit
     e_min_epochs: float | None = None
     e_min_epochs_ci: list[float] | None = None
+    critical_batch: dict[str, Any] = field(default_factory=dict)  # each definition (scaling.critical_batch_definitions)
     comments: list[str] = field(default_factory=list)
     null_reasons: dict[str, str] = field(default_factory=dict)
 

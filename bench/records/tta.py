@@ -407,6 +407,8 @@ class TTAAnalysis:
     naive: dict[str, Any] = field(default_factory=dict)
     generalisation: dict[str, Any] = field(default_factory=dict)
     noise_scale_vs_b_crit: dict[str, Any] = field(default_factory=dict)
+    # The critical batch size by each definition (bench.analysis.scaling.critical_batch_definitions)
+    critical_batch: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     null_reasons: dict[str, str] = field(default_factory=dict)
 

@@ -86,6 +86,8 @@ class StudyConfig:
     step_time_rounds: int = DEFAULT_ROUNDS
     round_block_s: float = DEFAULT_BLOCK_S
     n_bootstrap: int = 1000
+    reference_batch: int | None = None  # of the tolerance definition of the critical batch (default: the smallest)
+    tolerance: float = 0.2
 
     def resolved(self, task: Task) -> "StudyConfig":
         d = dict(task.defaults)
@@ -256,7 +258,8 @@ def run_study(cfg: StudyConfig, *, output: str | os.PathLike | None = None, resu
     result.analysis = analyse_tta(result.curves, result.step_times, cfg.target, step_time_fit=fit,
                                   step_time_missing={int(k): v for k, v in result.step_time_missing.items()},
                                   noise_scale=result.noise_scale, n_bootstrap=cfg.n_bootstrap,
-                                  rounds=result.step_time_rounds)
+                                  rounds=result.step_time_rounds, reference_batch=cfg.reference_batch,
+                                  tolerance=cfg.tolerance)
     if cfg.sweep_path is not None and sweep.config.get("workload") not in (f"task:{task.name}", task.name):
         result.analysis.warnings.append(
             f"the sweep timed workload {sweep.config.get('workload')!r}, not task {task.name!r}: "
