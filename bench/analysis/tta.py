@@ -276,6 +276,7 @@ def analyse_tta(curves: Sequence[Curve], step_times: Sequence[StepTime], target:
     _best_batches(a)
     _naive(a, rounds, times)
     _b_star(a, times)
+    _edges(a)
     _generalisation(a, curves)
     a.noise_scale_vs_b_crit = compare_with_critical_batch(noise_scale.b_simple if noise_scale else None, fit.b_crit)
     a.critical_batch = critical_batch_definitions(
@@ -444,6 +445,48 @@ def _b_star(a: TTAAnalysis, times: dict[int, StepTime] | None = None) -> None:
                           + ": a step costs no more up to the knee, and past it time to target only grows)")
     if abs(ratio - 1) > 1e-9:
         a.b_star_rule += f"; its predicted time uses the mean step time ({ratio:.3g}x the fitted median there)"
+
+
+def _edges(a: TTAAnalysis) -> None:
+    """Flag a fastest batch at the edge of the range tried (the optimum may lie beyond), its learning rate
+    at the edge of the LR grid, and a model optimum B* the measured ranking contradicts."""
+    e: dict[str, Any] = {"best_batch_at_edge": None, "best_lr_at_grid_edge": None, "b_star_nearest_batch": None,
+                         "b_star_contradicts_ranking": None}
+    a.edges = e
+    timed = sorted(b.batch_size for b in a.batches if b.time_to_target_s is not None)
+    best = a.batch(a.best_time_batch) if a.best_time_batch is not None else None
+    if best is None or len(timed) < 2:
+        return
+    e["best_lr_at_grid_edge"] = best.best_lr_at_grid_edge
+    lr_words = (" and its best learning rate is at the edge of the LR grid too" if best.best_lr_at_grid_edge else "")
+    if best.batch_size == timed[-1]:
+        e["best_batch_at_edge"] = "largest"
+        a.warnings.append(f"the fastest batch, {best.batch_size}, is the largest tried{lr_words}: the optimum may lie "
+                          "beyond the range; try larger batch sizes" + (" and a wider LR grid" if lr_words else ""))
+    elif best.batch_size == timed[0]:
+        e["best_batch_at_edge"] = "smallest"
+        a.warnings.append(f"the fastest batch, {best.batch_size}, is the smallest tried{lr_words}: the optimum may lie "
+                          "below the range; try smaller batch sizes" + (" and a wider LR grid" if lr_words else ""))
+    if a.b_star is None:
+        return
+    near = min(timed, key=lambda b: abs(math.log(b / a.b_star)))
+    e["b_star_nearest_batch"] = near
+    if near == best.batch_size:
+        e["b_star_contradicts_ranking"] = False
+        return
+    row = a.batch(near)
+    if a.null_reasons.get("best_time_ties"):
+        # No run-to-run spread to judge by: only a batch measured slower by more than its own interval counts.
+        contradicts = row.time_to_target_low_s is not None and row.time_to_target_low_s > best.time_to_target_s
+    else:
+        contradicts = near not in a.best_time_ties
+    e["b_star_contradicts_ranking"] = contradicts
+    if contradicts:
+        a.warnings.append(
+            f"the fits' optimum B* = {a.b_star:.3g} (predicted {a.b_star_time_s:.3g} s) points at batch {near}, but its "
+            f"measured time to target ({row.time_to_target_s:.3g} s, interval {row.time_to_target_low_s:.3g}–"
+            f"{row.time_to_target_high_s:.3g} s) is distinguishable from the fastest measured, batch {best.batch_size} "
+            f"({best.time_to_target_s:.3g} s): the measured ranking contradicts the model; trust the measurements")
 
 
 def _generalisation(a: TTAAnalysis, curves: Sequence[Curve]) -> None:

@@ -409,6 +409,9 @@ class TTAAnalysis:
     noise_scale_vs_b_crit: dict[str, Any] = field(default_factory=dict)
     # The critical batch size by each definition (bench.analysis.scaling.critical_batch_definitions)
     critical_batch: dict[str, Any] = field(default_factory=dict)
+    # Where the answer sits at an edge or disagrees with itself: {"best_batch_at_edge": "largest" | "smallest" |
+    # None, "best_lr_at_grid_edge": bool | None, "b_star_nearest_batch", "b_star_contradicts_ranking": bool | None}
+    edges: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     null_reasons: dict[str, str] = field(default_factory=dict)
 
