@@ -247,3 +247,17 @@ def test_the_tolerance_critical_batch_of_a_hyperbola_is_1_2_b0_plus_0_2_b_crit_m
     assert "reference batch 15 is not one of the batch sizes" in capsys.readouterr().err
     assert main(["fit", str(p)]) == 0
     assert "(1 + 0.2)·16 + 0.2·B_crit = 70.4" in capsys.readouterr().out.replace("\n", " ")
+
+
+def test_without_seeds_a_runs_test_on_the_residual_signs_catches_a_curve_of_the_wrong_shape(tmp_path):
+    sizes = [16 * 2 ** k for k in range(12)]
+    sharp = tmp_path / "sharp.csv"  # a sharper knee than the hyperbola, one run per batch size
+    sharp.write_text("batch_size,steps\n" + "".join(f"{b},{100 * (1 + (256 / b) ** 2) ** 0.5}\n" for b in sizes))
+    f = fit_table(read_steps_table(sharp)).fit
+    assert f.lack_of_fit["test"].startswith("runs test") and f.lack_of_fit["p_value"] < 0.05
+    assert f.fits is False and f.b_crit_ci is None
+    noisy = tmp_path / "noisy.csv"  # the hyperbola itself, alternating noise: no pattern
+    noisy.write_text("batch_size,steps\n" + "".join(
+        f"{b},{float(steps_model(b, 100.0, 256.0)) * (1.05 if i % 2 else 0.95)}\n" for i, b in enumerate(sizes)))
+    f = fit_table(read_steps_table(noisy)).fit
+    assert f.lack_of_fit["test"].startswith("runs test") and f.fits is True and f.b_crit_ci is not None

@@ -558,3 +558,15 @@ def test_a_model_optimum_the_measured_ranking_contradicts_is_flagged():
     assert a.best_time_batch == 1024 and a.edges["b_star_nearest_batch"] in (128, 256)
     assert a.edges["b_star_contradicts_ranking"] is True
     assert any("the measured ranking contradicts the model" in w for w in a.warnings)
+
+
+def test_when_the_curve_does_not_fit_b_star_comes_from_the_measured_steps_not_the_model():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    curves = [curve(b, int(round(100 * (1 + (256 / b) ** 2) ** 0.5 * float(np.exp(0.02 * rng.standard_normal())))),
+                    seed=s) for b in SIZES for s in (0, 1, 2)]
+    a = analyse_tta(curves, step_times(), 0.5, n_bootstrap=0)
+    assert a.scaling_fit.fits is False and a.scaling_fit.b_crit_ci is None
+    assert a.b_star_rule.startswith("model-free") and SIZES[0] <= a.b_star <= SIZES[-1]
+    assert any("does not fit" in w for w in a.warnings)
