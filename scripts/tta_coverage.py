@@ -12,6 +12,8 @@ reason: unbounded, too many failed resamples) counts as a miss, so the coverage 
     python scripts/tta_coverage.py --scenario power0.8      # misspecified: S = S_min(1 + (B_crit/B)^0.8)
     python scripts/tta_coverage.py --scenario sharp         # misspecified: a sharper knee, S = S_min(1 + (B_crit/B)^2)^(1/2)
 
+    python scripts/tta_coverage.py --definitions           # check (1+tol)·B0 + tol·B_crit against the tool and a root finder
+
 For the misspecified curves the fit should say it does not fit rather than print an interval: the table
 adds how often the lack-of-fit check rejected the curve and how often an interval was printed that
 missed the truth (the harm to avoid).
@@ -122,6 +124,38 @@ def run(method: str, scenario: str, seeds: int, trials: int, noise: float, rng_s
     return tally
 
 
+def check_definitions() -> bool:
+    """The tolerance definition of the critical batch against the hyperbola's closed form: for S = a + b/B
+    the batch where S(B)·B = (1 + tol)·S(B0)·B0 is (1 + tol)·B0 + tol·b/a. Compares a root finder on the
+    definition itself, the closed form, and what bench reports (from the fit and measured on a dense grid)."""
+    from scipy import optimize
+
+    from bench.analysis.scaling import fit_table
+    from bench.records.steps_table import StepsRow, StepsTable
+
+    print("| S_min | B_crit = b/a | B0 | tolerance | root of S(B)·B = (1+tol)·S(B0)·B0 | (1+tol)·B0 + tol·b/a | "
+          "bench, from the fit | bench, measured (grid ×1.05) | agree |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
+    ok = True
+    for s_min, b_crit, b0, tol in ((100.0, 256.0, 16, 0.2), (50.0, 1000.0, 64, 0.2), (100.0, 256.0, 32, 0.5),
+                                   (10.0, 30.0, 8, 0.1)):
+        def excess(b):
+            return float(steps_model(b, s_min, b_crit)) * b - (1 + tol) * float(steps_model(b0, s_min, b_crit)) * b0
+
+        root = optimize.brentq(excess, b0 * (1 + 1e-9), b0 * 1e6)
+        closed = (1 + tol) * b0 + tol * b_crit
+        sizes = sorted({int(round(b0 * 1.05 ** k)) for k in range(200)})
+        table = StepsTable([StepsRow(b, float(steps_model(b, s_min, b_crit)), True, 0, i) for i, b in enumerate(sizes)])
+        got = fit_table(table, reference_batch=b0, tolerance=tol).critical_batch["tolerance"]
+        agree = (abs(root / closed - 1) < 1e-9 and abs(got["from_fit"] / closed - 1) < 1e-6
+                 and abs(got["measured"] / closed - 1) < 0.01)
+        ok &= agree
+        print(f"| {s_min:g} | {b_crit:g} | {b0} | {tol:g} | {root:.6g} | {closed:.6g} | {got['from_fit']:.6g} | "
+              f"{got['measured']:.4g} | {'yes' if agree else 'NO'} |")
+    print("PASS: the closed form holds" if ok else "FAIL")
+    return ok
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--methods", default="profile", help="comma-separated: profile, bootstrap (default: %(default)s)")
@@ -131,7 +165,11 @@ def main(argv=None) -> int:
     ap.add_argument("--scenario", choices=sorted(SCENARIOS), default="nine")
     ap.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples (default: %(default)s)")
     ap.add_argument("--rng-seed", type=int, default=0)
+    ap.add_argument("--definitions", action="store_true",
+                    help="only check the tolerance definition of the critical batch against its closed form")
     args = ap.parse_args(argv)
+    if args.definitions:
+        return 0 if check_definitions() else 1
     sizes, s_min, b_crit, curve, growth = SCENARIOS[args.scenario]
     shape = {"hyperbola": f"S = {s_min:g}·(1 + {b_crit:g}/B)", "power0.8": f"S = {s_min:g}·(1 + ({b_crit:g}/B)^0.8)",
              "sharp": f"S = {s_min:g}·(1 + ({b_crit:g}/B)^2)^(1/2)"}[curve]
