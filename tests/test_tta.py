@@ -531,6 +531,9 @@ def test_the_study_times_its_steps_in_interleaved_rounds_and_keeps_them(tmp_path
     assert "interleaved rounds" in r.step_time_source
     assert all(s.mean_ci_low_s is not None for s in r.step_times)
     assert r.analysis.batch(32).naive_rel_error_low is not None
+    defs = r.analysis.critical_batch  # the three definitions side by side, B_simple from the study's own noise scale
+    assert defs["b_simple"]["value"] == r.noise_scale.b_simple and defs["tolerance"]["reference_batch"] == 2
+    assert defs["mccandlish"]["b_crit"] == r.analysis.scaling_fit.b_crit
 
 
 def test_interleaved_rounds_must_be_zero_or_at_least_two():
