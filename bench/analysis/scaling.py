@@ -426,6 +426,11 @@ def noise_weights(reached: Sequence[BatchSteps]):
     shrunk = slope * max(0.0, 1.0 - 1.0 / (z * z)) if z else 0.0
     icpt += (slope - shrunk) * float(np.average(x, weights=1.0 / lvar))
     slope = shrunk
+    if slope == 0.0:
+        return np.ones(n), {"model": "equal", "slope": None, "sd_ratio": None, "weights": [1.0] * n,
+                            "trend_p_value": p_trend,
+                            "reason": f"the seeds' spread shows no clear trend with batch size (p = {p_trend:.2g})"}, \
+            (lambda b, k: 1.0)
     var = np.exp(icpt + slope * np.log([b.batch_size for b in reached]))
     counts = np.array([max(1, len(logs)) for _, logs in groups], dtype=float)
     w = counts / var

@@ -80,8 +80,8 @@ def fit_check_sentence(f) -> str | None:
     elif (f.null_reasons or {}).get("lack_of_fit"):
         parts.append(f"Fit check: not made ({f.null_reasons['lack_of_fit']})")
     if nm.get("slope") is not None:
-        parts.append(f"seed noise weighed per batch size (its spread changes {nm['sd_ratio']:.2g}x from the smallest "
-                     "batch to the largest)")
+        parts.append(f"each batch size weighed by its seed noise (the seeds' spread at the largest batch is "
+                     f"{nm['sd_ratio']:.2g}x that at the smallest)")
     if not parts:
         return None
     return "; ".join(parts) + "."
