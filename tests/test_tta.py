@@ -573,3 +573,16 @@ def test_when_the_curve_does_not_fit_b_star_comes_from_the_measured_steps_not_th
     assert a.scaling_fit.fits is False and a.scaling_fit.b_crit_ci is None
     assert a.b_star_rule.startswith("model-free") and SIZES[0] <= a.b_star <= SIZES[-1]
     assert any("does not fit" in w for w in a.warnings)
+
+
+def test_without_rounds_the_studys_step_times_keep_the_sweeps_machine_load_and_say_it(tmp_path):
+    from bench.present.tta import step_time_load_sentence
+    from bench.run.study import run_study
+
+    r = run_study(_study(step_time_rounds=0), output=tmp_path / "tta.json")
+    assert r.step_time_rounds is None
+    assert r.step_time_load is not None or r.null_reasons["step_time_load"]
+    saved = load_tta(tmp_path / "tta.json")
+    assert saved.step_time_load == r.step_time_load
+    s = step_time_load_sentence(saved)
+    assert s.startswith("While the step times were measured, other work kept") or "unknown (" in s

@@ -111,6 +111,15 @@ def paired_ratio(numer: Sequence[float], denom: Sequence[float],
     return ratio, max(ratio - half, ratio * 1e-3), ratio + half
 
 
+def sweep_machine_load(result) -> tuple[dict | None, str | None]:
+    """How busy the machine was while a SweepResult was measured (its analysis's machine_load), or why not."""
+    an = result.analysis if isinstance(result.analysis, dict) else {}
+    load = an.get("machine_load")
+    if isinstance(load, dict) and load:
+        return dict(load), None
+    return None, (an.get("null_reasons") or {}).get("machine_load") or "the sweep file records no machine load"
+
+
 def fit_step_time_linear(step_times: Sequence[StepTime]) -> StepTimeFit | None:
     """t = a + b·B by least squares on relative residuals (times span decades); None with < 2 points."""
     if len({s.batch_size for s in step_times}) < 2:
@@ -553,6 +562,9 @@ def tta_from_files(curve_paths: Sequence[str | os.PathLike], *, sweep_path: str 
         result.step_times, missing = step_times_from_sweep(sweep)
         result.step_time_missing = {str(k): v for k, v in missing.items()}
         result.step_time_source = f"sweep file {sweep_path} (workload {sweep.config.get('workload')!r})"
+        result.step_time_load, why = sweep_machine_load(sweep)
+        if why:
+            result.null_reasons["step_time_load"] = why
         result.environment = dict(sweep.environment or {})
         fit = step_time_fit_from_sweep(sweep)
         rule = sweep.config.get("stopping_rule") if isinstance(sweep.config.get("stopping_rule"), dict) else {}

@@ -153,7 +153,7 @@ def tta_verdict(result, *, warnings: bool = True) -> list[str]:
         lines.append(f"From the fits, B* = {a.b_star:.3g} (predicted {fmt.duration(a.b_star_time_s)}), as {rule}.")
     elif a.null_reasons.get("b_star"):
         lines.append(f"B*: — ({a.null_reasons['b_star']}).")
-    rounds = rounds_sentence(getattr(result, "step_time_rounds", None))
+    rounds = step_time_load_sentence(result)
     if rounds:
         lines.append(rounds)
     naive = naive_sentence(a)
@@ -249,6 +249,13 @@ def naive_errors_sentence(a) -> str | None:
             f"longer; intervals from {basis or 'the step times'}): " + "; ".join(parts) + ".")
 
 
+def _load_words(load: dict) -> str:
+    busy = "busy: step times include waiting for a CPU" if load.get("busy") else "not busy beyond its free CPUs"
+    return (f"other work kept about {load['other_load']:.1f} CPUs busy ({load['basis']}; the run's own "
+            f"{load['own_threads']:g} of {load['cpus']} CPUs; 1-minute load average up to "
+            f"{load['load_avg_1m_max']:.2f}): the machine was {busy}")
+
+
 def rounds_sentence(rounds) -> str | None:
     """How the step times were measured in interleaved rounds, and how busy the machine was meanwhile."""
     if rounds is None:
@@ -264,10 +271,19 @@ def rounds_sentence(rounds) -> str | None:
     if not load:
         why = (rounds.null_reasons or {}).get("machine_load", "not recorded")
         return f"{head}; machine load: unknown ({why})."
-    busy = "busy: step times include waiting for a CPU" if load.get("busy") else "not busy beyond its free CPUs"
-    return (f"{head}; meanwhile other work kept about {load['other_load']:.1f} CPUs busy "
-            f"({load['basis']}; the run's own {load['own_threads']:g} of {load['cpus']} CPUs; 1-minute load average "
-            f"up to {load['load_avg_1m_max']:.2f}): the machine was {busy}.")
+    return f"{head}; meanwhile {_load_words(load)}."
+
+
+def step_time_load_sentence(result) -> str | None:
+    """The machine's load while the step times were measured: the rounds' sentence, else the sweep's load."""
+    rounds = getattr(result, "step_time_rounds", None)
+    if rounds is not None:
+        return rounds_sentence(rounds)
+    load = getattr(result, "step_time_load", None)
+    if load:
+        return f"While the step times were measured, {_load_words(load)}."
+    why = (getattr(result, "null_reasons", None) or {}).get("step_time_load")
+    return f"Machine load while the step times were measured: unknown ({why})." if why else None
 
 
 def generalisation_sentence(a) -> str | None:

@@ -456,6 +456,9 @@ class TTAResult:
     step_time_source: str | None = None
     step_time_missing: dict[str, str] = field(default_factory=dict)
     step_time_rounds: StepTimeRounds | None = None  # the raw interleaved rounds the step times came from
+    # How busy the machine was while the step times were measured (bench.core.load.MachineLoad as a dict):
+    # the rounds' where there are rounds, else the sweep's; null with its reason in null_reasons["step_time_load"]
+    step_time_load: dict | None = None
     noise_scale: NoiseScaleEstimate | None = None
     analysis: TTAAnalysis | None = None
     environment: dict[str, Any] = field(default_factory=dict)
@@ -472,6 +475,7 @@ class TTAResult:
             "step_times": [s.to_dict() for s in self.step_times],
             "step_time_missing": dict(self.step_time_missing),
             "step_time_rounds": self.step_time_rounds.to_dict() if self.step_time_rounds else None,
+            "step_time_load": self.step_time_load,
             "noise_scale": self.noise_scale.to_dict() if self.noise_scale else None,
             "analysis": self.analysis.to_dict() if self.analysis else None,
             "null_reasons": dict(self.null_reasons),
@@ -490,6 +494,7 @@ class TTAResult:
                 step_time_missing={str(k): v for k, v in (d.get("step_time_missing") or {}).items()},
                 step_time_rounds=(StepTimeRounds.from_dict(d["step_time_rounds"]) if d.get("step_time_rounds")
                                   else None),
+                step_time_load=d.get("step_time_load"),
                 noise_scale=NoiseScaleEstimate.from_dict(d["noise_scale"]) if d.get("noise_scale") else None,
                 analysis=TTAAnalysis.from_dict(d["analysis"]) if d.get("analysis") else None,
                 environment=head.environment, created=head.created, finished=head.finished,
@@ -520,6 +525,7 @@ def tta_json_schema() -> dict:
             "batch_size": batch, "median_s": {"minimum": 0}})},
         "step_time_missing": {"type": ["object", "null"]},
         "step_time_rounds": {"type": ["object", "null"]},
+        "step_time_load": {"type": ["object", "null"]},
         "noise_scale": nullable(dataclass_schema(NoiseScaleEstimate)),
         "analysis": nullable(analysis),
         "null_reasons": {"type": ["object", "null"]},

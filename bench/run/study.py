@@ -19,6 +19,7 @@ from bench.analysis.tta import (
     step_time_fit_from_sweep,
     step_times_from_rounds,
     step_times_from_sweep,
+    sweep_machine_load,
 )
 from bench.core.budget import MEASURE_DEFAULTS
 from bench.core.devices import resolve_device
@@ -230,6 +231,9 @@ def run_study(cfg: StudyConfig, *, output: str | os.PathLike | None = None, resu
         result.step_times, result.step_time_missing = times, {str(k): v for k, v in missing.items()}
         result.step_time_source = f"sweep file {cfg.sweep_path} (workload {sweep.config.get('workload')!r})"
         fit = step_time_fit_from_sweep(sweep)
+        result.step_time_load, why = sweep_machine_load(sweep)
+        if why:
+            result.null_reasons["step_time_load"] = why
         save()
     elif not result.step_times and cfg.measure_step_time:
         notify("sweep", {"batch_sizes": cfg.batch_sizes})
@@ -239,6 +243,7 @@ def run_study(cfg: StudyConfig, *, output: str | os.PathLike | None = None, resu
         result.step_time_source = (f"measured on the spot by bench.run.sweep on {cfg.device} ({cfg.precision}, "
                                    f"optimizer {TIMED_AS.get(cfg.optimizer, cfg.optimizer)}, same model)")
         fit = step_time_fit_from_sweep(sweep)
+        result.step_time_load, why = sweep_machine_load(sweep)
         if cfg.step_time_rounds and len(times) >= 2:
             sc = cfg.sweep_config(seed=cfg.seeds[0], workload=f"task:{task.name}")
             notify("rounds", {"batch_sizes": [t.batch_size for t in times], "rounds": cfg.step_time_rounds})
@@ -251,6 +256,10 @@ def run_study(cfg: StudyConfig, *, output: str | os.PathLike | None = None, resu
             result.step_times = [from_rounds.get(t.batch_size, t) for t in times]
             result.step_time_source += (f"; the step times TTA uses from {rounds.rounds} interleaved rounds across "
                                         "the batch sizes (bench.run.rounds)")
+            result.step_time_load = rounds.machine_load
+            why = rounds.null_reasons.get("machine_load")
+        if why:
+            result.null_reasons["step_time_load"] = why
         save()
     elif not result.step_times:
         result.null_reasons["step_times"] = "not measured (turned off) and no sweep file given"
