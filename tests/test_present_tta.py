@@ -128,3 +128,33 @@ def test_the_naive_error_is_said_in_words_that_cannot_be_read_backwards():
     assert naive_error_words(-0.25) == "the equal-step-time estimate is 25% short: the real time is 33% longer"
     assert naive_error_words(0.2) == "the equal-step-time estimate is 20% long: the real time is 17% shorter"
     assert "right" in naive_error_words(0.001)
+
+
+def test_bench_fit_lines_say_whether_the_curve_fits_and_give_each_critical_batch_definition():
+    from pathlib import Path
+
+    from bench.analysis.scaling import fit_table
+    from bench.present.tta import table_fit_lines
+    from bench.records.steps_table import read_steps_table
+
+    table = Path(__file__).parent / "data" / "mlperf_bert_rcps_v3.1.csv"
+    lines = table_fit_lines(fit_table(read_steps_table(table)))
+    check = next(line for line in lines if line.startswith("Fit check"))
+    assert "on 11 and 250 df" in check and "does not fit, so no interval is printed" in check
+    defs = next(line for line in lines if line.startswith("Critical batch size by definition"))
+    assert "steps 20% above perfect linear scaling from batch 256: at batch" in defs
+    assert "(1 + 0.2)·256 + 0.2·B_crit" in defs
+
+
+def test_the_rounds_sentence_says_how_step_times_were_taken_and_how_busy_the_machine_was():
+    from bench.present.tta import rounds_sentence
+    from bench.records.tta import StepTimeRounds
+
+    r = StepTimeRounds(batch_sizes=[8, 64], rounds=12, block_s=0.1, samples_s={"8": [[1e-3]], "64": [[2e-3]]},
+                       wall_time_s=30.0, machine_load={"other_load": 1.5, "basis": "cpu time", "own_threads": 1.0,
+                                                       "cpus": 2, "load_avg_1m_max": 5.2, "busy": True})
+    s = rounds_sentence(r)
+    assert s.startswith("Step times: 12 interleaved rounds across 2 batch sizes")
+    assert "other work kept about 1.5 CPUs busy" in s and "the machine was busy" in s
+    r.machine_load, r.null_reasons = None, {"machine_load": "no load-average readings"}
+    assert "machine load: unknown (no load-average readings)" in rounds_sentence(r)

@@ -83,3 +83,13 @@ def test_the_study_table_shows_the_step_time_its_time_to_target_multiplies(tta_r
     steps, used, ttt = float(cells[2]), float(cells[6]), float(cells[7])
     assert ttt == pytest.approx(steps * used)
     assert "time to target = steps × this median" in row or "time to target = steps × this mean" in row
+
+
+def test_the_naive_error_cell_carries_its_interval_where_the_step_times_give_one():
+    from bench.present.report.tta import _naive_error
+    from bench.records.tta import BatchTTA
+
+    b = BatchTTA(64, 0.1, 10.0, 9.0, 11.0, [9.0, 11.0], 640.0, naive_rel_error=-0.25)
+    assert _naive_error(b) == "−25%"
+    b.naive_rel_error_low, b.naive_rel_error_high = -0.4, -0.1
+    assert _naive_error(b) == "−25% [−40%, −10%]"

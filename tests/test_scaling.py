@@ -74,12 +74,17 @@ def test_the_profile_interval_is_where_the_best_fit_at_each_b_crit_costs_at_most
     b = np.array(SIZES, dtype=float)
     ls = np.log([x.steps_to_target for x in sel])
 
-    def rss(b_crit):  # S_min at its best for this B_crit: least squares in logs, in closed form
+    # Each batch size weighs by n/σ²(B) from the seeds' spread (fit.noise_model), which costs the
+    # interval one degree of freedom.
+    w = np.array(fit.noise_model["weights"])
+
+    def rss(b_crit):  # S_min at its best for this B_crit: weighted least squares in logs, in closed form
         m = ls - np.log1p(b_crit / b)
-        return float(np.sum((m - m.mean()) ** 2))
+        return float(np.sum(w * (m - np.average(m, weights=w)) ** 2))
 
     df = len(SIZES) - 2
-    limit = rss(fit.b_crit) * (1 + stats.f.ppf(0.95, 1, df) / df)
+    assert fit.noise_model["slope"]
+    limit = rss(fit.b_crit) * (1 + stats.f.ppf(0.95, 1, df - 1) / df)
     for end in fit.b_crit_ci:
         assert rss(end) == pytest.approx(limit, rel=1e-6)
     assert rss(fit.b_crit_ci[0] * 0.99) > limit and rss(fit.b_crit_ci[1] * 1.01) > limit
@@ -98,8 +103,10 @@ def test_the_profile_interval_covers_the_truth_near_95_percent_in_a_fixed_simula
     sys.modules[spec.name] = cov  # its dataclasses look their module up there
     spec.loader.exec_module(cov)
     profile = cov.run("profile", "nine", seeds=3, trials=40, noise=0.1, rng_seed=0, resamples=0)
-    assert profile.trials == 40 and profile.null["b_crit"] == 0
-    assert profile.covered["b_crit"] >= 37  # 92.5%; the script measures 95.3% ± 0.9% over 2,000
+    # A refusal here is the lack-of-fit test's false alarm (1% nominal; 2 of these 40 fixed draws have
+    # p < 0.01), counted as a miss; the script measures the coverage over thousands of trials.
+    assert profile.trials == 40 and profile.null["b_crit"] <= 2
+    assert profile.covered["b_crit"] >= 36
 
 
 def test_an_interval_the_data_leave_open_is_null_with_a_reason_and_the_supported_bound():

@@ -10,6 +10,7 @@ from scipy import optimize
 from bench.analysis.tta import (
     analyse_tta,
     b_star,
+    fit_step_time_linear,
     pareto_frontier,
     step_times_from_sweep,
     tta_from_files,
@@ -530,8 +531,58 @@ def test_the_study_times_its_steps_in_interleaved_rounds_and_keeps_them(tmp_path
     assert "interleaved rounds" in r.step_time_source
     assert all(s.mean_ci_low_s is not None for s in r.step_times)
     assert r.analysis.batch(32).naive_rel_error_low is not None
+    defs = r.analysis.critical_batch  # the three definitions side by side, B_simple from the study's own noise scale
+    assert defs["b_simple"]["value"] == r.noise_scale.b_simple and defs["tolerance"]["reference_batch"] == 2
+    assert defs["mccandlish"]["b_crit"] == r.analysis.scaling_fit.b_crit
 
 
 def test_interleaved_rounds_must_be_zero_or_at_least_two():
     with pytest.raises(BenchError, match="interleaved rounds"):
         _study(step_time_rounds=1).validate()
+
+
+def test_a_fastest_batch_at_the_edge_of_the_range_is_flagged_with_its_lr_at_the_grid_edge():
+    flat = [StepTime(b, A_S, 0.98 * A_S, 1.02 * A_S) for b in SIZES]  # equal step time: the largest batch wins
+    curves = [c for b in SIZES for c in (curve(b, int(round(steps_model(b, S_MIN, B_CRIT))), seed=s, lr=lr)
+                                        for s in (0, 1) for lr in ((0.1, 0.2) if b == 2048 else (0.1,)))]
+    a = analyse_tta(curves, flat, 0.5, n_bootstrap=0)
+    assert a.best_time_batch == 2048 and a.edges["best_batch_at_edge"] == "largest"
+    assert a.edges["best_lr_at_grid_edge"] is True
+    assert any("is the largest tried and its best learning rate is at the edge" in w for w in a.warnings)
+    interior = analyse_tta(model_curves(), step_times(), 0.5, n_bootstrap=0)
+    assert interior.edges["best_batch_at_edge"] is None and interior.edges["b_star_contradicts_ranking"] is False
+
+
+def test_a_model_optimum_the_measured_ranking_contradicts_is_flagged():
+    times = step_times()
+    fast = next(t for t in times if t.batch_size == 1024)
+    fast.median_s, fast.ci_low_s, fast.ci_high_s = 0.1 * fast.median_s, 0.098 * fast.median_s, 0.102 * fast.median_s
+    a = analyse_tta(model_curves(), times, 0.5, n_bootstrap=0, step_time_fit=fit_step_time_linear(step_times()))
+    assert a.best_time_batch == 1024 and a.edges["b_star_nearest_batch"] in (128, 256)
+    assert a.edges["b_star_contradicts_ranking"] is True
+    assert any("the measured ranking contradicts the model" in w for w in a.warnings)
+
+
+def test_when_the_curve_does_not_fit_b_star_comes_from_the_measured_steps_not_the_model():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    curves = [curve(b, int(round(100 * (1 + (256 / b) ** 2) ** 0.5 * float(np.exp(0.02 * rng.standard_normal())))),
+                    seed=s) for b in SIZES for s in (0, 1, 2)]
+    a = analyse_tta(curves, step_times(), 0.5, n_bootstrap=0)
+    assert a.scaling_fit.fits is False and a.scaling_fit.b_crit_ci is None
+    assert a.b_star_rule.startswith("model-free") and SIZES[0] <= a.b_star <= SIZES[-1]
+    assert any("does not fit" in w for w in a.warnings)
+
+
+def test_without_rounds_the_studys_step_times_keep_the_sweeps_machine_load_and_say_it(tmp_path):
+    from bench.present.tta import step_time_load_sentence
+    from bench.run.study import run_study
+
+    r = run_study(_study(step_time_rounds=0), output=tmp_path / "tta.json")
+    assert r.step_time_rounds is None
+    assert r.step_time_load is not None or r.null_reasons["step_time_load"]
+    saved = load_tta(tmp_path / "tta.json")
+    assert saved.step_time_load == r.step_time_load
+    s = step_time_load_sentence(saved)
+    assert s.startswith("While the step times were measured, other work kept") or "unknown (" in s

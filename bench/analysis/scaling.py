@@ -13,7 +13,7 @@ from collections import defaultdict
 from typing import Sequence
 
 import numpy as np
-from scipy import optimize, stats
+from scipy import optimize, special, stats
 
 from bench.core.errors import BenchError
 from bench.core.stats import CONFIDENCE
@@ -141,11 +141,13 @@ def steps_by_batch(curves: Sequence[Curve], target: float) -> list[BatchSteps]:
 # The fit
 
 
-def fit_steps_model(batch_sizes: Sequence[float], steps: Sequence[float]) -> tuple[float, float]:
+def fit_steps_model(batch_sizes: Sequence[float], steps: Sequence[float],
+                    weights: Sequence[float] | None = None) -> tuple[float, float]:
     """Least-squares fit of log S = log S_min + log(1 + B_crit/B); returns (S_min, B_crit).
 
     Fitting in logs weighs each batch size by its relative error, so the many steps at small
-    batches do not drown the few at large ones. Starts from the linear fit S = S_min + E_min/B.
+    batches do not drown the few at large ones; `weights` (inverse variances of log S, e.g. from
+    `noise_weights`) weigh them further. Starts from the linear fit S = S_min + E_min/B.
     """
     b = np.asarray(batch_sizes, dtype=float)
     s = np.asarray(steps, dtype=float)
@@ -159,9 +161,10 @@ def fit_steps_model(batch_sizes: Sequence[float], steps: Sequence[float]) -> tup
     else:
         x0 = [math.log(float(np.min(s)) / 2), math.log(float(np.median(b)))]
     ls = np.log(s)
+    sw = np.ones_like(b) if weights is None else np.sqrt(np.asarray(weights, dtype=float))
 
     def resid(p):
-        return p[0] + np.log1p(np.exp(p[1]) / b) - ls
+        return (p[0] + np.log1p(np.exp(p[1]) / b) - ls) * sw
 
     r = optimize.least_squares(resid, x0, method="lm" if b.size > 2 else "trf", xtol=1e-12, ftol=1e-12)
     return float(math.exp(r.x[0])), float(math.exp(r.x[1]))
@@ -208,9 +211,12 @@ _TINY = 1e-300
 class _LogFit:
     """The objective q(a, c) = RSS/s² − 2·Σ log P(y_censored > log bound) and its profiles."""
 
-    def __init__(self, b, s, censored_b=(), censored_s=(), *, sigma: float):
+    def __init__(self, b, s, censored_b=(), censored_s=(), *, sigma: float, weights=None, censored_weights=None):
         self.inv = 1.0 / np.asarray(b, dtype=float)
         self.ls = np.log(np.asarray(s, dtype=float))
+        self.w = np.ones_like(self.inv) if weights is None else np.asarray(weights, dtype=float)
+        self.cw = (np.ones(len(censored_b)) if censored_weights is None
+                   else np.asarray(censored_weights, dtype=float))
         self.cinv = 1.0 / np.asarray(censored_b, dtype=float)
         self.lc = np.log(np.asarray(censored_s, dtype=float))
         self.sigma = float(sigma)
@@ -220,14 +226,14 @@ class _LogFit:
 
     def q(self, a: float, c: float) -> float:
         r = self.ls - a - np.log1p(np.exp(c) * self.inv)
-        out = float(r @ r) / self.sigma ** 2
+        out = float(r @ (self.w * r)) / self.sigma ** 2
         if self.lc.size:
-            z = (self.lc - a - np.log1p(np.exp(c) * self.cinv)) / self.sigma
+            z = (self.lc - a - np.log1p(np.exp(c) * self.cinv)) * np.sqrt(self.cw) / self.sigma
             out -= 2.0 * float(np.sum(stats.norm.logsf(z)))
         return out
 
     def best_a(self, c: float) -> float:
-        a0 = float(np.mean(self.ls - np.log1p(np.exp(c) * self.inv)))  # least squares, in closed form
+        a0 = float(np.average(self.ls - np.log1p(np.exp(c) * self.inv), weights=self.w))  # closed form
         if not self.lc.size:
             return a0
         span = 10.0 * self.sigma + 1.0
@@ -369,6 +375,138 @@ def _bootstrap_intervals(fit: ScalingFit, batches: Sequence[BatchSteps], bsz: np
     fit.b_crit_range = list(fit.b_crit_ci)
 
 
+# ---------------------------------------------------------------------------------------------
+# Per-batch noise and lack of fit
+#
+# Seed noise need not be the same at every batch size (it often grows with B). Where 3 or more batch
+# sizes have 2 or more seeds, the variance of log steps over seeds is modelled as log-linear in log B
+# (a trend fitted to every batch size's sample variance, weighted by its degrees of freedom: steadier than
+# each batch size's own 2 or 3 seeds), and each batch mean is weighted by n_B / σ²(B). Only the relative
+# weights matter: the intervals still scale by the weighted residual mean square.
+#
+# Lack of fit: with seeds, the classical F test of the curve against the per-batch means, the pure
+# error coming from the seeds' spread around their own batch mean (weighted alike); without seeds, a
+# Wald–Wolfowitz runs test on the signs of the residuals in batch order (a curve of the wrong shape
+# leaves long runs of one sign). A curve that fails gets no intervals: they would be narrow around a
+# shifted B_crit.
+
+LACK_OF_FIT_ALPHA = 0.001  # F test with seeds: a false alarm refuses an interval, so it must be rare
+RUNS_ALPHA = 0.05  # runs test without seeds (exact; its discreteness keeps false alarms well below this)
+MIN_BATCHES_FOR_NOISE_TREND = 3
+
+
+def _seed_logs(b: BatchSteps) -> list[float]:
+    return [math.log(x) for x in b.steps_per_seed if x is not None and x > 0]
+
+
+def noise_weights(reached: Sequence[BatchSteps]):
+    """Weights (mean 1) of the reached batch sizes' mean log steps, n_B/σ²(B); the noise model; and
+    weight_at(B, n), the weight on that scale of a mean of n runs at batch size B."""
+    n = len(reached)
+    groups = [(b.batch_size, _seed_logs(b)) for b in reached]
+    usable = [(bs, logs) for bs, logs in groups if len(logs) >= 2 and float(np.var(logs, ddof=1)) > 0]
+    if len(usable) < MIN_BATCHES_FOR_NOISE_TREND:
+        return np.ones(n), {"model": "equal", "slope": None, "sd_ratio": None, "weights": [1.0] * n,
+                            "reason": f"{len(usable)} batch size(s) with 2 or more distinct seeds; "
+                                      f"{MIN_BATCHES_FOR_NOISE_TREND} are needed to tell how the noise varies"}, \
+            (lambda b, k: 1.0)
+    x = np.array([math.log(bs) for bs, _ in usable])
+    y = np.array([math.log(float(np.var(logs, ddof=1))) for _, logs in usable])
+    # log of a sample variance with k degrees of freedom has variance trigamma(k/2), whatever σ² is: the
+    # trend's slope has a known standard error, reported as a p-value. The trend is used even where it is
+    # weak (gating it on its p-value made the intervals and the lack-of-fit test worse in simulation).
+    lvar = np.array([float(special.polygamma(1, (len(logs) - 1) / 2.0)) for _, logs in usable])
+    icpt, slope = np.polynomial.polynomial.polyfit(x, y, 1, w=1.0 / np.sqrt(lvar))
+    X = np.stack([np.ones_like(x), x], axis=1)
+    cov = np.linalg.inv(X.T @ (X / lvar[:, None]))
+    z = slope / math.sqrt(cov[1, 1])
+    p_trend = float(2 * stats.norm.sf(abs(z)))
+    # Shrink the slope by max(0, 1 − 1/z²) (James–Stein): a trend the seeds barely show moves the weights
+    # little, a clear one fully; the intercept follows so the trend still passes through the data's centre.
+    shrunk = slope * max(0.0, 1.0 - 1.0 / (z * z)) if z else 0.0
+    icpt += (slope - shrunk) * float(np.average(x, weights=1.0 / lvar))
+    slope = shrunk
+    if slope == 0.0:
+        return np.ones(n), {"model": "equal", "slope": None, "sd_ratio": None, "weights": [1.0] * n,
+                            "trend_p_value": p_trend,
+                            "reason": f"the seeds' spread shows no clear trend with batch size (p = {p_trend:.2g})"}, \
+            (lambda b, k: 1.0)
+    var = np.exp(icpt + slope * np.log([b.batch_size for b in reached]))
+    counts = np.array([max(1, len(logs)) for _, logs in groups], dtype=float)
+    w = counts / var
+    norm = float(w.mean())
+    w = w / norm
+    sizes = [b.batch_size for b in reached]
+    sd_ratio = float(math.exp(0.5 * slope * math.log(max(sizes) / min(sizes))))
+
+    def weight_at(batch_size: float, runs: int) -> float:
+        return float(runs / math.exp(icpt + slope * math.log(batch_size)) / norm)
+
+    return w, {"model": "seed variance of log steps, log-linear in log B", "slope": float(slope),
+               "sd_ratio": sd_ratio, "weights": [float(v) for v in w], "trend_p_value": p_trend,
+               "reason": None}, weight_at
+
+
+def _runs_p_value(signs: Sequence[bool]) -> tuple[int, float] | None:
+    """(runs, P(runs <= observed)) for a sequence of signs under random order; None if one sign only."""
+    n1, n2 = sum(signs), len(signs) - sum(signs)
+    if n1 == 0 or n2 == 0:
+        return None
+    runs = 1 + sum(a != b for a, b in zip(signs, signs[1:]))
+    total = math.comb(n1 + n2, n1)
+
+    def pmf(r: int) -> float:
+        k = r // 2
+        if r % 2 == 0:
+            return 2 * math.comb(n1 - 1, k - 1) * math.comb(n2 - 1, k - 1) / total
+        return (math.comb(n1 - 1, k - 1) * math.comb(n2 - 1, k) + math.comb(n1 - 1, k) * math.comb(n2 - 1, k - 1)) / total
+
+    return runs, float(sum(pmf(r) for r in range(2, runs + 1)))
+
+
+def lack_of_fit(reached: Sequence[BatchSteps], s_min: float, b_crit: float, weights: np.ndarray) -> dict | None:
+    """The lack-of-fit check of S(B) = S_min(1 + B_crit/B) (see above); None where none can be made."""
+    f = np.log(steps_model([b.batch_size for b in reached], s_min, b_crit))
+    means = np.log([b.steps_to_target for b in reached])
+    logs = [_seed_logs(b) for b in reached]
+    n, total = len(reached), sum(len(x) for x in logs)
+    df_lof, df_pe = n - 2, total - n
+    if df_lof >= 1 and df_pe >= 2 and all(len(x) >= 1 for x in logs):
+        counts = np.array([len(x) for x in logs], dtype=float)
+        inv_var = weights / counts  # weights = n_B/σ²(B), up to a common factor
+        ss_pe = float(sum(iv * float(np.sum((np.array(x) - np.mean(x)) ** 2)) for iv, x in zip(inv_var, logs)))
+        ss_lof = float(np.sum(weights * (means - f) ** 2))
+        if ss_pe > 0:
+            stat = (ss_lof / df_lof) / (ss_pe / df_pe)
+            p = float(stats.f.sf(stat, df_lof, df_pe))
+            return {"test": "F test of the curve against the per-batch means, pure error from the seeds",
+                    "statistic": float(stat), "df": [df_lof, df_pe], "p_value": p, "alpha": LACK_OF_FIT_ALPHA,
+                    "fails": p < LACK_OF_FIT_ALPHA, "reason": None}
+    signs = [bool(r > 0) for r in means - f]
+    runs = _runs_p_value(signs)
+    if runs is None or n < 4:
+        return None
+    r, p = runs
+    return {"test": "runs test on the signs of the residuals in batch order (no seeds to test against)",
+            "statistic": float(r), "df": [sum(signs), n - sum(signs)], "p_value": p, "alpha": RUNS_ALPHA,
+            "fails": p < RUNS_ALPHA, "reason": None}
+
+
+def _refuse_intervals(fit: ScalingFit) -> None:
+    lof = fit.lack_of_fit
+    why = (f"not printed: the McCandlish curve does not fit these steps ({lof['test']}: "
+           f"{'F' if lof['test'].startswith('F') else 'runs'} = {lof['statistic']:.3g}, p = {lof['p_value']:.2g} < "
+           f"{lof['alpha']:g}); an interval around its B_crit would be narrow around the wrong value")
+    fit.s_min_ci = fit.b_crit_ci = fit.e_min_ci = None
+    fit.b_crit_range = None
+    for k in ("s_min_ci", "b_crit_ci", "e_min_ci"):
+        fit.null_reasons[k] = why
+    fit.warnings.append(
+        f"the McCandlish curve S = S_min(1 + B_crit/B) does not fit these steps ({lof['test']}, p = "
+        f"{lof['p_value']:.2g}): S_min and B_crit are shown without intervals; read the measured steps, not "
+        "the curve")
+
+
 def fit_scaling(batches: Sequence[BatchSteps], *, n_bootstrap: int = 1000, seed: int = 0,
                 confidence: float = CONFIDENCE, all_batch_sizes: Sequence[int] | None = None,
                 interval: str = INTERVAL_PROFILE, use_censored: bool = True) -> ScalingFit:
@@ -397,12 +535,17 @@ def fit_scaling(batches: Sequence[BatchSteps], *, n_bootstrap: int = 1000, seed:
                           null_reasons={k: f"no fit: {why}" for k in ("s_min_ci", "b_crit_ci", "e_min_ci")})
     bsz = np.array([b.batch_size for b in reached], dtype=float)
     st = np.array([b.steps_to_target for b in reached], dtype=float)
-    s_min, b_crit = fit_steps_model(bsz, st)
+    w, noise, weight_at = noise_weights(reached)
+    s_min, b_crit = fit_steps_model(bsz, st, w)
     df = int(bsz.size - 2)
-    rss = float(np.sum((np.log(st) - np.log(steps_model(bsz, s_min, b_crit))) ** 2))
+    rss = float(np.sum(w * (np.log(st) - np.log(steps_model(bsz, s_min, b_crit))) ** 2))
     sigma = math.sqrt(rss / df)
     fit = ScalingFit(None, None, None, batch_sizes=[int(b) for b in bsz], n_bootstrap=n_bootstrap,
-                     bootstrap_seed=seed, confidence=confidence, regime_rule=REGIME_RULE, residual_df=df)
+                     bootstrap_seed=seed, confidence=confidence, regime_rule=REGIME_RULE, residual_df=df,
+                     noise_model=noise)
+    # A censored bound is one mean over its runs: weighted as a batch mean of that many seeds there.
+    censored_w = [weight_at(b.batch_size, max(1, len(b.lr_cells[0].seeds) if b.lr_cells else 1)) for b in censored]
+    cw_of = {b.batch_size: v for b, v in zip(censored, censored_w)}
     fit.censored_bounds = {str(b.batch_size): float(b.censored_at) for b in censored}
     used = []
     for b in censored:
@@ -416,7 +559,8 @@ def fit_scaling(batches: Sequence[BatchSteps], *, n_bootstrap: int = 1000, seed:
             used.append(b)
     degenerate = sigma <= 1e-9  # noise-free steps: the fit is exact, and so is every interval
     if used and not degenerate:
-        problem = _LogFit(bsz, st, [b.batch_size for b in used], [b.censored_at for b in used], sigma=sigma)
+        problem = _LogFit(bsz, st, [b.batch_size for b in used], [b.censored_at for b in used], sigma=sigma,
+                          weights=w, censored_weights=[cw_of[b.batch_size] for b in used])
         a, c = problem.minimum(math.log(s_min), math.log(b_crit))
         s_min, b_crit = math.exp(a), math.exp(c)
         fit.censored_used = [b.batch_size for b in used]
@@ -433,15 +577,24 @@ def fit_scaling(batches: Sequence[BatchSteps], *, n_bootstrap: int = 1000, seed:
         fit.s_min_ci, fit.b_crit_ci, fit.e_min_ci = [s_min] * 2, [b_crit] * 2, [fit.e_min] * 2
         fit.b_crit_range = [b_crit, b_crit]
     else:
-        problem = _LogFit(bsz, st, [b.batch_size for b in used], [b.censored_at for b in used], sigma=sigma)
+        problem = _LogFit(bsz, st, [b.batch_size for b in used], [b.censored_at for b in used], sigma=sigma,
+                          weights=w, censored_weights=[cw_of[b.batch_size] for b in used])
         c = math.log(b_crit)
         problem.c_lo, problem.c_hi = min(problem.c_lo, c - 2.0), max(problem.c_hi, c + 2.0)  # an estimate far out
         try:
-            _profile_intervals(fit, problem, math.log(s_min), c, df)
+            # Weights estimated from the seeds cost the interval a degree of freedom (their trend's slope).
+            weighted = noise["slope"] is not None and noise["slope"] != 0.0 and df > 2
+            _profile_intervals(fit, problem, math.log(s_min), c, df - 1 if weighted else df)
         except (ValueError, FloatingPointError, ArithmeticError) as e:
             fit.s_min_ci = fit.b_crit_ci = fit.e_min_ci = None
             for k in ("s_min_ci", "b_crit_ci", "e_min_ci"):
                 fit.null_reasons.setdefault(k, f"the profile likelihood could not be computed ({type(e).__name__}: {e})")
+    fit.lack_of_fit = None if degenerate else lack_of_fit(reached, s_min, b_crit, w)
+    if fit.lack_of_fit is None:
+        fit.null_reasons["lack_of_fit"] = ("the steps fit exactly" if degenerate else
+                                           "too few batch sizes, or residuals of one sign only, to test the fit")
+    elif fit.lack_of_fit["fails"]:
+        _refuse_intervals(fit)
     return fit
 
 
@@ -478,6 +631,68 @@ def measured_scaling_exponents(batches: Sequence[BatchSteps]) -> dict[str, float
 
 
 # ---------------------------------------------------------------------------------------------
+# Critical batch size: definitions side by side
+
+DEFAULT_TOLERANCE = 0.2
+
+
+def critical_batch_definitions(batches: Sequence[BatchSteps], fit: ScalingFit, *, reference_batch: int | None = None,
+                               tolerance: float = DEFAULT_TOLERANCE, b_simple: float | None = None,
+                               b_simple_reason: str | None = None) -> dict:
+    """Three critical batch sizes, each by its own definition:
+
+    - McCandlish et al.: B_crit = B_noise = b/a of the hyperbola S = a + b/B (the fit's B_crit);
+    - tolerance: the batch size where steps exceed perfect linear scaling from a reference batch B0 by
+      `tolerance` τ, i.e. where S(B)·B = (1 + τ)·S(B0)·B0. Measured: interpolated (in log B) between the
+      measured batch sizes where the examples ratio E(B)/E(B0) crosses 1 + τ. For the hyperbola,
+      a·B + b = (1 + τ)(a·B0 + b) gives B = (1 + τ)·B0 + τ·b/a = (1 + τ)·B0 + τ·B_crit;
+    - B_simple, the gradient noise scale, where it was measured.
+    """
+    if not (isinstance(tolerance, (int, float)) and 0 < tolerance):
+        raise BenchError(f"tolerance must be > 0, got {tolerance!r}")
+    reached = sorted((b for b in batches if b.reached), key=lambda b: b.batch_size)
+    sizes = sorted(b.batch_size for b in batches)
+    if reference_batch is not None and reference_batch not in sizes:
+        raise BenchError(f"reference batch {reference_batch} is not one of the batch sizes ({', '.join(map(str, sizes))})")
+    out: dict = {"mccandlish": {"b_crit": fit.b_crit, "ci": fit.b_crit_ci,
+                                "definition": "B_noise = b/a of the fitted hyperbola S = a + b/B (a = S_min, b = E_min)",
+                                "reason": None if fit.b_crit is not None else fit.reason}}
+    tol: dict = {"tolerance": float(tolerance), "reference_batch": None, "measured": None, "measured_reason": None,
+                 "from_fit": None, "from_fit_reason": None,
+                 "definition": "the batch size where steps exceed perfect linear scaling from the reference batch B0 "
+                               "by the tolerance: S(B)·B = (1 + tolerance)·S(B0)·B0",
+                 "relation": "for the hyperbola: (1 + tolerance)·B0 + tolerance·B_crit"}
+    out["tolerance"] = tol
+    ref = reference_batch if reference_batch is not None else (reached[0].batch_size if reached else None)
+    tol["reference_batch"] = ref
+    at_ref = next((b for b in reached if b.batch_size == ref), None)
+    if ref is None or at_ref is None:
+        tol["measured_reason"] = tol["from_fit_reason"] = (
+            f"the reference batch {ref} did not reach the target" if ref is not None else "no batch size reached the target")
+    else:
+        e0 = at_ref.steps_to_target * ref
+        pts = [(b.batch_size, b.steps_to_target * b.batch_size / e0) for b in reached if b.batch_size >= ref]
+        limit = 1.0 + tolerance
+        for (b0, r0), (b1, r1) in zip(pts, pts[1:]):
+            if r0 <= limit < r1:
+                frac = (limit - r0) / (r1 - r0)
+                tol["measured"] = float(math.exp(math.log(b0) + frac * (math.log(b1) - math.log(b0))))
+                break
+        if tol["measured"] is None:
+            tol["measured_reason"] = (f"steps stay within {tolerance:.0%} of perfect scaling from batch {ref} up to the "
+                                      f"largest batch that reached the target ({pts[-1][0]}): it lies beyond"
+                                      if len(pts) > 1 else f"no batch size above the reference batch {ref} reached the target")
+        if fit.b_crit is not None:
+            tol["from_fit"] = (1.0 + tolerance) * ref + tolerance * fit.b_crit
+        else:
+            tol["from_fit_reason"] = f"no fit: {fit.reason}"
+    out["b_simple"] = {"value": b_simple, "reason": None if b_simple is not None else (b_simple_reason or "not measured"),
+                       "definition": "gradient noise scale tr(Σ)/|G|² (McCandlish et al.: B_crit ≈ B_simple within "
+                                     "about an order of magnitude)"}
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
 # A table the user already has
 
 
@@ -509,13 +724,22 @@ def batches_from_table(table: StepsTable) -> list[BatchSteps]:
 
 
 def fit_table(table: StepsTable, *, interval: str = INTERVAL_PROFILE, confidence: float = CONFIDENCE,
-              n_bootstrap: int = 1000, seed: int = 0) -> TableFit:
+              n_bootstrap: int = 1000, seed: int = 0, reference_batch: int | None = None,
+              tolerance: float = DEFAULT_TOLERANCE) -> TableFit:
     """`bench fit`: S(B) = S_min·(1 + B_crit/B) fitted to a table of steps (or examples, or epochs) to
     target, with intervals, regimes and residuals (see fit_scaling); E_min also in epochs when the
     table knows its training set size."""
     batches = batches_from_table(table)
+    where = table.source or "the table"
+    if len(batches) < 2:
+        raise BenchError(f"{where}: one batch size ({batches[0].batch_size if batches else 'none'}): a fit of steps "
+                         "against batch size needs steps to target at 3 or more batch sizes")
+    if not any(b.reached for b in batches):
+        raise BenchError(f"{where}: no run reached the target at any of its {len(batches)} batch sizes: nothing to fit")
     fit = fit_scaling(batches, interval=interval, confidence=confidence, n_bootstrap=n_bootstrap, seed=seed)
     out = TableFit(table.source, table.unit, table.dataset_size, batches, fit, comments=list(table.comments))
+    out.critical_batch = critical_batch_definitions(batches, fit, reference_batch=reference_batch, tolerance=tolerance,
+                                                    b_simple_reason="a table carries no gradient noise scale")
     if table.dataset_size and fit.e_min is not None:
         out.e_min_epochs = fit.e_min / table.dataset_size
         if fit.e_min_ci:

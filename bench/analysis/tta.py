@@ -18,7 +18,9 @@ import numpy as np
 
 from bench.analysis.noise_scale import compare_with_critical_batch
 from bench.analysis.scaling import (
+    DEFAULT_TOLERANCE,
     INTERVAL_PROFILE,
+    critical_batch_definitions,
     fit_scaling,
     measured_scaling_exponents,
     steps_by_batch,
@@ -109,6 +111,15 @@ def paired_ratio(numer: Sequence[float], denom: Sequence[float],
     return ratio, max(ratio - half, ratio * 1e-3), ratio + half
 
 
+def sweep_machine_load(result) -> tuple[dict | None, str | None]:
+    """How busy the machine was while a SweepResult was measured (its analysis's machine_load), or why not."""
+    an = result.analysis if isinstance(result.analysis, dict) else {}
+    load = an.get("machine_load")
+    if isinstance(load, dict) and load:
+        return dict(load), None
+    return None, (an.get("null_reasons") or {}).get("machine_load") or "the sweep file records no machine load"
+
+
 def fit_step_time_linear(step_times: Sequence[StepTime]) -> StepTimeFit | None:
     """t = a + b·B by least squares on relative residuals (times span decades); None with < 2 points."""
     if len({s.batch_size for s in step_times}) < 2:
@@ -178,7 +189,8 @@ def analyse_tta(curves: Sequence[Curve], step_times: Sequence[StepTime], target:
                 step_time_fit: StepTimeFit | None = None, step_time_missing: dict[int, str] | None = None,
                 noise_scale: NoiseScaleEstimate | None = None, n_bootstrap: int = 1000,
                 bootstrap_seed: int = 0, interval: str = INTERVAL_PROFILE,
-                ci_target: float | None = None, rounds: StepTimeRounds | None = None) -> TTAAnalysis:
+                ci_target: float | None = None, rounds: StepTimeRounds | None = None,
+                reference_batch: int | None = None, tolerance: float = DEFAULT_TOLERANCE) -> TTAAnalysis:
     """Join steps to target with step times and derive the best batch sizes.
 
     `interval` is the scaling fit's interval method (bench.analysis.scaling); `ci_target` the relative
@@ -273,8 +285,13 @@ def analyse_tta(curves: Sequence[Curve], step_times: Sequence[StepTime], target:
     _best_batches(a)
     _naive(a, rounds, times)
     _b_star(a, times)
+    _edges(a)
     _generalisation(a, curves)
     a.noise_scale_vs_b_crit = compare_with_critical_batch(noise_scale.b_simple if noise_scale else None, fit.b_crit)
+    a.critical_batch = critical_batch_definitions(
+        sel, fit, reference_batch=reference_batch, tolerance=tolerance,
+        b_simple=noise_scale.b_simple if noise_scale else None,
+        b_simple_reason=(noise_scale.null_reasons.get("b_simple") if noise_scale else "not measured"))
     a.warnings += fit.warnings
     edge = [b.batch_size for b in sel if b.best_lr_at_grid_edge]
     if edge:
@@ -387,8 +404,31 @@ def _mean_to_median(times: dict[int, StepTime], batch: float) -> float:
     return near.mean_s / near.median_s
 
 
+def model_free_b_star(batches: Sequence[BatchTTA], sf: StepTimeFit, ratio_at) -> tuple[float, float] | None:
+    """B* and its predicted time without the McCandlish curve: steps interpolated piecewise-linearly in
+    log-log between the measured batch sizes (no extrapolation) times the step-time fit; None with fewer
+    than 2 measured batch sizes."""
+    pts = sorted((b.batch_size, b.steps_to_target) for b in batches if b.steps_to_target)
+    if len(pts) < 2:
+        return None
+    lb, ls = np.log([p[0] for p in pts]), np.log([p[1] for p in pts])
+    grid = np.exp(np.linspace(lb[0], lb[-1], 400))
+    steps = np.exp(np.interp(np.log(grid), lb, ls))
+    t = np.array([sf.predict_s(g) * ratio_at(g) for g in grid])
+    i = int(np.argmin(steps * t))
+    return float(grid[i]), float(steps[i] * t[i])
+
+
 def _b_star(a: TTAAnalysis, times: dict[int, StepTime] | None = None) -> None:
     fit, sf = a.scaling_fit, a.step_time_fit
+    if fit is not None and fit.fits is False and sf is not None:
+        got = model_free_b_star(a.batches, sf, lambda b: _mean_to_median(times or {}, b))
+        if got is not None:
+            a.b_star, a.b_star_time_s = got
+            a.b_star_rule = (f"model-free, since the McCandlish curve does not fit: steps interpolated in log-log "
+                             f"between the measured batch sizes × {sf.source} (× mean/median), minimised over the "
+                             "measured range")
+            return
     knee = sf.knee_batch if sf is not None and sf.model == "hinge" else None
     value, reason = b_star(fit.b_crit if fit else None, sf.a_s if sf else None, sf.b_s_per_example if sf else None,
                            knee_batch=knee)
@@ -416,6 +456,48 @@ def _b_star(a: TTAAnalysis, times: dict[int, StepTime] | None = None) -> None:
         a.b_star_rule += f"; its predicted time uses the mean step time ({ratio:.3g}x the fitted median there)"
 
 
+def _edges(a: TTAAnalysis) -> None:
+    """Flag a fastest batch at the edge of the range tried (the optimum may lie beyond), its learning rate
+    at the edge of the LR grid, and a model optimum B* the measured ranking contradicts."""
+    e: dict[str, Any] = {"best_batch_at_edge": None, "best_lr_at_grid_edge": None, "b_star_nearest_batch": None,
+                         "b_star_contradicts_ranking": None}
+    a.edges = e
+    timed = sorted(b.batch_size for b in a.batches if b.time_to_target_s is not None)
+    best = a.batch(a.best_time_batch) if a.best_time_batch is not None else None
+    if best is None or len(timed) < 2:
+        return
+    e["best_lr_at_grid_edge"] = best.best_lr_at_grid_edge
+    lr_words = (" and its best learning rate is at the edge of the LR grid too" if best.best_lr_at_grid_edge else "")
+    if best.batch_size == timed[-1]:
+        e["best_batch_at_edge"] = "largest"
+        a.warnings.append(f"the fastest batch, {best.batch_size}, is the largest tried{lr_words}: the optimum may lie "
+                          "beyond the range; try larger batch sizes" + (" and a wider LR grid" if lr_words else ""))
+    elif best.batch_size == timed[0]:
+        e["best_batch_at_edge"] = "smallest"
+        a.warnings.append(f"the fastest batch, {best.batch_size}, is the smallest tried{lr_words}: the optimum may lie "
+                          "below the range; try smaller batch sizes" + (" and a wider LR grid" if lr_words else ""))
+    if a.b_star is None:
+        return
+    near = min(timed, key=lambda b: abs(math.log(b / a.b_star)))
+    e["b_star_nearest_batch"] = near
+    if near == best.batch_size:
+        e["b_star_contradicts_ranking"] = False
+        return
+    row = a.batch(near)
+    if a.null_reasons.get("best_time_ties"):
+        # No run-to-run spread to judge by: only a batch measured slower by more than its own interval counts.
+        contradicts = row.time_to_target_low_s is not None and row.time_to_target_low_s > best.time_to_target_s
+    else:
+        contradicts = near not in a.best_time_ties
+    e["b_star_contradicts_ranking"] = contradicts
+    if contradicts:
+        a.warnings.append(
+            f"the fits' optimum B* = {a.b_star:.3g} (predicted {a.b_star_time_s:.3g} s) points at batch {near}, but its "
+            f"measured time to target ({row.time_to_target_s:.3g} s, interval {row.time_to_target_low_s:.3g}–"
+            f"{row.time_to_target_high_s:.3g} s) is distinguishable from the fastest measured, batch {best.batch_size} "
+            f"({best.time_to_target_s:.3g} s): the measured ranking contradicts the model; trust the measurements")
+
+
 def _generalisation(a: TTAAnalysis, curves: Sequence[Curve]) -> None:
     rows = [(b.batch_size, b.final_eval_metric) for b in a.batches if b.final_eval_metric is not None]
     stopped_at_target = all((c.stop_reason or "").strip() == "target reached" for c in curves
@@ -438,7 +520,8 @@ def _generalisation(a: TTAAnalysis, curves: Sequence[Curve]) -> None:
 def tta_from_files(curve_paths: Sequence[str | os.PathLike], *, sweep_path: str | os.PathLike | None = None,
                    target: float | None = None, metric: str | None = None, higher_is_better: bool | None = None,
                    batch_sizes: Sequence[int] | None = None, n_bootstrap: int = 1000,
-                   step_times_path: str | os.PathLike | None = None) -> TTAResult:
+                   step_times_path: str | os.PathLike | None = None, reference_batch: int | None = None,
+                   tolerance: float = DEFAULT_TOLERANCE) -> TTAResult:
     """A TTAResult from curves files (bench.curves, bench.tta, CSV or JSON rows) and the step times of
     the same model: a sweep file, or a CSV of step times measured elsewhere (`step_times_path`,
     bench.records.tta.read_step_times), not both."""
@@ -479,6 +562,9 @@ def tta_from_files(curve_paths: Sequence[str | os.PathLike], *, sweep_path: str 
         result.step_times, missing = step_times_from_sweep(sweep)
         result.step_time_missing = {str(k): v for k, v in missing.items()}
         result.step_time_source = f"sweep file {sweep_path} (workload {sweep.config.get('workload')!r})"
+        result.step_time_load, why = sweep_machine_load(sweep)
+        if why:
+            result.null_reasons["step_time_load"] = why
         result.environment = dict(sweep.environment or {})
         fit = step_time_fit_from_sweep(sweep)
         rule = sweep.config.get("stopping_rule") if isinstance(sweep.config.get("stopping_rule"), dict) else {}
@@ -497,7 +583,8 @@ def tta_from_files(curve_paths: Sequence[str | os.PathLike], *, sweep_path: str 
         result.null_reasons["environment"] = ("no sweep file given: nothing was measured on a known machine "
                                               "(the fingerprint is the sweep's)")
     result.analysis = analyse_tta(curves, result.step_times, target, step_time_fit=fit, step_time_missing=missing,
-                                  n_bootstrap=n_bootstrap, ci_target=ci_target)
+                                  n_bootstrap=n_bootstrap, ci_target=ci_target, reference_batch=reference_batch,
+                                  tolerance=tolerance)
     if sweep_path is not None and curves[0].task not in str(sweep.config.get("workload")):
         result.analysis.warnings.append(
             f"the sweep timed workload {sweep.config.get('workload')!r} and the curves come from task "

@@ -170,6 +170,20 @@ def _refuse_empty_outputs(args: argparse.Namespace) -> None:
                              "the option out")
 
 
+def output_console():
+    """The rich Console a command prints its results with: full width on a terminal, 160 columns in a log
+    or pipe (no wrapping mid-table). A closed output raises BrokenPipeError, which `main` turns into
+    exit 141 like any other command's, instead of rich's own exit(1)."""
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            self.quiet = True
+            raise BrokenPipeError(32, "Broken pipe")
+
+    return _Console() if sys.stdout.isatty() else _Console(width=160)
+
+
 def _stdout_closed() -> bool:
     """Whether nothing reads our standard output any more: the write end of a pipe whose read end is
     closed polls as an error. Where that cannot be asked, assume it (the usual cause)."""

@@ -131,8 +131,7 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
+    from bench.cli import output_console
     from bench.cli.progress import SweepProgress, long_run_warning
     from bench.measure.distributed import (
         DistributedError,
@@ -157,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
     if main:
         check_output_file(output, resume=args.resume, overwrite=args.overwrite)
         args.results_path = output  # for the message if interrupted
-    console = Console() if sys.stdout.isatty() else Console(width=160)  # logs: no wrapping mid-table
+    console = output_console()  # logs: no wrapping mid-table
     warning = long_run_warning(len(config.planned_batch_sizes()), config.budget_s, config.warmup_max_s)
     if warning and main:
         print(f"bench sweep: note: {warning}", file=sys.stderr)

@@ -119,8 +119,8 @@ def runs_failure_status(command: str, curves, fail_on_error: bool) -> int:
 
 def run(args: argparse.Namespace) -> int:
     import torch
-    from rich.console import Console
 
+    from bench.cli import output_console
     from bench.measure.tasks import load_task
     from bench.run.train.runner import GridSpec, RunConfig, run_grid
 
@@ -151,7 +151,7 @@ def run(args: argparse.Namespace) -> int:
     output = Path(args.output) if args.output else (
         DEFAULT_REPORTS_DIR / f"curves-{fmt.slug(task.name)}-{datetime.now().strftime('%Y%m%dT%H%M%S')}.json")
     args.results_path = output  # for the message if interrupted
-    console = Console() if sys.stdout.isatty() else Console(width=160)
+    console = output_console()
 
     def progress(event: str, info: dict) -> None:
         if args.quiet:

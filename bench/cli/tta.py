@@ -7,7 +7,6 @@ the gradient noise scale, and step times of the same model measured on the spot.
 from __future__ import annotations
 
 import argparse
-import sys
 from datetime import datetime
 from pathlib import Path
 
@@ -52,6 +51,10 @@ def register(sub) -> None:
     n.add_argument("--no-step-time", action="store_true", help="do not time steps (no --sweep either: no TTA)")
     n.add_argument("--sweep-budget", type=positive_float, default=MEASURE_DEFAULTS["budget_s"],
                    help="seconds of timing per batch size, at most (default: %(default)s)")
+    n.add_argument("--reference-batch", type=positive_int, metavar="B0",
+                   help="reference batch of the tolerance definition of the critical batch (default: the smallest)")
+    n.add_argument("--tolerance", type=positive_float, default=0.2,
+                   help="steps may exceed perfect linear scaling from B0 by this much (default: %(default)s)")
     n.add_argument("--rounds", type=nonnegative_int, default=Deferred.attribute("bench.run.rounds", "DEFAULT_ROUNDS"),
                    help="after the sweep, time the step times TTA uses in this many interleaved rounds across the "
                         "batch sizes, so a load change hits them alike (default: %(default)s; 0: the sweep's own)")
@@ -82,7 +85,8 @@ def study_config_from_args(args: argparse.Namespace):
                       noise_batch_small=args.noise_batch_small, noise_batch_big=args.noise_batch_big,
                       noise_steps=args.noise_steps, sweep_path=args.sweep, measure_step_time=not args.no_step_time,
                       sweep_budget_s=args.sweep_budget, n_bootstrap=args.bootstrap,
-                      step_time_rounds=args.rounds, round_block_s=args.round_block)
+                      step_time_rounds=args.rounds, round_block_s=args.round_block,
+                      reference_batch=args.reference_batch, tolerance=args.tolerance)
     factors = lr_factors_from_args(args)
     if factors:
         cfg.lr_factors = factors
@@ -95,13 +99,12 @@ def study_config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from bench.analysis.tta import tta_from_files
+    from bench.cli import output_console
     from bench.core.io import check_output_file
     from bench.records.tta import save_tta
 
-    console = Console() if sys.stdout.isatty() else Console(width=160)
+    console = output_console()
     if args.step_times and not args.curves:
         raise BenchError("--step-times goes with --curves (an end-to-end study times its own steps)")
     if args.curves:
@@ -115,7 +118,8 @@ def run(args: argparse.Namespace) -> int:
         hib = None if args.lower_is_better is None else not args.lower_is_better
         result = tta_from_files(args.curves, sweep_path=args.sweep, target=args.target, metric=args.metric,
                                 higher_is_better=hib, batch_sizes=parse_list(args.batch_sizes, int, "batch size"),
-                                n_bootstrap=args.bootstrap, step_times_path=args.step_times)
+                                n_bootstrap=args.bootstrap, step_times_path=args.step_times,
+                                reference_batch=args.reference_batch, tolerance=args.tolerance)
         save_tta(result, output)
     else:
         from bench.cli.train import runs_failure_status

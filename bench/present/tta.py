@@ -63,6 +63,54 @@ def scaling_sentence(f) -> str:
     return f"{head}; S_min = {s_min}, E_min = {e_min}; fit residual {f.rel_rms_residual:.1%} rms."
 
 
+def fit_check_sentence(f) -> str | None:
+    """Whether the curve fits (the lack-of-fit test) and how the batch sizes were weighed by their noise."""
+    if f is None or f.b_crit is None:
+        return None
+    lof = getattr(f, "lack_of_fit", None)
+    nm = getattr(f, "noise_model", None) or {}
+    parts = []
+    if lof:
+        name = "F" if lof["test"].startswith("F") else "runs"
+        df = lof.get("df") or []
+        on = (f" on {df[0]} and {df[1]} df" if name == "F" and len(df) == 2 else "")
+        verdict = ("the McCandlish curve does not fit, so no interval is printed for it" if lof["fails"]
+                   else "no evidence that the curve does not fit")
+        parts.append(f"Fit check ({lof['test']}): {name} = {lof['statistic']:.3g}{on}, p = {lof['p_value']:.2g}: {verdict}")
+    elif (f.null_reasons or {}).get("lack_of_fit"):
+        parts.append(f"Fit check: not made ({f.null_reasons['lack_of_fit']})")
+    if nm.get("slope") is not None:
+        parts.append(f"each batch size weighed by its seed noise (the seeds' spread at the largest batch is "
+                     f"{nm['sd_ratio']:.2g}x that at the smallest)")
+    if not parts:
+        return None
+    return "; ".join(parts) + "."
+
+
+def critical_batch_sentence(defs: dict | None) -> str | None:
+    """The critical batch size by each definition, side by side, and how they relate."""
+    if not defs:
+        return None
+    mc, tol, bs = defs.get("mccandlish") or {}, defs.get("tolerance") or {}, defs.get("b_simple") or {}
+    parts = []
+    if mc.get("b_crit") is not None:
+        parts.append(f"McCandlish B_crit (B_noise = b/a of S = a + b/B) {_n(mc['b_crit'])}"
+                     + (f" {_ci(mc['ci'])}" if mc.get("ci") else " (no interval)"))
+    if tol.get("reference_batch") is not None:
+        t, b0 = tol["tolerance"], tol["reference_batch"]
+        what = f"steps {t:.0%} above perfect linear scaling from batch {b0}"
+        measured = (f"at batch {_n(tol['measured'])} (measured, interpolated)" if tol.get("measured") is not None
+                    else f"not within the batch sizes measured ({tol.get('measured_reason')})")
+        fitted = (f"; the hyperbola puts it at (1 + {t:g})·{b0} + {t:g}·B_crit = {_n(tol['from_fit'])}"
+                  if tol.get("from_fit") is not None else "")
+        parts.append(f"{what}: {measured}{fitted}")
+    if bs.get("value") is not None:
+        parts.append(f"gradient noise scale B_simple {_n(bs['value'])}")
+    if not parts:
+        return None
+    return "Critical batch size by definition: " + "; ".join(parts) + "."
+
+
 def tta_verdict(result, *, warnings: bool = True) -> list[str]:
     """Plain sentences on a finished study (a TTAResult); with `warnings`, the analysis's warnings last."""
     a = result.analysis
@@ -71,6 +119,12 @@ def tta_verdict(result, *, warnings: bool = True) -> list[str]:
     better = "≥" if a.higher_is_better else "≤"
     lines = [f"Target: {a.metric} {better} {a.target:.4g}."]
     lines.append(scaling_sentence(a.scaling_fit))
+    check = fit_check_sentence(a.scaling_fit)
+    if check:
+        lines.append(check)
+    defs = critical_batch_sentence(getattr(a, "critical_batch", None))
+    if defs:
+        lines.append(defs)
     ns = result.noise_scale
     if ns is not None and ns.b_simple is not None:
         agree = noise_scale_agreement(a.noise_scale_vs_b_crit)
@@ -99,7 +153,7 @@ def tta_verdict(result, *, warnings: bool = True) -> list[str]:
         lines.append(f"From the fits, B* = {a.b_star:.3g} (predicted {fmt.duration(a.b_star_time_s)}), as {rule}.")
     elif a.null_reasons.get("b_star"):
         lines.append(f"B*: — ({a.null_reasons['b_star']}).")
-    rounds = rounds_sentence(getattr(result, "step_time_rounds", None))
+    rounds = step_time_load_sentence(result)
     if rounds:
         lines.append(rounds)
     naive = naive_sentence(a)
@@ -195,6 +249,13 @@ def naive_errors_sentence(a) -> str | None:
             f"longer; intervals from {basis or 'the step times'}): " + "; ".join(parts) + ".")
 
 
+def _load_words(load: dict) -> str:
+    busy = "busy: step times include waiting for a CPU" if load.get("busy") else "not busy beyond its free CPUs"
+    return (f"other work kept about {load['other_load']:.1f} CPUs busy ({load['basis']}; the run's own "
+            f"{load['own_threads']:g} of {load['cpus']} CPUs; 1-minute load average up to "
+            f"{load['load_avg_1m_max']:.2f}): the machine was {busy}")
+
+
 def rounds_sentence(rounds) -> str | None:
     """How the step times were measured in interleaved rounds, and how busy the machine was meanwhile."""
     if rounds is None:
@@ -210,10 +271,19 @@ def rounds_sentence(rounds) -> str | None:
     if not load:
         why = (rounds.null_reasons or {}).get("machine_load", "not recorded")
         return f"{head}; machine load: unknown ({why})."
-    busy = "busy: step times include waiting for a CPU" if load.get("busy") else "not busy beyond its free CPUs"
-    return (f"{head}; meanwhile other work kept about {load['other_load']:.1f} CPUs busy "
-            f"({load['basis']}; the run's own {load['own_threads']:g} of {load['cpus']} CPUs; 1-minute load average "
-            f"up to {load['load_avg_1m_max']:.2f}): the machine was {busy}.")
+    return f"{head}; meanwhile {_load_words(load)}."
+
+
+def step_time_load_sentence(result) -> str | None:
+    """The machine's load while the step times were measured: the rounds' sentence, else the sweep's load."""
+    rounds = getattr(result, "step_time_rounds", None)
+    if rounds is not None:
+        return rounds_sentence(rounds)
+    load = getattr(result, "step_time_load", None)
+    if load:
+        return f"While the step times were measured, {_load_words(load)}."
+    why = (getattr(result, "null_reasons", None) or {}).get("step_time_load")
+    return f"Machine load while the step times were measured: unknown ({why})." if why else None
 
 
 def generalisation_sentence(a) -> str | None:
@@ -265,6 +335,12 @@ def table_fit_lines(tf) -> list[str]:
             + (f"; not reached at batch {fmt.batch_list(unreached, thousands=True)} (lower bounds)" if unreached else "")
             + ".")
     lines = [head, scaling_sentence(f)]
+    check = fit_check_sentence(f)
+    if check:
+        lines.append(check)
+    defs = critical_batch_sentence(getattr(tf, "critical_batch", None))
+    if defs:
+        lines.append(defs)
     if tf.e_min_epochs is not None:
         lines.append(f"E_min = {tf.e_min_epochs:.3g} epochs {_ci(tf.e_min_epochs_ci)} of the {tf.dataset_size:,} "
                      "training examples.")

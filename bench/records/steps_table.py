@@ -9,6 +9,7 @@ are comments: a table copied from a paper keeps its citation.
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -44,13 +45,68 @@ class StepsTable:
     comments: list[str] = field(default_factory=list)
 
 
-def read_steps_table(path: str | os.PathLike, *, dataset_size: int | None = None) -> StepsTable:
-    """Read a steps-to-target CSV; one-line BenchError naming the file (and row) for anything wrong."""
+# MLPerf reference convergence points (mlcommons/logging, mlperf_logging/rcp_checker/training_*/rcps_*.json):
+# {"<name>": {"Benchmark": ..., "BS": batch size, "Epochs to converge": [one value per reference run], ...}}.
+# Despite the key, some benchmarks count training samples there, not epochs: BERT's values are samples
+# (batch 256: ~2.5M, ~9.9k steps within its 13,700-step schedule).
+RCP_KEY_BATCH, RCP_KEY_RUNS = "BS", "Epochs to converge"
+RCP_SAMPLE_BENCHMARKS = ("bert",)
+
+
+def read_rcp_table(path: str | os.PathLike, *, dataset_size: int | None = None, unit: str | None = None) -> StepsTable:
+    """An MLPerf reference-convergence-point JSON (rcps_*.json) as a steps table: every value of an entry's
+    "Epochs to converge" is one reference run at its batch size "BS". `unit` (default: examples for the
+    benchmarks that count samples there, RCP_SAMPLE_BENCHMARKS, else epochs, which need `dataset_size`)."""
+    import json
+
+    p = Path(path)
+    not_rcp = f"{p}: not an MLPerf reference-convergence-point (RCP) file"
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise BenchError(f"{not_rcp}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+    if not isinstance(data, dict) or not data or not all(
+            isinstance(v, dict) and RCP_KEY_BATCH in v and RCP_KEY_RUNS in v for v in data.values()):
+        raise BenchError(f"{not_rcp}: expected an object of entries, each with {RCP_KEY_BATCH!r} and "
+                         f"{RCP_KEY_RUNS!r}")
+    benchmarks = sorted({str(v.get("Benchmark", "")).lower() for v in data.values()})
+    if unit is None:
+        unit = "examples" if benchmarks and all(b in RCP_SAMPLE_BENCHMARKS for b in benchmarks) else "epochs"
+    if unit not in UNITS:
+        raise BenchError(f"unit must be one of {', '.join(UNITS)}, got {unit!r}")
+    if unit == "epochs" and dataset_size is None:
+        raise BenchError(f"{p}: RCP values of {', '.join(benchmarks) or 'this benchmark'} are epochs to target; "
+                         "give the training set size (--dataset-size N) to turn them into steps")
+    out, row = [], 0
+    for name, entry in data.items():
+        b = entry[RCP_KEY_BATCH]
+        if isinstance(b, bool) or not isinstance(b, int) or b < 1:
+            raise BenchError(f"{p}: entry {name!r}: {RCP_KEY_BATCH} must be a whole number >= 1, got {b!r}")
+        runs = entry[RCP_KEY_RUNS]
+        if not isinstance(runs, list) or not runs:
+            raise BenchError(f"{p}: entry {name!r}: {RCP_KEY_RUNS!r} must be a non-empty list of numbers")
+        for seed, v in enumerate(runs):
+            row += 1
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not v > 0:
+                raise BenchError(f"{p}: entry {name!r}, run {seed + 1}: {unit} to target must be a number > 0, "
+                                 f"got {v!r}")
+            steps = v if unit == "steps" else v / b if unit == "examples" else v * dataset_size / b
+            out.append(StepsRow(b, float(steps), True, seed, row))
+    comments = [f"MLPerf reference convergence points ({', '.join(benchmarks)}) from {p.name}: {len(data)} entries; "
+                f"{RCP_KEY_RUNS!r} read as {unit}"]
+    return StepsTable(out, unit, str(p), dataset_size, comments)
+
+
+def read_steps_table(path: str | os.PathLike, *, dataset_size: int | None = None, unit: str | None = None) -> StepsTable:
+    """Read a steps-to-target CSV, or an MLPerf RCP JSON (`read_rcp_table`; `unit` applies to it); one-line
+    BenchError naming the file (and row) for anything wrong."""
     p = Path(path)
     if not p.exists():
         raise BenchError(f"{p}: no such file")
     if dataset_size is not None and not (isinstance(dataset_size, int) and dataset_size >= 1):
         raise BenchError(f"dataset size must be a whole number >= 1, got {dataset_size!r}")
+    if p.suffix.lower() == ".json":
+        return read_rcp_table(p, dataset_size=dataset_size, unit=unit)
     rows = read_csv(p, required=("batch_size",), one_of=(UNITS,),
                     needs="batch_size and one of steps, examples or epochs to target [, seed, reached]")
     header = set().union(*(r.keys() for r in rows)) if rows else set()
@@ -95,6 +151,7 @@ class TableFit:
     fit: ScalingFit
     e_min_epochs: float | None = None
     e_min_epochs_ci: list[float] | None = None
+    critical_batch: dict[str, Any] = field(default_factory=dict)  # each definition (scaling.critical_batch_definitions)
     comments: list[str] = field(default_factory=list)
     null_reasons: dict[str, str] = field(default_factory=dict)
 

@@ -274,8 +274,22 @@ class ScalingFit:
     residuals: dict[str, float] = field(default_factory=dict)  # per reached batch size: steps / fitted - 1
     censored_bounds: dict[str, float] = field(default_factory=dict)  # unreached batch -> lower bound on its steps
     censored_used: list[int] = field(default_factory=list)  # the bounds the fit used
+    # Does the curve fit? {"test", "statistic", "df", "p_value", "alpha", "fails", "reason"}: an F test of the
+    # curve against the per-batch means with the seeds' pure error, or without seeds a runs test on the
+    # residuals' signs; null with `null_reasons.lack_of_fit` where neither can be done.
+    lack_of_fit: dict[str, Any] | None = None
+    # How the seed noise varies with batch size and how the batch sizes are weighted: {"model", "slope",
+    # "sd_ratio", "weights"}, "equal" where too few batch sizes have 2 or more seeds to tell.
+    noise_model: dict[str, Any] | None = None
     warnings: list[str] = field(default_factory=list)
     null_reasons: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def fits(self) -> bool | None:
+        """False where the lack-of-fit check rejects the curve; None where it could not be checked."""
+        if not self.lack_of_fit or self.lack_of_fit.get("fails") is None:
+            return None
+        return not self.lack_of_fit["fails"]
 
     def predict_steps(self, batch_size: float) -> float | None:
         if self.s_min is None or self.b_crit is None:
@@ -398,6 +412,11 @@ class TTAAnalysis:
     naive: dict[str, Any] = field(default_factory=dict)
     generalisation: dict[str, Any] = field(default_factory=dict)
     noise_scale_vs_b_crit: dict[str, Any] = field(default_factory=dict)
+    # The critical batch size by each definition (bench.analysis.scaling.critical_batch_definitions)
+    critical_batch: dict[str, Any] = field(default_factory=dict)
+    # Where the answer sits at an edge or disagrees with itself: {"best_batch_at_edge": "largest" | "smallest" |
+    # None, "best_lr_at_grid_edge": bool | None, "b_star_nearest_batch", "b_star_contradicts_ranking": bool | None}
+    edges: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     null_reasons: dict[str, str] = field(default_factory=dict)
 
@@ -442,6 +461,9 @@ class TTAResult:
     step_time_source: str | None = None
     step_time_missing: dict[str, str] = field(default_factory=dict)
     step_time_rounds: StepTimeRounds | None = None  # the raw interleaved rounds the step times came from
+    # How busy the machine was while the step times were measured (bench.core.load.MachineLoad as a dict):
+    # the rounds' where there are rounds, else the sweep's; null with its reason in null_reasons["step_time_load"]
+    step_time_load: dict | None = None
     noise_scale: NoiseScaleEstimate | None = None
     analysis: TTAAnalysis | None = None
     environment: dict[str, Any] = field(default_factory=dict)
@@ -458,6 +480,7 @@ class TTAResult:
             "step_times": [s.to_dict() for s in self.step_times],
             "step_time_missing": dict(self.step_time_missing),
             "step_time_rounds": self.step_time_rounds.to_dict() if self.step_time_rounds else None,
+            "step_time_load": self.step_time_load,
             "noise_scale": self.noise_scale.to_dict() if self.noise_scale else None,
             "analysis": self.analysis.to_dict() if self.analysis else None,
             "null_reasons": dict(self.null_reasons),
@@ -476,6 +499,7 @@ class TTAResult:
                 step_time_missing={str(k): v for k, v in (d.get("step_time_missing") or {}).items()},
                 step_time_rounds=(StepTimeRounds.from_dict(d["step_time_rounds"]) if d.get("step_time_rounds")
                                   else None),
+                step_time_load=d.get("step_time_load"),
                 noise_scale=NoiseScaleEstimate.from_dict(d["noise_scale"]) if d.get("noise_scale") else None,
                 analysis=TTAAnalysis.from_dict(d["analysis"]) if d.get("analysis") else None,
                 environment=head.environment, created=head.created, finished=head.finished,
@@ -506,6 +530,7 @@ def tta_json_schema() -> dict:
             "batch_size": batch, "median_s": {"minimum": 0}})},
         "step_time_missing": {"type": ["object", "null"]},
         "step_time_rounds": {"type": ["object", "null"]},
+        "step_time_load": {"type": ["object", "null"]},
         "noise_scale": nullable(dataclass_schema(NoiseScaleEstimate)),
         "analysis": nullable(analysis),
         "null_reasons": {"type": ["object", "null"]},

@@ -19,6 +19,7 @@ from bench.analysis.tta import (
     step_time_fit_from_sweep,
     step_times_from_rounds,
     step_times_from_sweep,
+    sweep_machine_load,
 )
 from bench.core.budget import MEASURE_DEFAULTS
 from bench.core.devices import resolve_device
@@ -86,6 +87,8 @@ class StudyConfig:
     step_time_rounds: int = DEFAULT_ROUNDS
     round_block_s: float = DEFAULT_BLOCK_S
     n_bootstrap: int = 1000
+    reference_batch: int | None = None  # of the tolerance definition of the critical batch (default: the smallest)
+    tolerance: float = 0.2
 
     def resolved(self, task: Task) -> "StudyConfig":
         d = dict(task.defaults)
@@ -228,6 +231,9 @@ def run_study(cfg: StudyConfig, *, output: str | os.PathLike | None = None, resu
         result.step_times, result.step_time_missing = times, {str(k): v for k, v in missing.items()}
         result.step_time_source = f"sweep file {cfg.sweep_path} (workload {sweep.config.get('workload')!r})"
         fit = step_time_fit_from_sweep(sweep)
+        result.step_time_load, why = sweep_machine_load(sweep)
+        if why:
+            result.null_reasons["step_time_load"] = why
         save()
     elif not result.step_times and cfg.measure_step_time:
         notify("sweep", {"batch_sizes": cfg.batch_sizes})
@@ -237,6 +243,7 @@ def run_study(cfg: StudyConfig, *, output: str | os.PathLike | None = None, resu
         result.step_time_source = (f"measured on the spot by bench.run.sweep on {cfg.device} ({cfg.precision}, "
                                    f"optimizer {TIMED_AS.get(cfg.optimizer, cfg.optimizer)}, same model)")
         fit = step_time_fit_from_sweep(sweep)
+        result.step_time_load, why = sweep_machine_load(sweep)
         if cfg.step_time_rounds and len(times) >= 2:
             sc = cfg.sweep_config(seed=cfg.seeds[0], workload=f"task:{task.name}")
             notify("rounds", {"batch_sizes": [t.batch_size for t in times], "rounds": cfg.step_time_rounds})
@@ -249,6 +256,10 @@ def run_study(cfg: StudyConfig, *, output: str | os.PathLike | None = None, resu
             result.step_times = [from_rounds.get(t.batch_size, t) for t in times]
             result.step_time_source += (f"; the step times TTA uses from {rounds.rounds} interleaved rounds across "
                                         "the batch sizes (bench.run.rounds)")
+            result.step_time_load = rounds.machine_load
+            why = rounds.null_reasons.get("machine_load")
+        if why:
+            result.null_reasons["step_time_load"] = why
         save()
     elif not result.step_times:
         result.null_reasons["step_times"] = "not measured (turned off) and no sweep file given"
@@ -256,7 +267,8 @@ def run_study(cfg: StudyConfig, *, output: str | os.PathLike | None = None, resu
     result.analysis = analyse_tta(result.curves, result.step_times, cfg.target, step_time_fit=fit,
                                   step_time_missing={int(k): v for k, v in result.step_time_missing.items()},
                                   noise_scale=result.noise_scale, n_bootstrap=cfg.n_bootstrap,
-                                  rounds=result.step_time_rounds)
+                                  rounds=result.step_time_rounds, reference_batch=cfg.reference_batch,
+                                  tolerance=cfg.tolerance)
     if cfg.sweep_path is not None and sweep.config.get("workload") not in (f"task:{task.name}", task.name):
         result.analysis.warnings.append(
             f"the sweep timed workload {sweep.config.get('workload')!r}, not task {task.name!r}: "

@@ -13,6 +13,14 @@ from bench.present.report.inputs import Source
 from bench.present.tta import interval_method, tta_verdict
 
 
+def _naive_error(b) -> str | None:
+    if not is_number(b.naive_rel_error):
+        return None
+    lo, hi = getattr(b, "naive_rel_error_low", None), getattr(b, "naive_rel_error_high", None)
+    shown = fmt.signed_percent(b.naive_rel_error)
+    return f"{shown} [{fmt.signed_percent(lo)}, {fmt.signed_percent(hi)}]" if is_number(lo) and is_number(hi) else shown
+
+
 def tta_summary(result) -> list[str]:
     """The study's verdict (its warnings are listed in the page's warnings section instead)."""
     if result.analysis is None:
@@ -85,8 +93,9 @@ def tta_table(a) -> dict:
             cell(f"{fmt.duration(b.time_to_target_low_s)} – {fmt.duration(b.time_to_target_high_s)}"
                  if is_number(b.time_to_target_low_s) else None, b.time_to_target_low_s),
             cell(fmt.duration(b.naive_time_to_target_s), b.naive_time_to_target_s),
-            cell(fmt.signed_percent(b.naive_rel_error) if is_number(b.naive_rel_error) else None, b.naive_rel_error,
-                 title="off by: the naive estimate / the measured time − 1"),
+            cell(_naive_error(b), b.naive_rel_error,
+                 title="the naive estimate / the measured time − 1 (negative: the estimate is short), with its 95% "
+                       "interval where the step times carry one"),
             cell(f"{b.energy_to_target_j:.3g} J" if is_number(b.energy_to_target_j) else None, b.energy_to_target_j,
                  title=(b.null_reasons or {}).get("energy_to_target_j")),
             cell("; ".join(notes), None, cls="notes"),
