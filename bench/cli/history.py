@@ -45,6 +45,9 @@ def register(sub) -> None:
     _series_filters(tr)
     tr.add_argument("-o", "--output", help="write the JSON here instead of standard output")
     tr.set_defaults(func=run_trends)
+    from bench.cli.calibrate import register_calibrate
+
+    register_calibrate(hs, add_db_option)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 
