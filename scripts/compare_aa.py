@@ -111,12 +111,18 @@ def scaled(data: dict, factor: float) -> dict:
     return out
 
 
-def judge(out: Path) -> dict:
+def judge(out: Path, sigma: float | None = None, calibrated: bool = False) -> dict:
+    """Outcome counts over consecutive pairs. `sigma`: the noise between runs for every benchmark instead
+    of the A/A default; `calibrated`: each benchmark's own noise from the other half of the A runs
+    (bench.analysis.calibrate.spread, what `bench history calibrate` does on a store), so no pair is judged
+    with a noise estimate it helped make."""
     import numpy as np
 
+    from bench.analysis.calibrate import spread
     from bench.analysis.compare import (
         SAME,
         SLOWER,
+        CompareSettings,
         compare,
         exit_status,
         load_side,
@@ -129,25 +135,37 @@ def judge(out: Path) -> dict:
     if len(a_runs) < 2:
         raise SystemExit(f"compare_aa: fewer than 2 A runs in {out}")
     sides = [load_side(str(p)) for p in a_runs]
+    half = len(sides) // 2
+    settings = {False: CompareSettings(between_runs=sigma), True: CompareSettings(between_runs=sigma)}
+    if calibrated:
+        for second_half in (False, True):
+            other = sides[:half] if second_half else sides[half:]
+            own = []
+            for key in set.intersection(*(set(s.results) for s in other)):
+                sd, _ = spread([s.results[key].median for s in other])
+                if sd is not None and key[1] in ("time", "step_time"):
+                    own.append((key[0], sd))
+            settings[second_half] = CompareSettings(between_runs=sigma, between_runs_overrides=tuple(own))
 
-    def outcome(base, cand):
-        c = compare(base, cand)
+    def outcome(base, cand, i=0):
+        c = compare(base, cand, settings[i >= half])
         return c.outcome, exit_status(c), c
 
-    report: dict = {"folder": str(out), "a_runs": len(a_runs), "pairs": {}}
-    aa = [outcome(sides[i], sides[i + 1]) for i in range(len(sides) - 1)]
+    report: dict = {"folder": str(out), "a_runs": len(a_runs), "pairs": {}, "sigma": sigma, "calibrated": calibrated}
+    pairs = [i for i in range(len(sides) - 1) if not calibrated or i + 1 != half]  # within one half
+    aa = [outcome(sides[i], sides[i + 1], i) for i in pairs]
     report["pairs"]["A/A"] = _counts(aa)
     for f in SCALES:
         rows = []
-        for i in range(len(a_runs) - 1):
+        for i in pairs:
             data = scaled(json.loads(a_runs[i + 1].read_text()), f)
             rf = ResultsFile(path=str(a_runs[i + 1]) + f".x{f:g}", kind="pytest-benchmark", data=data,
                              record=None)
-            rows.append(outcome(sides[i], side_from_record(run_record(rf))))
+            rows.append(outcome(sides[i], side_from_record(run_record(rf)), i))
         report["pairs"][f"next A run's samples x{f:g}"] = _counts(rows)
     for s in SLOW_SIZES:
         slow = sorted(out.glob(f"slow{s:g}-[0-9][0-9][0-9].json"))
-        rows = [outcome(sides[int(p.stem[-3:])], load_side(str(p))) for p in slow]
+        rows = [outcome(sides[int(p.stem[-3:])], load_side(str(p)), int(p.stem[-3:])) for p in slow]
         if rows:
             report["pairs"][f"work x{s:g} (a real run)"] = _counts(rows)
     # the spread between consecutive A runs, per benchmark (what `bench history calibrate` derives)
@@ -181,12 +199,18 @@ def main(argv=None) -> int:
     p.add_argument("--judge-only", action="store_true")
     p.add_argument("--collect-only", action="store_true")
     p.add_argument("--json", type=Path, help="write the judgement here too")
+    p.add_argument("--sigma", type=float, help="noise between runs for every benchmark (default: the A/A default)")
+    p.add_argument("--calibrated", action="store_true",
+                   help="each benchmark's own noise, from the other half of the A runs (as from a store)")
     args = p.parse_args(argv)
     if not args.judge_only:
         collect(args.suite, args.runs, args.out, args.slow_runs)
     if args.collect_only:
         return 0
-    report = judge(args.out)
+    report = judge(args.out, args.sigma, args.calibrated)
+    print(f"{args.out}: {report['a_runs']} A runs; noise between runs: "
+          + ("each benchmark's own, from the other half of the runs" if args.calibrated
+             else f"{args.sigma} for every benchmark" if args.sigma else "the A/A default"))
     for name, c in report["pairs"].items():
         print(f"{name:32s} pairs {c['n']:3d}  outcomes {c['outcomes']}  exit {c['exit']}")
     print("between consecutive A runs, |log ratio| of the medians (median / 90th percentile / max):")
