@@ -57,8 +57,10 @@ def test_json_round_trip(benchmark):
     benchmark(lambda: json.loads(json.dumps(RECORDS)))
 '''
 
-SUITES_ARGS = ["suites/", "-k", "cpu", "--bench-workloads", "mlp,cnn", "--bench-batch-sizes", "4,16",
-               "--bench-budget", "0.2"]
+# One torch thread: on a 2-core machine that other jobs load, torch's own choice of threads oversubscribes
+# it and the warm-up eats the budget (1 to 3 samples per point at --bench-budget 1, measured 2026-12-06).
+SUITES_ARGS = ["suites/", "-k", "cpu", "--bench-workloads", "mlp,cnn", "--bench-precisions", "fp32",
+               "--bench-batch-sizes", "4,16", "--bench-budget", "0.5", "--bench-cpu-threads", "1"]
 PLAIN_ARGS = ["--benchmark-max-time", "0.5"]
 SLOW_SIZES = (3.0, 1.1)   # plain: real slowdowns, by the size of the work
 SCALES = (3.0, 1.1)       # suites (and plain too): A runs' samples scaled
@@ -111,11 +113,13 @@ def scaled(data: dict, factor: float) -> dict:
     return out
 
 
-def judge(out: Path, sigma: float | None = None, calibrated: bool = False) -> dict:
+def judge(out: Path, sigma: float | None = None, calibrated: bool = False, reruns: int = 0) -> dict:
     """Outcome counts over consecutive pairs. `sigma`: the noise between runs for every benchmark instead
     of the A/A default; `calibrated`: each benchmark's own noise from the other half of the A runs
     (bench.analysis.calibrate.spread, what `bench history calibrate` does on a store), so no pair is judged
-    with a noise estimate it helped make."""
+    with a noise estimate it helped make; `reruns`: what `bench compare --rerun` does, from the runs
+    collected: a pair that is not same-or-faster is pooled with the `reruns` A runs after it on each side,
+    interleaved (runs i+2, i+4, ... with i, and i+3, i+5, ... with i+1, made slower alike)."""
     import numpy as np
 
     from bench.analysis.calibrate import spread
@@ -147,25 +151,36 @@ def judge(out: Path, sigma: float | None = None, calibrated: bool = False) -> di
                     own.append((key[0], sd))
             settings[second_half] = CompareSettings(between_runs=sigma, between_runs_overrides=tuple(own))
 
-    def outcome(base, cand, i=0):
+    def outcome(base, cand, i=0, slow=None):
         c = compare(base, cand, settings[i >= half])
+        if reruns and c.outcome != SAME:
+            more = [(sides[(i + 2 + 2 * k) % len(sides)], sides[(i + 3 + 2 * k) % len(sides)]) for k in range(reruns)]
+            c = compare(base, cand, settings[i >= half], more_baselines=[b for b, _ in more],
+                        more_candidates=[slow(j) if slow else c_ for j, (_, c_) in
+                                         zip(range(i + 3, i + 3 + 2 * reruns, 2), more)])
         return c.outcome, exit_status(c), c
 
-    report: dict = {"folder": str(out), "a_runs": len(a_runs), "pairs": {}, "sigma": sigma, "calibrated": calibrated}
+    def scaled_side(j: int, f: float):
+        j %= len(a_runs)
+        data = scaled(json.loads(a_runs[j].read_text()), f)
+        rf = ResultsFile(path=str(a_runs[j]) + f".x{f:g}", kind="pytest-benchmark", data=data, record=None)
+        return side_from_record(run_record(rf))
+
+    report: dict = {"folder": str(out), "a_runs": len(a_runs), "pairs": {}, "sigma": sigma, "calibrated": calibrated,
+                    "reruns": reruns}
     pairs = [i for i in range(len(sides) - 1) if not calibrated or i + 1 != half]  # within one half
     aa = [outcome(sides[i], sides[i + 1], i) for i in pairs]
     report["pairs"]["A/A"] = _counts(aa)
     for f in SCALES:
         rows = []
         for i in pairs:
-            data = scaled(json.loads(a_runs[i + 1].read_text()), f)
-            rf = ResultsFile(path=str(a_runs[i + 1]) + f".x{f:g}", kind="pytest-benchmark", data=data,
-                             record=None)
-            rows.append(outcome(sides[i], side_from_record(run_record(rf)), i))
+            rows.append(outcome(sides[i], scaled_side(i + 1, f), i, slow=lambda j, f=f: scaled_side(j, f)))
         report["pairs"][f"next A run's samples x{f:g}"] = _counts(rows)
     for s in SLOW_SIZES:
         slow = sorted(out.glob(f"slow{s:g}-[0-9][0-9][0-9].json"))
-        rows = [outcome(sides[int(p.stem[-3:])], load_side(str(p)), int(p.stem[-3:])) for p in slow]
+        slow_sides = {int(p.stem[-3:]): load_side(str(p)) for p in slow}
+        rows = [outcome(sides[i], side, i, slow=lambda j: slow_sides[j % len(slow_sides)])
+                for i, side in slow_sides.items()]
         if rows:
             report["pairs"][f"work x{s:g} (a real run)"] = _counts(rows)
     # the spread between consecutive A runs, per benchmark (what `bench history calibrate` derives)
@@ -200,6 +215,8 @@ def main(argv=None) -> int:
     p.add_argument("--collect-only", action="store_true")
     p.add_argument("--json", type=Path, help="write the judgement here too")
     p.add_argument("--sigma", type=float, help="noise between runs for every benchmark (default: the A/A default)")
+    p.add_argument("--reruns", type=int, default=0, help="pool a pair that is not same-or-faster with N re-runs "
+                   "of each side, interleaved, taken from the runs collected (as bench compare --rerun does)")
     p.add_argument("--calibrated", action="store_true",
                    help="each benchmark's own noise, from the other half of the A runs (as from a store)")
     args = p.parse_args(argv)
@@ -207,10 +224,12 @@ def main(argv=None) -> int:
         collect(args.suite, args.runs, args.out, args.slow_runs)
     if args.collect_only:
         return 0
-    report = judge(args.out, args.sigma, args.calibrated)
+    report = judge(args.out, args.sigma, args.calibrated, args.reruns)
     print(f"{args.out}: {report['a_runs']} A runs; noise between runs: "
           + ("each benchmark's own, from the other half of the runs" if args.calibrated
-             else f"{args.sigma} for every benchmark" if args.sigma else "the A/A default"))
+             else f"{args.sigma} for every benchmark" if args.sigma else "the A/A default")
+          + (f"; pairs not same-or-faster pooled with {args.reruns} interleaved re-run(s) of each side"
+             if args.reruns else ""))
     for name, c in report["pairs"].items():
         print(f"{name:32s} pairs {c['n']:3d}  outcomes {c['outcomes']}  exit {c['exit']}")
     print("between consecutive A runs, |log ratio| of the medians (median / 90th percentile / max):")

@@ -1,10 +1,12 @@
 """The noise between runs of each series in the history store, from its nights of unchanged code: what
 `bench history calibrate` prints and stores, and what `bench compare` uses when given the store.
 
-Per machine, benchmark and metric: the log ratios of consecutive reliable nights' medians. Their robust
-standard deviation (1.4826 x the median absolute log ratio, so a step or an outlier night moves it little)
-is the noise between two runs (`BetweenRuns.sigma`); a high quantile of |log ratio| is the threshold a
-night-against-night gate needs to stay quiet on unchanged code.
+Per machine, benchmark and metric: the log ratios of consecutive reliable nights' medians. The noise
+between two runs (`BetweenRuns.sigma`) is the larger of two estimates of their standard deviation: the
+robust one (1.4826 x the median |log ratio|) and the tail one (the 90th percentile of |log ratio| / 1.645),
+because on shared machines the spread between runs has heavy tails, and a gate calibrated on the middle
+alone raises false alarms on them (scripts/compare_aa.py measures both). A high quantile of |log ratio| is
+the threshold a night-against-night gate needs to stay quiet on unchanged code.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from bench.history import query
 MIN_PAIRS = 5                 # consecutive reliable nights needed before a series' own noise is used
 THRESHOLD_QUANTILE = 0.95     # of |log ratio|: the suggested threshold
 MAD_TO_SIGMA = 1.4826
+TAIL_QUANTILE, TAIL_TO_SIGMA = 0.90, 1.0 / 1.6448536269514722  # |N(0, s)|: its 90th percentile is 1.645 s
 
 
 @dataclass
@@ -35,7 +38,7 @@ class SeriesNoise:
     metric: str
     nights: int                   # reliable nights
     pairs: int                    # consecutive pairs of them
-    sigma: float | None           # robust sd of log(median ratio) of two nights
+    sigma: float | None           # sd of log(median ratio) of two nights (robust, or from the tail if larger)
     q_abs: float | None           # THRESHOLD_QUANTILE of |log ratio|
     threshold: float | None       # expm1(q_abs): a change two unchanged nights stay within, 95% of the time
 
@@ -49,7 +52,8 @@ def spread(medians: Sequence[float]) -> tuple[float | None, float | None]:
     if x.size - 1 < MIN_PAIRS:
         return None, None
     d = np.abs(np.diff(x))
-    return float(MAD_TO_SIGMA * np.median(d)), float(np.quantile(d, THRESHOLD_QUANTILE))
+    sigma = max(MAD_TO_SIGMA * float(np.median(d)), TAIL_TO_SIGMA * float(np.quantile(d, TAIL_QUANTILE)))
+    return sigma, float(np.quantile(d, THRESHOLD_QUANTILE))
 
 
 def series_noise(store, *, hardware: str | None = None, benchmark: str | None = None,

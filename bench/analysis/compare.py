@@ -463,9 +463,12 @@ class BetweenRuns:
 
 SOURCE_DEFAULT, SOURCE_HISTORY, SOURCE_SETTINGS = "A/A default", "history", "settings"
 CPU_RUNNERS, GPU_RUNNERS = "CPU runners", "GPU runners"
-# sigma of log(median ratio) of two back-to-back runs of unchanged code, measured by scripts/compare_aa.py
-# (docs/compare.md: how, when, and on what load). No A/A data for GPU runners yet: they get the CPU value.
-AA_DEFAULT_SIGMA = {CPU_RUNNERS: 0.25}
+# sigma of log(median ratio) of two back-to-back runs of unchanged code: bench.analysis.calibrate's rule
+# (the larger of the robust and the tail estimate) over 180 consecutive pairs of scripts/compare_aa.py's
+# plain file, two sets of 31 runs on a 2-core machine under load average 7 to 13 (2026-12-06,
+# docs/compare.md). Conservative for a quieter runner: calibrate a store for a series' own noise. No A/A
+# data for GPU runners yet: they get the CPU value, and the output says so.
+AA_DEFAULT_SIGMA = {CPU_RUNNERS: 0.48}
 
 
 def machine_class(side: "Side") -> str:
