@@ -7,7 +7,8 @@ each ```python block runs as one script. The first block's set-up commands (`tox
 tox environment (`.tox/sweep/bin` first on PATH), from the repository root. A command whose line says
 `# GPU only` is skipped, with that reason, where torch sees no CUDA device; one marked
 `# several machines only` (a multi-node rendezvous, Slurm) is always skipped; one whose comment says
-`exit 0 / 1` (bench compare: 1 is a regression) passes with either.
+`exit 0 / 1` (bench compare: 1 is a regression) passes with either, and with exit 3 where the comment
+also says `3 inconclusive`.
 
     python scripts/readme_commands.py                    # everything, set-up included (~15 min on 2 CPUs)
     python scripts/readme_commands.py --skip-setup       # reuse .tox/sweep; skip the two set-up commands
@@ -32,6 +33,7 @@ GPU_MARK = "# GPU only"
 CLUSTER_MARK = "# several machines only"  # a rendezvous host or a Slurm allocation: never run here
 ENV_MARK = "\n--readme-commands-env--\n"  # after an `export` command's own output: its environment follows
 EXIT_1_MARK = "exit 0 / 1"  # in a command's comment: exit 1 is one of its documented outcomes (a regression)
+EXIT_3_MARK = "3 inconclusive"  # in a command's comment: exit 3 is one too (bench compare cannot tell)
 SETUP_MARK = "tox -e "  # the set-up commands of the first block: they make the environment themselves
 
 
@@ -194,8 +196,8 @@ def main(argv: list[str] | None = None) -> int:
         if log:
             log.write(f"=== {c.text.strip()}\n--- exit {code}, {seconds:.1f} s\n{output}\n")
             log.flush()
-        if code == 1 and EXIT_1_MARK in c.text:
-            rows.append((c.shown(), "ok (exit 1, one of its documented outcomes)", seconds))
+        if (code == 1 and EXIT_1_MARK in c.text) or (code == 3 and EXIT_3_MARK in c.text):
+            rows.append((c.shown(), f"ok (exit {code}, one of its documented outcomes)", seconds))
         elif code != 0:
             failed += 1
             tail = " | ".join(output.strip().splitlines()[-3:])
