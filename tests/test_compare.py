@@ -416,6 +416,7 @@ def _scaled(data: dict, factor: float, *, throttle: bool = False) -> dict:
         m = b["extra_info"]["measurement"]
         m["samples_s"] = [v * factor for v in m["samples_s"]]
         m["block_medians_s"] = [v * factor for v in m.get("block_medians_s") or []]
+        m.pop("stats", None)  # the summary written beside the samples: recomputed from the scaled ones
         if throttle:
             m["telemetry"] = {**(m.get("telemetry") or {}), "throttled": True, "throttled_sample_fraction": 0.5}
     return out
@@ -528,3 +529,26 @@ def test_compare_says_when_every_benchmark_moved_together(tmp_path, capsys):
     assert main(["compare", str(base), str(cand), "--json", "--between-runs", "0.01"]) == 0
     shift = json.loads(capsys.readouterr().out)["common_shift"]
     assert shift["better"] == 8 and shift["direction"] == IMPROVEMENT
+
+
+def test_the_a_a_script_counts_false_alarms_and_catches_from_the_runs_it_collected(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("compare_aa", REPO / "scripts" / "compare_aa.py")
+    aa = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(aa)
+    rng = np.random.default_rng(11)
+    for i in range(12):  # 12 unchanged runs whose medians scatter 1% between runs
+        write_night(tmp_path, i, {f"mlp-fp32-bs{b}-cpu": 0.01 * b * float(np.exp(rng.normal(0, 0.01)))
+                                  for b in (4, 16)}, name=f"a{i:03d}.json")
+    quiet = aa.judge(tmp_path, sigma=0.02)
+    assert quiet["pairs"]["A/A"]["n"] == 11 and "1" not in quiet["pairs"]["A/A"]["exit"]
+    assert quiet["pairs"]["A/A"]["exit"]["0"] >= 8
+    assert quiet["pairs"]["next A run's samples x3"]["exit"] == {"1": 11}
+    assert "0" not in quiet["pairs"]["next A run's samples x1.1"]["exit"]
+    loud = aa.judge(tmp_path, sigma=0.5, reruns=2)  # the pair cannot tell; re-runs are pooled, never a false alarm
+    assert loud["pairs"]["A/A"]["exit"].get("1", 0) == 0 and loud["reruns"] == 2
+    own = aa.judge(tmp_path, calibrated=True)
+    assert own["pairs"]["A/A"]["n"] == 10 and own["pairs"]["A/A"]["exit"].get("1", 0) == 0
+    assert set(own["between_runs"]) == {f"suites/test_step_time.py::test_step_time[mlp-fp32-bs{b}-cpu] ({m})"
+                                        for b in (4, 16) for m in ("step_time", "throughput")}
