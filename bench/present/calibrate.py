@@ -16,6 +16,7 @@ def calibration_lines(noises: Sequence, where: str) -> list[str]:
              "—" if n.sigma is None else f"±{n.sigma:.1%}",
              "—" if n.threshold is None else f"{n.threshold:.1%}"] for n in noises]
     return [f"{len(ok)} of {len(noises)} series calibrated from {where} (at least {MIN_PAIRS} pairs of consecutive "
-            f"reliable nights; sd: robust sd of the log ratio of two nights' medians; threshold: two unchanged "
+            f"reliable nights; sd of the log ratio of two nights' medians: the larger of its robust and its tail "
+            f"estimate; threshold: two unchanged "
             f"nights stay within it {THRESHOLD_QUANTILE:.0%} of the time)",
             *_table(rows, ["benchmark", "metric", "machine", "nights", "between runs (sd)", "threshold"])]
