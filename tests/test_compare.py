@@ -552,3 +552,19 @@ def test_the_a_a_script_counts_false_alarms_and_catches_from_the_runs_it_collect
     assert own["pairs"]["A/A"]["n"] == 10 and own["pairs"]["A/A"]["exit"].get("1", 0) == 0
     assert set(own["between_runs"]) == {f"suites/test_step_time.py::test_step_time[mlp-fp32-bs{b}-cpu] ({m})"
                                         for b in (4, 16) for m in ("step_time", "throughput")}
+
+
+def test_calibrated_settings_keep_any_benchmark_name_and_need_enough_nights(tmp_path):
+    from bench.analysis.calibrate import MIN_PAIRS, SeriesNoise, settings_toml, spread
+
+    assert spread([0.01] * MIN_PAIRS) == (None, None)  # MIN_PAIRS - 1 pairs: too few
+    sigma, q = spread([0.01, 0.0102, 0.0099, 0.0101, 0.01, 0.0103, 0.0098])
+    assert 0.005 < sigma < 0.05 and 0 < q < 0.05
+    # one wild pair among quiet ones: the tail estimate keeps the gate from trusting the quiet middle alone
+    wild, _ = spread([0.01, 0.0101, 0.01, 0.0101, 0.01, 0.0101, 0.01, 0.0101, 0.03, 0.0101, 0.01])
+    assert wild > 0.1
+    name = 'odd "name" \\ with [brackets]\tand a tab'
+    path = tmp_path / "cal.toml"
+    path.write_text(settings_toml([SeriesNoise("h", "H", name, STEP_TIME, 9, 8, 0.031, 0.07, 0.0725)]))
+    s = load_settings(path)
+    assert s.between_runs_for(name) == pytest.approx(0.031) and s.for_benchmark(name)[0] == pytest.approx(0.0725)
