@@ -72,10 +72,11 @@ def series_noise(store, *, hardware: str | None = None, benchmark: str | None = 
 
 
 def between_runs_from_store(store, hardware_key: str, *, before: datetime | None = None,
-                            exclude: Sequence[int] = ()) -> dict[tuple[str, str], BetweenRuns]:
+                            exclude: Sequence[int] = (), metrics: Sequence[str] | None = None
+                            ) -> dict[tuple[str, str], BetweenRuns]:
     """(benchmark, metric) -> its series' own noise between runs, for the series with enough nights."""
     return {(n.benchmark, n.metric): BetweenRuns(n.sigma, SOURCE_HISTORY, nights=n.nights)
-            for n in series_noise(store, hardware=hardware_key, before=before, exclude=exclude)
+            for n in series_noise(store, hardware=hardware_key, before=before, exclude=exclude, metrics=metrics)
             if n.sigma is not None}
 
 

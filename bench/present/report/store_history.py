@@ -151,7 +151,8 @@ def _latest_night(store: Store, machine: int, runs: Sequence[query.RunInfo], set
         return LatestNight(machine, last, None, None, "the machine's first night in the history: nothing to compare with")
     base = found[0]
     # judged against each series' own night-to-night noise, as `bench compare --against last-good` does
-    noise = between_runs_from_store(store, last.hardware_key, before=last.time, exclude=[last.id])
+    noise = between_runs_from_store(store, last.hardware_key, before=last.time, exclude=[last.id],
+                                    metrics=sorted(metrics))
     comparison = compare(_only(side_from_run(store, base.id), metrics), _only(side_from_run(store, last.id), metrics),
                          settings, history=noise)
     return LatestNight(machine, last, base, comparison)
