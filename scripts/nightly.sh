@@ -7,7 +7,9 @@
 #
 # Exit status: 0 nothing regressed; 1 a regression (the compare's table says which); 2 bad input or
 # set-up (e.g. the store could not be opened); 3 the suites failed (a case errored or ran out of
-# memory) and produced results, none of which regressed; 4 the suites produced no results file.
+# memory) and produced results, none of which regressed; 4 the suites produced no results file; 5 the
+# compare was inconclusive (the runs cannot tell a change from the noise between runs; not recorded as a
+# good night: rerun, or calibrate the noise with `bench history calibrate`).
 # Environment (all optional):
 #   BENCH_DB              history store: a SQLite file or postgresql+psycopg://... (default reports/history.sqlite)
 #   BENCH_NIGHTLY_DIR     where the night's JSON, report and logs go (default reports/nightly)
@@ -43,7 +45,7 @@ echo "== compare with the last good night on this hardware"
 # shellcheck disable=SC2086
 "${bench_cmd[@]}" compare "$json" --against last-good --record --no-baseline-ok --hide-unchanged ${BENCH_COMPARE_ARGS:-}
 compare_rc=$?
-[ "$compare_rc" -le 1 ] || exit 2
+[ "$compare_rc" -le 1 ] || [ "$compare_rc" -eq 3 ] || exit 2
 
 echo "== change points in the history"
 "${bench_cmd[@]}" history changes | tee "$out/changes-$stamp.txt" || exit 2
@@ -62,6 +64,10 @@ fi
 
 if [ "$compare_rc" -eq 1 ]; then
   exit 1
+fi
+if [ "$compare_rc" -eq 3 ]; then
+  echo "nightly: the compare was inconclusive; see above" >&2
+  exit 5
 fi
 if [ "$suites_rc" -ne 0 ]; then
   echo "nightly: the suites failed (pytest exit status $suites_rc); see above" >&2

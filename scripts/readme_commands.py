@@ -9,7 +9,7 @@ tox environment (`.tox/sweep/bin` first on PATH), from the repository root. A co
 `# several machines only` (a multi-node rendezvous, Slurm) is always skipped; one marked
 `# needs the PyTorch wheel index` is skipped, with that reason, where that index cannot be reached (an
 offline machine); one whose comment says `exit 0 / 1` (bench compare: 1 is a regression) passes with
-either.
+either, and with exit 3 where the comment also says `3 inconclusive`.
 
     python scripts/readme_commands.py                    # everything, set-up included (~15 min on 2 CPUs)
     python scripts/readme_commands.py --skip-setup       # reuse .tox/sweep; skip the two set-up commands
@@ -36,6 +36,7 @@ ENV_MARK = "\n--readme-commands-env--\n"  # after an `export` command's own outp
 EXIT_1_MARK = "exit 0 / 1"  # in a command's comment: exit 1 is one of its documented outcomes (a regression)
 NETWORK_MARK = "# needs the PyTorch wheel index"  # e.g. the CPU build of torchvision: skipped where unreachable
 PYTORCH_INDEX = "https://download.pytorch.org/whl/cpu/"
+EXIT_3_MARK = "3 inconclusive"  # in a command's comment: exit 3 is one too (bench compare cannot tell)
 SETUP_MARK = "tox -e "  # the set-up commands of the first block: they make the environment themselves
 
 
@@ -224,8 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         if log:
             log.write(f"=== {c.text.strip()}\n--- exit {code}, {seconds:.1f} s\n{output}\n")
             log.flush()
-        if code == 1 and EXIT_1_MARK in c.text:
-            rows.append((c.shown(), "ok (exit 1, one of its documented outcomes)", seconds))
+        if (code == 1 and EXIT_1_MARK in c.text) or (code == 3 and EXIT_3_MARK in c.text):
+            rows.append((c.shown(), f"ok (exit {code}, one of its documented outcomes)", seconds))
         elif code != 0:
             failed += 1
             tail = " | ".join(output.strip().splitlines()[-3:])

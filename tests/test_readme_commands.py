@@ -44,6 +44,7 @@ def test_every_readme_bench_compare_says_exit_1_is_one_of_its_outcomes():
     compares = [c for c in mod.extract(ROOT / "README.md") if c.text.lstrip().startswith("bench compare")]
     assert len(compares) >= 3
     assert all(mod.EXIT_1_MARK in c.text for c in compares), [c.shown() for c in compares]
+    assert all(mod.EXIT_3_MARK in c.text for c in compares), [c.shown() for c in compares]
 
 
 def test_an_exported_variable_reaches_the_commands_after_it_and_exit_1_passes_only_where_documented(tmp_path, capsys):

@@ -1,21 +1,27 @@
-"""Per-benchmark verdicts between two runs (or a run and a window of earlier nights): regression,
-improvement, unchanged or unreliable, with the change, its 95% interval and the rule that decided.
+"""Per-benchmark verdicts between two runs (or a run and a window of earlier nights, or several re-runs
+of each side), and the comparison's outcome: slower, same or faster, or inconclusive.
 
-The rules (COMPARE_RULES says them in words):
-- **unreliable** first: a result whose clocks were held down (throttled in at least
-  THROTTLE_MIN_FRACTION of its samples), whose median's 95% CI half-width exceeds the noise target
-  (default: half the threshold, so a run can resolve a change of the threshold's size), that failed,
-  or that has no spread to judge, is never a regression or an improvement.
-- **samples** (both runs have raw samples): change = median ratio - 1; its 95% interval is a
-  percentile bootstrap of the median ratio (scipy); significant when the Mann-Whitney U test gives
-  p < alpha and the interval excludes 0.
-- **summary** (a file with summary statistics only): the ratio of medians with a normal approximation
-  from each run's 95% CI of the median (or its IQR and rounds).
-- **single value** (deterministic numbers: peak memory, largest batch): the change itself.
-- **window** (baseline = the last N nights): the candidate's median against the prediction interval
-  of the N nightly medians (night-to-night noise, t distribution).
-A change counts when it is larger than the threshold (default 5%, per-benchmark overrides) and significant;
-worse is slower for latency (lower is better) and lower for throughput (higher is better).
+Most of the variance of a benchmark on a real machine is between runs (clocks, cache and memory placement,
+neighbours), which the samples inside one run cannot see. So every change is judged against the
+uncertainty of the two runs' medians (each run's own 95% CI of its median, from raw samples or from its
+summary statistics) **plus** the noise between runs (BetweenRuns): the series' own night-to-night spread
+from the history store (`bench history calibrate` derives it; compare uses it given the store), a
+calibrated value from the settings, or else a conservative A/A default for the machine class, measured
+by scripts/compare_aa.py. The within-run test alone never decides.
+
+Per benchmark and metric, with w the change in the worse direction (log of the median ratio), se its
+standard error and t the threshold (default 5%):
+- **regression**: w > t and w is significant family-wise (its two-sided interval at 1 - alpha/m, m the
+  number of benchmarks compared, lies above no change);
+- **improvement**: the mirror image (better by more than t, family-wise significant);
+- **unchanged** (same or faster): a slowdown as large as t is ruled out (one-sided 95% upper bound of w
+  below t);
+- **inconclusive**: otherwise: the runs cannot tell a change of that size from noise;
+- **unreliable**: a run that was throttled (clocks held down in at least THROTTLE_MIN_FRACTION of its
+  samples), failed, or has no spread to judge its noise; never judged.
+A change far larger than the noise is a regression however noisy the samples: noise widens the interval,
+it never hides a result. The outcome: slower when any benchmark regressed, inconclusive when any is
+inconclusive or unreliable, else same or faster (exit 1, 3, 0; bad input or nothing compared: 2).
 
 Each benchmark's test sees only its own samples, so a shift that moves every benchmark at once (other
 clocks, a busy or different host, a change in code every workload runs) passes each test as a change
@@ -26,7 +32,6 @@ than the other (a two-sided sign test), the comparison says so beside the verdic
 from __future__ import annotations
 
 import fnmatch
-import inspect
 import math
 import os
 from dataclasses import dataclass, field
@@ -45,20 +50,25 @@ from bench.history.sources import HIGHER, ResultRecord, RunRecord, read_results_
 from bench.history.store import open_store
 
 REGRESSION, IMPROVEMENT, UNCHANGED, UNRELIABLE = "regression", "improvement", "unchanged", "unreliable"
-VERDICTS = (REGRESSION, IMPROVEMENT, UNCHANGED, UNRELIABLE)
+INCONCLUSIVE = "inconclusive"
+VERDICTS = (REGRESSION, IMPROVEMENT, UNCHANGED, INCONCLUSIVE, UNRELIABLE)
+# The comparison's outcome and its exit status (2, bad input or nothing compared, is the CLI's).
+SLOWER, SAME = "slower", "same or faster"
+OUTCOMES = (SLOWER, SAME, INCONCLUSIVE)
+EXIT_SAME, EXIT_SLOWER, EXIT_BAD_INPUT, EXIT_INCONCLUSIVE = 0, 1, 2, 3
+EXIT_STATUSES = {SAME: EXIT_SAME, SLOWER: EXIT_SLOWER, INCONCLUSIVE: EXIT_INCONCLUSIVE}
 RULE_SAMPLES, RULE_SUMMARY, RULE_SINGLE, RULE_WINDOW = "samples", "summary", "single value", "window"
 COMPARE_RULES = {
-    RULE_SAMPLES: "raw samples: median ratio with a 95% percentile-bootstrap interval; significant when "
-                  "Mann-Whitney U p < alpha and the interval excludes no change",
-    RULE_SUMMARY: "summary statistics only (no raw samples in a file): ratio of medians, 95% interval from a "
-                  "normal approximation of each median's uncertainty (its CI, else IQR/1.349 and rounds)",
+    RULE_SAMPLES: "raw samples: ratio of the runs' medians; its uncertainty is each median's 95% CI plus the noise "
+                  "between runs",
+    RULE_SUMMARY: "summary statistics only (no raw samples in a file): ratio of medians; each median's uncertainty "
+                  "from its CI, else IQR/1.349 or the standard deviation and the rounds, plus the noise between runs",
     RULE_SINGLE: "a single deterministic value per run: the change itself, no interval",
-    RULE_WINDOW: "the candidate's median against the 95% prediction interval of the window's nightly medians "
-                 "(night-to-night noise, t distribution)",
+    RULE_WINDOW: "the candidate's median against the window's nightly medians: their spread is the noise between "
+                 "runs (t distribution)",
 }
 DEFAULT_THRESHOLD = 0.05
 DEFAULT_ALPHA = 0.05
-BOOTSTRAP_RESAMPLES = 2000
 MIN_WINDOW_NIGHTS = 3
 COMMON_SHIFT_MIN_BENCHMARKS = 6  # fewer cannot reach p < COMMON_SHIFT_ALPHA in a sign test
 COMMON_SHIFT_ALPHA = 0.01
@@ -71,25 +81,37 @@ Z95 = 1.959963984540054
 @dataclass(frozen=True)
 class CompareSettings:
     """Threshold (relative change that counts), noise target (largest acceptable 95% CI half-width of a
-    run's median; None: half the threshold), alpha, and per-benchmark overrides (exact name or glob)."""
+    run's median, for the trends' unreliable nights; None: half the threshold), alpha, the noise between
+    runs (the standard deviation of the log ratio of two unchanged runs' medians; None: from the store,
+    else the A/A default), and per-benchmark overrides (exact name or glob)."""
 
     threshold: float = DEFAULT_THRESHOLD
     noise_target: float | None = None
     alpha: float = DEFAULT_ALPHA
     overrides: tuple[tuple[str, float | None, float | None], ...] = ()
     source: str | None = None  # the file the settings came from
+    between_runs: float | None = None
+    between_runs_overrides: tuple[tuple[str, float], ...] = ()
 
     def for_benchmark(self, name: str) -> tuple[float, float]:
         """(threshold, noise target) for one benchmark: an exact name wins over glob patterns, the
         first matching pattern over later ones."""
         threshold, noise = self.threshold, self.noise_target
-        hit = next((o for o in self.overrides if o[0] == name), None)
-        if hit is None:
-            hit = next((o for o in self.overrides if fnmatch.fnmatchcase(name, o[0])), None)
+        hit = _match(self.overrides, name)
         if hit is not None:
             threshold = hit[1] if hit[1] is not None else threshold
             noise = hit[2] if hit[2] is not None else noise
         return threshold, (noise if noise is not None else threshold / 2.0)
+
+    def between_runs_for(self, name: str) -> float | None:
+        """The noise between runs the settings give for one benchmark (None: not set)."""
+        hit = _match(self.between_runs_overrides, name)
+        return hit[1] if hit is not None else self.between_runs
+
+
+def _match(overrides: Sequence[tuple], name: str) -> tuple | None:
+    hit = next((o for o in overrides if o[0] == name), None)
+    return hit if hit is not None else next((o for o in overrides if fnmatch.fnmatchcase(name, o[0])), None)
 
 
 def _fraction(value: Any, what: str, where: str) -> float:
@@ -100,12 +122,12 @@ def _fraction(value: Any, what: str, where: str) -> float:
 
 def settings_from_table(table: dict, where: str) -> CompareSettings:
     """CompareSettings from a `[tool.bench.compare]`-shaped table (see load_settings)."""
-    known = {"threshold", "noise_target", "alpha", "benchmarks"}
+    known = {"threshold", "noise_target", "alpha", "between_runs", "benchmarks"}
     unknown = sorted(set(table) - known)
     if unknown:
         raise BenchError(f"{where}: unknown compare setting(s) {', '.join(unknown)} (known: {', '.join(sorted(known))})")
     kw: dict[str, Any] = {"source": where}
-    for k in ("threshold", "noise_target"):
+    for k in ("threshold", "noise_target", "between_runs"):
         if k in table:
             kw[k] = _fraction(table[k], k, where)
     if "alpha" in table:
@@ -113,20 +135,23 @@ def settings_from_table(table: dict, where: str) -> CompareSettings:
         if isinstance(a, bool) or not isinstance(a, (int, float)) or not 0 < a < 1:
             raise BenchError(f"{where}: alpha must be between 0 and 1, got {a!r}")
         kw["alpha"] = float(a)
-    overrides = []
+    overrides, between = [], []
     benches = table.get("benchmarks", {})
     if not isinstance(benches, dict):
         raise BenchError(f"{where}: benchmarks must be a table of name or pattern = threshold or {{ threshold, noise_target }}")
     for pattern, v in benches.items():
         if isinstance(v, dict):
-            bad = sorted(set(v) - {"threshold", "noise_target"})
+            bad = sorted(set(v) - {"threshold", "noise_target", "between_runs"})
             if bad:
                 raise BenchError(f"{where}: benchmarks.{pattern!r}: unknown key(s) {', '.join(bad)}")
+            if "between_runs" in v:
+                between.append((pattern, _fraction(v["between_runs"], "between_runs", where)))
             overrides.append((pattern, _fraction(v["threshold"], "threshold", where) if "threshold" in v else None,
                               _fraction(v["noise_target"], "noise_target", where) if "noise_target" in v else None))
         else:
             overrides.append((pattern, _fraction(v, f"benchmarks.{pattern!r}", where), None))
     kw["overrides"] = tuple(overrides)
+    kw["between_runs_overrides"] = tuple(between)
     return CompareSettings(**kw)
 
 
@@ -325,6 +350,11 @@ class BenchmarkVerdict:
     baseline_n: int | None = None
     candidate_n: int | None = None
     reason: str | None = None
+    between_runs: float | None = None    # sigma of the log ratio of two unchanged runs that was assumed
+    noise_source: str | None = None      # where it came from (BetweenRuns.source, or "window")
+    detectable: float | None = None      # the smallest change these runs can call (family-wise)
+    baseline_runs: int = 1               # runs pooled on each side (re-runs, or a window's nights)
+    candidate_runs: int = 1
 
     def to_dict(self) -> dict:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
@@ -381,6 +411,8 @@ class Comparison:
     cross_hardware: bool = False
     software_changed: bool | None = None
     common_shift: CommonShift | None = None
+    between_runs: dict = field(default_factory=dict)   # the noise assumed: sources, counts, the default's value
+    reruns: dict = field(default_factory=dict)         # runs pooled per side when re-runs were made
 
     def count(self, verdict: str) -> int:
         return sum(1 for v in self.verdicts if v.verdict == verdict)
@@ -389,9 +421,21 @@ class Comparison:
     def regressed(self) -> bool:
         return self.count(REGRESSION) > 0
 
+    @property
+    def outcome(self) -> str:
+        """SLOWER when any benchmark regressed; INCONCLUSIVE when any is inconclusive or could not be
+        judged (a slowdown among them is not ruled out); else SAME."""
+        if self.regressed:
+            return SLOWER
+        if self.count(INCONCLUSIVE) or self.count(UNRELIABLE) or not self.verdicts:
+            return INCONCLUSIVE
+        return SAME
+
     def to_dict(self) -> dict:
-        return {"baseline": self.baseline, "candidate": self.candidate, "settings": self.settings,
+        return {"outcome": self.outcome if self.verdicts else None, "exit_status": exit_status(self),
+                "baseline": self.baseline, "candidate": self.candidate, "settings": self.settings,
                 "cross_hardware": self.cross_hardware, "software_changed": self.software_changed,
+                "between_runs": self.between_runs, "reruns": self.reruns or None,
                 "counts": {v: self.count(v) for v in VERDICTS}, "rules": COMPARE_RULES,
                 "verdicts": [v.to_dict() for v in self.verdicts],
                 "only_in_baseline": self.only_in_baseline, "only_in_candidate": self.only_in_candidate,
@@ -399,73 +443,155 @@ class Comparison:
 
 
 def exit_status(c: Comparison) -> int:
-    """0 nothing regressed, 1 a regression (2, bad input, is the CLI's)."""
-    return 1 if c.regressed else 0
+    """EXIT_SAME (0) same or faster, EXIT_SLOWER (1) a regression, EXIT_INCONCLUSIVE (3) the runs cannot
+    tell; EXIT_BAD_INPUT (2) when nothing was compared (and for bad input, the CLI's)."""
+    return EXIT_STATUSES[c.outcome] if c.verdicts else EXIT_BAD_INPUT
 
 
-def _bootstrap_change(base: np.ndarray, cand: np.ndarray) -> tuple[float, float]:
-    def ratio(b, c, axis=-1):
-        return np.median(c, axis=axis) / np.median(b, axis=axis) - 1.0
-
-    rng = np.random.default_rng(20240611)
-    kw = {"rng": rng} if "rng" in inspect.signature(sps.bootstrap).parameters else {"random_state": rng}
-    res = sps.bootstrap((base, cand), ratio, vectorized=True, n_resamples=BOOTSTRAP_RESAMPLES, method="percentile",
-                        batch=100, **kw)
-    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+# --------------------------------------------------------------------------- noise between runs
 
 
-def _judge(v: BenchmarkVerdict, significant: bool) -> None:
-    worse = v.change > 0 if v.better != HIGHER else v.change < 0
-    if abs(v.change) > v.threshold and significant:
-        v.verdict = REGRESSION if worse else IMPROVEMENT
-    else:
+@dataclass(frozen=True)
+class BetweenRuns:
+    """The noise between two runs of unchanged code: `sigma`, the standard deviation of the log ratio of
+    their medians; `source` says where it came from (SOURCE_DEFAULT, SOURCE_HISTORY, SOURCE_SETTINGS),
+    `machine_class` the class a default was measured on, `nights` how many nights a history had."""
+
+    sigma: float
+    source: str
+    machine_class: str | None = None
+    nights: int | None = None
+
+    @property
+    def halfwidth(self) -> float:
+        """Two unchanged runs differ by up to this much, 95% of the time (relative)."""
+        return math.expm1(Z95 * self.sigma)
+
+    def to_dict(self) -> dict:
+        return {"sigma": self.sigma, "halfwidth_95": self.halfwidth, "source": self.source,
+                "machine_class": self.machine_class, "nights": self.nights}
+
+
+SOURCE_DEFAULT, SOURCE_HISTORY, SOURCE_SETTINGS = "A/A default", "history", "settings"
+CPU_RUNNERS, GPU_RUNNERS = "CPU runners", "GPU runners"
+# sigma of log(median ratio) of two back-to-back runs of unchanged code: bench.analysis.calibrate's rule
+# (the larger of the robust and the tail estimate) over 180 consecutive pairs of scripts/compare_aa.py's
+# plain file, two sets of 31 runs on a 2-core machine under load average 7 to 13 (2026-12-06,
+# docs/compare.md). Conservative for a quieter runner: calibrate a store for a series' own noise. No A/A
+# data for GPU runners yet: they get the CPU value, and the output says so.
+AA_DEFAULT_SIGMA = {CPU_RUNNERS: 0.48}
+
+
+def machine_class(side: "Side") -> str:
+    """GPU runners when any result was timed with CUDA events, else CPU runners."""
+    timers = {r.timer for r in side.results.values()}
+    return GPU_RUNNERS if any(t and "cuda" in t for t in timers) else CPU_RUNNERS
+
+
+def default_between_runs(side: "Side") -> BetweenRuns:
+    cls = machine_class(side)
+    return BetweenRuns(AA_DEFAULT_SIGMA.get(cls, AA_DEFAULT_SIGMA[CPU_RUNNERS]), SOURCE_DEFAULT,
+                       cls if cls in AA_DEFAULT_SIGMA else CPU_RUNNERS)
+
+
+# --------------------------------------------------------------------------- one benchmark
+
+
+def _judged(r: ResultRecord) -> str | None:
+    """Why a result cannot be judged at all (None: it can). Noise is not a reason: it widens the interval."""
+    return unreliable_reason(r, math.inf)
+
+
+def _log_se(r: ResultRecord) -> float:
+    """Standard error of the log of a run's median, from its 95% CI half-width."""
+    return (relative_halfwidth(r) or 0.0) / Z95
+
+
+def family_z(alpha: float, family: int) -> float:
+    """Two-sided normal quantile for `family` benchmarks judged at once (Bonferroni)."""
+    return float(sps.norm.isf(alpha / (2 * max(1, family))))
+
+
+def _decide(v: BenchmarkVerdict, d: float, se: float, z_family: float, z_same: float) -> None:
+    """The rule of the module docstring on the log change `d` (signed: > 0 is a larger value) with
+    standard error `se`; fills the verdict, its 95% interval, p and the smallest change it could call."""
+    v.change = math.expm1(d)
+    v.change_low, v.change_high = math.expm1(d - Z95 * se), math.expm1(d + Z95 * se)
+    v.p_value = float(2 * sps.norm.sf(abs(d) / se)) if se > 0 else (0.0 if d else 1.0)
+    v.detectable = math.expm1(z_family * se)
+    w = d if v.better != HIGHER else -d
+    t = math.log1p(v.threshold)
+    if w > t and w - z_family * se > 0:
+        v.verdict = REGRESSION
+    elif w < -t and w + z_family * se < 0:
+        v.verdict = IMPROVEMENT
+    elif w + z_same * se <= t:
         v.verdict = UNCHANGED
-
-
-def compare_results(base: ResultRecord, cand: ResultRecord, threshold: float, noise_target: float,
-                    alpha: float = DEFAULT_ALPHA) -> BenchmarkVerdict:
-    """One benchmark's metric: baseline result against candidate result."""
-    v = BenchmarkVerdict(cand.benchmark, cand.metric, cand.unit, cand.better, UNRELIABLE, None, threshold,
-                         noise_target, baseline=base.median, candidate=cand.median, baseline_n=base.n,
-                         candidate_n=cand.n)
-    reasons = [f"{side}: {why}" for side, r in (("baseline", base), ("candidate", cand))
-               if (why := unreliable_reason(r, noise_target))]
-    if is_number(base.median) and is_number(cand.median) and base.median > 0:
-        v.change = cand.median / base.median - 1.0
-    if reasons:
-        v.reason = "; ".join(reasons)
-        return v
-    if base.samples and cand.samples and len(base.samples) >= 2 and len(cand.samples) >= 2:
-        v.rule = RULE_SAMPLES
-        b, c = np.asarray(base.samples, float), np.asarray(cand.samples, float)
-        v.change = float(np.median(c) / np.median(b) - 1.0)
-        v.change_low, v.change_high = _bootstrap_change(b, c)
-        v.p_value = float(sps.mannwhitneyu(b, c, alternative="two-sided").pvalue)
-        significant = v.p_value < alpha and (v.change_low > 0 or v.change_high < 0)
-    elif is_single_value(base) and is_single_value(cand):
-        v.rule = RULE_SINGLE
-        v.change_low = v.change_high = v.change
-        significant = v.change != 0
     else:
-        v.rule = RULE_SUMMARY
-        hb, hc = relative_halfwidth(base), relative_halfwidth(cand)
-        se = math.hypot(hb / Z95, hc / Z95)  # relative SEs ~ SEs of the log medians
-        d = math.log1p(v.change)
-        v.change_low, v.change_high = math.expm1(d - Z95 * se), math.expm1(d + Z95 * se)
-        v.p_value = float(2 * sps.norm.sf(abs(d) / se)) if se > 0 else (0.0 if d else 1.0)
-        significant = v.p_value < alpha
-    _judge(v, significant)
+        v.verdict = INCONCLUSIVE
+        v.reason = (f"the runs cannot tell a change of {v.detectable:.0%} from noise "
+                    f"(a slowdown of {v.threshold:.0%} is not ruled out)")
+
+
+def compare_results(base: ResultRecord | Sequence[ResultRecord], cand: ResultRecord | Sequence[ResultRecord],
+                    threshold: float, noise_target: float | None = None, alpha: float = DEFAULT_ALPHA, *,
+                    between_runs: BetweenRuns | None = None, family: int = 1) -> BenchmarkVerdict:
+    """One benchmark's metric: baseline against candidate, each one run or several re-runs (pooled: the
+    mean of their log medians). `between_runs`: the noise between runs (default: the A/A default for CPU
+    runners); `family`: how many benchmarks are judged together (the family-wise correction)."""
+    bases = list(base) if isinstance(base, (list, tuple)) else [base]
+    cands = list(cand) if isinstance(cand, (list, tuple)) else [cand]
+    b0, c0 = bases[0], cands[0]
+    noise = between_runs or BetweenRuns(AA_DEFAULT_SIGMA[CPU_RUNNERS], SOURCE_DEFAULT, CPU_RUNNERS)
+    v = BenchmarkVerdict(c0.benchmark, c0.metric, c0.unit, c0.better, UNRELIABLE, None, threshold,
+                         noise_target if noise_target is not None else threshold / 2, baseline=b0.median,
+                         candidate=c0.median, baseline_n=b0.n, candidate_n=c0.n, between_runs=noise.sigma,
+                         noise_source=noise.source, baseline_runs=len(bases), candidate_runs=len(cands))
+    reasons = [f"{side}: {why}" for side, rs in (("baseline", bases), ("candidate", cands)) for r in rs
+               if (why := _judged(r))]
+    if is_number(b0.median) and is_number(c0.median) and b0.median > 0:
+        v.change = c0.median / b0.median - 1.0
+    if reasons:
+        v.reason = "; ".join(dict.fromkeys(reasons))
+        return v
+    if all(is_single_value(r) for r in bases + cands):
+        v.rule = RULE_SINGLE
+        v.baseline, v.candidate = b0.median, cands[-1].median
+        v.change = v.change_low = v.change_high = cands[-1].median / b0.median - 1.0
+        v.p_value, v.between_runs, v.noise_source = None, None, None
+        w = v.change if v.better != HIGHER else -v.change
+        v.verdict = (REGRESSION if w > threshold else IMPROVEMENT if w < -threshold else UNCHANGED)
+        return v
+    raw = all(r.samples and len(r.samples) >= 2 for r in bases + cands)
+    v.rule = RULE_SAMPLES if raw else RULE_SUMMARY
+    lb = np.log([r.median for r in bases])
+    lc = np.log([r.median for r in cands])
+    v.baseline, v.candidate = float(np.exp(lb.mean())), float(np.exp(lc.mean()))
+    # a run's level scatters sigma/sqrt(2) around the truth; re-runs average it down, and where there are
+    # enough of them their own spread is used when it is the larger
+    run_var = noise.sigma ** 2 / 2.0
+    dof = len(lb) + len(lc) - 2
+    if dof >= 2:
+        pooled = (float(np.sum((lb - lb.mean()) ** 2)) + float(np.sum((lc - lc.mean()) ** 2))) / dof
+        run_var = max(run_var, pooled)
+    within = sum(_log_se(r) ** 2 for r in bases) / len(bases) ** 2 + sum(_log_se(r) ** 2 for r in cands) / len(cands) ** 2
+    se = math.sqrt(run_var * (1.0 / len(lb) + 1.0 / len(lc)) + within)
+    z = family_z(alpha, family)
+    _decide(v, float(lc.mean() - lb.mean()), se, z, float(sps.norm.isf(DEFAULT_ALPHA)))
     return v
 
 
-def compare_window(window: Sequence[ResultRecord], cand: ResultRecord, threshold: float, noise_target: float,
-                   alpha: float = DEFAULT_ALPHA) -> BenchmarkVerdict:
-    """One benchmark's metric: the candidate against the nightly medians of a window of earlier runs."""
+def compare_window(window: Sequence[ResultRecord], cand: ResultRecord, threshold: float,
+                   noise_target: float | None = None, alpha: float = DEFAULT_ALPHA, *,
+                   family: int = 1) -> BenchmarkVerdict:
+    """One benchmark's metric: the candidate against the nightly medians of a window of earlier runs,
+    whose spread is the noise between runs (t distribution)."""
     v = BenchmarkVerdict(cand.benchmark, cand.metric, cand.unit, cand.better, UNRELIABLE, RULE_WINDOW, threshold,
-                         noise_target, candidate=cand.median, candidate_n=cand.n)
-    why = unreliable_reason(cand, noise_target)
-    good = [r.median for r in window if unreliable_reason(r, noise_target) is None]
-    v.baseline_n = len(good)
+                         noise_target if noise_target is not None else threshold / 2, candidate=cand.median,
+                         candidate_n=cand.n, noise_source="window")
+    why = _judged(cand)
+    good = [r.median for r in window if _judged(r) is None]
+    v.baseline_n = v.baseline_runs = len(good)
     if good:
         v.baseline = float(np.exp(np.mean(np.log(good))))
         if is_number(cand.median) and cand.median > 0:
@@ -480,22 +606,29 @@ def compare_window(window: Sequence[ResultRecord], cand: ResultRecord, threshold
     logs = np.log(good)
     n = len(logs)
     d = math.log(cand.median) - float(np.mean(logs))
-    own = relative_halfwidth(cand) / Z95
-    scale = math.sqrt(float(np.var(logs, ddof=1)) * (1.0 + 1.0 / n) + own ** 2)
-    t = float(sps.t.ppf(0.975, n - 1))
-    v.change_low, v.change_high = math.expm1(d - t * scale), math.expm1(d + t * scale)
-    v.p_value = float(2 * sps.t.sf(abs(d) / scale, n - 1)) if scale > 0 else (0.0 if d else 1.0)
-    _judge(v, v.p_value < alpha)
+    night_var = float(np.var(logs, ddof=1))
+    v.between_runs = math.sqrt(2 * night_var)
+    se = math.sqrt(night_var * (1.0 + 1.0 / n) + _log_se(cand) ** 2)
+    # t quantiles for the window's few nights, expressed on the normal scale _decide uses
+    z_family = float(sps.t.isf(alpha / (2 * max(1, family)), n - 1))
+    _decide(v, d, se, z_family, float(sps.t.isf(DEFAULT_ALPHA, n - 1)))
+    v.p_value = float(2 * sps.t.sf(abs(d) / se, n - 1)) if se > 0 else (0.0 if d else 1.0)
     return v
 
 
 def compare(baseline: Side | Sequence[Side], candidate: Side, settings: CompareSettings | None = None, *,
-            cross_hardware: bool = False) -> Comparison:
-    """Every benchmark and metric the candidate shares with the baseline (a run, or a window of runs)."""
+            cross_hardware: bool = False, history: dict[tuple[str, str], BetweenRuns] | None = None,
+            more_baselines: Sequence[Side] = (), more_candidates: Sequence[Side] = ()) -> Comparison:
+    """Every benchmark and metric the candidate shares with the baseline (a run, or a window of runs).
+
+    The noise between runs, per benchmark: the settings' `between_runs` (calibrated) where they set one,
+    else `history` (bench.analysis.calibrate.between_runs_from_store: the series' own night-to-night
+    spread), else the A/A default for the machine class. `more_baselines` / `more_candidates`: re-runs of
+    each side, pooled with it (not with a window)."""
     settings = settings or CompareSettings()
     window = list(baseline) if isinstance(baseline, (list, tuple)) else None
-    sides = window if window is not None else [baseline]
-    for b in sides:
+    sides = window if window is not None else [baseline, *more_baselines]
+    for b in [*sides, *more_candidates]:
         if b.hardware_key != candidate.hardware_key and not cross_hardware:
             raise BenchError(f"different hardware: the baseline {b.name} ran on {b.hardware_label}, the candidate "
                              f"{candidate.name} on {candidate.hardware_label}; pass --cross-hardware to compare anyway")
@@ -503,31 +636,50 @@ def compare(baseline: Side | Sequence[Side], candidate: Side, settings: CompareS
     base_desc = first.describe() if window is None else {
         "name": f"window of {len(window)} runs", "runs": [s.describe() for s in window],
         "hardware": first.hardware_key, "hardware_label": first.hardware_label}
+    default = default_between_runs(candidate)
     out = Comparison(baseline=base_desc, candidate=candidate.describe(), cross_hardware=cross_hardware,
                      settings={"threshold": settings.threshold, "noise_target": settings.noise_target
                                if settings.noise_target is not None else settings.threshold / 2,
                                "alpha": settings.alpha, "overrides": [list(o) for o in settings.overrides],
-                               "source": settings.source})
+                               "between_runs": settings.between_runs, "source": settings.source},
+                     between_runs={"default": default.to_dict(), "sources": {}})
+    if more_baselines or more_candidates:
+        out.reruns = {"baseline_runs": 1 + len(more_baselines), "candidate_runs": 1 + len(more_candidates),
+                      "baseline": [s.describe() for s in more_baselines],
+                      "candidate": [s.describe() for s in more_candidates]}
     soft = {s.software_hash for s in sides}
     if candidate.software_hash and None not in soft:
         out.software_changed = any(h != candidate.software_hash for h in soft)
+    cands = [candidate, *more_candidates]
     base_keys = set().union(*(s.results for s in sides))
+    shared = []
     for key in sorted(set(candidate.results) | base_keys):
         name = f"{key[0]} ({key[1]})"
         if key not in candidate.results:
             out.only_in_baseline.append(name)
-            continue
-        if key not in base_keys:
+        elif key not in base_keys:
             out.only_in_candidate.append(name)
-            continue
-        threshold, noise = settings.for_benchmark(key[0])
-        cand = candidate.results[key]
-        if window is None:
-            out.verdicts.append(compare_results(baseline.results[key], cand, threshold, noise, settings.alpha))
         else:
-            out.verdicts.append(compare_window([s.results[key] for s in window if key in s.results], cand,
-                                               threshold, noise, settings.alpha))
-    order = {REGRESSION: 0, UNRELIABLE: 1, IMPROVEMENT: 2, UNCHANGED: 3}
+            shared.append(key)
+    family = len({k[0] for k in shared})  # step time and throughput of one benchmark are one observation
+    sources: dict[str, int] = {}
+    for key in shared:
+        threshold, noise = settings.for_benchmark(key[0])
+        if window is not None:
+            v = compare_window([s.results[key] for s in window if key in s.results], candidate.results[key],
+                               threshold, noise, settings.alpha, family=family)
+        else:
+            calibrated = settings.between_runs_for(key[0])
+            between = (BetweenRuns(calibrated, SOURCE_SETTINGS) if calibrated is not None
+                       else (history or {}).get(key) or default)
+            v = compare_results([s.results[key] for s in sides if key in s.results],
+                                [s.results[key] for s in cands if key in s.results], threshold, noise,
+                                settings.alpha, between_runs=between, family=family)
+        out.verdicts.append(v)
+        if v.noise_source:
+            sources[v.noise_source] = sources.get(v.noise_source, 0) + 1
+    out.between_runs["sources"] = sources
+    order = {REGRESSION: 0, INCONCLUSIVE: 1, UNRELIABLE: 2, IMPROVEMENT: 3, UNCHANGED: 4}
     out.verdicts.sort(key=lambda v: (order[v.verdict], v.benchmark, v.metric))
     out.common_shift = common_shift(out.verdicts)
     return out

@@ -34,7 +34,7 @@ COMMANDS: dict[str, Command] = {
     "report": Command("bench.cli.report",
                       "make a self-contained HTML report from results files and the history store"),
     "history": Command("bench.cli.history", "the history store: ingest results, list runs, find change points"),
-    "compare": Command("bench.cli.compare", "regression, improvement, unchanged or unreliable, per benchmark"),
+    "compare": Command("bench.cli.compare", "slower, same or faster, or inconclusive, per benchmark and in all"),
     "allreduce": Command("bench.cli.allreduce", "all-reduce bandwidth across message sizes (under torchrun)"),
     "doctor": Command("bench.cli.doctor", "can step times from this machine be trusted? (about 1.5 minutes on a GPU)"),
 }

@@ -52,6 +52,9 @@ def register(sub) -> None:
     tr.add_argument("-o", "--output", help="write the JSON here instead of standard output")
     tr.add_argument("--overwrite", action="store_true", help="replace --output if it exists")
     tr.set_defaults(func=run_trends)
+    from bench.cli.calibrate import register_calibrate
+
+    register_calibrate(hs, add_db_option)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
 

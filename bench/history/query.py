@@ -18,7 +18,7 @@ from bench.history.schema import results, runs
 from bench.history.sources import ResultRecord
 from bench.history.store import Store, samples_from_bytes
 
-VERDICTS = ("ok", "regressed")
+VERDICTS = ("ok", "regressed", "inconclusive")  # what `bench compare --record` stores; only ok is a good baseline
 
 
 @dataclass
@@ -103,7 +103,7 @@ def earlier_runs(store: Store, hardware_key: str, *, before: datetime | None, ex
     if ex:
         q = q.where(runs.c.id.not_in(ex))
     if skip_regressed:
-        q = q.where((runs.c.verdict.is_(None)) | (runs.c.verdict != "regressed"))
+        q = q.where((runs.c.verdict.is_(None)) | (runs.c.verdict == "ok"))
     q = q.order_by(runs.c.run_time.desc(), runs.c.id.desc())
     if limit:
         q = q.limit(limit)

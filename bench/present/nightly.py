@@ -1,19 +1,12 @@
-"""Nightly regression results in words and terminal tables: a comparison's verdicts, the change points
-of the history, and the runs in the store. Measures and decides nothing (bench.analysis does)."""
+"""Nightly results in words and terminal tables: the change points of the history, the runs in the
+store, and the pieces bench.present.compare (a comparison's verdicts) shares. Measures and decides nothing (bench.analysis does)."""
 
 from __future__ import annotations
 
 from typing import Sequence
 
 import bench.present.fmt as fmt
-from bench.analysis.compare import (
-    COMPARE_RULES,
-    IMPROVEMENT,
-    REGRESSION,
-    UNCHANGED,
-    UNRELIABLE,
-    Comparison,
-)
+from bench.analysis.compare import Comparison
 from bench.core.text import shown_name, terminal_safe
 
 
@@ -36,54 +29,6 @@ def _table(rows: Sequence[Sequence[str]], header: Sequence[str]) -> list[str]:
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     line = lambda r: "  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip()  # noqa: E731
     return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
-
-
-def comparison_lines(c: Comparison, *, show_unchanged: bool = True) -> list[str]:
-    """The headline sentence, the sides, a table of verdicts, and the rules that were used."""
-    b, k = c.baseline, c.candidate
-    counts = {v: c.count(v) for v in (REGRESSION, IMPROVEMENT, UNCHANGED, UNRELIABLE)}
-    if counts[REGRESSION]:
-        head = f"REGRESSION: {counts[REGRESSION]} of {len(c.verdicts)} benchmark metrics got worse"
-    else:
-        head = f"No regression in {len(c.verdicts)} benchmark metrics"
-    head += (f" ({counts[IMPROVEMENT]} improved, {counts[UNCHANGED]} unchanged, "
-             f"{counts[UNRELIABLE]} unreliable, never judged)")
-    out = [head,
-           f"  baseline:  {shown_name(b['name'])}" + (f", commit {b['commit'][:12]}" if b.get("commit") else "")
-           + f", on {shown_name(b.get('hardware_label'))}",
-           f"  candidate: {shown_name(k['name'])}" + (f", commit {k['commit'][:12]}" if k.get("commit") else "")
-           + f", on {shown_name(k.get('hardware_label'))}"]
-    if c.cross_hardware and b.get("hardware") != k.get("hardware"):
-        out.append("  different hardware (--cross-hardware): the changes include the machines' difference")
-    if c.software_changed:
-        out.append("  the software (driver, CUDA, torch, Python, OS) differs between the runs")
-    s = c.settings
-    out.append(f"  a change counts when it exceeds {s['threshold']:.1%} and is significant (alpha {s['alpha']:g}); "
-               f"a run whose median's 95% CI is wider than ±{s['noise_target']:.1%} is unreliable"
-               + (f"; settings from {s['source']}" if s.get("source") else ""))
-    shift = common_shift_sentence(c)
-    if shift:
-        out.append("  " + shift)
-    rows = []
-    for v in c.verdicts:
-        if v.verdict == UNCHANGED and not show_unchanged:
-            continue
-        interval = "—" if v.change_low is None else f"[{v.change_low:+.1%}, {v.change_high:+.1%}]"
-        rows.append([v.verdict.upper() if v.verdict == REGRESSION else v.verdict, shown_name(v.benchmark), v.metric,
-                     f"{value(v.baseline, v.unit)} → {value(v.candidate, v.unit)}", signed(v.change), interval,
-                     "—" if v.p_value is None else f"{v.p_value:.2g}", v.rule or "—", v.reason or ""])
-    if rows:
-        out.append("")
-        out += _table(rows, ["verdict", "benchmark", "metric", "baseline → candidate", "change", "95% interval",
-                             "p", "rule", "why unreliable"])
-    if c.only_in_baseline:
-        out.append(f"only in the baseline ({len(c.only_in_baseline)}): " + ", ".join(map(shown_name, c.only_in_baseline)))
-    if c.only_in_candidate:
-        out.append(f"only in the candidate ({len(c.only_in_candidate)}): " + ", ".join(map(shown_name, c.only_in_candidate)))
-    used = sorted({v.rule for v in c.verdicts if v.rule})
-    for rule in used:
-        out.append(f"rule {rule!r}: {COMPARE_RULES[rule]}")
-    return out
 
 
 def common_shift_sentence(c: Comparison) -> str | None:

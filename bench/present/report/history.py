@@ -100,7 +100,7 @@ def _verdict_cell(v) -> dict:
         title = f"95% interval {signed(v.change_low)} to {signed(v.change_high)}; rule: {v.rule}"
     if v.reason:
         title = v.reason
-    return cell(text, {REGRESSION: 0, UNRELIABLE: 1, IMPROVEMENT: 2, UNCHANGED: 3}[v.verdict], title=title,
+    return cell(text, {REGRESSION: 0, UNRELIABLE: 1, IMPROVEMENT: 2, UNCHANGED: 3}.get(v.verdict, 1), title=title,
                 cls="warn" if v.verdict == REGRESSION else None)
 
 

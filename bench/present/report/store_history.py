@@ -21,6 +21,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
+from bench.analysis.calibrate import between_runs_from_store
 from bench.analysis.compare import CompareSettings, Comparison, compare, side_from_run
 from bench.analysis.regression import environment_change
 from bench.analysis.trends import trend_summaries
@@ -160,8 +161,11 @@ def _latest_night(store: Store, machine: int, runs: Sequence[query.RunInfo], set
     if not found:
         return LatestNight(machine, last, None, None, "the machine's first night in the history: nothing to compare with")
     base = found[0]
+    # judged against each series' own night-to-night noise, as `bench compare --against last-good` does
+    noise = between_runs_from_store(store, last.hardware_key, before=last.time, exclude=[last.id],
+                                    metrics=sorted(metrics))
     comparison = compare(_only(side_from_run(store, base.id), metrics), _only(side_from_run(store, last.id), metrics),
-                         settings)
+                         settings, history=noise)
     return LatestNight(machine, last, base, comparison)
 
 
