@@ -56,7 +56,10 @@ BAD_URLS = {
 @pytest.mark.parametrize("command", [["history", "list"], ["history", "ingest", "x.json"], ["report", "--db"]])
 def test_a_database_url_that_does_not_work_is_one_line_without_its_password(url, how, command, capsys, monkeypatch,
                                                                                tmp_path):
+    from bench.history.simulate import write_night
+
     monkeypatch.chdir(tmp_path)
+    write_night(tmp_path, 0, {"bs4": 0.01}, name="x.json")  # an input ingest accepts, so the URL is what fails
     argv = list(command)
     if how == "env":
         monkeypatch.setenv("BENCH_DB", url)
