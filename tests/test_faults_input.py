@@ -98,7 +98,7 @@ def test_escape_codes_and_controls_are_removed_and_long_names_shortened():
 def test_compare_prints_no_escape_code_from_a_benchmark_name(tmp_path, capsys):
     evil = f"mlp{TITLE}{COLOUR}-fp32-bs32-cuda"
     base = write_night(tmp_path, 1, {evil: 0.010, "other": 0.02})
-    cand = write_night(tmp_path, 2, {evil: 0.013})
+    cand = write_night(tmp_path, 2, {evil: 0.040})  # 4x: slower beyond any default noise between runs
     code, out, err = run_cli(capsys, ["compare", base, cand])
     assert code == 1
     assert "\x1b" not in out + err and "\x07" not in out + err
@@ -110,8 +110,8 @@ def test_a_huge_benchmark_name_is_shortened_in_the_terminal(tmp_path, capsys):
     base = write_night(tmp_path, 1, {huge: 0.010})
     cand = write_night(tmp_path, 2, {huge: 0.010})
     code, out, err = run_cli(capsys, ["compare", base, cand])
-    assert code == 0, err
-    assert max(len(line) for line in out.splitlines()) < 1000 and "more)" in out
+    assert code in (0, 3), err  # same, or inconclusive against the default noise between runs: never slower
+    assert max(len(line) for line in out.splitlines()) < 1000 and huge not in out
 
 
 def test_an_error_naming_a_file_prints_no_escape_code(tmp_path, capsys):
@@ -263,7 +263,7 @@ def test_a_huge_number_is_refused_before_anything_runs(argv, says, tmp_path, cap
 
 
 def test_peak_that_measured_nothing_exits_1_and_says_so(capsys, monkeypatch):
-    import bench.cli.peak as peak
+    import bench.measure.telemetry.peaks as peak
     from bench.measure.telemetry.peaks import PeakMeasurement
 
     def nothing(**kwargs):
@@ -315,7 +315,7 @@ def test_a_store_on_a_read_only_mount_is_read_by_list_report_and_compare(read_on
     code, out, err = run_cli(capsys, ["report", "--db", read_only_store, "-o", tmp_path / "r.html"])
     assert code == 0 and (tmp_path / "r.html").exists(), err
     code, out, err = run_cli(capsys, ["compare", "run:1", DATA / "pytest-benchmark-v1.json", "--db", read_only_store])
-    assert code == 0, err
+    assert code in (0, 3), err  # read and judged (same, or inconclusive against the noise between runs)
     assert read_only_store.read_bytes() == before
 
 

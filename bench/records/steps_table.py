@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.core.errors import BenchError
+from bench.core.errors import BenchError, InvalidResultsFile
+from bench.core.io import check_input_file, read_json
 from bench.records.tables import boolean, number, read_csv
 from bench.records.tta import BatchSteps, ScalingFit
 
@@ -57,14 +58,12 @@ def read_rcp_table(path: str | os.PathLike, *, dataset_size: int | None = None, 
     """An MLPerf reference-convergence-point JSON (rcps_*.json) as a steps table: every value of an entry's
     "Epochs to converge" is one reference run at its batch size "BS". `unit` (default: examples for the
     benchmarks that count samples there, RCP_SAMPLE_BENCHMARKS, else epochs, which need `dataset_size`)."""
-    import json
-
     p = Path(path)
     not_rcp = f"{p}: not an MLPerf reference-convergence-point (RCP) file"
     try:
-        data = json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as e:
-        raise BenchError(f"{not_rcp}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}") from None
+        data = read_json(p)  # regular files under the input limit only: a FIFO or a device is refused unread
+    except InvalidResultsFile as e:
+        raise BenchError(f"{not_rcp}: {str(e).removeprefix(f'{p}: ')}") from None
     if not isinstance(data, dict) or not data or not all(
             isinstance(v, dict) and RCP_KEY_BATCH in v and RCP_KEY_RUNS in v for v in data.values()):
         raise BenchError(f"{not_rcp}: expected an object of entries, each with {RCP_KEY_BATCH!r} and "
@@ -101,8 +100,7 @@ def read_steps_table(path: str | os.PathLike, *, dataset_size: int | None = None
     """Read a steps-to-target CSV, or an MLPerf RCP JSON (`read_rcp_table`; `unit` applies to it); one-line
     BenchError naming the file (and row) for anything wrong."""
     p = Path(path)
-    if not p.exists():
-        raise BenchError(f"{p}: no such file")
+    check_input_file(p)  # one line for a missing file, a folder, a FIFO, a device or a file over the limit
     if dataset_size is not None and not (isinstance(dataset_size, int) and dataset_size >= 1):
         raise BenchError(f"dataset size must be a whole number >= 1, got {dataset_size!r}")
     if p.suffix.lower() == ".json":
