@@ -212,8 +212,8 @@ def test_bench_compare_refuses_runs_under_different_timing_settings_unless_cross
     assert main(["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "different hardware" in err[0] and "under CUDA_LAUNCH_BLOCKING=1" in err[0]
-    assert main(["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--cross-hardware"]) in (0, 1)
+    assert main(["compare", str(tmp_path / "a.json"), str(tmp_path / "b.json"), "--cross-hardware"]) in (0, 1, 3)  # judged (3: inconclusive)
     # The same runs without the setting compare as one machine.
     (tmp_path / "c.json").write_text(json.dumps(R.make_sweep("mlp", "bf16", seed=2)))
-    assert main(["compare", str(tmp_path / "a.json"), str(tmp_path / "c.json")]) in (0, 1)
+    assert main(["compare", str(tmp_path / "a.json"), str(tmp_path / "c.json")]) in (0, 1, 3)
     assert "different hardware" not in capsys.readouterr().err

@@ -11,7 +11,7 @@ from datetime import datetime
 from typing import Any
 
 import bench.present.fmt as fmt
-from bench.analysis.compare import IMPROVEMENT, REGRESSION, UNCHANGED, UNRELIABLE
+from bench.analysis.compare import IMPROVEMENT, INCONCLUSIVE, REGRESSION, UNCHANGED, UNRELIABLE
 from bench.analysis.diagnosis import THROTTLE_MIN_FRACTION
 from bench.history.sources import STEP_TIME, TIME, TIME_TO_TARGET
 from bench.present.nightly import common_shift_sentence, signed, value
@@ -117,7 +117,7 @@ def latest_context(h: NightlyHistory) -> list[dict]:
             c = n.comparison
             item["baseline"] = f"run {n.baseline.id} ({n.baseline.time_text}" + (
                 f", commit {n.baseline.commit[:12]})" if n.baseline.commit else ")")
-            item["counts"] = {k: c.count(k) for k in (REGRESSION, IMPROVEMENT, UNRELIABLE, UNCHANGED)}
+            item["counts"] = {k: c.count(k) for k in (REGRESSION, IMPROVEMENT, INCONCLUSIVE, UNRELIABLE, UNCHANGED)}
             states = [night_state(v.reason) for v in c.verdicts if v.verdict == UNRELIABLE]
             item["unreliable_states"] = [f"{states.count(w)} {w}" for w in dict.fromkeys(states)]
             item["software_changed"] = bool(c.software_changed)
