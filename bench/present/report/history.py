@@ -11,7 +11,13 @@ from datetime import datetime
 from typing import Any
 
 import bench.present.fmt as fmt
-from bench.analysis.compare import IMPROVEMENT, INCONCLUSIVE, REGRESSION, UNCHANGED, UNRELIABLE
+from bench.analysis.compare import (
+    IMPROVEMENT,
+    INCONCLUSIVE,
+    REGRESSION,
+    UNCHANGED,
+    UNRELIABLE,
+)
 from bench.analysis.diagnosis import THROTTLE_MIN_FRACTION
 from bench.history.sources import STEP_TIME, TIME, TIME_TO_TARGET
 from bench.present.nightly import common_shift_sentence, signed, value
