@@ -32,7 +32,9 @@ def test_tta_alone_draws_convergence_steps_to_target_and_time_to_accuracy(tta_re
     assert "not reached: at least this many steps" in tta  # batch 2048 never got there: a lower bound
     card = re.search(r'<div class="verdict-text">(.*?)</div>', summary, re.S).group(1)
     assert "Fastest to accuracy ≥ 0.81: batch" in card and "Critical batch size B_crit ≈" in card
-    assert "The naive estimate (every batch at the smallest batch&#39;s step time) is off by up to" in card
+    # The naive error in words that cannot be read backwards ("N% short: the real time is M% longer").
+    assert re.search(r"At batch [\d,]+, the equal-step-time estimate is \d+% (short: the real time is \d+% longer|"
+                     r"long: the real time is \d+% shorter)", card)
     assert len(re.findall(r"<p[ >]", card)) <= 5
     # The full verdict, folded in the study's card.
     assert "Fastest to target: batch" in tta and "Equal-step-time rule of thumb" in tta

@@ -10,7 +10,7 @@ from bench.core.numbers import is_number
 from bench.present.report.common import batches, cell, compact_table, distinct, markup
 from bench.present.report.figures import tta as F
 from bench.present.report.inputs import Source
-from bench.present.tta import interval_method, tta_verdict
+from bench.present.tta import interval_method, naive_error_words, tta_verdict
 
 
 def _naive_error(b) -> str | None:
@@ -66,8 +66,7 @@ def tta_headline(result) -> list[str]:
     naive = [b for b in a.batches if is_number(b.naive_rel_error)]
     if naive:
         worst = max(naive, key=lambda b: abs(b.naive_rel_error))
-        lines.append(f"The naive estimate (every batch at the smallest batch's step time) is off by up to "
-                     f"{fmt.signed_percent(worst.naive_rel_error)} (batch {worst.batch_size:,}).")
+        lines.append(f"At batch {worst.batch_size:,}, {naive_error_words(worst.naive_rel_error)}.")
     return lines
 
 
