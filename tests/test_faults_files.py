@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from test_faults_input import one_line, run_cli  # the one CLI runner of the fault tests
 
 from bench.cli import main
 from bench.core.errors import BenchError
@@ -24,22 +25,6 @@ from bench.core.io import (
 DATA = Path(__file__).parent / "data"
 SWEEP = DATA / "sweep-v1.json"
 PYTEST_BENCHMARK = DATA / "pytest-benchmark-v1.json"
-
-
-def run_cli(capsys, argv: list[str]) -> tuple[int, str, str]:
-    try:
-        code = main(argv)
-    except SystemExit as e:
-        code = e.code
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line(err: str) -> str:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert len(lines) == 1, err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 @pytest.fixture

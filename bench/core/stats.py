@@ -171,10 +171,7 @@ def slowest_rank_per_block(rank_samples: Sequence[Sequence[float]],
     maximum is always positive."""
     if not rank_samples:
         return []
-    lengths = {len(s) for s in rank_samples}
-    if len(lengths) != 1:
-        raise BenchError(f"ranks timed different numbers of steps ({sorted(lengths)}): they cannot be combined")
-    n = lengths.pop()
+    n = _steps_per_rank(rank_samples)
     sizes = list(block_sizes) if block_sizes else [n]
     if sum(sizes) != n:
         raise BenchError(f"block sizes add up to {sum(sizes)} steps, the ranks timed {n}")
@@ -193,7 +190,13 @@ def slowest_per_step(rank_samples: Sequence[Sequence[float]]) -> list[float]:
     same number of steps."""
     if not rank_samples:
         return []
+    _steps_per_rank(rank_samples)
+    return [max(step) for step in zip(*rank_samples)]
+
+
+def _steps_per_rank(rank_samples: Sequence[Sequence[float]]) -> int:
+    """The number of steps every rank timed; BenchError when they differ (they cannot be combined)."""
     lengths = {len(s) for s in rank_samples}
     if len(lengths) != 1:
         raise BenchError(f"ranks timed different numbers of steps ({sorted(lengths)}): they cannot be combined")
-    return [max(step) for step in zip(*rank_samples)]
+    return lengths.pop()
