@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -70,11 +71,15 @@ def test_the_nightly_script_and_the_slurm_job_ingest_compare_and_report(tmp_path
     assert "REGRESSION" in second.stdout
 
     # Night 3: back to night 1's numbers -> compared with the last *good* night (1), not the regressed one.
+    # Night 1 was measured for real: where its own samples are wide (a busy or noisy machine), the same
+    # numbers again are "inconclusive" (exit 5) rather than "same" (exit 0); never slower, and either way
+    # against night 1.
     third = run_script("scripts/nightly.sh", {**later, "NIGHT_SOURCE": str(night1), "NIGHT": "2"})
-    assert third.returncode == 0, third.stdout[-4000:] + third.stderr[-4000:]
+    assert third.returncode in (0, 5), third.stdout[-4000:] + third.stderr[-4000:]
+    assert re.search(r"baseline:\s+run 1 ", third.stdout), third.stdout[-4000:]
     with open_store(db) as store:
         runs = query.list_runs(store)
-    assert [r.verdict for r in runs] == [None, "regressed", "ok"]
+    assert [r.verdict for r in runs] == [None, "regressed", "ok" if third.returncode == 0 else "inconclusive"]
     assert len(list(out.glob("report-*.html"))) == 1  # later nights asked for no report
 
 
