@@ -668,13 +668,11 @@ def test_turning_the_search_off_still_reports_the_bracket(fake_allocator):
 # ---- honest counts (issue 10, item 11) -----------------------------------------------------------------
 
 
-def test_skipped_steps_count_only_the_timed_steps(monkeypatch):
-    import bench.measure.step as step_module
+def scaler_step(scale_at):
+    """A TrainStep whose fp16 loss scale after its n-th step is scale_at(n) (a drop is a skipped step)."""
     from bench.measure.step import ScaleDropCounter, TrainStep
 
-    class ScalerSettling(TrainStep):
-        """fp16's GradScaler skips its first steps while the loss scale settles: here, the first three."""
-
+    class ScalerStep(TrainStep):
         def _build(self, seed):
             super()._build(seed)
             self.calls = 0
@@ -683,9 +681,16 @@ def test_skipped_steps_count_only_the_timed_steps(monkeypatch):
         def _step(self):
             super()._step()
             self.calls += 1
-            self._scale_drops.observe(torch.tensor(2.0 ** (16 - min(self.calls, 3))))
+            self._scale_drops.observe(torch.tensor(float(scale_at(self.calls))))
 
-    monkeypatch.setattr(step_module, "TrainStep", ScalerSettling)
+    return ScalerStep
+
+
+def test_skipped_steps_count_only_the_timed_steps(monkeypatch):
+    import bench.measure.step as step_module
+
+    # fp16's GradScaler skips its first steps while the loss scale settles: here, the first three.
+    monkeypatch.setattr(step_module, "TrainStep", scaler_step(lambda calls: 2.0 ** (16 - min(calls, 3))))
     p = run_sweep(SweepConfig(batch_sizes=[4], **FAST), workload=tiny_workload()).point(4)
     assert p.skipped_steps == 0
 
@@ -716,24 +721,11 @@ def test_under_compile_flops_are_counted_on_the_eager_model_and_the_compiled_one
 
 def test_skipped_fp16_steps_are_in_the_terminal_verdict_not_only_the_report(monkeypatch):
     import bench.measure.step as step_module
-    from bench.measure.step import ScaleDropCounter, TrainStep
     from bench.present.steptime import sweep_verdict
 
-    class ScalerSkipping(TrainStep):
-        """A loss scale that drops at every step: every timed step is skipped. (65536 / steps, not a halving:
-        warm-up may run thousands of steps, and 2**-k underflows to 0 in float32, where drops stop.)"""
-
-        def _build(self, seed):
-            super()._build(seed)
-            self.calls = 0
-            self._scale_drops = ScaleDropCounter(2.0 ** 16, "cpu")
-
-        def _step(self):
-            super()._step()
-            self.calls += 1
-            self._scale_drops.observe(torch.tensor(2.0 ** 16 / (1 + self.calls)))
-
-    monkeypatch.setattr(step_module, "TrainStep", ScalerSkipping)
+    # A loss scale that drops at every step: every timed step is skipped. (65536 / steps, not a halving:
+    # warm-up may run thousands of steps, and 2**-k underflows to 0 in float32, where drops stop.)
+    monkeypatch.setattr(step_module, "TrainStep", scaler_step(lambda calls: 2.0 ** 16 / (1 + calls)))
     result = run_sweep(SweepConfig(batch_sizes=[4], **FAST), workload=tiny_workload())
     p = result.point(4)
     assert p.skipped_steps == len(p.samples_s) > 0
